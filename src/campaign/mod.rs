@@ -1,0 +1,64 @@
+//! Cases: a job, its input, a run configuration, a fault plan and a backend, run end to end on
+//! real checkpoint storage and judged by the oracle. Proptest strategies, shrinking and
+//! exploration build on this.
+
+use std::path::Path;
+
+use crate::check::{self, Verdict};
+use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
+use crate::fault::FaultPlan;
+use crate::job::{Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime};
+use crate::sim::TraceHash;
+use crate::state::StateBackendFactory;
+
+/// A case could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum CaseError {
+    /// The checkpoint root could not be set up.
+    #[error("checkpoint storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The run could not be carried out.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// One run and its verdict.
+#[derive(Debug)]
+pub struct CaseReport {
+    /// What the run produced.
+    pub outcome: RunOutcome,
+    /// The oracle's findings.
+    pub verdict: Verdict,
+    /// Hash of the trace: equal for equal seeds.
+    pub trace_hash: TraceHash,
+}
+
+/// Runs `job` over `input` with checkpoints under `<dir>/checkpoints` and backend working
+/// directories under `<dir>/work`, then checks the outcome.
+pub fn run_case(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    backends: &dyn StateBackendFactory,
+    faults: &mut dyn FaultPlan,
+    dir: &Path,
+) -> Result<CaseReport, CaseError> {
+    let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
+    let runtime = Runtime::new(
+        job,
+        input,
+        config.clone(),
+        backends,
+        &mut storage,
+        faults,
+        &dir.join("work"),
+    )?;
+    let outcome = runtime.run()?;
+    let verdict = check::check_run(job, input, config.checkpoint.mode, config.seed, &outcome);
+    let trace_hash = outcome.trace.hash();
+    Ok(CaseReport {
+        outcome,
+        verdict,
+        trace_hash,
+    })
+}

@@ -1,0 +1,361 @@
+//! The oracle: compares a run with the reference model and reports typed violations that name
+//! the seed, where it happened (checkpoint, attempt, key) and both values. It reads outcomes and
+//! never mutates anything.
+//!
+//! Properties:
+//! 1. **Restored state**: after every restore, keyed state equals the model evaluated at the
+//!    restored checkpoint's source positions — so "restored from a checkpoint" is told apart
+//!    from "recomputed from scratch".
+//! 2. **Final state**: when the job finishes, keyed state equals the model over the whole input.
+//! 3. **Output**: an exactly-once sink in exactly-once mode makes visible exactly the model's
+//!    output (nothing lost, nothing twice). Otherwise (a print sink, or at-least-once mode)
+//!    nothing is lost and a record appears more than once only if a restore rewound its
+//!    partition to or before it — a replay.
+//! 4. **Liveness**: the job finishes.
+//!
+//! In at-least-once mode with fan-in, a snapshot may hold records after its barrier, so restored
+//! state and output values legitimately differ from the model: properties 1 and 2 and output
+//! values are then not checked (the verdict says so); loss and replay-only duplication still are.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::job::{CheckpointingMode, Input, JobSpec, JobStatus, Record, RunOutcome, SinkKind};
+use crate::model;
+use crate::state::{StateAddr, StateValue};
+
+/// A broken property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// Keyed state right after a restore differs from the model at the restored positions.
+    RestoredState {
+        /// The attempt that restored.
+        attempt: u32,
+        /// The checkpoint restored (`None`: no checkpoint, restart from scratch).
+        checkpoint_id: Option<u64>,
+        /// Where the values differ.
+        addr: StateAddr,
+        /// The model's value.
+        expected: Option<StateValue>,
+        /// The engine's value.
+        actual: Option<StateValue>,
+    },
+    /// Keyed state at the end differs from the model over the whole input.
+    FinalState {
+        /// Where the values differ.
+        addr: StateAddr,
+        /// The model's value.
+        expected: Option<StateValue>,
+        /// The engine's value.
+        actual: Option<StateValue>,
+    },
+    /// A record of the model's output never became visible.
+    OutputLost {
+        /// The record.
+        record: Record,
+    },
+    /// A record became visible more often than allowed.
+    OutputDuplicated {
+        /// The record.
+        record: Record,
+        /// How often it is visible.
+        count: usize,
+        /// How often it may be (1, or 1 + the restores that replayed it).
+        allowed: usize,
+    },
+    /// A visible record the model does not produce (or with another value).
+    OutputUnexpected {
+        /// The record.
+        record: Record,
+        /// The model's record with the same id, if any.
+        expected: Option<Record>,
+    },
+    /// The job did not finish.
+    JobFailed {
+        /// Why.
+        reason: String,
+    },
+}
+
+fn show(value: &Option<StateValue>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "absent".to_string(), ToString::to_string)
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::RestoredState {
+                attempt,
+                checkpoint_id,
+                addr,
+                expected,
+                actual,
+            } => {
+                let from = checkpoint_id
+                    .map_or_else(|| "no checkpoint".to_string(), |id| format!("chk-{id}"));
+                write!(f, "restored state: after restore from {from} (attempt {attempt}), {addr} is {}, the model says {}", show(actual), show(expected))
+            }
+            Violation::FinalState {
+                addr,
+                expected,
+                actual,
+            } => {
+                write!(
+                    f,
+                    "final state: {addr} is {}, the model says {}",
+                    show(actual),
+                    show(expected)
+                )
+            }
+            Violation::OutputLost { record } => {
+                write!(f, "output lost: {record} never became visible")
+            }
+            Violation::OutputDuplicated {
+                record,
+                count,
+                allowed,
+            } => {
+                write!(
+                    f,
+                    "output duplicated: {record} visible {count} times, at most {allowed} allowed"
+                )
+            }
+            Violation::OutputUnexpected { record, expected } => match expected {
+                Some(expected) => write!(
+                    f,
+                    "output wrong: {record} visible, the model says {expected}"
+                ),
+                None => write!(
+                    f,
+                    "output unexpected: {record} is not in the model's output"
+                ),
+            },
+            Violation::JobFailed { reason } => {
+                write!(f, "liveness: the job did not finish: {reason}")
+            }
+        }
+    }
+}
+
+impl Violation {
+    /// The property this violation breaks: `state`, `output` or `liveness`.
+    pub fn property(&self) -> &'static str {
+        match self {
+            Violation::RestoredState { .. } | Violation::FinalState { .. } => "state",
+            Violation::OutputLost { .. }
+            | Violation::OutputDuplicated { .. }
+            | Violation::OutputUnexpected { .. } => "output",
+            Violation::JobFailed { .. } => "liveness",
+        }
+    }
+}
+
+/// The oracle's findings on one run.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// The seed of the run, for messages.
+    pub seed: u64,
+    /// Broken properties, in the order found.
+    pub violations: Vec<Violation>,
+    /// What was checked, skipped or observed, for the report.
+    pub notes: Vec<String>,
+    /// Visible records that are allowed replays of a restore.
+    pub replayed: Vec<Record>,
+}
+
+impl Verdict {
+    /// Whether every property held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.passed() {
+            writeln!(f, "verdict (seed {}): every property held", self.seed)?;
+        } else {
+            writeln!(
+                f,
+                "verdict (seed {}): {} violation(s)",
+                self.seed,
+                self.violations.len()
+            )?;
+            for violation in &self.violations {
+                writeln!(
+                    f,
+                    "  VIOLATION [{}] seed {}: {violation}",
+                    violation.property(),
+                    self.seed
+                )?;
+            }
+        }
+        for note in &self.notes {
+            writeln!(f, "  note: {note}")?;
+        }
+        Ok(())
+    }
+}
+
+type RecordKey = (String, String, i64);
+
+fn record_key(record: &Record) -> RecordKey {
+    (record.id.clone(), record.key.clone(), record.value)
+}
+
+/// Checks every property of a run of `job` over `input`.
+pub fn check_run(
+    job: &JobSpec,
+    input: &Input,
+    mode: CheckpointingMode,
+    seed: u64,
+    outcome: &RunOutcome,
+) -> Verdict {
+    let mut verdict = Verdict {
+        seed,
+        ..Verdict::default()
+    };
+    let state_exact = mode == CheckpointingMode::ExactlyOnce || !job.has_fan_in();
+    if !state_exact {
+        verdict.notes.push("at-least-once mode with fan-in: snapshots may hold records after their barrier, so state and output values are not compared (loss and replay-only duplication are)".into());
+    }
+
+    if state_exact {
+        let before = verdict.violations.len();
+        for restore in &outcome.restores {
+            let expected = model::evaluate(job, input, &restore.positions).state;
+            for (addr, expected, actual) in expected.differences(&restore.state) {
+                verdict.violations.push(Violation::RestoredState {
+                    attempt: restore.attempt,
+                    checkpoint_id: restore.checkpoint_id,
+                    addr: addr.clone(),
+                    expected: expected.cloned(),
+                    actual: actual.cloned(),
+                });
+            }
+        }
+        let differing = verdict.violations.len() - before;
+        if !outcome.restores.is_empty() && differing == 0 {
+            verdict.notes.push(format!(
+                "restored state matched the model at {} restore(s)",
+                outcome.restores.len()
+            ));
+        }
+    }
+
+    let end = model::evaluate(job, input, &input.end_positions());
+    match (&outcome.status, &outcome.final_state) {
+        (JobStatus::Finished, Some(state)) if state_exact => {
+            for (addr, expected, actual) in end.state.differences(state) {
+                verdict.violations.push(Violation::FinalState {
+                    addr: addr.clone(),
+                    expected: expected.cloned(),
+                    actual: actual.cloned(),
+                });
+            }
+        }
+        (JobStatus::Failed { reason }, _) => verdict.violations.push(Violation::JobFailed {
+            reason: reason.clone(),
+        }),
+        _ => {}
+    }
+
+    let finished = outcome.status == JobStatus::Finished;
+    let exactly_once =
+        job.sink.kind == SinkKind::TwoPhaseCommit && mode == CheckpointingMode::ExactlyOnce;
+    check_output(
+        &mut verdict,
+        &end.outputs,
+        outcome,
+        finished,
+        exactly_once,
+        state_exact,
+    );
+    verdict
+}
+
+fn check_output(
+    verdict: &mut Verdict,
+    expected: &[Record],
+    outcome: &RunOutcome,
+    finished: bool,
+    exactly_once: bool,
+    values_exact: bool,
+) {
+    let mut model_by_id: BTreeMap<&str, &Record> = BTreeMap::new();
+    for record in expected {
+        let previous = model_by_id.insert(&record.id, record);
+        assert!(
+            previous.is_none(),
+            "the model emits each id once: {}",
+            record.id
+        );
+    }
+    let mut visible: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
+    for record in outcome.store.visible() {
+        visible.entry(&record.id).or_default().push(record);
+    }
+    // How often each record may appear: once, plus once per restore that rewound its
+    // partition to or before it (it was read again).
+    let replays = |record: &Record| {
+        outcome
+            .restores
+            .iter()
+            .filter(|r| {
+                r.positions
+                    .0
+                    .get(record.origin.partition as usize)
+                    .is_some_and(|p| *p <= record.origin.offset)
+            })
+            .count()
+    };
+    for (id, copies) in &visible {
+        let model_record = model_by_id.get(id).copied();
+        for copy in copies {
+            let matches_model = model_record.is_some_and(|m| record_key(m) == record_key(copy));
+            if values_exact && !matches_model {
+                verdict.violations.push(Violation::OutputUnexpected {
+                    record: (*copy).clone(),
+                    expected: model_record.cloned(),
+                });
+            }
+        }
+        let allowed = if exactly_once {
+            1
+        } else {
+            1 + replays(copies[0])
+        };
+        if copies.len() > allowed {
+            verdict.violations.push(Violation::OutputDuplicated {
+                record: copies[0].clone(),
+                count: copies.len(),
+                allowed,
+            });
+        } else if copies.len() > 1 {
+            verdict.replayed.push(copies[0].clone());
+        }
+    }
+    if finished {
+        for record in expected {
+            if !visible.contains_key(record.id.as_str()) {
+                verdict.violations.push(Violation::OutputLost {
+                    record: record.clone(),
+                });
+            }
+        }
+    }
+    let total: usize = visible.values().map(Vec::len).sum();
+    let rule = if exactly_once {
+        "exactly-once"
+    } else {
+        "at-least-once"
+    };
+    verdict.notes.push(format!(
+        "output ({rule}): the model emits {} records; {} visible, {} replayed after a restore",
+        expected.len(),
+        total,
+        total - visible.len()
+    ));
+}

@@ -1,0 +1,345 @@
+//! `_metadata`: the commit point of a checkpoint or savepoint. It names every file the snapshot
+//! needs (by relative path, with size and CRC32C) and holds each subtask's operator state
+//! (source positions, sink transactions). Written last; a checkpoint without a valid
+//! `_metadata` does not exist.
+
+use super::codec::{Decoder, Encoder};
+use super::envelope;
+use super::{FormatError, RelPath};
+use crate::state::KeyGroupRange;
+
+const MAGIC: [u8; 4] = *b"FLTM";
+const VERSION: u16 = 1;
+const FORMAT: &str = "_metadata";
+
+/// Whether the engine or the user took the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotKind {
+    /// Taken by the checkpoint coordinator; subject to retention.
+    Checkpoint,
+    /// Taken by the user; never deleted by the engine.
+    Savepoint,
+}
+
+/// A file a snapshot needs, as recorded when it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// Where it lives, relative to the root that holds the snapshot.
+    pub path: RelPath,
+    /// Its size in bytes.
+    pub size: u64,
+    /// CRC32C of its bytes.
+    pub crc32c: u32,
+}
+
+/// Where a subtask's keyed state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyedStateHandle {
+    /// One file in the canonical full-snapshot format ([`super::canonical`]).
+    Canonical(FileRef),
+}
+
+impl KeyedStateHandle {
+    /// Every file the handle names.
+    pub fn files(&self) -> Vec<&FileRef> {
+        match self {
+            KeyedStateHandle::Canonical(file) => vec![file],
+        }
+    }
+}
+
+/// One subtask's part of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubtaskSnapshot {
+    /// The subtask index.
+    pub subtask: u16,
+    /// The key groups the subtask owned.
+    pub key_groups: KeyGroupRange,
+    /// Its keyed state, if the operator is keyed.
+    pub keyed: Option<KeyedStateHandle>,
+    /// Its operator state (source positions, sink transactions), opaque here.
+    pub operator_state: Vec<u8>,
+}
+
+/// One stage (operator) of the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSnapshot {
+    /// The stage's position in the job.
+    pub stage: u16,
+    /// The stage's name, checked on restore.
+    pub name: String,
+    /// Parallelism when the snapshot was taken.
+    pub parallelism: u16,
+    /// One entry per subtask, in subtask order.
+    pub subtasks: Vec<SubtaskSnapshot>,
+}
+
+/// The decoded contents of `_metadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointMetadata {
+    /// The checkpoint id (for a savepoint, the id of the checkpoint barrier that took it).
+    pub checkpoint_id: u64,
+    /// Checkpoint or savepoint.
+    pub kind: SnapshotKind,
+    /// Virtual time at which the checkpoint was triggered.
+    pub trigger_time_ms: u64,
+    /// Fingerprint of the job's structure; restore refuses a different job.
+    pub job_fingerprint: u64,
+    /// The job's max parallelism (number of key groups).
+    pub max_parallelism: u16,
+    /// Name of the state backend that wrote the keyed state.
+    pub backend: String,
+    /// One entry per stage, in stage order.
+    pub stages: Vec<StageSnapshot>,
+}
+
+impl CheckpointMetadata {
+    /// Every file the snapshot names.
+    pub fn files(&self) -> Vec<&FileRef> {
+        self.stages
+            .iter()
+            .flat_map(|stage| &stage.subtasks)
+            .filter_map(|subtask| subtask.keyed.as_ref())
+            .flat_map(|handle| handle.files())
+            .collect()
+    }
+
+    /// Encodes into the enveloped `_metadata` bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.u64(self.checkpoint_id);
+        e.u8(match self.kind {
+            SnapshotKind::Checkpoint => 0,
+            SnapshotKind::Savepoint => 1,
+        });
+        e.u64(self.trigger_time_ms)
+            .u64(self.job_fingerprint)
+            .u16(self.max_parallelism);
+        e.str(&self.backend);
+        e.u32(self.stages.len() as u32);
+        for stage in &self.stages {
+            e.u16(stage.stage).str(&stage.name).u16(stage.parallelism);
+            e.u32(stage.subtasks.len() as u32);
+            for subtask in &stage.subtasks {
+                e.u16(subtask.subtask)
+                    .u16(subtask.key_groups.start)
+                    .u16(subtask.key_groups.end);
+                match &subtask.keyed {
+                    None => {
+                        e.u8(0);
+                    }
+                    Some(KeyedStateHandle::Canonical(file)) => {
+                        e.u8(1);
+                        encode_file(&mut e, file);
+                    }
+                }
+                e.bytes(&subtask.operator_state);
+            }
+        }
+        let encoded = envelope::seal(MAGIC, VERSION, &e.finish());
+        debug_assert_eq!(
+            Self::decode(&encoded).as_ref(),
+            Ok(self),
+            "metadata round trip"
+        );
+        encoded
+    }
+
+    /// Decodes and validates `_metadata` bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        let payload = envelope::open(FORMAT, MAGIC, VERSION, bytes)?;
+        let mut d = Decoder::new(payload);
+        let checkpoint_id = d.u64("checkpoint id")?;
+        let kind_offset = d.position() as u64;
+        let kind = match d.u8("snapshot kind")? {
+            0 => SnapshotKind::Checkpoint,
+            1 => SnapshotKind::Savepoint,
+            other => {
+                return Err(invalid(
+                    "snapshot kind",
+                    kind_offset,
+                    format!("unknown kind {other}"),
+                ))
+            }
+        };
+        let trigger_time_ms = d.u64("trigger time")?;
+        let job_fingerprint = d.u64("job fingerprint")?;
+        let max_parallelism = d.u16("max parallelism")?;
+        if max_parallelism == 0 {
+            return Err(invalid(
+                "max parallelism",
+                d.position() as u64,
+                "zero".into(),
+            ));
+        }
+        let backend = d.str("backend")?.to_string();
+        let stage_count = d.count("stages", 10)?;
+        let mut stages = Vec::with_capacity(stage_count);
+        for index in 0..stage_count {
+            let stage = decode_stage(&mut d, max_parallelism)?;
+            if usize::from(stage.stage) != index {
+                return Err(invalid(
+                    "stage",
+                    d.position() as u64,
+                    format!("stage {} at position {index}", stage.stage),
+                ));
+            }
+            stages.push(stage);
+        }
+        d.finish(FORMAT)?;
+        Ok(Self {
+            checkpoint_id,
+            kind,
+            trigger_time_ms,
+            job_fingerprint,
+            max_parallelism,
+            backend,
+            stages,
+        })
+    }
+}
+
+fn invalid(what: &'static str, offset: u64, reason: String) -> FormatError {
+    FormatError::Invalid {
+        what,
+        offset,
+        reason,
+    }
+}
+
+fn encode_file(e: &mut Encoder, file: &FileRef) {
+    e.str(file.path.as_str()).u64(file.size).u32(file.crc32c);
+}
+
+fn decode_file(d: &mut Decoder<'_>) -> Result<FileRef, FormatError> {
+    let path = RelPath::new(d.str("file path")?)?;
+    let size = d.u64("file size")?;
+    let crc32c = d.u32("file checksum")?;
+    Ok(FileRef { path, size, crc32c })
+}
+
+fn decode_stage(d: &mut Decoder<'_>, max_parallelism: u16) -> Result<StageSnapshot, FormatError> {
+    let stage = d.u16("stage")?;
+    let name = d.str("stage name")?.to_string();
+    let parallelism = d.u16("parallelism")?;
+    if parallelism == 0 || parallelism > max_parallelism {
+        return Err(invalid(
+            "parallelism",
+            d.position() as u64,
+            format!("{parallelism} outside 1..={max_parallelism}"),
+        ));
+    }
+    let subtask_count = d.count("subtasks", 11)?;
+    if subtask_count != usize::from(parallelism) {
+        return Err(invalid(
+            "subtasks",
+            d.position() as u64,
+            format!("{subtask_count} subtasks for parallelism {parallelism}"),
+        ));
+    }
+    let mut subtasks = Vec::with_capacity(subtask_count);
+    for index in 0..subtask_count {
+        let offset = d.position() as u64;
+        let subtask = d.u16("subtask")?;
+        if usize::from(subtask) != index {
+            return Err(invalid(
+                "subtask",
+                offset,
+                format!("subtask {subtask} at position {index}"),
+            ));
+        }
+        let start = d.u16("key group start")?;
+        let end = d.u16("key group end")?;
+        if start > end || end >= max_parallelism {
+            return Err(invalid(
+                "key groups",
+                offset,
+                format!("range {start}..={end} with max parallelism {max_parallelism}"),
+            ));
+        }
+        let tag_offset = d.position() as u64;
+        let keyed = match d.u8("keyed state tag")? {
+            0 => None,
+            1 => Some(KeyedStateHandle::Canonical(decode_file(d)?)),
+            other => {
+                return Err(invalid(
+                    "keyed state tag",
+                    tag_offset,
+                    format!("unknown tag {other}"),
+                ))
+            }
+        };
+        let operator_state = d.bytes("operator state")?.to_vec();
+        subtasks.push(SubtaskSnapshot {
+            subtask,
+            key_groups: KeyGroupRange { start, end },
+            keyed,
+            operator_state,
+        });
+    }
+    Ok(StageSnapshot {
+        stage,
+        name,
+        parallelism,
+        subtasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> CheckpointMetadata {
+        CheckpointMetadata {
+            checkpoint_id: 3,
+            kind: SnapshotKind::Checkpoint,
+            trigger_time_ms: 5000,
+            job_fingerprint: 0xfeed,
+            max_parallelism: 128,
+            backend: "memory".into(),
+            stages: vec![StageSnapshot {
+                stage: 0,
+                name: "sum".into(),
+                parallelism: 1,
+                subtasks: vec![SubtaskSnapshot {
+                    subtask: 0,
+                    key_groups: KeyGroupRange { start: 0, end: 127 },
+                    keyed: Some(KeyedStateHandle::Canonical(FileRef {
+                        path: RelPath::new("chk-3/sum-0.kv").unwrap(),
+                        size: 10,
+                        crc32c: 7,
+                    })),
+                    operator_state: vec![1, 2, 3],
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let metadata = sample();
+        assert_eq!(
+            CheckpointMetadata::decode(&metadata.encode()).unwrap(),
+            metadata
+        );
+    }
+
+    #[test]
+    fn corruption_and_truncation_are_errors() {
+        let bytes = sample().encode();
+        for index in 0..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[index] ^= 0x40;
+            assert!(
+                CheckpointMetadata::decode(&corrupt).is_err(),
+                "flip at {index} passed"
+            );
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                CheckpointMetadata::decode(&bytes[..len]).is_err(),
+                "cut at {len} passed"
+            );
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! CSV input for the replayable source: `transaction_id, account, amount` rows, as in the
+//! tutorials' `data.csv`. Rows with a missing value are skipped and counted (the tutorial's
+//! `dropna`); anything else malformed is an error naming the line and column.
+
+use super::record::InputRecord;
+
+/// Parsed CSV input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvInput {
+    /// Records in file order; `value` is the amount in cents, `key` the account.
+    pub records: Vec<InputRecord>,
+    /// Rows skipped for a missing value, by line number.
+    pub skipped_lines: Vec<u64>,
+}
+
+/// A CSV file that cannot be read as transactions.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}{}: {reason}", column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
+pub struct CsvError {
+    /// 1-based line number.
+    pub line: u64,
+    /// The column name, where one is at fault.
+    pub column: Option<String>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+const COLUMNS: [&str; 3] = ["transaction_id", "account", "amount"];
+
+/// Parses an amount like `2500.0`, `12.34` or `-7` into cents, exactly (no floating point).
+pub fn parse_cents(text: &str) -> Result<i64, String> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let is_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
+    if whole.is_empty() || !is_digits(whole) || !is_digits(fraction) || fraction.len() > 2 {
+        return Err(format!(
+            "{text:?} is not an amount like 2500.0 (at most two decimals)"
+        ));
+    }
+    let whole: i64 = whole
+        .parse()
+        .map_err(|_| format!("{text:?} is too large"))?;
+    let fraction: i64 = format!("{fraction:0<2}").parse().expect("two ASCII digits");
+    let cents = whole
+        .checked_mul(100)
+        .and_then(|c| c.checked_add(fraction))
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    Ok(if negative { -cents } else { cents })
+}
+
+/// Parses transactions CSV text.
+pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| CsvError {
+            line: 1,
+            column: None,
+            reason: e.to_string(),
+        })?
+        .clone();
+    let header: Vec<&str> = headers.iter().collect();
+    if header != COLUMNS {
+        return Err(CsvError {
+            line: 1,
+            column: None,
+            reason: format!("header is {header:?}, expected {COLUMNS:?}"),
+        });
+    }
+    let mut records = Vec::new();
+    let mut skipped_lines = Vec::new();
+    for row in reader.records() {
+        let row = row.map_err(|e| CsvError {
+            line: e.position().map_or(0, |p| p.line()),
+            column: None,
+            reason: e.to_string(),
+        })?;
+        let line = row.position().map_or(0, |p| p.line());
+        if row.len() != COLUMNS.len() {
+            return Err(CsvError {
+                line,
+                column: None,
+                reason: format!("{} fields, expected {}", row.len(), COLUMNS.len()),
+            });
+        }
+        if row.iter().any(str::is_empty) {
+            skipped_lines.push(line);
+            continue;
+        }
+        let value = parse_cents(&row[2]).map_err(|reason| CsvError {
+            line,
+            column: Some("amount".into()),
+            reason,
+        })?;
+        records.push(InputRecord {
+            id: row[0].to_string(),
+            key: row[1].to_string(),
+            value,
+        });
+    }
+    Ok(CsvInput {
+        records,
+        skipped_lines,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_exact_cents() {
+        assert_eq!(parse_cents("2500.0"), Ok(250_000));
+        assert_eq!(parse_cents("12.34"), Ok(1234));
+        assert_eq!(parse_cents("-7"), Ok(-700));
+        for bad in ["", "1.234", "abc", "1e5", ".5", "--1", "1.2.3"] {
+            assert!(parse_cents(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn missing_values_are_skipped_and_bad_ones_named() {
+        let parsed =
+            parse_transactions("transaction_id,account,amount\ntx1,a,1.5\ntx2,,3\ntx3,b,\n")
+                .unwrap();
+        assert_eq!(parsed.records.len(), 1);
+        assert_eq!(parsed.skipped_lines, vec![3, 4]);
+        let error = parse_transactions("transaction_id,account,amount\ntx1,a,1.5\ntx2,b,lots\n")
+            .unwrap_err();
+        assert_eq!((error.line, error.column.as_deref()), (3, Some("amount")));
+        let error = parse_transactions("transaction_id,account,amount\ntx1,a\n").unwrap_err();
+        assert_eq!(error.line, 2);
+        let error = parse_transactions("id,account,amount\n").unwrap_err();
+        assert_eq!(error.line, 1);
+    }
+}

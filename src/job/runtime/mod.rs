@@ -1,0 +1,340 @@
+//! The execution engine: runs a job on the deterministic runtime, one scheduler step at a time.
+//!
+//! An attempt builds every subtask and the bounded channels between them, restores them from the
+//! latest completed checkpoint, and loops: deliver due notifications, expire or trigger
+//! checkpoints on the virtual clock, then let the seeded scheduler pick one runnable task for
+//! one step (emit a record, process one element of one input channel). A failure ends the
+//! attempt; the restart strategy decides whether and when the next one starts.
+//!
+//! The checkpoint coordinator lives here too: barriers are injected at the sources, aligned at
+//! tasks with several inputs (exactly-once) or only counted (at-least-once), each task snapshots
+//! and acknowledges, and once every task has acknowledged, `_metadata` is written, older
+//! checkpoints beyond `num_retained` are subsumed and completion notifications are queued.
+
+mod config;
+mod coordinator;
+mod outcome;
+mod restore;
+mod step;
+mod task;
+
+pub use config::{CheckpointConfig, CheckpointingMode, RunConfig};
+pub use outcome::{FailureRecord, JobStatus, RestoreRecord, RunError, RunOutcome, RunStats};
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::CheckpointStorage;
+use crate::fault::FaultPlan;
+use crate::job::record::Input;
+use crate::job::restart::{RestartDecision, RestartTracker};
+use crate::job::sink::ExternalStore;
+use crate::job::spec::JobSpec;
+use crate::sim::{Clock, RngStreams, Scheduler, StreamName, Trace};
+use crate::state::StateBackendFactory;
+use task::*;
+
+/// Runs one job on one input with one configuration, backend, storage and fault plan.
+pub struct Runtime<'a> {
+    job: &'a JobSpec,
+    input: &'a Input,
+    config: RunConfig,
+    backends: &'a dyn StateBackendFactory,
+    storage: &'a mut dyn CheckpointStorage,
+    faults: &'a mut dyn FaultPlan,
+    work_dir: PathBuf,
+    clock: Clock,
+    scheduler: Scheduler,
+    jitter: ChaCha8Rng,
+    trace: Trace,
+    restart: RestartTracker,
+    store: ExternalStore,
+    restores: Vec<RestoreRecord>,
+    failures: Vec<FailureRecord>,
+    stats: RunStats,
+    next_checkpoint_id: u64,
+    retained: VecDeque<u64>,
+    consecutive_checkpoint_failures: u32,
+}
+
+impl<'a> Runtime<'a> {
+    /// A runtime for one run. `work_dir` receives the backends' working directories.
+    pub fn new(
+        job: &'a JobSpec,
+        input: &'a Input,
+        config: RunConfig,
+        backends: &'a dyn StateBackendFactory,
+        storage: &'a mut dyn CheckpointStorage,
+        faults: &'a mut dyn FaultPlan,
+        work_dir: &Path,
+    ) -> Result<Self, RunError> {
+        job.validate()
+            .map_err(|e| RunError::Invalid(e.to_string()))?;
+        config.restart.validate().map_err(RunError::Invalid)?;
+        if config.checkpoint.interval_ms == 0 {
+            return Err(RunError::Invalid(
+                "the checkpoint interval must be positive".into(),
+            ));
+        }
+        if config.checkpoint.num_retained == 0 {
+            return Err(RunError::Invalid("num_retained must be at least 1".into()));
+        }
+        if config.channel_capacity == 0 {
+            return Err(RunError::Invalid(
+                "channel capacity must be at least 1".into(),
+            ));
+        }
+        if input.partitions().len() != job.source.partition_count() as usize {
+            return Err(RunError::Invalid(format!(
+                "the input has {} partitions, the source expects {}",
+                input.partitions().len(),
+                job.source.partition_count()
+            )));
+        }
+        let streams = RngStreams::new(config.seed);
+        Ok(Self {
+            job,
+            input,
+            scheduler: Scheduler::new(
+                streams.stream(StreamName::Scheduler),
+                config.seed,
+                config.steps_max,
+            ),
+            jitter: streams.stream(StreamName::RestartJitter),
+            restart: RestartTracker::new(config.restart.clone()),
+            config,
+            backends,
+            storage,
+            faults,
+            work_dir: work_dir.to_path_buf(),
+            clock: Clock::new(),
+            trace: Trace::new(),
+            store: ExternalStore::new(),
+            restores: Vec::new(),
+            failures: Vec::new(),
+            stats: RunStats::default(),
+            next_checkpoint_id: 1,
+            retained: VecDeque::new(),
+            consecutive_checkpoint_failures: 0,
+        })
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace
+            .record(self.scheduler.steps(), self.clock.now_ms(), line);
+    }
+
+    /// Runs the job to its end: finished, or failed for good.
+    pub fn run(mut self) -> Result<RunOutcome, RunError> {
+        let job = self.job;
+        self.note(format!(
+            "job {} started: seed {}, backend {}, {}, checkpoint every {} ms ({}), restart {}",
+            job.name,
+            self.config.seed,
+            self.backends.name(),
+            job.stage_names()
+                .iter()
+                .zip(job.stage_parallelisms())
+                .map(|(name, p)| format!("{name}({p})"))
+                .collect::<Vec<_>>()
+                .join(" -> "),
+            self.config.checkpoint.interval_ms,
+            match self.config.checkpoint.mode {
+                CheckpointingMode::ExactlyOnce => "exactly-once",
+                CheckpointingMode::AtLeastOnce => "at-least-once",
+            },
+            self.config.restart,
+        ));
+        let mut attempt = 0u32;
+        let (status, final_state) = loop {
+            self.stats.attempts = attempt + 1;
+            let end = match self.start_attempt(attempt) {
+                Ok(mut execution) => {
+                    let end = self.run_attempt(&mut execution)?;
+                    if matches!(end, AttemptEnd::Finished) {
+                        let state = self
+                            .dump_state(&execution)
+                            .map_err(|f| RunError::Invalid(f.reason))?;
+                        break (JobStatus::Finished, Some(state));
+                    }
+                    end
+                }
+                Err(failure) => AttemptEnd::Failed(failure),
+            };
+            let AttemptEnd::Failed(failure) = end else {
+                unreachable!("finished breaks above")
+            };
+            self.note(format!("failure {}: {}", failure.task, failure.reason));
+            self.failures.push(FailureRecord {
+                attempt,
+                task: failure.task.clone(),
+                reason: failure.reason.clone(),
+                time_ms: self.clock.now_ms(),
+            });
+            match self
+                .restart
+                .on_failure(self.clock.now_ms(), &mut self.jitter)
+            {
+                RestartDecision::GiveUp { reason } => {
+                    self.note(format!("job failed: {reason}"));
+                    break (
+                        JobStatus::Failed {
+                            reason: format!(
+                                "{} (last failure: {}: {})",
+                                reason, failure.task, failure.reason
+                            ),
+                        },
+                        None,
+                    );
+                }
+                RestartDecision::Restart { delay_ms, restart } => {
+                    self.note(format!(
+                        "restart #{restart} in {delay_ms} ms ({})",
+                        self.restart.strategy()
+                    ));
+                    self.clock.advance_ms(delay_ms);
+                    attempt += 1;
+                }
+            }
+        };
+        if status == JobStatus::Finished {
+            self.note(format!(
+                "job finished: {} records visible in the sink",
+                self.store.visible().len()
+            ));
+        }
+        self.stats.steps = self.scheduler.steps();
+        self.stats.time_ms = self.clock.now_ms();
+        Ok(RunOutcome {
+            status,
+            trace: self.trace,
+            restores: self.restores,
+            failures: self.failures,
+            final_state,
+            store: self.store,
+            stats: self.stats,
+            retained_checkpoints: self.retained.into_iter().collect(),
+        })
+    }
+
+    /// Builds every task and channel of an attempt, restoring from the latest checkpoint on a
+    /// restart.
+    fn start_attempt(&mut self, attempt: u32) -> Result<Execution, Failure> {
+        let target = if attempt == 0 {
+            RestoreTarget::Fresh
+        } else {
+            RestoreTarget::Latest
+        };
+        let mut execution = self.build_execution(attempt, target)?;
+        for task in &mut execution.tasks {
+            if let Body::Operator(op) = &mut task.body {
+                op.op
+                    .open(backend_mut(&mut op.backend))
+                    .map_err(|e| Failure::new(&task.name, format!("open: {e}")))?;
+            }
+        }
+        Ok(execution)
+    }
+
+    /// Restores checkpoint `checkpoint_id` into freshly built tasks and returns the restored
+    /// source positions and keyed state, without running anything. Sinks are not restored (that
+    /// would commit transactions in the external system). For tests and `inspect`.
+    pub fn restore_for_inspection(mut self, checkpoint_id: u64) -> Result<RestoreRecord, String> {
+        self.build_execution(1, RestoreTarget::Inspect(checkpoint_id))
+            .map_err(|f| format!("{}: {}", f.task, f.reason))?;
+        self.restores
+            .pop()
+            .ok_or_else(|| "nothing was restored".to_string())
+    }
+
+    fn sources_exhausted(&self, execution: &Execution) -> bool {
+        execution.tasks.iter().all(|task| match &task.body {
+            Body::Source(source) => source
+                .partitions
+                .iter()
+                .all(|p| source.positions[p] >= self.input.partitions()[*p as usize].len() as u64),
+            _ => true,
+        })
+    }
+
+    fn runnable(&self, execution: &Execution) -> Vec<usize> {
+        let capacity = self.config.channel_capacity;
+        let mut runnable = Vec::new();
+        for (index, task) in execution.tasks.iter().enumerate() {
+            let outputs_free = task
+                .outputs
+                .channels
+                .iter()
+                .all(|c| execution.channels[*c].queue.len() < capacity);
+            let ready = match &task.body {
+                Body::Source(source) => {
+                    outputs_free
+                        && source.partitions.iter().any(|p| {
+                            source.positions[p] < self.input.partitions()[*p as usize].len() as u64
+                        })
+                }
+                _ => {
+                    outputs_free
+                        && task.inputs.iter().any(|c| {
+                            !execution.channels[*c].blocked
+                                && !execution.channels[*c].queue.is_empty()
+                        })
+                }
+            };
+            if ready {
+                runnable.push(index);
+            }
+        }
+        runnable
+    }
+
+    fn run_attempt(&mut self, execution: &mut Execution) -> Result<AttemptEnd, RunError> {
+        loop {
+            if let Err(failure) = self.deliver_notifications(execution) {
+                return Ok(AttemptEnd::Failed(failure));
+            }
+            if let Err(failure) = self.coordinate(execution) {
+                return Ok(AttemptEnd::Failed(failure));
+            }
+            let runnable = self.runnable(execution);
+            if runnable.is_empty() {
+                let drained = execution.channels.iter().all(|c| c.queue.is_empty());
+                if !drained {
+                    panic!(
+                        "deadlock: no runnable task but records in flight (seed {})",
+                        self.config.seed
+                    );
+                }
+                assert!(
+                    self.sources_exhausted(execution),
+                    "sources idle with input left"
+                );
+                if execution.final_completed && execution.notifications.is_empty() {
+                    return Ok(AttemptEnd::Finished);
+                }
+                // Everything is drained: the final checkpoint runs now, not at the interval.
+                if execution.pending.is_none() {
+                    execution.next_trigger_ms = self.clock.now_ms();
+                    continue;
+                }
+                panic!(
+                    "checkpoint pending with nothing in flight (seed {})",
+                    self.config.seed
+                );
+            }
+            let step = self.scheduler.tick()?;
+            if let Some(reason) = self.faults.on_step(step, self.clock.now_ms()) {
+                return Ok(AttemptEnd::Failed(Failure::new("process", reason)));
+            }
+            let task = self
+                .scheduler
+                .pick(&runnable)
+                .expect("runnable is not empty");
+            if let Err(failure) = self.step_task(execution, task) {
+                return Ok(AttemptEnd::Failed(failure));
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One scheduler step of one task: a source emits a record, an operator processes one element of
+//! one input (panics caught here, by the supervisor), a sink writes; outputs are routed by key
+//! group.
+
+use super::Runtime;
+use std::panic::AssertUnwindSafe;
+
+use super::task::*;
+
+use crate::fault::RecordPoint;
+use crate::job::keygroup::{key_group_for, subtask_for_key_group};
+use crate::job::operator::OperatorContext;
+use crate::job::record::Record;
+use crate::state::KeyedContext;
+
+impl<'a> Runtime<'a> {
+    pub(super) fn step_task(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+    ) -> Result<(), Failure> {
+        if matches!(execution.tasks[index].body, Body::Source(_)) {
+            return self.step_source(execution, index);
+        }
+        let open: Vec<usize> = execution.tasks[index]
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| {
+                !execution.channels[**c].blocked && !execution.channels[**c].queue.is_empty()
+            })
+            .map(|(input, _)| input)
+            .collect();
+        let input = self
+            .scheduler
+            .pick(&open)
+            .expect("a runnable task has an open input");
+        let channel = execution.tasks[index].inputs[input];
+        let element = execution.channels[channel]
+            .queue
+            .pop_front()
+            .expect("open inputs are not empty");
+        match element {
+            Element::Record(record) => self.process_record(execution, index, record),
+            Element::Barrier(id) => {
+                assert!(
+                    id > execution.channels[channel].last_barrier,
+                    "barriers out of order on a channel"
+                );
+                execution.channels[channel].last_barrier = id;
+                self.on_barrier(execution, index, input, id)
+            }
+        }
+    }
+
+    pub(super) fn step_source(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+    ) -> Result<(), Failure> {
+        let task = &mut execution.tasks[index];
+        let Body::Source(source) = &mut task.body else {
+            unreachable!("checked by the caller")
+        };
+        let count = source.partitions.len();
+        let partitions = self.input.partitions();
+        let slot = (0..count)
+            .map(|i| (source.cursor + i) % count)
+            .find(|&i| {
+                source.positions[&source.partitions[i]]
+                    < partitions[source.partitions[i] as usize].len() as u64
+            })
+            .expect("a runnable source has input left");
+        let partition = source.partitions[slot];
+        let offset = source.positions[&partition];
+        let record = partitions[partition as usize][offset as usize].clone();
+        source.positions.insert(partition, offset + 1);
+        source.cursor = (slot + 1) % count;
+        let emit_ms = source.emit_ms;
+        let line = format!("emit {} {record}", task.name);
+        self.clock.advance_ms(emit_ms);
+        self.note(line);
+        self.route(execution, index, vec![record]);
+        Ok(())
+    }
+
+    pub(super) fn route(&mut self, execution: &mut Execution, task: usize, records: Vec<Record>) {
+        let outputs = &execution.tasks[task].outputs;
+        let max_parallelism = self.job.max_parallelism;
+        for record in records {
+            let channel = if outputs.forward {
+                outputs.channels[0]
+            } else {
+                let group = key_group_for(&record.key, max_parallelism);
+                outputs.channels[usize::from(subtask_for_key_group(
+                    max_parallelism,
+                    outputs.channels.len() as u16,
+                    group,
+                ))]
+            };
+            execution.channels[channel]
+                .queue
+                .push_back(Element::Record(record));
+        }
+    }
+
+    pub(super) fn process_record(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        record: Record,
+    ) -> Result<(), Failure> {
+        self.stats.records_processed += 1;
+        let attempt = execution.attempt;
+        let max_parallelism = self.job.max_parallelism;
+        let task = &mut execution.tasks[index];
+        let name = task.name.clone();
+        match &mut task.body {
+            Body::Sink(sink) => {
+                let line = format!("write {name} {record}");
+                sink.write(record, &mut self.store)
+                    .map_err(|e| Failure::new(&name, e.to_string()))?;
+                self.note(line);
+                Ok(())
+            }
+            Body::Operator(op) => {
+                op.processed += 1;
+                let stage = &self.job.stages[task.stage - 1].name;
+                let point = RecordPoint {
+                    stage,
+                    subtask: task.subtask,
+                    attempt,
+                    record_index: op.processed,
+                    record: &record,
+                };
+                if let Some(reason) = self.faults.on_record(&point) {
+                    return Err(Failure::new(&name, reason));
+                }
+                let key = record.key.clone();
+                let group = key_group_for(&key, max_parallelism);
+                let line_head = format!("process {name} {record}");
+                let mut out = Vec::new();
+                let keyed = match op.backend.as_deref_mut() {
+                    Some(backend) => {
+                        assert!(
+                            backend.key_groups().contains(group),
+                            "{name}: key {key:?} (group {group}) routed outside {}",
+                            backend.key_groups()
+                        );
+                        Some(KeyedContext::new(backend, group, key.as_bytes()))
+                    }
+                    None => None,
+                };
+                let mut ctx = OperatorContext::new(attempt, task.subtask, keyed);
+                #[allow(clippy::disallowed_methods)]
+                // The supervisor is the one place that catches operator panics.
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    op.op.process(record, &mut ctx, &mut out)
+                }));
+                self.clock.advance_ms(op.processing_ms);
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return Err(Failure::new(&name, error.to_string())),
+                    Err(payload) => {
+                        return Err(Failure::new(
+                            &name,
+                            format!("panicked: {}", panic_message(&*payload)),
+                        ))
+                    }
+                }
+                let outputs: Vec<String> = out.iter().map(|r| r.value.to_string()).collect();
+                self.note(format!("{line_head} -> [{}]", outputs.join(", ")));
+                self.route(execution, index, out);
+                Ok(())
+            }
+            Body::Source(_) => unreachable!("sources have no inputs"),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The parts of one attempt: tasks and their bodies, channels, alignment state, the pending
+//! checkpoint, and small encoders of source positions.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Range;
+
+use crate::checkpoint::codec::{Decoder, Encoder};
+use crate::checkpoint::{RelPath, SubtaskSnapshot};
+use crate::job::operator::Operator;
+use crate::job::record::Record;
+use crate::job::sink::Sink;
+use crate::state::{KeyGroupRange, StateBackend};
+
+#[derive(Debug, Clone)]
+pub(super) enum Element {
+    Record(Record),
+    Barrier(u64),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Channel {
+    pub(super) queue: VecDeque<Element>,
+    /// Blocked by barrier alignment: its barrier arrived, others' have not.
+    pub(super) blocked: bool,
+    pub(super) last_barrier: u64,
+}
+
+#[derive(Debug)]
+pub(super) struct Outputs {
+    /// Channel per downstream subtask, or the single forward channel.
+    pub(super) channels: Vec<usize>,
+    pub(super) forward: bool,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Alignment {
+    pub(super) checkpoint: Option<u64>,
+    pub(super) received: Vec<bool>,
+}
+
+pub(super) struct SourceTask {
+    pub(super) partitions: Vec<u32>,
+    pub(super) positions: BTreeMap<u32, u64>,
+    pub(super) cursor: usize,
+    pub(super) emit_ms: u64,
+}
+
+pub(super) struct OperatorTask {
+    pub(super) op: Box<dyn Operator>,
+    pub(super) backend: Option<Box<dyn StateBackend>>,
+    pub(super) processing_ms: u64,
+    pub(super) processed: u64,
+}
+
+pub(super) enum Body {
+    Source(SourceTask),
+    Operator(OperatorTask),
+    Sink(Box<dyn Sink>),
+}
+
+pub(super) struct Task {
+    pub(super) name: String,
+    pub(super) stage: usize,
+    pub(super) subtask: u16,
+    pub(super) key_groups: KeyGroupRange,
+    pub(super) inputs: Vec<usize>,
+    pub(super) outputs: Outputs,
+    pub(super) alignment: Alignment,
+    pub(super) body: Body,
+}
+
+pub(super) struct Pending {
+    pub(super) id: u64,
+    pub(super) trigger_ms: u64,
+    pub(super) is_final: bool,
+    pub(super) acks: Vec<Option<SubtaskSnapshot>>,
+}
+
+pub(super) struct Execution {
+    pub(super) attempt: u32,
+    pub(super) tasks: Vec<Task>,
+    pub(super) channels: Vec<Channel>,
+    pub(super) stage_tasks: Vec<Range<usize>>,
+    pub(super) pending: Option<Pending>,
+    pub(super) next_trigger_ms: u64,
+    pub(super) notifications: VecDeque<(u64, usize)>,
+    pub(super) final_completed: bool,
+}
+
+/// A failure inside an attempt.
+pub(super) struct Failure {
+    pub(super) task: String,
+    pub(super) reason: String,
+}
+
+impl Failure {
+    pub(super) fn new(task: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            task: task.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which checkpoint an attempt starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RestoreTarget {
+    /// No restore: the job's first attempt.
+    Fresh,
+    /// The latest completed checkpoint in storage (or none).
+    Latest,
+    /// A given checkpoint, sinks left alone.
+    Inspect(u64),
+}
+
+pub(super) enum AttemptEnd {
+    Finished,
+    Failed(Failure),
+}
+
+pub(super) fn checkpoint_dir(id: u64) -> RelPath {
+    RelPath::new(&format!("chk-{id}")).expect("chk-<id> is a valid relative path")
+}
+
+pub(super) fn metadata_path(id: u64) -> RelPath {
+    RelPath::new(&format!("chk-{id}/_metadata"))
+        .expect("chk-<id>/_metadata is a valid relative path")
+}
+
+pub(super) fn encode_positions(positions: &BTreeMap<u32, u64>) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.u32(positions.len() as u32);
+    for (partition, offset) in positions {
+        e.u32(*partition).u64(*offset);
+    }
+    e.finish()
+}
+
+pub(super) fn decode_positions(bytes: &[u8]) -> Result<BTreeMap<u32, u64>, String> {
+    let mut d = Decoder::new(bytes);
+    let count = d.count("source positions", 12).map_err(|e| e.to_string())?;
+    let mut positions = BTreeMap::new();
+    for _ in 0..count {
+        let partition = d.u32("partition").map_err(|e| e.to_string())?;
+        let offset = d.u64("offset").map_err(|e| e.to_string())?;
+        if positions.insert(partition, offset).is_some() {
+            return Err(format!("partition {partition} listed twice"));
+        }
+    }
+    d.finish("source positions").map_err(|e| e.to_string())?;
+    Ok(positions)
+}
+
+/// The backend as the shorter-lived trait object operator methods take (a coercion `Option`
+/// cannot make by itself, since `&mut` is invariant).
+pub(super) fn backend_mut(
+    backend: &mut Option<Box<dyn StateBackend>>,
+) -> Option<&mut dyn StateBackend> {
+    match backend {
+        Some(backend) => Some(backend.as_mut()),
+        None => None,
+    }
+}
+
+pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-text payload".into())
+}

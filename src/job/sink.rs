@@ -1,0 +1,416 @@
+//! Sinks and the external system they write to.
+//!
+//! [`ExternalStore`] simulates a transactional system outside the job (a Kafka topic, a
+//! database): it survives every restart, and only committed records are visible. The two-phase
+//! commit sink follows Flink's `TwoPhaseCommitSinkFunction`: pre-commit at the barrier, commit
+//! on `notify_checkpoint_complete` (covering every earlier checkpoint, as notifications may be
+//! lost or late), and on restore commit what the checkpoint had pending (idempotently) and
+//! abort the rest. The print sink makes records visible at once: at-least-once.
+
+use std::collections::BTreeMap;
+
+use super::record::Record;
+use crate::checkpoint::codec::{Decoder, Encoder};
+
+/// The life of a transaction in the external store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    /// Accepting writes.
+    Open,
+    /// Flushed and waiting for commit.
+    PreCommitted,
+    /// Visible.
+    Committed,
+    /// Discarded.
+    Aborted,
+}
+
+#[derive(Debug, Clone)]
+struct Transaction {
+    owner: u16,
+    records: Vec<Record>,
+    state: TxnState,
+}
+
+/// The external system refused an operation: the sink broke the protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// No transaction with that id was ever begun.
+    #[error("transaction {0} is unknown")]
+    Unknown(String),
+    /// The operation does not apply in the transaction's state.
+    #[error("transaction {txn}: cannot {operation} a transaction that is {state:?}")]
+    WrongState {
+        /// The transaction.
+        txn: String,
+        /// What was attempted.
+        operation: &'static str,
+        /// The state it is in.
+        state: TxnState,
+    },
+    /// A transaction id was begun twice.
+    #[error("transaction {0} already exists")]
+    Duplicate(String),
+}
+
+/// Whether a commit made records visible or found them already visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Committed now, with this many records.
+    Committed(usize),
+    /// Was already committed (recovery re-commits idempotently).
+    AlreadyCommitted,
+}
+
+/// The simulated external system. Survives restarts of the job.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalStore {
+    transactions: BTreeMap<String, Transaction>,
+    visible: Vec<Record>,
+}
+
+impl ExternalStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records visible to readers, in the order they became visible.
+    pub fn visible(&self) -> &[Record] {
+        &self.visible
+    }
+
+    /// State of a transaction.
+    pub fn transaction_state(&self, txn: &str) -> Option<TxnState> {
+        self.transactions.get(txn).map(|t| t.state)
+    }
+
+    /// Ids of transactions owned by `owner` that are neither committed nor aborted.
+    pub fn unfinished(&self, owner: u16) -> Vec<String> {
+        self.transactions
+            .iter()
+            .filter(|(_, t)| {
+                t.owner == owner && matches!(t.state, TxnState::Open | TxnState::PreCommitted)
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Begins a transaction.
+    pub fn begin(&mut self, txn: &str, owner: u16) -> Result<(), StoreError> {
+        if self.transactions.contains_key(txn) {
+            return Err(StoreError::Duplicate(txn.to_string()));
+        }
+        self.transactions.insert(
+            txn.to_string(),
+            Transaction {
+                owner,
+                records: Vec::new(),
+                state: TxnState::Open,
+            },
+        );
+        Ok(())
+    }
+
+    fn get_mut(&mut self, txn: &str) -> Result<&mut Transaction, StoreError> {
+        self.transactions
+            .get_mut(txn)
+            .ok_or_else(|| StoreError::Unknown(txn.to_string()))
+    }
+
+    /// Writes into an open transaction (invisible until commit).
+    pub fn write(&mut self, txn: &str, record: Record) -> Result<(), StoreError> {
+        let transaction = self.get_mut(txn)?;
+        if transaction.state != TxnState::Open {
+            return Err(StoreError::WrongState {
+                txn: txn.to_string(),
+                operation: "write to",
+                state: transaction.state,
+            });
+        }
+        transaction.records.push(record);
+        Ok(())
+    }
+
+    /// Flushes an open transaction so it can be committed later; returns its record count.
+    pub fn pre_commit(&mut self, txn: &str) -> Result<usize, StoreError> {
+        let transaction = self.get_mut(txn)?;
+        if transaction.state != TxnState::Open {
+            return Err(StoreError::WrongState {
+                txn: txn.to_string(),
+                operation: "pre-commit",
+                state: transaction.state,
+            });
+        }
+        transaction.state = TxnState::PreCommitted;
+        Ok(transaction.records.len())
+    }
+
+    /// Commits a pre-committed transaction; committing it again is a no-op.
+    pub fn commit(&mut self, txn: &str) -> Result<CommitOutcome, StoreError> {
+        let transaction = self
+            .transactions
+            .get_mut(txn)
+            .ok_or_else(|| StoreError::Unknown(txn.to_string()))?;
+        match transaction.state {
+            TxnState::Committed => Ok(CommitOutcome::AlreadyCommitted),
+            TxnState::PreCommitted => {
+                transaction.state = TxnState::Committed;
+                let records = transaction.records.clone();
+                let count = records.len();
+                self.visible.extend(records);
+                Ok(CommitOutcome::Committed(count))
+            }
+            state => Err(StoreError::WrongState {
+                txn: txn.to_string(),
+                operation: "commit",
+                state,
+            }),
+        }
+    }
+
+    /// Aborts a transaction that is not committed; aborting twice is a no-op. Returns whether it
+    /// was aborted now.
+    pub fn abort(&mut self, txn: &str) -> Result<bool, StoreError> {
+        let transaction = self.get_mut(txn)?;
+        match transaction.state {
+            TxnState::Open | TxnState::PreCommitted => {
+                transaction.state = TxnState::Aborted;
+                Ok(true)
+            }
+            TxnState::Aborted => Ok(false),
+            TxnState::Committed => Err(StoreError::WrongState {
+                txn: txn.to_string(),
+                operation: "abort",
+                state: TxnState::Committed,
+            }),
+        }
+    }
+
+    /// Makes a record visible at once (no transaction): what a print sink does.
+    pub fn print(&mut self, record: Record) {
+        self.visible.push(record);
+    }
+}
+
+/// A line for the trace, produced by a sink action.
+pub type SinkEvent = String;
+
+/// The `Sink` seam: writes records to the external store and takes part in checkpoints. A
+/// user's sink implements it and is tested the same way.
+pub trait Sink {
+    /// Writes one record.
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError>;
+    /// Snapshots at checkpoint `checkpoint_id` (a two-phase sink pre-commits here) and returns the
+    /// state to checkpoint, with a trace line if it did something worth telling.
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError>;
+    /// Checkpoint `checkpoint_id` completed: this covers every earlier checkpoint too.
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError>;
+    /// Restores from checkpointed states (this subtask's own, or all of them after rescaling,
+    /// given to subtask 0 only), before any write.
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError>;
+}
+
+/// The at-least-once print sink.
+#[derive(Debug, Default)]
+pub struct PrintSink;
+
+impl Sink for PrintSink {
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+        store.print(record);
+        Ok(())
+    }
+
+    fn snapshot(
+        &mut self,
+        _: u64,
+        _: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        Ok((Vec::new(), None))
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        _: u64,
+        _: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn restore(
+        &mut self,
+        _: &[Vec<u8>],
+        _: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The exactly-once two-phase-commit sink.
+#[derive(Debug)]
+pub struct TwoPhaseCommitSink {
+    subtask: u16,
+    attempt: u32,
+    sequence: u32,
+    current: Option<String>,
+    pending: BTreeMap<u64, String>,
+}
+
+impl TwoPhaseCommitSink {
+    /// The sink of `subtask` in attempt `attempt` (transaction ids include both, so they are
+    /// unique across restarts).
+    pub fn new(subtask: u16, attempt: u32) -> Self {
+        Self {
+            subtask,
+            attempt,
+            sequence: 0,
+            current: None,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn begin(&mut self, store: &mut ExternalStore) -> Result<String, StoreError> {
+        let txn = format!("s{}-a{}-t{}", self.subtask, self.attempt, self.sequence);
+        self.sequence += 1;
+        store.begin(&txn, self.subtask)?;
+        Ok(txn)
+    }
+
+    fn current(&mut self, store: &mut ExternalStore) -> Result<String, StoreError> {
+        if self.current.is_none() {
+            self.current = Some(self.begin(store)?);
+        }
+        Ok(self.current.clone().expect("set above"))
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        e.str(self.current.as_deref().unwrap_or(""));
+        e.u32(self.pending.len() as u32);
+        for (checkpoint, txn) in &self.pending {
+            e.u64(*checkpoint).str(txn);
+        }
+        e.finish()
+    }
+
+    /// Decodes a checkpointed state: the in-progress transaction and the pending ones.
+    pub fn decode(bytes: &[u8]) -> Result<(Option<String>, BTreeMap<u64, String>), String> {
+        let mut d = Decoder::new(bytes);
+        let current = d
+            .str("current transaction")
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let count = d
+            .count("pending transactions", 12)
+            .map_err(|e| e.to_string())?;
+        let mut pending = BTreeMap::new();
+        for _ in 0..count {
+            let checkpoint = d.u64("checkpoint id").map_err(|e| e.to_string())?;
+            let txn = d.str("transaction").map_err(|e| e.to_string())?.to_string();
+            pending.insert(checkpoint, txn);
+        }
+        d.finish("two-phase sink state")
+            .map_err(|e| e.to_string())?;
+        Ok(((!current.is_empty()).then_some(current), pending))
+    }
+}
+
+impl Sink for TwoPhaseCommitSink {
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+        let txn = self.current(store)?;
+        store.write(&txn, record)
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        let txn = self.current(store)?;
+        let count = store.pre_commit(&txn)?;
+        debug_assert!(
+            self.pending.keys().all(|id| *id < checkpoint_id),
+            "barriers arrive in order"
+        );
+        self.pending.insert(checkpoint_id, txn.clone());
+        self.current = Some(self.begin(store)?);
+        Ok((
+            self.encode(),
+            Some(format!(
+                "pre-commit {txn} ({count} records) for chk-{checkpoint_id}"
+            )),
+        ))
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        let covered: Vec<u64> = self
+            .pending
+            .range(..=checkpoint_id)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut events = Vec::new();
+        for id in covered {
+            let txn = self.pending.remove(&id).expect("listed above");
+            events.push(commit_event(&txn, id, store.commit(&txn)?));
+        }
+        Ok(events)
+    }
+
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        let mut events = Vec::new();
+        let mut keep = Vec::new();
+        for state in states {
+            let (current, pending) = Self::decode(state).map_err(StoreError::Unknown)?;
+            for (id, txn) in pending {
+                // recoverAndCommit: the checkpoint completed, so its transactions must be
+                // visible, whether or not a notification got through before the failure.
+                events.push(commit_event(&txn, id, store.commit(&txn)?));
+                keep.push(txn);
+            }
+            if let Some(txn) = current {
+                // recoverAndAbort: the in-progress transaction belongs to no checkpoint.
+                if store.abort(&txn)? {
+                    events.push(format!("abort {txn} (in progress at the checkpoint)"));
+                }
+            }
+        }
+        // Transactions begun after the checkpoint (lingering) are aborted too.
+        for txn in store.unfinished(self.subtask) {
+            if !keep.contains(&txn) && store.abort(&txn)? {
+                events.push(format!("abort {txn} (lingering)"));
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn commit_event(txn: &str, checkpoint_id: u64, outcome: CommitOutcome) -> SinkEvent {
+    match outcome {
+        CommitOutcome::Committed(count) => {
+            format!("commit {txn} ({count} records) for chk-{checkpoint_id}")
+        }
+        CommitOutcome::AlreadyCommitted => {
+            format!("commit {txn} for chk-{checkpoint_id}: already committed")
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The declarative job description: a source, a pipeline of built-in operators, and a sink.
+//! Declarative, so that the reference model can evaluate the same job with no engine code, and so
+//! that proptest and scenario files can generate and store jobs.
+//!
+//! Edges: into a keyed operator, records are partitioned by key group (`key_by`); into any
+//! other operator or the sink, they go forward when the parallelism is equal and are partitioned
+//! by key group otherwise. Built-in operators never change a record's key, so every record of a
+//! key follows one path and its order is the input order — the property that lets the model
+//! predict order-dependent state exactly.
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::keygroup::{DEFAULT_MAX_PARALLELISM, MAX_PARALLELISM_LIMIT};
+
+/// Largest parallelism of one operator.
+pub const PARALLELISM_MAX: u16 = 8;
+
+/// A whole job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// A name for traces and reports.
+    pub name: String,
+    /// Number of key groups (default 128, as Flink's default for small jobs).
+    #[serde(default = "default_max_parallelism")]
+    pub max_parallelism: u16,
+    /// The replayable source.
+    pub source: SourceSpec,
+    /// Operators between source and sink, in order.
+    #[serde(default)]
+    pub stages: Vec<StageSpec>,
+    /// The sink.
+    pub sink: SinkSpec,
+}
+
+fn default_max_parallelism() -> u16 {
+    DEFAULT_MAX_PARALLELISM
+}
+
+fn one() -> u16 {
+    1
+}
+
+fn default_processing_ms() -> u64 {
+    1
+}
+
+/// The source: reads the input's partitions and snapshots its position at each barrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    /// Source subtasks (default 1); partition `p` is read by subtask `p % parallelism`.
+    #[serde(default = "one")]
+    pub parallelism: u16,
+    /// Input partitions (default: equal to the parallelism).
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// Simulated time to emit one record (default 0).
+    #[serde(default)]
+    pub emit_ms: u64,
+}
+
+impl SourceSpec {
+    /// The number of input partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.unwrap_or(u32::from(self.parallelism))
+    }
+}
+
+/// One operator of the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Unique name, `[a-z0-9-]`, used in traces and file names.
+    pub name: String,
+    /// What it does.
+    pub op: OperatorSpec,
+    /// Subtasks (default 1).
+    #[serde(default = "one")]
+    pub parallelism: u16,
+    /// Simulated time to process one record (default 1).
+    #[serde(default = "default_processing_ms")]
+    pub processing_ms: u64,
+}
+
+/// The built-in operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OperatorSpec {
+    /// `value * factor`.
+    Scale {
+        /// The factor.
+        factor: i64,
+    },
+    /// `value + delta`.
+    Offset {
+        /// The delta.
+        delta: i64,
+    },
+    /// Keeps records with `value >= min`.
+    FilterMin {
+        /// The smallest value kept.
+        min: i64,
+    },
+    /// Splits each record into `parts` records (`id.0`, `id.1`, ...) whose values sum to the
+    /// original.
+    Split {
+        /// Number of parts, 1..=8.
+        parts: u32,
+    },
+    /// Keyed running sum in `ValueState<i64>` "sum"; emits the new sum.
+    Sum,
+    /// Keyed running maximum in `ValueState<i64>` "max"; emits the new maximum.
+    Max,
+    /// Keyed process function using all three state kinds: `ValueState` "count", `ListState`
+    /// "recent" (the last three values) and `MapState` "buckets" (count per value bucket).
+    /// Emits the key's new count.
+    Stats,
+    /// Passes records through, but fails on its `fail_at`-th record (the tutorial's
+    /// `FailingMapFunction`).
+    FailingMap {
+        /// Which record (1-based, counted per subtask) fails.
+        fail_at: u64,
+        /// Where the count lives.
+        counter: FailCounter,
+    },
+}
+
+/// Where a failing map keeps its record count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailCounter {
+    /// In a plain field, as the tutorial wrote it: reset by every restart, so the failure
+    /// repeats on every attempt until the restart strategy gives up.
+    PlainField,
+    /// Fails on the first attempt only (Flink's `FailingSource` discipline), so a correct engine
+    /// recovers.
+    FirstAttempt,
+}
+
+impl OperatorSpec {
+    /// Whether the operator holds keyed state (and so is preceded by `key_by`).
+    pub fn is_keyed(&self) -> bool {
+        matches!(
+            self,
+            OperatorSpec::Sum | OperatorSpec::Max | OperatorSpec::Stats
+        )
+    }
+
+    /// A short label for traces and fingerprints.
+    pub fn label(&self) -> String {
+        match self {
+            OperatorSpec::Scale { factor } => format!("scale({factor})"),
+            OperatorSpec::Offset { delta } => format!("offset({delta})"),
+            OperatorSpec::FilterMin { min } => format!("filter-min({min})"),
+            OperatorSpec::Split { parts } => format!("split({parts})"),
+            OperatorSpec::Sum => "sum".into(),
+            OperatorSpec::Max => "max".into(),
+            OperatorSpec::Stats => "stats".into(),
+            OperatorSpec::FailingMap { fail_at, counter } => {
+                format!("failing-map(at {fail_at}, {counter:?})")
+            }
+        }
+    }
+}
+
+/// How the sink writes to the external system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// Exactly-once: two-phase commit (pre-commit at the barrier, commit on completion).
+    TwoPhaseCommit,
+    /// At-least-once: every record is visible as soon as it arrives, like a print sink.
+    Print,
+}
+
+/// The sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    /// Two-phase commit or print.
+    pub kind: SinkKind,
+    /// Sink subtasks (default 1).
+    #[serde(default = "one")]
+    pub parallelism: u16,
+}
+
+/// A job description that cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {job:?}: {reason}")]
+pub struct SpecError {
+    /// The job's name.
+    pub job: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl JobSpec {
+    /// Checks every rule the engine relies on.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let fail = |reason: String| {
+            Err(SpecError {
+                job: self.name.clone(),
+                reason,
+            })
+        };
+        if self.max_parallelism == 0 || self.max_parallelism > MAX_PARALLELISM_LIMIT {
+            return fail(format!(
+                "max_parallelism {} outside 1..={MAX_PARALLELISM_LIMIT}",
+                self.max_parallelism
+            ));
+        }
+        let limit = PARALLELISM_MAX.min(self.max_parallelism);
+        let mut parallelisms = vec![
+            ("source", self.source.parallelism),
+            ("sink", self.sink.parallelism),
+        ];
+        parallelisms.extend(self.stages.iter().map(|s| (s.name.as_str(), s.parallelism)));
+        for (name, parallelism) in parallelisms {
+            if parallelism == 0 || parallelism > limit {
+                return fail(format!(
+                    "{name}: parallelism {parallelism} outside 1..={limit}"
+                ));
+            }
+        }
+        if self.source.partition_count() == 0 || self.source.partition_count() > 1024 {
+            return fail(format!(
+                "source: {} partitions outside 1..=1024",
+                self.source.partition_count()
+            ));
+        }
+        for (index, stage) in self.stages.iter().enumerate() {
+            let valid_name = !stage.name.is_empty()
+                && stage.name.len() <= 32
+                && stage
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid_name {
+                return fail(format!(
+                    "stage name {:?} is not 1-32 of [a-z0-9-]",
+                    stage.name
+                ));
+            }
+            if ["source", "sink"].contains(&stage.name.as_str())
+                || self.stages[..index].iter().any(|s| s.name == stage.name)
+            {
+                return fail(format!("stage name {:?} is used twice", stage.name));
+            }
+            match stage.op {
+                OperatorSpec::Split { parts } if !(1..=8).contains(&parts) => {
+                    return fail(format!(
+                        "{}: split into {parts} parts, allowed 1..=8",
+                        stage.name
+                    ));
+                }
+                OperatorSpec::FailingMap { fail_at: 0, .. } => {
+                    return fail(format!("{}: fail_at counts from 1", stage.name));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of every stage in task order: `source`, the operators, `sink`.
+    pub fn stage_names(&self) -> Vec<String> {
+        let mut names = vec!["source".to_string()];
+        names.extend(self.stages.iter().map(|s| s.name.clone()));
+        names.push("sink".to_string());
+        names
+    }
+
+    /// Parallelism of every stage in task order.
+    pub fn stage_parallelisms(&self) -> Vec<u16> {
+        let mut parallelisms = vec![self.source.parallelism];
+        parallelisms.extend(self.stages.iter().map(|s| s.parallelism));
+        parallelisms.push(self.sink.parallelism);
+        parallelisms
+    }
+
+    /// A fingerprint of the job's structure (names and operators, not parallelism, so a restore
+    /// may rescale but not swap operators).
+    pub fn fingerprint(&self) -> u64 {
+        let mut text = format!(
+            "{}|{}|{:?}",
+            self.max_parallelism, self.name, self.sink.kind
+        );
+        for stage in &self.stages {
+            text.push_str(&format!("|{}:{}", stage.name, stage.op.label()));
+        }
+        xxh3_64(text.as_bytes())
+    }
+
+    /// Whether the edge into task-order stage `downstream` (1-based: the first operator is 1,
+    /// the sink is last) sends each upstream subtask's records to the subtask of the same index.
+    pub fn edge_is_forward(&self, downstream: usize) -> bool {
+        assert!(
+            downstream >= 1 && downstream <= self.stages.len() + 1,
+            "stage {downstream} has an input edge"
+        );
+        let parallelisms = self.stage_parallelisms();
+        let keyed = self
+            .stages
+            .get(downstream - 1)
+            .is_some_and(|s| s.op.is_keyed());
+        !keyed && parallelisms[downstream - 1] == parallelisms[downstream]
+    }
+
+    /// Whether some task reads more than one input channel, which is when barrier alignment
+    /// (and its absence in at-least-once mode) matters.
+    pub fn has_fan_in(&self) -> bool {
+        let parallelisms = self.stage_parallelisms();
+        (1..parallelisms.len())
+            .any(|stage| !self.edge_is_forward(stage) && parallelisms[stage - 1] > 1)
+    }
+}

@@ -1,0 +1,18 @@
+//! faultline: a property-based fault-injection harness for stateful stream processing.
+//!
+//! It runs a Flink-style dataflow engine ([`job`]) with keyed state ([`state`]) and aligned
+//! checkpoints ([`checkpoint`]) on a deterministic single-threaded runtime ([`sim`]), injects
+//! faults ([`fault`]) at seeded points, and checks recovered state and committed output against
+//! a reference model ([`model`]) with an oracle ([`check`]). [`campaign`] runs whole cases.
+
+#![deny(missing_docs)]
+
+pub mod campaign;
+pub mod check;
+pub mod checkpoint;
+pub mod cli;
+pub mod fault;
+pub mod job;
+pub mod model;
+pub mod sim;
+pub mod state;

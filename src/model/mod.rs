@@ -1,0 +1,181 @@
+//! The reference model: the pure semantics of a job, evaluated over an input prefix with no
+//! engine code — no channels, no scheduler, no backends, no checkpoints. The oracle compares
+//! the engine against it.
+//!
+//! The built-in operators never change a record's key and the source partitions its input by
+//! key, so each key's records reach every operator in input order; evaluating partition by
+//! partition therefore yields exactly the state and outputs of any correct execution. The
+//! operator semantics below are written again here on purpose, independently of
+//! `job::operator`: an oracle that called the engine's code would agree with its bugs.
+
+use std::collections::BTreeMap;
+
+use crate::job::{Input, JobSpec, OperatorSpec, Positions, Record};
+use crate::state::{StateAddr, StateValue, StateView};
+
+/// What a correct execution has produced after reading the input up to some positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelOutcome {
+    /// Keyed state of every keyed operator.
+    pub state: StateView,
+    /// Records the sink received, per partition in input order.
+    pub outputs: Vec<Record>,
+}
+
+/// Per-stage model state.
+#[derive(Debug, Default)]
+struct StageState {
+    values: BTreeMap<String, i64>,
+    counts: BTreeMap<String, i64>,
+    recent: BTreeMap<String, Vec<i64>>,
+    buckets: BTreeMap<(String, &'static str), i64>,
+}
+
+const RECENT_MAX: usize = 3;
+
+fn bucket(value: i64) -> &'static str {
+    if value < 0 {
+        "negative"
+    } else if value < 1000 {
+        "small"
+    } else if value < 100_000 {
+        "medium"
+    } else {
+        "large"
+    }
+}
+
+fn apply(op: &OperatorSpec, state: &mut StageState, record: Record) -> Vec<Record> {
+    match op {
+        OperatorSpec::Scale { factor } => vec![Record {
+            value: record.value.wrapping_mul(*factor),
+            ..record
+        }],
+        OperatorSpec::Offset { delta } => vec![Record {
+            value: record.value.wrapping_add(*delta),
+            ..record
+        }],
+        OperatorSpec::FilterMin { min } => {
+            if record.value >= *min {
+                vec![record]
+            } else {
+                vec![]
+            }
+        }
+        OperatorSpec::Split { parts } => {
+            let n = i64::from(*parts);
+            let base = record.value.div_euclid(n);
+            let extra = record.value - base * n;
+            (0..n)
+                .map(|i| Record {
+                    id: format!("{}.{i}", record.id),
+                    key: record.key.clone(),
+                    value: if i == 0 { base + extra } else { base },
+                    origin: record.origin,
+                })
+                .collect()
+        }
+        OperatorSpec::Sum | OperatorSpec::Max => {
+            let entry = state.values.entry(record.key.clone());
+            let value = match (op, entry) {
+                (_, std::collections::btree_map::Entry::Vacant(slot)) => *slot.insert(record.value),
+                (OperatorSpec::Sum, std::collections::btree_map::Entry::Occupied(mut slot)) => {
+                    *slot.get_mut() = slot.get().wrapping_add(record.value);
+                    *slot.get()
+                }
+                (_, std::collections::btree_map::Entry::Occupied(mut slot)) => {
+                    *slot.get_mut() = (*slot.get()).max(record.value);
+                    *slot.get()
+                }
+            };
+            vec![Record { value, ..record }]
+        }
+        OperatorSpec::Stats => {
+            let count = state.counts.entry(record.key.clone()).or_insert(0);
+            *count += 1;
+            let count = *count;
+            let recent = state.recent.entry(record.key.clone()).or_default();
+            recent.push(record.value);
+            if recent.len() > RECENT_MAX {
+                recent.drain(..recent.len() - RECENT_MAX);
+            }
+            *state
+                .buckets
+                .entry((record.key.clone(), bucket(record.value)))
+                .or_insert(0) += 1;
+            vec![Record {
+                value: count,
+                ..record
+            }]
+        }
+        OperatorSpec::FailingMap { .. } => vec![record],
+    }
+}
+
+/// Evaluates `job` over `input` read up to `positions`.
+pub fn evaluate(job: &JobSpec, input: &Input, positions: &Positions) -> ModelOutcome {
+    assert_eq!(
+        positions.0.len(),
+        input.partitions().len(),
+        "one position per partition"
+    );
+    let mut states: Vec<StageState> = job.stages.iter().map(|_| StageState::default()).collect();
+    let mut outputs = Vec::new();
+    for (partition, records) in input.partitions().iter().enumerate() {
+        let end = usize::try_from(positions.0[partition]).expect("positions fit in memory");
+        for record in &records[..end.min(records.len())] {
+            let mut batch = vec![record.clone()];
+            for (stage, state) in job.stages.iter().zip(&mut states) {
+                batch = batch
+                    .into_iter()
+                    .flat_map(|r| apply(&stage.op, state, r))
+                    .collect();
+            }
+            outputs.extend(batch);
+        }
+    }
+    let mut view = StateView::new();
+    for (stage, state) in job.stages.iter().zip(states) {
+        let addr = |name: &str, key: &str, user_key: Option<String>| StateAddr {
+            stage: stage.name.clone(),
+            state: name.to_string(),
+            key: key.to_string(),
+            user_key,
+        };
+        match stage.op {
+            OperatorSpec::Sum | OperatorSpec::Max => {
+                let name = if stage.op == OperatorSpec::Sum {
+                    "sum"
+                } else {
+                    "max"
+                };
+                for (key, value) in state.values {
+                    view.0
+                        .insert(addr(name, &key, None), StateValue::Int(value));
+                }
+            }
+            OperatorSpec::Stats => {
+                for (key, count) in state.counts {
+                    view.0
+                        .insert(addr("count", &key, None), StateValue::Int(count));
+                }
+                for (key, recent) in state.recent {
+                    let list = recent.into_iter().map(StateValue::Int).collect();
+                    view.0
+                        .insert(addr("recent", &key, None), StateValue::List(list));
+                }
+                for ((key, bucket), count) in state.buckets {
+                    view.0.insert(
+                        addr("buckets", &key, Some(bucket.to_string())),
+                        StateValue::Int(count),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    ModelOutcome {
+        state: view,
+        outputs,
+    }
+}

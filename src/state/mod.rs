@@ -1,0 +1,274 @@
+//! Keyed state: the typed API operators use (`ValueState`, `ListState`, `MapState`), the
+//! byte-level [`StateBackend`] trait every backend implements, and the built-in memory backend.
+//!
+//! A backend stores cells addressed by (key group, state, key, user key) and keeps them in that
+//! canonical order, so snapshots and comparisons with the model do not depend on hashing. It
+//! decides how to snapshot and restore, never when: the checkpoint coordinator decides that.
+
+mod keyed;
+mod memory;
+pub mod snapshot;
+mod view;
+
+pub use keyed::{KeyedContext, ListState, MapState, StateCodec, ValueState};
+pub use memory::{MemoryBackend, MemoryBackendFactory};
+pub use view::{StateAddr, StateValue, StateView};
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::checkpoint::{CheckpointStorage, KeyedStateHandle, RelPath, StorageError};
+
+/// A contiguous, inclusive range of key groups, as Flink's `KeyGroupRange`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KeyGroupRange {
+    /// First key group.
+    pub start: u16,
+    /// Last key group (inclusive).
+    pub end: u16,
+}
+
+impl KeyGroupRange {
+    /// Whether `key_group` lies in the range.
+    pub fn contains(&self, key_group: u16) -> bool {
+        self.start <= key_group && key_group <= self.end
+    }
+
+    /// Whether the two ranges share a key group.
+    pub fn intersects(&self, other: &KeyGroupRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+impl fmt::Display for KeyGroupRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..={}", self.start, self.end)
+    }
+}
+
+/// The shape of a declared state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A list per key.
+    List,
+    /// A map per key, one cell per user key.
+    Map,
+}
+
+impl StateKind {
+    /// The byte that encodes the kind in snapshot formats.
+    pub fn tag(self) -> u8 {
+        match self {
+            StateKind::Value => 0,
+            StateKind::List => 1,
+            StateKind::Map => 2,
+        }
+    }
+
+    /// The kind a tag encodes, if any.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        [StateKind::Value, StateKind::List, StateKind::Map]
+            .into_iter()
+            .find(|k| k.tag() == tag)
+    }
+}
+
+/// The type of a state's values (and list elements), so state can be shown and compared
+/// without the operator that wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ValueType {
+    /// A little-endian `i64`.
+    I64,
+    /// UTF-8 text.
+    Text,
+    /// Opaque bytes (a user's own encoding).
+    Bytes,
+}
+
+impl ValueType {
+    /// The byte that encodes the type in snapshot formats.
+    pub fn tag(self) -> u8 {
+        match self {
+            ValueType::I64 => 0,
+            ValueType::Text => 1,
+            ValueType::Bytes => 2,
+        }
+    }
+
+    /// The type a tag encodes, if any.
+    pub fn from_tag(tag: u8) -> Option<Self> {
+        [ValueType::I64, ValueType::Text, ValueType::Bytes]
+            .into_iter()
+            .find(|t| t.tag() == tag)
+    }
+}
+
+/// A declared state: its name (unique per operator), kind and value type.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StateDescriptor {
+    /// Unique within the operator.
+    pub name: String,
+    /// Value, list or map.
+    pub kind: StateKind,
+    /// How values are encoded.
+    pub value_type: ValueType,
+}
+
+/// The (user key, value) cells of one key of a map state.
+pub type UserEntries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Index of a declared state within its backend.
+pub type StateId = u16;
+
+/// One stored cell, with its full address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StateEntry {
+    /// The key group of `key`.
+    pub key_group: u16,
+    /// The state it belongs to.
+    pub state: StateId,
+    /// The record key, as bytes.
+    pub key: Vec<u8>,
+    /// The map key for map state; empty otherwise.
+    pub user_key: Vec<u8>,
+    /// The encoded value.
+    pub value: Vec<u8>,
+}
+
+impl StateEntry {
+    /// The canonical ordering key: (key group, state, key, user key).
+    pub fn sort_key(&self) -> (u16, StateId, &[u8], &[u8]) {
+        (self.key_group, self.state, &self.key, &self.user_key)
+    }
+}
+
+/// The address of a cell, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellRef<'a> {
+    /// The state.
+    pub state: StateId,
+    /// The key group of `key`.
+    pub key_group: u16,
+    /// The record key.
+    pub key: &'a [u8],
+    /// The map key, or empty.
+    pub user_key: &'a [u8],
+}
+
+/// What a backend knows about the subtask it serves.
+#[derive(Debug, Clone)]
+pub struct BackendContext {
+    /// Operator name and subtask, for messages and file names (`sum-0`).
+    pub task_name: String,
+    /// The key groups this subtask owns; anything else is refused.
+    pub key_groups: KeyGroupRange,
+    /// A private working directory the backend may use (RocksDB puts its files here).
+    pub working_dir: PathBuf,
+}
+
+/// Where and under which id a snapshot is being written.
+#[derive(Debug, Clone)]
+pub struct SnapshotTarget {
+    /// The checkpoint (or savepoint barrier) id.
+    pub checkpoint_id: u64,
+    /// The directory for files private to this snapshot (`chk-3`).
+    pub dir: RelPath,
+}
+
+/// Counts from a restore, for the trace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Cells loaded.
+    pub entries: u64,
+    /// Files read.
+    pub files: u64,
+}
+
+/// A backend failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing checkpoint storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A write addressed a key group the subtask does not own: a partitioning bug.
+    #[error("{task}: key group {key_group} is outside the owned range {range}")]
+    KeyGroupNotOwned {
+        /// The subtask.
+        task: String,
+        /// The key group written.
+        key_group: u16,
+        /// The range it owns.
+        range: KeyGroupRange,
+    },
+    /// A state was declared twice with different shapes, or used with the wrong shape.
+    #[error("state {name:?}: {reason}")]
+    Declaration {
+        /// The state.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A stored value does not decode as its declared type.
+    #[error("state value does not decode: {0}")]
+    Codec(String),
+    /// The backend's own store failed.
+    #[error("{backend} backend: {reason}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// A keyed state backend for one operator subtask. The memory backend and the RocksDB backend
+/// implement it; so can a user's own backend, which is then tested the same way.
+pub trait StateBackend {
+    /// Short name recorded in `_metadata` (`memory`, `rocksdb`).
+    fn name(&self) -> &'static str;
+    /// The key groups this subtask owns.
+    fn key_groups(&self) -> KeyGroupRange;
+    /// Declares a state, or returns the id of an identical earlier declaration.
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError>;
+    /// Every declared state, indexed by [`StateId`].
+    fn states(&self) -> &[StateDescriptor];
+    /// Reads a cell.
+    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError>;
+    /// Writes a cell.
+    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError>;
+    /// Deletes a cell (a missing cell is not an error).
+    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError>;
+    /// The (user key, value) cells of one key of a map state, in user-key order.
+    fn user_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        key: &[u8],
+    ) -> Result<UserEntries, StateError>;
+    /// Every cell, in canonical order.
+    fn entries(&self) -> Result<Vec<StateEntry>, StateError>;
+    /// Writes a snapshot of every cell into `storage` under `target.dir` and returns its handle.
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<KeyedStateHandle, StateError>;
+    /// Loads the cells of owned key groups from the handles of a snapshot (several handles when
+    /// the parallelism changed), replacing anything held before.
+    fn restore(
+        &mut self,
+        handles: &[KeyedStateHandle],
+        storage: &dyn CheckpointStorage,
+    ) -> Result<RestoreStats, StateError>;
+}
+
+/// Makes one backend per keyed subtask; the engine holds a factory, not a backend, because a
+/// restart builds every subtask anew.
+pub trait StateBackendFactory {
+    /// The backend's name, for traces and reports.
+    fn name(&self) -> &'static str;
+    /// A fresh, empty backend for one subtask.
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError>;
+}

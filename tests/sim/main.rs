@@ -1,0 +1,22 @@
+//! faultline's integration tests: one binary, one module per part.
+//!
+//! - `support`: job shapes, seeded inputs and a case runner shared by the parts.
+//! - `determinism`: the same seed gives the same trace hash; different seeds, other schedules.
+//! - `restore`: restoring each retained checkpoint of a run equals the model at that checkpoint;
+//!   runs with injected panics and kills pass the oracle.
+//! - `alignment`: aligned barriers give exactly-once output; at-least-once mode duplicates
+//!   only replays, and the oracle rejects any other duplicate.
+//! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
+//! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
+//! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
+//! - `cli`: the binary's demos, a snapshot of the `demo recovery` story, and its errors for bad
+//!   flags and malformed CSV.
+
+mod alignment;
+mod cli;
+mod corruption;
+mod determinism;
+mod keygroups;
+mod restart;
+mod restore;
+mod support;

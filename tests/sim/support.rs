@@ -1,0 +1,151 @@
+//! Shared fixtures: job shapes, seeded inputs, and a runner that keeps its directory alive.
+
+use faultline::campaign::{run_case, CaseReport};
+use faultline::fault::{Fault, FaultSchedule};
+use faultline::job::{
+    CheckpointConfig, Input, InputRecord, JobSpec, OperatorSpec, RestartStrategy, RunConfig,
+    SinkKind, SinkSpec, SourceSpec, StageSpec,
+};
+use faultline::state::MemoryBackendFactory;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn stage(name: &str, op: OperatorSpec, parallelism: u16) -> StageSpec {
+    StageSpec {
+        name: name.into(),
+        op,
+        parallelism,
+        processing_ms: 1,
+    }
+}
+
+/// source(1) -> sum(1) -> two-phase sink(1): no fan-in.
+pub fn linear_job() -> JobSpec {
+    JobSpec {
+        name: "linear".into(),
+        max_parallelism: 128,
+        source: SourceSpec {
+            parallelism: 1,
+            partitions: None,
+            emit_ms: 1,
+        },
+        stages: vec![stage("sum", OperatorSpec::Sum, 1)],
+        sink: SinkSpec {
+            kind: SinkKind::TwoPhaseCommit,
+            parallelism: 1,
+        },
+    }
+}
+
+/// source(2, 4 partitions) -> scale(2) -> sum(3) -> stats(2) -> two-phase sink(2): fan-in at
+/// every keyed stage, so alignment matters.
+pub fn fan_in_job() -> JobSpec {
+    JobSpec {
+        name: "fan-in".into(),
+        max_parallelism: 128,
+        source: SourceSpec {
+            parallelism: 2,
+            partitions: Some(4),
+            emit_ms: 1,
+        },
+        stages: vec![
+            stage("scale", OperatorSpec::Scale { factor: 3 }, 2),
+            stage("sum", OperatorSpec::Sum, 3),
+            stage("stats", OperatorSpec::Stats, 2),
+        ],
+        sink: SinkSpec {
+            kind: SinkKind::TwoPhaseCommit,
+            parallelism: 2,
+        },
+    }
+}
+
+/// source(3) -> split(3) -> filter-min(2) -> max(4) -> two-phase sink(1): flat-map, filter, a
+/// keyed reduce, and a sink fed by four subtasks.
+pub fn split_job() -> JobSpec {
+    JobSpec {
+        name: "split".into(),
+        max_parallelism: 64,
+        source: SourceSpec {
+            parallelism: 3,
+            partitions: None,
+            emit_ms: 1,
+        },
+        stages: vec![
+            stage("split", OperatorSpec::Split { parts: 3 }, 3),
+            stage("filter", OperatorSpec::FilterMin { min: 5 }, 2),
+            stage("max", OperatorSpec::Max, 4),
+        ],
+        sink: SinkSpec {
+            kind: SinkKind::TwoPhaseCommit,
+            parallelism: 1,
+        },
+    }
+}
+
+/// Every shape above.
+pub fn job_shapes() -> Vec<JobSpec> {
+    vec![linear_job(), fan_in_job(), split_job()]
+}
+
+/// `records` records over `keys` keys with values in -20..200, drawn from `seed`.
+pub fn input_for(job: &JobSpec, records: usize, keys: usize, seed: u64) -> Input {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let rows: Vec<InputRecord> = (0..records)
+        .map(|i| InputRecord {
+            id: format!("r{i}"),
+            key: format!("k{}", rng.random_range(0..keys)),
+            value: rng.random_range(-20..200),
+        })
+        .collect();
+    Input::partitioned(&rows, job.source.partition_count())
+}
+
+/// Checkpoint every `interval_ms`, restart fixed-delay(10, 50 ms).
+pub fn config(seed: u64, interval_ms: u64) -> RunConfig {
+    RunConfig::new(
+        seed,
+        CheckpointConfig::every(interval_ms),
+        RestartStrategy::FixedDelay {
+            attempts: 10,
+            delay_ms: 50,
+        },
+    )
+}
+
+/// Kills at the given scheduler steps.
+pub fn kills(steps: &[u64]) -> FaultSchedule {
+    FaultSchedule::new(steps.iter().map(|&step| Fault::Kill { step }).collect())
+}
+
+/// Runs a case on the memory backend in a fresh temporary directory, which is returned so the
+/// checkpoints can be inspected.
+pub fn run(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    faults: &mut FaultSchedule,
+) -> (CaseReport, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let report = run_case(
+        job,
+        input,
+        config,
+        &MemoryBackendFactory,
+        faults,
+        dir.path(),
+    )
+    .expect("the case runs");
+    (report, dir)
+}
+
+/// Panics with the verdict and trace when the oracle found a violation.
+#[track_caller]
+pub fn assert_passed(report: &CaseReport) {
+    assert!(
+        report.verdict.passed(),
+        "{}\ntrace:\n{}",
+        report.verdict,
+        report.outcome.trace.render()
+    );
+}
