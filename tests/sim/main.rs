@@ -7,6 +7,8 @@
 //! - `alignment`: aligned barriers give exactly-once output; at-least-once mode duplicates
 //!   only replays, and the oracle rejects any other duplicate.
 //! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
+//! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
+//! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named.
 //! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
 //! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
 //! - `cli`: the binary's demos, a snapshot of the `demo recovery` story, and its errors for bad
@@ -14,9 +16,11 @@
 
 mod alignment;
 mod cli;
+mod coordinator;
 mod corruption;
 mod determinism;
 mod keygroups;
+mod oracle;
 mod restart;
 mod restore;
 mod support;
