@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod campaign;
 pub mod check;
 pub mod checkpoint;
@@ -16,3 +17,8 @@ pub mod job;
 pub mod model;
 pub mod sim;
 pub mod state;
+
+/// The `rocksdb` crate faultline is built with, so native checkpoints can be opened with plain
+/// RocksDB by the very same build.
+#[cfg(feature = "rocksdb")]
+pub use rocksdb;

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::check::{self, Verdict};
 use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
 use crate::fault::FaultPlan;
-use crate::job::{Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime};
+use crate::job::{ExternalStore, Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime};
 use crate::sim::TraceHash;
 use crate::state::StateBackendFactory;
 
@@ -43,6 +43,28 @@ pub fn run_case(
     faults: &mut dyn FaultPlan,
     dir: &Path,
 ) -> Result<CaseReport, CaseError> {
+    run_case_with_store(
+        job,
+        input,
+        config,
+        backends,
+        faults,
+        dir,
+        ExternalStore::new(),
+    )
+}
+
+/// [`run_case`] against an external system an earlier run wrote to, as a run started from that
+/// run's savepoint writes to the same Kafka topic or database.
+pub fn run_case_with_store(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    backends: &dyn StateBackendFactory,
+    faults: &mut dyn FaultPlan,
+    dir: &Path,
+    store: ExternalStore,
+) -> Result<CaseReport, CaseError> {
     let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
     let runtime = Runtime::new(
         job,
@@ -52,7 +74,8 @@ pub fn run_case(
         &mut storage,
         faults,
         &dir.join("work"),
-    )?;
+    )?
+    .with_store(store);
     let outcome = runtime.run()?;
     let verdict = check::check_run(job, input, config.checkpoint.mode, config.seed, &outcome);
     let trace_hash = outcome.trace.hash();

@@ -245,9 +245,9 @@ pub fn check_run(
         }
     }
 
-    let end = model::evaluate(job, input, &input.end_positions());
+    let end = model::evaluate(job, input, &outcome.end_positions);
     match (&outcome.status, &outcome.final_state) {
-        (JobStatus::Finished, Some(state)) if state_exact => {
+        (JobStatus::Finished | JobStatus::Stopped { .. }, Some(state)) if state_exact => {
             for (addr, expected, actual) in end.state.differences(state) {
                 verdict.violations.push(Violation::FinalState {
                     addr: addr.clone(),
@@ -262,12 +262,28 @@ pub fn check_run(
         _ => {}
     }
 
-    let finished = outcome.status == JobStatus::Finished;
+    let finished = matches!(
+        outcome.status,
+        JobStatus::Finished | JobStatus::Stopped { .. }
+    );
     let exactly_once =
         job.sink.kind == SinkKind::TwoPhaseCommit && mode == CheckpointingMode::ExactlyOnce;
+    // Output of records before the start positions came from the run that took the initial
+    // snapshot; this run owes only the rest.
+    let start = &outcome.start_positions;
+    let owed: Vec<Record> = end
+        .outputs
+        .into_iter()
+        .filter(|r| {
+            start
+                .0
+                .get(r.origin.partition as usize)
+                .is_none_or(|p| r.origin.offset >= *p)
+        })
+        .collect();
     check_output(
         &mut verdict,
-        &end.outputs,
+        &owed,
         outcome,
         finished,
         exactly_once,
@@ -293,16 +309,28 @@ fn check_output(
             record.id
         );
     }
+    // Records before the start positions were made visible by the run that took the initial
+    // snapshot; this run cannot have produced them.
+    let start = &outcome.start_positions;
     let mut visible: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for record in outcome.store.visible() {
-        visible.entry(&record.id).or_default().push(record);
+        if start
+            .0
+            .get(record.origin.partition as usize)
+            .is_none_or(|p| record.origin.offset >= *p)
+        {
+            visible.entry(&record.id).or_default().push(record);
+        }
     }
     // How often each record may appear: once, plus once per restore that rewound its
     // partition to or before it (it was read again).
     let replays = |record: &Record| {
+        // The first attempt's restore (from an initial snapshot) starts the run: it replays
+        // nothing this run emitted.
         outcome
             .restores
             .iter()
+            .filter(|r| r.attempt > 0)
             .filter(|r| {
                 r.positions
                     .0

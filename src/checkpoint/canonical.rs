@@ -2,12 +2,13 @@
 //! so a restore with another parallelism reads only the groups it owns.
 //!
 //! ```text
-//! "FLKV" version:u16
+//! "FLKV" version:u16 compression:u8      (0 none, 1 LZ4, each block on its own)
 //! states:   count:u16, then per state: name:str kind:u8 value_type:u8
-//! range:    start:u16 end:u16                       (key groups the writer owned, inclusive)
-//! table:    count:u32, then per non-empty group: group:u16 offset:u64 len:u64 entries:u32
-//! crc32c:u32
-//! blocks:   contiguous, in group order; an entry is state:u16 key:bytes user_key:bytes value:bytes
+//! range:    start:u16 end:u16            (key groups the writer owned, inclusive)
+//! table:    count:u32, then per non-empty group:
+//!           group:u16 offset:u64 stored_len:u64 raw_len:u64 entries:u32 crc32c:u32
+//! blocks:   contiguous, in group order; the CRC covers the stored bytes; once decompressed a
+//!           block holds entries state:u16 key:bytes user_key:bytes value:bytes
 //! trailer:  crc32c:u32 over every byte before it
 //! ```
 //!
@@ -21,8 +22,23 @@ use crate::state::{KeyGroupRange, StateDescriptor, StateEntry, StateKind, ValueT
 const MAGIC: [u8; 4] = *b"FLKV";
 const VERSION: u16 = 1;
 const FORMAT: &str = "canonical snapshot";
-const HEADER_LEN: usize = 6;
-const TABLE_ROW_LEN: usize = 26;
+const HEADER_LEN: usize = 7;
+const TABLE_ROW_LEN: usize = 34;
+/// LZ4 expands at most 255 times; a block claiming more is corrupt.
+const LZ4_RATIO_MAX: u64 = 255;
+/// No block decompresses to more than this, whatever its table row says.
+const BLOCK_RAW_MAX: u64 = 1 << 30;
+
+/// How blocks are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    /// As they are.
+    #[default]
+    None,
+    /// LZ4 block compression, each key group on its own so any one can be read alone.
+    Lz4,
+}
 const ENTRY_MIN_LEN: usize = 14;
 
 /// A decoded canonical snapshot, restricted to the key groups asked for.
@@ -37,7 +53,12 @@ pub struct CanonicalSnapshot {
 }
 
 /// Encodes `entries` (in canonical order, all inside `range`, state ids indexing `states`).
-pub fn encode(states: &[StateDescriptor], range: KeyGroupRange, entries: &[StateEntry]) -> Vec<u8> {
+pub fn encode(
+    states: &[StateDescriptor],
+    range: KeyGroupRange,
+    entries: &[StateEntry],
+    compression: Compression,
+) -> Vec<u8> {
     let mut groups: Vec<(u16, Vec<u8>, u32)> = Vec::new();
     for entry in entries {
         assert!(
@@ -66,9 +87,23 @@ pub fn encode(states: &[StateDescriptor], range: KeyGroupRange, entries: &[State
         block.extend_from_slice(&e.finish());
         *count += 1;
     }
+    let stored: Vec<(u16, Vec<u8>, u64, u32)> = groups
+        .into_iter()
+        .map(|(group, raw, count)| {
+            let raw_len = raw.len() as u64;
+            let bytes = match compression {
+                Compression::None => raw,
+                Compression::Lz4 => lz4_flex::block::compress(&raw),
+            };
+            (group, bytes, raw_len, count)
+        })
+        .collect();
 
     let mut e = Encoder::new();
-    e.raw(&MAGIC).u16(VERSION);
+    e.raw(&MAGIC).u16(VERSION).u8(match compression {
+        Compression::None => 0,
+        Compression::Lz4 => 1,
+    });
     e.u16(u16::try_from(states.len()).expect("fewer than 65536 states"));
     for state in states {
         e.str(&state.name)
@@ -76,19 +111,20 @@ pub fn encode(states: &[StateDescriptor], range: KeyGroupRange, entries: &[State
             .u8(state.value_type.tag());
     }
     e.u16(range.start).u16(range.end);
-    e.u32(groups.len() as u32);
-    let table_end = e.len() + groups.len() * TABLE_ROW_LEN;
+    e.u32(stored.len() as u32);
+    let table_end = e.len() + stored.len() * TABLE_ROW_LEN;
     let mut offset = table_end as u64;
-    for (group, block, count) in &groups {
+    for (group, block, raw_len, count) in &stored {
         e.u16(*group)
             .u64(offset)
             .u64(block.len() as u64)
+            .u64(*raw_len)
             .u32(*count)
             .u32(crc32c::crc32c(block));
         offset += block.len() as u64;
     }
     debug_assert_eq!(e.len(), table_end);
-    for (_, block, _) in &groups {
+    for (_, block, _, _) in &stored {
         e.raw(block);
     }
     let mut bytes = e.finish();
@@ -127,6 +163,17 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
             supported: VERSION,
         });
     }
+    let compression = match d.u8("compression")? {
+        0 => Compression::None,
+        1 => Compression::Lz4,
+        other => {
+            return Err(invalid(
+                "compression",
+                6,
+                &format!("unknown compression {other}"),
+            ))
+        }
+    };
     let stored = u32::from_le_bytes(trailer.try_into().expect("split at len - 4"));
     let computed = crc32c::crc32c(body);
     if stored != computed {
@@ -172,6 +219,7 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
         let group = d.u16("key group")?;
         let offset = d.u64("block offset")?;
         let len = d.u64("block length")?;
+        let raw_len = d.u64("block raw length")?;
         let count = d.u32("block entries")?;
         let crc = d.u32("block checksum")?;
         if !key_groups.contains(group) {
@@ -217,7 +265,38 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
             });
         }
         if wanted.contains(group) {
-            decode_block(block, group, count, states.len(), &mut entries)?;
+            match compression {
+                Compression::None if raw_len == len => {
+                    decode_block(block, group, count, states.len(), &mut entries)?
+                }
+                Compression::None => {
+                    return Err(invalid(
+                        "block raw length",
+                        row_offset,
+                        "differs from the stored length of an uncompressed block",
+                    ))
+                }
+                Compression::Lz4 => {
+                    if raw_len > len.saturating_mul(LZ4_RATIO_MAX) || raw_len > BLOCK_RAW_MAX {
+                        return Err(invalid(
+                            "block raw length",
+                            row_offset,
+                            "more than LZ4 can expand the stored bytes to",
+                        ));
+                    }
+                    let mut raw = vec![0u8; raw_len as usize];
+                    let written = lz4_flex::block::decompress_into(block, &mut raw)
+                        .map_err(|e| invalid("block", row_offset, &format!("LZ4: {e}")))?;
+                    if written as u64 != raw_len {
+                        return Err(invalid(
+                            "block",
+                            row_offset,
+                            "decompressed to another length than recorded",
+                        ));
+                    }
+                    decode_block(&raw, group, count, states.len(), &mut entries)?;
+                }
+            }
         }
     }
     if expected_offset != body.len() as u64 {
@@ -313,43 +392,80 @@ mod tests {
         }
     }
 
-    fn sample() -> (Vec<StateEntry>, Vec<u8>) {
+    fn sample(compression: Compression) -> (Vec<StateEntry>, Vec<u8>) {
         let entries = vec![
             entry(3, 0, "a", "", 5),
             entry(3, 1, "a", "x", 1),
             entry(9, 0, "b", "", 7),
         ];
-        let bytes = encode(&states(), KeyGroupRange { start: 0, end: 15 }, &entries);
+        let bytes = encode(
+            &states(),
+            KeyGroupRange { start: 0, end: 15 },
+            &entries,
+            compression,
+        );
         (entries, bytes)
     }
 
     #[test]
     fn round_trip_and_range_filter() {
-        let (entries, bytes) = sample();
-        let all = decode(&bytes, KeyGroupRange { start: 0, end: 15 }).unwrap();
-        assert_eq!(all.entries, entries);
-        assert_eq!(all.states, states());
-        let some = decode(&bytes, KeyGroupRange { start: 4, end: 15 }).unwrap();
-        assert_eq!(some.entries, entries[2..].to_vec());
+        for compression in [Compression::None, Compression::Lz4] {
+            let (entries, bytes) = sample(compression);
+            let all = decode(&bytes, KeyGroupRange { start: 0, end: 15 }).unwrap();
+            assert_eq!(all.entries, entries);
+            assert_eq!(all.states, states());
+            let some = decode(&bytes, KeyGroupRange { start: 4, end: 15 }).unwrap();
+            assert_eq!(some.entries, entries[2..].to_vec());
+        }
     }
 
     #[test]
     fn every_flip_and_cut_is_detected() {
-        let (_, bytes) = sample();
-        let all = KeyGroupRange { start: 0, end: 15 };
-        for index in 0..bytes.len() {
-            let mut corrupt = bytes.clone();
-            corrupt[index] ^= 0x10;
-            assert!(decode(&corrupt, all).is_err(), "flip at {index} passed");
-        }
-        for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len], all).is_err(), "cut at {len} passed");
+        for compression in [Compression::None, Compression::Lz4] {
+            let (_, bytes) = sample(compression);
+            let all = KeyGroupRange { start: 0, end: 15 };
+            for index in 0..bytes.len() {
+                let mut corrupt = bytes.clone();
+                corrupt[index] ^= 0x10;
+                assert!(
+                    decode(&corrupt, all).is_err(),
+                    "{compression:?}: flip at {index} passed"
+                );
+            }
+            for len in 0..bytes.len() {
+                assert!(
+                    decode(&bytes[..len], all).is_err(),
+                    "{compression:?}: cut at {len} passed"
+                );
+            }
         }
     }
 
     #[test]
+    fn compression_shrinks_repetitive_state() {
+        let entries: Vec<StateEntry> = (0..200)
+            .map(|i| entry(1, 0, &format!("key-{i:04}"), "", 42))
+            .collect();
+        let range = KeyGroupRange { start: 0, end: 3 };
+        let plain = encode(&states(), range, &entries, Compression::None);
+        let packed = encode(&states(), range, &entries, Compression::Lz4);
+        assert!(
+            packed.len() * 2 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        assert_eq!(decode(&packed, range).unwrap().entries, entries);
+    }
+
+    #[test]
     fn empty_snapshot_round_trips() {
-        let bytes = encode(&states(), KeyGroupRange { start: 0, end: 0 }, &[]);
+        let bytes = encode(
+            &states(),
+            KeyGroupRange { start: 0, end: 0 },
+            &[],
+            Compression::None,
+        );
         let decoded = decode(&bytes, KeyGroupRange { start: 0, end: 0 }).unwrap();
         assert!(decoded.entries.is_empty());
     }

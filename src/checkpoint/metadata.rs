@@ -32,11 +32,28 @@ pub struct FileRef {
     pub crc32c: u32,
 }
 
+/// A file of a native snapshot: the name the backend gives it locally, and where it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedFile {
+    /// The backend's own file name (`000012.sst`, `MANIFEST-000005`): one plain component.
+    pub local_name: String,
+    /// Where the bytes are stored.
+    pub file: FileRef,
+}
+
 /// Where a subtask's keyed state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyedStateHandle {
     /// One file in the canonical full-snapshot format ([`super::canonical`]).
     Canonical(FileRef),
+    /// The backend's own files (a RocksDB checkpoint): `shared` files may be referenced by
+    /// several checkpoints (they live in `shared/`), `private` ones belong to this snapshot.
+    Native {
+        /// Immutable data files (SSTs), possibly uploaded by an earlier checkpoint.
+        shared: Vec<NamedFile>,
+        /// Files written anew for every snapshot (MANIFEST, CURRENT, OPTIONS).
+        private: Vec<NamedFile>,
+    },
 }
 
 impl KeyedStateHandle {
@@ -44,6 +61,29 @@ impl KeyedStateHandle {
     pub fn files(&self) -> Vec<&FileRef> {
         match self {
             KeyedStateHandle::Canonical(file) => vec![file],
+            KeyedStateHandle::Native { shared, private } => shared
+                .iter()
+                .chain(private)
+                .map(|named| &named.file)
+                .collect(),
+        }
+    }
+
+    /// The files under `shared/` the handle references.
+    pub fn shared_files(&self) -> Vec<&FileRef> {
+        match self {
+            KeyedStateHandle::Canonical(_) => Vec::new(),
+            KeyedStateHandle::Native { shared, .. } => {
+                shared.iter().map(|named| &named.file).collect()
+            }
+        }
+    }
+
+    /// `canonical` or `native`.
+    pub fn format(&self) -> &'static str {
+        match self {
+            KeyedStateHandle::Canonical(_) => "canonical",
+            KeyedStateHandle::Native { .. } => "native",
         }
     }
 }
@@ -132,6 +172,16 @@ impl CheckpointMetadata {
                         e.u8(1);
                         encode_file(&mut e, file);
                     }
+                    Some(KeyedStateHandle::Native { shared, private }) => {
+                        e.u8(2);
+                        for list in [shared, private] {
+                            e.u32(list.len() as u32);
+                            for named in list {
+                                e.str(&named.local_name);
+                                encode_file(&mut e, &named.file);
+                            }
+                        }
+                    }
                 }
                 e.bytes(&subtask.operator_state);
             }
@@ -218,6 +268,34 @@ fn decode_file(d: &mut Decoder<'_>) -> Result<FileRef, FormatError> {
     Ok(FileRef { path, size, crc32c })
 }
 
+fn decode_named_files(d: &mut Decoder<'_>) -> Result<Vec<NamedFile>, FormatError> {
+    let count = d.count("native files", 20)?;
+    let mut files: Vec<NamedFile> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let offset = d.position() as u64;
+        let local_name = d.str("local file name")?;
+        if RelPath::new(local_name)?.as_str().contains('/') {
+            return Err(invalid(
+                "local file name",
+                offset,
+                format!("{local_name:?} is not one plain name"),
+            ));
+        }
+        if files.iter().any(|f| f.local_name == local_name) {
+            return Err(invalid(
+                "local file name",
+                offset,
+                format!("{local_name:?} listed twice"),
+            ));
+        }
+        files.push(NamedFile {
+            local_name: local_name.to_string(),
+            file: decode_file(d)?,
+        });
+    }
+    Ok(files)
+}
+
 fn decode_stage(d: &mut Decoder<'_>, max_parallelism: u16) -> Result<StageSnapshot, FormatError> {
     let stage = d.u16("stage")?;
     let name = d.str("stage name")?.to_string();
@@ -261,6 +339,11 @@ fn decode_stage(d: &mut Decoder<'_>, max_parallelism: u16) -> Result<StageSnapsh
         let keyed = match d.u8("keyed state tag")? {
             0 => None,
             1 => Some(KeyedStateHandle::Canonical(decode_file(d)?)),
+            2 => {
+                let shared = decode_named_files(d)?;
+                let private = decode_named_files(d)?;
+                Some(KeyedStateHandle::Native { shared, private })
+            }
             other => {
                 return Err(invalid(
                     "keyed state tag",

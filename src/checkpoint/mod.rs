@@ -17,15 +17,18 @@
 pub mod canonical;
 pub mod codec;
 pub mod envelope;
+pub mod inspect;
 pub mod metadata;
+pub mod registry;
 mod relpath;
 pub mod storage;
 
 pub use metadata::{
-    CheckpointMetadata, FileRef, KeyedStateHandle, SnapshotKind, StageSnapshot, SubtaskSnapshot,
+    CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, SnapshotKind, StageSnapshot,
+    SubtaskSnapshot,
 };
 pub use relpath::RelPath;
-pub use storage::{CheckpointStorage, Durability, FsCheckpointStorage};
+pub use storage::{CheckpointStorage, Durability, FsCheckpointStorage, Subdirectory};
 
 /// A decoder rejected bytes: what field, where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

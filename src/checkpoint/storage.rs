@@ -182,6 +182,67 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 }
 
+/// A read-only view of a directory inside another storage, with paths relative to that
+/// directory: how a relocatable savepoint is read where it lies. Writes are refused.
+pub struct Subdirectory<'a> {
+    inner: &'a dyn CheckpointStorage,
+    dir: RelPath,
+    root: PathBuf,
+}
+
+impl<'a> Subdirectory<'a> {
+    /// The view of `dir` inside `inner`.
+    pub fn new(inner: &'a dyn CheckpointStorage, dir: RelPath) -> Self {
+        let root = dir.under(inner.root());
+        Self { inner, dir, root }
+    }
+
+    fn inside(&self, path: &RelPath) -> Result<RelPath, StorageError> {
+        self.dir
+            .join(path.as_str())
+            .map_err(|e| StorageError::format(path, e))
+    }
+
+    fn refuse(&self, path: &RelPath) -> StorageError {
+        let error = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "read-only view");
+        io_error(format!("{}/{path}", self.dir), error)
+    }
+}
+
+impl CheckpointStorage for Subdirectory<'_> {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn write(&mut self, path: &RelPath, _bytes: &[u8]) -> Result<FileRef, StorageError> {
+        Err(self.refuse(path))
+    }
+
+    fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {
+        self.inner.read(&self.inside(path)?)
+    }
+
+    fn exists(&self, path: &RelPath) -> bool {
+        self.inside(path)
+            .is_ok_and(|inside| self.inner.exists(&inside))
+    }
+
+    fn list(&self, dir: Option<&RelPath>) -> Result<Vec<String>, StorageError> {
+        match dir {
+            None => self.inner.list(Some(&self.dir)),
+            Some(dir) => self.inner.list(Some(&self.inside(dir)?)),
+        }
+    }
+
+    fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
+        Err(self.refuse(path))
+    }
+
+    fn remove_dir(&mut self, dir: &RelPath) -> Result<(), StorageError> {
+        Err(self.refuse(dir))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

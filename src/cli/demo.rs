@@ -17,7 +17,7 @@ use crate::job::{
     CheckpointConfig, FailCounter, Input, JobSpec, JobStatus, OperatorSpec, RestartStrategy,
     RunConfig, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
-use crate::state::MemoryBackendFactory;
+use crate::state::BackendKind;
 
 /// The embedded default input: `fixtures/transactions.csv`.
 pub const TRANSACTIONS_CSV: &str = include_str!("../../fixtures/transactions.csv");
@@ -51,6 +51,8 @@ pub struct DemoOptions {
     pub sink: SinkKind,
     /// Print every trace event, not only the story.
     pub full_trace: bool,
+    /// The state backend.
+    pub backend: BackendKind,
 }
 
 impl DemoOptions {
@@ -71,6 +73,7 @@ impl DemoOptions {
             processing_ms: 1000,
             sink: SinkKind::Print,
             full_trace: false,
+            backend: BackendKind::Memory,
         }
     }
 }
@@ -103,6 +106,9 @@ pub enum DemoError {
     /// A temporary directory could not be made.
     #[error("temporary directory: {0}")]
     TempDir(std::io::Error),
+    /// The backend is not in this build.
+    #[error("{0}")]
+    Backend(String),
 }
 
 /// What a demo printed, and whether its verdicts came out as they should.
@@ -117,7 +123,8 @@ pub struct DemoReport {
     pub simulated_ms: u64,
 }
 
-fn load_input(options: &DemoOptions) -> Result<(String, CsvInput), DemoError> {
+/// Loads the demo input: `options.input`, or the embedded fixture.
+pub fn load_input(options: &DemoOptions) -> Result<(String, CsvInput), DemoError> {
     let (label, text) = match &options.input {
         None => (
             "fixtures/transactions.csv (embedded)".to_string(),
@@ -200,11 +207,12 @@ fn run_part(
         CheckpointConfig::every(options.interval_ms),
         options.restart.clone(),
     );
+    let backends = options.backend.factory().map_err(DemoError::Backend)?;
     let report = run_case(
         job,
         input,
         &config,
-        &MemoryBackendFactory,
+        backends.as_ref(),
         &mut NoFaults,
         dir.path(),
     )?;
@@ -250,8 +258,8 @@ pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoErro
     };
     writeln!(
         text,
-        "job: {shape} ({:?} sink); the map fails on record #{}, takes {} ms per record\nconfig: checkpoint every {} ms, restart {}, seed {}; values are amounts in cents",
-        options.sink, options.fail_at, options.processing_ms, options.interval_ms, options.restart, options.seed
+        "job: {shape} ({:?} sink); the map fails on record #{}, takes {} ms per record\nconfig: backend {}, checkpoint every {} ms, restart {}, seed {}; values are amounts in cents",
+        options.sink, options.fail_at, options.processing_ms, options.backend, options.interval_ms, options.restart, options.seed
     )
     .expect("writing to a String");
 
@@ -273,7 +281,7 @@ pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoErro
                 options.fail_at, report.outcome.stats.attempts
             )
             .expect("writing to a String"),
-            JobStatus::Finished => {
+            JobStatus::Finished | JobStatus::Stopped { .. } => {
                 writeln!(text, "-> it finished: with fewer than {} records the failure never fires", options.fail_at).expect("writing to a String");
             }
         }

@@ -2,13 +2,17 @@
 //! library.
 
 pub mod demo;
+pub mod savepoint;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::bench::{self, BenchParams};
+use crate::checkpoint::inspect;
 use crate::job::{RestartStrategy, SinkKind};
+use crate::state::{BackendKind, SavepointFormat};
 use demo::{DemoKind, DemoOptions};
 
 /// faultline: a property-based fault-injection harness for stateful stream processing.
@@ -32,6 +36,23 @@ pub enum Command {
         #[command(flatten)]
         flags: DemoFlags,
     },
+    /// Validate every file and checksum of a checkpoint (`.../chk-N`) or savepoint directory.
+    Inspect {
+        /// The directory holding `_metadata`.
+        dir: PathBuf,
+    },
+    /// Take a savepoint of the stateful job, or resume from one.
+    Savepoint {
+        /// Take or resume.
+        #[command(subcommand)]
+        action: SavepointAction,
+    },
+    /// Measure checkpoints: full vs incremental, bytes written and retained, times.
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
 }
 
 /// The demos.
@@ -52,8 +73,38 @@ pub enum SinkFlag {
     TwoPhase,
 }
 
+/// A state backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendFlag {
+    /// In memory, full canonical checkpoints.
+    Memory,
+    /// RocksDB, full canonical checkpoints.
+    RocksdbFull,
+    /// RocksDB, incremental native checkpoints (shared SST files).
+    RocksdbIncremental,
+}
+
+impl From<BackendFlag> for BackendKind {
+    fn from(flag: BackendFlag) -> Self {
+        match flag {
+            BackendFlag::Memory => BackendKind::Memory,
+            BackendFlag::RocksdbFull => BackendKind::RocksDbFull,
+            BackendFlag::RocksdbIncremental => BackendKind::RocksDbIncremental,
+        }
+    }
+}
+
+/// A savepoint format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FormatFlag {
+    /// Backend-independent: restores into any backend, at any parallelism.
+    Canonical,
+    /// The backend's own files: same backend only.
+    Native,
+}
+
 /// Demo parameters; each defaults to the tutorial's value.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct DemoFlags {
     /// Record (1-based) on which the map fails [default: 5 for recovery, 12 for stateful].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -61,8 +112,7 @@ pub struct DemoFlags {
     /// Checkpoint interval in simulated milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub interval_ms: u64,
-    /// Restart strategy: none | fixed-delay:ATTEMPTS:DELAY_MS | failure-
-    /// rate:MAX:INTERVAL_MS:DELAY_MS
+    /// Restart strategy: none | fixed-delay:ATTEMPTS:DELAY_MS | failure-rate:MAX:INTERVAL_MS:DELAY_MS
     /// | exponential-delay:INITIAL_MS:MAX_MS:MULTIPLIER:RESET_MS:JITTER[:ATTEMPTS].
     #[arg(long, default_value = "fixed-delay:3:5000")]
     pub restart: RestartStrategy,
@@ -78,66 +128,269 @@ pub struct DemoFlags {
     /// The sink.
     #[arg(long, value_enum, default_value = "print")]
     pub sink: SinkFlag,
+    /// The state backend.
+    #[arg(long, value_enum, default_value = "memory")]
+    pub backend: BackendFlag,
     /// Print every trace event, not only the story.
     #[arg(long)]
     pub trace: bool,
 }
 
-/// Runs the command line and returns the process exit code.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Demo { which, flags } => run_demo(which, flags),
+impl DemoFlags {
+    fn options(self, kind: DemoKind) -> DemoOptions {
+        let mut options = DemoOptions::defaults(kind);
+        options.fail_at = self.fail_at.unwrap_or(options.fail_at);
+        options.interval_ms = self.interval_ms;
+        options.restart = self.restart;
+        options.seed = self.seed;
+        options.input = self.input;
+        options.processing_ms = self.processing_ms;
+        options.sink = match self.sink {
+            SinkFlag::Print => SinkKind::Print,
+            SinkFlag::TwoPhase => SinkKind::TwoPhaseCommit,
+        };
+        options.backend = self.backend.into();
+        options.full_trace = self.trace;
+        options
     }
 }
 
-fn run_demo(which: DemoWhich, flags: DemoFlags) -> ExitCode {
+/// Savepoint actions.
+#[derive(Debug, Subcommand)]
+pub enum SavepointAction {
+    /// Run the stateful job, stop it with a savepoint at --at-ms, and move it to --out.
+    Take {
+        /// Where the savepoint goes (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Simulated time at which the savepoint is taken.
+        #[arg(long, default_value_t = 12_000)]
+        at_ms: u64,
+        /// Canonical (any backend) or native (same backend only).
+        #[arg(long, value_enum, default_value = "canonical")]
+        format: FormatFlag,
+        /// The state backend.
+        #[arg(long, value_enum, default_value = "memory")]
+        backend: BackendFlag,
+        /// Root seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// CSV input instead of the embedded fixture.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+    /// Start the stateful job from a savepoint and run it to the end, with a verdict.
+    Resume {
+        /// The savepoint directory.
+        dir: PathBuf,
+        /// The state backend (a native savepoint needs the one that wrote it).
+        #[arg(long, value_enum, default_value = "memory")]
+        backend: BackendFlag,
+        /// Parallelism of the keyed sum (key groups are redistributed).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+        parallelism: u16,
+        /// Root seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// CSV input instead of the embedded fixture.
+        #[arg(long)]
+        input: Option<PathBuf>,
+    },
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Full vs incremental checkpoints on keyed state of a chosen size and churn.
+    Checkpoints(BenchFlags),
+}
+
+/// `bench checkpoints` parameters.
+#[derive(Debug, Args)]
+pub struct BenchFlags {
+    /// Keys of keyed state.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub value_bytes: u64,
+    /// Fraction of keys changed before each checkpoint after the first (0..=1).
+    #[arg(long, default_value_t = 0.01)]
+    pub changed_fraction: f64,
+    /// Checkpoints to take.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub checkpoints: u32,
+    /// Backends to measure (repeat the flag); all by default.
+    #[arg(long, value_enum)]
+    pub backend: Vec<BackendFlag>,
+    /// Seed of keys and values.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Directory for bench.json and bench.svg.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { which, flags } => run_demo(which, flags),
+        Command::Inspect { dir } => run_inspect(&dir),
+        Command::Savepoint { action } => run_savepoint(action),
+        Command::Bench {
+            what: BenchWhat::Checkpoints(flags),
+        } => run_bench(flags),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_demo(which: DemoWhich, flags: DemoFlags) -> Result<ExitCode, String> {
     let kind = match which {
         DemoWhich::Recovery => DemoKind::Recovery,
         DemoWhich::Stateful => DemoKind::Stateful,
     };
-    let mut options = DemoOptions::defaults(kind);
-    options.fail_at = flags.fail_at.unwrap_or(options.fail_at);
-    options.interval_ms = flags.interval_ms;
-    options.restart = flags.restart;
-    options.seed = flags.seed;
-    options.input = flags.input;
-    options.processing_ms = flags.processing_ms;
-    options.sink = match flags.sink {
-        SinkFlag::Print => SinkKind::Print,
-        SinkFlag::TwoPhase => SinkKind::TwoPhaseCommit,
-    };
-    options.full_trace = flags.trace;
+    let options = flags.options(kind);
     #[allow(clippy::disallowed_methods)] // Wall time is reported, never fed into the simulation.
     let started = std::time::Instant::now();
-    match demo::run(kind, &options) {
-        Ok(report) => {
-            let wall = started.elapsed();
-            print!("{}", report.text);
-            let wall_ms = wall.as_secs_f64() * 1000.0;
+    let report = demo::run(kind, &options).map_err(|e| e.to_string())?;
+    let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
+    print!("{}", report.text);
+    println!(
+        "wall time {wall_ms:.1} ms for {} ms simulated ({:.0}x faster than real time)",
+        report.simulated_ms,
+        report.simulated_ms as f64 / wall_ms.max(0.001)
+    );
+    let name = if kind == DemoKind::Recovery {
+        "recovery"
+    } else {
+        "stateful"
+    };
+    println!(
+        "replay: faultline demo {name} --seed {} --backend {}",
+        options.seed, options.backend
+    );
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_inspect(dir: &std::path::Path) -> Result<ExitCode, String> {
+    let report = inspect::inspect(dir).map_err(|e| e.to_string())?;
+    print!("{report}");
+    Ok(if report.problems().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
+    match action {
+        SavepointAction::Take {
+            out,
+            at_ms,
+            format,
+            backend,
+            seed,
+            input,
+        } => {
+            let mut options = DemoOptions::defaults(DemoKind::Stateful);
+            options.backend = backend.into();
+            options.seed = seed;
+            options.input = input;
+            let format = match format {
+                FormatFlag::Canonical => SavepointFormat::Canonical,
+                FormatFlag::Native => SavepointFormat::Native,
+            };
+            let text = savepoint::take(&options, at_ms, format, &out).map_err(|e| e.to_string())?;
+            print!("{text}");
             println!(
-                "wall time {wall_ms:.1} ms for {} ms simulated ({:.0}x faster than real time)",
-                report.simulated_ms,
-                report.simulated_ms as f64 / wall_ms.max(0.001)
+                "resume: faultline savepoint resume {} --backend {}",
+                out.display(),
+                options.backend
             );
-            println!(
-                "replay: faultline demo {} --seed {}",
-                if kind == DemoKind::Recovery {
-                    "recovery"
-                } else {
-                    "stateful"
-                },
-                options.seed
-            );
-            if report.ok {
+            Ok(ExitCode::SUCCESS)
+        }
+        SavepointAction::Resume {
+            dir,
+            backend,
+            parallelism,
+            seed,
+            input,
+        } => {
+            let mut options = DemoOptions::defaults(DemoKind::Stateful);
+            options.backend = backend.into();
+            options.seed = seed;
+            options.input = input;
+            let (text, passed) =
+                savepoint::resume(&options, &dir, parallelism).map_err(|e| e.to_string())?;
+            print!("{text}");
+            Ok(if passed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
-            }
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::from(2)
+            })
         }
     }
+}
+
+fn run_bench(flags: BenchFlags) -> Result<ExitCode, String> {
+    if !(0.0..=1.0).contains(&flags.changed_fraction) {
+        return Err(format!(
+            "--changed-fraction {} is outside 0..=1",
+            flags.changed_fraction
+        ));
+    }
+    let mut params = BenchParams {
+        keys: flags.keys,
+        value_bytes: flags.value_bytes as usize,
+        changed_fraction: flags.changed_fraction,
+        checkpoints: flags.checkpoints,
+        seed: flags.seed,
+        ..BenchParams::default()
+    };
+    if !flags.backend.is_empty() {
+        params.backends = flags
+            .backend
+            .iter()
+            .map(|b| BackendKind::from(*b))
+            .collect();
+        params.backends.dedup();
+    }
+    std::fs::create_dir_all(&flags.out).map_err(|e| format!("{}: {e}", flags.out.display()))?;
+    let work = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let bar = indicatif::ProgressBar::new(params.backends.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} backends {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    let report = bench::run(&params, work.path(), &mut |backend| {
+        // Called as each backend starts: the previous one is done.
+        if !bar.message().is_empty() {
+            bar.inc(1);
+        }
+        bar.set_message(backend.to_string());
+    })
+    .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    print!("{}", report.table());
+    let json = flags.out.join("bench.json");
+    let svg = flags.out.join("bench.svg");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| format!("{}: {e}", json.display()))?;
+    bench::draw_chart(&report, &svg).map_err(|e| format!("{}: {e}", svg.display()))?;
+    println!("wrote {} and {}", json.display(), svg.display());
+    Ok(ExitCode::SUCCESS)
 }

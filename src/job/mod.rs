@@ -16,8 +16,8 @@ pub use operator::{Operator, OperatorContext, OperatorError};
 pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record};
 pub use restart::{RestartDecision, RestartStrategy, RestartTracker};
 pub use runtime::{
-    CheckpointConfig, CheckpointingMode, FailureRecord, JobStatus, RestoreRecord, RunConfig,
-    RunError, RunOutcome, RunStats, Runtime,
+    CheckpointConfig, CheckpointingMode, FailureRecord, JobStatus, RestorePolicy, RestoreRecord,
+    RunConfig, RunError, RunOutcome, RunStats, Runtime, SavepointRequest,
 };
 pub use sink::{ExternalStore, Sink};
 pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};

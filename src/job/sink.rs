@@ -48,9 +48,17 @@ pub enum StoreError {
         /// The state it is in.
         state: TxnState,
     },
-    /// A transaction id was begun twice.
-    #[error("transaction {0} already exists")]
-    Duplicate(String),
+}
+
+/// What an abort found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortOutcome {
+    /// Aborted now.
+    Aborted,
+    /// Aborted before.
+    AlreadyAborted,
+    /// Committed before: nothing to undo.
+    AlreadyCommitted,
 }
 
 /// Whether a commit made records visible or found them already visible.
@@ -66,6 +74,7 @@ pub enum CommitOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct ExternalStore {
     transactions: BTreeMap<String, Transaction>,
+    transactions_begun: u64,
     visible: Vec<Record>,
 }
 
@@ -96,20 +105,24 @@ impl ExternalStore {
             .collect()
     }
 
-    /// Begins a transaction.
-    pub fn begin(&mut self, txn: &str, owner: u16) -> Result<(), StoreError> {
-        if self.transactions.contains_key(txn) {
-            return Err(StoreError::Duplicate(txn.to_string()));
-        }
+    /// Begins a transaction for sink subtask `owner` and returns its id, unique in this store
+    /// across every run that ever used it (the external system outlives job runs).
+    pub fn begin(&mut self, owner: u16) -> String {
+        let txn = format!("s{owner}-t{}", self.transactions_begun);
+        self.transactions_begun += 1;
+        debug_assert!(
+            !self.transactions.contains_key(&txn),
+            "ids come from a counter"
+        );
         self.transactions.insert(
-            txn.to_string(),
+            txn.clone(),
             Transaction {
                 owner,
                 records: Vec::new(),
                 state: TxnState::Open,
             },
         );
-        Ok(())
+        txn
     }
 
     fn get_mut(&mut self, txn: &str) -> Result<&mut Transaction, StoreError> {
@@ -169,22 +182,19 @@ impl ExternalStore {
         }
     }
 
-    /// Aborts a transaction that is not committed; aborting twice is a no-op. Returns whether it
-    /// was aborted now.
-    pub fn abort(&mut self, txn: &str) -> Result<bool, StoreError> {
+    /// Aborts a transaction that is not committed yet. As with Kafka's fencing, aborting one
+    /// that is committed already changes nothing: that happens when a restore goes back to a
+    /// state older than committed output, which the oracle then reports as duplicates.
+    pub fn abort(&mut self, txn: &str) -> Result<AbortOutcome, StoreError> {
         let transaction = self.get_mut(txn)?;
-        match transaction.state {
+        Ok(match transaction.state {
             TxnState::Open | TxnState::PreCommitted => {
                 transaction.state = TxnState::Aborted;
-                Ok(true)
+                AbortOutcome::Aborted
             }
-            TxnState::Aborted => Ok(false),
-            TxnState::Committed => Err(StoreError::WrongState {
-                txn: txn.to_string(),
-                operation: "abort",
-                state: TxnState::Committed,
-            }),
-        }
+            TxnState::Aborted => AbortOutcome::AlreadyAborted,
+            TxnState::Committed => AbortOutcome::AlreadyCommitted,
+        })
     }
 
     /// Makes a record visible at once (no transaction): what a print sink does.
@@ -262,30 +272,22 @@ impl Sink for PrintSink {
 #[derive(Debug)]
 pub struct TwoPhaseCommitSink {
     subtask: u16,
-    attempt: u32,
-    sequence: u32,
     current: Option<String>,
     pending: BTreeMap<u64, String>,
 }
 
 impl TwoPhaseCommitSink {
-    /// The sink of `subtask` in attempt `attempt` (transaction ids include both, so they are
-    /// unique across restarts).
-    pub fn new(subtask: u16, attempt: u32) -> Self {
+    /// The sink of `subtask`.
+    pub fn new(subtask: u16) -> Self {
         Self {
             subtask,
-            attempt,
-            sequence: 0,
             current: None,
             pending: BTreeMap::new(),
         }
     }
 
     fn begin(&mut self, store: &mut ExternalStore) -> Result<String, StoreError> {
-        let txn = format!("s{}-a{}-t{}", self.subtask, self.attempt, self.sequence);
-        self.sequence += 1;
-        store.begin(&txn, self.subtask)?;
-        Ok(txn)
+        Ok(store.begin(self.subtask))
     }
 
     fn current(&mut self, store: &mut ExternalStore) -> Result<String, StoreError> {
@@ -389,14 +391,18 @@ impl Sink for TwoPhaseCommitSink {
             }
             if let Some(txn) = current {
                 // recoverAndAbort: the in-progress transaction belongs to no checkpoint.
-                if store.abort(&txn)? {
-                    events.push(format!("abort {txn} (in progress at the checkpoint)"));
+                match store.abort(&txn)? {
+                    AbortOutcome::Aborted => events.push(format!("abort {txn} (in progress at the checkpoint)")),
+                    AbortOutcome::AlreadyAborted => {}
+                    AbortOutcome::AlreadyCommitted => events.push(format!(
+                        "abort {txn}: already committed by a later checkpoint or savepoint; this restore goes back past committed output"
+                    )),
                 }
             }
         }
         // Transactions begun after the checkpoint (lingering) are aborted too.
         for txn in store.unfinished(self.subtask) {
-            if !keep.contains(&txn) && store.abort(&txn)? {
+            if !keep.contains(&txn) && store.abort(&txn)? == AbortOutcome::Aborted {
                 events.push(format!("abort {txn} (lingering)"));
             }
         }

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 
 use super::snapshot::{restore_canonical, write_canonical};
 use super::{
-    BackendContext, CellRef, KeyGroupRange, RestoreStats, SnapshotTarget, StateBackend,
-    StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+    BackendContext, CellRef, KeyGroupRange, RestoreHandle, RestoreMode, RestoreStats,
+    SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory, StateDescriptor, StateEntry,
+    StateError, StateId, UserEntries,
 };
-use crate::checkpoint::{CheckpointStorage, KeyedStateHandle};
+use crate::checkpoint::CheckpointStorage;
 
 type CellKey = (u16, StateId, Vec<u8>, Vec<u8>);
 
@@ -155,14 +156,16 @@ impl StateBackend for MemoryBackend {
         &mut self,
         target: &SnapshotTarget,
         storage: &mut dyn CheckpointStorage,
-    ) -> Result<KeyedStateHandle, StateError> {
+    ) -> Result<SnapshotResult, StateError> {
+        // The memory backend's native format is the canonical one, for savepoints too.
         write_canonical(self, &self.task_name, target, storage)
     }
 
     fn restore(
         &mut self,
-        handles: &[KeyedStateHandle],
+        handles: &[RestoreHandle],
         storage: &dyn CheckpointStorage,
+        _mode: RestoreMode,
     ) -> Result<RestoreStats, StateError> {
         self.cells.clear();
         restore_canonical(self, handles, storage)

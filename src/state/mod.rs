@@ -6,11 +6,17 @@
 //! decides how to snapshot and restore, never when: the checkpoint coordinator decides that.
 
 mod keyed;
+mod kind;
 mod memory;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
 pub mod snapshot;
 mod view;
 
+#[cfg(feature = "rocksdb")]
+pub use self::rocksdb::{CompactionPolicy, RocksDbBackend, RocksDbFactory, RocksDbMode};
 pub use keyed::{KeyedContext, ListState, MapState, StateCodec, ValueState};
+pub use kind::BackendKind;
 pub use memory::{MemoryBackend, MemoryBackendFactory};
 pub use view::{StateAddr, StateValue, StateView};
 
@@ -162,10 +168,32 @@ pub struct CellRef<'a> {
 pub struct BackendContext {
     /// Operator name and subtask, for messages and file names (`sum-0`).
     pub task_name: String,
+    /// Unique among the backends that ever write to one checkpoint root (`a3`: the attempt), so
+    /// files a backend shares never collide with another backend's files of the same name.
+    pub instance: String,
     /// The key groups this subtask owns; anything else is refused.
     pub key_groups: KeyGroupRange,
     /// A private working directory the backend may use (RocksDB puts its files here).
     pub working_dir: PathBuf,
+}
+
+/// The format of a savepoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavepointFormat {
+    /// Backend-independent: restores into any backend, at any parallelism.
+    Canonical,
+    /// The backend's own files, copied whole (nothing shared): fast, same backend only.
+    Native,
+}
+
+/// Why a snapshot is taken, which decides its format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotPurpose {
+    /// A checkpoint: the backend's configured format (full canonical, or incremental native).
+    Checkpoint,
+    /// A savepoint in the given format: self-contained, never sharing files with checkpoints.
+    Savepoint(SavepointFormat),
 }
 
 /// Where and under which id a snapshot is being written.
@@ -173,8 +201,45 @@ pub struct BackendContext {
 pub struct SnapshotTarget {
     /// The checkpoint (or savepoint barrier) id.
     pub checkpoint_id: u64,
-    /// The directory for files private to this snapshot (`chk-3`).
+    /// The directory for files private to this snapshot (`chk-3`, `savepoints/before-upgrade`).
     pub dir: RelPath,
+    /// Checkpoint or savepoint.
+    pub purpose: SnapshotPurpose,
+    /// How canonical snapshots compress their blocks (native ones rely on the backend's own).
+    pub compression: crate::checkpoint::canonical::Compression,
+}
+
+/// A handle to restore, with the key groups its writer owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreHandle {
+    /// The key groups the writing subtask owned.
+    pub key_groups: KeyGroupRange,
+    /// Its keyed state.
+    pub handle: KeyedStateHandle,
+}
+
+/// Whether a restored snapshot's files become the base of later incremental checkpoints
+/// (Flink's restore modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// Failover from the job's own checkpoint storage: later checkpoints may reuse its files.
+    Claim,
+    /// A savepoint or another job's checkpoint: later checkpoints must not depend on its files,
+    /// which the user may delete or move.
+    NoClaim,
+}
+
+/// What a snapshot wrote, for traces and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotResult {
+    /// The handle recorded in `_metadata`.
+    pub handle: KeyedStateHandle,
+    /// Files written by this snapshot.
+    pub files_written: u32,
+    /// Files referenced from an earlier, confirmed checkpoint instead of being written again.
+    pub files_reused: u32,
+    /// Bytes written by this snapshot.
+    pub bytes_written: u64,
 }
 
 /// Counts from a restore, for the trace.
@@ -249,19 +314,28 @@ pub trait StateBackend {
     ) -> Result<UserEntries, StateError>;
     /// Every cell, in canonical order.
     fn entries(&self) -> Result<Vec<StateEntry>, StateError>;
-    /// Writes a snapshot of every cell into `storage` under `target.dir` and returns its handle.
+    /// Writes a snapshot of every cell into `storage` (private files under `target.dir`) and
+    /// returns its handle.
     fn snapshot(
         &mut self,
         target: &SnapshotTarget,
         storage: &mut dyn CheckpointStorage,
-    ) -> Result<KeyedStateHandle, StateError>;
+    ) -> Result<SnapshotResult, StateError>;
     /// Loads the cells of owned key groups from the handles of a snapshot (several handles when
     /// the parallelism changed), replacing anything held before.
     fn restore(
         &mut self,
-        handles: &[KeyedStateHandle],
+        handles: &[RestoreHandle],
         storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
     ) -> Result<RestoreStats, StateError>;
+
+    /// Checkpoint `checkpoint_id` completed (this covers every earlier one). An incremental
+    /// backend may now reuse the files it uploaded for it. Notifications may be late or lost.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) {}
+
+    /// Checkpoint `checkpoint_id` was aborted: nothing it uploaded may be reused.
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) {}
 }
 
 /// Makes one backend per keyed subtask; the engine holds a factory, not a backend, because a

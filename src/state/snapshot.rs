@@ -2,7 +2,9 @@
 //! canonical order and loads cells back; this module turns that into checkpoint files and back,
 //! verifying each file's size and checksum against its handle before decoding it.
 
-use super::{CellRef, RestoreStats, SnapshotTarget, StateBackend, StateError};
+use super::{
+    CellRef, RestoreHandle, RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateError,
+};
 use crate::checkpoint::{canonical, CheckpointStorage, FileRef, KeyedStateHandle, StorageError};
 
 /// Writes `backend`'s cells as one canonical file `<dir>/<task>.kv`.
@@ -11,9 +13,14 @@ pub fn write_canonical(
     task_name: &str,
     target: &SnapshotTarget,
     storage: &mut dyn CheckpointStorage,
-) -> Result<KeyedStateHandle, StateError> {
+) -> Result<SnapshotResult, StateError> {
     let entries = backend.entries()?;
-    let bytes = canonical::encode(backend.states(), backend.key_groups(), &entries);
+    let bytes = canonical::encode(
+        backend.states(),
+        backend.key_groups(),
+        &entries,
+        target.compression,
+    );
     let path = target
         .dir
         .join(&format!("{task_name}.kv"))
@@ -24,7 +31,13 @@ pub fn write_canonical(
     let file = storage.write(&path, &bytes)?;
     // Pair assertion: what was written reads back intact before the handle is acknowledged.
     debug_assert!(canonical::decode(&bytes, backend.key_groups()).is_ok());
-    Ok(KeyedStateHandle::Canonical(file))
+    let bytes_written = file.size;
+    Ok(SnapshotResult {
+        handle: KeyedStateHandle::Canonical(file),
+        files_written: 1,
+        files_reused: 0,
+        bytes_written,
+    })
 }
 
 /// Reads a file a handle names and checks it against the recorded size and checksum.
@@ -53,13 +66,18 @@ pub fn read_verified(
 /// the backend's own state ids; cells of key groups owned by other subtasks are skipped.
 pub fn restore_canonical(
     backend: &mut dyn StateBackend,
-    handles: &[KeyedStateHandle],
+    handles: &[RestoreHandle],
     storage: &dyn CheckpointStorage,
 ) -> Result<RestoreStats, StateError> {
     let owned = backend.key_groups();
     let mut stats = RestoreStats::default();
     for handle in handles {
-        let KeyedStateHandle::Canonical(file) = handle;
+        let KeyedStateHandle::Canonical(file) = &handle.handle else {
+            return Err(StateError::Backend {
+                backend: backend.name(),
+                reason: "a native snapshot restores only into the backend that wrote it; use a canonical savepoint to switch backends".into(),
+            });
+        };
         let bytes = read_verified(storage, file)?;
         let snapshot = canonical::decode(&bytes, owned)
             .map_err(|source| StorageError::format(&file.path, source))?;

@@ -130,3 +130,129 @@ fn a_malformed_csv_names_line_and_column() {
         "{stderr}"
     );
 }
+
+#[test]
+fn inspect_describes_a_checkpoint_and_names_a_damaged_file() {
+    let job = crate::support::linear_job();
+    let input = crate::support::input_for(&job, 30, 4, 2);
+    let (report, dir) = crate::support::run(
+        &job,
+        &input,
+        &crate::support::config(1, 10),
+        &mut Default::default(),
+    );
+    let id = *report.outcome.retained_checkpoints.last().unwrap();
+    let checkpoint = dir.path().join(format!("checkpoints/chk-{id}"));
+    let output = faultline(&["inspect", checkpoint.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for expected in [
+        &format!("checkpoint chk-{id}"),
+        "format: canonical",
+        "sum.sum (Value)",
+        "sum[0]",
+        "every file present and intact",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected:?} missing from:\n{stdout}"
+        );
+    }
+    let state_file = checkpoint.join("sum-0.kv");
+    let mut bytes = std::fs::read(&state_file).unwrap();
+    bytes.truncate(bytes.len() - 3);
+    std::fs::write(&state_file, bytes).unwrap();
+    let output = faultline(&["inspect", checkpoint.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("PROBLEM chk-{id}/sum-0.kv")),
+        "{stdout}"
+    );
+    let output = faultline(&["inspect", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "a directory without _metadata is an error"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("_metadata"));
+}
+
+#[test]
+fn savepoint_take_then_resume_on_other_backends_and_parallelism() {
+    let dir = tempfile::tempdir().unwrap();
+    let savepoint = dir.path().join("sp");
+    let sp = savepoint.to_str().unwrap();
+    let output = faultline(&["savepoint", "take", "--out", sp, "--at-ms", "9000"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("savepoint chk-") && stdout.contains("every file present and intact"),
+        "{stdout}"
+    );
+    let again = faultline(&["savepoint", "take", "--out", sp]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already exists"),
+        "savepoints are never overwritten"
+    );
+    for backend in faultline::state::BackendKind::all() {
+        let output = faultline(&[
+            "savepoint",
+            "resume",
+            sp,
+            "--backend",
+            backend.name(),
+            "--parallelism",
+            "3",
+        ]);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{backend}: {stdout}");
+        assert!(
+            stdout.contains("every property held") && stdout.contains("restore from"),
+            "{backend}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn bench_checkpoints_writes_a_table_json_and_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let output = faultline(&[
+        "bench",
+        "checkpoints",
+        "--keys",
+        "2000",
+        "--checkpoints",
+        "4",
+        "--changed-fraction",
+        "0.05",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    let backends = report["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), faultline::state::BackendKind::all().len());
+    for backend in backends {
+        assert_eq!(backend["checkpoints"].as_array().unwrap().len(), 4);
+        assert_eq!(backend["restored_entries"], 2000, "{}", backend["backend"]);
+    }
+    let svg = std::fs::read_to_string(out.join("bench.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("bytes written per checkpoint"),
+        "an SVG chart"
+    );
+    let output = faultline(&["bench", "checkpoints", "--changed-fraction", "2"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("outside 0..=1"));
+}

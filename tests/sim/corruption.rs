@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use crate::support::{config, input_for, linear_job, run};
-use faultline::checkpoint::{Durability, FsCheckpointStorage};
-use faultline::fault::{FaultSchedule, NoFaults};
-use faultline::job::{Input, JobSpec, RunConfig, Runtime};
-use faultline::state::MemoryBackendFactory;
+use crate::support::{config, input_for, linear_job, restore_checkpoint, run};
+use faultline::fault::FaultSchedule;
+use faultline::job::{Input, JobSpec, RunConfig};
+use faultline::state::BackendKind;
 
 fn restore(
     job: &JobSpec,
@@ -17,20 +16,7 @@ fn restore(
     root: &Path,
     id: u64,
 ) -> Result<(), String> {
-    let mut storage = FsCheckpointStorage::new(root, Durability::PageCache).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let mut faults = NoFaults;
-    let runtime = Runtime::new(
-        job,
-        input,
-        config.clone(),
-        &MemoryBackendFactory,
-        &mut storage,
-        &mut faults,
-        work.path(),
-    )
-    .unwrap();
-    runtime.restore_for_inspection(id).map(|_| ())
+    restore_checkpoint(BackendKind::Memory, job, input, config, root, id).map(|_| ())
 }
 
 fn finished_run() -> (JobSpec, Input, RunConfig, tempfile::TempDir, u64) {
@@ -105,4 +91,75 @@ fn a_damaged_state_file_fails_restore_naming_the_file() {
         error.contains(&format!("chk-{id}/sum-0.kv: missing")),
         "{error}"
     );
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_fails_loudly_unless_fallback_is_chosen() {
+    use faultline::job::RestorePolicy;
+    let job = linear_job();
+    let input = input_for(&job, 60, 4, 3);
+    let mut config = config(2, 10);
+    config.checkpoint = config.checkpoint.with_num_retained(2);
+    let (report, dir) = run(&job, &input, &config, &mut FaultSchedule::default());
+    let root = dir.path().join("checkpoints");
+    let retained = report.outcome.retained_checkpoints.clone();
+    assert_eq!(retained.len(), 2);
+    let latest = retained[1];
+    let path = root.join(format!("chk-{latest}/_metadata"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+
+    // Restart from the damaged root: a new run restores from its storage on the first restart.
+    let restart = |policy: RestorePolicy| {
+        let mut config = config.clone();
+        config.restore_policy = policy;
+        let mut storage = faultline::checkpoint::FsCheckpointStorage::new(
+            &root,
+            faultline::checkpoint::Durability::PageCache,
+        )
+        .unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let mut faults =
+            faultline::fault::FaultSchedule::new(vec![faultline::fault::Fault::Kill { step: 1 }]);
+        let factory = BackendKind::Memory.factory().unwrap();
+        faultline::job::Runtime::new(
+            &job,
+            &input,
+            config,
+            factory.as_ref(),
+            &mut storage,
+            &mut faults,
+            work.path(),
+        )
+        .unwrap()
+        .with_store(report.outcome.store.clone())
+        .run()
+        .unwrap()
+    };
+    let loud = restart(RestorePolicy::FailLoudly);
+    assert!(loud.failures.len() >= 2, "{}", loud.trace.render());
+    let failure = &loud.failures[1];
+    assert_eq!(failure.task, "restore");
+    assert!(
+        failure.reason.contains(&format!("chk-{latest}/_metadata")),
+        "{failure:?}"
+    );
+    assert!(loud.restores.is_empty(), "nothing was restored silently");
+
+    let fallback = restart(RestorePolicy::FallbackToLatestValid);
+    assert!(!fallback.restores.is_empty(), "{}", fallback.trace.render());
+    assert_eq!(fallback.restores[0].checkpoint_id, Some(retained[0]));
+    // The risk the policy documents, caught: output between the restored checkpoint and the
+    // skipped one was committed already, and is committed again.
+    let verdict = faultline::check::check_run(&job, &input, config.checkpoint.mode, 2, &fallback);
+    let duplicated = verdict
+        .violations
+        .iter()
+        .any(|v| matches!(v, faultline::check::Violation::OutputDuplicated { .. }));
+    assert!(duplicated, "{verdict}");
+    assert!(fallback
+        .trace
+        .render()
+        .contains("falling back to an older checkpoint, risking exactly-once"));
 }

@@ -11,6 +11,9 @@
 //! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named.
 //! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
 //! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
+//! - `rocksdb`: incremental uploads, the shared-file audit under retention, savepoints (relocated,
+//!   deleted, across backends and parallelisms), damage to each file kind, and native checkpoints
+//!   opened with plain RocksDB.
 //! - `cli`: the binary's demos, a snapshot of the `demo recovery` story, and its errors for bad
 //!   flags and malformed CSV.
 
@@ -23,4 +26,6 @@ mod keygroups;
 mod oracle;
 mod restart;
 mod restore;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
 mod support;

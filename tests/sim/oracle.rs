@@ -7,11 +7,11 @@ use std::path::Path;
 use crate::support::{config, kills, linear_job};
 use faultline::campaign::run_case;
 use faultline::check::Violation;
-use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle};
+use faultline::checkpoint::CheckpointStorage;
 use faultline::state::{
-    BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreStats, SnapshotTarget,
-    StateBackend, StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId,
-    UserEntries,
+    BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
+    RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
+    StateDescriptor, StateEntry, StateError, StateId, UserEntries,
 };
 
 /// Delegates to the memory backend, but drops key `k0`'s cells after every restore.
@@ -54,15 +54,16 @@ impl StateBackend for ForgetfulBackend {
         &mut self,
         target: &SnapshotTarget,
         storage: &mut dyn CheckpointStorage,
-    ) -> Result<KeyedStateHandle, StateError> {
+    ) -> Result<SnapshotResult, StateError> {
         self.0.snapshot(target, storage)
     }
     fn restore(
         &mut self,
-        handles: &[KeyedStateHandle],
+        handles: &[RestoreHandle],
         storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
     ) -> Result<RestoreStats, StateError> {
-        let stats = self.0.restore(handles, storage)?;
+        let stats = self.0.restore(handles, storage, mode)?;
         for entry in self.0.entries()? {
             if entry.key == b"k0" {
                 let cell = CellRef {

@@ -1,12 +1,15 @@
 //! Shared fixtures: job shapes, seeded inputs, and a runner that keeps its directory alive.
 
 use faultline::campaign::{run_case, CaseReport};
+use faultline::checkpoint::{Durability, FsCheckpointStorage};
+use faultline::fault::NoFaults;
 use faultline::fault::{Fault, FaultSchedule};
 use faultline::job::{
     CheckpointConfig, Input, InputRecord, JobSpec, OperatorSpec, RestartStrategy, RunConfig,
     SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
-use faultline::state::MemoryBackendFactory;
+use faultline::job::{RestoreRecord, Runtime};
+use faultline::state::BackendKind;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -126,17 +129,49 @@ pub fn run(
     config: &RunConfig,
     faults: &mut FaultSchedule,
 ) -> (CaseReport, tempfile::TempDir) {
+    run_on(BackendKind::Memory, job, input, config, faults)
+}
+
+/// Runs a case on `backend` in a fresh temporary directory (returned; checkpoints live in its
+/// `checkpoints` folder).
+pub fn run_on(
+    backend: BackendKind,
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    faults: &mut FaultSchedule,
+) -> (CaseReport, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let report = run_case(
+    let factory = backend.factory().expect("the backend is built in");
+    let report =
+        run_case(job, input, config, factory.as_ref(), faults, dir.path()).expect("the case runs");
+    (report, dir)
+}
+
+/// Restores checkpoint `id` from the root `checkpoints` with `backend`, without running.
+pub fn restore_checkpoint(
+    backend: BackendKind,
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    checkpoints: &std::path::Path,
+    id: u64,
+) -> Result<RestoreRecord, String> {
+    let mut storage = FsCheckpointStorage::new(checkpoints, Durability::PageCache).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let factory = backend.factory().expect("the backend is built in");
+    let mut faults = NoFaults;
+    let runtime = Runtime::new(
         job,
         input,
-        config,
-        &MemoryBackendFactory,
-        faults,
-        dir.path(),
+        config.clone(),
+        factory.as_ref(),
+        &mut storage,
+        &mut faults,
+        work.path(),
     )
-    .expect("the case runs");
-    (report, dir)
+    .unwrap();
+    runtime.restore_for_inspection(id)
 }
 
 /// Panics with the verdict and trace when the oracle found a violation.

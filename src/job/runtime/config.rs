@@ -1,7 +1,10 @@
 //! Run configuration: checkpointing (Flink's settings, with their defaults) and the run's seed,
 //! restart strategy and bounds.
 
+use std::path::PathBuf;
+
 use crate::job::restart::RestartStrategy;
+use crate::state::SavepointFormat;
 
 /// Whether barriers are aligned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,6 +38,9 @@ pub struct CheckpointConfig {
     /// Completed checkpoints kept (`...num-retained`). Default 1.
     #[serde(default = "default_num_retained")]
     pub num_retained: u32,
+    /// Compress canonical snapshot blocks with LZ4 (`setUseSnapshotCompression`). Default off.
+    #[serde(default)]
+    pub compression: crate::checkpoint::canonical::Compression,
 }
 
 fn default_mode() -> CheckpointingMode {
@@ -56,6 +62,7 @@ impl CheckpointConfig {
             timeout_ms: default_timeout_ms(),
             tolerable_failures: 0,
             num_retained: default_num_retained(),
+            compression: crate::checkpoint::canonical::Compression::None,
         }
     }
 
@@ -68,6 +75,15 @@ impl CheckpointConfig {
     /// This config retaining `num_retained` checkpoints.
     pub fn with_num_retained(mut self, num_retained: u32) -> Self {
         self.num_retained = num_retained;
+        self
+    }
+
+    /// This config compressing canonical snapshots.
+    pub fn with_compression(
+        mut self,
+        compression: crate::checkpoint::canonical::Compression,
+    ) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -84,6 +100,38 @@ impl CheckpointConfig {
     }
 }
 
+/// What restore does when the latest checkpoint cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestorePolicy {
+    /// Fail the attempt with an error naming the checkpoint and file (the restart strategy
+    /// decides what follows). The default, as in Flink since FLINK-22502: a silent fallback to
+    /// an older checkpoint breaks exactly-once sinks.
+    #[default]
+    FailLoudly,
+    /// Restore the newest checkpoint that validates instead. This RISKS exactly-once: a
+    /// two-phase sink re-runs output its newer checkpoint already committed (duplicates), and
+    /// anything committed only through the skipped checkpoint is not re-committed. Use it only
+    /// where losing availability is worse than duplicating output.
+    FallbackToLatestValid,
+}
+
+/// A savepoint the user asks for during a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavepointRequest {
+    /// Taken at the first moment no checkpoint is in flight from this virtual time on.
+    pub at_ms: u64,
+    /// Directory name under `savepoints/`: `[A-Za-z0-9._-]`.
+    pub name: String,
+    /// Canonical or native.
+    pub format: SavepointFormat,
+    /// Stop the job once the savepoint completed (Flink's stop-with-savepoint): sources emit
+    /// nothing after its barrier.
+    #[serde(default)]
+    pub stop: bool,
+}
+
 /// Everything that parameterises one run besides the job and its input.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -98,6 +146,13 @@ pub struct RunConfig {
     pub channel_capacity: usize,
     /// Step bound of the whole run. Default 1,000,000.
     pub steps_max: u64,
+    /// A savepoint or retained checkpoint directory to start from (NO_CLAIM: later checkpoints
+    /// never reference its files). Default none.
+    pub initial_snapshot: Option<PathBuf>,
+    /// What restore does with an unusable latest checkpoint. Default fail loudly.
+    pub restore_policy: RestorePolicy,
+    /// Savepoints to take. Default none.
+    pub savepoints: Vec<SavepointRequest>,
 }
 
 impl RunConfig {
@@ -109,6 +164,9 @@ impl RunConfig {
             restart,
             channel_capacity: 4,
             steps_max: 1_000_000,
+            initial_snapshot: None,
+            restore_policy: RestorePolicy::FailLoudly,
+            savepoints: Vec::new(),
         }
     }
 }

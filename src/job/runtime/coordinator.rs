@@ -1,16 +1,70 @@
-//! The checkpoint coordinator: triggers on the virtual clock, injects barriers at sources, aligns
-//! them at tasks with several inputs, collects snapshots and acknowledgements, writes `_metadata`,
-//! subsumes old checkpoints and delivers completion notifications; aborts on failure, expiry or
-//! write errors.
+//! The checkpoint coordinator: triggers checkpoints on the virtual clock and savepoints when
+//! asked, injects barriers at sources, aligns them at tasks with several inputs, collects
+//! snapshots and acknowledgements, writes `_metadata`, subsumes old checkpoints, collects
+//! unreferenced shared files and delivers completion notifications; aborts on failure, expiry
+//! or write errors.
+//!
+//! A savepoint travels as a barrier like a checkpoint, but its files and `_metadata` live in
+//! `savepoints/<name>/` with paths relative to that directory (so it can be moved), it is never
+//! retained or subsumed, and its uploads never become an incremental base.
 
+use super::config::SavepointRequest;
 use super::task::*;
 use super::{CheckpointingMode, Runtime};
 
-use crate::checkpoint::{CheckpointMetadata, SnapshotKind, StageSnapshot, SubtaskSnapshot};
-use crate::state::SnapshotTarget;
+use crate::checkpoint::{
+    registry, CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, RelPath, SnapshotKind,
+    StageSnapshot, SubtaskSnapshot,
+};
+use crate::state::{SnapshotPurpose, SnapshotTarget};
+
+/// Where a snapshot's private files go: `chk-<id>` or `savepoints/<name>`.
+pub(super) fn snapshot_dir(id: u64, savepoint: Option<&SavepointRequest>) -> RelPath {
+    match savepoint {
+        None => registry::checkpoint_dir(id),
+        Some(request) => RelPath::new(&format!("savepoints/{}", request.name))
+            .expect("savepoint names are validated"),
+    }
+}
+
+/// A file path made relative to a savepoint's own directory.
+fn relative_to(dir: &RelPath, file: &FileRef) -> FileRef {
+    let prefix = format!("{dir}/");
+    let inside = file
+        .path
+        .as_str()
+        .strip_prefix(&prefix)
+        .expect("savepoint files are written inside its directory");
+    FileRef {
+        path: RelPath::new(inside).expect("a suffix of a valid path is valid"),
+        ..file.clone()
+    }
+}
+
+fn relocate(dir: &RelPath, handle: &KeyedStateHandle) -> KeyedStateHandle {
+    let named = |files: &[NamedFile]| -> Vec<NamedFile> {
+        files
+            .iter()
+            .map(|n| NamedFile {
+                local_name: n.local_name.clone(),
+                file: relative_to(dir, &n.file),
+            })
+            .collect()
+    };
+    match handle {
+        KeyedStateHandle::Canonical(file) => KeyedStateHandle::Canonical(relative_to(dir, file)),
+        KeyedStateHandle::Native { shared, private } => {
+            assert!(shared.is_empty(), "a savepoint shares no files");
+            KeyedStateHandle::Native {
+                shared: Vec::new(),
+                private: named(private),
+            }
+        }
+    }
+}
 
 impl<'a> Runtime<'a> {
-    /// Checkpoint timers: expire a pending checkpoint, or trigger the next one.
+    /// Timers: expire a pending snapshot, or trigger a due savepoint, else a due checkpoint.
     pub(super) fn coordinate(&mut self, execution: &mut Execution) -> Result<(), Failure> {
         let now = self.clock.now_ms();
         if let Some(pending) = &execution.pending {
@@ -23,35 +77,64 @@ impl<'a> Runtime<'a> {
                 )?;
             }
         }
-        if execution.pending.is_none()
-            && !execution.final_completed
-            && now >= execution.next_trigger_ms
-        {
-            self.trigger_checkpoint(execution)?;
+        if execution.pending.is_some() || execution.final_completed || execution.stopping {
+            return Ok(());
+        }
+        let due = self
+            .config
+            .savepoints
+            .iter()
+            .find(|request| now >= request.at_ms && !self.savepoints_taken.contains(&request.name))
+            .cloned();
+        if let Some(request) = due {
+            self.trigger(execution, Some(request))?;
+        } else if now >= execution.next_trigger_ms {
+            self.trigger(execution, None)?;
         }
         Ok(())
     }
 
-    pub(super) fn trigger_checkpoint(&mut self, execution: &mut Execution) -> Result<(), Failure> {
+    /// Starts checkpoint (or savepoint) `next_checkpoint_id`: sources record their positions,
+    /// acknowledge, and emit the barrier.
+    pub(super) fn trigger(
+        &mut self,
+        execution: &mut Execution,
+        savepoint: Option<SavepointRequest>,
+    ) -> Result<(), Failure> {
         let id = self.next_checkpoint_id;
         self.next_checkpoint_id += 1;
         let is_final = self.sources_exhausted(execution);
         let now = self.clock.now_ms();
-        execution.next_trigger_ms = now + self.config.checkpoint.interval_ms;
+        let what = match &savepoint {
+            None => {
+                execution.next_trigger_ms = now + self.config.checkpoint.interval_ms;
+                format!(
+                    "checkpoint chk-{id} triggered{}",
+                    if is_final {
+                        " (final: input exhausted)"
+                    } else {
+                        ""
+                    }
+                )
+            }
+            Some(request) => format!(
+                "savepoint {} triggered as chk-{id} ({:?}{})",
+                request.name,
+                request.format,
+                if request.stop { ", stop" } else { "" }
+            ),
+        };
+        if savepoint.as_ref().is_some_and(|request| request.stop) {
+            execution.stopping = true;
+        }
         execution.pending = Some(Pending {
             id,
             trigger_ms: now,
-            is_final,
+            is_final: is_final && savepoint.is_none(),
+            savepoint,
             acks: (0..execution.tasks.len()).map(|_| None).collect(),
         });
-        self.note(format!(
-            "checkpoint chk-{id} triggered{}",
-            if is_final {
-                " (final: input exhausted)"
-            } else {
-                ""
-            }
-        ));
+        self.note(what);
         for index in execution.stage_tasks[0].clone() {
             let task = &mut execution.tasks[index];
             let Body::Source(source) = &task.body else {
@@ -63,15 +146,15 @@ impl<'a> Runtime<'a> {
                 keyed: None,
                 operator_state: encode_positions(&source.positions),
             };
+            let positions: Vec<String> = source
+                .positions
+                .iter()
+                .map(|(p, o)| format!("p{p}@{o}"))
+                .collect();
             let line = format!(
                 "barrier chk-{id} injected at {} ({})",
                 task.name,
-                source
-                    .positions
-                    .iter()
-                    .map(|(p, o)| format!("p{p}@{o}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                positions.join(" ")
             );
             self.note(line);
             self.emit_barrier(execution, index, id);
@@ -109,23 +192,31 @@ impl<'a> Runtime<'a> {
         );
         pending.acks[task] = Some(snapshot);
         if pending.acks.iter().all(Option::is_some) {
-            self.complete_checkpoint(execution)?;
+            self.complete(execution)?;
         }
         Ok(())
     }
 
-    pub(super) fn complete_checkpoint(&mut self, execution: &mut Execution) -> Result<(), Failure> {
+    /// Every task acknowledged: write `_metadata` (the commit point), then retention, garbage
+    /// collection and notifications.
+    pub(super) fn complete(&mut self, execution: &mut Execution) -> Result<(), Failure> {
         let pending = execution
             .pending
             .take()
             .expect("completing a pending checkpoint");
         let id = pending.id;
+        let dir = snapshot_dir(id, pending.savepoint.as_ref());
         let mut stages = Vec::new();
         for (stage, range) in execution.stage_tasks.iter().enumerate() {
-            let subtasks: Vec<SubtaskSnapshot> = range
+            let mut subtasks: Vec<SubtaskSnapshot> = range
                 .clone()
                 .map(|t| pending.acks[t].clone().expect("all acknowledged"))
                 .collect();
+            if pending.savepoint.is_some() {
+                for subtask in &mut subtasks {
+                    subtask.keyed = subtask.keyed.as_ref().map(|handle| relocate(&dir, handle));
+                }
+            }
             stages.push(StageSnapshot {
                 stage: stage as u16,
                 name: self.job.stage_names()[stage].clone(),
@@ -135,7 +226,11 @@ impl<'a> Runtime<'a> {
         }
         let metadata = CheckpointMetadata {
             checkpoint_id: id,
-            kind: SnapshotKind::Checkpoint,
+            kind: if pending.savepoint.is_some() {
+                SnapshotKind::Savepoint
+            } else {
+                SnapshotKind::Checkpoint
+            },
             trigger_time_ms: pending.trigger_ms,
             job_fingerprint: self.job.fingerprint(),
             max_parallelism: self.job.max_parallelism,
@@ -146,7 +241,8 @@ impl<'a> Runtime<'a> {
         let bytes: u64 = files.iter().map(|f| f.size).sum();
         let file_count = files.len();
         let encoded = metadata.encode();
-        if let Err(error) = self.storage.write(&metadata_path(id), &encoded) {
+        let metadata_path = dir.join("_metadata").expect("_metadata is a valid name");
+        if let Err(error) = self.storage.write(&metadata_path, &encoded) {
             execution.pending = Some(pending);
             return self.abort_checkpoint(
                 execution,
@@ -155,24 +251,37 @@ impl<'a> Runtime<'a> {
             );
         }
         self.consecutive_checkpoint_failures = 0;
+        for task in 0..execution.tasks.len() {
+            execution.notifications.push_back((id, task));
+        }
+        if let Some(request) = &pending.savepoint {
+            self.note(format!("savepoint {} completed as chk-{id}: {file_count} state files, {bytes} bytes, in {dir}", request.name));
+            self.savepoints_taken.push(request.name.clone());
+            if request.stop {
+                execution.stopped = Some(request.name.clone());
+            }
+            return Ok(());
+        }
         self.stats.checkpoints_completed += 1;
         self.note(format!("checkpoint chk-{id} completed: {file_count} state files, {bytes} bytes, _metadata {} bytes", encoded.len()));
         if pending.is_final {
             execution.final_completed = true;
         }
         self.retained.push_back(id);
+        let mut subsumed = false;
         while self.retained.len() > self.config.checkpoint.num_retained as usize {
             let old = self
                 .retained
                 .pop_front()
                 .expect("longer than num_retained >= 1");
             self.storage
-                .remove_dir(&checkpoint_dir(old))
+                .remove_dir(&registry::checkpoint_dir(old))
                 .map_err(|e| Failure::new("coordinator", format!("subsuming chk-{old}: {e}")))?;
             self.note(format!("checkpoint chk-{old} subsumed"));
+            subsumed = true;
         }
-        for task in 0..execution.tasks.len() {
-            execution.notifications.push_back((id, task));
+        if subsumed {
+            self.collect_garbage();
         }
         Ok(())
     }
@@ -183,11 +292,11 @@ impl<'a> Runtime<'a> {
         id: u64,
         reason: String,
     ) -> Result<(), Failure> {
-        let pending = execution.pending.take();
-        debug_assert!(
-            pending.as_ref().is_some_and(|p| p.id == id),
-            "aborting the pending checkpoint"
-        );
+        let pending = execution
+            .pending
+            .take()
+            .expect("aborting the pending checkpoint");
+        debug_assert_eq!(pending.id, id, "aborting the pending checkpoint");
         for task in &mut execution.tasks {
             if task.alignment.checkpoint == Some(id) {
                 task.alignment.checkpoint = None;
@@ -196,9 +305,27 @@ impl<'a> Runtime<'a> {
                     execution.channels[channel].blocked = false;
                 }
             }
+            if let Body::Operator(OperatorTask {
+                backend: Some(backend),
+                ..
+            }) = &mut task.body
+            {
+                backend.notify_checkpoint_aborted(id);
+            }
         }
-        // Files already written for it are discarded; the directory is private to it.
-        let _ = self.storage.remove_dir(&checkpoint_dir(id));
+        if pending
+            .savepoint
+            .as_ref()
+            .is_some_and(|request| request.stop)
+        {
+            execution.stopping = false;
+        }
+        // Files already written for it are discarded: its directory is private to it, and the
+        // shared files only it referenced are garbage now.
+        let _ = self
+            .storage
+            .remove_dir(&snapshot_dir(id, pending.savepoint.as_ref()));
+        self.collect_garbage();
         self.stats.checkpoints_aborted += 1;
         self.consecutive_checkpoint_failures += 1;
         self.note(format!("checkpoint chk-{id} aborted: {reason}"));
@@ -214,19 +341,27 @@ impl<'a> Runtime<'a> {
         Ok(())
     }
 
+    /// Delivers queued completion notifications: sinks commit, backends confirm uploads.
     pub(super) fn deliver_notifications(
         &mut self,
         execution: &mut Execution,
     ) -> Result<(), Failure> {
         while let Some((id, task)) = execution.notifications.pop_front() {
             let name = execution.tasks[task].name.clone();
-            if let Body::Sink(sink) = &mut execution.tasks[task].body {
-                let events = sink
-                    .notify_checkpoint_complete(id, &mut self.store)
-                    .map_err(|e| Failure::new(&name, format!("notify chk-{id}: {e}")))?;
-                for event in events {
-                    self.note(format!("txn {name}: {event}"));
+            match &mut execution.tasks[task].body {
+                Body::Sink(sink) => {
+                    let events = sink
+                        .notify_checkpoint_complete(id, &mut self.store)
+                        .map_err(|e| Failure::new(&name, format!("notify chk-{id}: {e}")))?;
+                    for event in events {
+                        self.note(format!("txn {name}: {event}"));
+                    }
                 }
+                Body::Operator(OperatorTask {
+                    backend: Some(backend),
+                    ..
+                }) => backend.notify_checkpoint_complete(id),
+                _ => {}
             }
         }
         Ok(())
@@ -306,15 +441,28 @@ impl<'a> Runtime<'a> {
                 snapshot.operator_state = op.op.snapshot_state();
                 match op.backend.as_deref_mut() {
                     Some(backend) => {
+                        let savepoint =
+                            execution.pending.as_ref().and_then(|p| p.savepoint.clone());
                         let target = SnapshotTarget {
+                            purpose: match &savepoint {
+                                None => SnapshotPurpose::Checkpoint,
+                                Some(request) => SnapshotPurpose::Savepoint(request.format),
+                            },
                             checkpoint_id: id,
-                            dir: checkpoint_dir(id),
+                            dir: snapshot_dir(id, savepoint.as_ref()),
+                            compression: self.config.checkpoint.compression,
                         };
                         match backend.snapshot(&target, &mut *self.storage) {
-                            Ok(handle) => {
-                                let bytes: u64 = handle.files().iter().map(|f| f.size).sum();
-                                snapshot.keyed = Some(handle);
-                                format!("snapshot {name} chk-{id}: {bytes} bytes of keyed state")
+                            Ok(result) => {
+                                self.stats.files_written += u64::from(result.files_written);
+                                self.stats.files_reused += u64::from(result.files_reused);
+                                self.stats.bytes_written += result.bytes_written;
+                                let files = result.handle.files().len();
+                                snapshot.keyed = Some(result.handle);
+                                format!(
+                                    "snapshot {name} chk-{id}: {files} files ({} written, {} reused), {} bytes written",
+                                    result.files_written, result.files_reused, result.bytes_written
+                                )
                             }
                             Err(error) => {
                                 // Writing state is the asynchronous phase in Flink: its failure

@@ -18,7 +18,7 @@ mod restore;
 mod step;
 mod task;
 
-pub use config::{CheckpointConfig, CheckpointingMode, RunConfig};
+pub use config::{CheckpointConfig, CheckpointingMode, RestorePolicy, RunConfig, SavepointRequest};
 pub use outcome::{FailureRecord, JobStatus, RestoreRecord, RunError, RunOutcome, RunStats};
 
 use std::collections::VecDeque;
@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::CheckpointStorage;
 use crate::fault::FaultPlan;
-use crate::job::record::Input;
+use crate::job::record::{Input, Positions};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
 use crate::job::spec::JobSpec;
@@ -56,6 +56,7 @@ pub struct Runtime<'a> {
     stats: RunStats,
     next_checkpoint_id: u64,
     retained: VecDeque<u64>,
+    savepoints_taken: Vec<String>,
     consecutive_checkpoint_failures: u32,
 }
 
@@ -80,6 +81,20 @@ impl<'a> Runtime<'a> {
         }
         if config.checkpoint.num_retained == 0 {
             return Err(RunError::Invalid("num_retained must be at least 1".into()));
+        }
+        for (index, request) in config.savepoints.iter().enumerate() {
+            let valid = crate::checkpoint::RelPath::new(&request.name)
+                .is_ok_and(|p| !p.as_str().contains('/'));
+            if !valid
+                || config.savepoints[..index]
+                    .iter()
+                    .any(|r| r.name == request.name)
+            {
+                return Err(RunError::Invalid(format!(
+                    "savepoint name {:?} is not a unique plain name",
+                    request.name
+                )));
+            }
         }
         if config.channel_capacity == 0 {
             return Err(RunError::Invalid(
@@ -117,8 +132,16 @@ impl<'a> Runtime<'a> {
             stats: RunStats::default(),
             next_checkpoint_id: 1,
             retained: VecDeque::new(),
+            savepoints_taken: Vec::new(),
             consecutive_checkpoint_failures: 0,
         })
+    }
+
+    /// Runs against an existing external system (what an earlier run left in it), as a job
+    /// restored from a savepoint writes to the same Kafka topic or database as before.
+    pub fn with_store(mut self, store: ExternalStore) -> Self {
+        self.store = store;
+        self
     }
 
     fn note(&mut self, line: String) {
@@ -147,24 +170,39 @@ impl<'a> Runtime<'a> {
             },
             self.config.restart,
         ));
+        // Ids continue after any checkpoint already in storage, so a run on a used root never
+        // overwrites one.
+        if let Ok(dirs) = crate::checkpoint::registry::checkpoint_dirs(&*self.storage) {
+            let highest = dirs.iter().map(|(id, _)| *id).max().unwrap_or(0);
+            self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
+        }
         let mut attempt = 0u32;
+        let mut end_positions = Positions::start(self.input.partitions().len());
         let (status, final_state) = loop {
             self.stats.attempts = attempt + 1;
             let end = match self.start_attempt(attempt) {
                 Ok(mut execution) => {
                     let end = self.run_attempt(&mut execution)?;
-                    if matches!(end, AttemptEnd::Finished) {
+                    end_positions = source_positions(&execution, self.input.partitions().len());
+                    let status = match &end {
+                        AttemptEnd::Finished => Some(JobStatus::Finished),
+                        AttemptEnd::Stopped(savepoint) => Some(JobStatus::Stopped {
+                            savepoint: savepoint.clone(),
+                        }),
+                        AttemptEnd::Failed(_) => None,
+                    };
+                    if let Some(status) = status {
                         let state = self
                             .dump_state(&execution)
                             .map_err(|f| RunError::Invalid(f.reason))?;
-                        break (JobStatus::Finished, Some(state));
+                        break (status, Some(state));
                     }
                     end
                 }
                 Err(failure) => AttemptEnd::Failed(failure),
             };
             let AttemptEnd::Failed(failure) = end else {
-                unreachable!("finished breaks above")
+                unreachable!("finished and stopped break above")
             };
             self.note(format!("failure {}: {}", failure.task, failure.reason));
             self.failures.push(FailureRecord {
@@ -199,12 +237,20 @@ impl<'a> Runtime<'a> {
                 }
             }
         };
-        if status == JobStatus::Finished {
-            self.note(format!(
+        match &status {
+            JobStatus::Finished => self.note(format!(
                 "job finished: {} records visible in the sink",
                 self.store.visible().len()
-            ));
+            )),
+            JobStatus::Stopped { savepoint } => {
+                self.note(format!("job stopped with savepoint {savepoint}"))
+            }
+            JobStatus::Failed { .. } => {}
         }
+        let start_positions = match self.restores.first() {
+            Some(first) if first.attempt == 0 => first.positions.clone(),
+            _ => Positions::start(self.input.partitions().len()),
+        };
         self.stats.steps = self.scheduler.steps();
         self.stats.time_ms = self.clock.now_ms();
         Ok(RunOutcome {
@@ -216,13 +262,16 @@ impl<'a> Runtime<'a> {
             store: self.store,
             stats: self.stats,
             retained_checkpoints: self.retained.into_iter().collect(),
+            savepoints: self.savepoints_taken,
+            start_positions,
+            end_positions,
         })
     }
 
     /// Builds every task and channel of an attempt, restoring from the latest checkpoint on a
     /// restart.
     fn start_attempt(&mut self, attempt: u32) -> Result<Execution, Failure> {
-        let target = if attempt == 0 {
+        let target = if attempt == 0 && self.config.initial_snapshot.is_none() {
             RestoreTarget::Fresh
         } else {
             RestoreTarget::Latest
@@ -270,7 +319,8 @@ impl<'a> Runtime<'a> {
                 .all(|c| execution.channels[*c].queue.len() < capacity);
             let ready = match &task.body {
                 Body::Source(source) => {
-                    outputs_free
+                    !execution.stopping
+                        && outputs_free
                         && source.partitions.iter().any(|p| {
                             source.positions[p] < self.input.partitions()[*p as usize].len() as u64
                         })
@@ -295,6 +345,11 @@ impl<'a> Runtime<'a> {
             if let Err(failure) = self.deliver_notifications(execution) {
                 return Ok(AttemptEnd::Failed(failure));
             }
+            if let Some(savepoint) = &execution.stopped {
+                if execution.notifications.is_empty() {
+                    return Ok(AttemptEnd::Stopped(savepoint.clone()));
+                }
+            }
             if let Err(failure) = self.coordinate(execution) {
                 return Ok(AttemptEnd::Failed(failure));
             }
@@ -308,14 +363,14 @@ impl<'a> Runtime<'a> {
                     );
                 }
                 assert!(
-                    self.sources_exhausted(execution),
+                    execution.stopping || self.sources_exhausted(execution),
                     "sources idle with input left"
                 );
                 if execution.final_completed && execution.notifications.is_empty() {
                     return Ok(AttemptEnd::Finished);
                 }
                 // Everything is drained: the final checkpoint runs now, not at the interval.
-                if execution.pending.is_none() {
+                if execution.pending.is_none() && !execution.stopping {
                     execution.next_trigger_ms = self.clock.now_ms();
                     continue;
                 }
@@ -337,4 +392,17 @@ impl<'a> Runtime<'a> {
             }
         }
     }
+}
+
+/// Where every source partition of an attempt stands.
+fn source_positions(execution: &Execution, partitions: usize) -> Positions {
+    let mut positions = Positions::start(partitions);
+    for task in &execution.tasks {
+        if let Body::Source(source) = &task.body {
+            for (partition, offset) in &source.positions {
+                positions.0[*partition as usize] = *offset;
+            }
+        }
+    }
+    positions
 }

@@ -32,6 +32,11 @@ pub enum RunError {
 pub enum JobStatus {
     /// All input processed, a final checkpoint completed and was notified.
     Finished,
+    /// Stopped after the stop-with-savepoint named here completed.
+    Stopped {
+        /// The savepoint's name.
+        savepoint: String,
+    },
     /// The restart strategy gave up.
     Failed {
         /// The strategy's reason, after the last failure's.
@@ -82,6 +87,12 @@ pub struct RunStats {
     pub checkpoints_aborted: u64,
     /// Records processed by operators and sinks.
     pub records_processed: u64,
+    /// Files keyed-state snapshots wrote, over all checkpoints.
+    pub files_written: u64,
+    /// Files checkpoints reused from a confirmed earlier checkpoint.
+    pub files_reused: u64,
+    /// Bytes keyed-state snapshots wrote.
+    pub bytes_written: u64,
 }
 
 /// Everything a run produced.
@@ -103,4 +114,12 @@ pub struct RunOutcome {
     pub stats: RunStats,
     /// Checkpoints retained in storage at the end, oldest first.
     pub retained_checkpoints: Vec<u64>,
+    /// Savepoints taken, by name.
+    pub savepoints: Vec<String>,
+    /// Source positions the first attempt started from: all zero, or those of the initial
+    /// snapshot. Output before them was produced by an earlier run.
+    pub start_positions: Positions,
+    /// Source positions at the end: the input's end when finished, the stop-with-savepoint's
+    /// positions when stopped, and the last positions read when the job failed.
+    pub end_positions: Positions,
 }

@@ -7,13 +7,21 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::task::*;
 
-use crate::checkpoint::{CheckpointMetadata, KeyedStateHandle, StorageError};
+use std::path::Path;
+
+use super::config::RestorePolicy;
+use crate::checkpoint::{
+    registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
+    SnapshotKind, StorageError, Subdirectory,
+};
 use crate::job::keygroup::key_group_range;
 use crate::job::operator;
+use crate::job::record::Input;
 use crate::job::record::Positions;
+use crate::job::sink::ExternalStore;
 use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
 use crate::job::spec::SinkKind;
-use crate::state::{BackendContext, KeyGroupRange, StateView};
+use crate::state::{BackendContext, KeyGroupRange, RestoreHandle, RestoreMode, StateView};
 
 impl<'a> Runtime<'a> {
     pub(super) fn build_execution(
@@ -56,9 +64,7 @@ impl<'a> Runtime<'a> {
                     })
                 } else if stage == names.len() - 1 {
                     let sink: Box<dyn Sink> = match job.sink.kind {
-                        SinkKind::TwoPhaseCommit => {
-                            Box::new(TwoPhaseCommitSink::new(subtask, attempt))
-                        }
+                        SinkKind::TwoPhaseCommit => Box::new(TwoPhaseCommitSink::new(subtask)),
                         SinkKind::Print => Box::new(PrintSink),
                     };
                     Body::Sink(sink)
@@ -71,6 +77,7 @@ impl<'a> Runtime<'a> {
                             .join(format!("{name}-{subtask}"));
                         let context = BackendContext {
                             task_name: format!("{name}-{subtask}"),
+                            instance: format!("a{attempt}"),
                             key_groups,
                             working_dir,
                         };
@@ -138,6 +145,8 @@ impl<'a> Runtime<'a> {
             next_trigger_ms: self.clock.now_ms() + self.config.checkpoint.interval_ms,
             notifications: VecDeque::new(),
             final_completed: false,
+            stopping: false,
+            stopped: None,
         };
         self.note(format!(
             "attempt {attempt} started: {} tasks, {} channels",
@@ -150,144 +159,208 @@ impl<'a> Runtime<'a> {
         Ok(execution)
     }
 
-    /// Finds the latest completed checkpoint in storage (the `_metadata` commit point, never an
-    /// in-memory list, since a killed process keeps nothing) and rebuilds the retention queue.
-    pub(super) fn completed_checkpoints(&mut self) -> Result<Vec<u64>, Failure> {
-        let names = self
-            .storage
-            .list(None)
-            .map_err(|e| Failure::new("restore", e.to_string()))?;
-        let mut ids: Vec<u64> = names
-            .iter()
-            .filter_map(|name| name.strip_prefix("chk-")?.parse::<u64>().ok())
-            .filter(|id| self.storage.exists(&metadata_path(*id)))
-            .collect();
-        ids.sort_unstable();
-        Ok(ids)
-    }
-
+    /// Restores an attempt: from `target`'s checkpoint in the job's own storage (CLAIM mode), or,
+    /// when none completed yet, from the configured initial snapshot (NO_CLAIM), or from
+    /// nothing. Incomplete checkpoint directories left by a failure are removed first, and shared
+    /// files no retained checkpoint references are collected.
     pub(super) fn restore(
         &mut self,
         execution: &mut Execution,
         target: RestoreTarget,
     ) -> Result<(), Failure> {
-        let ids = self.completed_checkpoints()?;
+        let storage_error = |e: StorageError| Failure::new("restore", e.to_string());
+        let dirs = registry::checkpoint_dirs(&*self.storage).map_err(storage_error)?;
         // Checkpoint ids never repeat, even across restarts: aborted ones leave gaps.
-        let highest_dir = self
-            .storage
-            .list(None)
-            .map_err(|e| Failure::new("restore", e.to_string()))?
+        let highest = dirs.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
+        let ids: Vec<u64> = dirs
             .iter()
-            .filter_map(|n| n.strip_prefix("chk-")?.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        self.next_checkpoint_id = self.next_checkpoint_id.max(highest_dir + 1);
+            .filter(|(_, complete)| *complete)
+            .map(|(id, _)| *id)
+            .collect();
         self.retained = ids.iter().copied().collect();
-        let chosen = match target {
-            RestoreTarget::Inspect(id) => Some(id),
-            _ => ids.last().copied(),
+        if !matches!(target, RestoreTarget::Inspect(_)) {
+            for (id, complete) in &dirs {
+                if !complete {
+                    self.storage
+                        .remove_dir(&registry::checkpoint_dir(*id))
+                        .map_err(storage_error)?;
+                    self.note(format!("checkpoint chk-{id} discarded: it never completed"));
+                }
+            }
+            self.collect_garbage();
+        }
+        // Savepoints this job took count as restore candidates too (FLINK-10354): a savepoint
+        // commits the sink's pending transactions, so failing over to an older checkpoint
+        // would replay committed output.
+        let mut candidates: Vec<Candidate> = match target {
+            RestoreTarget::Inspect(id) => vec![Candidate::Checkpoint(id)],
+            _ => ids.iter().map(|id| Candidate::Checkpoint(*id)).collect(),
         };
-        let Some(latest) = chosen else {
-            let positions = Positions::start(self.input.partitions().len());
-            self.note(format!(
-                "restore: no completed checkpoint; sources start over at {positions}"
-            ));
-            let state = self.dump_state(execution)?;
-            self.record_restore(execution.attempt, None, positions, state);
-            return Ok(());
-        };
-        let path = metadata_path(latest);
-        let fail = |reason: String| Failure::new("restore", format!("chk-{latest}: {reason}"));
-        let bytes = self.storage.read(&path).map_err(|e| fail(e.to_string()))?;
-        let metadata = CheckpointMetadata::decode(&bytes)
-            .map_err(|e| fail(StorageError::format(&path, e).to_string()))?;
-        self.validate_metadata(&metadata).map_err(fail)?;
-
-        let mut positions = BTreeMap::new();
-        let mut entries = 0u64;
-        for (stage, range) in execution.stage_tasks.clone().into_iter().enumerate() {
-            let snapshot = &metadata.stages[stage];
-            let rescaled = snapshot.parallelism as usize != range.len();
-            for task_index in range {
-                let task = &mut execution.tasks[task_index];
-                let own: Vec<Vec<u8>> = if rescaled {
-                    if task.subtask == 0 {
-                        snapshot
-                            .subtasks
-                            .iter()
-                            .map(|s| s.operator_state.clone())
-                            .collect()
-                    } else {
-                        Vec::new()
-                    }
-                } else {
-                    vec![snapshot.subtasks[usize::from(task.subtask)]
-                        .operator_state
-                        .clone()]
-                };
-                match &mut task.body {
-                    Body::Source(source) => {
-                        for state in &snapshot.subtasks {
-                            for (partition, offset) in decode_positions(&state.operator_state)
-                                .map_err(|e| fail(format!("{}: {e}", task.name)))?
-                            {
-                                positions.insert(partition, offset);
-                            }
-                        }
-                        for partition in &source.partitions {
-                            let offset = *positions.get(partition).ok_or_else(|| {
-                                fail(format!("no position for partition {partition}"))
-                            })?;
-                            let len = self.input.partitions()[*partition as usize].len() as u64;
-                            if offset > len {
-                                return Err(fail(format!(
-                                    "partition {partition} position {offset} is past its end {len}"
-                                )));
-                            }
-                            source.positions.insert(*partition, offset);
-                        }
-                    }
-                    Body::Operator(op) => {
-                        if let Some(backend) = op.backend.as_deref_mut() {
-                            let handles: Vec<KeyedStateHandle> = snapshot
-                                .subtasks
-                                .iter()
-                                .filter(|s| s.key_groups.intersects(&task.key_groups))
-                                .filter_map(|s| s.keyed.clone())
-                                .collect();
-                            let stats = backend
-                                .restore(&handles, &*self.storage)
-                                .map_err(|e| fail(format!("{}: {e}", task.name)))?;
-                            entries += stats.entries;
-                        }
-                        op.op
-                            .restore_state(&own)
-                            .map_err(|e| fail(format!("{}: {e}", task.name)))?;
-                    }
-                    Body::Sink(_) if matches!(target, RestoreTarget::Inspect(_)) => {}
-                    Body::Sink(sink) => {
-                        let events = sink
-                            .restore(&own, &mut self.store)
-                            .map_err(|e| fail(format!("{}: {e}", task.name)))?;
-                        let name = task.name.clone();
-                        for event in events {
-                            self.note(format!("txn {name}: {event}"));
-                        }
-                    }
+        if !matches!(target, RestoreTarget::Inspect(_)) {
+            for (name, id) in self.own_savepoints() {
+                candidates.push(Candidate::Savepoint { name, id });
+            }
+        }
+        candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.id()));
+        let mut chosen = None;
+        for (index, candidate) in candidates.iter().enumerate() {
+            match self.validate_candidate(candidate) {
+                Ok(metadata) => {
+                    chosen = Some((candidate.clone(), metadata));
+                    break;
+                }
+                Err(reason)
+                    if self.config.restore_policy == RestorePolicy::FallbackToLatestValid
+                        && index + 1 < candidates.len() =>
+                {
+                    self.note(format!("restore: {} unusable ({reason}); falling back to an older checkpoint, risking exactly-once", candidate.label()));
+                }
+                Err(reason) => {
+                    return Err(Failure::new(
+                        "restore",
+                        format!("{}: {reason}", candidate.label()),
+                    ))
                 }
             }
         }
-        let positions = Positions(
-            (0..self.input.partitions().len() as u32)
-                .map(|p| positions.get(&p).copied().unwrap_or(0))
-                .collect(),
-        );
+        let (label, checkpoint_id, metadata, source) = match chosen {
+            Some((candidate, metadata)) => {
+                let source = match &candidate {
+                    Candidate::Checkpoint(_) => Source::Own,
+                    Candidate::Savepoint { name, .. } => Source::OwnSavepoint(savepoint_dir(name)),
+                };
+                (candidate.label(), Some(candidate.id()), metadata, source)
+            }
+            None => match self.config.initial_snapshot.clone() {
+                Some(path) => {
+                    let (metadata, storage) =
+                        open_external(&path).map_err(|e| Failure::new("restore", e))?;
+                    self.validate_metadata(&metadata)
+                        .map_err(|e| Failure::new("restore", format!("{}: {e}", path.display())))?;
+                    (
+                        path.display().to_string(),
+                        None,
+                        metadata,
+                        Source::External(storage),
+                    )
+                }
+                None => {
+                    let positions = Positions::start(self.input.partitions().len());
+                    self.note(format!(
+                        "restore: no completed checkpoint; sources start over at {positions}"
+                    ));
+                    let state = self.dump_state(execution)?;
+                    self.record_restore(execution.attempt, None, positions, state);
+                    return Ok(());
+                }
+            },
+        };
+        let inspect = matches!(target, RestoreTarget::Inspect(_));
+        let subdirectory;
+        let (storage, mode): (&dyn CheckpointStorage, RestoreMode) = match &source {
+            Source::Own => (&*self.storage, RestoreMode::Claim),
+            Source::OwnSavepoint(dir) => {
+                subdirectory = Subdirectory::new(&*self.storage, dir.clone());
+                (&subdirectory, RestoreMode::NoClaim)
+            }
+            Source::External(storage) => (storage, RestoreMode::NoClaim),
+        };
+        let applied = apply_snapshot(
+            execution,
+            &metadata,
+            storage,
+            mode,
+            &mut self.store,
+            self.input,
+            inspect,
+        )
+        .map_err(|reason| Failure::new("restore", format!("{label}: {reason}")))?;
+        for event in applied.events {
+            self.note(event);
+        }
+        let positions = applied.positions;
         self.note(format!(
-            "restore from chk-{latest}: sources at {positions}, {entries} keyed entries"
+            "restore from {label}: sources at {positions}, {} keyed entries from {} files{}",
+            applied.entries,
+            applied.files,
+            if mode == RestoreMode::NoClaim {
+                " (no-claim: later checkpoints share none of its files)"
+            } else {
+                ""
+            }
         ));
         let state = self.dump_state(execution)?;
-        self.record_restore(execution.attempt, Some(latest), positions, state);
+        self.record_restore(execution.attempt, checkpoint_id, positions, state);
         Ok(())
+    }
+
+    /// Decodes a retained checkpoint's `_metadata`, checks it belongs to this job, and verifies
+    /// every file it names before any of it is used.
+    fn validate_candidate(&self, candidate: &Candidate) -> Result<CheckpointMetadata, String> {
+        match candidate {
+            Candidate::Checkpoint(id) => {
+                let metadata =
+                    registry::read_metadata(&*self.storage, *id).map_err(|e| e.to_string())?;
+                self.validate_snapshot(&metadata, &*self.storage)?;
+                Ok(metadata)
+            }
+            Candidate::Savepoint { name, .. } => {
+                let view = Subdirectory::new(&*self.storage, savepoint_dir(name));
+                let metadata =
+                    read_savepoint_metadata(&view).map_err(|e| format!("savepoints/{name}/{e}"))?;
+                self.validate_snapshot(&metadata, &view)
+                    .map_err(|e| format!("savepoints/{name}/{e}"))?;
+                Ok(metadata)
+            }
+        }
+    }
+
+    /// Checks that `metadata` belongs to this job and that every file it names is intact.
+    fn validate_snapshot(
+        &self,
+        metadata: &CheckpointMetadata,
+        storage: &dyn CheckpointStorage,
+    ) -> Result<(), String> {
+        self.validate_metadata(metadata)?;
+        for file in metadata.files() {
+            registry::verify_file(storage, file).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Savepoints in this job's own root whose `_metadata` reads, with their barrier ids.
+    fn own_savepoints(&mut self) -> Vec<(String, u64)> {
+        let root = RelPath::new("savepoints").expect("a valid relative path");
+        let names = self.storage.list(Some(&root)).unwrap_or_default();
+        let mut found = Vec::new();
+        for name in names {
+            let Ok(dir) = root.join(&name) else { continue };
+            match read_savepoint_metadata(&Subdirectory::new(&*self.storage, dir)) {
+                Ok(metadata) => found.push((name, metadata.checkpoint_id)),
+                Err(error) => self.note(format!(
+                    "savepoint {name} is not a restore candidate: {error}"
+                )),
+            }
+        }
+        found
+    }
+
+    /// Deletes shared files no retained checkpoint references, and says so in the trace.
+    pub(super) fn collect_garbage(&mut self) {
+        match registry::collect_garbage(&mut *self.storage) {
+            Ok(collection) => {
+                if let Some(reason) = collection.skipped {
+                    self.note(format!("gc skipped: {reason}"));
+                } else if !collection.deleted.is_empty() {
+                    self.note(format!(
+                        "gc: deleted {} shared files no retained checkpoint references",
+                        collection.deleted.len()
+                    ));
+                }
+            }
+            Err(error) => self.note(format!("gc failed: {error}")),
+        }
     }
 
     pub(super) fn record_restore(
@@ -355,4 +428,194 @@ impl<'a> Runtime<'a> {
         }
         Ok(view)
     }
+}
+
+/// What applying a snapshot to freshly built tasks did.
+struct Applied {
+    positions: Positions,
+    entries: u64,
+    files: u64,
+    events: Vec<String>,
+}
+
+/// Reads a savepoint or retained checkpoint directory outside the job's storage. A savepoint's
+/// paths are relative to its own directory; a checkpoint's to its parent (the root it lives in).
+fn open_external(path: &Path) -> Result<(CheckpointMetadata, FsCheckpointStorage), String> {
+    let metadata_file = path.join("_metadata");
+    let bytes =
+        std::fs::read(&metadata_file).map_err(|e| format!("{}: {e}", metadata_file.display()))?;
+    let metadata = CheckpointMetadata::decode(&bytes)
+        .map_err(|e| format!("{}: {e}", metadata_file.display()))?;
+    let root = match metadata.kind {
+        SnapshotKind::Savepoint => path.to_path_buf(),
+        SnapshotKind::Checkpoint => path
+            .parent()
+            .ok_or_else(|| {
+                format!(
+                    "{}: a checkpoint directory has a parent root",
+                    path.display()
+                )
+            })?
+            .to_path_buf(),
+    };
+    let storage =
+        FsCheckpointStorage::new(root, Durability::PageCache).map_err(|e| e.to_string())?;
+    for file in metadata.files() {
+        registry::verify_file(&storage, file).map_err(|e| e.to_string())?;
+    }
+    Ok((metadata, storage))
+}
+
+/// Restores every task of `execution` from `metadata`: key groups go to the subtasks that own
+/// them now, source positions to the subtasks that read each partition now, and operator and
+/// sink state to the same subtask (or all of it to subtask 0 when the parallelism changed).
+fn apply_snapshot(
+    execution: &mut Execution,
+    metadata: &CheckpointMetadata,
+    storage: &dyn CheckpointStorage,
+    mode: RestoreMode,
+    store: &mut ExternalStore,
+    input: &Input,
+    inspect: bool,
+) -> Result<Applied, String> {
+    let mut positions = BTreeMap::new();
+    for state in &metadata.stages[0].subtasks {
+        for (partition, offset) in decode_positions(&state.operator_state)? {
+            if positions.insert(partition, offset).is_some() {
+                return Err(format!("partition {partition} has two positions"));
+            }
+        }
+    }
+    let mut applied = Applied {
+        positions: Positions(Vec::new()),
+        entries: 0,
+        files: 0,
+        events: Vec::new(),
+    };
+    for (stage, range) in execution.stage_tasks.clone().into_iter().enumerate() {
+        let snapshot = &metadata.stages[stage];
+        let rescaled = usize::from(snapshot.parallelism) != range.len();
+        for task_index in range {
+            let task = &mut execution.tasks[task_index];
+            let own: Vec<Vec<u8>> = match (rescaled, task.subtask) {
+                (false, subtask) => vec![snapshot.subtasks[usize::from(subtask)]
+                    .operator_state
+                    .clone()],
+                (true, 0) => snapshot
+                    .subtasks
+                    .iter()
+                    .map(|s| s.operator_state.clone())
+                    .collect(),
+                (true, _) => Vec::new(),
+            };
+            match &mut task.body {
+                Body::Source(source) => {
+                    for partition in &source.partitions {
+                        let offset = *positions
+                            .get(partition)
+                            .ok_or_else(|| format!("no position for partition {partition}"))?;
+                        let len = input.partitions()[*partition as usize].len() as u64;
+                        if offset > len {
+                            return Err(format!(
+                                "partition {partition} position {offset} is past its end {len}"
+                            ));
+                        }
+                        source.positions.insert(*partition, offset);
+                    }
+                }
+                Body::Operator(op) => {
+                    if let Some(backend) = op.backend.as_deref_mut() {
+                        let handles: Vec<RestoreHandle> = snapshot
+                            .subtasks
+                            .iter()
+                            .filter(|s| s.key_groups.intersects(&task.key_groups))
+                            .filter_map(|s| {
+                                s.keyed.clone().map(|handle| RestoreHandle {
+                                    key_groups: s.key_groups,
+                                    handle,
+                                })
+                            })
+                            .collect();
+                        let stats = backend
+                            .restore(&handles, storage, mode)
+                            .map_err(|e| format!("{}: {e}", task.name))?;
+                        applied.entries += stats.entries;
+                        applied.files += stats.files;
+                    }
+                    op.op
+                        .restore_state(&own)
+                        .map_err(|e| format!("{}: {e}", task.name))?;
+                }
+                Body::Sink(_) if inspect => {}
+                Body::Sink(sink) => {
+                    let events = sink
+                        .restore(&own, store)
+                        .map_err(|e| format!("{}: {e}", task.name))?;
+                    applied.events.extend(
+                        events
+                            .into_iter()
+                            .map(|event| format!("txn {}: {event}", task.name)),
+                    );
+                }
+            }
+        }
+    }
+    let partitions = input.partitions().len() as u32;
+    if let Some(extra) = positions.keys().find(|p| **p >= partitions) {
+        return Err(format!(
+            "a position for partition {extra}, but the input has {partitions}"
+        ));
+    }
+    applied.positions = Positions(
+        (0..partitions)
+            .map(|p| positions.get(&p).copied().unwrap_or(0))
+            .collect(),
+    );
+    Ok(applied)
+}
+
+/// A snapshot restore may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Candidate {
+    /// A retained checkpoint.
+    Checkpoint(u64),
+    /// A savepoint this job took, in `savepoints/<name>`.
+    Savepoint { name: String, id: u64 },
+}
+
+impl Candidate {
+    fn id(&self) -> u64 {
+        match self {
+            Candidate::Checkpoint(id) | Candidate::Savepoint { id, .. } => *id,
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Candidate::Checkpoint(id) => format!("chk-{id}"),
+            Candidate::Savepoint { name, id } => format!("savepoint {name} (chk-{id})"),
+        }
+    }
+}
+
+/// Where the chosen snapshot's files are read from.
+enum Source {
+    /// The job's own checkpoint storage (CLAIM).
+    Own,
+    /// A savepoint directory inside it (NO_CLAIM: the user's files).
+    OwnSavepoint(RelPath),
+    /// A directory elsewhere (NO_CLAIM).
+    External(FsCheckpointStorage),
+}
+
+fn savepoint_dir(name: &str) -> RelPath {
+    RelPath::new(&format!("savepoints/{name}")).expect("savepoint names are plain file names")
+}
+
+fn read_savepoint_metadata(
+    view: &dyn CheckpointStorage,
+) -> Result<CheckpointMetadata, StorageError> {
+    let path = RelPath::new("_metadata").expect("a valid relative path");
+    let bytes = view.read(&path)?;
+    CheckpointMetadata::decode(&bytes).map_err(|e| StorageError::format(&path, e))
 }

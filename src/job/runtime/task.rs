@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
-use crate::checkpoint::{RelPath, SubtaskSnapshot};
+use crate::checkpoint::SubtaskSnapshot;
 use crate::job::operator::Operator;
 use crate::job::record::Record;
 use crate::job::sink::Sink;
@@ -73,6 +73,7 @@ pub(super) struct Pending {
     pub(super) id: u64,
     pub(super) trigger_ms: u64,
     pub(super) is_final: bool,
+    pub(super) savepoint: Option<super::config::SavepointRequest>,
     pub(super) acks: Vec<Option<SubtaskSnapshot>>,
 }
 
@@ -85,6 +86,10 @@ pub(super) struct Execution {
     pub(super) next_trigger_ms: u64,
     pub(super) notifications: VecDeque<(u64, usize)>,
     pub(super) final_completed: bool,
+    /// A stop-with-savepoint barrier was injected: sources emit nothing more.
+    pub(super) stopping: bool,
+    /// The stop-with-savepoint completed: the attempt ends once notifications are delivered.
+    pub(super) stopped: Option<String>,
 }
 
 /// A failure inside an attempt.
@@ -115,16 +120,8 @@ pub(super) enum RestoreTarget {
 
 pub(super) enum AttemptEnd {
     Finished,
+    Stopped(String),
     Failed(Failure),
-}
-
-pub(super) fn checkpoint_dir(id: u64) -> RelPath {
-    RelPath::new(&format!("chk-{id}")).expect("chk-<id> is a valid relative path")
-}
-
-pub(super) fn metadata_path(id: u64) -> RelPath {
-    RelPath::new(&format!("chk-{id}/_metadata"))
-        .expect("chk-<id>/_metadata is a valid relative path")
 }
 
 pub(super) fn encode_positions(positions: &BTreeMap<u32, u64>) -> Vec<u8> {

@@ -1,0 +1,267 @@
+//! The shared-file registry and the storage audit.
+//!
+//! Which files in `shared/` are in use is always recomputed from the `_metadata` of the retained
+//! checkpoints in storage — never kept in memory, where a restart would lose it and a bug could
+//! skew it. A shared file no retained checkpoint names is garbage. If any retained `_metadata`
+//! cannot be read, nothing is deleted: a file it names might still be needed.
+//!
+//! The audit checks a whole root: every file a retained checkpoint or savepoint names exists
+//! with its recorded size and checksum, nothing else lingers in `shared/`, and no checkpoint
+//! directory lacks its `_metadata`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use super::{CheckpointMetadata, CheckpointStorage, FileRef, RelPath, StorageError};
+
+/// A retained checkpoint as read back from storage.
+#[derive(Debug)]
+pub struct Retained {
+    /// Its id.
+    pub id: u64,
+    /// Its metadata, or why it could not be read.
+    pub metadata: Result<CheckpointMetadata, StorageError>,
+}
+
+/// The `chk-<id>` directories of a root, with whether each holds a `_metadata`.
+pub fn checkpoint_dirs(storage: &dyn CheckpointStorage) -> Result<Vec<(u64, bool)>, StorageError> {
+    let mut dirs: Vec<(u64, bool)> = storage
+        .list(None)?
+        .iter()
+        .filter_map(|name| name.strip_prefix("chk-")?.parse::<u64>().ok())
+        .map(|id| (id, storage.exists(&metadata_path(id))))
+        .collect();
+    dirs.sort_unstable();
+    Ok(dirs)
+}
+
+/// `chk-<id>`.
+pub fn checkpoint_dir(id: u64) -> RelPath {
+    RelPath::new(&format!("chk-{id}")).expect("chk-<id> is a valid relative path")
+}
+
+/// `chk-<id>/_metadata`.
+pub fn metadata_path(id: u64) -> RelPath {
+    RelPath::new(&format!("chk-{id}/_metadata"))
+        .expect("chk-<id>/_metadata is a valid relative path")
+}
+
+/// Reads and decodes `chk-<id>/_metadata`.
+pub fn read_metadata(
+    storage: &dyn CheckpointStorage,
+    id: u64,
+) -> Result<CheckpointMetadata, StorageError> {
+    let path = metadata_path(id);
+    let bytes = storage.read(&path)?;
+    CheckpointMetadata::decode(&bytes).map_err(|e| StorageError::format(&path, e))
+}
+
+/// Every completed checkpoint in storage, oldest first.
+pub fn retained(storage: &dyn CheckpointStorage) -> Result<Vec<Retained>, StorageError> {
+    Ok(checkpoint_dirs(storage)?
+        .into_iter()
+        .filter(|(_, complete)| *complete)
+        .map(|(id, _)| Retained {
+            id,
+            metadata: read_metadata(storage, id),
+        })
+        .collect())
+}
+
+fn shared_dir() -> RelPath {
+    RelPath::new("shared").expect("a valid relative path")
+}
+
+/// What a garbage collection did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Collection {
+    /// Shared files deleted.
+    pub deleted: Vec<String>,
+    /// Why nothing was deleted, if so.
+    pub skipped: Option<String>,
+}
+
+/// Deletes every file in `shared/` that no retained checkpoint references (see the module doc).
+pub fn collect_garbage(storage: &mut dyn CheckpointStorage) -> Result<Collection, StorageError> {
+    let mut referenced = BTreeSet::new();
+    for checkpoint in retained(storage)? {
+        match checkpoint.metadata {
+            Ok(metadata) => referenced.extend(shared_paths(&metadata)),
+            Err(error) => {
+                return Ok(Collection {
+                    deleted: Vec::new(),
+                    skipped: Some(format!("chk-{} unreadable: {error}", checkpoint.id)),
+                });
+            }
+        }
+    }
+    let mut deleted = Vec::new();
+    for name in storage.list(Some(&shared_dir()))? {
+        let path = shared_dir()
+            .join(&name)
+            .map_err(|e| StorageError::format(&shared_dir(), e))?;
+        if !referenced.contains(path.as_str()) {
+            storage.remove_file(&path)?;
+            deleted.push(path.to_string());
+        }
+    }
+    Ok(Collection {
+        deleted,
+        skipped: None,
+    })
+}
+
+fn shared_paths(metadata: &CheckpointMetadata) -> Vec<String> {
+    metadata
+        .stages
+        .iter()
+        .flat_map(|stage| &stage.subtasks)
+        .filter_map(|subtask| subtask.keyed.as_ref())
+        .flat_map(|handle| handle.shared_files())
+        .map(|file| file.path.to_string())
+        .collect()
+}
+
+/// Something wrong in a checkpoint root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditProblem {
+    /// A snapshot's `_metadata` cannot be read.
+    Unreadable {
+        /// `chk-3` or `savepoints/name`.
+        snapshot: String,
+        /// Why.
+        error: String,
+    },
+    /// A file a snapshot names is missing or differs from what was recorded.
+    BadFile {
+        /// The snapshot naming it.
+        snapshot: String,
+        /// The error, naming the file.
+        error: String,
+    },
+    /// A shared file no retained checkpoint references.
+    Orphan {
+        /// The file.
+        path: String,
+    },
+    /// A checkpoint directory without `_metadata`: a checkpoint that never completed.
+    Incomplete {
+        /// The directory.
+        dir: String,
+    },
+}
+
+impl fmt::Display for AuditProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditProblem::Unreadable { snapshot, error } => {
+                write!(f, "{snapshot}: metadata unreadable: {error}")
+            }
+            AuditProblem::BadFile { snapshot, error } => write!(f, "{snapshot}: {error}"),
+            AuditProblem::Orphan { path } => {
+                write!(f, "{path}: referenced by no retained checkpoint")
+            }
+            AuditProblem::Incomplete { dir } => write!(f, "{dir}: no _metadata (never completed)"),
+        }
+    }
+}
+
+/// The result of an audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditReport {
+    /// Retained checkpoint ids.
+    pub checkpoints: Vec<u64>,
+    /// Savepoint names.
+    pub savepoints: Vec<String>,
+    /// Files verified.
+    pub files_checked: usize,
+    /// Everything wrong.
+    pub problems: Vec<AuditProblem>,
+}
+
+/// Checks a file against its recorded size and checksum.
+pub fn verify_file(storage: &dyn CheckpointStorage, file: &FileRef) -> Result<(), StorageError> {
+    crate::state::snapshot::read_verified(storage, file).map(|_| ())
+}
+
+/// Audits a checkpoint root (see the module doc). Savepoints are read with paths relative to
+/// their own directory, as they are relocatable.
+pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageError> {
+    let mut report = AuditReport::default();
+    let mut referenced = BTreeSet::new();
+    let mut readable = true;
+    for (id, complete) in checkpoint_dirs(storage)? {
+        if !complete {
+            report.problems.push(AuditProblem::Incomplete {
+                dir: format!("chk-{id}"),
+            });
+            continue;
+        }
+        report.checkpoints.push(id);
+        match read_metadata(storage, id) {
+            Ok(metadata) => {
+                referenced.extend(shared_paths(&metadata));
+                for file in metadata.files() {
+                    report.files_checked += 1;
+                    if let Err(error) = verify_file(storage, file) {
+                        report.problems.push(AuditProblem::BadFile {
+                            snapshot: format!("chk-{id}"),
+                            error: error.to_string(),
+                        });
+                    }
+                }
+            }
+            Err(error) => {
+                readable = false;
+                report.problems.push(AuditProblem::Unreadable {
+                    snapshot: format!("chk-{id}"),
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+    let savepoints = RelPath::new("savepoints").expect("a valid relative path");
+    for name in storage.list(Some(&savepoints))? {
+        let snapshot = format!("savepoints/{name}");
+        report.savepoints.push(name.clone());
+        let dir = savepoints
+            .join(&name)
+            .map_err(|e| StorageError::format(&savepoints, e))?;
+        let nested = super::storage::Subdirectory::new(storage, dir);
+        match nested
+            .read(&RelPath::new("_metadata").expect("valid"))
+            .and_then(|bytes| {
+                CheckpointMetadata::decode(&bytes).map_err(|e| {
+                    StorageError::format(
+                        &RelPath::new(&format!("{snapshot}/_metadata")).expect("valid"),
+                        e,
+                    )
+                })
+            }) {
+            Ok(metadata) => {
+                for file in metadata.files() {
+                    report.files_checked += 1;
+                    if let Err(error) = verify_file(&nested, file) {
+                        report.problems.push(AuditProblem::BadFile {
+                            snapshot: snapshot.clone(),
+                            error: format!("{snapshot}/{error}"),
+                        });
+                    }
+                }
+            }
+            Err(error) => report.problems.push(AuditProblem::Unreadable {
+                snapshot,
+                error: error.to_string(),
+            }),
+        }
+    }
+    if readable {
+        for name in storage.list(Some(&shared_dir()))? {
+            let path = format!("shared/{name}");
+            if !referenced.contains(&path) {
+                report.problems.push(AuditProblem::Orphan { path });
+            }
+        }
+    }
+    Ok(report)
+}

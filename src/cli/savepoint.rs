@@ -1,0 +1,194 @@
+//! `faultline savepoint take|resume`: Flink's stop-with-savepoint and restore-from-savepoint, on
+//! the stateful demo's job (a keyed running sum per account, without the failing map).
+//!
+//! `take` runs the job until the requested time, stops it with a savepoint, and moves the
+//! savepoint out of the checkpoint root to `--out`, so every savepoint used here has been
+//! relocated. `resume` starts a new run from it — with any backend for a canonical savepoint,
+//! at any parallelism — and checks the restored state against the model at the savepoint's
+//! source positions, then the run to the end.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::demo::{load_input, DemoError, DemoOptions};
+use crate::campaign::{run_case, CaseReport};
+use crate::checkpoint::inspect;
+use crate::fault::NoFaults;
+use crate::job::{
+    CheckpointConfig, Input, JobSpec, JobStatus, OperatorSpec, RestartStrategy, RunConfig,
+    SavepointRequest, SinkKind, SinkSpec, SourceSpec, StageSpec,
+};
+use crate::state::{BackendKind, SavepointFormat};
+
+/// The job: source -> key_by(account) sum -> print sink, the sum at `parallelism`.
+pub fn savepoint_job(parallelism: u16) -> JobSpec {
+    JobSpec {
+        name: "savepoint-sum".into(),
+        max_parallelism: crate::job::keygroup::DEFAULT_MAX_PARALLELISM,
+        source: SourceSpec {
+            parallelism: 1,
+            partitions: None,
+            emit_ms: 0,
+        },
+        stages: vec![StageSpec {
+            name: "sum".into(),
+            op: OperatorSpec::Sum,
+            parallelism,
+            processing_ms: 1000,
+        }],
+        sink: SinkSpec {
+            kind: SinkKind::Print,
+            parallelism: 1,
+        },
+    }
+}
+
+/// A savepoint flow failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SavepointError {
+    /// Input or case failure.
+    #[error(transparent)]
+    Demo(#[from] DemoError),
+    /// The output directory is unusable.
+    #[error("{path}: {reason}")]
+    Output {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The job did not stop with a savepoint.
+    #[error("the job ended without its savepoint: {0}")]
+    NotStopped(String),
+}
+
+fn case(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    backend: BackendKind,
+    dir: &Path,
+) -> Result<CaseReport, SavepointError> {
+    let backends = backend.factory().map_err(DemoError::Backend)?;
+    Ok(
+        run_case(job, input, config, backends.as_ref(), &mut NoFaults, dir)
+            .map_err(DemoError::Case)?,
+    )
+}
+
+fn story(report: &CaseReport, text: &mut String) {
+    for event in report.outcome.trace.events() {
+        let line = &event.line;
+        if !["emit ", "process ", "barrier ", "snapshot ", "write "]
+            .iter()
+            .any(|p| line.starts_with(p))
+        {
+            writeln!(text, "  {event}").expect("writing to a String");
+        }
+    }
+}
+
+/// Runs the job until `at_ms`, stops it with a savepoint in `format`, and moves the savepoint to
+/// `out` (which must not exist). Returns the story and the savepoint's inspection.
+pub fn take(
+    options: &DemoOptions,
+    at_ms: u64,
+    format: SavepointFormat,
+    out: &Path,
+) -> Result<String, SavepointError> {
+    if out.exists() {
+        return Err(SavepointError::Output {
+            path: out.to_path_buf(),
+            reason: "already exists; savepoints are never overwritten".into(),
+        });
+    }
+    let (_, csv) = load_input(options)?;
+    let input = Input::partitioned(&csv.records, 1);
+    let job = savepoint_job(1);
+    let mut config = RunConfig::new(
+        options.seed,
+        CheckpointConfig::every(options.interval_ms),
+        RestartStrategy::None,
+    );
+    config.savepoints = vec![SavepointRequest {
+        at_ms,
+        name: "savepoint".into(),
+        format,
+        stop: true,
+    }];
+    let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
+    let report = case(&job, &input, &config, options.backend, dir.path())?;
+    let mut text = String::new();
+    story(&report, &mut text);
+    if !matches!(report.outcome.status, JobStatus::Stopped { .. }) {
+        return Err(SavepointError::NotStopped(format!(
+            "{:?}",
+            report.outcome.status
+        )));
+    }
+    let taken = dir
+        .path()
+        .join("checkpoints")
+        .join("savepoints")
+        .join("savepoint");
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| SavepointError::Output {
+            path: parent.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    }
+    copy_dir(&taken, out).map_err(|e| SavepointError::Output {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let inspected = inspect::inspect(out).map_err(|e| SavepointError::Output {
+        path: out.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    writeln!(
+        text,
+        "\nsavepoint moved to {} (relocatable: it names files relative to itself)\n{inspected}",
+        out.display()
+    )
+    .expect("writing to a String");
+    Ok(text)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts a run from the savepoint in `savepoint` with the sum at `parallelism` and runs it to
+/// the end; returns the story with the verdict, and whether every property held.
+pub fn resume(
+    options: &DemoOptions,
+    savepoint: &Path,
+    parallelism: u16,
+) -> Result<(String, bool), SavepointError> {
+    let (_, csv) = load_input(options)?;
+    let input = Input::partitioned(&csv.records, 1);
+    let job = savepoint_job(parallelism);
+    let mut config = RunConfig::new(
+        options.seed,
+        CheckpointConfig::every(options.interval_ms),
+        options.restart.clone(),
+    );
+    config.initial_snapshot = Some(savepoint.to_path_buf());
+    let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
+    let report = case(&job, &input, &config, options.backend, dir.path())?;
+    let mut text = String::new();
+    story(&report, &mut text);
+    write!(text, "{}", report.verdict).expect("writing to a String");
+    Ok((text, report.verdict.passed()))
+}

@@ -1,0 +1,83 @@
+//! The built-in backends by name, as the CLI, scenario files and tests choose them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::{MemoryBackendFactory, StateBackendFactory};
+
+/// A built-in state backend and checkpoint mode.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// In memory, full canonical checkpoints.
+    Memory,
+    /// RocksDB, full canonical checkpoints.
+    RocksDbFull,
+    /// RocksDB, incremental native checkpoints.
+    RocksDbIncremental,
+}
+
+impl BackendKind {
+    /// Every built-in backend this build has.
+    pub fn all() -> Vec<BackendKind> {
+        let mut kinds = vec![BackendKind::Memory];
+        if cfg!(feature = "rocksdb") {
+            kinds.extend([BackendKind::RocksDbFull, BackendKind::RocksDbIncremental]);
+        }
+        kinds
+    }
+
+    /// Its name (`memory`, `rocksdb-full`, `rocksdb-incremental`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::RocksDbFull => "rocksdb-full",
+            BackendKind::RocksDbIncremental => "rocksdb-incremental",
+        }
+    }
+
+    /// A factory for it, or an error when this build lacks RocksDB.
+    pub fn factory(self) -> Result<Box<dyn StateBackendFactory>, String> {
+        match self {
+            BackendKind::Memory => Ok(Box::new(MemoryBackendFactory)),
+            #[cfg(feature = "rocksdb")]
+            BackendKind::RocksDbFull => Ok(Box::new(super::RocksDbFactory::new(
+                super::RocksDbMode::Full,
+            ))),
+            #[cfg(feature = "rocksdb")]
+            BackendKind::RocksDbIncremental => Ok(Box::new(super::RocksDbFactory::new(
+                super::RocksDbMode::Incremental,
+            ))),
+            #[cfg(not(feature = "rocksdb"))]
+            other => Err(format!(
+                "{} needs the `rocksdb` feature, which this build lacks",
+                other.name()
+            )),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        [
+            BackendKind::Memory,
+            BackendKind::RocksDbFull,
+            BackendKind::RocksDbIncremental,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
+        .ok_or_else(|| {
+            format!("unknown backend {name:?}: memory, rocksdb-full or rocksdb-incremental")
+        })
+    }
+}

@@ -1,0 +1,523 @@
+//! The RocksDB backend: one RocksDB instance per operator subtask in its working directory, a
+//! column family per declared state, and keys laid out so that RocksDB's byte order is the
+//! canonical order:
+//!
+//! ```text
+//! key_group (u16, big-endian) ‖ escape(key) ‖ 00 00 ‖ user_key
+//! ```
+//!
+//! `escape` doubles every `00` byte as `00 FF`, so the terminator `00 00` sorts before any
+//! continuation and (key, user key) pairs compare as the memory backend's `BTreeMap` does.
+//! Key groups are a prefix, so a key-group range is a contiguous key range.
+//!
+//! Checkpoints are full (a consistent RocksDB snapshot written in the canonical format) or
+//! incremental (a native RocksDB checkpoint whose SST files are shared between checkpoints; see
+//! [`native`]). Determinism: automatic compactions are off, memtables are flushed only when a
+//! checkpoint is taken, and compaction runs synchronously at checkpoints when the
+//! [`CompactionPolicy`] says so. RocksDB still runs its own background threads for flushes, but
+//! the files a checkpoint holds depend only on the operations and the policy.
+
+mod keys;
+mod native;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
+
+use super::snapshot::{restore_canonical, write_canonical};
+use super::{
+    BackendContext, CellRef, KeyGroupRange, RestoreHandle, RestoreMode, RestoreStats,
+    SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
+    StateDescriptor, StateEntry, StateError, StateId, StateKind, UserEntries, ValueType,
+};
+use crate::checkpoint::{CheckpointStorage, FileRef, KeyedStateHandle};
+
+/// Which kind of checkpoint the backend takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RocksDbMode {
+    /// Every checkpoint writes all state in the canonical format.
+    Full,
+    /// Every checkpoint is a native RocksDB checkpoint that uploads only SST files no confirmed
+    /// earlier checkpoint uploaded.
+    Incremental,
+}
+
+/// When the backend compacts, always synchronously just before a checkpoint, so the files a
+/// checkpoint holds are a function of the operations alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct CompactionPolicy {
+    /// Compact before every k-th checkpoint. Default: none.
+    pub every_checkpoints: Option<u32>,
+    /// Compact when a column family has more than this many level-0 files. Default: 4
+    /// (RocksDB's own level-0 compaction trigger).
+    pub level0_files_max: Option<u32>,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        Self {
+            every_checkpoints: None,
+            level0_files_max: Some(4),
+        }
+    }
+}
+
+impl CompactionPolicy {
+    /// Never compact.
+    pub fn never() -> Self {
+        Self {
+            every_checkpoints: None,
+            level0_files_max: None,
+        }
+    }
+
+    /// Compact before every `k`-th checkpoint and when level 0 holds more than `level0` files.
+    pub fn new(every_checkpoints: Option<u32>, level0_files_max: Option<u32>) -> Self {
+        Self {
+            every_checkpoints,
+            level0_files_max,
+        }
+    }
+}
+
+/// Makes RocksDB backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RocksDbFactory {
+    /// Full or incremental checkpoints.
+    pub mode: RocksDbMode,
+    /// When to compact.
+    pub compaction: CompactionPolicy,
+}
+
+impl RocksDbFactory {
+    /// A factory for `mode` with the default compaction policy.
+    pub fn new(mode: RocksDbMode) -> Self {
+        Self {
+            mode,
+            compaction: CompactionPolicy::default(),
+        }
+    }
+}
+
+impl StateBackendFactory for RocksDbFactory {
+    fn name(&self) -> &'static str {
+        match self.mode {
+            RocksDbMode::Full => "rocksdb-full",
+            RocksDbMode::Incremental => "rocksdb-incremental",
+        }
+    }
+
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(RocksDbBackend::open(
+            context,
+            self.mode,
+            self.compaction,
+        )?))
+    }
+}
+
+/// The column family holding state descriptors, so a native snapshot describes itself.
+const META_CF: &str = "faultline-states";
+
+pub(crate) fn rocks(error: rocksdb::Error) -> StateError {
+    StateError::Backend {
+        backend: "rocksdb",
+        reason: error.into_string(),
+    }
+}
+
+pub(crate) fn io(path: &Path, error: std::io::Error) -> StateError {
+    StateError::Backend {
+        backend: "rocksdb",
+        reason: format!("{}: {error}", path.display()),
+    }
+}
+
+fn cf_name(state: &str) -> String {
+    format!("state-{state}")
+}
+
+/// Options passed explicitly, each for a reason.
+fn db_options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    // Determinism: no background compaction picks file layouts; compaction runs at checkpoints.
+    options.set_disable_auto_compactions(true);
+    // Memtables large enough that flushes happen at checkpoints, not at arbitrary points.
+    options.set_write_buffer_size(64 << 20);
+    // No statistics threads writing on their own schedule.
+    options.set_stats_dump_period_sec(0);
+    options.set_stats_persist_period_sec(0);
+    // One info log, so the working directory does not grow with restarts.
+    options.set_keep_log_file_num(1);
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options
+}
+
+/// Writes skip the WAL, as Flink's RocksDB backend does: durability comes from checkpoints,
+/// which flush memtables (`log_size_for_flush` 0) before linking files.
+fn write_options() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.disable_wal(true);
+    options
+}
+
+fn encode_descriptor(descriptor: &StateDescriptor) -> Vec<u8> {
+    vec![descriptor.kind.tag(), descriptor.value_type.tag()]
+}
+
+fn decode_descriptor(name: &[u8], value: &[u8]) -> Result<StateDescriptor, StateError> {
+    let bad = || StateError::Backend {
+        backend: "rocksdb",
+        reason: "malformed state descriptor".into(),
+    };
+    let name = String::from_utf8(name.to_vec()).map_err(|_| bad())?;
+    let [kind, value_type] = value else {
+        return Err(bad());
+    };
+    let kind = StateKind::from_tag(*kind).ok_or_else(bad)?;
+    let value_type = ValueType::from_tag(*value_type).ok_or_else(bad)?;
+    Ok(StateDescriptor {
+        name,
+        kind,
+        value_type,
+    })
+}
+
+/// Opens a RocksDB directory with every column family it has, and reads its descriptors.
+fn open_existing(path: &Path) -> Result<(DB, Vec<StateDescriptor>), StateError> {
+    let options = db_options();
+    let names = DB::list_cf(&options, path).map_err(rocks)?;
+    let descriptors = names
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, db_options()));
+    let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(rocks)?;
+    let mut states = Vec::new();
+    if let Some(meta) = db.cf_handle(META_CF) {
+        for item in db.iterator_cf(meta, IteratorMode::Start) {
+            let (name, value) = item.map_err(rocks)?;
+            states.push(decode_descriptor(&name, &value)?);
+        }
+    }
+    // Descriptors are listed in name order; ids are positions in this list.
+    Ok((db, states))
+}
+
+/// A RocksDB instance holding one subtask's keyed state.
+pub struct RocksDbBackend {
+    task_name: String,
+    instance: String,
+    key_groups: KeyGroupRange,
+    states: Vec<StateDescriptor>,
+    db: DB,
+    working_dir: PathBuf,
+    db_dir: PathBuf,
+    mode: RocksDbMode,
+    compaction: CompactionPolicy,
+    snapshots_taken: u32,
+    incremental: native::Uploads,
+}
+
+impl std::fmt::Debug for RocksDbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbBackend")
+            .field("task_name", &self.task_name)
+            .field("key_groups", &self.key_groups)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl RocksDbBackend {
+    /// Opens an empty instance in `context.working_dir/db`.
+    pub fn open(
+        context: BackendContext,
+        mode: RocksDbMode,
+        compaction: CompactionPolicy,
+    ) -> Result<Self, StateError> {
+        let db_dir = context.working_dir.join("db");
+        if db_dir.exists() {
+            std::fs::remove_dir_all(&db_dir).map_err(|e| io(&db_dir, e))?;
+        }
+        std::fs::create_dir_all(&db_dir).map_err(|e| io(&db_dir, e))?;
+        let db = DB::open_cf(&db_options(), &db_dir, [META_CF]).map_err(rocks)?;
+        Ok(Self {
+            task_name: context.task_name,
+            instance: context.instance,
+            key_groups: context.key_groups,
+            states: Vec::new(),
+            db,
+            working_dir: context.working_dir,
+            db_dir,
+            mode,
+            compaction,
+            snapshots_taken: 0,
+            incremental: native::Uploads::default(),
+        })
+    }
+
+    /// The directory of the live database.
+    pub fn db_dir(&self) -> &Path {
+        &self.db_dir
+    }
+
+    fn owned(&self, key_group: u16) -> Result<(), StateError> {
+        if self.key_groups.contains(key_group) {
+            Ok(())
+        } else {
+            Err(StateError::KeyGroupNotOwned {
+                task: self.task_name.clone(),
+                key_group,
+                range: self.key_groups,
+            })
+        }
+    }
+
+    fn cf(&self, state: StateId) -> Result<&rocksdb::ColumnFamily, StateError> {
+        let descriptor =
+            self.states
+                .get(usize::from(state))
+                .ok_or_else(|| StateError::Declaration {
+                    name: format!("#{state}"),
+                    reason: "used before it was declared".into(),
+                })?;
+        self.db
+            .cf_handle(&cf_name(&descriptor.name))
+            .ok_or_else(|| StateError::Backend {
+                backend: "rocksdb",
+                reason: format!("column family of state {:?} is missing", descriptor.name),
+            })
+    }
+
+    /// Every cell of one key group of one state, in key order, read through `iterate`.
+    fn group_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        out: &mut Vec<StateEntry>,
+    ) -> Result<(), StateError> {
+        let cf = self.cf(state)?;
+        let prefix = key_group.to_be_bytes();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (key, value) = item.map_err(rocks)?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let (group, record_key, user_key) = keys::decode(&key)?;
+            debug_assert_eq!(group, key_group);
+            out.push(StateEntry {
+                key_group,
+                state,
+                key: record_key,
+                user_key,
+                value: value.to_vec(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces the live database with one opened from `dir` (already holding restored files).
+    fn adopt(&mut self, dir: PathBuf) -> Result<(), StateError> {
+        let (db, states) = open_existing(&dir)?;
+        let old = std::mem::replace(&mut self.db, db);
+        drop(old);
+        let old_dir = std::mem::replace(&mut self.db_dir, dir);
+        std::fs::remove_dir_all(&old_dir).map_err(|e| io(&old_dir, e))?;
+        self.states = states;
+        Ok(())
+    }
+
+    fn compact_if_due(&mut self) -> Result<(), StateError> {
+        let every = self
+            .compaction
+            .every_checkpoints
+            .is_some_and(|k| k > 0 && self.snapshots_taken.is_multiple_of(k));
+        let mut due = every;
+        if let Some(limit) = self.compaction.level0_files_max {
+            for descriptor in &self.states {
+                let cf = self
+                    .db
+                    .cf_handle(&cf_name(&descriptor.name))
+                    .expect("declared states have column families");
+                let level0 = self
+                    .db
+                    .property_int_value_cf(cf, "rocksdb.num-files-at-level0")
+                    .map_err(rocks)?
+                    .unwrap_or(0);
+                due |= level0 > u64::from(limit);
+            }
+        }
+        if due {
+            for descriptor in &self.states {
+                let cf = self
+                    .db
+                    .cf_handle(&cf_name(&descriptor.name))
+                    .expect("declared states have column families");
+                self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn name(&self) -> &'static str {
+        "rocksdb"
+    }
+
+    fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
+        if let Some(index) = self.states.iter().position(|s| s.name == descriptor.name) {
+            return super::memory::register_in(&mut self.states, descriptor)
+                .inspect(|id| debug_assert_eq!(usize::from(*id), index));
+        }
+        let id = super::memory::register_in(&mut self.states, descriptor)?;
+        self.db
+            .create_cf(cf_name(&descriptor.name), &db_options())
+            .map_err(rocks)?;
+        let meta = self
+            .db
+            .cf_handle(META_CF)
+            .expect("opened with the meta column family");
+        self.db
+            .put_cf_opt(
+                meta,
+                descriptor.name.as_bytes(),
+                encode_descriptor(descriptor),
+                &write_options(),
+            )
+            .map_err(rocks)?;
+        Ok(id)
+    }
+
+    fn states(&self) -> &[StateDescriptor] {
+        &self.states
+    }
+
+    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        self.owned(cell.key_group)?;
+        let key = keys::encode(cell.key_group, cell.key, cell.user_key);
+        self.db.get_cf(self.cf(cell.state)?, key).map_err(rocks)
+    }
+
+    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
+        self.owned(cell.key_group)?;
+        let key = keys::encode(cell.key_group, cell.key, cell.user_key);
+        self.db
+            .put_cf_opt(self.cf(cell.state)?, key, value, &write_options())
+            .map_err(rocks)
+    }
+
+    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
+        self.owned(cell.key_group)?;
+        let key = keys::encode(cell.key_group, cell.key, cell.user_key);
+        self.db
+            .delete_cf_opt(self.cf(cell.state)?, key, &write_options())
+            .map_err(rocks)
+    }
+
+    fn user_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        key: &[u8],
+    ) -> Result<UserEntries, StateError> {
+        self.owned(key_group)?;
+        let prefix = keys::encode(key_group, key, &[]);
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(state)?,
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (stored, value) = item.map_err(rocks)?;
+            let Some(user_key) = stored.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            entries.push((user_key.to_vec(), value.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
+        // Key group first, then state: the canonical order, from per-group seeks.
+        let mut entries = Vec::new();
+        for key_group in self.key_groups.start..=self.key_groups.end {
+            for state in 0..self.states.len() {
+                self.group_entries(state as StateId, key_group, &mut entries)?;
+            }
+        }
+        Ok(entries)
+    }
+
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        self.compact_if_due()?;
+        self.snapshots_taken += 1;
+        let native = match target.purpose {
+            SnapshotPurpose::Checkpoint => self.mode == RocksDbMode::Incremental,
+            SnapshotPurpose::Savepoint(format) => format == super::SavepointFormat::Native,
+        };
+        if native {
+            native::snapshot(self, target, storage)
+        } else {
+            // The single-threaded runtime makes no writes while this runs, so the cells read are
+            // a consistent view, as a RocksDB snapshot would give.
+            write_canonical(self, &self.task_name, target, storage)
+        }
+    }
+
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        if !self.states.is_empty() || self.snapshots_taken > 0 {
+            return Err(StateError::Backend {
+                backend: "rocksdb",
+                reason: "restore needs a fresh backend".into(),
+            });
+        }
+        let natives = handles
+            .iter()
+            .filter(|h| matches!(h.handle, KeyedStateHandle::Native { .. }))
+            .count();
+        match natives {
+            0 => restore_canonical(self, handles, storage),
+            n if n == handles.len() => native::restore(self, handles, storage, mode),
+            _ => Err(StateError::Backend {
+                backend: "rocksdb",
+                reason: "a snapshot mixes canonical and native handles".into(),
+            }),
+        }
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        self.incremental.confirm(checkpoint_id);
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        self.incremental.forget(checkpoint_id);
+    }
+}
+
+/// The file map of a native handle: local name to stored file.
+pub(crate) fn named_map(files: &[crate::checkpoint::NamedFile]) -> BTreeMap<String, FileRef> {
+    files
+        .iter()
+        .map(|named| (named.local_name.clone(), named.file.clone()))
+        .collect()
+}

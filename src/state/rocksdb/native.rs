@@ -1,0 +1,243 @@
+//! Native snapshots: incremental checkpoints and native savepoints.
+//!
+//! A checkpoint takes a RocksDB checkpoint (hard links, memtables flushed first) into a local
+//! staging directory, then stores its files: SST files under `shared/`, where later checkpoints
+//! may reference them again, and every other file (MANIFEST, CURRENT, OPTIONS) in the
+//! checkpoint's own directory. An SST is reused instead of stored again only if the last
+//! *confirmed* checkpoint stored it — an upload of a checkpoint that was aborted, or whose
+//! completion was never notified, may since have been deleted, so it is never trusted.
+//!
+//! A native savepoint stores every file in its own directory and shares nothing, so deleting or
+//! moving it never breaks a checkpoint, and its uploads never become a base.
+//!
+//! Restore copies the files into a fresh directory and opens RocksDB on it; when the key-group
+//! range changed (rescaling) it opens each old instance on its own copy and copies the owned
+//! key-group range into a new instance.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{Direction, IteratorMode};
+
+use super::{cf_name, io, keys, named_map, open_existing, rocks, write_options, RocksDbBackend};
+use crate::checkpoint::{CheckpointStorage, FileRef, KeyedStateHandle, NamedFile, RelPath};
+use crate::state::snapshot::read_verified;
+use crate::state::{
+    RestoreHandle, RestoreMode, RestoreStats, SnapshotPurpose, SnapshotResult, SnapshotTarget,
+    StateBackend, StateError,
+};
+
+/// Which SST files the backend stored for which checkpoint.
+#[derive(Debug, Default)]
+pub(crate) struct Uploads {
+    /// SSTs each unconfirmed checkpoint referenced.
+    pending: BTreeMap<u64, BTreeMap<String, FileRef>>,
+    /// SSTs of the last confirmed checkpoint: the only ones a new checkpoint may reuse.
+    base: BTreeMap<String, FileRef>,
+}
+
+impl Uploads {
+    /// Checkpoint `id` completed: its files become the base; older pending entries are covered
+    /// by it. A notification for an id never recorded here (a savepoint) changes nothing.
+    pub(crate) fn confirm(&mut self, id: u64) {
+        if let Some(files) = self.pending.remove(&id) {
+            self.base = files;
+        }
+        self.pending.retain(|pending, _| *pending > id);
+    }
+
+    /// Checkpoint `id` was aborted: its uploads must not be reused.
+    pub(crate) fn forget(&mut self, id: u64) {
+        self.pending.remove(&id);
+    }
+}
+
+fn relpath(text: String) -> Result<RelPath, StateError> {
+    RelPath::new(&text).map_err(|e| StateError::Backend {
+        backend: "rocksdb",
+        reason: e.to_string(),
+    })
+}
+
+/// Takes a native snapshot of `backend` (see the module doc).
+pub(crate) fn snapshot(
+    backend: &mut RocksDbBackend,
+    target: &SnapshotTarget,
+    storage: &mut dyn CheckpointStorage,
+) -> Result<SnapshotResult, StateError> {
+    let staging = backend
+        .working_dir
+        .join(format!("staging-{}", target.checkpoint_id));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
+    }
+    // log_size_for_flush 0: memtables are flushed first. Writes skip the WAL, so with any other
+    // value the checkpoint could miss them.
+    Checkpoint::new(&backend.db)
+        .and_then(|checkpoint| checkpoint.create_checkpoint_with_log_size(&staging, 0))
+        .map_err(rocks)?;
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&staging).map_err(|e| io(&staging, e))? {
+        names.push(
+            entry
+                .map_err(|e| io(&staging, e))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    names.sort();
+
+    let share = target.purpose == SnapshotPurpose::Checkpoint;
+    let task = &backend.task_name;
+    let (mut shared, mut private) = (Vec::new(), Vec::new());
+    let mut referenced = BTreeMap::new();
+    let (mut files_written, mut files_reused, mut bytes_written) = (0u32, 0u32, 0u64);
+    for name in names {
+        let is_sst = name.ends_with(".sst");
+        let file = match backend.incremental.base.get(&name) {
+            Some(file) if share && is_sst => {
+                files_reused += 1;
+                file.clone()
+            }
+            _ => {
+                let path = if share && is_sst {
+                    relpath(format!("shared/{task}-{}-{name}", backend.instance))?
+                } else {
+                    target
+                        .dir
+                        .join(task)
+                        .and_then(|dir| dir.join(&name))
+                        .map_err(|e| StateError::Backend {
+                            backend: "rocksdb",
+                            reason: e.to_string(),
+                        })?
+                };
+                let bytes =
+                    fs::read(staging.join(&name)).map_err(|e| io(&staging.join(&name), e))?;
+                let file = storage.write(&path, &bytes)?;
+                files_written += 1;
+                bytes_written += file.size;
+                file
+            }
+        };
+        let named = NamedFile {
+            local_name: name.clone(),
+            file: file.clone(),
+        };
+        if share && is_sst {
+            referenced.insert(name, file);
+            shared.push(named);
+        } else {
+            private.push(named);
+        }
+    }
+    fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
+    if share {
+        backend
+            .incremental
+            .pending
+            .insert(target.checkpoint_id, referenced);
+    }
+    debug_assert!(
+        private.iter().any(|f| f.local_name == "CURRENT"),
+        "a RocksDB checkpoint has CURRENT"
+    );
+    Ok(SnapshotResult {
+        handle: KeyedStateHandle::Native { shared, private },
+        files_written,
+        files_reused,
+        bytes_written,
+    })
+}
+
+/// Copies every file of a native handle into `dir`, verifying each against its recorded size
+/// and checksum first.
+fn materialize(
+    handle: &KeyedStateHandle,
+    storage: &dyn CheckpointStorage,
+    dir: &Path,
+) -> Result<u64, StateError> {
+    let KeyedStateHandle::Native { shared, private } = handle else {
+        unreachable!("the caller checked that every handle is native");
+    };
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let mut files = 0;
+    for named in shared.iter().chain(private) {
+        let bytes = read_verified(storage, &named.file)?;
+        // The local name was validated as one plain path component when `_metadata` was decoded.
+        fs::write(dir.join(&named.local_name), bytes)
+            .map_err(|e| io(&dir.join(&named.local_name), e))?;
+        files += 1;
+    }
+    Ok(files)
+}
+
+/// Restores native handles (see the module doc).
+pub(crate) fn restore(
+    backend: &mut RocksDbBackend,
+    handles: &[RestoreHandle],
+    storage: &dyn CheckpointStorage,
+    mode: RestoreMode,
+) -> Result<RestoreStats, StateError> {
+    let owned = backend.key_groups;
+    let mut stats = RestoreStats::default();
+    if let [single] = handles {
+        if single.key_groups == owned {
+            let dir = backend.working_dir.join("db-restored");
+            stats.files = materialize(&single.handle, storage, &dir)?;
+            backend.adopt(dir)?;
+            if mode == RestoreMode::Claim {
+                let KeyedStateHandle::Native { shared, .. } = &single.handle else {
+                    unreachable!("native")
+                };
+                backend.incremental.base = named_map(shared);
+            }
+            stats.entries = backend.entries()?.len() as u64;
+            return Ok(stats);
+        }
+    }
+    // Rescaling: copy the owned key groups out of every old instance that held some.
+    for (index, handle) in handles.iter().enumerate() {
+        if !handle.key_groups.intersects(&owned) {
+            continue;
+        }
+        let dir = backend.working_dir.join(format!("rescale-{index}"));
+        stats.files += materialize(&handle.handle, storage, &dir)?;
+        let (old, states) = open_existing(&dir)?;
+        for descriptor in &states {
+            let state = backend.register_state(descriptor)?;
+            let source =
+                old.cf_handle(&cf_name(&descriptor.name))
+                    .ok_or_else(|| StateError::Backend {
+                        backend: "rocksdb",
+                        reason: format!(
+                            "restored instance lacks the column family of {:?}",
+                            descriptor.name
+                        ),
+                    })?;
+            let target = backend.cf(state)?;
+            let start = owned.start.to_be_bytes();
+            for item in old.iterator_cf(source, IteratorMode::From(&start, Direction::Forward)) {
+                let (key, value) = item.map_err(rocks)?;
+                let (group, _, _) = keys::decode(&key)?;
+                if group > owned.end {
+                    break;
+                }
+                backend
+                    .db
+                    .put_cf_opt(target, &key, &value, &write_options())
+                    .map_err(rocks)?;
+                stats.entries += 1;
+            }
+        }
+        drop(old);
+        fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    }
+    Ok(stats)
+}
