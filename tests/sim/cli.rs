@@ -256,3 +256,20 @@ fn bench_checkpoints_writes_a_table_json_and_chart() {
     let output = faultline(&["bench", "checkpoints", "--changed-fraction", "2"]);
     assert!(String::from_utf8_lossy(&output.stderr).contains("outside 0..=1"));
 }
+
+#[test]
+fn the_demos_run_on_every_backend() {
+    for backend in faultline::state::BackendKind::all() {
+        for kind in [DemoKind::Recovery, DemoKind::Stateful] {
+            let mut options = DemoOptions::defaults(kind);
+            options.backend = backend;
+            let report = demo::run(kind, &options).unwrap();
+            assert!(report.ok, "{backend} {kind:?}:\n{}", report.text);
+            assert!(
+                report.text.contains(&format!("backend {backend}")),
+                "{}",
+                report.text
+            );
+        }
+    }
+}

@@ -72,3 +72,32 @@ fn identical_traces_are_identical_event_by_event() {
         .first_divergence(&other.outcome.trace)
         .is_some());
 }
+
+#[test]
+fn the_same_seed_gives_the_same_trace_hash_on_every_backend() {
+    // RocksDB runs threads of its own; the trace still names only what the operations decide:
+    // file counts and sizes, never bytes or checksums.
+    let job = fan_in_job();
+    let input = input_for(&job, 80, 9, 13);
+    for backend in faultline::state::BackendKind::all() {
+        let hashes: BTreeSet<_> = (0..3)
+            .map(|_| {
+                crate::support::run_on(
+                    backend,
+                    &job,
+                    &input,
+                    &config(4, 12),
+                    &mut kills(&[70, 160]),
+                )
+                .0
+                .trace_hash
+            })
+            .collect();
+        assert_eq!(
+            hashes.len(),
+            1,
+            "{backend}: three runs, {} hashes",
+            hashes.len()
+        );
+    }
+}
