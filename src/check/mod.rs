@@ -75,6 +75,21 @@ pub enum Violation {
         /// Why.
         reason: String,
     },
+    /// The storage audit found a problem the faults do not explain.
+    Storage {
+        /// When: `after chk-3`, `after restore (attempt 2)`.
+        context: String,
+        /// What.
+        problem: String,
+    },
+    /// A checkpoint was restored after one of its files had been corrupted: wrong state may
+    /// have been restored silently.
+    CorruptRestored {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The corrupted file.
+        path: String,
+    },
 }
 
 fn show(value: &Option<StateValue>) -> String {
@@ -132,6 +147,12 @@ impl fmt::Display for Violation {
                     "output unexpected: {record} is not in the model's output"
                 ),
             },
+            Violation::Storage { context, problem } => {
+                write!(f, "storage audit {context}: {problem}")
+            }
+            Violation::CorruptRestored { checkpoint, path } => {
+                write!(f, "corruption restored silently: chk-{checkpoint} was restored after {path} was corrupted")
+            }
             Violation::JobFailed { reason } => {
                 write!(f, "liveness: the job did not finish: {reason}")
             }
@@ -148,6 +169,8 @@ impl Violation {
             | Violation::OutputDuplicated { .. }
             | Violation::OutputUnexpected { .. } => "output",
             Violation::JobFailed { .. } => "liveness",
+            Violation::Storage { .. } => "storage",
+            Violation::CorruptRestored { .. } => "corruption",
         }
     }
 }
@@ -256,12 +279,40 @@ pub fn check_run(
                 });
             }
         }
-        (JobStatus::Failed { reason }, _) => verdict.violations.push(Violation::JobFailed {
-            reason: reason.clone(),
-        }),
+        (JobStatus::Failed { reason }, _) => {
+            // Corruption must fail loudly: a restore that names a corrupted file is the
+            // expected end, not a liveness failure.
+            if outcome.corruptions.iter().any(|c| reason.contains(&c.path)) {
+                verdict
+                    .notes
+                    .push(format!("failed loudly, as corruption must: {reason}"));
+            } else {
+                verdict.violations.push(Violation::JobFailed {
+                    reason: reason.clone(),
+                });
+            }
+        }
         _ => {}
     }
 
+    for (context, problem) in &outcome.audit_problems {
+        verdict.violations.push(Violation::Storage {
+            context: context.clone(),
+            problem: problem.to_string(),
+        });
+    }
+    for corruption in &outcome.corruptions {
+        // Corruption is applied just before an attempt restores; restoring the damaged
+        // checkpoint afterwards means its damage went unnoticed.
+        if outcome.restores.iter().any(|r| {
+            r.checkpoint_id == Some(corruption.checkpoint) && r.attempt >= corruption.attempt
+        }) {
+            verdict.violations.push(Violation::CorruptRestored {
+                checkpoint: corruption.checkpoint,
+                path: corruption.path.clone(),
+            });
+        }
+    }
     let finished = matches!(
         outcome.status,
         JobStatus::Finished | JobStatus::Stopped { .. }

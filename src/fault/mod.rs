@@ -1,45 +1,136 @@
-//! Fault plans: where and when the harness makes things go wrong.
+//! Fault plans: where and when the harness makes things go wrong, and what recovery must do.
 //!
-//! | fault | where it fires | label |
+//! | fault | fires at | label |
 //! |---|---|---|
-//! | operator panic | before an operator processes its n-th record of an attempt | must recover |
-//! | process kill (simulated) | at a scheduler step: every task dies, in-flight records are lost |
-//! must recover |
+//! | operator panic | an operator's n-th record of an attempt; a task's snapshot; a task's restore | must recover |
+//! | process kill (simulated) | a scheduler step; a checkpoint phase: barrier at source, sync snapshot, a file upload, the `_metadata` write, before notify, inside a sink's commit. Every task dies, in-flight records are lost, and the checkpoint writes not yet committed by a `_metadata` are lost or torn | must recover |
+//! | I/O error | the n-th storage write of a checkpoint | must recover (the checkpoint fails, the job goes on within its tolerable failures, else restarts) |
+//! | notification loss or delay | `notify_checkpoint_complete` to one task; delays reorder notifications | must recover (a later notification covers earlier ones; the coordinator re-sends the latest) |
+//! | corruption | a retained checkpoint's file, between a kill and the restart: bit flip at a position drawn from the fault stream and the file's size, truncation, a zero-filled block, deletion, a torn `_metadata`, a stale same-named file from another checkpoint | must fail loudly: the restore names the file; the corrupted checkpoint is never restored |
 //!
-//! *Must recover*: after the restart strategy restarts the job, restored state and committed
-//! output must match the model. The runtime asks the plan at each fault point; a plan that never
-//! answers is the fault-free run.
+//! The runtime reports each fault point to the plan; the plan never inspects engine state, so
+//! one plan drives every backend. [`FaultSchedule`] is the plan campaigns generate and shrink:
+//! a list of faults, each firing at most once.
 
-use serde::{Deserialize, Serialize};
+mod corrupt;
+mod schedule;
 
+pub use corrupt::{corrupt_retained, Corruption, CorruptionKind};
+pub use schedule::{Fault, FaultSchedule, Phase};
+
+use crate::checkpoint::CheckpointStorage;
 use crate::job::Record;
 
-/// A record about to be processed: the fault point of operator panics.
+/// A point where a fault may fire.
 #[derive(Debug, Clone, Copy)]
-pub struct RecordPoint<'a> {
-    /// The stage name.
-    pub stage: &'a str,
-    /// The subtask index.
-    pub subtask: u16,
-    /// The job attempt (0 before any restart).
-    pub attempt: u32,
-    /// 1-based count of records this subtask processed in this attempt, this one included.
-    pub record_index: u64,
-    /// The record.
-    pub record: &'a Record,
+pub enum FaultPoint<'a> {
+    /// An operator is about to process a record.
+    Record {
+        /// The stage name.
+        stage: &'a str,
+        /// The subtask index.
+        subtask: u16,
+        /// The job attempt (0 before any restart).
+        attempt: u32,
+        /// 1-based count of records this subtask processed in this attempt, this one included.
+        record_index: u64,
+        /// The record.
+        record: &'a Record,
+    },
+    /// A scheduler step is about to run.
+    Step {
+        /// The step number.
+        step: u64,
+    },
+    /// Checkpoint `checkpoint`'s barrier was injected at the sources.
+    BarrierInjected {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+    /// A task is about to take its synchronous snapshot.
+    SyncSnapshot {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The stage name.
+        stage: &'a str,
+        /// The subtask.
+        subtask: u16,
+    },
+    /// A checkpoint file (state or `_metadata`) is about to be written.
+    StorageWrite {
+        /// The checkpoint it belongs to.
+        checkpoint: u64,
+        /// 1-based count of writes for this checkpoint, this one included.
+        nth: u32,
+        /// Whether it is the `_metadata` (the commit point).
+        metadata: bool,
+    },
+    /// Checkpoint `checkpoint` completed; notifications are about to go out.
+    BeforeNotify {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+    /// A sink is about to commit the transactions a notification covers.
+    SinkCommit {
+        /// The checkpoint notified.
+        checkpoint: u64,
+        /// The sink subtask.
+        subtask: u16,
+    },
+    /// A task is about to restore at the start of an attempt.
+    Restore {
+        /// The attempt.
+        attempt: u32,
+        /// The stage name.
+        stage: &'a str,
+        /// The subtask.
+        subtask: u16,
+    },
 }
 
-/// Decides at each fault point whether a fault fires. The runtime calls it; it never inspects
-/// engine state, so the same plan drives every backend.
+/// What a fault does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultAction {
+    /// The operator (or task) fails, as if it panicked: the job restarts.
+    Panic(String),
+    /// The process dies: every task, in-flight records and uncommitted writes.
+    Kill(String),
+    /// The storage write fails with an I/O error.
+    IoError(String),
+}
+
+/// What happens to one completion notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFate {
+    /// Delivered now.
+    Deliver,
+    /// Lost.
+    Drop,
+    /// Delivered this many milliseconds later.
+    Delay(u64),
+}
+
+/// Decides at each fault point whether a fault fires.
 pub trait FaultPlan {
-    /// A failure message if the operator must fail instead of processing this record.
-    fn on_record(&mut self, _point: &RecordPoint<'_>) -> Option<String> {
+    /// The fault firing at `point`, if any.
+    fn at(&mut self, _point: &FaultPoint<'_>) -> Option<FaultAction> {
         None
     }
 
-    /// A kill message if the process must die at this step.
-    fn on_step(&mut self, _step: u64, _time_ms: u64) -> Option<String> {
-        None
+    /// The fate of the notification of `checkpoint` to task `task`.
+    fn notification(&mut self, _checkpoint: u64, _task: &str) -> NotifyFate {
+        NotifyFate::Deliver
+    }
+
+    /// Called after a kill, before the restart: damages retained files and reports what it did.
+    fn corrupt(&mut self, _storage: &mut dyn CheckpointStorage, _attempt: u32) -> Vec<Corruption> {
+        Vec::new()
+    }
+
+    /// A number in `0..bound` from the plan's own stream, for choices a fault leaves open (how
+    /// much of an uncommitted write survives a kill).
+    fn draw(&mut self, _bound: u64) -> u64 {
+        0
     }
 }
 
@@ -48,64 +139,3 @@ pub trait FaultPlan {
 pub struct NoFaults;
 
 impl FaultPlan for NoFaults {}
-
-/// One scheduled fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Fault {
-    /// The operator panics before its `record_index`-th record of `attempt`.
-    Panic {
-        /// The stage.
-        stage: String,
-        /// The subtask.
-        subtask: u16,
-        /// The attempt in which it fires.
-        attempt: u32,
-        /// Which record (1-based).
-        record_index: u64,
-    },
-    /// The process is killed at this scheduler step.
-    Kill {
-        /// The step.
-        step: u64,
-    },
-}
-
-/// A fixed list of faults, each firing at most once.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FaultSchedule {
-    /// The faults.
-    pub faults: Vec<Fault>,
-    #[serde(skip)]
-    fired: Vec<bool>,
-}
-
-impl FaultSchedule {
-    /// A schedule of `faults`.
-    pub fn new(faults: Vec<Fault>) -> Self {
-        let fired = vec![false; faults.len()];
-        Self { faults, fired }
-    }
-
-    fn fire(&mut self, matches: impl Fn(&Fault) -> bool) -> Option<usize> {
-        self.fired.resize(self.faults.len(), false);
-        let index = (0..self.faults.len()).find(|&i| !self.fired[i] && matches(&self.faults[i]))?;
-        self.fired[index] = true;
-        Some(index)
-    }
-}
-
-impl FaultPlan for FaultSchedule {
-    fn on_record(&mut self, point: &RecordPoint<'_>) -> Option<String> {
-        self.fire(|fault| {
-            matches!(fault, Fault::Panic { stage, subtask, attempt, record_index }
-                if stage == point.stage && *subtask == point.subtask && *attempt == point.attempt && *record_index == point.record_index)
-        })
-        .map(|_| format!("injected panic before record #{} ({})", point.record_index, point.record.id))
-    }
-
-    fn on_step(&mut self, step: u64, _time_ms: u64) -> Option<String> {
-        self.fire(|fault| matches!(fault, Fault::Kill { step: at } if *at == step))
-            .map(|_| format!("process killed at step {step} (simulated)"))
-    }
-}

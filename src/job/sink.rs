@@ -218,6 +218,12 @@ pub trait Sink {
         checkpoint_id: u64,
         store: &mut ExternalStore,
     ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError>;
+    /// Transactions pre-committed and waiting for a completion notification (none for a sink
+    /// without transactions). The job finishes only once none are left.
+    fn pending_transactions(&self) -> usize {
+        0
+    }
+
     /// Checkpoint `checkpoint_id` completed: this covers every earlier checkpoint too.
     fn notify_checkpoint_complete(
         &mut self,
@@ -330,6 +336,10 @@ impl TwoPhaseCommitSink {
 }
 
 impl Sink for TwoPhaseCommitSink {
+    fn pending_transactions(&self) -> usize {
+        self.pending.len()
+    }
+
     fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
         let txn = self.current(store)?;
         store.write(&txn, record)

@@ -153,6 +153,9 @@ pub struct RunConfig {
     pub restore_policy: RestorePolicy,
     /// Savepoints to take. Default none.
     pub savepoints: Vec<SavepointRequest>,
+    /// Audit the whole checkpoint root after every completion and restore (costly: it reads
+    /// every retained file). Default off; campaigns turn it on.
+    pub audit_storage: bool,
 }
 
 impl RunConfig {
@@ -167,6 +170,7 @@ impl RunConfig {
             initial_snapshot: None,
             restore_policy: RestorePolicy::FailLoudly,
             savepoints: Vec::new(),
+            audit_storage: false,
         }
     }
 }

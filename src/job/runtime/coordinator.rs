@@ -12,10 +12,12 @@ use super::config::SavepointRequest;
 use super::task::*;
 use super::{CheckpointingMode, Runtime};
 
+use crate::checkpoint::CheckpointStorage;
 use crate::checkpoint::{
     registry, CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, RelPath, SnapshotKind,
     StageSnapshot, SubtaskSnapshot,
 };
+use crate::fault::{FaultPoint, NotifyFate};
 use crate::state::{SnapshotPurpose, SnapshotTarget};
 
 /// Where a snapshot's private files go: `chk-<id>` or `savepoints/<name>`.
@@ -133,6 +135,7 @@ impl<'a> Runtime<'a> {
             is_final: is_final && savepoint.is_none(),
             savepoint,
             acks: (0..execution.tasks.len()).map(|_| None).collect(),
+            writes: 0,
         });
         self.note(what);
         for index in execution.stage_tasks[0].clone() {
@@ -162,6 +165,12 @@ impl<'a> Runtime<'a> {
             if execution.pending.is_none() {
                 break;
             }
+        }
+        if let Some(action) = self
+            .faults
+            .at(&FaultPoint::BarrierInjected { checkpoint: id })
+        {
+            return Err(Failure::from_action("coordinator", action));
         }
         Ok(())
     }
@@ -200,7 +209,7 @@ impl<'a> Runtime<'a> {
     /// Every task acknowledged: write `_metadata` (the commit point), then retention, garbage
     /// collection and notifications.
     pub(super) fn complete(&mut self, execution: &mut Execution) -> Result<(), Failure> {
-        let pending = execution
+        let mut pending = execution
             .pending
             .take()
             .expect("completing a pending checkpoint");
@@ -242,13 +251,30 @@ impl<'a> Runtime<'a> {
         let file_count = files.len();
         let encoded = metadata.encode();
         let metadata_path = dir.join("_metadata").expect("_metadata is a valid name");
-        if let Err(error) = self.storage.write(&metadata_path, &encoded) {
+        let written = FaultyStorage {
+            inner: &mut *self.storage,
+            faults: &mut *self.faults,
+            checkpoint: id,
+            writes: &mut pending.writes,
+            killed: &mut self.killed,
+            uncommitted: &mut self.uncommitted,
+        }
+        .write(&metadata_path, &encoded);
+        if let Some(reason) = self.killed.take() {
+            return Err(Failure::kill(reason));
+        }
+        if let Err(error) = written {
             execution.pending = Some(pending);
             return self.abort_checkpoint(
                 execution,
                 id,
                 format!("_metadata write failed: {error}"),
             );
+        }
+        // The `_metadata` is the commit point: nothing written before it can be lost any more.
+        self.uncommitted.clear();
+        if let Some(action) = self.faults.at(&FaultPoint::BeforeNotify { checkpoint: id }) {
+            return Err(Failure::from_action("coordinator", action));
         }
         self.consecutive_checkpoint_failures = 0;
         for task in 0..execution.tasks.len() {
@@ -283,6 +309,7 @@ impl<'a> Runtime<'a> {
         if subsumed {
             self.collect_garbage();
         }
+        self.audit_storage(&format!("after chk-{id}"));
         Ok(())
     }
 
@@ -348,8 +375,29 @@ impl<'a> Runtime<'a> {
     ) -> Result<(), Failure> {
         while let Some((id, task)) = execution.notifications.pop_front() {
             let name = execution.tasks[task].name.clone();
+            match self.faults.notification(id, &name) {
+                NotifyFate::Deliver => {}
+                NotifyFate::Drop => {
+                    self.note(format!("notify chk-{id} to {name}: lost"));
+                    continue;
+                }
+                NotifyFate::Delay(delay_ms) => {
+                    self.note(format!("notify chk-{id} to {name}: delayed {delay_ms} ms"));
+                    execution
+                        .delayed
+                        .push((self.clock.now_ms() + delay_ms, id, task));
+                    continue;
+                }
+            }
+            let subtask = execution.tasks[task].subtask;
             match &mut execution.tasks[task].body {
                 Body::Sink(sink) => {
+                    if let Some(action) = self.faults.at(&FaultPoint::SinkCommit {
+                        checkpoint: id,
+                        subtask,
+                    }) {
+                        return Err(Failure::from_action(&name, action));
+                    }
                     let events = sink
                         .notify_checkpoint_complete(id, &mut self.store)
                         .map_err(|e| Failure::new(&name, format!("notify chk-{id}: {e}")))?;
@@ -428,6 +476,15 @@ impl<'a> Runtime<'a> {
         index: usize,
         id: u64,
     ) -> Result<(), Failure> {
+        let stage = self.job.stage_names()[execution.tasks[index].stage].clone();
+        let point = FaultPoint::SyncSnapshot {
+            checkpoint: id,
+            stage: &stage,
+            subtask: execution.tasks[index].subtask,
+        };
+        if let Some(action) = self.faults.at(&point) {
+            return Err(Failure::from_action(&execution.tasks[index].name, action));
+        }
         let task = &mut execution.tasks[index];
         let name = task.name.clone();
         let mut snapshot = SubtaskSnapshot {
@@ -452,7 +509,24 @@ impl<'a> Runtime<'a> {
                             dir: snapshot_dir(id, savepoint.as_ref()),
                             compression: self.config.checkpoint.compression,
                         };
-                        match backend.snapshot(&target, &mut *self.storage) {
+                        let writes = &mut execution
+                            .pending
+                            .as_mut()
+                            .expect("snapshotting the pending checkpoint")
+                            .writes;
+                        let mut storage = FaultyStorage {
+                            inner: &mut *self.storage,
+                            faults: &mut *self.faults,
+                            checkpoint: id,
+                            writes,
+                            killed: &mut self.killed,
+                            uncommitted: &mut self.uncommitted,
+                        };
+                        let result = backend.snapshot(&target, &mut storage);
+                        if let Some(reason) = self.killed.take() {
+                            return Err(Failure::kill(reason));
+                        }
+                        match result {
                             Ok(result) => {
                                 self.stats.files_written += u64::from(result.files_written);
                                 self.stats.files_reused += u64::from(result.files_reused);

@@ -26,8 +26,10 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 
+use crate::checkpoint::registry::{self, AuditProblem};
 use crate::checkpoint::CheckpointStorage;
-use crate::fault::FaultPlan;
+use crate::checkpoint::RelPath;
+use crate::fault::{Corruption, FaultPlan, FaultPoint};
 use crate::job::record::{Input, Positions};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
@@ -58,6 +60,12 @@ pub struct Runtime<'a> {
     retained: VecDeque<u64>,
     savepoints_taken: Vec<String>,
     consecutive_checkpoint_failures: u32,
+    /// Checkpoint writes not yet committed by a `_metadata`: what a kill loses or tears.
+    uncommitted: Vec<RelPath>,
+    /// Set by a write that a kill interrupted.
+    killed: Option<String>,
+    corruptions: Vec<Corruption>,
+    audit_problems: Vec<(String, AuditProblem)>,
 }
 
 impl<'a> Runtime<'a> {
@@ -133,6 +141,10 @@ impl<'a> Runtime<'a> {
             next_checkpoint_id: 1,
             retained: VecDeque::new(),
             savepoints_taken: Vec::new(),
+            uncommitted: Vec::new(),
+            killed: None,
+            corruptions: Vec::new(),
+            audit_problems: Vec::new(),
             consecutive_checkpoint_failures: 0,
         })
     }
@@ -180,6 +192,16 @@ impl<'a> Runtime<'a> {
         let mut end_positions = Positions::start(self.input.partitions().len());
         let (status, final_state) = loop {
             self.stats.attempts = attempt + 1;
+            if attempt > 0 {
+                for mut corruption in self.faults.corrupt(&mut *self.storage, attempt) {
+                    corruption.attempt = attempt;
+                    self.note(format!(
+                        "corrupt {} of chk-{} ({:?}: {})",
+                        corruption.path, corruption.checkpoint, corruption.kind, corruption.detail
+                    ));
+                    self.corruptions.push(corruption);
+                }
+            }
             let end = match self.start_attempt(attempt) {
                 Ok(mut execution) => {
                     let end = self.run_attempt(&mut execution)?;
@@ -205,6 +227,9 @@ impl<'a> Runtime<'a> {
                 unreachable!("finished and stopped break above")
             };
             self.note(format!("failure {}: {}", failure.task, failure.reason));
+            if failure.killed {
+                self.lose_uncommitted_writes();
+            }
             self.failures.push(FailureRecord {
                 attempt,
                 task: failure.task.clone(),
@@ -263,6 +288,8 @@ impl<'a> Runtime<'a> {
             stats: self.stats,
             retained_checkpoints: self.retained.into_iter().collect(),
             savepoints: self.savepoints_taken,
+            corruptions: self.corruptions,
+            audit_problems: self.audit_problems,
             start_positions,
             end_positions,
         })
@@ -342,6 +369,16 @@ impl<'a> Runtime<'a> {
 
     fn run_attempt(&mut self, execution: &mut Execution) -> Result<AttemptEnd, RunError> {
         loop {
+            let now = self.clock.now_ms();
+            let (due, later): (Vec<_>, Vec<_>) = execution
+                .delayed
+                .drain(..)
+                .partition(|(at, _, _)| *at <= now);
+            execution.delayed = later;
+            execution.notifications.extend(
+                due.into_iter()
+                    .map(|(_, checkpoint, task)| (checkpoint, task)),
+            );
             if let Err(failure) = self.deliver_notifications(execution) {
                 return Ok(AttemptEnd::Failed(failure));
             }
@@ -366,7 +403,24 @@ impl<'a> Runtime<'a> {
                     execution.stopping || self.sources_exhausted(execution),
                     "sources idle with input left"
                 );
+                if let Some(due) = execution.delayed.iter().map(|(at, _, _)| *at).min() {
+                    // Nothing runs until a delayed notification arrives.
+                    self.clock.advance_to_ms(due);
+                    continue;
+                }
                 if execution.final_completed && execution.notifications.is_empty() {
+                    if !sinks_settled(execution) {
+                        // A lost notification left transactions pending: notifications are best
+                        // effort, so the coordinator sends the latest completion again.
+                        let latest = *self.retained.back().expect("a final checkpoint completed");
+                        self.note(format!(
+                            "notify chk-{latest} again: sinks hold pending transactions"
+                        ));
+                        execution
+                            .notifications
+                            .extend((0..execution.tasks.len()).map(|task| (latest, task)));
+                        continue;
+                    }
                     return Ok(AttemptEnd::Finished);
                 }
                 // Everything is drained: the final checkpoint runs now, not at the interval.
@@ -380,8 +434,8 @@ impl<'a> Runtime<'a> {
                 );
             }
             let step = self.scheduler.tick()?;
-            if let Some(reason) = self.faults.on_step(step, self.clock.now_ms()) {
-                return Ok(AttemptEnd::Failed(Failure::new("process", reason)));
+            if let Some(action) = self.faults.at(&FaultPoint::Step { step }) {
+                return Ok(AttemptEnd::Failed(Failure::from_action("process", action)));
             }
             let task = self
                 .scheduler
@@ -405,4 +459,72 @@ fn source_positions(execution: &Execution, partitions: usize) -> Positions {
         }
     }
     positions
+}
+
+/// Whether no sink holds a pre-committed transaction waiting for a notification.
+fn sinks_settled(execution: &Execution) -> bool {
+    execution.tasks.iter().all(|task| match &task.body {
+        Body::Sink(sink) => sink.pending_transactions() == 0,
+        _ => true,
+    })
+}
+
+impl Runtime<'_> {
+    /// After a kill, every checkpoint write not committed by a `_metadata` is kept, lost or
+    /// torn, as the fault stream decides: the page cache of a dead machine is gone.
+    fn lose_uncommitted_writes(&mut self) {
+        let writes = std::mem::take(&mut self.uncommitted);
+        let (mut lost, mut torn) = (0, 0);
+        for path in &writes {
+            match self.faults.draw(3) {
+                0 => {}
+                1 => {
+                    if self.storage.remove_file(path).is_ok() {
+                        lost += 1;
+                    }
+                }
+                _ => {
+                    if let Ok(bytes) = self.storage.read(path) {
+                        let keep = self.faults.draw(bytes.len() as u64 + 1) as usize;
+                        if self.storage.write(path, &bytes[..keep]).is_ok() {
+                            torn += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if !writes.is_empty() {
+            self.note(format!(
+                "kill: of {} uncommitted checkpoint writes, {lost} lost, {torn} torn",
+                writes.len()
+            ));
+        }
+    }
+
+    /// Audits checkpoint storage (when the config asks) and records what is wrong, except files
+    /// a fault corrupted on purpose.
+    pub(super) fn audit_storage(&mut self, context: &str) {
+        if !self.config.audit_storage {
+            return;
+        }
+        let report = match registry::audit(&*self.storage) {
+            Ok(report) => report,
+            Err(error) => {
+                self.audit_problems.push((
+                    context.to_string(),
+                    AuditProblem::Unreadable {
+                        snapshot: ".".into(),
+                        error: error.to_string(),
+                    },
+                ));
+                return;
+            }
+        };
+        for problem in report.problems {
+            let injected = self.corruptions.iter().any(|c| problem.to_string().contains(&c.path) || matches!(&problem, AuditProblem::Unreadable { snapshot, .. } if *snapshot == format!("chk-{}", c.checkpoint)));
+            if !injected {
+                self.audit_problems.push((context.to_string(), problem));
+            }
+        }
+    }
 }

@@ -116,6 +116,11 @@ pub struct RunOutcome {
     pub retained_checkpoints: Vec<u64>,
     /// Savepoints taken, by name.
     pub savepoints: Vec<String>,
+    /// Corruptions a fault plan applied to retained files.
+    pub corruptions: Vec<crate::fault::Corruption>,
+    /// Problems the storage audit found after completions and restores (when enabled), with
+    /// where: `after chk-3`, `after restore (attempt 2)`.
+    pub audit_problems: Vec<(String, crate::checkpoint::registry::AuditProblem)>,
     /// Source positions the first attempt started from: all zero, or those of the initial
     /// snapshot. Output before them was produced by an earlier run.
     pub start_positions: Positions,

@@ -14,12 +14,14 @@ use crate::checkpoint::{
     registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
     SnapshotKind, StorageError, Subdirectory,
 };
+use crate::fault::{FaultAction, FaultPlan, FaultPoint};
 use crate::job::keygroup::key_group_range;
 use crate::job::operator;
 use crate::job::record::Input;
 use crate::job::record::Positions;
 use crate::job::sink::ExternalStore;
 use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
+use crate::job::spec::JobSpec;
 use crate::job::spec::SinkKind;
 use crate::state::{BackendContext, KeyGroupRange, RestoreHandle, RestoreMode, StateView};
 
@@ -144,6 +146,7 @@ impl<'a> Runtime<'a> {
             pending: None,
             next_trigger_ms: self.clock.now_ms() + self.config.checkpoint.interval_ms,
             notifications: VecDeque::new(),
+            delayed: Vec::new(),
             final_completed: false,
             stopping: false,
             stopped: None,
@@ -274,6 +277,8 @@ impl<'a> Runtime<'a> {
             &mut self.store,
             self.input,
             inspect,
+            &mut *self.faults,
+            self.job,
         )
         .map_err(|reason| Failure::new("restore", format!("{label}: {reason}")))?;
         for event in applied.events {
@@ -292,6 +297,9 @@ impl<'a> Runtime<'a> {
         ));
         let state = self.dump_state(execution)?;
         self.record_restore(execution.attempt, checkpoint_id, positions, state);
+        if !inspect {
+            self.audit_storage(&format!("after restore (attempt {})", execution.attempt));
+        }
         Ok(())
     }
 
@@ -469,6 +477,7 @@ fn open_external(path: &Path) -> Result<(CheckpointMetadata, FsCheckpointStorage
 /// Restores every task of `execution` from `metadata`: key groups go to the subtasks that own
 /// them now, source positions to the subtasks that read each partition now, and operator and
 /// sink state to the same subtask (or all of it to subtask 0 when the parallelism changed).
+#[allow(clippy::too_many_arguments)] // One call site; a struct would only rename these.
 fn apply_snapshot(
     execution: &mut Execution,
     metadata: &CheckpointMetadata,
@@ -477,7 +486,10 @@ fn apply_snapshot(
     store: &mut ExternalStore,
     input: &Input,
     inspect: bool,
+    faults: &mut dyn FaultPlan,
+    job: &JobSpec,
 ) -> Result<Applied, String> {
+    let attempt = execution.attempt;
     let mut positions = BTreeMap::new();
     for state in &metadata.stages[0].subtasks {
         for (partition, offset) in decode_positions(&state.operator_state)? {
@@ -497,6 +509,17 @@ fn apply_snapshot(
         let rescaled = usize::from(snapshot.parallelism) != range.len();
         for task_index in range {
             let task = &mut execution.tasks[task_index];
+            let stage_name = &job.stage_names()[task.stage];
+            if let Some(action) = faults.at(&FaultPoint::Restore {
+                attempt,
+                stage: stage_name,
+                subtask: task.subtask,
+            }) {
+                let (FaultAction::Panic(reason)
+                | FaultAction::Kill(reason)
+                | FaultAction::IoError(reason)) = action;
+                return Err(format!("{}: {reason}", task.name));
+            }
             let own: Vec<Vec<u8>> = match (rescaled, task.subtask) {
                 (false, subtask) => vec![snapshot.subtasks[usize::from(subtask)]
                     .operator_state

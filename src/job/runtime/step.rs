@@ -7,7 +7,7 @@ use std::panic::AssertUnwindSafe;
 
 use super::task::*;
 
-use crate::fault::RecordPoint;
+use crate::fault::FaultPoint;
 use crate::job::keygroup::{key_group_for, subtask_for_key_group};
 use crate::job::operator::OperatorContext;
 use crate::job::record::Record;
@@ -126,15 +126,15 @@ impl<'a> Runtime<'a> {
             Body::Operator(op) => {
                 op.processed += 1;
                 let stage = &self.job.stages[task.stage - 1].name;
-                let point = RecordPoint {
+                let point = FaultPoint::Record {
                     stage,
                     subtask: task.subtask,
                     attempt,
                     record_index: op.processed,
                     record: &record,
                 };
-                if let Some(reason) = self.faults.on_record(&point) {
-                    return Err(Failure::new(&name, reason));
+                if let Some(action) = self.faults.at(&point) {
+                    return Err(Failure::from_action(&name, action));
                 }
                 let key = record.key.clone();
                 let group = key_group_for(&key, max_parallelism);

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
-use crate::checkpoint::SubtaskSnapshot;
+use crate::checkpoint::{CheckpointStorage, FileRef, RelPath, StorageError, SubtaskSnapshot};
+use crate::fault::{FaultAction, FaultPlan, FaultPoint};
 use crate::job::operator::Operator;
 use crate::job::record::Record;
 use crate::job::sink::Sink;
@@ -75,6 +76,8 @@ pub(super) struct Pending {
     pub(super) is_final: bool,
     pub(super) savepoint: Option<super::config::SavepointRequest>,
     pub(super) acks: Vec<Option<SubtaskSnapshot>>,
+    /// Storage writes so far, for `FaultPoint::StorageWrite`.
+    pub(super) writes: u32,
 }
 
 pub(super) struct Execution {
@@ -85,6 +88,8 @@ pub(super) struct Execution {
     pub(super) pending: Option<Pending>,
     pub(super) next_trigger_ms: u64,
     pub(super) notifications: VecDeque<(u64, usize)>,
+    /// Notifications a fault delayed: (due time, checkpoint, task).
+    pub(super) delayed: Vec<(u64, u64, usize)>,
     pub(super) final_completed: bool,
     /// A stop-with-savepoint barrier was injected: sources emit nothing more.
     pub(super) stopping: bool,
@@ -96,6 +101,8 @@ pub(super) struct Execution {
 pub(super) struct Failure {
     pub(super) task: String,
     pub(super) reason: String,
+    /// The whole process died (not one task): uncommitted writes are lost or torn.
+    pub(super) killed: bool,
 }
 
 impl Failure {
@@ -103,7 +110,106 @@ impl Failure {
         Self {
             task: task.into(),
             reason: reason.into(),
+            killed: false,
         }
+    }
+
+    pub(super) fn kill(reason: impl Into<String>) -> Self {
+        Self {
+            task: "process".into(),
+            reason: reason.into(),
+            killed: true,
+        }
+    }
+
+    /// The failure a fault action causes in `task`.
+    pub(super) fn from_action(task: &str, action: FaultAction) -> Self {
+        match action {
+            FaultAction::Kill(reason) => Failure::kill(reason),
+            FaultAction::Panic(reason) | FaultAction::IoError(reason) => Failure::new(task, reason),
+        }
+    }
+}
+
+/// Checkpoint storage as the job sees it during a snapshot: every write is a fault point, a
+/// kill mid-write leaves a torn temporary file behind, and successful writes are logged as
+/// uncommitted until a `_metadata` commits them.
+pub(super) struct FaultyStorage<'s> {
+    pub(super) inner: &'s mut dyn CheckpointStorage,
+    pub(super) faults: &'s mut dyn FaultPlan,
+    pub(super) checkpoint: u64,
+    pub(super) writes: &'s mut u32,
+    pub(super) killed: &'s mut Option<String>,
+    pub(super) uncommitted: &'s mut Vec<RelPath>,
+}
+
+impl CheckpointStorage for FaultyStorage<'_> {
+    fn root(&self) -> &std::path::Path {
+        self.inner.root()
+    }
+
+    fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError> {
+        *self.writes += 1;
+        let metadata = path.as_str().ends_with("/_metadata");
+        let point = FaultPoint::StorageWrite {
+            checkpoint: self.checkpoint,
+            nth: *self.writes,
+            metadata,
+        };
+        let refuse = |reason: String, kind| StorageError::Io {
+            path: path.to_string(),
+            source: std::io::Error::new(kind, reason),
+        };
+        match self.faults.at(&point) {
+            Some(FaultAction::IoError(reason)) => {
+                return Err(refuse(reason, std::io::ErrorKind::Other))
+            }
+            Some(FaultAction::Kill(reason)) | Some(FaultAction::Panic(reason)) => {
+                // The process dies mid-write: a prefix of the bytes lands in a temporary file
+                // that never gets renamed.
+                let keep = self.faults.draw(bytes.len() as u64 + 1) as usize;
+                let name = format!(
+                    ".{}.torn",
+                    path.as_str().rsplit('/').next().unwrap_or("file")
+                );
+                let dir = path.as_str().rsplit_once('/').map_or("", |(dir, _)| dir);
+                let torn = RelPath::new(&if dir.is_empty() {
+                    name
+                } else {
+                    format!("{dir}/{name}")
+                })
+                .map_err(|e| StorageError::format(path, e))?;
+                if self.inner.write(&torn, &bytes[..keep]).is_ok() {
+                    self.uncommitted.push(torn);
+                }
+                *self.killed = Some(reason.clone());
+                return Err(refuse(reason, std::io::ErrorKind::Interrupted));
+            }
+            None => {}
+        }
+        let file = self.inner.write(path, bytes)?;
+        self.uncommitted.push(path.clone());
+        Ok(file)
+    }
+
+    fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {
+        self.inner.read(path)
+    }
+
+    fn exists(&self, path: &RelPath) -> bool {
+        self.inner.exists(path)
+    }
+
+    fn list(&self, dir: Option<&RelPath>) -> Result<Vec<String>, StorageError> {
+        self.inner.list(dir)
+    }
+
+    fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
+        self.inner.remove_file(path)
+    }
+
+    fn remove_dir(&mut self, dir: &RelPath) -> Result<(), StorageError> {
+        self.inner.remove_dir(dir)
     }
 }
 

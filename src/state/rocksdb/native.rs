@@ -104,7 +104,12 @@ pub(crate) fn snapshot(
             }
             _ => {
                 let path = if share && is_sst {
-                    relpath(format!("shared/{task}-{}-{name}", backend.instance))?
+                    // The checkpoint id makes every upload a new file: a file a retained checkpoint references
+                    // is never overwritten, so a torn upload cannot damage it.
+                    relpath(format!(
+                        "shared/{task}-{}-c{}-{name}",
+                        backend.instance, target.checkpoint_id
+                    ))?
                 } else {
                     target
                         .dir

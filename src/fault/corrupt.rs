@@ -1,0 +1,122 @@
+//! Corruption of retained checkpoint files. Positions come from the fault stream and the file's
+//! size, never from its bytes: RocksDB files differ between identical runs, and the corruption
+//! must replay from the seed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{registry, CheckpointStorage, RelPath};
+
+/// How a file is damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CorruptionKind {
+    /// One bit flipped.
+    BitFlip,
+    /// Cut short.
+    Truncate,
+    /// A block of up to 4 KiB overwritten with zeros.
+    ZeroBlock,
+    /// Deleted.
+    Delete,
+    /// `_metadata` cut short, as a torn write leaves it.
+    TornMetadata,
+    /// Replaced by another file's bytes: a same-named file of another checkpoint, or another
+    /// file of the same one (a misdirected write).
+    StaleFile,
+}
+
+/// A corruption that was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The attempt about to restore when the damage was done.
+    pub attempt: u32,
+    /// The checkpoint whose file was damaged.
+    pub checkpoint: u64,
+    /// The file, relative to the checkpoint root.
+    pub path: String,
+    /// How.
+    pub kind: CorruptionKind,
+    /// What exactly was done.
+    pub detail: String,
+}
+
+/// Damages one file of the latest readable retained checkpoint; `draw(bound)` gives a number in
+/// `0..bound`. Returns `None` when there is no such checkpoint or file.
+pub fn corrupt_retained(
+    storage: &mut dyn CheckpointStorage,
+    kind: CorruptionKind,
+    draw: &mut dyn FnMut(u64) -> u64,
+) -> Option<Corruption> {
+    let retained = registry::retained(storage).ok()?;
+    let (checkpoint, metadata) = retained
+        .into_iter()
+        .rev()
+        .find_map(|r| r.metadata.ok().map(|m| (r.id, m)))?;
+    let metadata_path = registry::metadata_path(checkpoint);
+    let mut files: Vec<RelPath> = metadata.files().iter().map(|f| f.path.clone()).collect();
+    let path = match kind {
+        CorruptionKind::TornMetadata => metadata_path.clone(),
+        _ => {
+            files.push(metadata_path.clone());
+            files[draw(files.len() as u64) as usize].clone()
+        }
+    };
+    let mut bytes = storage.read(&path).ok()?;
+    let len = bytes.len() as u64;
+    let detail = match kind {
+        CorruptionKind::Delete => {
+            storage.remove_file(&path).ok()?;
+            return Some(Corruption {
+                attempt: 0,
+                checkpoint,
+                path: path.to_string(),
+                kind,
+                detail: "deleted".into(),
+            });
+        }
+        CorruptionKind::BitFlip if len > 0 => {
+            let position = draw(len);
+            let bit = draw(8);
+            bytes[position as usize] ^= 1 << bit;
+            format!("bit {bit} of byte {position} flipped")
+        }
+        CorruptionKind::Truncate | CorruptionKind::TornMetadata if len > 0 => {
+            let keep = draw(len);
+            bytes.truncate(keep as usize);
+            format!("cut to {keep} of {len} bytes")
+        }
+        CorruptionKind::ZeroBlock if len > 0 => {
+            let start = draw(len);
+            let end = (start + 1 + draw(4096)).min(len);
+            if bytes[start as usize..end as usize].iter().all(|b| *b == 0) {
+                // Zeros over zeros change nothing: flip the first byte of the block as well.
+                bytes[start as usize] = 0xff;
+            } else {
+                bytes[start as usize..end as usize].fill(0);
+            }
+            format!("bytes {start}..{end} zeroed")
+        }
+        CorruptionKind::StaleFile => {
+            let others: Vec<&RelPath> = files.iter().filter(|other| **other != path).collect();
+            if others.is_empty() {
+                return None;
+            }
+            let source = others[draw(others.len() as u64) as usize].clone();
+            let stale = storage.read(&source).ok()?;
+            if stale == bytes {
+                return None;
+            }
+            bytes = stale;
+            format!("replaced by the bytes of {source}")
+        }
+        _ => return None,
+    };
+    storage.write(&path, &bytes).ok()?;
+    Some(Corruption {
+        attempt: 0,
+        checkpoint,
+        path: path.to_string(),
+        kind,
+        detail,
+    })
+}

@@ -1,0 +1,341 @@
+//! [`FaultSchedule`]: a list of faults, each firing at most once, with its own random stream
+//! for the choices a fault leaves open. Serializable, so scenario files and shrunk failures
+//! name their faults.
+
+use std::collections::BTreeSet;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    corrupt_retained, Corruption, CorruptionKind, FaultAction, FaultPlan, FaultPoint, NotifyFate,
+};
+use crate::checkpoint::CheckpointStorage;
+use crate::sim::{RngStreams, StreamName};
+
+/// A checkpoint phase where a simulated kill can fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Just after the barrier was injected at the sources.
+    BarrierAtSource,
+    /// Just before a task's synchronous snapshot.
+    SyncSnapshot,
+    /// During a state-file upload.
+    FileUpload,
+    /// During the `_metadata` write (the commit point).
+    MetadataWrite,
+    /// After completion, before notifications go out.
+    BeforeNotify,
+    /// Inside a sink's commit on notification.
+    SinkCommit,
+}
+
+impl Phase {
+    /// Every phase, in checkpoint order.
+    pub const ALL: [Phase; 6] = [
+        Phase::BarrierAtSource,
+        Phase::SyncSnapshot,
+        Phase::FileUpload,
+        Phase::MetadataWrite,
+        Phase::BeforeNotify,
+        Phase::SinkCommit,
+    ];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::BarrierAtSource => "barrier-at-source",
+            Phase::SyncSnapshot => "sync-snapshot",
+            Phase::FileUpload => "file-upload",
+            Phase::MetadataWrite => "metadata-write",
+            Phase::BeforeNotify => "before-notify",
+            Phase::SinkCommit => "sink-commit",
+        }
+    }
+}
+
+/// One scheduled fault.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// An operator fails before its `record_index`-th record of `attempt`.
+    Panic {
+        /// The stage.
+        stage: String,
+        /// The subtask.
+        subtask: u16,
+        /// The attempt in which it fires.
+        attempt: u32,
+        /// Which record (1-based).
+        record_index: u64,
+    },
+    /// The first task to snapshot checkpoint `checkpoint` fails during its snapshot.
+    PanicInSnapshot {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+    /// The first task to restore in attempt `attempt` fails during its restore.
+    PanicInRestore {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The process is killed at this scheduler step.
+    Kill {
+        /// The step.
+        step: u64,
+    },
+    /// The process is killed at `phase` of checkpoint `checkpoint`.
+    KillAt {
+        /// The phase.
+        phase: Phase,
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+    /// The `nth_write` storage write of checkpoint `checkpoint` fails with an I/O error.
+    IoError {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// Which write (1-based; the `_metadata` write counts).
+        nth_write: u32,
+    },
+    /// The first delivery of checkpoint `checkpoint`'s notification to every task is lost.
+    DropNotification {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
+    /// The first delivery of checkpoint `checkpoint`'s notification to every task is late.
+    DelayNotification {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// By how much.
+        delay_ms: u64,
+    },
+    /// Before attempt `attempt` restores, a file of the latest retained checkpoint is damaged.
+    Corrupt {
+        /// The attempt about to restore.
+        attempt: u32,
+        /// How.
+        corruption: CorruptionKind,
+    },
+}
+
+impl Fault {
+    /// The fault kind's name, for swarm configuration and coverage tables.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Fault::Panic { .. } => "panic",
+            Fault::PanicInSnapshot { .. } => "panic-in-snapshot",
+            Fault::PanicInRestore { .. } => "panic-in-restore",
+            Fault::Kill { .. } => "kill",
+            Fault::KillAt { .. } => "kill-at-phase",
+            Fault::IoError { .. } => "io-error",
+            Fault::DropNotification { .. } => "drop-notification",
+            Fault::DelayNotification { .. } => "delay-notification",
+            Fault::Corrupt { .. } => "corrupt",
+        }
+    }
+}
+
+/// A fixed list of faults, each firing at most once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSchedule {
+    /// The faults.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Seed of the stream for choices faults leave open (which bytes a corruption hits, how
+    /// much of an uncommitted write a kill leaves).
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(skip)]
+    fired: Vec<bool>,
+    #[serde(skip)]
+    notified: BTreeSet<(u64, String)>,
+    #[serde(skip)]
+    rng: Option<ChaCha8Rng>,
+    #[serde(skip)]
+    fired_log: Vec<String>,
+}
+
+impl PartialEq for FaultSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.faults == other.faults && self.seed == other.seed
+    }
+}
+
+impl FaultSchedule {
+    /// A schedule of `faults`.
+    pub fn new(faults: Vec<Fault>) -> Self {
+        Self {
+            faults,
+            ..Self::default()
+        }
+    }
+
+    /// A schedule of `faults` whose open choices draw from `seed`.
+    pub fn with_seed(faults: Vec<Fault>, seed: u64) -> Self {
+        Self {
+            faults,
+            seed,
+            ..Self::default()
+        }
+    }
+
+    /// The kind names of the faults that fired, in order.
+    pub fn fired(&self) -> &[String] {
+        &self.fired_log
+    }
+
+    fn rng(&mut self) -> &mut ChaCha8Rng {
+        let seed = self.seed;
+        self.rng
+            .get_or_insert_with(|| RngStreams::new(seed).stream(StreamName::Faults))
+    }
+
+    fn fire(&mut self, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
+        self.fired.resize(self.faults.len(), false);
+        let index = (0..self.faults.len()).find(|&i| !self.fired[i] && matches(&self.faults[i]))?;
+        self.fired[index] = true;
+        self.fired_log
+            .push(self.faults[index].kind_name().to_string());
+        Some(self.faults[index].clone())
+    }
+}
+
+impl FaultPlan for FaultSchedule {
+    fn at(&mut self, point: &FaultPoint<'_>) -> Option<FaultAction> {
+        match *point {
+            FaultPoint::Record {
+                stage,
+                subtask,
+                attempt,
+                record_index,
+                record,
+            } => self
+                .fire(|f| {
+                    matches!(f, Fault::Panic { stage: s, subtask: t, attempt: a, record_index: r }
+                    if s == stage && *t == subtask && *a == attempt && *r == record_index)
+                })
+                .map(|_| {
+                    FaultAction::Panic(format!(
+                        "injected panic before record #{record_index} ({})",
+                        record.id
+                    ))
+                }),
+            FaultPoint::Step { step } => self
+                .fire(|f| matches!(f, Fault::Kill { step: s } if *s == step))
+                .map(|_| FaultAction::Kill(format!("process killed at step {step} (simulated)"))),
+            FaultPoint::BarrierInjected { checkpoint } => {
+                kill_at(self, Phase::BarrierAtSource, checkpoint)
+            }
+            FaultPoint::SyncSnapshot {
+                checkpoint,
+                stage,
+                subtask,
+            } => {
+                if let Some(action) = kill_at(self, Phase::SyncSnapshot, checkpoint) {
+                    return Some(action);
+                }
+                self.fire(
+                    |f| matches!(f, Fault::PanicInSnapshot { checkpoint: c } if *c == checkpoint),
+                )
+                .map(|_| {
+                    FaultAction::Panic(format!(
+                        "injected panic in {stage}[{subtask}]'s snapshot of chk-{checkpoint}"
+                    ))
+                })
+            }
+            FaultPoint::StorageWrite {
+                checkpoint,
+                nth,
+                metadata,
+            } => {
+                let phase = if metadata {
+                    Phase::MetadataWrite
+                } else {
+                    Phase::FileUpload
+                };
+                if let Some(action) = kill_at(self, phase, checkpoint) {
+                    return Some(action);
+                }
+                self.fire(|f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth))
+                    .map(|_| FaultAction::IoError(format!("injected I/O error on write #{nth} of chk-{checkpoint}")))
+            }
+            FaultPoint::BeforeNotify { checkpoint } => {
+                kill_at(self, Phase::BeforeNotify, checkpoint)
+            }
+            FaultPoint::SinkCommit { checkpoint, .. } => {
+                kill_at(self, Phase::SinkCommit, checkpoint)
+            }
+            FaultPoint::Restore {
+                attempt,
+                stage,
+                subtask,
+            } => self
+                .fire(|f| matches!(f, Fault::PanicInRestore { attempt: a } if *a == attempt))
+                .map(|_| {
+                    FaultAction::Panic(format!("injected panic in {stage}[{subtask}]'s restore"))
+                }),
+        }
+    }
+
+    fn notification(&mut self, checkpoint: u64, task: &str) -> NotifyFate {
+        // Only the first delivery to each task is affected; re-sent notifications get through.
+        if !self.notified.insert((checkpoint, task.to_string())) {
+            return NotifyFate::Deliver;
+        }
+        let mut fate = NotifyFate::Deliver;
+        for fault in &self.faults {
+            match fault {
+                Fault::DropNotification { checkpoint: c } if *c == checkpoint => {
+                    fate = NotifyFate::Drop
+                }
+                Fault::DelayNotification {
+                    checkpoint: c,
+                    delay_ms,
+                } if *c == checkpoint => fate = NotifyFate::Delay(*delay_ms),
+                _ => {}
+            }
+        }
+        if fate != NotifyFate::Deliver
+            && !self.fired_log.iter().any(|f| f.ends_with("notification"))
+        {
+            self.fired_log.push(
+                if fate == NotifyFate::Drop {
+                    "drop-notification"
+                } else {
+                    "delay-notification"
+                }
+                .into(),
+            );
+        }
+        fate
+    }
+
+    fn corrupt(&mut self, storage: &mut dyn CheckpointStorage, attempt: u32) -> Vec<Corruption> {
+        let mut done = Vec::new();
+        while let Some(Fault::Corrupt { corruption, .. }) =
+            self.fire(|f| matches!(f, Fault::Corrupt { attempt: a, .. } if *a == attempt))
+        {
+            let rng = self.rng();
+            if let Some(applied) = corrupt_retained(storage, corruption, &mut |bound| {
+                rng.random_range(0..bound.max(1))
+            }) {
+                done.push(applied);
+            }
+        }
+        done
+    }
+
+    fn draw(&mut self, bound: u64) -> u64 {
+        self.rng().random_range(0..bound.max(1))
+    }
+}
+
+fn kill_at(schedule: &mut FaultSchedule, phase: Phase, checkpoint: u64) -> Option<FaultAction> {
+    schedule
+        .fire(|f| matches!(f, Fault::KillAt { phase: p, checkpoint: c } if *p == phase && *c == checkpoint))
+        .map(|_| FaultAction::Kill(format!("process killed at {} of chk-{checkpoint} (simulated)", phase.name())))
+}
