@@ -1,13 +1,25 @@
 //! Cases: a job, its input, a run configuration, a fault plan and a backend, run end to end on
-//! real checkpoint storage and judged by the oracle. Proptest strategies, shrinking and
-//! exploration build on this.
+//! real checkpoint storage and judged by the oracle; scenarios (cases as files), the proptest
+//! strategies that generate them, and exploration with shrinking.
+
+mod explore;
+mod scenario;
+mod strategy;
+
+pub use explore::{
+    explore, generate, merge, Coverage, ExploreConfig, ExploreError, ExploreReport, FailureReport,
+};
+pub use scenario::{InputSpec, Scenario, ScenarioError};
+pub use strategy::{scenario_strategy, StrategyConfig, ALL_FAULT_KINDS};
 
 use std::path::Path;
 
 use crate::check::{self, Verdict};
 use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
 use crate::fault::FaultPlan;
-use crate::job::{ExternalStore, Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime};
+use crate::job::{
+    ExternalStore, Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime, SinkFactory,
+};
 use crate::sim::TraceHash;
 use crate::state::StateBackendFactory;
 
@@ -20,6 +32,9 @@ pub enum CaseError {
     /// The run could not be carried out.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The scenario cannot be turned into a run.
+    #[error("scenario: {0}")]
+    Scenario(String),
 }
 
 /// One run and its verdict.
@@ -65,8 +80,24 @@ pub fn run_case_with_store(
     dir: &Path,
     store: ExternalStore,
 ) -> Result<CaseReport, CaseError> {
+    run_case_with(job, input, config, backends, faults, dir, store, None)
+}
+
+/// The general case runner: an existing external store, and optionally a user's sink instead
+/// of the job's built-in one.
+#[allow(clippy::too_many_arguments)] // Each is a seam a caller may choose; see the wrappers above.
+pub fn run_case_with(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    backends: &dyn StateBackendFactory,
+    faults: &mut dyn FaultPlan,
+    dir: &Path,
+    store: ExternalStore,
+    sink: Option<&SinkFactory>,
+) -> Result<CaseReport, CaseError> {
     let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
-    let runtime = Runtime::new(
+    let mut runtime = Runtime::new(
         job,
         input,
         config.clone(),
@@ -76,6 +107,9 @@ pub fn run_case_with_store(
         &dir.join("work"),
     )?
     .with_store(store);
+    if let Some(factory) = sink {
+        runtime = runtime.with_sink(factory);
+    }
     let outcome = runtime.run()?;
     let verdict = check::check_run(job, input, config.checkpoint.mode, config.seed, &outcome);
     let trace_hash = outcome.trace.hash();

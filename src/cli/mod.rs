@@ -2,6 +2,7 @@
 //! library.
 
 pub mod demo;
+pub mod explore;
 pub mod savepoint;
 
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         action: SavepointAction,
     },
+    /// Generate and run seeded fault-injection cases; shrink and report every failure.
+    Explore(ExploreFlags),
+    /// Re-run one case (a scenario file, or --seed S --case I of an exploration) and print its
+    /// trace.
+    Replay(ReplayFlags),
     /// Measure checkpoints: full vs incremental, bytes written and retained, times.
     Bench {
         /// What to measure.
@@ -198,6 +204,87 @@ pub enum SavepointAction {
     },
 }
 
+/// Backends for a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CampaignBackend {
+    /// In memory.
+    Memory,
+    /// RocksDB, full checkpoints.
+    RocksdbFull,
+    /// RocksDB, incremental checkpoints.
+    RocksdbIncremental,
+    /// Every backend of this build.
+    All,
+}
+
+impl CampaignBackend {
+    fn kinds(self) -> Vec<BackendKind> {
+        match self {
+            CampaignBackend::Memory => vec![BackendKind::Memory],
+            CampaignBackend::RocksdbFull => vec![BackendKind::RocksDbFull],
+            CampaignBackend::RocksdbIncremental => vec![BackendKind::RocksDbIncremental],
+            CampaignBackend::All => BackendKind::all(),
+        }
+    }
+}
+
+/// `explore` parameters.
+#[derive(Debug, Args)]
+pub struct ExploreFlags {
+    /// Cases to run (across all shards).
+    #[arg(long, default_value_t = 300)]
+    pub cases: u64,
+    /// Root seed: case i of seed s is always the same case.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Backends to draw from.
+    #[arg(long, value_enum, default_value = "all")]
+    pub backend: CampaignBackend,
+    /// Fault kinds allowed, comma-separated, or `all`.
+    #[arg(long, default_value = "all", value_parser = explore::parse_faults)]
+    pub faults: std::vec::Vec<String>,
+    /// Run only shard k of n (k/n): cases with index % n == k.
+    #[arg(long, default_value = "0/1", value_parser = explore::parse_shard)]
+    pub shard: (u64, u64),
+    /// Parallel workers (each case stays single-threaded and deterministic).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: u64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Stop starting new cases after this many seconds.
+    #[arg(long)]
+    pub time_limit: Option<f64>,
+    /// Where shrunk failing cases are written.
+    #[arg(long, default_value = "faultline-failures")]
+    pub failures_dir: PathBuf,
+    /// Merge these shard reports (JSON) instead of running cases.
+    #[arg(long, num_args = 1..)]
+    pub merge: Vec<PathBuf>,
+}
+
+/// `replay` parameters.
+#[derive(Debug, Args)]
+pub struct ReplayFlags {
+    /// A scenario file (as `explore` writes for failures, or from fixtures/scenarios).
+    pub file: Option<PathBuf>,
+    /// With --case: the exploration's root seed.
+    #[arg(long, requires = "case", conflicts_with = "file")]
+    pub seed: Option<u64>,
+    /// With --seed: the case index.
+    #[arg(long, requires = "seed")]
+    pub case: Option<u64>,
+    /// With --seed/--case: the exploration's backends.
+    #[arg(long, value_enum, default_value = "all")]
+    pub backend: CampaignBackend,
+    /// With --seed/--case: the exploration's fault kinds.
+    #[arg(long, default_value = "all", value_parser = explore::parse_faults)]
+    pub faults: std::vec::Vec<String>,
+    /// Run twice and report the first event where the traces differ.
+    #[arg(long)]
+    pub check_determinism: bool,
+}
+
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchWhat {
@@ -241,6 +328,8 @@ pub fn main() -> ExitCode {
         Command::Bench {
             what: BenchWhat::Checkpoints(flags),
         } => run_bench(flags),
+        Command::Explore(flags) => run_explore(flags),
+        Command::Replay(flags) => run_replay(flags),
     };
     match result {
         Ok(code) => code,
@@ -393,4 +482,47 @@ fn run_bench(flags: BenchFlags) -> Result<ExitCode, String> {
     bench::draw_chart(&report, &svg).map_err(|e| format!("{}: {e}", svg.display()))?;
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_explore(flags: ExploreFlags) -> Result<ExitCode, String> {
+    if !flags.merge.is_empty() {
+        return explore::run_merge(&flags.merge, flags.json.as_deref());
+    }
+    if flags
+        .time_limit
+        .is_some_and(|limit| limit.is_nan() || limit <= 0.0)
+    {
+        return Err("--time-limit must be a positive number of seconds".into());
+    }
+    let defaults = crate::campaign::ExploreConfig::default();
+    let strategy = crate::campaign::StrategyConfig {
+        backends: flags.backend.kinds(),
+        fault_kinds: flags.faults,
+        ..defaults.strategy.clone()
+    };
+    let config = crate::campaign::ExploreConfig {
+        cases: flags.cases,
+        seed: flags.seed,
+        strategy,
+        shard: flags.shard,
+        jobs: flags.jobs as usize,
+        time_limit_s: flags.time_limit,
+        failures_dir: flags.failures_dir,
+        ..defaults
+    };
+    explore::run_explore(&config, flags.json.as_deref())
+}
+
+fn run_replay(flags: ReplayFlags) -> Result<ExitCode, String> {
+    let source = match (flags.file, flags.seed, flags.case) {
+        (Some(file), None, None) => explore::ReplaySource::File(file),
+        (None, Some(seed), Some(case)) => explore::ReplaySource::Case {
+            seed,
+            case,
+            backends: flags.backend.kinds(),
+            faults: flags.faults,
+        },
+        _ => return Err("replay takes a scenario file, or --seed S --case I".into()),
+    };
+    explore::run_replay(&source, flags.check_determinism)
 }

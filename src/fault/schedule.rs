@@ -156,7 +156,7 @@ pub struct FaultSchedule {
     #[serde(skip)]
     rng: Option<ChaCha8Rng>,
     #[serde(skip)]
-    fired_log: Vec<String>,
+    fired_log: Vec<(String, String)>,
 }
 
 impl PartialEq for FaultSchedule {
@@ -183,8 +183,8 @@ impl FaultSchedule {
         }
     }
 
-    /// The kind names of the faults that fired, in order.
-    pub fn fired(&self) -> &[String] {
+    /// The faults that fired, in order: (fault kind, fault point where it fired).
+    pub fn fired(&self) -> &[(String, String)] {
         &self.fired_log
     }
 
@@ -194,12 +194,14 @@ impl FaultSchedule {
             .get_or_insert_with(|| RngStreams::new(seed).stream(StreamName::Faults))
     }
 
-    fn fire(&mut self, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
+    fn fire(&mut self, point: &str, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
         self.fired.resize(self.faults.len(), false);
         let index = (0..self.faults.len()).find(|&i| !self.fired[i] && matches(&self.faults[i]))?;
         self.fired[index] = true;
-        self.fired_log
-            .push(self.faults[index].kind_name().to_string());
+        self.fired_log.push((
+            self.faults[index].kind_name().to_string(),
+            point.to_string(),
+        ));
         Some(self.faults[index].clone())
     }
 }
@@ -214,7 +216,7 @@ impl FaultPlan for FaultSchedule {
                 record_index,
                 record,
             } => self
-                .fire(|f| {
+                .fire("record", |f| {
                     matches!(f, Fault::Panic { stage: s, subtask: t, attempt: a, record_index: r }
                     if s == stage && *t == subtask && *a == attempt && *r == record_index)
                 })
@@ -225,7 +227,10 @@ impl FaultPlan for FaultSchedule {
                     ))
                 }),
             FaultPoint::Step { step } => self
-                .fire(|f| matches!(f, Fault::Kill { step: s } if *s == step))
+                .fire(
+                    "step",
+                    |f| matches!(f, Fault::Kill { step: s } if *s == step),
+                )
                 .map(|_| FaultAction::Kill(format!("process killed at step {step} (simulated)"))),
             FaultPoint::BarrierInjected { checkpoint } => {
                 kill_at(self, Phase::BarrierAtSource, checkpoint)
@@ -239,6 +244,7 @@ impl FaultPlan for FaultSchedule {
                     return Some(action);
                 }
                 self.fire(
+                    "sync-snapshot",
                     |f| matches!(f, Fault::PanicInSnapshot { checkpoint: c } if *c == checkpoint),
                 )
                 .map(|_| {
@@ -260,7 +266,7 @@ impl FaultPlan for FaultSchedule {
                 if let Some(action) = kill_at(self, phase, checkpoint) {
                     return Some(action);
                 }
-                self.fire(|f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth))
+                self.fire(if metadata { "metadata-write" } else { "file-upload" }, |f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth))
                     .map(|_| FaultAction::IoError(format!("injected I/O error on write #{nth} of chk-{checkpoint}")))
             }
             FaultPoint::BeforeNotify { checkpoint } => {
@@ -274,7 +280,10 @@ impl FaultPlan for FaultSchedule {
                 stage,
                 subtask,
             } => self
-                .fire(|f| matches!(f, Fault::PanicInRestore { attempt: a } if *a == attempt))
+                .fire(
+                    "restore",
+                    |f| matches!(f, Fault::PanicInRestore { attempt: a } if *a == attempt),
+                )
                 .map(|_| {
                     FaultAction::Panic(format!("injected panic in {stage}[{subtask}]'s restore"))
                 }),
@@ -299,31 +308,34 @@ impl FaultPlan for FaultSchedule {
                 _ => {}
             }
         }
-        if fate != NotifyFate::Deliver
-            && !self.fired_log.iter().any(|f| f.ends_with("notification"))
-        {
-            self.fired_log.push(
-                if fate == NotifyFate::Drop {
-                    "drop-notification"
-                } else {
-                    "delay-notification"
-                }
-                .into(),
-            );
+        match fate {
+            NotifyFate::Deliver => {}
+            NotifyFate::Drop => self
+                .fired_log
+                .push(("drop-notification".into(), "notification".into())),
+            NotifyFate::Delay(_) => self
+                .fired_log
+                .push(("delay-notification".into(), "notification".into())),
         }
         fate
     }
 
     fn corrupt(&mut self, storage: &mut dyn CheckpointStorage, attempt: u32) -> Vec<Corruption> {
         let mut done = Vec::new();
-        while let Some(Fault::Corrupt { corruption, .. }) =
-            self.fire(|f| matches!(f, Fault::Corrupt { attempt: a, .. } if *a == attempt))
-        {
+        while let Some(Fault::Corrupt { corruption, .. }) = self.fire(
+            "before-restore",
+            |f| matches!(f, Fault::Corrupt { attempt: a, .. } if *a == attempt),
+        ) {
             let rng = self.rng();
-            if let Some(applied) = corrupt_retained(storage, corruption, &mut |bound| {
+            match corrupt_retained(storage, corruption, &mut |bound| {
                 rng.random_range(0..bound.max(1))
             }) {
-                done.push(applied);
+                Some(applied) => done.push(applied),
+                // Nothing to damage (no retained checkpoint, or a stale copy identical to the
+                // original): the fault did not happen, so it is not logged as fired.
+                None => {
+                    self.fired_log.pop();
+                }
             }
         }
         done
@@ -336,6 +348,6 @@ impl FaultPlan for FaultSchedule {
 
 fn kill_at(schedule: &mut FaultSchedule, phase: Phase, checkpoint: u64) -> Option<FaultAction> {
     schedule
-        .fire(|f| matches!(f, Fault::KillAt { phase: p, checkpoint: c } if *p == phase && *c == checkpoint))
+        .fire(phase.name(), |f| matches!(f, Fault::KillAt { phase: p, checkpoint: c } if *p == phase && *c == checkpoint))
         .map(|_| FaultAction::Kill(format!("process killed at {} of chk-{checkpoint} (simulated)", phase.name())))
 }

@@ -17,7 +17,7 @@ pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Recor
 pub use restart::{RestartDecision, RestartStrategy, RestartTracker};
 pub use runtime::{
     CheckpointConfig, CheckpointingMode, FailureRecord, JobStatus, RestorePolicy, RestoreRecord,
-    RunConfig, RunError, RunOutcome, RunStats, Runtime, SavepointRequest,
+    RunConfig, RunError, RunOutcome, RunStats, Runtime, SavepointRequest, SinkFactory,
 };
 pub use sink::{ExternalStore, Sink};
 pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};

@@ -247,7 +247,6 @@ impl<'a> Runtime<'a> {
             stages,
         };
         let files = metadata.files();
-        let bytes: u64 = files.iter().map(|f| f.size).sum();
         let file_count = files.len();
         let encoded = metadata.encode();
         let metadata_path = dir.join("_metadata").expect("_metadata is a valid name");
@@ -281,7 +280,10 @@ impl<'a> Runtime<'a> {
             execution.notifications.push_back((id, task));
         }
         if let Some(request) = &pending.savepoint {
-            self.note(format!("savepoint {} completed as chk-{id}: {file_count} state files, {bytes} bytes, in {dir}", request.name));
+            self.note(format!(
+                "savepoint {} completed as chk-{id}: {file_count} state files, in {dir}",
+                request.name
+            ));
             self.savepoints_taken.push(request.name.clone());
             if request.stop {
                 execution.stopped = Some(request.name.clone());
@@ -289,7 +291,9 @@ impl<'a> Runtime<'a> {
             return Ok(());
         }
         self.stats.checkpoints_completed += 1;
-        self.note(format!("checkpoint chk-{id} completed: {file_count} state files, {bytes} bytes, _metadata {} bytes", encoded.len()));
+        self.note(format!(
+            "checkpoint chk-{id} completed: {file_count} state files"
+        ));
         if pending.is_final {
             execution.final_completed = true;
         }
@@ -534,8 +538,8 @@ impl<'a> Runtime<'a> {
                                 let files = result.handle.files().len();
                                 snapshot.keyed = Some(result.handle);
                                 format!(
-                                    "snapshot {name} chk-{id}: {files} files ({} written, {} reused), {} bytes written",
-                                    result.files_written, result.files_reused, result.bytes_written
+                                    "snapshot {name} chk-{id}: {files} files ({} written, {} reused)",
+                                    result.files_written, result.files_reused
                                 )
                             }
                             Err(error) => {

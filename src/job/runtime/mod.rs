@@ -38,6 +38,9 @@ use crate::sim::{Clock, RngStreams, Scheduler, StreamName, Trace};
 use crate::state::StateBackendFactory;
 use task::*;
 
+/// Makes the sink of one subtask.
+pub type SinkFactory = dyn Fn(u16) -> Box<dyn crate::job::Sink> + Send + Sync;
+
 /// Runs one job on one input with one configuration, backend, storage and fault plan.
 pub struct Runtime<'a> {
     job: &'a JobSpec,
@@ -60,6 +63,8 @@ pub struct Runtime<'a> {
     retained: VecDeque<u64>,
     savepoints_taken: Vec<String>,
     consecutive_checkpoint_failures: u32,
+    /// Makes each sink subtask instead of the job's built-in sink.
+    sink_factory: Option<&'a SinkFactory>,
     /// Checkpoint writes not yet committed by a `_metadata`: what a kill loses or tears.
     uncommitted: Vec<RelPath>,
     /// Set by a write that a kill interrupted.
@@ -142,11 +147,19 @@ impl<'a> Runtime<'a> {
             retained: VecDeque::new(),
             savepoints_taken: Vec::new(),
             uncommitted: Vec::new(),
+            sink_factory: None,
             killed: None,
             corruptions: Vec::new(),
             audit_problems: Vec::new(),
             consecutive_checkpoint_failures: 0,
         })
+    }
+
+    /// Uses sinks made by `factory` (given the sink subtask) instead of the built-in sink the job
+    /// names: how a user's own sink is put under the same faults and oracle.
+    pub fn with_sink(mut self, factory: &'a SinkFactory) -> Self {
+        self.sink_factory = Some(factory);
+        self
     }
 
     /// Runs against an existing external system (what an earlier run left in it), as a job

@@ -65,9 +65,12 @@ impl<'a> Runtime<'a> {
                         emit_ms: job.source.emit_ms,
                     })
                 } else if stage == names.len() - 1 {
-                    let sink: Box<dyn Sink> = match job.sink.kind {
-                        SinkKind::TwoPhaseCommit => Box::new(TwoPhaseCommitSink::new(subtask)),
-                        SinkKind::Print => Box::new(PrintSink),
+                    let sink: Box<dyn Sink> = match (self.sink_factory, job.sink.kind) {
+                        (Some(factory), _) => factory(subtask),
+                        (None, SinkKind::TwoPhaseCommit) => {
+                            Box::new(TwoPhaseCommitSink::new(subtask))
+                        }
+                        (None, SinkKind::Print) => Box::new(PrintSink),
                     };
                     Body::Sink(sink)
                 } else {

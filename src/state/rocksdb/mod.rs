@@ -155,6 +155,12 @@ fn db_options() -> Options {
     // One info log, so the working directory does not grow with restarts.
     options.set_keep_log_file_num(1);
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    // Harness cases open many small instances: the info log and statistics on open are pure
+    // cost, and one background job is plenty for flushes of a few kilobytes.
+    options.set_log_level(rocksdb::LogLevel::Error);
+    options.set_skip_stats_update_on_db_open(true);
+    options.set_max_background_jobs(1);
+    options.set_max_file_opening_threads(1);
     options
 }
 
@@ -293,36 +299,6 @@ impl RocksDbBackend {
             })
     }
 
-    /// Every cell of one key group of one state, in key order, read through `iterate`.
-    fn group_entries(
-        &self,
-        state: StateId,
-        key_group: u16,
-        out: &mut Vec<StateEntry>,
-    ) -> Result<(), StateError> {
-        let cf = self.cf(state)?;
-        let prefix = key_group.to_be_bytes();
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
-            let (key, value) = item.map_err(rocks)?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let (group, record_key, user_key) = keys::decode(&key)?;
-            debug_assert_eq!(group, key_group);
-            out.push(StateEntry {
-                key_group,
-                state,
-                key: record_key,
-                user_key,
-                value: value.to_vec(),
-            });
-        }
-        Ok(())
-    }
-
     /// Replaces the live database with one opened from `dir` (already holding restored files).
     fn adopt(&mut self, dir: PathBuf) -> Result<(), StateError> {
         let (db, states) = open_existing(&dir)?;
@@ -449,13 +425,29 @@ impl StateBackend for RocksDbBackend {
     }
 
     fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
-        // Key group first, then state: the canonical order, from per-group seeks.
+        // One pass per state (each already in key-group, key, user-key order), then a stable
+        // sort by (key group, state): the canonical order, with one iterator per state instead
+        // of one per key group and state.
         let mut entries = Vec::new();
-        for key_group in self.key_groups.start..=self.key_groups.end {
-            for state in 0..self.states.len() {
-                self.group_entries(state as StateId, key_group, &mut entries)?;
+        for state in 0..self.states.len() {
+            let cf = self.cf(state as StateId)?;
+            for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+                let (key, value) = item.map_err(rocks)?;
+                let (key_group, record_key, user_key) = keys::decode(&key)?;
+                debug_assert!(
+                    self.key_groups.contains(key_group),
+                    "only owned key groups are written"
+                );
+                entries.push(StateEntry {
+                    key_group,
+                    state: state as StateId,
+                    key: record_key,
+                    user_key,
+                    value: value.to_vec(),
+                });
             }
         }
+        entries.sort_by_key(|entry| (entry.key_group, entry.state));
         Ok(entries)
     }
 

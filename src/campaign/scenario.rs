@@ -1,0 +1,226 @@
+//! A scenario: one whole case — job, input, backend, configuration, faults and seed — as a TOML
+//! file. Campaigns generate scenarios, shrink failing ones and write them out; `faultline replay`
+//! runs one; `fixtures/scenarios/` holds named ones whose traces are snapshot-tested.
+
+use std::path::Path;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{run_case_with, CaseError, CaseReport};
+use crate::fault::{Fault, FaultSchedule};
+use crate::job::{
+    CheckpointConfig, ExternalStore, Input, InputRecord, JobSpec, RestartStrategy, RunConfig,
+    SavepointRequest, SinkFactory,
+};
+use crate::sim::{RngStreams, StreamName};
+use crate::state::BackendKind;
+
+/// Where a scenario's records come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum InputSpec {
+    /// `records` records over `keys` keys (`k0`, `k1`, ...) with values in
+    /// `min_value..=max_value`, drawn from the scenario seed's workload stream.
+    Generated {
+        /// Number of records.
+        records: u32,
+        /// Number of distinct keys.
+        keys: u32,
+        /// Smallest value.
+        min_value: i64,
+        /// Largest value.
+        max_value: i64,
+    },
+    /// A transactions CSV (`transaction_id,account,amount`).
+    Csv {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+}
+
+fn default_capacity() -> usize {
+    4
+}
+
+/// One case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// A name for reports.
+    pub name: String,
+    /// The root seed: scheduling, generated input, fault choices.
+    pub seed: u64,
+    /// The state backend.
+    pub backend: BackendKind,
+    /// Fault kinds this case's swarm configuration enabled (informational: logged at the start).
+    #[serde(default)]
+    pub swarm: Vec<String>,
+    /// The job.
+    pub job: JobSpec,
+    /// Its input.
+    pub input: InputSpec,
+    /// Checkpointing.
+    pub checkpoint: CheckpointConfig,
+    /// Restart strategy.
+    pub restart: RestartStrategy,
+    /// Faults, each firing at most once.
+    #[serde(default)]
+    pub faults: Vec<Fault>,
+    /// Savepoints to take.
+    #[serde(default)]
+    pub savepoints: Vec<SavepointRequest>,
+    /// Channel capacity (default 4).
+    #[serde(default = "default_capacity")]
+    pub channel_capacity: usize,
+}
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// Not readable.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for a scenario.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the parser said, with the line.
+        message: String,
+    },
+    /// Valid TOML, but not a runnable scenario.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Scenario {
+    /// Parses and validates a scenario; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ScenarioError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        scenario
+            .job
+            .validate()
+            .map_err(|e| invalid(e.to_string()))?;
+        scenario.restart.validate().map_err(invalid)?;
+        if let InputSpec::Generated {
+            records,
+            keys,
+            min_value,
+            max_value,
+        } = &scenario.input
+        {
+            if *keys == 0 || *records > 1_000_000 || min_value > max_value {
+                return Err(invalid(format!("generated input needs keys >= 1, records <= 1000000 and min_value <= max_value (keys {keys}, records {records}, {min_value}..={max_value})")));
+            }
+        }
+        if scenario.checkpoint.interval_ms == 0 || scenario.channel_capacity == 0 {
+            return Err(invalid(
+                "checkpoint.interval_ms and channel_capacity must be positive".into(),
+            ));
+        }
+        Ok(scenario)
+    }
+
+    /// Reads a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The scenario as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a scenario always serializes")
+    }
+
+    /// The input records, partitioned as the job's source expects.
+    pub fn input(&self) -> Result<Input, ScenarioError> {
+        let records = match &self.input {
+            InputSpec::Generated {
+                records,
+                keys,
+                min_value,
+                max_value,
+            } => {
+                let mut rng = RngStreams::new(self.seed).stream(StreamName::Workload);
+                (0..*records)
+                    .map(|i| InputRecord {
+                        id: format!("r{i}"),
+                        key: format!("k{}", rng.random_range(0..*keys)),
+                        value: rng.random_range(*min_value..=*max_value),
+                    })
+                    .collect()
+            }
+            InputSpec::Csv { path } => {
+                let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                crate::job::csv::parse_transactions(&text)
+                    .map_err(|e| ScenarioError::Invalid {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+                    .records
+            }
+        };
+        Ok(Input::partitioned(
+            &records,
+            self.job.source.partition_count(),
+        ))
+    }
+
+    /// The run configuration (storage audits on).
+    pub fn run_config(&self) -> RunConfig {
+        let mut config = RunConfig::new(self.seed, self.checkpoint.clone(), self.restart.clone());
+        config.channel_capacity = self.channel_capacity;
+        config.savepoints = self.savepoints.clone();
+        config.audit_storage = true;
+        config
+    }
+
+    /// Runs the scenario in `dir` (optionally with a user's sink) and checks it; also returns
+    /// the faults that fired, as (kind, point).
+    pub fn run(
+        &self,
+        dir: &Path,
+        sink: Option<&SinkFactory>,
+    ) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
+        let input = self
+            .input()
+            .map_err(|e| CaseError::Scenario(e.to_string()))?;
+        let backends = self.backend.factory().map_err(CaseError::Scenario)?;
+        let mut faults = FaultSchedule::with_seed(self.faults.clone(), self.seed);
+        let report = run_case_with(
+            &self.job,
+            &input,
+            &self.run_config(),
+            backends.as_ref(),
+            &mut faults,
+            dir,
+            ExternalStore::new(),
+            sink,
+        )?;
+        Ok((report, faults.fired().to_vec()))
+    }
+}

@@ -1,0 +1,231 @@
+//! Proptest strategies for scenarios: job shapes (a stateless stage, one to three keyed stages,
+//! parallelism one to four, so fan-in makes barrier alignment matter), inputs (records, key
+//! skew through the key count, value ranges), configurations (backend, exactly- or
+//! at-least-once, interval, retention, tolerable failures, restart delay) and fault plans.
+//!
+//! Swarm testing: each scenario enables a random subset of the allowed fault kinds and draws its
+//! faults from those only, so some cases hammer one kind and others mix them; the enabled kinds
+//! are recorded in the scenario. Every range shrinks toward the simplest case: fewer faults,
+//! fewer records and keys, lower parallelism.
+
+use proptest::prelude::*;
+use proptest::strategy::{BoxedStrategy, Union};
+
+use super::scenario::{InputSpec, Scenario};
+use crate::fault::{CorruptionKind, Fault, Phase};
+use crate::job::{
+    CheckpointConfig, CheckpointingMode, JobSpec, OperatorSpec, RestartStrategy, SinkKind,
+    SinkSpec, SourceSpec, StageSpec,
+};
+use crate::state::BackendKind;
+
+/// Every fault kind, by name.
+pub const ALL_FAULT_KINDS: [&str; 9] = [
+    "panic",
+    "panic-in-snapshot",
+    "panic-in-restore",
+    "kill",
+    "kill-at-phase",
+    "io-error",
+    "drop-notification",
+    "delay-notification",
+    "corrupt",
+];
+
+/// What scenarios may contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StrategyConfig {
+    /// Backends to draw from. Default: every backend this build has.
+    pub backends: Vec<BackendKind>,
+    /// Fault kinds allowed (names from [`ALL_FAULT_KINDS`]). Default: all.
+    pub fault_kinds: Vec<String>,
+    /// Most records per case. Default 80.
+    pub records_max: u32,
+    /// Most faults per case. Default 4.
+    pub faults_max: usize,
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        Self {
+            backends: BackendKind::all(),
+            fault_kinds: ALL_FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
+            records_max: 80,
+            faults_max: 4,
+        }
+    }
+}
+
+fn stateless_op() -> impl Strategy<Value = OperatorSpec> {
+    prop_oneof![
+        (1i64..=3).prop_map(|factor| OperatorSpec::Scale { factor }),
+        (-5i64..=5).prop_map(|delta| OperatorSpec::Offset { delta }),
+        (-20i64..=100).prop_map(|min| OperatorSpec::FilterMin { min }),
+        (1u32..=3).prop_map(|parts| OperatorSpec::Split { parts }),
+    ]
+}
+
+fn keyed_op() -> impl Strategy<Value = OperatorSpec> {
+    prop_oneof![
+        Just(OperatorSpec::Sum),
+        Just(OperatorSpec::Max),
+        Just(OperatorSpec::Stats)
+    ]
+}
+
+/// Job shapes.
+pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
+    (
+        1u16..=3,
+        0u32..=2,
+        proptest::option::weighted(0.5, (stateless_op(), 1u16..=4)),
+        proptest::collection::vec((keyed_op(), 1u16..=4), 1..=3),
+        prop_oneof![3 => Just(SinkKind::TwoPhaseCommit), 1 => Just(SinkKind::Print)],
+        1u16..=2,
+    )
+        .prop_map(
+            |(source_parallelism, extra_partitions, stateless, keyed, sink, sink_parallelism)| {
+                let mut stages = Vec::new();
+                if let Some((op, parallelism)) = stateless {
+                    stages.push(StageSpec {
+                        name: "map".into(),
+                        op,
+                        parallelism,
+                        processing_ms: 1,
+                    });
+                }
+                for (index, (op, parallelism)) in keyed.into_iter().enumerate() {
+                    stages.push(StageSpec {
+                        name: format!("keyed{index}"),
+                        op,
+                        parallelism,
+                        processing_ms: 1,
+                    });
+                }
+                JobSpec {
+                    name: "generated".into(),
+                    max_parallelism: 128,
+                    source: SourceSpec {
+                        parallelism: source_parallelism,
+                        partitions: Some(u32::from(source_parallelism) + extra_partitions),
+                        emit_ms: 1,
+                    },
+                    stages,
+                    sink: SinkSpec {
+                        kind: sink,
+                        parallelism: sink_parallelism,
+                    },
+                }
+            },
+        )
+}
+
+fn fault_of_kind(kind: &str, job: &JobSpec) -> BoxedStrategy<Fault> {
+    let stages: Vec<(String, u16)> = job
+        .stages
+        .iter()
+        .map(|s| (s.name.clone(), s.parallelism))
+        .collect();
+    match kind {
+        "panic" => (0..stages.len(), any::<u16>(), 0u32..=2, 1u64..=30)
+            .prop_map(
+                move |(stage, subtask, attempt, record_index)| Fault::Panic {
+                    stage: stages[stage].0.clone(),
+                    subtask: subtask % stages[stage].1,
+                    attempt,
+                    record_index,
+                },
+            )
+            .boxed(),
+        "panic-in-snapshot" => (1u64..=6)
+            .prop_map(|checkpoint| Fault::PanicInSnapshot { checkpoint })
+            .boxed(),
+        "panic-in-restore" => (1u32..=3)
+            .prop_map(|attempt| Fault::PanicInRestore { attempt })
+            .boxed(),
+        "kill" => (1u64..=600).prop_map(|step| Fault::Kill { step }).boxed(),
+        "kill-at-phase" => (0..Phase::ALL.len(), 1u64..=6)
+            .prop_map(|(phase, checkpoint)| Fault::KillAt {
+                phase: Phase::ALL[phase],
+                checkpoint,
+            })
+            .boxed(),
+        "io-error" => (1u64..=6, 1u32..=4)
+            .prop_map(|(checkpoint, nth_write)| Fault::IoError {
+                checkpoint,
+                nth_write,
+            })
+            .boxed(),
+        "drop-notification" => (1u64..=6)
+            .prop_map(|checkpoint| Fault::DropNotification { checkpoint })
+            .boxed(),
+        "delay-notification" => (1u64..=6, 1u64..=60)
+            .prop_map(|(checkpoint, delay_ms)| Fault::DelayNotification {
+                checkpoint,
+                delay_ms,
+            })
+            .boxed(),
+        "corrupt" => (
+            1u32..=3,
+            prop_oneof![
+                Just(CorruptionKind::BitFlip),
+                Just(CorruptionKind::Truncate),
+                Just(CorruptionKind::ZeroBlock),
+                Just(CorruptionKind::Delete),
+                Just(CorruptionKind::TornMetadata),
+                Just(CorruptionKind::StaleFile),
+            ],
+        )
+            .prop_map(|(attempt, corruption)| Fault::Corrupt {
+                attempt,
+                corruption,
+            })
+            .boxed(),
+        other => {
+            panic!("unknown fault kind {other:?}: the CLI validates names against ALL_FAULT_KINDS")
+        }
+    }
+}
+
+/// Scenarios drawn under `config`.
+pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenario> {
+    assert!(!config.backends.is_empty(), "at least one backend");
+    let backends = config.backends.clone();
+    let kinds = config.fault_kinds.clone();
+    let faults_max = config.faults_max;
+    (
+        job_strategy(),
+        any::<u64>(),
+        0..backends.len(),
+        (5u32..=config.records_max.max(5), 1u32..=12),
+        (5u64..=40, prop_oneof![4 => Just(CheckpointingMode::ExactlyOnce), 1 => Just(CheckpointingMode::AtLeastOnce)], 1u32..=3, 0u32..=2),
+        0u64..=30,
+        proptest::collection::vec(any::<bool>(), kinds.len()),
+    )
+        .prop_flat_map(move |(job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), delay_ms, enabled)| {
+            let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
+            let faults = if swarm.is_empty() {
+                Just(Vec::new()).boxed()
+            } else {
+                let union = Union::new(swarm.iter().map(|kind| fault_of_kind(kind, &job)).collect::<Vec<_>>());
+                proptest::collection::vec(union, 0..=faults_max).boxed()
+            };
+            let checkpoint = CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable);
+            let backend = backends[backend];
+            (Just(job), Just(swarm), faults).prop_map(move |(job, swarm, faults)| Scenario {
+                name: "explore".into(),
+                seed,
+                backend,
+                swarm,
+                job,
+                input: InputSpec::Generated { records, keys, min_value: -50, max_value: 500 },
+                checkpoint: checkpoint.clone(),
+                // Enough restarts for every must-recover fault; only corruption may end a case.
+                restart: RestartStrategy::FixedDelay { attempts: 40, delay_ms },
+                faults,
+                savepoints: Vec::new(),
+                channel_capacity: 4,
+            })
+        })
+}
