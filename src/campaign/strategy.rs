@@ -9,7 +9,6 @@
 //! fewer records and keys, lower parallelism.
 
 use proptest::prelude::*;
-use proptest::strategy::{BoxedStrategy, Union};
 
 use super::scenario::{InputSpec, Scenario};
 use crate::fault::{CorruptionKind, Fault, Phase};
@@ -121,67 +120,58 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
         )
 }
 
-fn fault_of_kind(kind: &str, job: &JobSpec) -> BoxedStrategy<Fault> {
-    let stages: Vec<(String, u16)> = job
-        .stages
-        .iter()
-        .map(|s| (s.name.clone(), s.parallelism))
-        .collect();
+/// A fault drawn as raw numbers, mapped onto a job by [`make_fault`]: drawing it independently
+/// of the job keeps shrinking effective (a `prop_flat_map` on the job would draw new faults
+/// whenever the job shrinks).
+type RawFault = (u8, u64, u64, u64, u64);
+
+const CORRUPTIONS: [CorruptionKind; 6] = [
+    CorruptionKind::BitFlip,
+    CorruptionKind::Truncate,
+    CorruptionKind::ZeroBlock,
+    CorruptionKind::Delete,
+    CorruptionKind::TornMetadata,
+    CorruptionKind::StaleFile,
+];
+
+fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
+    let pick = |n: usize, x: u64| (x % n as u64) as usize;
     match kind {
-        "panic" => (0..stages.len(), any::<u16>(), 0u32..=2, 1u64..=30)
-            .prop_map(
-                move |(stage, subtask, attempt, record_index)| Fault::Panic {
-                    stage: stages[stage].0.clone(),
-                    subtask: subtask % stages[stage].1,
-                    attempt,
-                    record_index,
-                },
-            )
-            .boxed(),
-        "panic-in-snapshot" => (1u64..=6)
-            .prop_map(|checkpoint| Fault::PanicInSnapshot { checkpoint })
-            .boxed(),
-        "panic-in-restore" => (1u32..=3)
-            .prop_map(|attempt| Fault::PanicInRestore { attempt })
-            .boxed(),
-        "kill" => (1u64..=600).prop_map(|step| Fault::Kill { step }).boxed(),
-        "kill-at-phase" => (0..Phase::ALL.len(), 1u64..=6)
-            .prop_map(|(phase, checkpoint)| Fault::KillAt {
-                phase: Phase::ALL[phase],
-                checkpoint,
-            })
-            .boxed(),
-        "io-error" => (1u64..=6, 1u32..=4)
-            .prop_map(|(checkpoint, nth_write)| Fault::IoError {
-                checkpoint,
-                nth_write,
-            })
-            .boxed(),
-        "drop-notification" => (1u64..=6)
-            .prop_map(|checkpoint| Fault::DropNotification { checkpoint })
-            .boxed(),
-        "delay-notification" => (1u64..=6, 1u64..=60)
-            .prop_map(|(checkpoint, delay_ms)| Fault::DelayNotification {
-                checkpoint,
-                delay_ms,
-            })
-            .boxed(),
-        "corrupt" => (
-            1u32..=3,
-            prop_oneof![
-                Just(CorruptionKind::BitFlip),
-                Just(CorruptionKind::Truncate),
-                Just(CorruptionKind::ZeroBlock),
-                Just(CorruptionKind::Delete),
-                Just(CorruptionKind::TornMetadata),
-                Just(CorruptionKind::StaleFile),
-            ],
-        )
-            .prop_map(|(attempt, corruption)| Fault::Corrupt {
-                attempt,
-                corruption,
-            })
-            .boxed(),
+        "panic" => {
+            let stage = &job.stages[pick(job.stages.len(), a)];
+            Fault::Panic {
+                stage: stage.name.clone(),
+                subtask: pick(usize::from(stage.parallelism), b) as u16,
+                attempt: (c % 3) as u32,
+                record_index: 1 + d % 30,
+            }
+        }
+        "panic-in-snapshot" => Fault::PanicInSnapshot {
+            checkpoint: 1 + a % 6,
+        },
+        "panic-in-restore" => Fault::PanicInRestore {
+            attempt: 1 + (a % 3) as u32,
+        },
+        "kill" => Fault::Kill { step: 1 + a % 600 },
+        "kill-at-phase" => Fault::KillAt {
+            phase: Phase::ALL[pick(Phase::ALL.len(), a)],
+            checkpoint: 1 + b % 6,
+        },
+        "io-error" => Fault::IoError {
+            checkpoint: 1 + a % 6,
+            nth_write: 1 + (b % 4) as u32,
+        },
+        "drop-notification" => Fault::DropNotification {
+            checkpoint: 1 + a % 6,
+        },
+        "delay-notification" => Fault::DelayNotification {
+            checkpoint: 1 + a % 6,
+            delay_ms: 1 + b % 60,
+        },
+        "corrupt" => Fault::Corrupt {
+            attempt: 1 + (a % 3) as u32,
+            corruption: CORRUPTIONS[pick(CORRUPTIONS.len(), b)],
+        },
         other => {
             panic!("unknown fault kind {other:?}: the CLI validates names against ALL_FAULT_KINDS")
         }
@@ -193,7 +183,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     assert!(!config.backends.is_empty(), "at least one backend");
     let backends = config.backends.clone();
     let kinds = config.fault_kinds.clone();
-    let faults_max = config.faults_max;
+    let raw_fault = (any::<u8>(), 0u64..1000, 0u64..1000, 0u64..1000, 0u64..1000);
     (
         job_strategy(),
         any::<u64>(),
@@ -202,30 +192,28 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         (5u64..=40, prop_oneof![4 => Just(CheckpointingMode::ExactlyOnce), 1 => Just(CheckpointingMode::AtLeastOnce)], 1u32..=3, 0u32..=2),
         0u64..=30,
         proptest::collection::vec(any::<bool>(), kinds.len()),
+        proptest::collection::vec(raw_fault, 0..=config.faults_max),
     )
-        .prop_flat_map(move |(job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), delay_ms, enabled)| {
+        .prop_map(move |(job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), delay_ms, enabled, raw_faults)| {
             let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
             let faults = if swarm.is_empty() {
-                Just(Vec::new()).boxed()
+                Vec::new()
             } else {
-                let union = Union::new(swarm.iter().map(|kind| fault_of_kind(kind, &job)).collect::<Vec<_>>());
-                proptest::collection::vec(union, 0..=faults_max).boxed()
+                raw_faults.into_iter().map(|raw| make_fault(&swarm[usize::from(raw.0) % swarm.len()], &job, raw)).collect()
             };
-            let checkpoint = CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable);
-            let backend = backends[backend];
-            (Just(job), Just(swarm), faults).prop_map(move |(job, swarm, faults)| Scenario {
+            Scenario {
                 name: "explore".into(),
                 seed,
-                backend,
+                backend: backends[backend],
                 swarm,
                 job,
                 input: InputSpec::Generated { records, keys, min_value: -50, max_value: 500 },
-                checkpoint: checkpoint.clone(),
+                checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable),
                 // Enough restarts for every must-recover fault; only corruption may end a case.
                 restart: RestartStrategy::FixedDelay { attempts: 40, delay_ms },
                 faults,
                 savepoints: Vec::new(),
                 channel_capacity: 4,
-            })
+            }
         })
 }

@@ -14,8 +14,10 @@ pub enum BackendKind {
     /// In memory, full canonical checkpoints.
     Memory,
     /// RocksDB, full canonical checkpoints.
+    #[serde(rename = "rocksdb-full")]
     RocksDbFull,
     /// RocksDB, incremental native checkpoints.
+    #[serde(rename = "rocksdb-incremental")]
     RocksDbIncremental,
 }
 

@@ -49,14 +49,15 @@ pub fn read_verified(
     if bytes.len() as u64 != file.size {
         return Err(StorageError::Mismatch {
             path: file.path.to_string(),
-            reason: format!("{} bytes, metadata recorded {}", bytes.len(), file.size),
+            reason: "size differs from the one recorded in the metadata".into(),
         });
     }
-    let crc = crc32c::crc32c(&bytes);
-    if crc != file.crc32c {
+    // The messages carry no sizes or checksums: they reach traces, and RocksDB files differ in
+    // bytes (and, through the host name they record, in size) between identical runs.
+    if crc32c::crc32c(&bytes) != file.crc32c {
         return Err(StorageError::Mismatch {
             path: file.path.to_string(),
-            reason: format!("checksum {crc:08x}, metadata recorded {:08x}", file.crc32c),
+            reason: "checksum differs from the one recorded in the metadata".into(),
         });
     }
     Ok(bytes)

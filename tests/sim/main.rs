@@ -1,6 +1,8 @@
 //! faultline's integration tests: one binary, one module per part.
 //!
 //! - `support`: job shapes, seeded inputs and a case runner shared by the parts.
+//! - `campaign`: generated scenarios — sweeps with every fault kind, phase coverage, replayed
+//!   hashes, and a broken sink caught, shrunk and replayed from its scenario file.
 //! - `determinism`: the same seed gives the same trace hash; different seeds, other schedules.
 //! - `restore`: restoring each retained checkpoint of a run equals the model at that checkpoint;
 //!   runs with injected panics and kills pass the oracle.
@@ -14,10 +16,13 @@
 //! - `rocksdb`: incremental uploads, the shared-file audit under retention, savepoints (relocated,
 //!   deleted, across backends and parallelisms), damage to each file kind, and native checkpoints
 //!   opened with plain RocksDB.
+//! - `scenarios`: the named scenarios of `fixtures/scenarios/` as trace snapshots; replay with a
+//!   determinism check; explore shards merging into the whole campaign.
 //! - `cli`: the binary's demos, a snapshot of the `demo recovery` story, and its errors for bad
 //!   flags and malformed CSV.
 
 mod alignment;
+mod campaign;
 mod cli;
 mod coordinator;
 mod corruption;
@@ -28,4 +33,5 @@ mod restart;
 mod restore;
 #[cfg(feature = "rocksdb")]
 mod rocksdb;
+mod scenarios;
 mod support;

@@ -1,0 +1,198 @@
+//! Method: run every named scenario in `fixtures/scenarios/` (each fault kind, each backend),
+//! require the oracle to pass and every listed fault to fire, and keep each recovery trace as
+//! an insta snapshot. A change to recovery shows up as a readable diff of the story.
+
+use faultline::campaign::Scenario;
+
+fn scenario_files() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn named_scenarios_recover_and_their_traces_are_snapshots() {
+    let files = scenario_files();
+    assert!(files.len() >= 6, "the named scenarios are present");
+    let mut backends = std::collections::BTreeSet::new();
+    for file in files {
+        let scenario = Scenario::load(&file).unwrap();
+        if scenario.backend.factory().is_err() {
+            continue;
+        }
+        backends.insert(scenario.backend);
+        let dir = tempfile::tempdir().unwrap();
+        let (report, fired) = scenario.run(dir.path(), None).unwrap();
+        assert!(
+            report.verdict.passed(),
+            "{}: {}",
+            scenario.name,
+            report.verdict
+        );
+        // Every listed fault fires: the once-only kinds exactly once each; a notification fault
+        // hits every task it reaches.
+        let once = |kind: &str| !kind.ends_with("notification");
+        let fired_once = fired.iter().filter(|(kind, _)| once(kind)).count();
+        let listed_once = scenario
+            .faults
+            .iter()
+            .filter(|f| once(f.kind_name()))
+            .count();
+        assert_eq!(fired_once, listed_once, "{}: {fired:?}", scenario.name);
+        for fault in &scenario.faults {
+            assert!(
+                fired.iter().any(|(kind, _)| kind == fault.kind_name()),
+                "{}: {fault:?} never fired",
+                scenario.name
+            );
+        }
+        insta::assert_snapshot!(
+            format!("scenario_{}", scenario.name),
+            report.outcome.trace.render()
+        );
+    }
+    assert_eq!(
+        backends.len(),
+        faultline::state::BackendKind::all().len(),
+        "every backend has a scenario"
+    );
+}
+
+#[test]
+fn replay_checks_determinism_and_rejects_a_malformed_scenario() {
+    let binary = env!("CARGO_BIN_EXE_faultline");
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/scenarios/notifications-memory.toml");
+    let output = std::process::Command::new(binary)
+        .arg("replay")
+        .arg(&file)
+        .arg("--check-determinism")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("determinism: two runs, identical traces"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("notify chk-1 to sink[0]: lost"), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\nseed = \"not a number\"\n").unwrap();
+    let output = std::process::Command::new(binary)
+        .arg("replay")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn explore_shards_merge_into_the_whole_campaign() {
+    let binary = env!("CARGO_BIN_EXE_faultline");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(binary)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    run(&[
+        "explore",
+        "--cases",
+        "30",
+        "--backend",
+        "memory",
+        "--shard",
+        "0/2",
+        "--json",
+        "a.json",
+    ]);
+    run(&[
+        "explore",
+        "--cases",
+        "30",
+        "--backend",
+        "memory",
+        "--shard",
+        "1/2",
+        "--json",
+        "b.json",
+        "--jobs",
+        "2",
+    ]);
+    let whole = run(&[
+        "explore",
+        "--cases",
+        "30",
+        "--backend",
+        "memory",
+        "--json",
+        "whole.json",
+    ]);
+    let merged = run(&[
+        "explore",
+        "--merge",
+        "a.json",
+        "b.json",
+        "--json",
+        "merged.json",
+    ]);
+    assert!(
+        whole.contains("coverage") && merged.starts_with("30 cases"),
+        "{merged}"
+    );
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let (whole, merged) = (read("whole.json"), read("merged.json"));
+    for field in [
+        "cases",
+        "faults",
+        "coverage",
+        "restores",
+        "checkpoints",
+        "loud_failures",
+    ] {
+        assert_eq!(
+            whole[field], merged[field],
+            "{field}: shards add up to the whole campaign"
+        );
+    }
+    for (args, says) in [
+        (vec!["explore", "--shard", "2/2"], "needs 0 <= k < n"),
+        (
+            vec!["explore", "--faults", "gremlins"],
+            "unknown fault kind",
+        ),
+    ] {
+        let output = std::process::Command::new(binary)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(says),
+            "{args:?}"
+        );
+    }
+}
