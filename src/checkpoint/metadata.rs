@@ -9,7 +9,7 @@ use super::{FormatError, RelPath};
 use crate::state::KeyGroupRange;
 
 const MAGIC: [u8; 4] = *b"FLTM";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 const FORMAT: &str = "_metadata";
 
 /// Whether the engine or the user took the snapshot.
@@ -28,8 +28,10 @@ pub struct FileRef {
     pub path: RelPath,
     /// Its size in bytes.
     pub size: u64,
-    /// CRC32C of its bytes.
-    pub crc32c: u32,
+    /// XXH3-64 of its bytes. Not CRC32C: a file that ends with its own CRC32C (every format here
+    /// does) has the same CRC32C as every other such file of its length — the CRC residue — so
+    /// a CRC32C could not tell a stale or misdirected file from the right one.
+    pub checksum: u64,
 }
 
 /// A file of a native snapshot: the name the backend gives it locally, and where it is stored.
@@ -258,14 +260,18 @@ fn invalid(what: &'static str, offset: u64, reason: String) -> FormatError {
 }
 
 fn encode_file(e: &mut Encoder, file: &FileRef) {
-    e.str(file.path.as_str()).u64(file.size).u32(file.crc32c);
+    e.str(file.path.as_str()).u64(file.size).u64(file.checksum);
 }
 
 fn decode_file(d: &mut Decoder<'_>) -> Result<FileRef, FormatError> {
     let path = RelPath::new(d.str("file path")?)?;
     let size = d.u64("file size")?;
-    let crc32c = d.u32("file checksum")?;
-    Ok(FileRef { path, size, crc32c })
+    let checksum = d.u64("file checksum")?;
+    Ok(FileRef {
+        path,
+        size,
+        checksum,
+    })
 }
 
 fn decode_named_files(d: &mut Decoder<'_>) -> Result<Vec<NamedFile>, FormatError> {
@@ -390,7 +396,7 @@ mod tests {
                     keyed: Some(KeyedStateHandle::Canonical(FileRef {
                         path: RelPath::new("chk-3/sum-0.kv").unwrap(),
                         size: 10,
-                        crc32c: 7,
+                        checksum: 7,
                     })),
                     operator_state: vec![1, 2, 3],
                 }],

@@ -35,6 +35,47 @@ pub fn checkpoint_dirs(storage: &dyn CheckpointStorage) -> Result<Vec<(u64, bool
     Ok(dirs)
 }
 
+const COMPLETED_MAGIC: [u8; 4] = *b"FLTC";
+
+/// `_completed`: the id of the latest completed checkpoint, written after its `_metadata`.
+/// Storage alone cannot tell a checkpoint that never completed from one whose `_metadata` was
+/// lost later; this record can (Flink keeps completed ids in ZooKeeper for the same reason).
+pub fn completed_path() -> RelPath {
+    RelPath::new("_completed").expect("a valid relative path")
+}
+
+/// Records `id` as the latest completed checkpoint.
+pub fn record_completed(storage: &mut dyn CheckpointStorage, id: u64) -> Result<(), StorageError> {
+    storage
+        .write(
+            &completed_path(),
+            &super::envelope::seal(COMPLETED_MAGIC, 1, &id.to_le_bytes()),
+        )
+        .map(|_| ())
+}
+
+/// The latest checkpoint recorded as completed, if any was.
+pub fn latest_completed(storage: &dyn CheckpointStorage) -> Result<Option<u64>, StorageError> {
+    let path = completed_path();
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let bytes = storage.read(&path)?;
+    let payload = super::envelope::open("_completed", COMPLETED_MAGIC, 1, &bytes)
+        .map_err(|e| StorageError::format(&path, e))?;
+    let id: [u8; 8] = payload.try_into().map_err(|_| {
+        StorageError::format(
+            &path,
+            super::FormatError::Invalid {
+                what: "_completed",
+                offset: 0,
+                reason: "not one checkpoint id".into(),
+            },
+        )
+    })?;
+    Ok(Some(u64::from_le_bytes(id)))
+}
+
 /// `chk-<id>`.
 pub fn checkpoint_dir(id: u64) -> RelPath {
     RelPath::new(&format!("chk-{id}")).expect("chk-<id> is a valid relative path")

@@ -127,7 +127,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         Ok(FileRef {
             path: path.clone(),
             size: bytes.len() as u64,
-            crc32c: crc32c::crc32c(bytes),
+            checksum: xxhash_rust::xxh3::xxh3_64(bytes),
         })
     }
 
@@ -254,7 +254,7 @@ mod tests {
         let path = RelPath::new("chk-1/_metadata").unwrap();
         let written = storage.write(&path, b"abc").unwrap();
         assert_eq!(written.size, 3);
-        assert_eq!(written.crc32c, crc32c::crc32c(b"abc"));
+        assert_eq!(written.checksum, xxhash_rust::xxh3::xxh3_64(b"abc"));
         assert_eq!(storage.read(&path).unwrap(), b"abc");
         assert_eq!(storage.list(None).unwrap(), vec!["chk-1".to_string()]);
         let chk = RelPath::new("chk-1").unwrap();

@@ -54,7 +54,7 @@ pub fn read_verified(
     }
     // The messages carry no sizes or checksums: they reach traces, and RocksDB files differ in
     // bytes (and, through the host name they record, in size) between identical runs.
-    if crc32c::crc32c(&bytes) != file.crc32c {
+    if xxhash_rust::xxh3::xxh3_64(&bytes) != file.checksum {
         return Err(StorageError::Mismatch {
             path: file.path.to_string(),
             reason: "checksum differs from the one recorded in the metadata".into(),
@@ -82,6 +82,18 @@ pub fn restore_canonical(
         let bytes = read_verified(storage, file)?;
         let snapshot = canonical::decode(&bytes, owned)
             .map_err(|source| StorageError::format(&file.path, source))?;
+        // A valid file of another subtask (a misdirected or stale write) decodes cleanly; the
+        // key groups it holds must be those the metadata says its writer owned.
+        if snapshot.key_groups != handle.key_groups {
+            return Err(StorageError::Mismatch {
+                path: file.path.to_string(),
+                reason: format!(
+                    "holds key groups {}, the metadata says {}",
+                    snapshot.key_groups, handle.key_groups
+                ),
+            }
+            .into());
+        }
         stats.files += 1;
         if !snapshot.key_groups.intersects(&owned) {
             continue;

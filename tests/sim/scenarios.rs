@@ -196,3 +196,28 @@ fn explore_shards_merge_into_the_whole_campaign() {
         );
     }
 }
+
+#[test]
+fn campaign_regressions_replay_and_pass() {
+    // Shrunk failures that campaigns found stay here for good: each must now pass the oracle
+    // (for corruption, by failing loudly).
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proptest-regressions");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for file in files {
+        let scenario = Scenario::load(&file).unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let (report, _) = scenario.run(run.path(), None).unwrap();
+        assert!(
+            report.verdict.passed(),
+            "{}: {}",
+            file.display(),
+            report.verdict
+        );
+    }
+}

@@ -297,6 +297,11 @@ impl<'a> Runtime<'a> {
         if pending.is_final {
             execution.final_completed = true;
         }
+        if let Err(error) = registry::record_completed(&mut *self.storage, id) {
+            // The `_metadata` already committed the checkpoint; the record only lets a later
+            // restore notice a lost `_metadata`.
+            self.note(format!("could not record chk-{id} as completed: {error}"));
+        }
         self.retained.push_back(id);
         let mut subsumed = false;
         while self.retained.len() > self.config.checkpoint.num_retained as usize {

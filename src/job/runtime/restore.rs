@@ -184,6 +184,22 @@ impl<'a> Runtime<'a> {
             .filter(|(_, complete)| *complete)
             .map(|(id, _)| *id)
             .collect();
+        if !matches!(target, RestoreTarget::Inspect(_))
+            && self.config.restore_policy == RestorePolicy::FailLoudly
+        {
+            // A checkpoint recorded as completed must still be there: restoring anything older
+            // would replay output its sink transactions already committed.
+            if let Some(latest) =
+                registry::latest_completed(&*self.storage).map_err(storage_error)?
+            {
+                if !ids.contains(&latest) {
+                    return Err(Failure::new(
+                        "restore",
+                        format!("chk-{latest}: completed, but chk-{latest}/_metadata is missing"),
+                    ));
+                }
+            }
+        }
         self.retained = ids.iter().copied().collect();
         if !matches!(target, RestoreTarget::Inspect(_)) {
             for (id, complete) in &dirs {
