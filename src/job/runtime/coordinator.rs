@@ -249,6 +249,26 @@ impl<'a> Runtime<'a> {
         let files = metadata.files();
         let file_count = files.len();
         let encoded = metadata.encode();
+        // A backend may reuse files of a checkpoint it confirmed late, after a newer one had
+        // subsumed it and its files were collected. Like Flink's registry refusing a reference
+        // to unknown shared state, the checkpoint then fails instead of committing a reference
+        // to a file that is gone.
+        let missing = metadata
+            .stages
+            .iter()
+            .flat_map(|stage| &stage.subtasks)
+            .filter_map(|s| s.keyed.as_ref())
+            .flat_map(|h| h.shared_files())
+            .find(|file| !self.storage.exists(&file.path))
+            .map(|file| file.path.to_string());
+        if let Some(path) = missing {
+            execution.pending = Some(pending);
+            return self.abort_checkpoint(
+                execution,
+                id,
+                format!("references {path}, which no retained checkpoint holds any more"),
+            );
+        }
         let metadata_path = dir.join("_metadata").expect("_metadata is a valid name");
         let written = FaultyStorage {
             inner: &mut *self.storage,
