@@ -43,6 +43,21 @@ pub struct ExploreConfig {
     pub shrink_runs_max: u32,
     /// Where failing scenarios are written. Default `faultline-failures`.
     pub failures_dir: PathBuf,
+    /// Simulated kills, or real ones of child processes. Default simulated.
+    pub kill_mode: KillMode,
+}
+
+/// How process kills happen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KillMode {
+    /// Simulated inside one process.
+    #[default]
+    Sim,
+    /// Real: each case runs in child processes of this binary, aborted at the seeded step.
+    Process {
+        /// The `faultline` binary to run children of.
+        binary: PathBuf,
+    },
 }
 
 impl Default for ExploreConfig {
@@ -56,6 +71,7 @@ impl Default for ExploreConfig {
             time_limit_s: None,
             shrink_runs_max: 300,
             failures_dir: PathBuf::from("faultline-failures"),
+            kill_mode: KillMode::Sim,
         }
     }
 }
@@ -159,11 +175,17 @@ type Judged = (
 );
 
 /// Runs a scenario in a fresh directory and judges it.
-fn violations(scenario: &Scenario, sink: Option<&SinkFactory>) -> Result<Judged, ExploreError> {
+fn violations(
+    scenario: &Scenario,
+    sink: Option<&SinkFactory>,
+    mode: &KillMode,
+) -> Result<Judged, ExploreError> {
     let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
-    let (report, fired) = scenario
-        .run(dir.path(), sink)
-        .map_err(|e| ExploreError(format!("{}: {e}", scenario.name)))?;
+    let ran = match mode {
+        KillMode::Sim => scenario.run(dir.path(), sink),
+        KillMode::Process { binary } => super::run_with_process_kills(scenario, dir.path(), binary),
+    };
+    let (report, fired) = ran.map_err(|e| ExploreError(format!("{}: {e}", scenario.name)))?;
     let found = (!report.verdict.passed()).then(|| {
         report
             .verdict
@@ -181,7 +203,7 @@ fn run_case(
     sink: Option<&SinkFactory>,
 ) -> Result<CaseResult, ExploreError> {
     let (scenario, mut tree) = generate(&config.strategy, config.seed, case)?;
-    let (found, report, fired) = violations(&scenario, sink)?;
+    let (found, report, fired) = violations(&scenario, sink, &config.kill_mode)?;
     let outcome = &report.outcome;
     let mut result = CaseResult {
         case,
@@ -208,7 +230,7 @@ fn run_case(
             runs += 1;
             let mut candidate = tree.current();
             candidate.name = scenario.name.clone();
-            let (found, report, _) = violations(&candidate, sink)?;
+            let (found, report, _) = violations(&candidate, sink, &config.kill_mode)?;
             match found {
                 Some(found) => {
                     best = candidate;
@@ -252,6 +274,12 @@ pub fn explore(
     sink: Option<&SinkFactory>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExploreReport, ExploreError> {
+    if sink.is_some() && config.kill_mode != KillMode::Sim {
+        return Err(ExploreError(
+            "a user's sink lives in this process; real process kills need the built-in sinks"
+                .into(),
+        ));
+    }
     let (shard, shards) = config.shard;
     if shards == 0 || shard >= shards {
         return Err(ExploreError(format!(

@@ -3,12 +3,15 @@
 //! strategies that generate them, and exploration with shrinking.
 
 mod explore;
+mod process;
 mod scenario;
 mod strategy;
 
 pub use explore::{
     explore, generate, merge, Coverage, ExploreConfig, ExploreError, ExploreReport, FailureReport,
+    KillMode,
 };
+pub use process::{child_main, run_with_process_kills};
 pub use scenario::{InputSpec, Scenario, ScenarioError};
 pub use strategy::{scenario_strategy, StrategyConfig, ALL_FAULT_KINDS};
 

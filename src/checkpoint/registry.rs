@@ -164,7 +164,7 @@ fn shared_paths(metadata: &CheckpointMetadata) -> Vec<String> {
 }
 
 /// Something wrong in a checkpoint root.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AuditProblem {
     /// A snapshot's `_metadata` cannot be read.
     Unreadable {

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::campaign::{
-    explore, generate, merge, ExploreConfig, ExploreReport, Scenario, StrategyConfig,
+    explore, generate, merge, ExploreConfig, ExploreReport, KillMode, Scenario, StrategyConfig,
     ALL_FAULT_KINDS,
 };
 use crate::state::BackendKind;
@@ -127,7 +127,11 @@ pub enum ReplaySource {
 
 /// Replays one case: prints its trace (violations marked) and verdict; with
 /// `check_determinism`, runs it twice and reports the first diverging event.
-pub fn run_replay(source: &ReplaySource, check_determinism: bool) -> Result<ExitCode, String> {
+pub fn run_replay(
+    source: &ReplaySource,
+    check_determinism: bool,
+    mode: &KillMode,
+) -> Result<ExitCode, String> {
     let scenario = match source {
         ReplaySource::File(path) => Scenario::load(path).map_err(|e| e.to_string())?,
         ReplaySource::Case {
@@ -148,7 +152,13 @@ pub fn run_replay(source: &ReplaySource, check_determinism: bool) -> Result<Exit
     };
     let run = || -> Result<crate::campaign::CaseReport, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        Ok(scenario.run(dir.path(), None).map_err(|e| e.to_string())?.0)
+        let ran = match mode {
+            KillMode::Sim => scenario.run(dir.path(), None),
+            KillMode::Process { binary } => {
+                crate::campaign::run_with_process_kills(&scenario, dir.path(), binary)
+            }
+        };
+        Ok(ran.map_err(|e| e.to_string())?.0)
     };
     let report = run()?;
     println!(

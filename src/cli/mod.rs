@@ -53,6 +53,24 @@ pub enum Command {
     /// Re-run one case (a scenario file, or --seed S --case I of an exploration) and print its
     /// trace.
     Replay(ReplayFlags),
+    /// Run one case in this process on behalf of a parent in process-kill mode (internal).
+    #[command(hide = true)]
+    CaseChild {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The case directory (checkpoints, external store, event logs).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The attempt this process starts at.
+        #[arg(long, default_value_t = 0)]
+        first_attempt: u32,
+        /// The virtual time this process starts at.
+        #[arg(long, default_value_t = 0)]
+        start_ms: u64,
+        /// Abort (SIGABRT) at this scheduler step.
+        #[arg(long)]
+        abort_at_step: Option<u64>,
+    },
     /// Measure checkpoints: full vs incremental, bytes written and retained, times.
     Bench {
         /// What to measure.
@@ -261,6 +279,31 @@ pub struct ExploreFlags {
     /// Merge these shard reports (JSON) instead of running cases.
     #[arg(long, num_args = 1..)]
     pub merge: Vec<PathBuf>,
+    /// Simulated kills, or real kills of child processes (each case's first step-kill becomes
+    /// a real SIGABRT of a child, restarted on the same directories).
+    #[arg(long, value_enum, default_value = "sim")]
+    pub kill_mode: KillModeFlag,
+}
+
+/// How process kills happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KillModeFlag {
+    /// Simulated inside one process.
+    Sim,
+    /// Real kills of child processes.
+    Process,
+}
+
+impl KillModeFlag {
+    fn mode(self) -> Result<crate::campaign::KillMode, String> {
+        Ok(match self {
+            KillModeFlag::Sim => crate::campaign::KillMode::Sim,
+            KillModeFlag::Process => crate::campaign::KillMode::Process {
+                binary: std::env::current_exe()
+                    .map_err(|e| format!("cannot find this binary: {e}"))?,
+            },
+        })
+    }
 }
 
 /// `replay` parameters.
@@ -283,6 +326,9 @@ pub struct ReplayFlags {
     /// Run twice and report the first event where the traces differ.
     #[arg(long)]
     pub check_determinism: bool,
+    /// Simulated kills, or real kills of child processes.
+    #[arg(long, value_enum, default_value = "sim")]
+    pub kill_mode: KillModeFlag,
 }
 
 /// Benchmarks.
@@ -330,6 +376,19 @@ pub fn main() -> ExitCode {
         } => run_bench(flags),
         Command::Explore(flags) => run_explore(flags),
         Command::Replay(flags) => run_replay(flags),
+        Command::CaseChild {
+            scenario,
+            dir,
+            first_attempt,
+            start_ms,
+            abort_at_step,
+        } => crate::campaign::Scenario::load(&scenario)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                crate::campaign::child_main(&s, &dir, first_attempt, start_ms, abort_at_step)
+                    .map_err(|e| e.to_string())
+            })
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
@@ -508,6 +567,7 @@ fn run_explore(flags: ExploreFlags) -> Result<ExitCode, String> {
         jobs: flags.jobs as usize,
         time_limit_s: flags.time_limit,
         failures_dir: flags.failures_dir,
+        kill_mode: flags.kill_mode.mode()?,
         ..defaults
     };
     explore::run_explore(&config, flags.json.as_deref())
@@ -524,5 +584,5 @@ fn run_replay(flags: ReplayFlags) -> Result<ExitCode, String> {
         },
         _ => return Err("replay takes a scenario file, or --seed S --case I".into()),
     };
-    explore::run_replay(&source, flags.check_determinism)
+    explore::run_replay(&source, flags.check_determinism, &flags.kill_mode.mode()?)
 }

@@ -26,7 +26,7 @@ pub enum CorruptionKind {
 }
 
 /// A corruption that was applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Corruption {
     /// The attempt about to restore when the damage was done.
     pub attempt: u32,
@@ -48,10 +48,12 @@ pub fn corrupt_retained(
     draw: &mut dyn FnMut(u64) -> u64,
 ) -> Option<Corruption> {
     let retained = registry::retained(storage).ok()?;
+    let ids: Vec<u64> = retained.iter().map(|r| r.id).collect();
     let (checkpoint, metadata) = retained
         .into_iter()
         .rev()
         .find_map(|r| r.metadata.ok().map(|m| (r.id, m)))?;
+    let older: Vec<u64> = ids.into_iter().filter(|id| *id != checkpoint).collect();
     let metadata_path = registry::metadata_path(checkpoint);
     let mut files: Vec<RelPath> = metadata.files().iter().map(|f| f.path.clone()).collect();
     let path = match kind {
@@ -97,7 +99,22 @@ pub fn corrupt_retained(
             format!("bytes {start}..{end} zeroed")
         }
         CorruptionKind::StaleFile => {
-            let others: Vec<&RelPath> = files.iter().filter(|other| **other != path).collect();
+            // Prefer a same-named file of another retained checkpoint (chk-4/sum-0.kv for
+            // chk-5/sum-0.kv); else another file of this one (a misdirected write).
+            let name = path
+                .as_str()
+                .split_once('/')
+                .map_or(path.as_str(), |(_, rest)| rest);
+            let same_named: Vec<RelPath> = older
+                .iter()
+                .filter_map(|id| RelPath::new(&format!("chk-{id}/{name}")).ok())
+                .filter(|p| storage.exists(p))
+                .collect();
+            let others: Vec<&RelPath> = if same_named.is_empty() {
+                files.iter().filter(|other| **other != path).collect()
+            } else {
+                same_named.iter().collect()
+            };
             if others.is_empty() {
                 return None;
             }

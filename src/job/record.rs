@@ -4,7 +4,9 @@ use std::fmt;
 
 /// Where a record came from: the source partition and its offset there. Every record a job
 /// emits carries its origin, which is how the oracle tells a replay from a duplicate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Origin {
     /// The source partition.
     pub partition: u32,
@@ -14,7 +16,9 @@ pub struct Origin {
 
 /// A keyed record: an id (from the input, suffixed by operators that emit several records per
 /// input), a key, and an integer value (amounts are in cents, so sums are exact).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Record {
     /// Identifies the record and its lineage (`tx1005`, `tx1005.1`).
     pub id: String,
@@ -100,7 +104,9 @@ pub fn partition_for_key(key: &str, partition_count: u32) -> u32 {
 
 /// Source positions: for each partition, the offset of the next record to read. A checkpoint
 /// records them at its barrier; the model evaluates the input up to them.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Positions(pub Vec<u64>);
 
 impl Positions {

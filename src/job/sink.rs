@@ -13,7 +13,7 @@ use super::record::Record;
 use crate::checkpoint::codec::{Decoder, Encoder};
 
 /// The life of a transaction in the external store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TxnState {
     /// Accepting writes.
     Open,
@@ -25,7 +25,7 @@ pub enum TxnState {
     Aborted,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Transaction {
     owner: u16,
     records: Vec<Record>,
@@ -71,17 +71,47 @@ pub enum CommitOutcome {
 }
 
 /// The simulated external system. Survives restarts of the job.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExternalStore {
     transactions: BTreeMap<String, Transaction>,
     transactions_begun: u64,
     visible: Vec<Record>,
+    /// Where every operation is made durable, when the store must outlive the process.
+    #[serde(skip)]
+    durable_at: Option<std::path::PathBuf>,
 }
 
 impl ExternalStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The store kept in the file `path` (empty if the file does not exist yet): every
+    /// operation is written through before it returns, as a real external system makes it
+    /// durable, so the store survives a process that aborts.
+    pub fn durable(path: &std::path::Path) -> Result<Self, String> {
+        let mut store: ExternalStore = match std::fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ExternalStore::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        store.durable_at = Some(path.to_path_buf());
+        Ok(store)
+    }
+
+    fn persist(&self) {
+        if let Some(path) = &self.durable_at {
+            let temporary = path.with_extension("tmp");
+            let bytes = serde_json::to_vec(self).expect("a store always serializes");
+            // The case directory belongs to the harness; failing to write it is a broken
+            // environment, not a fault under test.
+            std::fs::write(&temporary, bytes)
+                .and_then(|()| std::fs::rename(&temporary, path))
+                .expect("the external store's file is writable");
+        }
     }
 
     /// Records visible to readers, in the order they became visible.
@@ -122,6 +152,7 @@ impl ExternalStore {
                 state: TxnState::Open,
             },
         );
+        self.persist();
         txn
     }
 
@@ -142,6 +173,7 @@ impl ExternalStore {
             });
         }
         transaction.records.push(record);
+        self.persist();
         Ok(())
     }
 
@@ -156,7 +188,9 @@ impl ExternalStore {
             });
         }
         transaction.state = TxnState::PreCommitted;
-        Ok(transaction.records.len())
+        let count = transaction.records.len();
+        self.persist();
+        Ok(count)
     }
 
     /// Commits a pre-committed transaction; committing it again is a no-op.
@@ -172,6 +206,7 @@ impl ExternalStore {
                 let records = transaction.records.clone();
                 let count = records.len();
                 self.visible.extend(records);
+                self.persist();
                 Ok(CommitOutcome::Committed(count))
             }
             state => Err(StoreError::WrongState {
@@ -190,6 +225,7 @@ impl ExternalStore {
         Ok(match transaction.state {
             TxnState::Open | TxnState::PreCommitted => {
                 transaction.state = TxnState::Aborted;
+                self.persist();
                 AbortOutcome::Aborted
             }
             TxnState::Aborted => AbortOutcome::AlreadyAborted,
@@ -200,6 +236,7 @@ impl ExternalStore {
     /// Makes a record visible at once (no transaction): what a print sink does.
     pub fn print(&mut self, record: Record) {
         self.visible.push(record);
+        self.persist();
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use xxhash_rust::xxh3::Xxh3;
 
 /// One recorded event: when it happened and what it was.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceEvent {
     /// Scheduler step at which the event was recorded.
     pub step: u64,
@@ -56,6 +56,11 @@ impl Trace {
             time_ms,
             line,
         });
+    }
+
+    /// Appends an event recorded elsewhere (by another process of the same case).
+    pub fn push(&mut self, event: TraceEvent) {
+        self.events.push(event);
     }
 
     /// The events in order.

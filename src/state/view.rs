@@ -8,7 +8,9 @@ use super::keyed::decode_list;
 use super::{StateDescriptor, StateEntry, StateError, StateKind, ValueType};
 
 /// Where a state value lives: stage, state name, key, and map key for map state.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct StateAddr {
     /// The operator (stage) name.
     pub stage: String,
@@ -31,7 +33,9 @@ impl fmt::Display for StateAddr {
 }
 
 /// A decoded state value.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum StateValue {
     /// An integer.
     Int(i64),
@@ -69,6 +73,20 @@ impl fmt::Display for StateValue {
 /// Keyed state of a whole job, in canonical order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StateView(pub BTreeMap<StateAddr, StateValue>);
+
+// JSON maps need string keys: a view crosses process boundaries as a list of pairs.
+impl serde::Serialize for StateView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StateView {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let pairs: Vec<(StateAddr, StateValue)> = serde::Deserialize::deserialize(deserializer)?;
+        Ok(StateView(pairs.into_iter().collect()))
+    }
+}
 
 impl StateView {
     /// An empty view.

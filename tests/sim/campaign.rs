@@ -176,3 +176,57 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
         "the replay is the shrunk case, bit for bit"
     );
 }
+
+#[test]
+fn real_process_kills_recover_and_replay_on_every_backend() {
+    // The child aborts itself (SIGABRT) at the scenario's kill step; the parent restarts it on the
+    // same directories, and the restarted child's trace continues the same story.
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_faultline"));
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut scenario = Scenario::load(&fixtures.join("panic-and-kill-memory.toml")).unwrap();
+    for backend in BackendKind::all() {
+        scenario.backend = backend;
+        let run = || {
+            let dir = tempfile::tempdir().unwrap();
+            faultline::campaign::run_with_process_kills(&scenario, dir.path(), binary)
+                .unwrap()
+                .0
+        };
+        let first = run();
+        assert!(first.verdict.passed(), "{backend}: {}", first.verdict);
+        let trace = first.outcome.trace.render();
+        assert!(
+            trace.contains("(real SIGABRT"),
+            "{backend}: a real abort happened:\n{trace}"
+        );
+        assert!(
+            trace.contains("restore from chk-"),
+            "{backend}: the restarted child restored:\n{trace}"
+        );
+        assert_eq!(
+            first.trace_hash,
+            run().trace_hash,
+            "{backend}: process mode replays bit for bit"
+        );
+    }
+}
+
+#[test]
+fn a_process_kill_campaign_finds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = campaign(vec![BackendKind::Memory], 12, 31, dir.path());
+    config.strategy.fault_kinds = vec!["kill".into(), "panic".into(), "drop-notification".into()];
+    config.kill_mode = faultline::campaign::KillMode::Process {
+        binary: env!("CARGO_BIN_EXE_faultline").into(),
+    };
+    let report = explore(&config, None, &|_, _| {}).unwrap();
+    assert!(report.failures.is_empty(), "{}", report.summary());
+    assert!(
+        report
+            .coverage
+            .get("kill")
+            .is_some_and(|points| points.contains_key("process")),
+        "{}",
+        report.summary()
+    );
+}

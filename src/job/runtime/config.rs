@@ -156,6 +156,11 @@ pub struct RunConfig {
     /// Audit the whole checkpoint root after every completion and restore (costly: it reads
     /// every retained file). Default off; campaigns turn it on.
     pub audit_storage: bool,
+    /// The attempt this run starts at: above 0 when a process restarted after a real kill
+    /// continues the case, restoring from storage. Default 0.
+    pub first_attempt: u32,
+    /// Virtual time at which this run starts (where the killed process left off). Default 0.
+    pub start_ms: u64,
 }
 
 impl RunConfig {
@@ -171,6 +176,8 @@ impl RunConfig {
             restore_policy: RestorePolicy::FailLoudly,
             savepoints: Vec::new(),
             audit_storage: false,
+            first_attempt: 0,
+            start_ms: 0,
         }
     }
 }

@@ -306,7 +306,7 @@ impl<'a> Runtime<'a> {
             ));
             self.savepoints_taken.push(request.name.clone());
             if request.stop {
-                execution.stopped = Some(request.name.clone());
+                execution.stopped = Some((request.name.clone(), id));
             }
             return Ok(());
         }
@@ -378,9 +378,14 @@ impl<'a> Runtime<'a> {
         }
         // Files already written for it are discarded: its directory is private to it, and the
         // shared files only it referenced are garbage now.
-        let _ = self
+        let dir = snapshot_dir(id, pending.savepoint.as_ref());
+        // Never delete a directory whose `_metadata` committed (a savepoint taken before).
+        if !self
             .storage
-            .remove_dir(&snapshot_dir(id, pending.savepoint.as_ref()));
+            .exists(&dir.join("_metadata").expect("a valid name"))
+        {
+            let _ = self.storage.remove_dir(&dir);
+        }
         self.collect_garbage();
         self.stats.checkpoints_aborted += 1;
         self.consecutive_checkpoint_failures += 1;

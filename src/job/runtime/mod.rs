@@ -65,6 +65,9 @@ pub struct Runtime<'a> {
     consecutive_checkpoint_failures: u32,
     /// Makes each sink subtask instead of the job's built-in sink.
     sink_factory: Option<&'a SinkFactory>,
+    /// Where trace events and restores are streamed as they happen (JSON lines), so a process
+    /// that aborts leaves its story behind.
+    event_log: Option<std::fs::File>,
     /// Checkpoint writes not yet committed by a `_metadata`: what a kill loses or tears.
     uncommitted: Vec<RelPath>,
     /// Set by a write that a kill interrupted.
@@ -148,6 +151,7 @@ impl<'a> Runtime<'a> {
             savepoints_taken: Vec::new(),
             uncommitted: Vec::new(),
             sink_factory: None,
+            event_log: None,
             killed: None,
             corruptions: Vec::new(),
             audit_problems: Vec::new(),
@@ -162,6 +166,12 @@ impl<'a> Runtime<'a> {
         self
     }
 
+    /// Streams every trace event and restore to `file` as it happens.
+    pub fn with_event_log(mut self, file: std::fs::File) -> Self {
+        self.event_log = Some(file);
+        self
+    }
+
     /// Runs against an existing external system (what an earlier run left in it), as a job
     /// restored from a savepoint writes to the same Kafka topic or database as before.
     pub fn with_store(mut self, store: ExternalStore) -> Self {
@@ -170,6 +180,14 @@ impl<'a> Runtime<'a> {
     }
 
     fn note(&mut self, line: String) {
+        if let Some(log) = &mut self.event_log {
+            let event = crate::sim::TraceEvent {
+                step: self.scheduler.steps(),
+                time_ms: self.clock.now_ms(),
+                line: line.clone(),
+            };
+            log_line(log, &serde_json::json!({ "event": event }));
+        }
         self.trace
             .record(self.scheduler.steps(), self.clock.now_ms(), line);
     }
@@ -201,7 +219,8 @@ impl<'a> Runtime<'a> {
             let highest = dirs.iter().map(|(id, _)| *id).max().unwrap_or(0);
             self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
         }
-        let mut attempt = 0u32;
+        let mut attempt = self.config.first_attempt;
+        self.clock.advance_to_ms(self.config.start_ms);
         let mut end_positions = Positions::start(self.input.partitions().len());
         let (status, final_state) = loop {
             self.stats.attempts = attempt + 1;
@@ -397,9 +416,19 @@ impl<'a> Runtime<'a> {
             if let Err(failure) = self.deliver_notifications(execution) {
                 return Ok(AttemptEnd::Failed(failure));
             }
-            if let Some(savepoint) = &execution.stopped {
-                if execution.notifications.is_empty() {
-                    return Ok(AttemptEnd::Stopped(savepoint.clone()));
+            if let Some((savepoint, id)) = execution.stopped.clone() {
+                if execution.notifications.is_empty() && execution.delayed.is_empty() {
+                    if sinks_settled(execution) {
+                        return Ok(AttemptEnd::Stopped(savepoint));
+                    }
+                    // As when finishing: a lost notification is sent again until sinks commit.
+                    self.note(format!(
+                        "notify chk-{id} again: sinks hold pending transactions"
+                    ));
+                    execution
+                        .notifications
+                        .extend((0..execution.tasks.len()).map(|task| (id, task)));
+                    continue;
                 }
             }
             if let Err(failure) = self.coordinate(execution) {
@@ -542,4 +571,13 @@ impl Runtime<'_> {
             }
         }
     }
+}
+
+/// Writes one JSON line and pushes it to the file at once: the process may abort next.
+pub(super) fn log_line(log: &mut std::fs::File, value: &serde_json::Value) {
+    use std::io::Write;
+    let mut line = value.to_string();
+    line.push('\n');
+    log.write_all(line.as_bytes())
+        .expect("the case's event log is writable");
 }

@@ -28,7 +28,7 @@ pub enum RunError {
 }
 
 /// How the job ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum JobStatus {
     /// All input processed, a final checkpoint completed and was notified.
     Finished,
@@ -45,7 +45,7 @@ pub enum JobStatus {
 }
 
 /// A restore that happened at the start of an attempt: what the oracle checks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RestoreRecord {
     /// The attempt that restored.
     pub attempt: u32,
@@ -60,7 +60,7 @@ pub struct RestoreRecord {
 }
 
 /// A failure that ended an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailureRecord {
     /// The attempt it ended.
     pub attempt: u32,
@@ -73,7 +73,7 @@ pub struct FailureRecord {
 }
 
 /// Counters of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunStats {
     /// Scheduler steps.
     pub steps: u64,

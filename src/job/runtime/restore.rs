@@ -221,6 +221,11 @@ impl<'a> Runtime<'a> {
         };
         if !matches!(target, RestoreTarget::Inspect(_)) {
             for (name, id) in self.own_savepoints() {
+                // A savepoint whose `_metadata` committed is taken, even if the process died
+                // before it could say so: it must never be taken again into the same place.
+                if !self.savepoints_taken.contains(&name) {
+                    self.savepoints_taken.push(name.clone());
+                }
                 candidates.push(Candidate::Savepoint { name, id });
             }
         }
@@ -329,6 +334,12 @@ impl<'a> Runtime<'a> {
             Candidate::Checkpoint(id) => {
                 let metadata =
                     registry::read_metadata(&*self.storage, *id).map_err(|e| e.to_string())?;
+                if metadata.checkpoint_id != *id || metadata.kind != SnapshotKind::Checkpoint {
+                    return Err(format!(
+                        "chk-{id}/_metadata describes {:?} chk-{}, not this checkpoint",
+                        metadata.kind, metadata.checkpoint_id
+                    ));
+                }
                 self.validate_snapshot(&metadata, &*self.storage)?;
                 Ok(metadata)
             }
@@ -336,6 +347,11 @@ impl<'a> Runtime<'a> {
                 let view = Subdirectory::new(&*self.storage, savepoint_dir(name));
                 let metadata =
                     read_savepoint_metadata(&view).map_err(|e| format!("savepoints/{name}/{e}"))?;
+                if metadata.kind != SnapshotKind::Savepoint {
+                    return Err(format!(
+                        "savepoints/{name}/_metadata describes a checkpoint"
+                    ));
+                }
                 self.validate_snapshot(&metadata, &view)
                     .map_err(|e| format!("savepoints/{name}/{e}"))?;
                 Ok(metadata)
@@ -363,6 +379,16 @@ impl<'a> Runtime<'a> {
         let mut found = Vec::new();
         for name in names {
             let Ok(dir) = root.join(&name) else { continue };
+            if !self
+                .storage
+                .exists(&dir.join("_metadata").expect("a valid name"))
+            {
+                // A savepoint that never completed: its files are nobody's.
+                if self.storage.remove_dir(&dir).is_ok() {
+                    self.note(format!("savepoint {name} discarded: it never completed"));
+                }
+                continue;
+            }
             match read_savepoint_metadata(&Subdirectory::new(&*self.storage, dir)) {
                 Ok(metadata) => found.push((name, metadata.checkpoint_id)),
                 Err(error) => self.note(format!(
@@ -397,6 +423,16 @@ impl<'a> Runtime<'a> {
         positions: Positions,
         state: StateView,
     ) {
+        if let Some(log) = &mut self.event_log {
+            let record = RestoreRecord {
+                attempt,
+                checkpoint_id,
+                positions: positions.clone(),
+                state: state.clone(),
+                time_ms: self.clock.now_ms(),
+            };
+            super::log_line(log, &serde_json::json!({ "restore": record }));
+        }
         self.restores.push(RestoreRecord {
             attempt,
             checkpoint_id,
@@ -424,6 +460,28 @@ impl<'a> Runtime<'a> {
                 metadata.stages.len(),
                 names.len()
             ));
+        }
+        for (index, stage) in metadata.stages.iter().enumerate() {
+            // Key groups must be exactly how this job partitions them at that parallelism:
+            // a gap or overlap would drop or duplicate state silently.
+            let keyed =
+                index >= 1 && index <= job.stages.len() && job.stages[index - 1].op.is_keyed();
+            for subtask in &stage.subtasks {
+                let expected = if keyed {
+                    key_group_range(job.max_parallelism, stage.parallelism, subtask.subtask)
+                } else {
+                    KeyGroupRange {
+                        start: 0,
+                        end: job.max_parallelism - 1,
+                    }
+                };
+                if subtask.key_groups != expected {
+                    return Err(format!(
+                        "{}[{}] owned key groups {}, the job assigns {expected}",
+                        stage.name, subtask.subtask, subtask.key_groups
+                    ));
+                }
+            }
         }
         for (stage, name) in metadata.stages.iter().zip(&names) {
             if &stage.name != name {

@@ -94,7 +94,7 @@ pub(super) struct Execution {
     /// A stop-with-savepoint barrier was injected: sources emit nothing more.
     pub(super) stopping: bool,
     /// The stop-with-savepoint completed: the attempt ends once notifications are delivered.
-    pub(super) stopped: Option<String>,
+    pub(super) stopped: Option<(String, u64)>,
 }
 
 /// A failure inside an attempt.
