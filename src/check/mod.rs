@@ -282,7 +282,15 @@ pub fn check_run(
         (JobStatus::Failed { reason }, _) => {
             // Corruption must fail loudly: a restore that names a corrupted file is the
             // expected end, not a liveness failure.
-            if outcome.corruptions.iter().any(|c| reason.contains(&c.path)) {
+            let last = outcome.failures.last();
+            let loud = last.is_some_and(|f| {
+                f.task == "restore"
+                    && outcome
+                        .corruptions
+                        .iter()
+                        .any(|c| f.reason.contains(&c.path))
+            });
+            if loud {
                 verdict
                     .notes
                     .push(format!("failed loudly, as corruption must: {reason}"));
