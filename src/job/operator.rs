@@ -58,8 +58,11 @@ impl std::fmt::Debug for OperatorContext<'_> {
 /// it), `restore_state` (operator state from the restored checkpoint, if any), then `process`
 /// per record and `snapshot_state` per checkpoint barrier.
 pub trait Operator {
-    /// Declares keyed state in `backend` (present exactly for keyed operators).
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError>;
+    /// Declares keyed state in `backend` (present exactly for keyed operators). Stateless
+    /// operators need not implement it.
+    fn open(&mut self, _backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
+        Ok(())
+    }
 
     /// Processes one record, appending outputs to `out`.
     fn process(
@@ -111,10 +114,6 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
 struct MapOp<F>(F);
 
 impl<F: FnMut(i64) -> i64> Operator for MapOp<F> {
-    fn open(&mut self, _backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        Ok(())
-    }
-
     fn process(
         &mut self,
         mut record: Record,
@@ -132,10 +131,6 @@ struct FilterMin {
 }
 
 impl Operator for FilterMin {
-    fn open(&mut self, _backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record,
@@ -154,10 +149,6 @@ struct Split {
 }
 
 impl Operator for Split {
-    fn open(&mut self, _backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record,
@@ -299,10 +290,6 @@ struct FailingMap {
 }
 
 impl Operator for FailingMap {
-    fn open(&mut self, _backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        Ok(())
-    }
-
     fn process(
         &mut self,
         record: Record,

@@ -5,7 +5,12 @@
 use faultline::campaign::Scenario;
 
 fn scenario_files() -> Vec<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    toml_files("fixtures/scenarios")
+}
+
+/// The `.toml` files of a folder of the crate, sorted.
+fn toml_files(folder: &str) -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -201,13 +206,7 @@ fn explore_shards_merge_into_the_whole_campaign() {
 fn campaign_regressions_replay_and_pass() {
     // Shrunk failures that campaigns found stay here for good: each must now pass the oracle
     // (for corruption, by failing loudly).
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("proptest-regressions");
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
-        .collect();
-    files.sort();
+    let files = toml_files("proptest-regressions");
     assert!(!files.is_empty());
     for file in files {
         let scenario = Scenario::load(&file).unwrap();

@@ -425,9 +425,7 @@ impl<'a> Runtime<'a> {
                     self.note(format!(
                         "notify chk-{id} again: sinks hold pending transactions"
                     ));
-                    execution
-                        .notifications
-                        .extend((0..execution.tasks.len()).map(|task| (id, task)));
+                    notify_again(execution, id);
                     continue;
                 }
             }
@@ -460,9 +458,7 @@ impl<'a> Runtime<'a> {
                         self.note(format!(
                             "notify chk-{latest} again: sinks hold pending transactions"
                         ));
-                        execution
-                            .notifications
-                            .extend((0..execution.tasks.len()).map(|task| (latest, task)));
+                        notify_again(execution, latest);
                         continue;
                     }
                     return Ok(AttemptEnd::Finished);
@@ -580,4 +576,12 @@ pub(super) fn log_line(log: &mut std::fs::File, value: &serde_json::Value) {
     line.push('\n');
     log.write_all(line.as_bytes())
         .expect("the case's event log is writable");
+}
+
+/// Queues the completion of `checkpoint` for every task again: notifications are best effort,
+/// and one that was lost leaves sink transactions pending.
+fn notify_again(execution: &mut Execution, checkpoint: u64) {
+    execution
+        .notifications
+        .extend((0..execution.tasks.len()).map(|task| (checkpoint, task)));
 }
