@@ -12,7 +12,7 @@ pub use explore::{
     KillMode,
 };
 pub use process::{child_main, run_with_process_kills};
-pub use scenario::{InputSpec, Scenario, ScenarioError};
+pub use scenario::{InputSpec, Rescale, Scenario, ScenarioError};
 pub use strategy::{scenario_strategy, StrategyConfig, ALL_FAULT_KINDS};
 
 use std::path::Path;

@@ -8,13 +8,16 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{run_case_with, CaseError, CaseReport};
+use crate::check;
 use crate::fault::{Fault, FaultSchedule};
+use crate::job::JobStatus;
 use crate::job::{
     CheckpointConfig, ExternalStore, Input, InputRecord, JobSpec, RestartStrategy, RunConfig,
     SavepointRequest, SinkFactory,
 };
 use crate::sim::{RngStreams, StreamName};
 use crate::state::BackendKind;
+use crate::state::SavepointFormat;
 
 /// Where a scenario's records come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +76,19 @@ pub struct Scenario {
     /// Channel capacity (default 4).
     #[serde(default = "default_capacity")]
     pub channel_capacity: usize,
+    /// Stop with a savepoint and resume at another parallelism. Default none.
+    #[serde(default)]
+    pub rescale: Option<Rescale>,
+}
+
+/// A restore at another parallelism, in the middle of a case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rescale {
+    /// When the job is stopped with a canonical savepoint.
+    pub at_ms: u64,
+    /// The new parallelism of each operator stage, in order (extra entries are ignored).
+    pub parallelism: Vec<u16>,
 }
 
 /// A scenario file that cannot be used.
@@ -120,6 +136,14 @@ impl Scenario {
             .validate()
             .map_err(|e| invalid(e.to_string()))?;
         scenario.restart.validate().map_err(invalid)?;
+        if let Some(rescale) = &scenario.rescale {
+            let mut job = scenario.job.clone();
+            for (stage, parallelism) in job.stages.iter_mut().zip(&rescale.parallelism) {
+                stage.parallelism = *parallelism;
+            }
+            job.validate()
+                .map_err(|e| invalid(format!("rescale: {e}")))?;
+        }
         if let InputSpec::Generated {
             records,
             keys,
@@ -200,7 +224,10 @@ impl Scenario {
     }
 
     /// Runs the scenario in `dir` (optionally with a user's sink) and checks it; also returns
-    /// the faults that fired, as (kind, point).
+    /// the faults that fired, as (kind, point). With a rescale, the job is stopped with a
+    /// canonical savepoint and resumed at the new parallelism on the same checkpoint root and
+    /// external store; one fault schedule spans both phases and the oracle judges them as one
+    /// run.
     pub fn run(
         &self,
         dir: &Path,
@@ -211,16 +238,97 @@ impl Scenario {
             .map_err(|e| CaseError::Scenario(e.to_string()))?;
         let backends = self.backend.factory().map_err(CaseError::Scenario)?;
         let mut faults = FaultSchedule::with_seed(self.faults.clone(), self.seed);
-        let report = run_case_with(
+        let Some(rescale) = &self.rescale else {
+            let report = run_case_with(
+                &self.job,
+                &input,
+                &self.run_config(),
+                backends.as_ref(),
+                &mut faults,
+                dir,
+                ExternalStore::new(),
+                sink,
+            )?;
+            return Ok((report, faults.fired().to_vec()));
+        };
+        let mut first = self.run_config();
+        first.savepoints.push(SavepointRequest {
+            at_ms: rescale.at_ms,
+            name: "rescale".into(),
+            format: SavepointFormat::Canonical,
+            stop: true,
+        });
+        let before = run_case_with(
             &self.job,
             &input,
-            &self.run_config(),
+            &first,
             backends.as_ref(),
             &mut faults,
             dir,
             ExternalStore::new(),
             sink,
         )?;
-        Ok((report, faults.fired().to_vec()))
+        if !matches!(&before.outcome.status, JobStatus::Stopped { savepoint } if savepoint == "rescale")
+        {
+            // Finished before the rescale point, or failed: the first phase is the whole case.
+            return Ok((before, faults.fired().to_vec()));
+        }
+        let mut job = self.job.clone();
+        for (stage, parallelism) in job.stages.iter_mut().zip(&rescale.parallelism) {
+            stage.parallelism = *parallelism;
+        }
+        let mut second = self.run_config();
+        // Attempt numbers and time continue, so faults keyed by attempt fire once overall.
+        second.first_attempt = before.outcome.stats.attempts;
+        second.start_ms = before.outcome.stats.time_ms;
+        let store = before.outcome.store.clone();
+        let after = run_case_with(
+            &job,
+            &input,
+            &second,
+            backends.as_ref(),
+            &mut faults,
+            dir,
+            store,
+            sink,
+        )?;
+        let mut outcome = after.outcome;
+        let mut trace = before.outcome.trace;
+        for event in outcome.trace.events() {
+            trace.push(event.clone());
+        }
+        outcome.trace = trace;
+        let mut restores = before.outcome.restores;
+        restores.extend(outcome.restores);
+        outcome.restores = restores;
+        let mut failures = before.outcome.failures;
+        failures.extend(outcome.failures);
+        outcome.failures = failures;
+        let mut corruptions = before.outcome.corruptions;
+        corruptions.extend(outcome.corruptions);
+        outcome.corruptions = corruptions;
+        let mut audit = before.outcome.audit_problems;
+        audit.extend(outcome.audit_problems);
+        outcome.audit_problems = audit;
+        outcome.start_positions = before.outcome.start_positions;
+        // The restored state is judged by the stage names it has in both phases; the final
+        // state and output are those of the whole input.
+        let verdict = check::check_rescaled_run(
+            &self.job,
+            &job,
+            &input,
+            self.checkpoint.mode,
+            self.seed,
+            &outcome,
+        );
+        let trace_hash = outcome.trace.hash();
+        Ok((
+            CaseReport {
+                outcome,
+                verdict,
+                trace_hash,
+            },
+            faults.fired().to_vec(),
+        ))
     }
 }

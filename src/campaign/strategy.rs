@@ -10,13 +10,14 @@
 
 use proptest::prelude::*;
 
-use super::scenario::{InputSpec, Scenario};
+use super::scenario::{InputSpec, Rescale, Scenario};
 use crate::fault::{CorruptionKind, Fault, Phase};
+use crate::job::SavepointRequest;
 use crate::job::{
     CheckpointConfig, CheckpointingMode, JobSpec, OperatorSpec, RestartStrategy, SinkKind,
     SinkSpec, SourceSpec, StageSpec,
 };
-use crate::state::BackendKind;
+use crate::state::{BackendKind, SavepointFormat};
 
 /// Every fault kind, by name.
 pub const ALL_FAULT_KINDS: [&str; 9] = [
@@ -190,11 +191,13 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         0..backends.len(),
         (5u32..=config.records_max.max(5), 1u32..=12),
         (5u64..=40, prop_oneof![4 => Just(CheckpointingMode::ExactlyOnce), 1 => Just(CheckpointingMode::AtLeastOnce)], 1u32..=3, 0u32..=2),
-        0u64..=30,
+        (0u64..=30, 0usize..3),
         proptest::collection::vec(any::<bool>(), kinds.len()),
         proptest::collection::vec(raw_fault, 0..=config.faults_max),
+        proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
+        proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
     )
-        .prop_map(move |(job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), delay_ms, enabled, raw_faults)| {
+        .prop_map(move |(job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
             let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
             let faults = if swarm.is_empty() {
                 Vec::new()
@@ -209,11 +212,20 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                 job,
                 input: InputSpec::Generated { records, keys, min_value: -50, max_value: 500 },
                 checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable),
-                // Enough restarts for every must-recover fault; only corruption may end a case.
-                restart: RestartStrategy::FixedDelay { attempts: 40, delay_ms },
+                // Enough restarts for every must-recover fault, whatever the strategy; only corruption
+                // may end a case.
+                restart: match restart {
+                    0 => RestartStrategy::FixedDelay { attempts: 40, delay_ms },
+                    1 => RestartStrategy::FailureRate { max_failures: 40, interval_ms: 1_000_000, delay_ms },
+                    _ => RestartStrategy::ExponentialDelay { initial_ms: delay_ms.max(1), max_ms: 60, multiplier: 2.0, reset_threshold_ms: 200, jitter: 0.5, attempts: Some(40) },
+                },
                 faults,
-                savepoints: Vec::new(),
+                savepoints: savepoint
+                    .map(|(at_ms, native)| SavepointRequest { at_ms, name: "user".into(), format: if native { SavepointFormat::Native } else { SavepointFormat::Canonical }, stop: false })
+                    .into_iter()
+                    .collect(),
                 channel_capacity: 4,
+                rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism }),
             }
         })
 }

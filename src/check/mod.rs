@@ -236,11 +236,37 @@ pub fn check_run(
     seed: u64,
     outcome: &RunOutcome,
 ) -> Verdict {
+    check_phases(job, job.has_fan_in(), input, mode, seed, outcome)
+}
+
+/// Checks a run that was stopped with a savepoint and resumed as `after` (the same stages at
+/// other parallelisms). Snapshots taken while running as `before` carry its fan-in into the
+/// second phase's restores, so state is exact only if neither phase has fan-in.
+pub fn check_rescaled_run(
+    before: &JobSpec,
+    after: &JobSpec,
+    input: &Input,
+    mode: CheckpointingMode,
+    seed: u64,
+    outcome: &RunOutcome,
+) -> Verdict {
+    let fan_in = before.has_fan_in() || after.has_fan_in();
+    check_phases(after, fan_in, input, mode, seed, outcome)
+}
+
+fn check_phases(
+    job: &JobSpec,
+    fan_in: bool,
+    input: &Input,
+    mode: CheckpointingMode,
+    seed: u64,
+    outcome: &RunOutcome,
+) -> Verdict {
     let mut verdict = Verdict {
         seed,
         ..Verdict::default()
     };
-    let state_exact = mode == CheckpointingMode::ExactlyOnce || !job.has_fan_in();
+    let state_exact = mode == CheckpointingMode::ExactlyOnce || !fan_in;
     if !state_exact {
         verdict.notes.push("at-least-once mode with fan-in: snapshots may hold records after their barrier, so state and output values are not compared (loss and replay-only duplication are)".into());
     }

@@ -76,6 +76,30 @@ pub fn latest_completed(storage: &dyn CheckpointStorage) -> Result<Option<u64>, 
     Ok(Some(u64::from_le_bytes(id)))
 }
 
+/// The highest snapshot id in a root: of checkpoint directories and of savepoints' metadata.
+/// New ids must exceed it, or a savepoint and a later snapshot could share an id and a
+/// restore could not tell which is newer.
+pub fn highest_snapshot_id(storage: &dyn CheckpointStorage) -> u64 {
+    let checkpoints = checkpoint_dirs(storage)
+        .unwrap_or_default()
+        .iter()
+        .map(|(id, _)| *id)
+        .max()
+        .unwrap_or(0);
+    let savepoints = RelPath::new("savepoints").expect("a valid relative path");
+    let names = storage.list(Some(&savepoints)).unwrap_or_default();
+    let savepoint_ids = names.iter().filter_map(|name| {
+        let path = savepoints
+            .join(name)
+            .and_then(|dir| dir.join("_metadata"))
+            .ok()?;
+        CheckpointMetadata::decode(&storage.read(&path).ok()?)
+            .ok()
+            .map(|m| m.checkpoint_id)
+    });
+    savepoint_ids.fold(checkpoints, u64::max)
+}
+
 /// `chk-<id>`.
 pub fn checkpoint_dir(id: u64) -> RelPath {
     RelPath::new(&format!("chk-{id}")).expect("chk-<id> is a valid relative path")

@@ -121,7 +121,7 @@ fn a_corrupt_latest_checkpoint_fails_loudly_unless_fallback_is_chosen() {
         .unwrap();
         let work = tempfile::tempdir().unwrap();
         let mut faults =
-            faultline::fault::FaultSchedule::new(vec![faultline::fault::Fault::Kill { step: 1 }]);
+            faultline::fault::FaultSchedule::new(vec![faultline::fault::Fault::Kill { step: 2 }]);
         let factory = BackendKind::Memory.factory().unwrap();
         faultline::job::Runtime::new(
             &job,

@@ -34,8 +34,8 @@ use crate::job::record::{Input, Positions};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
 use crate::job::spec::JobSpec;
-use crate::sim::{Clock, RngStreams, Scheduler, StreamName, Trace};
-use crate::state::StateBackendFactory;
+use crate::sim::{Clock, RngStreams, Scheduler, StepLimit, StreamName, Trace};
+use crate::state::{StateBackendFactory, StateView};
 use task::*;
 
 /// Makes the sink of one subtask.
@@ -215,10 +215,8 @@ impl<'a> Runtime<'a> {
         ));
         // Ids continue after any checkpoint already in storage, so a run on a used root never
         // overwrites one.
-        if let Ok(dirs) = crate::checkpoint::registry::checkpoint_dirs(&*self.storage) {
-            let highest = dirs.iter().map(|(id, _)| *id).max().unwrap_or(0);
-            self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
-        }
+        let highest = registry::highest_snapshot_id(&*self.storage);
+        self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
         let mut attempt = self.config.first_attempt;
         self.clock.advance_to_ms(self.config.start_ms);
         let mut end_positions = Positions::start(self.input.partitions().len());
@@ -236,9 +234,18 @@ impl<'a> Runtime<'a> {
                     self.corruptions.push(corruption);
                 }
             }
+            // Every attempt consumes a step, so the step bound also bounds a restart loop that
+            // never reaches a step (a strategy without a limit restoring a corrupt checkpoint).
+            if let Err(limit) = self.scheduler.tick() {
+                break self.out_of_steps(limit);
+            }
             let end = match self.start_attempt(attempt) {
                 Ok(mut execution) => {
-                    let end = self.run_attempt(&mut execution)?;
+                    let end = match self.run_attempt(&mut execution) {
+                        Ok(end) => end,
+                        Err(RunError::StepLimit(limit)) => break self.out_of_steps(limit),
+                        Err(other) => return Err(other),
+                    };
                     end_positions = source_positions(&execution, self.input.partitions().len());
                     let status = match &end {
                         AttemptEnd::Finished => Some(JobStatus::Finished),
@@ -510,6 +517,23 @@ fn sinks_settled(execution: &Execution) -> bool {
 }
 
 impl Runtime<'_> {
+    /// The step bound ends the run: a liveness failure for the oracle to report, with the
+    /// trace so far, rather than an error that would lose the case.
+    fn out_of_steps(&mut self, limit: StepLimit) -> (JobStatus, Option<StateView>) {
+        self.note(format!("job failed: {limit}"));
+        (
+            JobStatus::Failed {
+                reason: format!(
+                    "{limit} (last failure: {})",
+                    self.failures
+                        .last()
+                        .map_or("none".to_string(), |f| format!("{}: {}", f.task, f.reason))
+                ),
+            },
+            None,
+        )
+    }
+
     /// After a kill, every checkpoint write not committed by a `_metadata` is kept, lost or
     /// torn, as the fault stream decides: the page cache of a dead machine is gone.
     fn lose_uncommitted_writes(&mut self) {

@@ -177,7 +177,7 @@ impl<'a> Runtime<'a> {
         let storage_error = |e: StorageError| Failure::new("restore", e.to_string());
         let dirs = registry::checkpoint_dirs(&*self.storage).map_err(storage_error)?;
         // Checkpoint ids never repeat, even across restarts: aborted ones leave gaps.
-        let highest = dirs.iter().map(|(id, _)| *id).max().unwrap_or(0);
+        let highest = registry::highest_snapshot_id(&*self.storage);
         self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
         let ids: Vec<u64> = dirs
             .iter()
