@@ -308,7 +308,13 @@ impl Scenario {
         corruptions.extend(outcome.corruptions);
         outcome.corruptions = corruptions;
         let mut audit = before.outcome.audit_problems;
-        audit.extend(outcome.audit_problems);
+        // The resumed phase audits the same root without knowing the first phase's damage.
+        audit.extend(
+            outcome
+                .audit_problems
+                .into_iter()
+                .filter(|(_, problem)| !outcome.corruptions.iter().any(|c| c.explains(problem))),
+        );
         outcome.audit_problems = audit;
         outcome.start_positions = before.outcome.start_positions;
         // The restored state is judged by the stage names it has in both phases; the final

@@ -40,6 +40,31 @@ pub struct Corruption {
     pub detail: String,
 }
 
+impl Corruption {
+    /// Whether this damage accounts for a problem the storage audit found.
+    pub fn explains(&self, problem: &crate::checkpoint::registry::AuditProblem) -> bool {
+        use crate::checkpoint::registry::AuditProblem;
+        let snapshot_name = format!("chk-{}", self.checkpoint);
+        let metadata_damaged = self.path.ends_with("_metadata");
+        match problem {
+            // Damaged metadata may name anything (a stale copy names another checkpoint's
+            // files), so every complaint about that snapshot comes from the damage.
+            AuditProblem::Unreadable { snapshot, .. } | AuditProblem::BadFile { snapshot, .. }
+                if *snapshot == snapshot_name =>
+            {
+                true
+            }
+            // Files the damaged metadata no longer names look unreferenced.
+            AuditProblem::Orphan { path }
+                if metadata_damaged && path.starts_with(&format!("{snapshot_name}/")) =>
+            {
+                true
+            }
+            other => other.to_string().contains(&self.path),
+        }
+    }
+}
+
 /// Damages one file of the latest readable retained checkpoint; `draw(bound)` gives a number in
 /// `0..bound`. Returns `None` when there is no such checkpoint or file.
 pub fn corrupt_retained(

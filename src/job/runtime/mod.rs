@@ -585,7 +585,7 @@ impl Runtime<'_> {
             }
         };
         for problem in report.problems {
-            let injected = self.corruptions.iter().any(|c| problem.to_string().contains(&c.path) || matches!(&problem, AuditProblem::Unreadable { snapshot, .. } if *snapshot == format!("chk-{}", c.checkpoint)));
+            let injected = self.corruptions.iter().any(|c| c.explains(&problem));
             if !injected {
                 self.audit_problems.push((context.to_string(), problem));
             }
