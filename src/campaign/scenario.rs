@@ -238,26 +238,15 @@ impl Scenario {
             .map_err(|e| CaseError::Scenario(e.to_string()))?;
         let backends = self.backend.factory().map_err(CaseError::Scenario)?;
         let mut faults = FaultSchedule::with_seed(self.faults.clone(), self.seed);
-        let Some(rescale) = &self.rescale else {
-            let report = run_case_with(
-                &self.job,
-                &input,
-                &self.run_config(),
-                backends.as_ref(),
-                &mut faults,
-                dir,
-                ExternalStore::new(),
-                sink,
-            )?;
-            return Ok((report, faults.fired().to_vec()));
-        };
         let mut first = self.run_config();
-        first.savepoints.push(SavepointRequest {
-            at_ms: rescale.at_ms,
-            name: "rescale".into(),
-            format: SavepointFormat::Canonical,
-            stop: true,
-        });
+        if let Some(rescale) = &self.rescale {
+            first.savepoints.push(SavepointRequest {
+                at_ms: rescale.at_ms,
+                name: "rescale".into(),
+                format: SavepointFormat::Canonical,
+                stop: true,
+            });
+        }
         let before = run_case_with(
             &self.job,
             &input,
@@ -268,11 +257,14 @@ impl Scenario {
             ExternalStore::new(),
             sink,
         )?;
-        if !matches!(&before.outcome.status, JobStatus::Stopped { savepoint } if savepoint == "rescale")
-        {
-            // Finished before the rescale point, or failed: the first phase is the whole case.
-            return Ok((before, faults.fired().to_vec()));
-        }
+        let rescale = match &self.rescale {
+            Some(rescale) if matches!(&before.outcome.status, JobStatus::Stopped { savepoint } if savepoint == "rescale") => {
+                rescale
+            }
+            // No rescale, or finished before the rescale point, or failed: the first phase is
+            // the whole case.
+            _ => return Ok((before, faults.fired().to_vec())),
+        };
         let mut job = self.job.clone();
         for (stage, parallelism) in job.stages.iter_mut().zip(&rescale.parallelism) {
             stage.parallelism = *parallelism;
