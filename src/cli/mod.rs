@@ -441,6 +441,15 @@ fn run_inspect(dir: &std::path::Path) -> Result<ExitCode, String> {
     })
 }
 
+/// The stateful demo job as the savepoint commands run it.
+fn stateful_options(backend: BackendFlag, seed: u64, input: Option<PathBuf>) -> DemoOptions {
+    let mut options = DemoOptions::defaults(DemoKind::Stateful);
+    options.backend = backend.into();
+    options.seed = seed;
+    options.input = input;
+    options
+}
+
 fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
     match action {
         SavepointAction::Take {
@@ -451,10 +460,7 @@ fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
             seed,
             input,
         } => {
-            let mut options = DemoOptions::defaults(DemoKind::Stateful);
-            options.backend = backend.into();
-            options.seed = seed;
-            options.input = input;
+            let options = stateful_options(backend, seed, input);
             let format = match format {
                 FormatFlag::Canonical => SavepointFormat::Canonical,
                 FormatFlag::Native => SavepointFormat::Native,
@@ -475,10 +481,7 @@ fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
             seed,
             input,
         } => {
-            let mut options = DemoOptions::defaults(DemoKind::Stateful);
-            options.backend = backend.into();
-            options.seed = seed;
-            options.input = input;
+            let options = stateful_options(backend, seed, input);
             let (text, passed) =
                 savepoint::resume(&options, &dir, parallelism).map_err(|e| e.to_string())?;
             print!("{text}");
