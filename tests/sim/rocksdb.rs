@@ -1,4 +1,5 @@
-//! Method: drive the RocksDB backend directly to count what each incremental checkpoint uploads;
+//! Method: drive the RocksDB backend directly to count what each incremental checkpoint uploads
+//! and to declare states before and after the database opens;
 //! run jobs on real checkpoint roots and audit them after retention and subsumption; chain runs
 //! through savepoints (stop-with-savepoint, relocation, deletion, another backend, another
 //! parallelism) and let the oracle check every restore; damage each kind of checkpoint file and
@@ -113,6 +114,78 @@ fn an_incremental_checkpoint_uploads_only_new_ssts_of_confirmed_bases() {
         fourth.files_reused as usize, base,
         "an aborted checkpoint never becomes a base"
     );
+}
+
+#[test]
+fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
+    let work = tempfile::tempdir().unwrap();
+    let mut storage =
+        FsCheckpointStorage::new(work.path().join("checkpoints"), Durability::PageCache).unwrap();
+    let range = KeyGroupRange { start: 0, end: 127 };
+    let context = |dir: &str| BackendContext {
+        task_name: "sum-0".into(),
+        instance: dir.into(),
+        key_groups: range,
+        working_dir: work.path().join(dir),
+    };
+    let key = "k1";
+    let group = faultline::job::keygroup::key_group_for(key, 128);
+    for mode in [RocksDbMode::Full, RocksDbMode::Incremental] {
+        let factory = RocksDbFactory {
+            mode,
+            compaction: CompactionPolicy::never(),
+        };
+        let mut backend = factory.create(context(&format!("{mode:?}"))).unwrap();
+        let early = ValueState::<i64>::declare(backend.as_mut(), "early").unwrap();
+        let unused = ValueState::<i64>::declare(backend.as_mut(), "unused").unwrap();
+        let ctx = KeyedContext::new(backend.as_mut(), group, key.as_bytes());
+        assert_eq!(early.get(&ctx).unwrap(), None, "nothing written yet");
+        early
+            .set(
+                &mut KeyedContext::new(backend.as_mut(), group, key.as_bytes()),
+                &7,
+            )
+            .unwrap();
+        // Declared once the database is open: its column family is created on the spot.
+        let late = ValueState::<i64>::declare(backend.as_mut(), "late").unwrap();
+        late.set(
+            &mut KeyedContext::new(backend.as_mut(), group, key.as_bytes()),
+            &9,
+        )
+        .unwrap();
+        let id = if mode == RocksDbMode::Full { 1 } else { 2 };
+        let target = SnapshotTarget {
+            checkpoint_id: id,
+            dir: registry::checkpoint_dir(id),
+            purpose: SnapshotPurpose::Checkpoint,
+            compression: Compression::None,
+        };
+        let result = backend.snapshot(&target, &mut storage).unwrap();
+
+        let mut restored = factory
+            .create(context(&format!("{mode:?}-restored")))
+            .unwrap();
+        restored
+            .restore(
+                &[faultline::state::RestoreHandle {
+                    key_groups: range,
+                    handle: result.handle,
+                }],
+                &storage,
+                faultline::state::RestoreMode::Claim,
+            )
+            .unwrap();
+        let mut names: Vec<_> = restored.states().iter().map(|s| s.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["early", "late", "unused"], "{mode:?}");
+        let early = ValueState::<i64>::declare(restored.as_mut(), "early").unwrap();
+        let late = ValueState::<i64>::declare(restored.as_mut(), "late").unwrap();
+        let unused = ValueState::<i64>::declare(restored.as_mut(), "unused").unwrap();
+        let ctx = KeyedContext::new(restored.as_mut(), group, key.as_bytes());
+        assert_eq!(early.get(&ctx).unwrap(), Some(7), "{mode:?}");
+        assert_eq!(late.get(&ctx).unwrap(), Some(9), "{mode:?}");
+        assert_eq!(unused.get(&ctx).unwrap(), None, "{mode:?}");
+    }
 }
 
 fn incremental_config(seed: u64, num_retained: u32) -> RunConfig {

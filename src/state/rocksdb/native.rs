@@ -75,7 +75,7 @@ pub(crate) fn snapshot(
     }
     // log_size_for_flush 0: memtables are flushed first. Writes skip the WAL, so with any other
     // value the checkpoint could miss them.
-    Checkpoint::new(&backend.db)
+    Checkpoint::new(backend.open_db()?)
         .and_then(|checkpoint| checkpoint.create_checkpoint_with_log_size(&staging, 0))
         .map_err(rocks)?;
     let mut names = Vec::new();
@@ -226,7 +226,7 @@ pub(crate) fn restore(
                             descriptor.name
                         ),
                     })?;
-            let target = backend.cf(state)?;
+            let (db, target) = backend.cf_for_write(state)?;
             let start = owned.start.to_be_bytes();
             for item in old.iterator_cf(source, IteratorMode::From(&start, Direction::Forward)) {
                 let (key, value) = item.map_err(rocks)?;
@@ -234,9 +234,7 @@ pub(crate) fn restore(
                 if group > owned.end {
                     break;
                 }
-                backend
-                    .db
-                    .put_cf_opt(target, &key, &value, &write_options())
+                db.put_cf_opt(target, &key, &value, &write_options())
                     .map_err(rocks)?;
                 stats.entries += 1;
             }
