@@ -28,7 +28,10 @@ pub use metadata::{
     SubtaskSnapshot,
 };
 pub use relpath::RelPath;
-pub use storage::{CheckpointStorage, Durability, FsCheckpointStorage, Subdirectory};
+pub use storage::{
+    CheckpointStorage, CrashPlan, Durability, FsCheckpointStorage, Subdirectory, Unsynced,
+    WriteStep,
+};
 
 /// A decoder rejected bytes: what field, where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -2,7 +2,9 @@
 //!
 //! [`FsCheckpointStorage`] keeps files in a real directory. A write goes to a temporary name,
 //! is synced, renamed into place and the directory synced, so a reader sees either the old file
-//! or the whole new one. Reads refuse anything that is not a regular file inside the root.
+//! or the whole new one. Reads refuse anything that is not a regular file inside the root, and
+//! no operation goes through a directory that is a symbolic link: a planted `shared -> /` must
+//! not let a read, a write or a deletion reach outside the root.
 
 use std::fs;
 use std::io::Write;
@@ -39,11 +41,55 @@ pub enum Durability {
     PageCache,
 }
 
+/// The file-system steps of one [`FsCheckpointStorage`] write, in order. With
+/// [`Durability::PageCache`] the two syncs are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStep {
+    /// The temporary file is created (empty).
+    Create,
+    /// The bytes are written to it.
+    Write,
+    /// The temporary file is synced.
+    SyncFile,
+    /// It is renamed over the final name.
+    Rename,
+    /// The directory is synced, making the rename durable.
+    SyncDir,
+}
+
+/// What a simulated machine crash does to what was not yet synced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsynced {
+    /// Unsynced bytes are gone (the file is empty) and an unsynced rename is undone.
+    Lost,
+    /// Half of the unsynced bytes reached the disk, and an unsynced rename is undone.
+    Torn,
+    /// Everything reached the disk after all (the lucky crash).
+    Kept,
+}
+
+/// A simulated machine crash right after the `after_step`-th [`WriteStep`] (counted from 1
+/// over every write of the storage), with unsynced data treated as `unsynced` says. Afterwards
+/// every operation fails, as in a dead process, and the directory is left as the crash left it.
+/// It models only the one write in flight, as if every earlier write was durable: the syncs
+/// are counted as steps whatever the [`Durability`], and made for real only with `Fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrashPlan {
+    /// The last step that happens.
+    pub after_step: u64,
+    /// What happens to unsynced data.
+    pub unsynced: Unsynced,
+}
+
 /// Checkpoint storage in a real directory.
 #[derive(Debug)]
 pub struct FsCheckpointStorage {
     root: PathBuf,
     durability: Durability,
+    steps: u64,
+    step_log: Vec<(WriteStep, RelPath)>,
+    crash: Option<CrashPlan>,
+    crashed: Option<String>,
 }
 
 fn io_error(path: impl ToString, source: std::io::Error) -> StorageError {
@@ -58,7 +104,127 @@ impl FsCheckpointStorage {
     pub fn new(root: impl Into<PathBuf>, durability: Durability) -> Result<Self, StorageError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| io_error(root.display(), e))?;
-        Ok(Self { root, durability })
+        Ok(Self {
+            root,
+            durability,
+            steps: 0,
+            step_log: Vec::new(),
+            crash: None,
+            crashed: None,
+        })
+    }
+
+    /// Arms a simulated machine crash (see [`CrashPlan`]). A plan whose step never comes counts
+    /// the steps a run takes, syncs included.
+    pub fn with_crash(mut self, plan: CrashPlan) -> Self {
+        self.crash = Some(plan);
+        self
+    }
+
+    /// Write steps taken so far: run once without a crash to learn how many a run has.
+    pub fn steps_taken(&self) -> u64 {
+        self.steps
+    }
+
+    /// Every step taken while a crash plan was armed, in order: step `n` is entry `n - 1`.
+    pub fn step_log(&self) -> &[(WriteStep, RelPath)] {
+        &self.step_log
+    }
+
+    /// The crash, once it happened.
+    pub fn crashed(&self) -> Option<&str> {
+        self.crashed.as_deref()
+    }
+
+    /// Fails every operation after a simulated crash.
+    fn alive(&self, path: &dyn std::fmt::Display) -> Result<(), StorageError> {
+        match &self.crashed {
+            Some(crash) => Err(io_error(
+                path,
+                std::io::Error::other(format!("the machine crashed ({crash})")),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts `step`; if the crash plan says the machine dies right after it, leaves the
+    /// directory as the crash would and returns the error the writer sees.
+    fn step(
+        &mut self,
+        step: WriteStep,
+        path: &RelPath,
+        temporary: &Path,
+        full: &Path,
+        previous: Option<&[u8]>,
+    ) -> Result<(), StorageError> {
+        self.steps += 1;
+        if self.crash.is_some() {
+            self.step_log.push((step, path.clone()));
+        }
+        let Some(plan) = self.crash.filter(|plan| plan.after_step == self.steps) else {
+            return Ok(());
+        };
+        let undo = |e: std::io::Error| io_error(path, e);
+        match (step, plan.unsynced) {
+            (_, Unsynced::Kept) | (WriteStep::Create | WriteStep::SyncFile, _) => {}
+            (WriteStep::Write, unsynced) => {
+                let len = fs::metadata(temporary).map_err(undo)?.len();
+                let keep = if unsynced == Unsynced::Torn {
+                    len / 2
+                } else {
+                    0
+                };
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(temporary)
+                    .map_err(undo)?;
+                file.set_len(keep).map_err(undo)?;
+            }
+            (WriteStep::Rename, _) => {
+                // The directory entry change never reached the disk: the new file is back under
+                // its temporary name and the old one (if any) under the final name.
+                fs::rename(full, temporary).map_err(undo)?;
+                if let Some(previous) = previous {
+                    fs::write(full, previous).map_err(undo)?;
+                }
+            }
+            (WriteStep::SyncDir, _) => {}
+        }
+        let crash = format!(
+            "after step {} ({step:?} of {path}), unsynced data {:?}",
+            self.steps, plan.unsynced
+        );
+        self.crashed = Some(crash.clone());
+        Err(io_error(
+            path,
+            std::io::Error::other(format!("simulated machine crash {crash}")),
+        ))
+    }
+
+    /// Creates `dir` and any missing parents inside the root; with `Fsync`, each new directory's
+    /// parent is synced, or a crash could lose the entry of a directory full of synced files.
+    fn create_dirs(&self, path: &RelPath, dir: &Path) -> Result<(), StorageError> {
+        let mut missing = Vec::new();
+        let mut current = dir;
+        while current != self.root && !current.is_dir() {
+            missing.push(current.to_path_buf());
+            match current.parent() {
+                Some(parent) => current = parent,
+                None => break,
+            }
+        }
+        for new in missing.iter().rev() {
+            match fs::create_dir(new) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(io_error(path, e))
+                }
+                _ => {}
+            }
+            if let Some(parent) = new.parent() {
+                self.sync_dir(parent)?;
+            }
+        }
+        Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
@@ -67,6 +233,35 @@ impl FsCheckpointStorage {
             handle.sync_all().map_err(|e| io_error(dir.display(), e))?;
         }
         Ok(())
+    }
+
+    /// `path` below the root, after checking that no directory on the way is a symbolic link
+    /// (or anything but a directory). Components that do not exist yet are fine: nothing below
+    /// them exists either.
+    fn contained(&self, path: &RelPath) -> Result<PathBuf, StorageError> {
+        let full = path.under(&self.root);
+        let mut dir = self.root.clone();
+        let components: Vec<&str> = path.as_str().split('/').collect();
+        for component in &components[..components.len() - 1] {
+            dir.push(component);
+            match fs::symlink_metadata(&dir) {
+                Ok(metadata) if metadata.is_dir() => {}
+                Ok(metadata) => {
+                    let kind = if metadata.file_type().is_symlink() {
+                        "a directory on its path is a symbolic link"
+                    } else {
+                        "a directory on its path is not a directory"
+                    };
+                    return Err(StorageError::NotRegularFile {
+                        path: path.to_string(),
+                        kind,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(io_error(path, e)),
+            }
+        }
+        Ok(full)
     }
 
     /// Fails unless `full` is a regular file (not a symlink, directory or device).
@@ -103,27 +298,49 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError> {
-        let full = path.under(&self.root);
+        self.alive(path)?;
+        let full = self.contained(path)?;
         let dir = full
             .parent()
             .expect("a path under the root has a parent")
             .to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| io_error(path, e))?;
+        self.create_dirs(path, &dir)?;
         let temporary = dir.join(format!(
             ".{}.tmp",
             full.file_name()
                 .expect("a RelPath ends in a file name")
                 .to_string_lossy()
         ));
-        {
-            let mut file = fs::File::create(&temporary).map_err(|e| io_error(path, e))?;
-            file.write_all(bytes).map_err(|e| io_error(path, e))?;
-            if self.durability == Durability::Fsync {
+        // Only a crash plan needs the old bytes: an undone rename brings them back.
+        let previous = match self.crash {
+            Some(_) => fs::read(&full).ok(),
+            None => None,
+        };
+        let fsync = self.durability == Durability::Fsync;
+        let syncs = fsync || self.crash.is_some();
+        let mut file = fs::File::create(&temporary).map_err(|e| io_error(path, e))?;
+        self.step(WriteStep::Create, path, &temporary, &full, None)?;
+        file.write_all(bytes).map_err(|e| io_error(path, e))?;
+        self.step(WriteStep::Write, path, &temporary, &full, None)?;
+        if syncs {
+            if fsync {
                 file.sync_all().map_err(|e| io_error(path, e))?;
             }
+            self.step(WriteStep::SyncFile, path, &temporary, &full, None)?;
         }
+        drop(file);
         fs::rename(&temporary, &full).map_err(|e| io_error(path, e))?;
-        self.sync_dir(&dir)?;
+        self.step(
+            WriteStep::Rename,
+            path,
+            &temporary,
+            &full,
+            previous.as_deref(),
+        )?;
+        if syncs {
+            self.sync_dir(&dir)?;
+            self.step(WriteStep::SyncDir, path, &temporary, &full, None)?;
+        }
         Ok(FileRef {
             path: path.clone(),
             size: bytes.len() as u64,
@@ -132,17 +349,35 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {
-        let full = path.under(&self.root);
+        self.alive(path)?;
+        let full = self.contained(path)?;
         self.check_regular(path, &full)?;
         fs::read(&full).map_err(|e| io_error(path, e))
     }
 
     fn exists(&self, path: &RelPath) -> bool {
-        fs::symlink_metadata(path.under(&self.root)).is_ok()
+        self.crashed.is_none()
+            && self
+                .contained(path)
+                .is_ok_and(|full| fs::symlink_metadata(full).is_ok())
     }
 
     fn list(&self, dir: Option<&RelPath>) -> Result<Vec<String>, StorageError> {
-        let full = dir.map_or_else(|| self.root.clone(), |dir| dir.under(&self.root));
+        self.alive(&dir.map_or_else(|| ".".to_string(), |dir| dir.to_string()))?;
+        let full = match dir {
+            None => self.root.clone(),
+            Some(dir) => {
+                let full = self.contained(dir)?;
+                // The listed directory itself must not be a link either.
+                if fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir()) {
+                    return Err(StorageError::NotRegularFile {
+                        path: dir.to_string(),
+                        kind: "not a directory (a symbolic link or a file)",
+                    });
+                }
+                full
+            }
+        };
         let label = dir.map_or_else(|| ".".to_string(), |dir| dir.to_string());
         let entries = match fs::read_dir(&full) {
             Ok(entries) => entries,
@@ -160,14 +395,17 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
-        match fs::remove_file(path.under(&self.root)) {
+        self.alive(path)?;
+        // The last component is removed as itself (a link, never its target).
+        match fs::remove_file(self.contained(path)?) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(path, e)),
             _ => Ok(()),
         }
     }
 
     fn remove_dir(&mut self, dir: &RelPath) -> Result<(), StorageError> {
-        let full = dir.under(&self.root);
+        self.alive(dir)?;
+        let full = self.contained(dir)?;
         let metadata = match fs::symlink_metadata(&full) {
             Ok(metadata) => metadata,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

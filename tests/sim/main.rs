@@ -12,7 +12,12 @@
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
 //! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named.
 //! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
+//! - `crash`: a simulated machine crash after every create, write, sync and rename of every
+//!   checkpoint and savepoint write, with unsynced data lost, torn or kept: the restart restores
+//!   the previous or the new snapshot, equal to the model, and output stays exactly once.
 //! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
+//! - `paths`: hostile roots (paths climbing out, linked directories, pipes) are refused by restore,
+//!   retention and garbage collection, and a canary outside the root survives.
 //! - `rocksdb`: incremental uploads, the shared-file audit under retention, savepoints (relocated,
 //!   deleted, across backends and parallelisms), damage to each file kind, and native checkpoints
 //!   opened with plain RocksDB.
@@ -26,9 +31,11 @@ mod campaign;
 mod cli;
 mod coordinator;
 mod corruption;
+mod crash;
 mod determinism;
 mod keygroups;
 mod oracle;
+mod paths;
 mod restart;
 mod restore;
 #[cfg(feature = "rocksdb")]

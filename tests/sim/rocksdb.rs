@@ -137,7 +137,7 @@ fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
         };
         let mut backend = factory.create(context(&format!("{mode:?}"))).unwrap();
         let early = ValueState::<i64>::declare(backend.as_mut(), "early").unwrap();
-        let unused = ValueState::<i64>::declare(backend.as_mut(), "unused").unwrap();
+        let _unused = ValueState::<i64>::declare(backend.as_mut(), "unused").unwrap();
         let ctx = KeyedContext::new(backend.as_mut(), group, key.as_bytes());
         assert_eq!(early.get(&ctx).unwrap(), None, "nothing written yet");
         early
