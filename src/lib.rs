@@ -13,10 +13,12 @@ pub mod check;
 pub mod checkpoint;
 pub mod cli;
 pub mod fault;
+pub mod fuzzing;
 pub mod job;
 pub mod model;
 pub mod sim;
 pub mod state;
+mod sync;
 
 /// The `rocksdb` crate faultline is built with, so native checkpoints can be opened with plain
 /// RocksDB by the very same build.

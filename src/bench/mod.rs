@@ -6,11 +6,18 @@
 //! written, bytes retained, files written and reused, and wall time are measured, then one
 //! restore of the last checkpoint.
 //!
+//! Snapshots go through the upload hand-off ([`crate::checkpoint::upload`]): the snapshot
+//! stages its files in memory, then either an uploader thread writes them while the workload
+//! goes on (`async_upload`, Flink's asynchronous phase), or the same hand-off uploads them at
+//! once on the workload's thread. Completion, retention and shared-file deletion happen when
+//! the upload is done, and never delete a file an in-flight checkpoint references.
+//!
 //! Wall time is measured here, outside any simulated run: benchmarks report it and nothing
 //! feeds it back into a simulation.
 
 mod chart;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,14 +26,15 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::checkpoint::canonical::Compression;
+use crate::checkpoint::upload::{Staging, Submission, UploadEvent, Uploads};
 use crate::checkpoint::{
-    registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage, SnapshotKind,
-    StageSnapshot, SubtaskSnapshot,
+    registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage,
+    KeyedStateHandle, RelPath, SnapshotKind, StageSnapshot, SubtaskSnapshot,
 };
 use crate::job::keygroup::key_group_for;
 use crate::state::{
     BackendContext, BackendKind, KeyGroupRange, KeyedContext, RestoreHandle, RestoreMode,
-    SnapshotPurpose, SnapshotTarget, ValueState,
+    SnapshotPurpose, SnapshotTarget, StateBackend, ValueState,
 };
 
 pub use chart::draw_chart;
@@ -47,6 +55,8 @@ pub struct BenchParams {
     pub backends: Vec<BackendKind>,
     /// Seed of keys and values. Default 1.
     pub seed: u64,
+    /// Upload checkpoint files on a background thread while the workload goes on. Default off.
+    pub async_upload: bool,
 }
 
 impl Default for BenchParams {
@@ -58,6 +68,7 @@ impl Default for BenchParams {
             checkpoints: 10,
             backends: BackendKind::all(),
             seed: 1,
+            async_upload: false,
         }
     }
 }
@@ -79,7 +90,8 @@ pub struct CheckpointFigures {
     pub files_reused: u32,
     /// Bytes in checkpoint storage after retention and collection.
     pub retained_bytes: u64,
-    /// Wall time of snapshot, metadata, retention and collection.
+    /// Wall time the workload was blocked by this checkpoint: the snapshot, and (uploading on
+    /// its thread) the upload; completing it (metadata, retention, collection) blocks either way.
     pub wall_ms: f64,
 }
 
@@ -94,6 +106,9 @@ pub struct BackendFigures {
     pub restore_ms: f64,
     /// Entries restored.
     pub restored_entries: u64,
+    /// Wall time of the whole run from the first checkpoint's changes to the last completion:
+    /// workload and checkpoints together, the throughput figure async upload changes.
+    pub total_ms: f64,
 }
 
 /// The whole report.
@@ -212,76 +227,131 @@ fn run_backend(
         checkpoints: Vec::new(),
         restore_ms: 0.0,
         restored_entries: 0,
+        total_ms: 0.0,
     };
-    let mut last: Option<(u64, SubtaskSnapshot)> = None;
-    for checkpoint in 1..=params.checkpoints {
-        let keys_changed = if checkpoint == 1 {
-            params.keys
-        } else {
-            (params.keys as f64 * params.changed_fraction).round() as u64
-        };
-        if checkpoint > 1 {
-            for _ in 0..keys_changed {
-                let index = rng.random_range(0..params.keys.max(1));
-                write(backend.as_mut(), index, &mut rng)?;
+    let uploads = Uploads::new();
+    // The uploader is a real thread: this is real (non-simulated) use, timed by the wall clock.
+    #[allow(clippy::disallowed_methods)]
+    let uploader = params.async_upload.then(|| {
+        let uploads = uploads.clone();
+        let root = root.clone();
+        crate::sync::thread::spawn(move || -> Result<(), String> {
+            let mut storage = FsCheckpointStorage::new(&root, Durability::PageCache)
+                .map_err(|e| e.to_string())?;
+            uploads.run_uploader(&mut |path, bytes| {
+                storage
+                    .write(path, bytes)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            });
+            Ok(())
+        })
+    });
+    let mut coordinator = Coordinator {
+        factory_name: factory.name(),
+        range,
+        root: &root,
+        pending: BTreeMap::new(),
+        retained: None,
+        last: None,
+        fail: &fail,
+    };
+    let (outcome, total) = timed(|| -> Result<(), BenchError> {
+        for checkpoint in 1..=params.checkpoints {
+            let keys_changed = if checkpoint == 1 {
+                params.keys
+            } else {
+                (params.keys as f64 * params.changed_fraction).round() as u64
+            };
+            if checkpoint > 1 {
+                for _ in 0..keys_changed {
+                    let index = rng.random_range(0..params.keys.max(1));
+                    write(backend.as_mut(), index, &mut rng)?;
+                }
+            }
+            let id = u64::from(checkpoint);
+            let (snapshot, wall) = timed(|| -> Result<_, BenchError> {
+                let target = SnapshotTarget {
+                    checkpoint_id: id,
+                    dir: registry::checkpoint_dir(id),
+                    purpose: SnapshotPurpose::Checkpoint,
+                    compression: Compression::None,
+                };
+                let mut staging = Staging::new(&storage);
+                let result = backend
+                    .snapshot(&target, &mut staging)
+                    .map_err(|e| fail(e.to_string()))?;
+                let shared = result
+                    .handle
+                    .shared_files()
+                    .into_iter()
+                    .map(|file| file.path.clone())
+                    .collect();
+                uploads
+                    .submit(Submission {
+                        checkpoint_id: id,
+                        files: staging.into_files(),
+                        shared,
+                    })
+                    .map_err(|e| fail(e.to_string()))?;
+                if uploader.is_none() {
+                    uploads.upload_next(&mut |path, bytes| {
+                        storage
+                            .write(path, bytes)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    });
+                }
+                Ok(result)
+            });
+            let result = snapshot?;
+            coordinator.pending.insert(
+                id,
+                (
+                    CheckpointFigures {
+                        checkpoint,
+                        keys_changed,
+                        changed_bytes: keys_changed * entry_bytes,
+                        bytes_written: result.bytes_written,
+                        files_written: result.files_written,
+                        files_reused: result.files_reused,
+                        retained_bytes: 0,
+                        wall_ms: wall.as_secs_f64() * 1000.0,
+                    },
+                    result.handle,
+                ),
+            );
+            for event in uploads.take_events() {
+                coordinator.handle(
+                    event,
+                    &uploads,
+                    &mut storage,
+                    backend.as_mut(),
+                    &mut figures,
+                )?;
             }
         }
-        let id = u64::from(checkpoint);
-        let (result, wall) = timed(|| -> Result<_, BenchError> {
-            let target = SnapshotTarget {
-                checkpoint_id: id,
-                dir: registry::checkpoint_dir(id),
-                purpose: SnapshotPurpose::Checkpoint,
-                compression: Compression::None,
-            };
-            let result = backend
-                .snapshot(&target, &mut storage)
-                .map_err(|e| fail(e.to_string()))?;
-            let subtask = SubtaskSnapshot {
-                subtask: 0,
-                key_groups: range,
-                keyed: Some(result.handle.clone()),
-                operator_state: Vec::new(),
-            };
-            let metadata = CheckpointMetadata {
-                checkpoint_id: id,
-                kind: SnapshotKind::Checkpoint,
-                trigger_time_ms: 0,
-                job_fingerprint: 0,
-                max_parallelism: 128,
-                backend: factory.name().to_string(),
-                stages: vec![StageSnapshot {
-                    stage: 0,
-                    name: "bench".into(),
-                    parallelism: 1,
-                    subtasks: vec![subtask.clone()],
-                }],
-            };
-            storage
-                .write(&registry::metadata_path(id), &metadata.encode())
-                .map_err(|e| fail(e.to_string()))?;
-            backend.notify_checkpoint_complete(id);
-            if id > 1 {
-                storage
-                    .remove_dir(&registry::checkpoint_dir(id - 1))
-                    .map_err(|e| fail(e.to_string()))?;
-                registry::collect_garbage(&mut storage).map_err(|e| fail(e.to_string()))?;
-            }
-            Ok((result, subtask))
-        });
-        let (result, subtask) = result?;
-        last = Some((id, subtask));
-        figures.checkpoints.push(CheckpointFigures {
-            checkpoint,
-            keys_changed,
-            changed_bytes: keys_changed * entry_bytes,
-            bytes_written: result.bytes_written,
-            files_written: result.files_written,
-            files_reused: result.files_reused,
-            retained_bytes: dir_bytes(&root),
-            wall_ms: wall.as_secs_f64() * 1000.0,
-        });
+        while let Some(event) = uploads.wait_event() {
+            coordinator.handle(
+                event,
+                &uploads,
+                &mut storage,
+                backend.as_mut(),
+                &mut figures,
+            )?;
+        }
+        Ok(())
+    });
+    uploads.shutdown();
+    if let Some(thread) = uploader {
+        thread
+            .join()
+            .map_err(|_| fail("the uploader thread panicked".into()))?
+            .map_err(fail)?;
     }
+    outcome?;
+    figures.total_ms = total.as_secs_f64() * 1000.0;
+    let last = coordinator.last.take();
     drop(backend);
     if let Some((_, subtask)) = last {
         let mut restored = factory
@@ -300,6 +370,97 @@ fn run_backend(
     Ok(figures)
 }
 
+/// Completes uploaded checkpoints: `_metadata`, confirmation to the backend, retention
+/// (`num_retained` 1) and shared-file deletion through the hand-off.
+struct Coordinator<'a> {
+    factory_name: &'static str,
+    range: KeyGroupRange,
+    root: &'a Path,
+    /// Snapshotted checkpoints waiting for their upload.
+    pending: BTreeMap<u64, (CheckpointFigures, KeyedStateHandle)>,
+    retained: Option<u64>,
+    last: Option<(u64, SubtaskSnapshot)>,
+    fail: &'a dyn Fn(String) -> BenchError,
+}
+
+impl Coordinator<'_> {
+    fn handle(
+        &mut self,
+        event: UploadEvent,
+        uploads: &Uploads,
+        storage: &mut FsCheckpointStorage,
+        backend: &mut dyn StateBackend,
+        figures: &mut BackendFigures,
+    ) -> Result<(), BenchError> {
+        let fail = self.fail;
+        let id = match event {
+            UploadEvent::Uploaded(id) => id,
+            other => return Err(fail(format!("upload ended as {other:?}"))),
+        };
+        let (mut checkpoint, handle) = self
+            .pending
+            .remove(&id)
+            .ok_or_else(|| fail(format!("checkpoint {id} uploaded twice")))?;
+        let (subtask, wall) = timed(|| -> Result<SubtaskSnapshot, BenchError> {
+            let subtask = SubtaskSnapshot {
+                subtask: 0,
+                key_groups: self.range,
+                keyed: Some(handle),
+                operator_state: Vec::new(),
+            };
+            let metadata = CheckpointMetadata {
+                checkpoint_id: id,
+                kind: SnapshotKind::Checkpoint,
+                trigger_time_ms: 0,
+                job_fingerprint: 0,
+                max_parallelism: 128,
+                backend: self.factory_name.to_string(),
+                stages: vec![StageSnapshot {
+                    stage: 0,
+                    name: "bench".into(),
+                    parallelism: 1,
+                    subtasks: vec![subtask.clone()],
+                }],
+            };
+            storage
+                .write(&registry::metadata_path(id), &metadata.encode())
+                .map_err(|e| fail(e.to_string()))?;
+            uploads.complete(id).map_err(|e| fail(e.to_string()))?;
+            backend.notify_checkpoint_complete(id);
+            if let Some(previous) = self.retained.replace(id) {
+                storage
+                    .remove_dir(&registry::checkpoint_dir(previous))
+                    .map_err(|e| fail(e.to_string()))?;
+                uploads.subsume(previous).map_err(|e| fail(e.to_string()))?;
+            }
+            let shared = RelPath::new("shared").expect("a valid relative path");
+            let mut candidates = Vec::new();
+            for name in storage
+                .list(Some(&shared))
+                .map_err(|e| fail(e.to_string()))?
+            {
+                // `.name.tmp` is an upload in progress, not a file anyone could reference yet.
+                if !name.starts_with('.') {
+                    candidates.push(shared.join(&name).map_err(|e| fail(e.to_string()))?);
+                }
+            }
+            let mut deletion = Ok(());
+            uploads.delete_unreferenced(&candidates, &mut |path| {
+                if let Err(e) = storage.remove_file(path) {
+                    deletion = Err(fail(e.to_string()));
+                }
+            });
+            deletion?;
+            Ok(subtask)
+        });
+        checkpoint.wall_ms += wall.as_secs_f64() * 1000.0;
+        checkpoint.retained_bytes = dir_bytes(self.root);
+        figures.checkpoints.push(checkpoint);
+        self.last = Some((id, subtask?));
+        Ok(())
+    }
+}
+
 fn human(bytes: u64) -> String {
     match bytes {
         b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
@@ -313,8 +474,9 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let p = &self.params;
         let mut text = format!(
-            "keyed state: {} keys x {} value bytes; {:.1}% of keys changed before each checkpoint after the first; {} checkpoints, num_retained 1\n",
-            p.keys, p.value_bytes, p.changed_fraction * 100.0, p.checkpoints
+            "keyed state: {} keys x {} value bytes; {:.1}% of keys changed before each checkpoint after the first; {} checkpoints, num_retained 1; upload {}\n",
+            p.keys, p.value_bytes, p.changed_fraction * 100.0, p.checkpoints,
+            if p.async_upload { "asynchronous (a background thread)" } else { "synchronous" }
         );
         text.push_str(&format!(
             "{:<20} {:>4} {:>10} {:>11} {:>8} {:>7} {:>11} {:>9} {:>10}\n",
@@ -350,17 +512,18 @@ impl BenchReport {
             }
         }
         text.push_str(
-            "\nbackend              total written   mean ms/chk   restore ms   restored entries\n",
+            "\nbackend              total written   mean ms/chk   total ms   restore ms   restored entries\n",
         );
         for backend in &self.backends {
             let total: u64 = backend.checkpoints.iter().map(|c| c.bytes_written).sum();
             let mean = backend.checkpoints.iter().map(|c| c.wall_ms).sum::<f64>()
                 / backend.checkpoints.len().max(1) as f64;
             text.push_str(&format!(
-                "{:<20} {:>13} {:>13.1} {:>12.1} {:>18}\n",
+                "{:<20} {:>13} {:>13.1} {:>10.1} {:>12.1} {:>18}\n",
                 backend.backend,
                 human(total),
                 mean,
+                backend.total_ms,
                 backend.restore_ms,
                 backend.restored_entries
             ));

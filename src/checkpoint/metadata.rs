@@ -166,25 +166,7 @@ impl CheckpointMetadata {
                 e.u16(subtask.subtask)
                     .u16(subtask.key_groups.start)
                     .u16(subtask.key_groups.end);
-                match &subtask.keyed {
-                    None => {
-                        e.u8(0);
-                    }
-                    Some(KeyedStateHandle::Canonical(file)) => {
-                        e.u8(1);
-                        encode_file(&mut e, file);
-                    }
-                    Some(KeyedStateHandle::Native { shared, private }) => {
-                        e.u8(2);
-                        for list in [shared, private] {
-                            e.u32(list.len() as u32);
-                            for named in list {
-                                e.str(&named.local_name);
-                                encode_file(&mut e, &named.file);
-                            }
-                        }
-                    }
-                }
+                encode_handle(&mut e, subtask.keyed.as_ref());
                 e.bytes(&subtask.operator_state);
             }
         }
@@ -302,6 +284,65 @@ fn decode_named_files(d: &mut Decoder<'_>) -> Result<Vec<NamedFile>, FormatError
     Ok(files)
 }
 
+/// A keyed-state handle: tag 0 (none), 1 (a canonical file) or 2 (the native file lists).
+fn encode_handle(e: &mut Encoder, handle: Option<&KeyedStateHandle>) {
+    match handle {
+        None => {
+            e.u8(0);
+        }
+        Some(KeyedStateHandle::Canonical(file)) => {
+            e.u8(1);
+            encode_file(e, file);
+        }
+        Some(KeyedStateHandle::Native { shared, private }) => {
+            e.u8(2);
+            for list in [shared, private] {
+                e.u32(list.len() as u32);
+                for named in list {
+                    e.str(&named.local_name);
+                    encode_file(e, &named.file);
+                }
+            }
+        }
+    }
+}
+
+fn decode_handle(d: &mut Decoder<'_>) -> Result<Option<KeyedStateHandle>, FormatError> {
+    let tag_offset = d.position() as u64;
+    Ok(match d.u8("keyed state tag")? {
+        0 => None,
+        1 => Some(KeyedStateHandle::Canonical(decode_file(d)?)),
+        2 => {
+            let shared = decode_named_files(d)?;
+            let private = decode_named_files(d)?;
+            Some(KeyedStateHandle::Native { shared, private })
+        }
+        other => {
+            return Err(invalid(
+                "keyed state tag",
+                tag_offset,
+                format!("unknown tag {other}"),
+            ))
+        }
+    })
+}
+
+/// The bare encoding of one subtask's keyed-state handle as `_metadata` embeds it (for an
+/// incremental checkpoint: its shared and private file lists), so it can be fuzzed on its own.
+pub fn encode_keyed_handle(handle: Option<&KeyedStateHandle>) -> Vec<u8> {
+    let mut e = Encoder::new();
+    encode_handle(&mut e, handle);
+    e.finish()
+}
+
+/// Decodes [`encode_keyed_handle`]'s bytes; trailing bytes are an error.
+pub fn decode_keyed_handle(bytes: &[u8]) -> Result<Option<KeyedStateHandle>, FormatError> {
+    let mut d = Decoder::new(bytes);
+    let handle = decode_handle(&mut d)?;
+    d.finish("keyed state handle")?;
+    Ok(handle)
+}
+
 fn decode_stage(d: &mut Decoder<'_>, max_parallelism: u16) -> Result<StageSnapshot, FormatError> {
     let stage = d.u16("stage")?;
     let name = d.str("stage name")?.to_string();
@@ -341,23 +382,7 @@ fn decode_stage(d: &mut Decoder<'_>, max_parallelism: u16) -> Result<StageSnapsh
                 format!("range {start}..={end} with max parallelism {max_parallelism}"),
             ));
         }
-        let tag_offset = d.position() as u64;
-        let keyed = match d.u8("keyed state tag")? {
-            0 => None,
-            1 => Some(KeyedStateHandle::Canonical(decode_file(d)?)),
-            2 => {
-                let shared = decode_named_files(d)?;
-                let private = decode_named_files(d)?;
-                Some(KeyedStateHandle::Native { shared, private })
-            }
-            other => {
-                return Err(invalid(
-                    "keyed state tag",
-                    tag_offset,
-                    format!("unknown tag {other}"),
-                ))
-            }
-        };
+        let keyed = decode_handle(d)?;
         let operator_state = d.bytes("operator state")?.to_vec();
         subtasks.push(SubtaskSnapshot {
             subtask,

@@ -22,6 +22,7 @@ pub mod metadata;
 pub mod registry;
 mod relpath;
 pub mod storage;
+pub mod upload;
 
 pub use metadata::{
     CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, SnapshotKind, StageSnapshot,

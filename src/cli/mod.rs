@@ -71,6 +71,15 @@ pub enum Command {
         #[arg(long)]
         abort_at_step: Option<u64>,
     },
+    /// Regenerate the fuzz targets' seed corpora from real checkpoints and savepoints.
+    FuzzCorpus {
+        /// Corpus root: one directory per target.
+        #[arg(long, default_value = "fuzz/corpus")]
+        out: PathBuf,
+        /// Scenario files to add to the scenario corpus.
+        #[arg(long, default_value = "fixtures/scenarios")]
+        scenarios: PathBuf,
+    },
     /// Measure checkpoints: full vs incremental, bytes written and retained, times.
     Bench {
         /// What to measure.
@@ -359,6 +368,9 @@ pub struct BenchFlags {
     /// Seed of keys and values.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Upload checkpoint files on a background thread while the workload goes on.
+    #[arg(long)]
+    pub async_upload: bool,
     /// Directory for bench.json and bench.svg.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -375,6 +387,14 @@ pub fn main() -> ExitCode {
             what: BenchWhat::Checkpoints(flags),
         } => run_bench(flags),
         Command::Explore(flags) => run_explore(flags),
+        Command::FuzzCorpus { out, scenarios } => {
+            crate::fuzzing::write_seed_corpus(&out, &scenarios).map(|counts| {
+                for count in counts {
+                    println!("{:<14} {} seed file(s)", count.target.name(), count.files);
+                }
+                ExitCode::SUCCESS
+            })
+        }
         Command::Replay(flags) => run_replay(flags),
         Command::CaseChild {
             scenario,
@@ -507,6 +527,7 @@ fn run_bench(flags: BenchFlags) -> Result<ExitCode, String> {
         changed_fraction: flags.changed_fraction,
         checkpoints: flags.checkpoints,
         seed: flags.seed,
+        async_upload: flags.async_upload,
         ..BenchParams::default()
     };
     if !flags.backend.is_empty() {

@@ -258,6 +258,69 @@ fn bench_checkpoints_writes_a_table_json_and_chart() {
 }
 
 #[test]
+fn bench_with_async_upload_restores_the_same_state_as_synchronous() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reports = Vec::new();
+    for upload in [None, Some("--async-upload")] {
+        let out = dir.path().join(upload.unwrap_or("sync"));
+        let mut args = vec![
+            "bench",
+            "checkpoints",
+            "--keys",
+            "3000",
+            "--checkpoints",
+            "6",
+            "--changed-fraction",
+            "0.2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(upload);
+        let output = faultline(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            stdout.contains(if upload.is_some() {
+                "upload asynchronous"
+            } else {
+                "upload synchronous"
+            }),
+            "{stdout}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap())
+                .unwrap();
+        reports.push(report);
+    }
+    for (sync, asynchronous) in reports[0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(reports[1]["backends"].as_array().unwrap())
+    {
+        let name = &sync["backend"];
+        // Every checkpoint completed, in order, and the last one restores every key: no shared
+        // file it needs was deleted while an upload was in flight.
+        let ids = |b: &serde_json::Value| -> Vec<u64> {
+            b["checkpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["checkpoint"].as_u64().unwrap())
+                .collect()
+        };
+        assert_eq!(ids(asynchronous), (1..=6).collect::<Vec<_>>(), "{name}");
+        assert_eq!(ids(sync), ids(asynchronous), "{name}");
+        assert_eq!(asynchronous["restored_entries"], 3000, "{name}");
+        assert_eq!(sync["restored_entries"], 3000, "{name}");
+    }
+}
+
+#[test]
 fn the_demos_run_on_every_backend() {
     for backend in faultline::state::BackendKind::all() {
         for kind in [DemoKind::Recovery, DemoKind::Stateful] {

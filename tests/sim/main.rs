@@ -16,6 +16,9 @@
 //!   checkpoint and savepoint write, with unsynced data lost, torn or kept: the restart restores
 //!   the previous or the new snapshot, equal to the model, and output stays exactly once.
 //! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
+//! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
+//!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
+//!   lengths rejected without a panic.
 //! - `paths`: hostile roots (paths climbing out, linked directories, pipes) are refused by restore,
 //!   retention and garbage collection, and a canary outside the root survives.
 //! - `rocksdb`: incremental uploads, the shared-file audit under retention, savepoints (relocated,
@@ -33,6 +36,7 @@ mod coordinator;
 mod corruption;
 mod crash;
 mod determinism;
+mod fuzz_corpus;
 mod keygroups;
 mod oracle;
 mod paths;

@@ -1,0 +1,10 @@
+//! One subtask's keyed-state handle: an incremental checkpoint's shared and private file lists.
+//! Errors are fine; a panic, an unbounded allocation or a hang is a finding.
+#![no_main]
+
+use faultline::fuzzing::Target;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Target::NativeHandle.run(data);
+});

@@ -1,0 +1,10 @@
+//! Arbitrary keyed state, encoded canonically and decoded back equal. Errors are fine; a panic, an
+//! unbounded allocation or a hang is a finding.
+#![no_main]
+
+use faultline::fuzzing::Target;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = Target::Roundtrip.run(data);
+});

@@ -1,0 +1,729 @@
+//! Asynchronous checkpoint upload: the hand-off between the thread that snapshots — it stages a
+//! checkpoint's files in memory and goes back to processing records — and the uploader that
+//! writes them to checkpoint storage (Flink's asynchronous snapshot phase).
+//!
+//! One mutex guards the whole hand-off and one condition variable announces every change, so
+//! these rules hold at every moment, whatever the interleaving:
+//! - a checkpoint is queued, uploading, uploaded (awaiting the coordinator), retained, or gone;
+//! - every submitted checkpoint gets exactly one upload outcome ([`UploadEvent`]): uploaded,
+//!   failed, or aborted if an abort came before the upload finished. None is lost, none doubled;
+//! - an aborted checkpoint never completes, and a completed one is never aborted;
+//! - a shared file is deleted only under the lock, and only if no queued, uploading, uploaded or
+//!   retained checkpoint references it, so deletion cannot race with a checkpoint that reuses it.
+//!
+//! Threads: in real use the uploader runs [`Uploads::run_uploader`] on a thread of its own.
+//! Single-threaded callers — the simulated runtime's deterministic world, or a benchmark with
+//! upload off — call [`Uploads::upload_next`] where they choose, and the same code runs with
+//! no thread at all. Its synchronisation comes from [`crate::sync`], which is loom's under
+//! `--cfg loom`: the loom tests below explore the races between uploader and coordinator.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::{CheckpointStorage, FileRef, RelPath, StorageError};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+/// A file staged by a snapshot: where it goes and its bytes.
+pub type StagedFile = (RelPath, Vec<u8>);
+
+/// A checkpoint handed to the uploader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// The checkpoint.
+    pub checkpoint_id: u64,
+    /// Files to write, in order.
+    pub files: Vec<StagedFile>,
+    /// Every shared file the checkpoint references: those among `files` and those it reuses
+    /// from earlier checkpoints. None of them may be deleted while the checkpoint lives.
+    pub shared: BTreeSet<RelPath>,
+}
+
+/// The outcome of one submission's upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadEvent {
+    /// Every file is written: the coordinator may now complete (or abort) the checkpoint.
+    Uploaded(u64),
+    /// The checkpoint was aborted before its upload finished; it is gone.
+    Aborted(u64),
+    /// A write failed; the checkpoint is gone.
+    Failed {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// The storage error.
+        reason: String,
+    },
+}
+
+/// A request the hand-off refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UploadError {
+    /// The checkpoint was never submitted, or is already gone.
+    #[error("checkpoint {0} is not known to the uploader (never submitted, or already gone)")]
+    Unknown(u64),
+    /// Completion before the upload finished.
+    #[error("checkpoint {0} cannot complete: its upload has not finished")]
+    NotUploaded(u64),
+    /// Abort of a completed checkpoint.
+    #[error("checkpoint {0} cannot be aborted: it completed")]
+    Completed(u64),
+    /// The same id twice.
+    #[error("checkpoint {0} was submitted twice")]
+    Duplicate(u64),
+    /// Submission after shutdown.
+    #[error("the uploader has shut down")]
+    ShutDown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Uploading,
+    Uploaded,
+    Retained,
+}
+
+#[derive(Debug)]
+struct Entry {
+    phase: Phase,
+    shared: BTreeSet<RelPath>,
+    abort_requested: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queue: VecDeque<(u64, Vec<StagedFile>)>,
+    checkpoints: BTreeMap<u64, Entry>,
+    events: VecDeque<UploadEvent>,
+    shutdown: bool,
+}
+
+/// The hand-off; clones share it.
+#[derive(Clone)]
+pub struct Uploads {
+    inner: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new((Mutex::new(State::default()), Condvar::new())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Uploads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uploads")
+            .field("live", &self.live())
+            .finish()
+    }
+}
+
+/// What writes one staged file to storage.
+pub type WriteFile<'a> = dyn FnMut(&RelPath, &[u8]) -> Result<(), String> + 'a;
+
+impl Uploads {
+    /// An empty hand-off.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state half-changed: nothing can go on.
+        self.inner
+            .0
+            .lock()
+            .expect("the upload hand-off lock is never poisoned")
+    }
+
+    fn changed(&self) {
+        self.inner.1.notify_all();
+    }
+
+    /// Queues a checkpoint's files and registers every shared file it references.
+    pub fn submit(&self, submission: Submission) -> Result<(), UploadError> {
+        let mut state = self.lock();
+        if state.shutdown {
+            return Err(UploadError::ShutDown);
+        }
+        if state.checkpoints.contains_key(&submission.checkpoint_id) {
+            return Err(UploadError::Duplicate(submission.checkpoint_id));
+        }
+        state.checkpoints.insert(
+            submission.checkpoint_id,
+            Entry {
+                phase: Phase::Queued,
+                shared: submission.shared,
+                abort_requested: false,
+            },
+        );
+        state
+            .queue
+            .push_back((submission.checkpoint_id, submission.files));
+        drop(state);
+        self.changed();
+        Ok(())
+    }
+
+    /// Uploads the next queued checkpoint with `write`, on the calling thread; `false` if none
+    /// was queued. An abort is honoured between files.
+    pub fn upload_next(&self, write: &mut WriteFile<'_>) -> bool {
+        let (id, files) = {
+            let mut state = self.lock();
+            let Some((id, files)) = state.queue.pop_front() else {
+                return false;
+            };
+            state
+                .checkpoints
+                .get_mut(&id)
+                .expect("a queued checkpoint is registered")
+                .phase = Phase::Uploading;
+            (id, files)
+        };
+        let mut failure = None;
+        for (path, bytes) in &files {
+            let aborted = self
+                .lock()
+                .checkpoints
+                .get(&id)
+                .is_some_and(|entry| entry.abort_requested);
+            if aborted {
+                break;
+            }
+            if let Err(reason) = write(path, bytes) {
+                failure = Some(reason);
+                break;
+            }
+        }
+        let mut state = self.lock();
+        let entry = state
+            .checkpoints
+            .get_mut(&id)
+            .expect("an uploading checkpoint stays registered until its upload ends");
+        let event = if entry.abort_requested {
+            state.checkpoints.remove(&id);
+            UploadEvent::Aborted(id)
+        } else if let Some(reason) = failure {
+            state.checkpoints.remove(&id);
+            UploadEvent::Failed {
+                checkpoint_id: id,
+                reason,
+            }
+        } else {
+            entry.phase = Phase::Uploaded;
+            UploadEvent::Uploaded(id)
+        };
+        state.events.push_back(event);
+        drop(state);
+        self.changed();
+        true
+    }
+
+    /// The uploader thread's loop: uploads queued checkpoints as they come, until
+    /// [`Uploads::shutdown`] and an empty queue.
+    pub fn run_uploader(&self, write: &mut WriteFile<'_>) {
+        loop {
+            if self.upload_next(write) {
+                continue;
+            }
+            let state = self.lock();
+            if state.shutdown && state.queue.is_empty() {
+                return;
+            }
+            if state.queue.is_empty() {
+                // Woken by a submission or the shutdown; spurious wake-ups just loop.
+                drop(
+                    self.inner
+                        .1
+                        .wait(state)
+                        .expect("the upload hand-off lock is never poisoned"),
+                );
+            }
+        }
+    }
+
+    /// Asks the uploader to stop once the queue is empty; later submissions are refused.
+    pub fn shutdown(&self) {
+        self.lock().shutdown = true;
+        self.changed();
+    }
+
+    /// Upload outcomes not yet taken, in the order they happened.
+    pub fn take_events(&self) -> Vec<UploadEvent> {
+        self.lock().events.drain(..).collect()
+    }
+
+    /// Waits for the next upload outcome; `None` once no submitted checkpoint can produce one.
+    pub fn wait_event(&self) -> Option<UploadEvent> {
+        let mut state = self.lock();
+        loop {
+            if let Some(event) = state.events.pop_front() {
+                return Some(event);
+            }
+            let pending = state
+                .checkpoints
+                .values()
+                .any(|entry| matches!(entry.phase, Phase::Queued | Phase::Uploading));
+            if !pending {
+                return None;
+            }
+            state = self
+                .inner
+                .1
+                .wait(state)
+                .expect("the upload hand-off lock is never poisoned");
+        }
+    }
+
+    /// The coordinator completes an uploaded checkpoint (after writing its `_metadata`): it is
+    /// retained until subsumed.
+    pub fn complete(&self, checkpoint_id: u64) -> Result<(), UploadError> {
+        let mut state = self.lock();
+        let entry = state
+            .checkpoints
+            .get_mut(&checkpoint_id)
+            .ok_or(UploadError::Unknown(checkpoint_id))?;
+        match entry.phase {
+            Phase::Uploaded => {
+                entry.phase = Phase::Retained;
+                Ok(())
+            }
+            Phase::Retained => Ok(()),
+            Phase::Queued | Phase::Uploading => Err(UploadError::NotUploaded(checkpoint_id)),
+        }
+    }
+
+    /// Aborts a checkpoint: a queued one is dropped at once (its outcome: aborted), an
+    /// uploading one stops after the file in flight (the uploader reports it aborted), an
+    /// uploaded one is forgotten.
+    pub fn abort(&self, checkpoint_id: u64) -> Result<(), UploadError> {
+        let mut state = self.lock();
+        let phase = state
+            .checkpoints
+            .get(&checkpoint_id)
+            .ok_or(UploadError::Unknown(checkpoint_id))?
+            .phase;
+        match phase {
+            Phase::Retained => return Err(UploadError::Completed(checkpoint_id)),
+            Phase::Queued => {
+                state.queue.retain(|(id, _)| *id != checkpoint_id);
+                state.checkpoints.remove(&checkpoint_id);
+                state.events.push_back(UploadEvent::Aborted(checkpoint_id));
+            }
+            Phase::Uploading => {
+                state
+                    .checkpoints
+                    .get_mut(&checkpoint_id)
+                    .expect("looked up above")
+                    .abort_requested = true;
+            }
+            Phase::Uploaded => {
+                state.checkpoints.remove(&checkpoint_id);
+            }
+        }
+        drop(state);
+        self.changed();
+        Ok(())
+    }
+
+    /// A newer checkpoint subsumed a retained one: its references go.
+    pub fn subsume(&self, checkpoint_id: u64) -> Result<(), UploadError> {
+        let mut state = self.lock();
+        match state
+            .checkpoints
+            .get(&checkpoint_id)
+            .map(|entry| entry.phase)
+        {
+            Some(Phase::Retained) => {
+                state.checkpoints.remove(&checkpoint_id);
+                Ok(())
+            }
+            Some(_) => Err(UploadError::NotUploaded(checkpoint_id)),
+            None => Err(UploadError::Unknown(checkpoint_id)),
+        }
+    }
+
+    /// Whether any live checkpoint references `path`.
+    pub fn is_referenced(&self, path: &RelPath) -> bool {
+        referenced(&self.lock(), path)
+    }
+
+    /// Deletes, with `delete`, each of `candidates` that no live checkpoint references, while
+    /// holding the lock (so no checkpoint can register it in between); returns what it deleted.
+    pub fn delete_unreferenced(
+        &self,
+        candidates: &[RelPath],
+        delete: &mut dyn FnMut(&RelPath),
+    ) -> Vec<RelPath> {
+        let state = self.lock();
+        let mut deleted = Vec::new();
+        for path in candidates {
+            if !referenced(&state, path) {
+                delete(path);
+                deleted.push(path.clone());
+            }
+        }
+        deleted
+    }
+
+    /// Checkpoints known to the hand-off, in id order (for traces and tests).
+    pub fn live(&self) -> Vec<u64> {
+        self.lock().checkpoints.keys().copied().collect()
+    }
+}
+
+/// The snapshot side of the hand-off: a [`CheckpointStorage`] that keeps what a snapshot writes
+/// in memory (its [`FileRef`]s are final: size and checksum of the staged bytes) and reads the
+/// rest from the real storage, so the snapshot finishes without waiting for any upload.
+pub struct Staging<'a> {
+    storage: &'a dyn CheckpointStorage,
+    files: Vec<StagedFile>,
+}
+
+impl<'a> Staging<'a> {
+    /// Stages writes over `storage`, which it only reads.
+    pub fn new(storage: &'a dyn CheckpointStorage) -> Self {
+        Self {
+            storage,
+            files: Vec::new(),
+        }
+    }
+
+    /// The staged files, in the order they were written.
+    pub fn into_files(self) -> Vec<StagedFile> {
+        self.files
+    }
+
+    fn staged(&self, path: &RelPath) -> Option<&[u8]> {
+        self.files
+            .iter()
+            .rev()
+            .find(|(staged, _)| staged == path)
+            .map(|(_, bytes)| bytes.as_slice())
+    }
+}
+
+impl CheckpointStorage for Staging<'_> {
+    fn root(&self) -> &std::path::Path {
+        self.storage.root()
+    }
+
+    fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError> {
+        self.files.push((path.clone(), bytes.to_vec()));
+        Ok(FileRef {
+            path: path.clone(),
+            size: bytes.len() as u64,
+            checksum: xxhash_rust::xxh3::xxh3_64(bytes),
+        })
+    }
+
+    fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {
+        match self.staged(path) {
+            Some(bytes) => Ok(bytes.to_vec()),
+            None => self.storage.read(path),
+        }
+    }
+
+    fn exists(&self, path: &RelPath) -> bool {
+        self.staged(path).is_some() || self.storage.exists(path)
+    }
+
+    fn list(&self, dir: Option<&RelPath>) -> Result<Vec<String>, StorageError> {
+        let mut names: BTreeSet<String> = self.storage.list(dir)?.into_iter().collect();
+        for (path, _) in &self.files {
+            let (parent, name) = match path.as_str().rsplit_once('/') {
+                Some((parent, name)) => (Some(parent), name),
+                None => (None, path.as_str()),
+            };
+            if parent == dir.map(RelPath::as_str) {
+                names.insert(name.to_string());
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
+        Err(refused(path))
+    }
+
+    fn remove_dir(&mut self, dir: &RelPath) -> Result<(), StorageError> {
+        Err(refused(dir))
+    }
+}
+
+/// A snapshot only writes: deletion belongs to the coordinator, under the hand-off's lock.
+fn refused(path: &RelPath) -> StorageError {
+    StorageError::Io {
+        path: path.to_string(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "a staged snapshot cannot delete; the coordinator does, after the upload",
+        ),
+    }
+}
+
+fn referenced(state: &State, path: &RelPath) -> bool {
+    state
+        .checkpoints
+        .values()
+        .any(|entry| entry.shared.contains(path))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn path(name: &str) -> RelPath {
+        RelPath::new(name).unwrap()
+    }
+
+    fn submission(id: u64, shared: &[&str]) -> Submission {
+        Submission {
+            checkpoint_id: id,
+            files: shared
+                .iter()
+                .map(|name| (path(name), name.as_bytes().to_vec()))
+                .chain([(path(&format!("chk-{id}/state")), vec![1, 2, 3])])
+                .collect(),
+            shared: shared.iter().map(|name| path(name)).collect(),
+        }
+    }
+
+    #[test]
+    fn single_threaded_upload_completes_subsumes_and_deletes_in_order() {
+        let uploads = Uploads::new();
+        let mut written = Vec::new();
+        let mut write = |p: &RelPath, _: &[u8]| {
+            written.push(p.to_string());
+            Ok(())
+        };
+        uploads.submit(submission(1, &["shared/a"])).unwrap();
+        uploads
+            .submit(submission(2, &["shared/a", "shared/b"]))
+            .unwrap();
+        assert_eq!(
+            uploads.submit(submission(2, &[])),
+            Err(UploadError::Duplicate(2))
+        );
+        assert_eq!(uploads.complete(1), Err(UploadError::NotUploaded(1)));
+        assert!(uploads.upload_next(&mut write));
+        assert!(uploads.upload_next(&mut write));
+        assert!(!uploads.upload_next(&mut write));
+        assert_eq!(
+            uploads.take_events(),
+            [UploadEvent::Uploaded(1), UploadEvent::Uploaded(2)]
+        );
+        uploads.complete(1).unwrap();
+        uploads.complete(2).unwrap();
+        assert_eq!(uploads.abort(2), Err(UploadError::Completed(2)));
+        uploads.subsume(1).unwrap();
+        let candidates = [path("shared/a"), path("shared/b")];
+        let deleted = uploads.delete_unreferenced(&candidates, &mut |_| {});
+        assert!(deleted.is_empty(), "checkpoint 2 still references both");
+        uploads.subsume(2).unwrap();
+        let deleted = uploads.delete_unreferenced(&candidates, &mut |_| {});
+        assert_eq!(deleted, candidates);
+        assert_eq!(
+            written,
+            [
+                "shared/a",
+                "chk-1/state",
+                "shared/a",
+                "shared/b",
+                "chk-2/state"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_queued_abort_reports_once_and_a_failed_write_ends_the_checkpoint() {
+        let uploads = Uploads::new();
+        uploads.submit(submission(1, &["shared/a"])).unwrap();
+        uploads.submit(submission(2, &["shared/b"])).unwrap();
+        uploads.abort(1).unwrap();
+        assert_eq!(uploads.abort(1), Err(UploadError::Unknown(1)));
+        let mut failing = |_: &RelPath, _: &[u8]| Err("disk full".to_string());
+        assert!(uploads.upload_next(&mut failing));
+        assert_eq!(
+            uploads.take_events(),
+            [
+                UploadEvent::Aborted(1),
+                UploadEvent::Failed {
+                    checkpoint_id: 2,
+                    reason: "disk full".into()
+                }
+            ]
+        );
+        assert!(uploads.live().is_empty());
+        assert_eq!(uploads.wait_event(), None, "nothing can report any more");
+    }
+
+    #[test]
+    fn a_real_uploader_thread_drains_the_queue_and_stops() {
+        let uploads = Uploads::new();
+        let worker = uploads.clone();
+        #[allow(clippy::disallowed_methods)]
+        // The real-use uploader thread, outside any simulation.
+        let thread = std::thread::spawn(move || {
+            let mut count = 0;
+            worker.run_uploader(&mut |_, _| {
+                count += 1;
+                Ok(())
+            });
+            count
+        });
+        for id in 1..=20 {
+            uploads.submit(submission(id, &["shared/x"])).unwrap();
+        }
+        let mut uploaded = Vec::new();
+        while uploaded.len() < 20 {
+            match uploads.wait_event() {
+                Some(UploadEvent::Uploaded(id)) => uploaded.push(id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        uploads.shutdown();
+        assert_eq!(thread.join().unwrap(), 40, "two files per checkpoint");
+        assert_eq!(uploaded, (1..=20).collect::<Vec<_>>());
+        assert_eq!(
+            uploads.submit(submission(21, &[])),
+            Err(UploadError::ShutDown)
+        );
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test --release
+    //! --no-default-features --lib loom_tests`.
+
+    use super::*;
+    use crate::sync::thread;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn path(name: &str) -> RelPath {
+        RelPath::new(name).unwrap()
+    }
+
+    /// Runs `body` under loom and reports how many interleavings it explored.
+    fn model(name: &str, body: impl Fn() + Sync + Send + 'static) {
+        let explored = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = explored.clone();
+        loom::model(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            body();
+        });
+        let explored = explored.load(Ordering::Relaxed);
+        eprintln!("loom {name}: {explored} interleavings");
+        assert!(explored > 1, "{name}: loom explored a single interleaving");
+    }
+
+    /// Storage the uploader writes to and the coordinator deletes from.
+    type Store = Arc<Mutex<BTreeSet<RelPath>>>;
+
+    fn uploader(uploads: &Uploads, store: &Store) -> thread::JoinHandle<()> {
+        let (uploads, store) = (uploads.clone(), store.clone());
+        thread::spawn(move || {
+            uploads.run_uploader(&mut |path, _| {
+                store.lock().unwrap().insert(path.clone());
+                Ok(())
+            })
+        })
+    }
+
+    fn submission(id: u64, shared: &[&str]) -> Submission {
+        Submission {
+            checkpoint_id: id,
+            files: shared.iter().map(|name| (path(name), Vec::new())).collect(),
+            shared: shared.iter().map(|name| path(name)).collect(),
+        }
+    }
+
+    /// Complete and abort race with the upload: exactly one outcome, and an aborted checkpoint
+    /// never completes.
+    #[test]
+    fn complete_and_abort_race_with_the_upload() {
+        model("complete and abort race", || {
+            let uploads = Uploads::new();
+            let store = Store::new(Mutex::new(BTreeSet::new()));
+            uploads.submit(submission(1, &["shared/a"])).unwrap();
+            let thread = uploader(&uploads, &store);
+            uploads.abort(1).unwrap();
+            // Aborted while queued or uploading; or uploaded first, then forgotten by abort.
+            match uploads.wait_event() {
+                Some(UploadEvent::Aborted(1)) | Some(UploadEvent::Uploaded(1)) => {}
+                other => panic!("unexpected outcome {other:?}"),
+            }
+            assert_eq!(uploads.complete(1), Err(UploadError::Unknown(1)));
+            uploads.shutdown();
+            thread.join().unwrap();
+            assert!(uploads.take_events().is_empty(), "no second outcome");
+            assert!(uploads.live().is_empty());
+        });
+    }
+
+    /// A shared file a retained checkpoint and an in-flight one both reference survives the
+    /// retained one's subsumption and collection, whatever the interleaving.
+    #[test]
+    fn a_shared_file_is_never_deleted_while_an_in_flight_checkpoint_references_it() {
+        model("shared file in flight", || {
+            let uploads = Uploads::new();
+            let store = Store::new(Mutex::new(BTreeSet::new()));
+            store.lock().unwrap().insert(path("shared/a"));
+            uploads.submit(submission(1, &["shared/a"])).unwrap();
+            assert!(uploads.upload_next(&mut |_, _| Ok(())));
+            assert_eq!(uploads.take_events(), [UploadEvent::Uploaded(1)]);
+            uploads.complete(1).unwrap();
+
+            // Checkpoint 2 reuses shared/a while the coordinator subsumes 1 and collects.
+            let thread = uploader(&uploads, &store);
+            uploads
+                .submit(submission(2, &["shared/a", "shared/b"]))
+                .unwrap();
+            uploads.subsume(1).unwrap();
+            let deleted = uploads.delete_unreferenced(&[path("shared/a")], &mut |p| {
+                store.lock().unwrap().remove(p);
+            });
+            assert!(deleted.is_empty(), "checkpoint 2 references shared/a");
+            assert_eq!(uploads.wait_event(), Some(UploadEvent::Uploaded(2)));
+            uploads.complete(2).unwrap();
+            uploads.shutdown();
+            thread.join().unwrap();
+            let store = store.lock().unwrap();
+            assert!(store.contains(&path("shared/a")) && store.contains(&path("shared/b")));
+        });
+    }
+
+    /// Two checkpoints, an abort of the first racing with the uploader: every submission gets
+    /// its outcome and a blocked waiter is always woken (a lost wake-up deadlocks, which loom
+    /// reports).
+    #[test]
+    fn no_outcome_is_lost_and_no_waiter_sleeps_forever() {
+        model("no lost outcome", || {
+            let uploads = Uploads::new();
+            let store = Store::new(Mutex::new(BTreeSet::new()));
+            let thread = uploader(&uploads, &store);
+            uploads.submit(submission(1, &["shared/a"])).unwrap();
+            uploads.submit(submission(2, &["shared/b"])).unwrap();
+            uploads.abort(1).unwrap();
+            let mut outcomes = BTreeMap::new();
+            while let Some(event) = uploads.wait_event() {
+                let id = match event {
+                    UploadEvent::Uploaded(id) | UploadEvent::Aborted(id) => id,
+                    UploadEvent::Failed { checkpoint_id, .. } => checkpoint_id,
+                };
+                assert!(
+                    outcomes.insert(id, event).is_none(),
+                    "one outcome per checkpoint"
+                );
+            }
+            assert_eq!(outcomes.get(&2), Some(&UploadEvent::Uploaded(2)));
+            // Checkpoint 1: aborted, or uploaded before the abort and then forgotten.
+            assert!(matches!(
+                outcomes.get(&1),
+                Some(UploadEvent::Aborted(1)) | Some(UploadEvent::Uploaded(1))
+            ));
+            uploads.shutdown();
+            thread.join().unwrap();
+        });
+    }
+}
