@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::checkpoint::canonical::Compression;
-use crate::checkpoint::upload::{Staging, Submission, UploadEvent, Uploads};
+use crate::checkpoint::upload::{PartId, Staging, Submission, UploadEvent, Uploads};
 use crate::checkpoint::{
     registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage,
     KeyedStateHandle, RelPath, SnapshotKind, StageSnapshot, SubtaskSnapshot,
@@ -289,7 +289,10 @@ fn run_backend(
                     .collect();
                 uploads
                     .submit(Submission {
-                        checkpoint_id: id,
+                        id: PartId {
+                            checkpoint_id: id,
+                            part: 0,
+                        },
                         files: staging.into_files(),
                         shared,
                     })
@@ -394,7 +397,7 @@ impl Coordinator<'_> {
     ) -> Result<(), BenchError> {
         let fail = self.fail;
         let id = match event {
-            UploadEvent::Uploaded(id) => id,
+            UploadEvent::Uploaded(part) => part.checkpoint_id,
             other => return Err(fail(format!("upload ended as {other:?}"))),
         };
         let (mut checkpoint, handle) = self

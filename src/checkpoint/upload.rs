@@ -9,7 +9,9 @@
 //!   failed, or aborted if an abort came before the upload finished. None is lost, none doubled;
 //! - an aborted checkpoint never completes, and a completed one is never aborted;
 //! - a shared file is deleted only under the lock, and only if no queued, uploading, uploaded or
-//!   retained checkpoint references it, so deletion cannot race with a checkpoint that reuses it.
+//!   retained checkpoint references it; a part may reuse a shared file only while a live
+//!   checkpoint holds it. So deletion and reuse cannot race: a reuse that comes too late is
+//!   refused (the checkpoint fails), never left pointing at a deleted file.
 //!
 //! Threads: in real use the uploader runs [`Uploads::run_uploader`] on a thread of its own.
 //! Single-threaded callers — the simulated runtime's deterministic world, or a benchmark with
@@ -25,49 +27,87 @@ use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// A file staged by a snapshot: where it goes and its bytes.
 pub type StagedFile = (RelPath, Vec<u8>);
 
-/// A checkpoint handed to the uploader.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Submission {
+/// One subtask's part of a checkpoint: the unit of upload (each subtask snapshots and uploads
+/// its own files, as in Flink's asynchronous phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartId {
     /// The checkpoint.
     pub checkpoint_id: u64,
+    /// The part within it (the subtask's index in the job).
+    pub part: u32,
+}
+
+impl std::fmt::Display for PartId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "chk-{} part {}", self.checkpoint_id, self.part)
+    }
+}
+
+/// A part of a checkpoint handed to the uploader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submission {
+    /// Which part of which checkpoint.
+    pub id: PartId,
     /// Files to write, in order.
     pub files: Vec<StagedFile>,
-    /// Every shared file the checkpoint references: those among `files` and those it reuses
-    /// from earlier checkpoints. None of them may be deleted while the checkpoint lives.
+    /// Every shared file the part references: those among `files` and those it reuses from
+    /// earlier checkpoints. None of them may be deleted while the checkpoint lives.
     pub shared: BTreeSet<RelPath>,
 }
 
 /// The outcome of one submission's upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UploadEvent {
-    /// Every file is written: the coordinator may now complete (or abort) the checkpoint.
-    Uploaded(u64),
-    /// The checkpoint was aborted before its upload finished; it is gone.
-    Aborted(u64),
-    /// A write failed; the checkpoint is gone.
+    /// Every file is written: once all its parts are, the coordinator may complete (or abort)
+    /// the checkpoint.
+    Uploaded(PartId),
+    /// The checkpoint was aborted before this part's upload finished; the part is gone.
+    Aborted(PartId),
+    /// A write failed; the part is gone (the coordinator aborts the checkpoint).
     Failed {
-        /// The checkpoint.
-        checkpoint_id: u64,
+        /// The part.
+        id: PartId,
         /// The storage error.
         reason: String,
     },
 }
 
+impl UploadEvent {
+    /// The part the outcome is about.
+    pub fn id(&self) -> PartId {
+        match self {
+            UploadEvent::Uploaded(id) | UploadEvent::Aborted(id) => *id,
+            UploadEvent::Failed { id, .. } => *id,
+        }
+    }
+}
+
 /// A request the hand-off refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UploadError {
-    /// The checkpoint was never submitted, or is already gone.
+    /// The checkpoint has no part here: never submitted, or already gone.
     #[error("checkpoint {0} is not known to the uploader (never submitted, or already gone)")]
     Unknown(u64),
-    /// Completion before the upload finished.
-    #[error("checkpoint {0} cannot complete: its upload has not finished")]
+    /// Completion before every part's upload finished.
+    #[error("checkpoint {0} cannot complete: the upload of a part has not finished")]
     NotUploaded(u64),
     /// Abort of a completed checkpoint.
     #[error("checkpoint {0} cannot be aborted: it completed")]
     Completed(u64),
-    /// The same id twice.
-    #[error("checkpoint {0} was submitted twice")]
-    Duplicate(u64),
+    /// Subsumption of a checkpoint that never completed.
+    #[error("checkpoint {0} cannot be subsumed: it never completed")]
+    NotCompleted(u64),
+    /// The same part twice.
+    #[error("{0} was submitted twice")]
+    Duplicate(PartId),
+    /// A part reuses a shared file no live checkpoint holds: it may be deleted already.
+    #[error("{id} reuses {path}, which no live checkpoint holds (it may be deleted already)")]
+    Unregistered {
+        /// The part.
+        id: PartId,
+        /// The shared file.
+        path: RelPath,
+    },
     /// Submission after shutdown.
     #[error("the uploader has shut down")]
     ShutDown,
@@ -90,10 +130,25 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct State {
-    queue: VecDeque<(u64, Vec<StagedFile>)>,
-    checkpoints: BTreeMap<u64, Entry>,
+    queue: VecDeque<(PartId, Vec<StagedFile>)>,
+    parts: BTreeMap<PartId, Entry>,
     events: VecDeque<UploadEvent>,
     shutdown: bool,
+}
+
+impl State {
+    /// The ids of `checkpoint_id`'s parts, in order.
+    fn parts_of(&self, checkpoint_id: u64) -> Vec<PartId> {
+        let first = PartId {
+            checkpoint_id,
+            part: 0,
+        };
+        self.parts
+            .range(first..)
+            .take_while(|(id, _)| id.checkpoint_id == checkpoint_id)
+            .map(|(id, _)| *id)
+            .collect()
+    }
 }
 
 /// The hand-off; clones share it.
@@ -139,33 +194,43 @@ impl Uploads {
         self.inner.1.notify_all();
     }
 
-    /// Queues a checkpoint's files and registers every shared file it references.
+    /// Queues a part's files and registers every shared file it references. A shared file it
+    /// does not upload itself must be held by a live checkpoint.
     pub fn submit(&self, submission: Submission) -> Result<(), UploadError> {
         let mut state = self.lock();
         if state.shutdown {
             return Err(UploadError::ShutDown);
         }
-        if state.checkpoints.contains_key(&submission.checkpoint_id) {
-            return Err(UploadError::Duplicate(submission.checkpoint_id));
+        if state.parts.contains_key(&submission.id) {
+            return Err(UploadError::Duplicate(submission.id));
         }
-        state.checkpoints.insert(
-            submission.checkpoint_id,
+        let uploads: BTreeSet<&RelPath> = submission.files.iter().map(|(path, _)| path).collect();
+        if let Some(path) = submission
+            .shared
+            .iter()
+            .find(|path| !uploads.contains(path) && !referenced(&state, path))
+        {
+            return Err(UploadError::Unregistered {
+                id: submission.id,
+                path: path.clone(),
+            });
+        }
+        state.parts.insert(
+            submission.id,
             Entry {
                 phase: Phase::Queued,
                 shared: submission.shared,
                 abort_requested: false,
             },
         );
-        state
-            .queue
-            .push_back((submission.checkpoint_id, submission.files));
+        state.queue.push_back((submission.id, submission.files));
         drop(state);
         self.changed();
         Ok(())
     }
 
-    /// Uploads the next queued checkpoint with `write`, on the calling thread; `false` if none
-    /// was queued. An abort is honoured between files.
+    /// Uploads the next queued part with `write`, on the calling thread; `false` if none was
+    /// queued. An abort is honoured between files.
     pub fn upload_next(&self, write: &mut WriteFile<'_>) -> bool {
         let (id, files) = {
             let mut state = self.lock();
@@ -173,9 +238,9 @@ impl Uploads {
                 return false;
             };
             state
-                .checkpoints
+                .parts
                 .get_mut(&id)
-                .expect("a queued checkpoint is registered")
+                .expect("a queued part is registered")
                 .phase = Phase::Uploading;
             (id, files)
         };
@@ -183,7 +248,7 @@ impl Uploads {
         for (path, bytes) in &files {
             let aborted = self
                 .lock()
-                .checkpoints
+                .parts
                 .get(&id)
                 .is_some_and(|entry| entry.abort_requested);
             if aborted {
@@ -196,18 +261,15 @@ impl Uploads {
         }
         let mut state = self.lock();
         let entry = state
-            .checkpoints
+            .parts
             .get_mut(&id)
-            .expect("an uploading checkpoint stays registered until its upload ends");
+            .expect("an uploading part stays registered until its upload ends");
         let event = if entry.abort_requested {
-            state.checkpoints.remove(&id);
+            state.parts.remove(&id);
             UploadEvent::Aborted(id)
         } else if let Some(reason) = failure {
-            state.checkpoints.remove(&id);
-            UploadEvent::Failed {
-                checkpoint_id: id,
-                reason,
-            }
+            state.parts.remove(&id);
+            UploadEvent::Failed { id, reason }
         } else {
             entry.phase = Phase::Uploaded;
             UploadEvent::Uploaded(id)
@@ -218,7 +280,7 @@ impl Uploads {
         true
     }
 
-    /// The uploader thread's loop: uploads queued checkpoints as they come, until
+    /// The uploader thread's loop: uploads queued parts as they come, until
     /// [`Uploads::shutdown`] and an empty queue.
     pub fn run_uploader(&self, write: &mut WriteFile<'_>) {
         loop {
@@ -252,7 +314,7 @@ impl Uploads {
         self.lock().events.drain(..).collect()
     }
 
-    /// Waits for the next upload outcome; `None` once no submitted checkpoint can produce one.
+    /// Waits for the next upload outcome; `None` once no submitted part can produce one.
     pub fn wait_event(&self) -> Option<UploadEvent> {
         let mut state = self.lock();
         loop {
@@ -260,7 +322,7 @@ impl Uploads {
                 return Some(event);
             }
             let pending = state
-                .checkpoints
+                .parts
                 .values()
                 .any(|entry| matches!(entry.phase, Phase::Queued | Phase::Uploading));
             if !pending {
@@ -274,50 +336,85 @@ impl Uploads {
         }
     }
 
-    /// The coordinator completes an uploaded checkpoint (after writing its `_metadata`): it is
-    /// retained until subsumed.
-    pub fn complete(&self, checkpoint_id: u64) -> Result<(), UploadError> {
+    /// Registers a checkpoint completed before this hand-off existed (one a restarted job
+    /// restored, or retains) with the shared files it references, as retained.
+    pub fn adopt(&self, checkpoint_id: u64, shared: BTreeSet<RelPath>) -> Result<(), UploadError> {
         let mut state = self.lock();
-        let entry = state
-            .checkpoints
-            .get_mut(&checkpoint_id)
-            .ok_or(UploadError::Unknown(checkpoint_id))?;
-        match entry.phase {
-            Phase::Uploaded => {
-                entry.phase = Phase::Retained;
-                Ok(())
-            }
-            Phase::Retained => Ok(()),
-            Phase::Queued | Phase::Uploading => Err(UploadError::NotUploaded(checkpoint_id)),
+        let id = PartId {
+            checkpoint_id,
+            part: 0,
+        };
+        if !state.parts_of(checkpoint_id).is_empty() {
+            return Err(UploadError::Duplicate(id));
         }
+        state.parts.insert(
+            id,
+            Entry {
+                phase: Phase::Retained,
+                shared,
+                abort_requested: false,
+            },
+        );
+        Ok(())
     }
 
-    /// Aborts a checkpoint: a queued one is dropped at once (its outcome: aborted), an
+    /// Whether any part of `checkpoint_id` is here.
+    pub fn knows(&self, checkpoint_id: u64) -> bool {
+        !self.lock().parts_of(checkpoint_id).is_empty()
+    }
+
+    /// The coordinator completes a checkpoint all of whose parts are uploaded (after writing
+    /// its `_metadata`): it is retained until subsumed.
+    pub fn complete(&self, checkpoint_id: u64) -> Result<(), UploadError> {
+        let mut state = self.lock();
+        let ids = state.parts_of(checkpoint_id);
+        if ids.is_empty() {
+            return Err(UploadError::Unknown(checkpoint_id));
+        }
+        if ids
+            .iter()
+            .any(|id| matches!(state.parts[id].phase, Phase::Queued | Phase::Uploading))
+        {
+            return Err(UploadError::NotUploaded(checkpoint_id));
+        }
+        for id in ids {
+            state.parts.get_mut(&id).expect("listed above").phase = Phase::Retained;
+        }
+        Ok(())
+    }
+
+    /// Aborts a checkpoint: a queued part is dropped at once (its outcome: aborted), an
     /// uploading one stops after the file in flight (the uploader reports it aborted), an
     /// uploaded one is forgotten.
     pub fn abort(&self, checkpoint_id: u64) -> Result<(), UploadError> {
         let mut state = self.lock();
-        let phase = state
-            .checkpoints
-            .get(&checkpoint_id)
-            .ok_or(UploadError::Unknown(checkpoint_id))?
-            .phase;
-        match phase {
-            Phase::Retained => return Err(UploadError::Completed(checkpoint_id)),
-            Phase::Queued => {
-                state.queue.retain(|(id, _)| *id != checkpoint_id);
-                state.checkpoints.remove(&checkpoint_id);
-                state.events.push_back(UploadEvent::Aborted(checkpoint_id));
-            }
-            Phase::Uploading => {
-                state
-                    .checkpoints
-                    .get_mut(&checkpoint_id)
-                    .expect("looked up above")
-                    .abort_requested = true;
-            }
-            Phase::Uploaded => {
-                state.checkpoints.remove(&checkpoint_id);
+        let ids = state.parts_of(checkpoint_id);
+        if ids.is_empty() {
+            return Err(UploadError::Unknown(checkpoint_id));
+        }
+        if ids
+            .iter()
+            .any(|id| state.parts[id].phase == Phase::Retained)
+        {
+            return Err(UploadError::Completed(checkpoint_id));
+        }
+        for id in ids {
+            match state.parts[&id].phase {
+                Phase::Queued => {
+                    state.queue.retain(|(queued, _)| *queued != id);
+                    state.parts.remove(&id);
+                    state.events.push_back(UploadEvent::Aborted(id));
+                }
+                Phase::Uploading => {
+                    state
+                        .parts
+                        .get_mut(&id)
+                        .expect("listed above")
+                        .abort_requested = true;
+                }
+                Phase::Uploaded | Phase::Retained => {
+                    state.parts.remove(&id);
+                }
             }
         }
         drop(state);
@@ -328,27 +425,29 @@ impl Uploads {
     /// A newer checkpoint subsumed a retained one: its references go.
     pub fn subsume(&self, checkpoint_id: u64) -> Result<(), UploadError> {
         let mut state = self.lock();
-        match state
-            .checkpoints
-            .get(&checkpoint_id)
-            .map(|entry| entry.phase)
-        {
-            Some(Phase::Retained) => {
-                state.checkpoints.remove(&checkpoint_id);
-                Ok(())
-            }
-            Some(_) => Err(UploadError::NotUploaded(checkpoint_id)),
-            None => Err(UploadError::Unknown(checkpoint_id)),
+        let ids = state.parts_of(checkpoint_id);
+        if ids.is_empty() {
+            return Err(UploadError::Unknown(checkpoint_id));
         }
+        if ids
+            .iter()
+            .any(|id| state.parts[id].phase != Phase::Retained)
+        {
+            return Err(UploadError::NotCompleted(checkpoint_id));
+        }
+        for id in ids {
+            state.parts.remove(&id);
+        }
+        Ok(())
     }
 
-    /// Whether any live checkpoint references `path`.
+    /// Whether any live part references `path`.
     pub fn is_referenced(&self, path: &RelPath) -> bool {
         referenced(&self.lock(), path)
     }
 
-    /// Deletes, with `delete`, each of `candidates` that no live checkpoint references, while
-    /// holding the lock (so no checkpoint can register it in between); returns what it deleted.
+    /// Deletes, with `delete`, each of `candidates` that no live part references, while holding
+    /// the lock (so no checkpoint can register it in between); returns what it deleted.
     pub fn delete_unreferenced(
         &self,
         candidates: &[RelPath],
@@ -365,9 +464,16 @@ impl Uploads {
         deleted
     }
 
-    /// Checkpoints known to the hand-off, in id order (for traces and tests).
+    /// Checkpoints with a part here, in id order (for traces and tests).
     pub fn live(&self) -> Vec<u64> {
-        self.lock().checkpoints.keys().copied().collect()
+        let mut ids: Vec<u64> = self
+            .lock()
+            .parts
+            .keys()
+            .map(|id| id.checkpoint_id)
+            .collect();
+        ids.dedup();
+        ids
     }
 }
 
@@ -463,7 +569,7 @@ fn refused(path: &RelPath) -> StorageError {
 
 fn referenced(state: &State, path: &RelPath) -> bool {
     state
-        .checkpoints
+        .parts
         .values()
         .any(|entry| entry.shared.contains(path))
 }
@@ -476,9 +582,17 @@ mod tests {
         RelPath::new(name).unwrap()
     }
 
+    /// Part 0 of checkpoint `checkpoint_id`.
+    fn part(checkpoint_id: u64) -> PartId {
+        PartId {
+            checkpoint_id,
+            part: 0,
+        }
+    }
+
     fn submission(id: u64, shared: &[&str]) -> Submission {
         Submission {
-            checkpoint_id: id,
+            id: part(id),
             files: shared
                 .iter()
                 .map(|name| (path(name), name.as_bytes().to_vec()))
@@ -502,7 +616,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             uploads.submit(submission(2, &[])),
-            Err(UploadError::Duplicate(2))
+            Err(UploadError::Duplicate(part(2)))
         );
         assert_eq!(uploads.complete(1), Err(UploadError::NotUploaded(1)));
         assert!(uploads.upload_next(&mut write));
@@ -510,7 +624,10 @@ mod tests {
         assert!(!uploads.upload_next(&mut write));
         assert_eq!(
             uploads.take_events(),
-            [UploadEvent::Uploaded(1), UploadEvent::Uploaded(2)]
+            [
+                UploadEvent::Uploaded(part(1)),
+                UploadEvent::Uploaded(part(2))
+            ]
         );
         uploads.complete(1).unwrap();
         uploads.complete(2).unwrap();
@@ -546,15 +663,81 @@ mod tests {
         assert_eq!(
             uploads.take_events(),
             [
-                UploadEvent::Aborted(1),
+                UploadEvent::Aborted(part(1)),
                 UploadEvent::Failed {
-                    checkpoint_id: 2,
+                    id: part(2),
                     reason: "disk full".into()
                 }
             ]
         );
         assert!(uploads.live().is_empty());
         assert_eq!(uploads.wait_event(), None, "nothing can report any more");
+    }
+
+    #[test]
+    fn a_checkpoint_completes_once_every_part_is_uploaded_and_aborts_as_a_whole() {
+        let uploads = Uploads::new();
+        let second = |checkpoint_id| PartId {
+            checkpoint_id,
+            part: 1,
+        };
+        for id in [1, 2] {
+            uploads.submit(submission(id, &["shared/a"])).unwrap();
+            let mut other = submission(id, &["shared/b"]);
+            other.id = second(id);
+            uploads.submit(other).unwrap();
+        }
+        let mut ok = |_: &RelPath, _: &[u8]| Ok(());
+        assert!(uploads.upload_next(&mut ok));
+        assert_eq!(uploads.complete(1), Err(UploadError::NotUploaded(1)));
+        assert!(uploads.upload_next(&mut ok));
+        uploads.complete(1).unwrap();
+        // Checkpoint 2: one part uploaded, one still queued; the abort takes both.
+        assert!(uploads.upload_next(&mut ok));
+        uploads.abort(2).unwrap();
+        assert!(
+            !uploads.upload_next(&mut ok),
+            "the queued part went with the abort"
+        );
+        assert_eq!(
+            uploads.take_events(),
+            [
+                UploadEvent::Uploaded(part(1)),
+                UploadEvent::Uploaded(second(1)),
+                UploadEvent::Uploaded(part(2)),
+                UploadEvent::Aborted(second(2)),
+            ]
+        );
+        assert_eq!(uploads.live(), [1]);
+        assert_eq!(uploads.subsume(2), Err(UploadError::Unknown(2)));
+        assert_eq!(uploads.abort(1), Err(UploadError::Completed(1)));
+        uploads.subsume(1).unwrap();
+        assert!(!uploads.is_referenced(&path("shared/b")));
+    }
+
+    #[test]
+    fn reusing_a_shared_file_no_live_checkpoint_holds_is_refused() {
+        let uploads = Uploads::new();
+        uploads
+            .adopt(1, [path("shared/a")].into_iter().collect())
+            .unwrap();
+        let reuse = |id| Submission {
+            id: part(id),
+            files: Vec::new(),
+            shared: [path("shared/a")].into_iter().collect(),
+        };
+        uploads.submit(reuse(2)).unwrap();
+        assert!(uploads.upload_next(&mut |_, _| Ok(())));
+        uploads.complete(2).unwrap();
+        uploads.subsume(1).unwrap();
+        uploads.subsume(2).unwrap();
+        assert_eq!(
+            uploads.submit(reuse(3)),
+            Err(UploadError::Unregistered {
+                id: part(3),
+                path: path("shared/a")
+            })
+        );
     }
 
     #[test]
@@ -577,7 +760,7 @@ mod tests {
         let mut uploaded = Vec::new();
         while uploaded.len() < 20 {
             match uploads.wait_event() {
-                Some(UploadEvent::Uploaded(id)) => uploaded.push(id),
+                Some(UploadEvent::Uploaded(id)) => uploaded.push(id.checkpoint_id),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -602,6 +785,14 @@ mod loom_tests {
 
     fn path(name: &str) -> RelPath {
         RelPath::new(name).unwrap()
+    }
+
+    /// Part 0 of checkpoint `checkpoint_id`.
+    fn part(checkpoint_id: u64) -> PartId {
+        PartId {
+            checkpoint_id,
+            part: 0,
+        }
     }
 
     /// Runs `body` under loom and reports how many interleavings it explored.
@@ -632,7 +823,7 @@ mod loom_tests {
 
     fn submission(id: u64, shared: &[&str]) -> Submission {
         Submission {
-            checkpoint_id: id,
+            id: part(id),
             files: shared.iter().map(|name| (path(name), Vec::new())).collect(),
             shared: shared.iter().map(|name| path(name)).collect(),
         }
@@ -649,10 +840,12 @@ mod loom_tests {
             let thread = uploader(&uploads, &store);
             uploads.abort(1).unwrap();
             // Aborted while queued or uploading; or uploaded first, then forgotten by abort.
-            match uploads.wait_event() {
-                Some(UploadEvent::Aborted(1)) | Some(UploadEvent::Uploaded(1)) => {}
-                other => panic!("unexpected outcome {other:?}"),
-            }
+            let outcome = uploads.wait_event();
+            assert!(
+                outcome == Some(UploadEvent::Aborted(part(1)))
+                    || outcome == Some(UploadEvent::Uploaded(part(1))),
+                "unexpected outcome {outcome:?}"
+            );
             assert_eq!(uploads.complete(1), Err(UploadError::Unknown(1)));
             uploads.shutdown();
             thread.join().unwrap();
@@ -671,7 +864,7 @@ mod loom_tests {
             store.lock().unwrap().insert(path("shared/a"));
             uploads.submit(submission(1, &["shared/a"])).unwrap();
             assert!(uploads.upload_next(&mut |_, _| Ok(())));
-            assert_eq!(uploads.take_events(), [UploadEvent::Uploaded(1)]);
+            assert_eq!(uploads.take_events(), [UploadEvent::Uploaded(part(1))]);
             uploads.complete(1).unwrap();
 
             // Checkpoint 2 reuses shared/a while the coordinator subsumes 1 and collects.
@@ -684,12 +877,54 @@ mod loom_tests {
                 store.lock().unwrap().remove(p);
             });
             assert!(deleted.is_empty(), "checkpoint 2 references shared/a");
-            assert_eq!(uploads.wait_event(), Some(UploadEvent::Uploaded(2)));
+            assert_eq!(uploads.wait_event(), Some(UploadEvent::Uploaded(part(2))));
             uploads.complete(2).unwrap();
             uploads.shutdown();
             thread.join().unwrap();
             let store = store.lock().unwrap();
             assert!(store.contains(&path("shared/a")) && store.contains(&path("shared/b")));
+        });
+    }
+
+    /// A checkpoint reusing a shared file races with the subsumption of the checkpoint that
+    /// held it and the collection of unreferenced files: either the reuse registers first and
+    /// the file survives, or the collection comes first and the reuse is refused. Never both
+    /// a registered reuse and a deleted file.
+    #[test]
+    fn reuse_and_deletion_of_a_shared_file_never_both_succeed() {
+        model("reuse against deletion", || {
+            let uploads = Uploads::new();
+            let store = Store::new(Mutex::new(BTreeSet::new()));
+            store.lock().unwrap().insert(path("shared/a"));
+            uploads
+                .adopt(1, [path("shared/a")].into_iter().collect())
+                .unwrap();
+            let collector = {
+                let (uploads, store) = (uploads.clone(), store.clone());
+                thread::spawn(move || {
+                    uploads.subsume(1).unwrap();
+                    uploads.delete_unreferenced(&[path("shared/a")], &mut |p| {
+                        store.lock().unwrap().remove(p);
+                    })
+                })
+            };
+            let reused = uploads.submit(Submission {
+                id: part(2),
+                files: Vec::new(),
+                shared: [path("shared/a")].into_iter().collect(),
+            });
+            let deleted = collector.join().unwrap();
+            let present = store.lock().unwrap().contains(&path("shared/a"));
+            match reused {
+                Ok(()) => assert!(
+                    deleted.is_empty() && present,
+                    "a registered reuse was deleted"
+                ),
+                Err(UploadError::Unregistered { .. }) => {
+                    assert!(!deleted.is_empty() && !present)
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
         });
     }
 
@@ -707,21 +942,20 @@ mod loom_tests {
             uploads.abort(1).unwrap();
             let mut outcomes = BTreeMap::new();
             while let Some(event) = uploads.wait_event() {
-                let id = match event {
-                    UploadEvent::Uploaded(id) | UploadEvent::Aborted(id) => id,
-                    UploadEvent::Failed { checkpoint_id, .. } => checkpoint_id,
-                };
+                let id = event.id().checkpoint_id;
                 assert!(
                     outcomes.insert(id, event).is_none(),
                     "one outcome per checkpoint"
                 );
             }
-            assert_eq!(outcomes.get(&2), Some(&UploadEvent::Uploaded(2)));
+            assert_eq!(outcomes.get(&2), Some(&UploadEvent::Uploaded(part(2))));
             // Checkpoint 1: aborted, or uploaded before the abort and then forgotten.
-            assert!(matches!(
-                outcomes.get(&1),
-                Some(UploadEvent::Aborted(1)) | Some(UploadEvent::Uploaded(1))
-            ));
+            let first = outcomes.get(&1);
+            assert!(
+                first == Some(&UploadEvent::Aborted(part(1)))
+                    || first == Some(&UploadEvent::Uploaded(part(1))),
+                "unexpected outcome {first:?}"
+            );
             uploads.shutdown();
             thread.join().unwrap();
         });

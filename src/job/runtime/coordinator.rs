@@ -12,6 +12,7 @@ use super::config::SavepointRequest;
 use super::task::*;
 use super::{CheckpointingMode, Runtime};
 
+use crate::checkpoint::upload::{PartId, Staging, Submission, UploadError, UploadEvent};
 use crate::checkpoint::CheckpointStorage;
 use crate::checkpoint::{
     registry, CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, RelPath, SnapshotKind,
@@ -292,6 +293,11 @@ impl<'a> Runtime<'a> {
         }
         // The `_metadata` is the commit point: nothing written before it can be lost any more.
         self.uncommitted.clear();
+        if self.uploads.knows(id) {
+            self.uploads
+                .complete(id)
+                .expect("every part of a checkpoint all tasks acknowledged is uploaded");
+        }
         if let Some(action) = self.faults.at(&FaultPoint::BeforeNotify { checkpoint: id }) {
             return Err(Failure::from_action("coordinator", action));
         }
@@ -332,6 +338,12 @@ impl<'a> Runtime<'a> {
             self.storage
                 .remove_dir(&registry::checkpoint_dir(old))
                 .map_err(|e| Failure::new("coordinator", format!("subsuming chk-{old}: {e}")))?;
+            // Checkpoints completed by an earlier attempt are not in this attempt's hand-off.
+            if self.uploads.knows(old) {
+                self.uploads
+                    .subsume(old)
+                    .expect("a retained checkpoint of this attempt completed");
+            }
             self.note(format!("checkpoint chk-{old} subsumed"));
             subsumed = true;
         }
@@ -375,6 +387,11 @@ impl<'a> Runtime<'a> {
             .is_some_and(|request| request.stop)
         {
             execution.stopping = false;
+        }
+        if self.uploads.knows(id) {
+            self.uploads
+                .abort(id)
+                .expect("a checkpoint being aborted never completed");
         }
         // Files already written for it are discarded: its directory is private to it, and the
         // shared files only it referenced are garbage now.
@@ -543,20 +560,76 @@ impl<'a> Runtime<'a> {
                             dir: snapshot_dir(id, savepoint.as_ref()),
                             compression: self.config.checkpoint.compression,
                         };
+                        // The synchronous phase stages the snapshot's files; the asynchronous
+                        // phase uploads them through the hand-off real use runs on a thread.
+                        // The simulation has no threads: the upload runs right here, through
+                        // the fault plan, and the same hand-off code decides its outcome.
+                        let mut staging = Staging::new(&*self.storage);
+                        let staged = backend.snapshot(&target, &mut staging);
+                        let files = staging.into_files();
                         let writes = &mut execution
                             .pending
                             .as_mut()
                             .expect("snapshotting the pending checkpoint")
                             .writes;
-                        let mut storage = FaultyStorage {
-                            inner: &mut *self.storage,
-                            faults: &mut *self.faults,
-                            checkpoint: id,
-                            writes,
-                            killed: &mut self.killed,
-                            uncommitted: &mut self.uncommitted,
+                        let part = PartId {
+                            checkpoint_id: id,
+                            part: index as u32,
                         };
-                        let result = backend.snapshot(&target, &mut storage);
+                        let result = match staged {
+                            Ok(result) => {
+                                let shared = result
+                                    .handle
+                                    .shared_files()
+                                    .into_iter()
+                                    .map(|file| file.path.clone())
+                                    .collect();
+                                match self.uploads.submit(Submission {
+                                    id: part,
+                                    files,
+                                    shared,
+                                }) {
+                                    Ok(()) => {}
+                                    // A reuse of a file no live checkpoint holds fails the
+                                    // checkpoint (FLINK's registry refusing unknown state).
+                                    Err(error @ UploadError::Unregistered { .. }) => {
+                                        return self.abort_checkpoint(
+                                            execution,
+                                            id,
+                                            format!("{name}: {error}"),
+                                        );
+                                    }
+                                    Err(error) => {
+                                        return Err(Failure::new(&name, error.to_string()))
+                                    }
+                                }
+                                let mut storage = FaultyStorage {
+                                    inner: &mut *self.storage,
+                                    faults: &mut *self.faults,
+                                    checkpoint: id,
+                                    writes,
+                                    killed: &mut self.killed,
+                                    uncommitted: &mut self.uncommitted,
+                                };
+                                let uploaded = self.uploads.upload_next(&mut |path, bytes| {
+                                    storage
+                                        .write(path, bytes)
+                                        .map(|_| ())
+                                        .map_err(|e| e.to_string())
+                                });
+                                assert!(uploaded, "the part just submitted is queued");
+                                match self.uploads.take_events().as_slice() {
+                                    [UploadEvent::Uploaded(done)] if *done == part => Ok(result),
+                                    [UploadEvent::Failed { id, reason }] if *id == part => {
+                                        Err(reason.clone())
+                                    }
+                                    other => unreachable!(
+                                        "one part uploaded inline has one outcome, not {other:?}"
+                                    ),
+                                }
+                            }
+                            Err(error) => Err(error.to_string()),
+                        };
                         if let Some(reason) = self.killed.take() {
                             return Err(Failure::kill(reason));
                         }

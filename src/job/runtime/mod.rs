@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::registry::{self, AuditProblem};
+use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::CheckpointStorage;
 use crate::checkpoint::RelPath;
 use crate::fault::{Corruption, FaultPlan, FaultPoint};
@@ -70,6 +71,9 @@ pub struct Runtime<'a> {
     event_log: Option<std::fs::File>,
     /// Checkpoint writes not yet committed by a `_metadata`: what a kill loses or tears.
     uncommitted: Vec<RelPath>,
+    /// The upload hand-off of the current attempt (a restarted process starts with an empty
+    /// one); uploads run inline, so the simulation stays single-threaded.
+    uploads: Uploads,
     /// Set by a write that a kill interrupted.
     killed: Option<String>,
     corruptions: Vec<Corruption>,
@@ -150,6 +154,7 @@ impl<'a> Runtime<'a> {
             retained: VecDeque::new(),
             savepoints_taken: Vec::new(),
             uncommitted: Vec::new(),
+            uploads: Uploads::new(),
             sink_factory: None,
             event_log: None,
             killed: None,

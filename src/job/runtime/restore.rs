@@ -10,6 +10,7 @@ use super::task::*;
 use std::path::Path;
 
 use super::config::RestorePolicy;
+use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::{
     registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
     SnapshotKind, StorageError, Subdirectory,
@@ -31,6 +32,8 @@ impl<'a> Runtime<'a> {
         attempt: u32,
         target: RestoreTarget,
     ) -> Result<Execution, Failure> {
+        // A new attempt is a new process in Flink's sense: nothing of the old hand-off survives.
+        self.uploads = Uploads::new();
         let job = self.job;
         let names = job.stage_names();
         let parallelisms = job.stage_parallelisms();
@@ -211,6 +214,23 @@ impl<'a> Runtime<'a> {
                 }
             }
             self.collect_garbage();
+            // The new attempt's upload hand-off holds the retained checkpoints' shared files,
+            // so the restored state may reuse them and nothing collects them meanwhile.
+            for checkpoint in registry::retained(&*self.storage).map_err(storage_error)? {
+                if let Ok(metadata) = checkpoint.metadata {
+                    let shared = metadata
+                        .stages
+                        .iter()
+                        .flat_map(|stage| &stage.subtasks)
+                        .filter_map(|subtask| subtask.keyed.as_ref())
+                        .flat_map(|handle| handle.shared_files())
+                        .map(|file| file.path.clone())
+                        .collect();
+                    self.uploads
+                        .adopt(checkpoint.id, shared)
+                        .expect("a fresh hand-off adopts each retained checkpoint once");
+                }
+            }
         }
         // Savepoints this job took count as restore candidates too (FLINK-10354): a savepoint
         // commits the sink's pending transactions, so failing over to an older checkpoint
@@ -403,6 +423,14 @@ impl<'a> Runtime<'a> {
     pub(super) fn collect_garbage(&mut self) {
         match registry::collect_garbage(&mut *self.storage) {
             Ok(collection) => {
+                // The registry (recomputed from retained `_metadata`) and the upload hand-off
+                // (what this attempt's live checkpoints registered) must agree.
+                for path in &collection.deleted {
+                    assert!(
+                        RelPath::new(path).is_ok_and(|path| !self.uploads.is_referenced(&path)),
+                        "gc deleted {path}, which a live checkpoint of the upload hand-off references"
+                    );
+                }
                 if let Some(reason) = collection.skipped {
                     self.note(format!("gc skipped: {reason}"));
                 } else if !collection.deleted.is_empty() {
