@@ -57,6 +57,9 @@ pub struct BenchParams {
     pub seed: u64,
     /// Upload checkpoint files on a background thread while the workload goes on. Default off.
     pub async_upload: bool,
+    /// Sync every checkpoint file and directory to disk, as real checkpoint storage must.
+    /// Default off (the page cache).
+    pub fsync: bool,
 }
 
 impl Default for BenchParams {
@@ -69,6 +72,7 @@ impl Default for BenchParams {
             backends: BackendKind::all(),
             seed: 1,
             async_upload: false,
+            fsync: false,
         }
     }
 }
@@ -199,8 +203,13 @@ fn run_backend(
         working_dir: dir.join(format!("work-{instance}")),
     };
     let root = dir.join("checkpoints");
+    let durability = if params.fsync {
+        Durability::Fsync
+    } else {
+        Durability::PageCache
+    };
     let mut storage =
-        FsCheckpointStorage::new(&root, Durability::PageCache).map_err(|e| fail(e.to_string()))?;
+        FsCheckpointStorage::new(&root, durability).map_err(|e| fail(e.to_string()))?;
     let mut backend = factory
         .create(context("a0"))
         .map_err(|e| fail(e.to_string()))?;
@@ -236,8 +245,8 @@ fn run_backend(
         let uploads = uploads.clone();
         let root = root.clone();
         crate::sync::thread::spawn(move || -> Result<(), String> {
-            let mut storage = FsCheckpointStorage::new(&root, Durability::PageCache)
-                .map_err(|e| e.to_string())?;
+            let mut storage =
+                FsCheckpointStorage::new(&root, durability).map_err(|e| e.to_string())?;
             uploads.run_uploader(&mut |path, bytes| {
                 storage
                     .write(path, bytes)
@@ -481,6 +490,9 @@ impl BenchReport {
             p.keys, p.value_bytes, p.changed_fraction * 100.0, p.checkpoints,
             if p.async_upload { "asynchronous (a background thread)" } else { "synchronous" }
         );
+        if p.fsync {
+            text.push_str("every checkpoint file and directory synced to disk\n");
+        }
         text.push_str(&format!(
             "{:<20} {:>4} {:>10} {:>11} {:>8} {:>7} {:>11} {:>9} {:>10}\n",
             "backend",

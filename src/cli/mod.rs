@@ -371,6 +371,9 @@ pub struct BenchFlags {
     /// Upload checkpoint files on a background thread while the workload goes on.
     #[arg(long)]
     pub async_upload: bool,
+    /// Sync every checkpoint file and directory to disk (default: leave them to the page cache).
+    #[arg(long)]
+    pub fsync: bool,
     /// Directory for bench.json and bench.svg.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -528,6 +531,7 @@ fn run_bench(flags: BenchFlags) -> Result<ExitCode, String> {
         checkpoints: flags.checkpoints,
         seed: flags.seed,
         async_upload: flags.async_upload,
+        fsync: flags.fsync,
         ..BenchParams::default()
     };
     if !flags.backend.is_empty() {

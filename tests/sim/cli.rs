@@ -275,7 +275,11 @@ fn bench_with_async_upload_restores_the_same_state_as_synchronous() {
             "--out",
             out.to_str().unwrap(),
         ];
+        // The asynchronous run also syncs every file, as durable storage must.
         args.extend(upload);
+        if upload.is_some() {
+            args.push("--fsync");
+        }
         let output = faultline(&args);
         assert!(
             output.status.success(),
