@@ -1,7 +1,7 @@
 //! Method: finish a run, plant a canary file outside the checkpoint root, then make the root
 //! hostile — a `_metadata` whose file names climb out of the root or are absolute, a checkpoint
 //! directory or `shared/` that is a symbolic link to the canary's directory, a state file
-//! replaced by a pipe or by a link to the canary — and run restore, retention (removing the
+//! replaced by a link to the canary, a pipe or a device — and run restore, retention (removing the
 //! checkpoint) and garbage collection on it. Each must refuse with an error naming the path, and
 //! the canary must survive with its bytes.
 
@@ -219,7 +219,7 @@ fn a_shared_directory_linked_out_of_the_root_is_never_collected() {
 }
 
 #[test]
-fn a_state_file_that_is_a_link_or_a_pipe_is_refused() {
+fn a_state_file_that_is_a_link_a_pipe_or_a_device_is_refused() {
     let planted = Planted::new(BackendKind::Memory);
     let victim = planted.root.join(a_state_file(&planted));
     let canary = planted.plant("state");
@@ -240,6 +240,24 @@ fn a_state_file_that_is_a_link_or_a_pipe_is_refused() {
     // Opening a pipe for reading would block forever: the type check comes first.
     let error = planted.restore().expect_err("a pipe is refused");
     assert!(error.contains("device, socket or pipe"), "{error}");
+
+    // A character device (/dev/zero's numbers) where only root may make one; a link to the
+    // real /dev/zero everywhere else.
+    std::fs::remove_file(&victim).unwrap();
+    let made = std::process::Command::new("mknod")
+        .arg(&victim)
+        .args(["c", "1", "5"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !made {
+        symlink("/dev/zero", &victim).unwrap();
+    }
+    let error = planted.restore().expect_err("a device is refused");
+    assert!(
+        error.contains("device, socket or pipe") || error.contains("symbolic link"),
+        "{error}"
+    );
 
     let errors = planted.retain_and_collect();
     assert!(errors.is_empty(), "{errors:?}");
