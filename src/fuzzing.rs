@@ -119,15 +119,21 @@ pub fn native_handle(data: &[u8]) -> Result<(), String> {
 /// Unpacks `data` ([`pack`]'s format) into a fresh savepoint directory and loads it as
 /// `inspect` and restore do: decode `_metadata`, then validate every file it names.
 pub fn savepoint(data: &[u8]) -> Result<(), String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let temporary = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    // One level down: metadata claiming to be a checkpoint is read relative to the parent
+    // directory, which must still be this one.
+    let dir = temporary.path().join("savepoint");
     for (path, bytes) in unpack(data)? {
-        let full = path.under(dir.path());
+        let full = path.under(&dir);
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{path}: {e}"))?;
         }
         std::fs::write(&full, bytes).map_err(|e| format!("{path}: {e}"))?;
     }
-    let report = inspect::inspect(dir.path()).map_err(|e| e.to_string())?;
+    if !dir.is_dir() {
+        return Err("no files".into());
+    }
+    let report = inspect::inspect(&dir).map_err(|e| e.to_string())?;
     match report.problems().first() {
         Some(problem) => Err(problem.clone()),
         None => Ok(()),

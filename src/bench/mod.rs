@@ -239,21 +239,23 @@ fn run_backend(
         total_ms: 0.0,
     };
     let uploads = Uploads::new();
+    // The uploader's storage is opened here, so a failure to open it is an error now rather
+    // than an uploader that never runs while the workload waits for it.
+    let uploader_storage = match params.async_upload {
+        true => Some(FsCheckpointStorage::new(&root, durability).map_err(|e| fail(e.to_string()))?),
+        false => None,
+    };
     // The uploader is a real thread: this is real (non-simulated) use, timed by the wall clock.
     #[allow(clippy::disallowed_methods)]
-    let uploader = params.async_upload.then(|| {
+    let uploader = uploader_storage.map(|mut storage| {
         let uploads = uploads.clone();
-        let root = root.clone();
-        crate::sync::thread::spawn(move || -> Result<(), String> {
-            let mut storage =
-                FsCheckpointStorage::new(&root, durability).map_err(|e| e.to_string())?;
+        crate::sync::thread::spawn(move || {
             uploads.run_uploader(&mut |path, bytes| {
                 storage
                     .write(path, bytes)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             });
-            Ok(())
         })
     });
     let mut coordinator = Coordinator {
@@ -358,8 +360,7 @@ fn run_backend(
     if let Some(thread) = uploader {
         thread
             .join()
-            .map_err(|_| fail("the uploader thread panicked".into()))?
-            .map_err(fail)?;
+            .map_err(|_| fail("the uploader thread panicked".into()))?;
     }
     outcome?;
     figures.total_ms = total.as_secs_f64() * 1000.0;
@@ -437,7 +438,7 @@ impl Coordinator<'_> {
             storage
                 .write(&registry::metadata_path(id), &metadata.encode())
                 .map_err(|e| fail(e.to_string()))?;
-            uploads.complete(id).map_err(|e| fail(e.to_string()))?;
+            uploads.complete(id, 1).map_err(|e| fail(e.to_string()))?;
             backend.notify_checkpoint_complete(id);
             if let Some(previous) = self.retained.replace(id) {
                 storage

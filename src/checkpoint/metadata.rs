@@ -259,6 +259,8 @@ fn decode_file(d: &mut Decoder<'_>) -> Result<FileRef, FormatError> {
 fn decode_named_files(d: &mut Decoder<'_>) -> Result<Vec<NamedFile>, FormatError> {
     let count = d.count("native files", 20)?;
     let mut files: Vec<NamedFile> = Vec::with_capacity(count);
+    // A set, so that a hostile list of many names costs n log n, not n².
+    let mut names = std::collections::BTreeSet::new();
     for _ in 0..count {
         let offset = d.position() as u64;
         let local_name = d.str("local file name")?;
@@ -269,7 +271,7 @@ fn decode_named_files(d: &mut Decoder<'_>) -> Result<Vec<NamedFile>, FormatError
                 format!("{local_name:?} is not one plain name"),
             ));
         }
-        if files.iter().any(|f| f.local_name == local_name) {
+        if !names.insert(local_name) {
             return Err(invalid(
                 "local file name",
                 offset,

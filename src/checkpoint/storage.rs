@@ -311,14 +311,33 @@ impl CheckpointStorage for FsCheckpointStorage {
                 .expect("a RelPath ends in a file name")
                 .to_string_lossy()
         ));
-        // Only a crash plan needs the old bytes: an undone rename brings them back.
+        // Only a crash plan needs the old bytes: an undone rename brings them back. Never
+        // through a link: only a regular file's bytes are ever read.
         let previous = match self.crash {
-            Some(_) => fs::read(&full).ok(),
+            Some(_) => match fs::symlink_metadata(&full) {
+                Ok(metadata) if metadata.is_file() => {
+                    Some(fs::read(&full).map_err(|e| io_error(path, e))?)
+                }
+                _ => None,
+            },
             None => None,
         };
         let fsync = self.durability == Durability::Fsync;
         let syncs = fsync || self.crash.is_some();
-        let mut file = fs::File::create(&temporary).map_err(|e| io_error(path, e))?;
+        // Whatever sits at the temporary name (a torn leftover, or a planted link or pipe) is
+        // removed as itself, and the new file is created exclusively: a write never follows a
+        // link out of the root.
+        match fs::remove_file(&temporary) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(path, e));
+            }
+            _ => {}
+        }
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)
+            .map_err(|e| io_error(path, e))?;
         self.step(WriteStep::Create, path, &temporary, &full, None)?;
         file.write_all(bytes).map_err(|e| io_error(path, e))?;
         self.step(WriteStep::Write, path, &temporary, &full, None)?;
@@ -397,9 +416,14 @@ impl CheckpointStorage for FsCheckpointStorage {
     fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
         self.alive(path)?;
         // The last component is removed as itself (a link, never its target).
-        match fs::remove_file(self.contained(path)?) {
+        let full = self.contained(path)?;
+        match fs::remove_file(&full) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error(path, e)),
-            _ => Ok(()),
+            _ => match full.parent() {
+                // With Fsync a deletion is durable too: a crash must not bring the file back.
+                Some(parent) => self.sync_dir(parent),
+                None => Ok(()),
+            },
         }
     }
 
@@ -414,9 +438,14 @@ impl CheckpointStorage for FsCheckpointStorage {
         // A symlinked "directory" is removed as a link: its target, which may lie outside the
         // root, is never walked.
         if metadata.file_type().is_symlink() || !metadata.is_dir() {
-            return fs::remove_file(&full).map_err(|e| io_error(dir, e));
+            fs::remove_file(&full).map_err(|e| io_error(dir, e))?;
+        } else {
+            fs::remove_dir_all(&full).map_err(|e| io_error(dir, e))?;
         }
-        fs::remove_dir_all(&full).map_err(|e| io_error(dir, e))
+        match full.parent() {
+            Some(parent) => self.sync_dir(parent),
+            None => Ok(()),
+        }
     }
 }
 

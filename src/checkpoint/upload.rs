@@ -94,14 +94,30 @@ pub enum UploadError {
     /// Abort of a completed checkpoint.
     #[error("checkpoint {0} cannot be aborted: it completed")]
     Completed(u64),
+    /// A part of a checkpoint already aborted, completed or subsumed.
+    #[error("{0}: its checkpoint is already aborted, completed or subsumed")]
+    Closed(PartId),
+    /// Completion with parts missing.
+    #[error(
+        "checkpoint {checkpoint_id} cannot complete: {found} of its {expected} parts are here"
+    )]
+    PartsMissing {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// Parts it has.
+        found: usize,
+        /// Parts it should have.
+        expected: usize,
+    },
     /// Subsumption of a checkpoint that never completed.
     #[error("checkpoint {0} cannot be subsumed: it never completed")]
     NotCompleted(u64),
     /// The same part twice.
     #[error("{0} was submitted twice")]
     Duplicate(PartId),
-    /// A part reuses a shared file no live checkpoint holds: it may be deleted already.
-    #[error("{id} reuses {path}, which no live checkpoint holds (it may be deleted already)")]
+    /// A part reuses a shared file no uploaded or retained checkpoint holds: it may be deleted
+    /// already, or never have been written.
+    #[error("{id} reuses {path}, which no uploaded or retained checkpoint holds")]
     Unregistered {
         /// The part.
         id: PartId,
@@ -132,6 +148,8 @@ struct Entry {
 struct State {
     queue: VecDeque<(PartId, Vec<StagedFile>)>,
     parts: BTreeMap<PartId, Entry>,
+    /// Checkpoints aborted or subsumed: no part of them may come back.
+    closed: BTreeSet<u64>,
     events: VecDeque<UploadEvent>,
     shutdown: bool,
 }
@@ -204,11 +222,19 @@ impl Uploads {
         if state.parts.contains_key(&submission.id) {
             return Err(UploadError::Duplicate(submission.id));
         }
+        let checkpoint_id = submission.id.checkpoint_id;
+        let completed = state
+            .parts_of(checkpoint_id)
+            .iter()
+            .any(|id| state.parts[id].phase == Phase::Retained);
+        if completed || state.closed.contains(&checkpoint_id) {
+            return Err(UploadError::Closed(submission.id));
+        }
         let uploads: BTreeSet<&RelPath> = submission.files.iter().map(|(path, _)| path).collect();
         if let Some(path) = submission
             .shared
             .iter()
-            .find(|path| !uploads.contains(path) && !referenced(&state, path))
+            .find(|path| !uploads.contains(path) && !held(&state, path))
         {
             return Err(UploadError::Unregistered {
                 id: submission.id,
@@ -363,13 +389,20 @@ impl Uploads {
         !self.lock().parts_of(checkpoint_id).is_empty()
     }
 
-    /// The coordinator completes a checkpoint all of whose parts are uploaded (after writing
-    /// its `_metadata`): it is retained until subsumed.
-    pub fn complete(&self, checkpoint_id: u64) -> Result<(), UploadError> {
+    /// The coordinator completes a checkpoint of `parts` parts, all uploaded (after writing its
+    /// `_metadata`): it is retained until subsumed.
+    pub fn complete(&self, checkpoint_id: u64, parts: usize) -> Result<(), UploadError> {
         let mut state = self.lock();
         let ids = state.parts_of(checkpoint_id);
         if ids.is_empty() {
             return Err(UploadError::Unknown(checkpoint_id));
+        }
+        if ids.len() != parts {
+            return Err(UploadError::PartsMissing {
+                checkpoint_id,
+                found: ids.len(),
+                expected: parts,
+            });
         }
         if ids
             .iter()
@@ -398,6 +431,7 @@ impl Uploads {
         {
             return Err(UploadError::Completed(checkpoint_id));
         }
+        state.closed.insert(checkpoint_id);
         for id in ids {
             match state.parts[&id].phase {
                 Phase::Queued => {
@@ -435,6 +469,7 @@ impl Uploads {
         {
             return Err(UploadError::NotCompleted(checkpoint_id));
         }
+        state.closed.insert(checkpoint_id);
         for id in ids {
             state.parts.remove(&id);
         }
@@ -567,6 +602,14 @@ fn refused(path: &RelPath) -> StorageError {
     }
 }
 
+/// Whether an uploaded or retained part holds `path`: only such a file may be reused (a queued
+/// part's file may never be written).
+fn held(state: &State, path: &RelPath) -> bool {
+    state.parts.values().any(|entry| {
+        matches!(entry.phase, Phase::Uploaded | Phase::Retained) && entry.shared.contains(path)
+    })
+}
+
 fn referenced(state: &State, path: &RelPath) -> bool {
     state
         .parts
@@ -618,7 +661,7 @@ mod tests {
             uploads.submit(submission(2, &[])),
             Err(UploadError::Duplicate(part(2)))
         );
-        assert_eq!(uploads.complete(1), Err(UploadError::NotUploaded(1)));
+        assert_eq!(uploads.complete(1, 1), Err(UploadError::NotUploaded(1)));
         assert!(uploads.upload_next(&mut write));
         assert!(uploads.upload_next(&mut write));
         assert!(!uploads.upload_next(&mut write));
@@ -629,8 +672,8 @@ mod tests {
                 UploadEvent::Uploaded(part(2))
             ]
         );
-        uploads.complete(1).unwrap();
-        uploads.complete(2).unwrap();
+        uploads.complete(1, 1).unwrap();
+        uploads.complete(2, 1).unwrap();
         assert_eq!(uploads.abort(2), Err(UploadError::Completed(2)));
         uploads.subsume(1).unwrap();
         let candidates = [path("shared/a"), path("shared/b")];
@@ -689,9 +732,17 @@ mod tests {
         }
         let mut ok = |_: &RelPath, _: &[u8]| Ok(());
         assert!(uploads.upload_next(&mut ok));
-        assert_eq!(uploads.complete(1), Err(UploadError::NotUploaded(1)));
+        assert_eq!(uploads.complete(1, 2), Err(UploadError::NotUploaded(1)));
         assert!(uploads.upload_next(&mut ok));
-        uploads.complete(1).unwrap();
+        assert_eq!(
+            uploads.complete(1, 3),
+            Err(UploadError::PartsMissing {
+                checkpoint_id: 1,
+                found: 2,
+                expected: 3
+            })
+        );
+        uploads.complete(1, 2).unwrap();
         // Checkpoint 2: one part uploaded, one still queued; the abort takes both.
         assert!(uploads.upload_next(&mut ok));
         uploads.abort(2).unwrap();
@@ -710,6 +761,18 @@ mod tests {
         );
         assert_eq!(uploads.live(), [1]);
         assert_eq!(uploads.subsume(2), Err(UploadError::Unknown(2)));
+        // An aborted or completed checkpoint takes no further part.
+        for id in [1, 2] {
+            let mut late = submission(id, &[]);
+            late.id.part = 7;
+            assert_eq!(
+                uploads.submit(late),
+                Err(UploadError::Closed(PartId {
+                    checkpoint_id: id,
+                    part: 7
+                }))
+            );
+        }
         assert_eq!(uploads.abort(1), Err(UploadError::Completed(1)));
         uploads.subsume(1).unwrap();
         assert!(!uploads.is_referenced(&path("shared/b")));
@@ -728,7 +791,7 @@ mod tests {
         };
         uploads.submit(reuse(2)).unwrap();
         assert!(uploads.upload_next(&mut |_, _| Ok(())));
-        uploads.complete(2).unwrap();
+        uploads.complete(2, 1).unwrap();
         uploads.subsume(1).unwrap();
         uploads.subsume(2).unwrap();
         assert_eq!(
@@ -846,7 +909,7 @@ mod loom_tests {
                     || outcome == Some(UploadEvent::Uploaded(part(1))),
                 "unexpected outcome {outcome:?}"
             );
-            assert_eq!(uploads.complete(1), Err(UploadError::Unknown(1)));
+            assert_eq!(uploads.complete(1, 1), Err(UploadError::Unknown(1)));
             uploads.shutdown();
             thread.join().unwrap();
             assert!(uploads.take_events().is_empty(), "no second outcome");
@@ -865,7 +928,7 @@ mod loom_tests {
             uploads.submit(submission(1, &["shared/a"])).unwrap();
             assert!(uploads.upload_next(&mut |_, _| Ok(())));
             assert_eq!(uploads.take_events(), [UploadEvent::Uploaded(part(1))]);
-            uploads.complete(1).unwrap();
+            uploads.complete(1, 1).unwrap();
 
             // Checkpoint 2 reuses shared/a while the coordinator subsumes 1 and collects.
             let thread = uploader(&uploads, &store);
@@ -878,7 +941,7 @@ mod loom_tests {
             });
             assert!(deleted.is_empty(), "checkpoint 2 references shared/a");
             assert_eq!(uploads.wait_event(), Some(UploadEvent::Uploaded(part(2))));
-            uploads.complete(2).unwrap();
+            uploads.complete(2, 1).unwrap();
             uploads.shutdown();
             thread.join().unwrap();
             let store = store.lock().unwrap();

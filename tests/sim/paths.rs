@@ -291,4 +291,12 @@ fn storage_refuses_every_operation_through_a_linked_directory() {
     }
     assert!(!storage.exists(&path));
     assert_alive(&canary);
+
+    // A link planted at the temporary name a write goes through is replaced, never followed.
+    std::fs::remove_file(root.join("chk-1")).unwrap();
+    std::fs::create_dir(root.join("chk-1")).unwrap();
+    symlink(&canary, root.join("chk-1/.victim.tmp")).unwrap();
+    storage.write(&path, b"inside").unwrap();
+    assert_eq!(std::fs::read(root.join("chk-1/victim")).unwrap(), b"inside");
+    assert_alive(&canary);
 }

@@ -293,9 +293,16 @@ impl<'a> Runtime<'a> {
         }
         // The `_metadata` is the commit point: nothing written before it can be lost any more.
         self.uncommitted.clear();
+        // Every subtask with keyed state submitted one part.
+        let parts = metadata
+            .stages
+            .iter()
+            .flat_map(|stage| &stage.subtasks)
+            .filter(|subtask| subtask.keyed.is_some())
+            .count();
         if self.uploads.knows(id) {
             self.uploads
-                .complete(id)
+                .complete(id, parts)
                 .expect("every part of a checkpoint all tasks acknowledged is uploaded");
         }
         if let Some(action) = self.faults.at(&FaultPoint::BeforeNotify { checkpoint: id }) {
@@ -618,13 +625,12 @@ impl<'a> Runtime<'a> {
                                         .map_err(|e| e.to_string())
                                 });
                                 assert!(uploaded, "the part just submitted is queued");
-                                match self.uploads.take_events().as_slice() {
-                                    [UploadEvent::Uploaded(done)] if *done == part => Ok(result),
-                                    [UploadEvent::Failed { id, reason }] if *id == part => {
-                                        Err(reason.clone())
-                                    }
+                                let events = self.uploads.take_events();
+                                match events.iter().find(|event| event.id() == part) {
+                                    Some(UploadEvent::Uploaded(_)) => Ok(result),
+                                    Some(UploadEvent::Failed { reason, .. }) => Err(reason.clone()),
                                     other => unreachable!(
-                                        "one part uploaded inline has one outcome, not {other:?}"
+                                        "a part uploaded inline ends uploaded or failed, not {other:?}"
                                     ),
                                 }
                             }
