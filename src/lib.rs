@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod fault;
 pub mod fuzzing;
+pub mod harness;
 pub mod job;
 pub mod model;
 pub mod sim;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scenario::{InputSpec, Scenario};
 use super::strategy::{scenario_strategy, StrategyConfig};
+use super::Seams;
 use crate::job::SinkFactory;
 
 /// Fault kind -> fault point -> times fired.
@@ -45,6 +46,9 @@ pub struct ExploreConfig {
     pub failures_dir: PathBuf,
     /// Simulated kills, or real ones of child processes. Default simulated.
     pub kill_mode: KillMode,
+    /// Start no new case once one failed (with one worker, the report then tells how many
+    /// cases it took to find the failure). Default false.
+    pub stop_at_first_failure: bool,
 }
 
 /// How process kills happen.
@@ -72,6 +76,7 @@ impl Default for ExploreConfig {
             shrink_runs_max: 300,
             failures_dir: PathBuf::from("faultline-failures"),
             kill_mode: KillMode::Sim,
+            stop_at_first_failure: false,
         }
     }
 }
@@ -177,12 +182,12 @@ type Judged = (
 /// Runs a scenario in a fresh directory and judges it.
 fn violations(
     scenario: &Scenario,
-    sink: Option<&SinkFactory>,
+    seams: Seams<'_>,
     mode: &KillMode,
 ) -> Result<Judged, ExploreError> {
     let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
     let ran = match mode {
-        KillMode::Sim => scenario.run(dir.path(), sink),
+        KillMode::Sim => scenario.run_with(dir.path(), seams),
         KillMode::Process { binary } => super::run_with_process_kills(scenario, dir.path(), binary),
     };
     let (report, fired) = ran.map_err(|e| ExploreError(format!("{}: {e}", scenario.name)))?;
@@ -200,10 +205,10 @@ fn violations(
 fn run_case(
     config: &ExploreConfig,
     case: u64,
-    sink: Option<&SinkFactory>,
+    seams: Seams<'_>,
 ) -> Result<CaseResult, ExploreError> {
     let (scenario, mut tree) = generate(&config.strategy, config.seed, case)?;
-    let (found, report, fired) = violations(&scenario, sink, &config.kill_mode)?;
+    let (found, report, fired) = violations(&scenario, seams, &config.kill_mode)?;
     let outcome = &report.outcome;
     let mut result = CaseResult {
         case,
@@ -230,7 +235,7 @@ fn run_case(
             runs += 1;
             let mut candidate = tree.current();
             candidate.name = scenario.name.clone();
-            let (found, report, _) = violations(&candidate, sink, &config.kill_mode)?;
+            let (found, report, _) = violations(&candidate, seams, &config.kill_mode)?;
             match found {
                 Some(found) => {
                     best = candidate;
@@ -274,9 +279,25 @@ pub fn explore(
     sink: Option<&SinkFactory>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExploreReport, ExploreError> {
-    if sink.is_some() && config.kill_mode != KillMode::Sim {
+    explore_with(
+        config,
+        Seams {
+            sink,
+            backend: None,
+        },
+        progress,
+    )
+}
+
+/// [`explore`] with a user's sink and state backend in place of the built-in ones.
+pub fn explore_with(
+    config: &ExploreConfig,
+    seams: Seams<'_>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<ExploreReport, ExploreError> {
+    if (seams.sink.is_some() || seams.backend.is_some()) && config.kill_mode != KillMode::Sim {
         return Err(ExploreError(
-            "a user's sink lives in this process; real process kills need the built-in sinks"
+            "a user's sink or backend lives in this process; real process kills need the built-in ones"
                 .into(),
         ));
     }
@@ -301,9 +322,12 @@ pub fn explore(
         {
             return;
         }
+        if config.stop_at_first_failure && failures.load(Ordering::SeqCst) > 0 {
+            return;
+        }
         let slot = next.fetch_add(1, Ordering::SeqCst) as usize;
         let Some(&case) = cases.get(slot) else { return };
-        let result = run_case(config, case, sink);
+        let result = run_case(config, case, seams);
         if result.as_ref().map_or(true, |r| r.failure.is_some()) {
             failures.fetch_add(1, Ordering::SeqCst);
         }

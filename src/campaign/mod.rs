@@ -8,8 +8,8 @@ mod scenario;
 mod strategy;
 
 pub use explore::{
-    explore, generate, merge, Coverage, ExploreConfig, ExploreError, ExploreReport, FailureReport,
-    KillMode,
+    explore, explore_with, generate, merge, Coverage, ExploreConfig, ExploreError, ExploreReport,
+    FailureReport, KillMode,
 };
 pub use process::{child_main, run_with_process_kills};
 pub use scenario::{InputSpec, Rescale, Scenario, ScenarioError};
@@ -38,6 +38,25 @@ pub enum CaseError {
     /// The scenario cannot be turned into a run.
     #[error("scenario: {0}")]
     Scenario(String),
+}
+
+/// A user's implementations, plugged into every case in place of the built-in ones.
+#[derive(Clone, Copy, Default)]
+pub struct Seams<'a> {
+    /// Builds each sink subtask instead of the job's built-in sink. Default none.
+    pub sink: Option<&'a SinkFactory>,
+    /// Builds each keyed subtask's state backend instead of the scenario's built-in one.
+    /// Default none.
+    pub backend: Option<&'a (dyn StateBackendFactory + Sync)>,
+}
+
+impl std::fmt::Debug for Seams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seams")
+            .field("sink", &self.sink.map(|_| "user sink"))
+            .field("backend", &self.backend.map(|b| b.name()))
+            .finish()
+    }
 }
 
 /// One run and its verdict.

@@ -7,7 +7,7 @@ use std::path::Path;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{run_case_with, CaseError, CaseReport};
+use super::{run_case_with, CaseError, CaseReport, Seams};
 use crate::check;
 use crate::fault::{Fault, FaultSchedule};
 use crate::job::JobStatus;
@@ -16,8 +16,8 @@ use crate::job::{
     SavepointRequest, SinkFactory,
 };
 use crate::sim::{RngStreams, StreamName};
-use crate::state::BackendKind;
 use crate::state::SavepointFormat;
+use crate::state::{BackendKind, StateBackendFactory};
 
 /// Where a scenario's records come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,10 +233,33 @@ impl Scenario {
         dir: &Path,
         sink: Option<&SinkFactory>,
     ) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
+        self.run_with(
+            dir,
+            Seams {
+                sink,
+                backend: None,
+            },
+        )
+    }
+
+    /// [`Scenario::run`] with a user's sink and state backend in place of the built-in ones.
+    pub fn run_with(
+        &self,
+        dir: &Path,
+        seams: Seams<'_>,
+    ) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
+        let sink = seams.sink;
         let input = self
             .input()
             .map_err(|e| CaseError::Scenario(e.to_string()))?;
-        let backends = self.backend.factory().map_err(CaseError::Scenario)?;
+        let built_in;
+        let backends: &dyn StateBackendFactory = match seams.backend {
+            Some(user) => user,
+            None => {
+                built_in = self.backend.factory().map_err(CaseError::Scenario)?;
+                built_in.as_ref()
+            }
+        };
         let mut faults = FaultSchedule::with_seed(self.faults.clone(), self.seed);
         let mut first = self.run_config();
         if let Some(rescale) = &self.rescale {
@@ -251,7 +274,7 @@ impl Scenario {
             &self.job,
             &input,
             &first,
-            backends.as_ref(),
+            backends,
             &mut faults,
             dir,
             ExternalStore::new(),
@@ -278,7 +301,7 @@ impl Scenario {
             &job,
             &input,
             &second,
-            backends.as_ref(),
+            backends,
             &mut faults,
             dir,
             store,

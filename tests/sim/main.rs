@@ -9,6 +9,8 @@
 //! - `alignment`: aligned barriers give exactly-once output; at-least-once mode duplicates
 //!   only replays, and the oracle rejects any other duplicate.
 //! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
+//! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
+//!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks.
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
 //! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named.
 //! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
@@ -31,6 +33,7 @@
 
 mod alignment;
 mod campaign;
+mod catalogue;
 mod cli;
 mod coordinator;
 mod corruption;

@@ -1,0 +1,213 @@
+//! [`Harness`]: put your own sink or state backend under faultline's seeded faults and oracle,
+//! from an ordinary `#[test]` run by `cargo nextest`.
+//!
+//! A harness runs a campaign ([`crate::campaign::explore_with`]) of generated cases — job
+//! shapes, inputs, checkpoint configurations, restart strategies, rescales and a swarm of fault
+//! kinds — with your implementation plugged into every case in place of the built-in one. On
+//! a violation it panics with each shrunk case: the property that broke, its trace, the scenario
+//! file and how to replay it, so the test output holds everything needed to debug it.
+//!
+//! Environment overrides, read by [`Harness::run`], so CI can widen a test without editing it:
+//! - `FAULTLINE_SEED`: the root seed (default: the harness's, 1 unless set).
+//! - `FAULTLINE_CASES`: the number of cases (default: the harness's, 200 unless set).
+//!
+//! ```
+//! use faultline::harness::Harness;
+//! use faultline::job::sink::TwoPhaseCommitSink;
+//! use faultline::job::Sink;
+//!
+//! // Your sink: here the built-in two-phase-commit sink, which must pass.
+//! let sink = |subtask: u16| Box::new(TwoPhaseCommitSink::new(subtask)) as Box<dyn Sink>;
+//! let report = Harness::new().cases(20).sink(&sink).run();
+//! assert_eq!(report.cases, 20);
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::campaign::{
+    explore_with, CaseReport, ExploreConfig, ExploreError, ExploreReport, Scenario, Seams,
+};
+use crate::job::SinkFactory;
+use crate::state::{BackendKind, StateBackendFactory};
+
+/// Seed override (see the module doc).
+pub const SEED_VAR: &str = "FAULTLINE_SEED";
+/// Case-count override (see the module doc).
+pub const CASES_VAR: &str = "FAULTLINE_CASES";
+
+/// A campaign against a user's seams; see the module doc.
+#[derive(Debug, Clone)]
+pub struct Harness<'a> {
+    config: ExploreConfig,
+    seams: Seams<'a>,
+}
+
+impl Default for Harness<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a> Harness<'a> {
+    /// A harness with the defaults: 200 cases, seed 1, every fault kind, every built-in
+    /// backend, one worker, stopping at the first failing case (shrunk), failing cases
+    /// written under the system's temporary directory (`faultline-failures/`).
+    pub fn new() -> Self {
+        let config = ExploreConfig {
+            cases: 200,
+            stop_at_first_failure: true,
+            failures_dir: std::env::temp_dir().join("faultline-failures"),
+            ..ExploreConfig::default()
+        };
+        Self {
+            config,
+            seams: Seams::default(),
+        }
+    }
+
+    /// Cases to run.
+    pub fn cases(mut self, cases: u64) -> Self {
+        self.config.cases = cases;
+        self
+    }
+
+    /// The root seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Fault kinds the swarm draws from (names from [`crate::campaign::ALL_FAULT_KINDS`]).
+    pub fn faults(mut self, kinds: &[&str]) -> Self {
+        self.config.strategy.fault_kinds = kinds.iter().map(|k| k.to_string()).collect();
+        self
+    }
+
+    /// Built-in backends the cases draw from. With a user backend, they only shape the cases
+    /// (a RocksDB kind also takes native savepoints).
+    pub fn backends(mut self, kinds: Vec<BackendKind>) -> Self {
+        self.config.strategy.backends = kinds;
+        self
+    }
+
+    /// Most records per case.
+    pub fn records_max(mut self, records: u32) -> Self {
+        self.config.strategy.records_max = records;
+        self
+    }
+
+    /// Your state backend, in place of the built-in one in every case. Cases then take only
+    /// canonical savepoints unless [`Harness::backends`] names a RocksDB kind.
+    pub fn backend(mut self, factory: &'a (dyn StateBackendFactory + Sync)) -> Self {
+        self.seams.backend = Some(factory);
+        if self.config.strategy.backends == BackendKind::all() {
+            self.config.strategy.backends = vec![BackendKind::Memory];
+        }
+        self
+    }
+
+    /// Your sink, in place of the job's built-in sink in every case.
+    pub fn sink(mut self, factory: &'a SinkFactory) -> Self {
+        self.seams.sink = Some(factory);
+        self
+    }
+
+    /// Cases run in parallel (each case stays single-threaded and deterministic).
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.config.jobs = jobs.max(1);
+        self
+    }
+
+    /// Run every case even after a failure (default: stop at the first, as a test wants).
+    pub fn all_cases(mut self) -> Self {
+        self.config.stop_at_first_failure = false;
+        self
+    }
+
+    /// Where shrunk failing cases are written.
+    pub fn failures_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.failures_dir = dir.into();
+        self
+    }
+
+    /// The campaign configuration after the environment overrides.
+    fn configured(&self) -> Result<ExploreConfig, ExploreError> {
+        let mut config = self.config.clone();
+        if let Some(seed) = env_u64(SEED_VAR)? {
+            config.seed = seed;
+        }
+        if let Some(cases) = env_u64(CASES_VAR)? {
+            config.cases = cases;
+        }
+        Ok(config)
+    }
+
+    /// Runs the campaign and returns its report, violations included.
+    pub fn try_run(&self) -> Result<ExploreReport, ExploreError> {
+        explore_with(&self.configured()?, self.seams, &|_, _| {})
+    }
+
+    /// Runs the campaign; panics with every shrunk failure (see the module doc).
+    #[track_caller]
+    pub fn run(&self) -> ExploreReport {
+        let report = match self.try_run() {
+            Ok(report) => report,
+            Err(error) => panic!("faultline harness: {error}"),
+        };
+        if !report.failures.is_empty() {
+            panic!("{}", failure_message(&report));
+        }
+        report
+    }
+
+    /// Re-runs one scenario file (a shrunk failure) with this harness's seams.
+    pub fn replay(&self, scenario_file: &Path) -> Result<CaseReport, ExploreError> {
+        let scenario = Scenario::load(scenario_file).map_err(|e| ExploreError(e.to_string()))?;
+        let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
+        scenario
+            .run_with(dir.path(), self.seams)
+            .map(|(report, _)| report)
+            .map_err(|e| ExploreError(e.to_string()))
+    }
+}
+
+fn env_u64(name: &str) -> Result<Option<u64>, ExploreError> {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| ExploreError(format!("{name}={text:?}: {e}"))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(ExploreError(format!("{name}: {e}"))),
+    }
+}
+
+/// The panic message: every shrunk failure with its violations, trace and replay.
+pub fn failure_message(report: &ExploreReport) -> String {
+    let mut text = format!(
+        "faultline: {} of {} cases violated the oracle (seed {})\n",
+        report.failures.len(),
+        report.cases,
+        report.seed
+    );
+    for failure in &report.failures {
+        text.push_str(&format!(
+            "\ncase {}: shrunk from {} to {} faults, {} to {} records\n",
+            failure.case, failure.faults.0, failure.faults.1, failure.records.0, failure.records.1
+        ));
+        for violation in &failure.violations {
+            text.push_str(&format!("  violated: {violation}\n"));
+        }
+        text.push_str(&format!(
+            "  scenario: {}\n  replay in a test: Harness::replay(Path::new({:?})) with the same seams\n  rerun the campaign: {SEED_VAR}={} cargo nextest run <this test>\n  trace:\n",
+            failure.scenario_file.display(),
+            failure.scenario_file.display().to_string(),
+            report.seed
+        ));
+        for line in failure.trace.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    text
+}

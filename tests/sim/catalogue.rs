@@ -1,0 +1,315 @@
+//! Method: a catalogue of recovery bug classes, each a deliberately broken implementation
+//! plugged into a public seam (`Sink`, `StateBackend`) through `faultline::harness::Harness`,
+//! never into the library's own code. Each must be caught within a bounded number of cases
+//! (`CASES_MAX`), shrunk to at most three faults, and reported under the property it breaks.
+//!
+//! The suite runs each class on one seed; `FAULTLINE_CATALOGUE_SEEDS=20` runs twenty and
+//! prints the figures (cases until the first failure, shrunk size) the closing notes report.
+
+use std::collections::BTreeMap;
+
+use faultline::campaign::ExploreReport;
+use faultline::checkpoint::CheckpointStorage;
+use faultline::harness::Harness;
+use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
+use faultline::job::Record;
+use faultline::state::{
+    BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
+    RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
+    StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+};
+
+/// The most cases a class may take to be caught.
+const CASES_MAX: u64 = 200;
+
+/// 1. A two-phase sink that commits at the barrier instead of on completion: output of a
+///    checkpoint that never completes is visible, and replayed after the restore.
+struct CommitsInSnapshot(TwoPhaseCommitSink);
+
+impl Sink for CommitsInSnapshot {
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+        self.0.write(record, store)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        let snapshot = self.0.snapshot(checkpoint_id, store)?;
+        self.0.notify_checkpoint_complete(checkpoint_id, store)?;
+        Ok(snapshot)
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        _: u64,
+        _: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        self.0.restore(states, store)
+    }
+}
+
+/// 2. A sink whose commit on restore is not idempotent: it buffers each checkpoint's records
+///    in its own state and "commits" by writing them out, on completion and again on restore,
+///    without asking the external system whether that checkpoint's batch is already there.
+#[derive(Default)]
+struct RewritesOnRestore {
+    buffer: Vec<Record>,
+    pending: BTreeMap<u64, Vec<Record>>,
+}
+
+impl Sink for RewritesOnRestore {
+    fn write(&mut self, record: Record, _: &mut ExternalStore) -> Result<(), StoreError> {
+        self.buffer.push(record);
+        Ok(())
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        _: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        self.pending
+            .insert(checkpoint_id, std::mem::take(&mut self.buffer));
+        let state = serde_json::to_vec(&self.pending).expect("records serialize");
+        Ok((state, None))
+    }
+    fn pending_transactions(&self) -> usize {
+        self.pending.len()
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        let done: Vec<u64> = self
+            .pending
+            .range(..=checkpoint_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            for record in self.pending.remove(&id).expect("listed above") {
+                store.print(record);
+            }
+        }
+        Ok(Vec::new())
+    }
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        for state in states {
+            let pending: BTreeMap<u64, Vec<Record>> =
+                serde_json::from_slice(state).map_err(|e| StoreError::Unknown(e.to_string()))?;
+            // The bug: the batch may already be out (the notification came before the failure).
+            for record in pending.into_values().flatten() {
+                store.print(record);
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// 3. A backend that drops the first key group it owns whenever a restore redistributes key
+///    groups (the handles it restores from do not match its own range): a rescale loses state.
+struct DropsKeyGroupOnRescale(MemoryBackend);
+
+struct DropsKeyGroupOnRescaleFactory;
+
+impl StateBackendFactory for DropsKeyGroupOnRescaleFactory {
+    fn name(&self) -> &'static str {
+        "drops-key-group-on-rescale"
+    }
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(DropsKeyGroupOnRescale(MemoryBackend::new(
+            context.task_name,
+            context.key_groups,
+        ))))
+    }
+}
+
+impl StateBackend for DropsKeyGroupOnRescale {
+    fn name(&self) -> &'static str {
+        "drops-key-group-on-rescale"
+    }
+    fn key_groups(&self) -> KeyGroupRange {
+        self.0.key_groups()
+    }
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
+        self.0.register_state(descriptor)
+    }
+    fn states(&self) -> &[StateDescriptor] {
+        self.0.states()
+    }
+    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        self.0.get(cell)
+    }
+    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
+        self.0.put(cell, value)
+    }
+    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
+        self.0.delete(cell)
+    }
+    fn user_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        key: &[u8],
+    ) -> Result<UserEntries, StateError> {
+        self.0.user_entries(state, key_group, key)
+    }
+    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
+        self.0.entries()
+    }
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        self.0.snapshot(target, storage)
+    }
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        let stats = self.0.restore(handles, storage, mode)?;
+        let own = self.0.key_groups();
+        if handles.iter().any(|handle| handle.key_groups != own) {
+            // The bug: the first owned key group is lost, as if its range were computed
+            // exclusive of its start.
+            for entry in self.0.entries()? {
+                if entry.key_group == own.start {
+                    self.0.delete(CellRef {
+                        state: entry.state,
+                        key_group: entry.key_group,
+                        key: &entry.key,
+                        user_key: &entry.user_key,
+                    })?;
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
+fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
+    Box::new(CommitsInSnapshot(TwoPhaseCommitSink::new(subtask)))
+}
+
+fn rewrites_on_restore(_: u16) -> Box<dyn Sink> {
+    Box::new(RewritesOnRestore::default())
+}
+
+/// What one class found on one seed.
+#[derive(Debug)]
+struct Caught {
+    cases: u64,
+    faults: usize,
+    records: u32,
+    violations: Vec<String>,
+}
+
+fn caught(class: &str, report: &ExploreReport) -> Caught {
+    let failure = report.failures.first().unwrap_or_else(|| {
+        panic!(
+            "{class}: not caught in {} cases:\n{}",
+            report.cases,
+            report.summary()
+        )
+    });
+    Caught {
+        cases: failure.case + 1,
+        faults: failure.faults.1,
+        records: failure.records.1,
+        violations: failure.violations.clone(),
+    }
+}
+
+fn seeds() -> u64 {
+    std::env::var("FAULTLINE_CATALOGUE_SEEDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Runs `harness` (built per seed) on every seed and checks the catalogue's promises: caught
+/// within `CASES_MAX`, shrunk to at most three faults, reported as a violation of `property`.
+fn check_class(class: &str, property: &str, harness: impl Fn(u64) -> Harness<'static>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut found = Vec::new();
+    for seed in 1..=seeds() {
+        let report = harness(seed)
+            .seed(seed)
+            .cases(CASES_MAX)
+            .failures_dir(dir.path())
+            .try_run()
+            .unwrap();
+        let caught = caught(class, &report);
+        assert!(caught.faults <= 3, "{class}, seed {seed}: {caught:?}");
+        assert!(
+            caught
+                .violations
+                .iter()
+                .any(|v| v.starts_with(&format!("[{property}]"))),
+            "{class}, seed {seed}: expected a {property} violation, got {caught:?}"
+        );
+        found.push(caught);
+    }
+    let mut cases: Vec<u64> = found.iter().map(|c| c.cases).collect();
+    cases.sort_unstable();
+    let median = cases[cases.len() / 2];
+    let faults = found.iter().map(|c| c.faults).max().unwrap_or(0);
+    let records = found.iter().map(|c| c.records).max().unwrap_or(0);
+    eprintln!(
+        "catalogue {class}: {} seeds, cases until caught median {median} (max {}), shrunk to <= {faults} faults and <= {records} records",
+        found.len(),
+        cases.last().copied().unwrap_or(0)
+    );
+    assert!(median <= CASES_MAX);
+}
+
+#[test]
+fn a_sink_committing_in_snapshot_is_caught() {
+    check_class("commit in snapshot", "output", |_| {
+        Harness::new().sink(&commits_in_snapshot)
+    });
+}
+
+#[test]
+fn a_sink_whose_commit_on_restore_is_not_idempotent_is_caught() {
+    check_class("non-idempotent commit on restore", "output", |_| {
+        Harness::new().sink(&rewrites_on_restore)
+    });
+}
+
+static DROPS_KEY_GROUP: DropsKeyGroupOnRescaleFactory = DropsKeyGroupOnRescaleFactory;
+
+#[test]
+fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
+    check_class("drops a key group on rescale", "state", |_| {
+        Harness::new().backend(&DROPS_KEY_GROUP)
+    });
+}
+
+#[test]
+fn the_correct_sink_and_backend_pass_the_same_harness() {
+    fn correct_sink(subtask: u16) -> Box<dyn Sink> {
+        Box::new(TwoPhaseCommitSink::new(subtask))
+    }
+    static MEMORY: faultline::state::MemoryBackendFactory = faultline::state::MemoryBackendFactory;
+    let report = Harness::new()
+        .cases(150)
+        .sink(&correct_sink)
+        .backend(&MEMORY)
+        .run();
+    assert_eq!(report.cases, 150);
+    assert!(report.failures.is_empty());
+}
