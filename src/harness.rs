@@ -1,5 +1,5 @@
-//! [`Harness`]: put your own sink or state backend under faultline's seeded faults and oracle,
-//! from an ordinary `#[test]` run by `cargo nextest`.
+//! [`Harness`]: put your own operator, sink or state backend under faultline's seeded faults
+//! and oracle, from an ordinary `#[test]` run by `cargo nextest`.
 //!
 //! A harness runs a campaign ([`crate::campaign::explore_with`]) of generated cases — job
 //! shapes, inputs, checkpoint configurations, restart strategies, rescales and a swarm of fault
@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::campaign::{
     explore_with, CaseReport, ExploreConfig, ExploreError, ExploreReport, Scenario, Seams,
 };
+use crate::job::user::UserOperator;
 use crate::job::SinkFactory;
 use crate::state::{BackendKind, StateBackendFactory};
 
@@ -103,6 +104,19 @@ impl<'a> Harness<'a> {
         if self.config.strategy.backends == BackendKind::all() {
             self.config.strategy.backends = vec![BackendKind::Memory];
         }
+        self
+    }
+
+    /// Your operators, with their models: generated jobs use them in place of the built-in ones
+    /// (keyed ones on keyed stages, a stateless one on the stateless stage), and the oracle
+    /// judges them by their models. They must keep each record's key, as the built-in operators
+    /// do, so that every key's records reach each operator in input order.
+    pub fn operators(mut self, operators: &'a [UserOperator]) -> Self {
+        self.seams.operators = operators;
+        self.config.strategy.user_operators = operators
+            .iter()
+            .map(|op| (op.name.clone(), op.keyed))
+            .collect();
         self
     }
 

@@ -284,6 +284,7 @@ pub fn explore(
         Seams {
             sink,
             backend: None,
+            operators: &[],
         },
         progress,
     )

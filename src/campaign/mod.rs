@@ -20,6 +20,7 @@ use std::path::Path;
 use crate::check::{self, Verdict};
 use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
 use crate::fault::FaultPlan;
+use crate::job::user::UserOperator;
 use crate::job::{
     ExternalStore, Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime, SinkFactory,
 };
@@ -48,6 +49,8 @@ pub struct Seams<'a> {
     /// Builds each keyed subtask's state backend instead of the scenario's built-in one.
     /// Default none.
     pub backend: Option<&'a (dyn StateBackendFactory + Sync)>,
+    /// User operators jobs may name, with the models the oracle judges them by. Default none.
+    pub operators: &'a [UserOperator],
 }
 
 impl std::fmt::Debug for Seams<'_> {
@@ -55,6 +58,7 @@ impl std::fmt::Debug for Seams<'_> {
         f.debug_struct("Seams")
             .field("sink", &self.sink.map(|_| "user sink"))
             .field("backend", &self.backend.map(|b| b.name()))
+            .field("operators", &self.operators)
             .finish()
     }
 }
@@ -118,6 +122,22 @@ pub fn run_case_with(
     store: ExternalStore,
     sink: Option<&SinkFactory>,
 ) -> Result<CaseReport, CaseError> {
+    run_case_seams(job, input, config, backends, faults, dir, store, sink, &[])
+}
+
+/// [`run_case_with`] with user operators, judged by their models.
+#[allow(clippy::too_many_arguments)] // The general runner's seams, one more.
+pub(crate) fn run_case_seams(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    backends: &dyn StateBackendFactory,
+    faults: &mut dyn FaultPlan,
+    dir: &Path,
+    store: ExternalStore,
+    sink: Option<&SinkFactory>,
+    operators: &[UserOperator],
+) -> Result<CaseReport, CaseError> {
     let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
     let mut runtime = Runtime::new(
         job,
@@ -128,12 +148,20 @@ pub fn run_case_with(
         faults,
         &dir.join("work"),
     )?
-    .with_store(store);
+    .with_store(store)
+    .with_operators(operators);
     if let Some(factory) = sink {
         runtime = runtime.with_sink(factory);
     }
     let outcome = runtime.run()?;
-    let verdict = check::check_run(job, input, config.checkpoint.mode, config.seed, &outcome);
+    let verdict = check::check_run_with(
+        job,
+        input,
+        config.checkpoint.mode,
+        config.seed,
+        &outcome,
+        operators,
+    );
     let trace_hash = outcome.trace.hash();
     Ok(CaseReport {
         outcome,

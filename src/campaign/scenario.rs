@@ -7,7 +7,7 @@ use std::path::Path;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{run_case_with, CaseError, CaseReport, Seams};
+use super::{run_case_seams, CaseError, CaseReport, Seams};
 use crate::check;
 use crate::fault::{Fault, FaultSchedule};
 use crate::job::JobStatus;
@@ -238,6 +238,7 @@ impl Scenario {
             Seams {
                 sink,
                 backend: None,
+                operators: &[],
             },
         )
     }
@@ -270,7 +271,7 @@ impl Scenario {
                 stop: true,
             });
         }
-        let before = run_case_with(
+        let before = run_case_seams(
             &self.job,
             &input,
             &first,
@@ -279,6 +280,7 @@ impl Scenario {
             dir,
             ExternalStore::new(),
             sink,
+            seams.operators,
         )?;
         let rescale = match &self.rescale {
             Some(rescale) if matches!(&before.outcome.status, JobStatus::Stopped { savepoint } if savepoint == "rescale") => {
@@ -297,7 +299,7 @@ impl Scenario {
         second.first_attempt = before.outcome.stats.attempts;
         second.start_ms = before.outcome.stats.time_ms;
         let store = before.outcome.store.clone();
-        let after = run_case_with(
+        let after = run_case_seams(
             &job,
             &input,
             &second,
@@ -306,6 +308,7 @@ impl Scenario {
             dir,
             store,
             sink,
+            seams.operators,
         )?;
         let mut outcome = after.outcome;
         let mut trace = before.outcome.trace;
@@ -334,13 +337,14 @@ impl Scenario {
         outcome.start_positions = before.outcome.start_positions;
         // The restored state is judged by the stage names it has in both phases; the final
         // state and output are those of the whole input.
-        let verdict = check::check_rescaled_run(
+        let verdict = check::check_rescaled_run_with(
             &self.job,
             &job,
             &input,
             self.checkpoint.mode,
             self.seed,
             &outcome,
+            seams.operators,
         );
         let trace_hash = outcome.trace.hash();
         Ok((

@@ -44,6 +44,10 @@ pub struct StrategyConfig {
     pub records_max: u32,
     /// Most faults per case. Default 4.
     pub faults_max: usize,
+    /// User operators (name, keyed) the generated jobs use: keyed stages take the keyed ones
+    /// in turn, the optional stateless stage the first stateless one. Default none (only
+    /// built-in operators).
+    pub user_operators: Vec<(String, bool)>,
 }
 
 impl Default for StrategyConfig {
@@ -53,6 +57,7 @@ impl Default for StrategyConfig {
             fault_kinds: ALL_FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
             records_max: 80,
             faults_max: 4,
+            user_operators: Vec::new(),
         }
     }
 }
@@ -179,11 +184,37 @@ fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
     }
 }
 
+/// Puts user operators in place of built-in ones: the keyed ones in turn on keyed stages, the
+/// first stateless one on the stateless stage. The shape stays the drawn one, so shrinking
+/// works the same.
+fn use_user_operators(job: &mut JobSpec, users: &[(String, bool)]) {
+    let keyed: Vec<&String> = users.iter().filter(|(_, k)| *k).map(|(n, _)| n).collect();
+    let stateless = users.iter().find(|(_, k)| !*k).map(|(n, _)| n);
+    let mut next = 0;
+    for stage in &mut job.stages {
+        if stage.op.is_keyed() {
+            if !keyed.is_empty() {
+                stage.op = OperatorSpec::User {
+                    name: keyed[next % keyed.len()].clone(),
+                    keyed: true,
+                };
+                next += 1;
+            }
+        } else if let Some(name) = stateless {
+            stage.op = OperatorSpec::User {
+                name: name.clone(),
+                keyed: false,
+            };
+        }
+    }
+}
+
 /// Scenarios drawn under `config`.
 pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenario> {
     assert!(!config.backends.is_empty(), "at least one backend");
     let backends = config.backends.clone();
     let kinds = config.fault_kinds.clone();
+    let users = config.user_operators.clone();
     let raw_fault = (any::<u8>(), 0u64..1000, 0u64..1000, 0u64..1000, 0u64..1000);
     (
         job_strategy(),
@@ -197,7 +228,8 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
     )
-        .prop_map(move |(job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
+        .prop_map(move |(mut job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
+            use_user_operators(&mut job, &users);
             let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
             let faults = if swarm.is_empty() {
                 Vec::new()

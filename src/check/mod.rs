@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::job::user::UserOperator;
 use crate::job::{CheckpointingMode, Input, JobSpec, JobStatus, Record, RunOutcome, SinkKind};
 use crate::model;
 use crate::state::{StateAddr, StateValue};
@@ -236,7 +237,19 @@ pub fn check_run(
     seed: u64,
     outcome: &RunOutcome,
 ) -> Verdict {
-    check_phases(job, job.has_fan_in(), input, mode, seed, outcome)
+    check_run_with(job, input, mode, seed, outcome, &[])
+}
+
+/// [`check_run`] for a job with user operators, judged by their models.
+pub fn check_run_with(
+    job: &JobSpec,
+    input: &Input,
+    mode: CheckpointingMode,
+    seed: u64,
+    outcome: &RunOutcome,
+    users: &[UserOperator],
+) -> Verdict {
+    check_phases(job, job.has_fan_in(), input, mode, seed, outcome, users)
 }
 
 /// Checks a run that was stopped with a savepoint and resumed as `after` (the same stages at
@@ -250,8 +263,21 @@ pub fn check_rescaled_run(
     seed: u64,
     outcome: &RunOutcome,
 ) -> Verdict {
+    check_rescaled_run_with(before, after, input, mode, seed, outcome, &[])
+}
+
+/// [`check_rescaled_run`] for a job with user operators, judged by their models.
+pub fn check_rescaled_run_with(
+    before: &JobSpec,
+    after: &JobSpec,
+    input: &Input,
+    mode: CheckpointingMode,
+    seed: u64,
+    outcome: &RunOutcome,
+    users: &[UserOperator],
+) -> Verdict {
     let fan_in = before.has_fan_in() || after.has_fan_in();
-    check_phases(after, fan_in, input, mode, seed, outcome)
+    check_phases(after, fan_in, input, mode, seed, outcome, users)
 }
 
 fn check_phases(
@@ -261,6 +287,7 @@ fn check_phases(
     mode: CheckpointingMode,
     seed: u64,
     outcome: &RunOutcome,
+    users: &[UserOperator],
 ) -> Verdict {
     let mut verdict = Verdict {
         seed,
@@ -274,7 +301,7 @@ fn check_phases(
     if state_exact {
         let before = verdict.violations.len();
         for restore in &outcome.restores {
-            let expected = model::evaluate(job, input, &restore.positions).state;
+            let expected = model::evaluate_with(job, input, &restore.positions, users).state;
             for (addr, expected, actual) in expected.differences(&restore.state) {
                 verdict.violations.push(Violation::RestoredState {
                     attempt: restore.attempt,
@@ -294,7 +321,7 @@ fn check_phases(
         }
     }
 
-    let end = model::evaluate(job, input, &outcome.end_positions);
+    let end = model::evaluate_with(job, input, &outcome.end_positions, users);
     match (&outcome.status, &outcome.final_state) {
         (JobStatus::Finished | JobStatus::Stopped { .. }, Some(state)) if state_exact => {
             for (addr, expected, actual) in end.state.differences(state) {
@@ -366,7 +393,7 @@ fn check_phases(
                 .is_none_or(|p| r.origin.offset >= *p)
         })
         .collect();
-    let all = model::evaluate(job, input, &input.end_positions()).outputs;
+    let all = model::evaluate_with(job, input, &input.end_positions(), users).outputs;
     check_output(
         &mut verdict,
         &owed,

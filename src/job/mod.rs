@@ -11,6 +11,7 @@ pub mod restart;
 mod runtime;
 pub mod sink;
 pub mod spec;
+pub mod user;
 
 pub use operator::{Operator, OperatorContext, OperatorError};
 pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record};

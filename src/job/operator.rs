@@ -102,6 +102,8 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
             combine: i64::max,
         }),
         OperatorSpec::Stats => Box::new(Stats::default()),
+        // The runtime builds registered user operators itself; one not registered fails loudly.
+        OperatorSpec::User { name, .. } => Box::new(Unregistered { name }),
         OperatorSpec::FailingMap { fail_at, counter } => Box::new(FailingMap {
             fail_at,
             counter,
@@ -309,5 +311,24 @@ impl Operator for FailingMap {
         }
         out.push(record);
         Ok(())
+    }
+}
+
+/// Stands in for a user operator nobody registered: fails on its first record, naming it.
+struct Unregistered {
+    name: String,
+}
+
+impl Operator for Unregistered {
+    fn process(
+        &mut self,
+        _: Record,
+        _: &mut OperatorContext<'_>,
+        _: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        Err(OperatorError::Failed(format!(
+            "no user operator named {:?} is registered",
+            self.name
+        )))
     }
 }

@@ -117,6 +117,13 @@ pub enum OperatorSpec {
     /// "recent" (the last three values) and `MapState` "buckets" (count per value bucket).
     /// Emits the key's new count.
     Stats,
+    /// A user's operator, registered under `name` (see [`crate::job::user`]).
+    User {
+        /// The registered name.
+        name: String,
+        /// Whether it uses keyed state (and so is preceded by `key_by`).
+        keyed: bool,
+    },
     /// Passes records through, but fails on its `fail_at`-th record (the tutorial's
     /// `FailingMapFunction`).
     FailingMap {
@@ -144,7 +151,10 @@ impl OperatorSpec {
     pub fn is_keyed(&self) -> bool {
         matches!(
             self,
-            OperatorSpec::Sum | OperatorSpec::Max | OperatorSpec::Stats
+            OperatorSpec::Sum
+                | OperatorSpec::Max
+                | OperatorSpec::Stats
+                | OperatorSpec::User { keyed: true, .. }
         )
     }
 
@@ -158,6 +168,7 @@ impl OperatorSpec {
             OperatorSpec::Sum => "sum".into(),
             OperatorSpec::Max => "max".into(),
             OperatorSpec::Stats => "stats".into(),
+            OperatorSpec::User { name, .. } => format!("user({name})"),
             OperatorSpec::FailingMap { fail_at, counter } => {
                 format!("failing-map(at {fail_at}, {counter:?})")
             }

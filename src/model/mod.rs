@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::job::user::{self, ModelState, UserOperator};
 use crate::job::{Input, JobSpec, OperatorSpec, Positions, Record};
 use crate::state::{StateAddr, StateValue, StateView};
 
@@ -109,32 +110,74 @@ fn apply(op: &OperatorSpec, state: &mut StageState, record: Record) -> Vec<Recor
             }]
         }
         OperatorSpec::FailingMap { .. } => vec![record],
+        OperatorSpec::User { .. } => unreachable!("user operators are applied by their models"),
     }
 }
 
 /// Evaluates `job` over `input` read up to `positions`.
 pub fn evaluate(job: &JobSpec, input: &Input, positions: &Positions) -> ModelOutcome {
+    evaluate_with(job, input, positions, &[])
+}
+
+/// [`evaluate`] for a job with user operators, each applied by its own model.
+///
+/// # Panics
+/// If the job names a user operator `users` lacks (the runtime fails such a job loudly first).
+pub fn evaluate_with(
+    job: &JobSpec,
+    input: &Input,
+    positions: &Positions,
+    users: &[UserOperator],
+) -> ModelOutcome {
     assert_eq!(
         positions.0.len(),
         input.partitions().len(),
         "one position per partition"
     );
     let mut states: Vec<StageState> = job.stages.iter().map(|_| StageState::default()).collect();
+    let mut user_states: Vec<ModelState> =
+        job.stages.iter().map(|_| ModelState::default()).collect();
     let mut outputs = Vec::new();
     for (partition, records) in input.partitions().iter().enumerate() {
         let end = usize::try_from(positions.0[partition]).expect("positions fit in memory");
         for record in &records[..end.min(records.len())] {
             let mut batch = vec![record.clone()];
-            for (stage, state) in job.stages.iter().zip(&mut states) {
-                batch = batch
-                    .into_iter()
-                    .flat_map(|r| apply(&stage.op, state, r))
-                    .collect();
+            for ((stage, state), user_state) in
+                job.stages.iter().zip(&mut states).zip(&mut user_states)
+            {
+                batch = match &stage.op {
+                    OperatorSpec::User { name, .. } => {
+                        let model = &user::find(users, name)
+                            .unwrap_or_else(|| panic!("no model for user operator {name:?}"))
+                            .model;
+                        batch
+                            .into_iter()
+                            .flat_map(|r| model.apply(user_state, r))
+                            .collect()
+                    }
+                    op => batch
+                        .into_iter()
+                        .flat_map(|r| apply(op, state, r))
+                        .collect(),
+                };
             }
             outputs.extend(batch);
         }
     }
     let mut view = StateView::new();
+    for (stage, user_state) in job.stages.iter().zip(&user_states) {
+        if let OperatorSpec::User { keyed: true, .. } = stage.op {
+            for ((state, key, user_key), value) in user_state.cells() {
+                let addr = StateAddr {
+                    stage: stage.name.clone(),
+                    state: state.clone(),
+                    key: key.clone(),
+                    user_key: user_key.clone(),
+                };
+                view.0.insert(addr, value.clone());
+            }
+        }
+    }
     for (stage, state) in job.stages.iter().zip(states) {
         let addr = |name: &str, key: &str, user_key: Option<String>| StateAddr {
             stage: stage.name.clone(),

@@ -1,5 +1,5 @@
 //! Method: a catalogue of recovery bug classes, each a deliberately broken implementation
-//! plugged into a public seam (`Sink`, `StateBackend`) through `faultline::harness::Harness`,
+//! plugged into a public seam (`Operator`, `Sink`, `StateBackend`) through `faultline::harness::Harness`,
 //! never into the library's own code. Each must be caught within a bounded number of cases
 //! (`CASES_MAX`), shrunk to at most three faults, and reported under the property it breaks.
 //!
@@ -12,11 +12,12 @@ use faultline::campaign::ExploreReport;
 use faultline::checkpoint::CheckpointStorage;
 use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
-use faultline::job::Record;
+use faultline::job::user::{ModelState, UserOperator};
+use faultline::job::{Operator, OperatorContext, OperatorError, Record};
 use faultline::state::{
     BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
     RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
-    StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+    StateDescriptor, StateEntry, StateError, StateId, StateValue, UserEntries,
 };
 
 /// The most cases a class may take to be caught.
@@ -200,6 +201,41 @@ impl StateBackend for DropsKeyGroupOnRescale {
     }
 }
 
+/// 4. An operator keeping its running total in a plain field instead of keyed state: nothing
+///    of it is checkpointed, so a restore starts every total again from zero (the tutorial's
+///    `FailingMapFunction` mistake, made with state).
+#[derive(Default)]
+struct PlainFieldTotal {
+    totals: BTreeMap<String, i64>,
+}
+
+impl Operator for PlainFieldTotal {
+    fn process(
+        &mut self,
+        mut record: Record,
+        _: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let total = self.totals.entry(record.key.clone()).or_insert(0);
+        *total = total.wrapping_add(record.value);
+        record.value = *total;
+        out.push(record);
+        Ok(())
+    }
+}
+
+/// The model of a running total, the semantics the broken operator claims.
+fn running_total_model(state: &mut ModelState, mut record: Record) -> Vec<Record> {
+    let previous = match state.get("total", &record.key) {
+        Some(StateValue::Int(total)) => *total,
+        _ => 0,
+    };
+    let sum = previous.wrapping_add(record.value);
+    state.set("total", &record.key, StateValue::Int(sum));
+    record.value = sum;
+    vec![record]
+}
+
 fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
     Box::new(CommitsInSnapshot(TwoPhaseCommitSink::new(subtask)))
 }
@@ -287,6 +323,22 @@ fn a_sink_committing_in_snapshot_is_caught() {
 fn a_sink_whose_commit_on_restore_is_not_idempotent_is_caught() {
     check_class("non-idempotent commit on restore", "output", |_| {
         Harness::new().sink(&rewrites_on_restore)
+    });
+}
+
+#[test]
+fn an_operator_keeping_state_in_a_plain_field_is_caught() {
+    static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
+    let operators = OPERATORS.get_or_init(|| {
+        [UserOperator::new(
+            "plain-field-total",
+            true,
+            |_| Box::new(PlainFieldTotal::default()),
+            running_total_model,
+        )]
+    });
+    check_class("state in a plain field", "state", |_| {
+        Harness::new().operators(operators)
     });
 }
 

@@ -18,6 +18,7 @@
 //!   checkpoint and savepoint write, with unsynced data lost, torn or kept: the restart restores
 //!   the previous or the new snapshot, equal to the model, and output stays exactly once.
 //! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
+//! - `examples`: each example of `examples/` run as a module under the harness.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.
@@ -39,6 +40,7 @@ mod coordinator;
 mod corruption;
 mod crash;
 mod determinism;
+mod examples;
 mod fuzz_corpus;
 mod keygroups;
 mod oracle;

@@ -35,6 +35,7 @@ use crate::job::record::{Input, Positions};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
 use crate::job::spec::JobSpec;
+use crate::job::user::UserOperator;
 use crate::sim::{Clock, RngStreams, Scheduler, StepLimit, StreamName, Trace};
 use crate::state::{StateBackendFactory, StateView};
 use task::*;
@@ -66,6 +67,8 @@ pub struct Runtime<'a> {
     consecutive_checkpoint_failures: u32,
     /// Makes each sink subtask instead of the job's built-in sink.
     sink_factory: Option<&'a SinkFactory>,
+    /// User operators jobs may name.
+    user_operators: &'a [UserOperator],
     /// Where trace events and restores are streamed as they happen (JSON lines), so a process
     /// that aborts leaves its story behind.
     event_log: Option<std::fs::File>,
@@ -156,6 +159,7 @@ impl<'a> Runtime<'a> {
             uncommitted: Vec::new(),
             uploads: Uploads::new(),
             sink_factory: None,
+            user_operators: &[],
             event_log: None,
             killed: None,
             corruptions: Vec::new(),
@@ -168,6 +172,12 @@ impl<'a> Runtime<'a> {
     /// names: how a user's own sink is put under the same faults and oracle.
     pub fn with_sink(mut self, factory: &'a SinkFactory) -> Self {
         self.sink_factory = Some(factory);
+        self
+    }
+
+    /// Registers user operators, which jobs name with `OperatorSpec::User`.
+    pub fn with_operators(mut self, operators: &'a [UserOperator]) -> Self {
+        self.user_operators = operators;
         self
     }
 

@@ -24,6 +24,8 @@ use crate::job::sink::ExternalStore;
 use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
 use crate::job::spec::JobSpec;
 use crate::job::spec::SinkKind;
+use crate::job::user;
+use crate::job::OperatorSpec;
 use crate::state::{BackendContext, KeyGroupRange, RestoreHandle, RestoreMode, StateView};
 
 impl<'a> Runtime<'a> {
@@ -97,8 +99,17 @@ impl<'a> Runtime<'a> {
                     } else {
                         None
                     };
+                    let op = match &spec.op {
+                        OperatorSpec::User { name, .. } => {
+                            match user::find(self.user_operators, name) {
+                                Some(user) => (user.build)(subtask),
+                                None => operator::build(&spec.op),
+                            }
+                        }
+                        built_in => operator::build(built_in),
+                    };
                     Body::Operator(OperatorTask {
-                        op: operator::build(&spec.op),
+                        op,
                         backend,
                         processing_ms: spec.processing_ms,
                         processed: 0,
