@@ -132,6 +132,13 @@ impl<'a> Harness<'a> {
         self
     }
 
+    /// Run every case twice and fail on differing traces: catches an implementation whose
+    /// behaviour depends on hash-map order, the wall clock or anything else outside the seed.
+    pub fn check_determinism(mut self) -> Self {
+        self.config.check_determinism = true;
+        self
+    }
+
     /// Run every case even after a failure (default: stop at the first, as a test wants).
     pub fn all_cases(mut self) -> Self {
         self.config.stop_at_first_failure = false;

@@ -49,6 +49,9 @@ pub struct ExploreConfig {
     /// Start no new case once one failed (with one worker, the report then tells how many
     /// cases it took to find the failure). Default false.
     pub stop_at_first_failure: bool,
+    /// Run every case twice and count differing traces as a violation (`determinism`): what
+    /// catches code whose behaviour depends on hash-map order or the wall clock. Default false.
+    pub check_determinism: bool,
 }
 
 /// How process kills happen.
@@ -77,6 +80,7 @@ impl Default for ExploreConfig {
             failures_dir: PathBuf::from("faultline-failures"),
             kill_mode: KillMode::Sim,
             stop_at_first_failure: false,
+            check_determinism: false,
         }
     }
 }
@@ -183,23 +187,44 @@ type Judged = (
 fn violations(
     scenario: &Scenario,
     seams: Seams<'_>,
-    mode: &KillMode,
+    config: &ExploreConfig,
 ) -> Result<Judged, ExploreError> {
-    let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
-    let ran = match mode {
-        KillMode::Sim => scenario.run_with(dir.path(), seams),
-        KillMode::Process { binary } => super::run_with_process_kills(scenario, dir.path(), binary),
+    let run = || -> Result<_, ExploreError> {
+        let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
+        let ran = match &config.kill_mode {
+            KillMode::Sim => scenario.run_with(dir.path(), seams),
+            KillMode::Process { binary } => {
+                super::run_with_process_kills(scenario, dir.path(), binary)
+            }
+        };
+        ran.map_err(|e| ExploreError(format!("{}: {e}", scenario.name)))
     };
-    let (report, fired) = ran.map_err(|e| ExploreError(format!("{}: {e}", scenario.name)))?;
-    let found = (!report.verdict.passed()).then(|| {
-        report
-            .verdict
-            .violations
-            .iter()
-            .map(|v| format!("[{}] {v}", v.property()))
-            .collect()
-    });
-    Ok((found, report, fired))
+    let (report, fired) = run()?;
+    let mut found: Vec<String> = report
+        .verdict
+        .violations
+        .iter()
+        .map(|v| format!("[{}] {v}", v.property()))
+        .collect();
+    if config.check_determinism {
+        let (again, _) = run()?;
+        if let Some(index) = report.outcome.trace.first_divergence(&again.outcome.trace) {
+            let event = |report: &crate::campaign::CaseReport| {
+                report
+                    .outcome
+                    .trace
+                    .events()
+                    .get(index)
+                    .map_or_else(|| "(the trace ended)".to_string(), |e| e.to_string())
+            };
+            found.push(format!(
+                "[determinism] the same seed gave two traces; first difference at event {index}: {} / {}",
+                event(&report),
+                event(&again)
+            ));
+        }
+    }
+    Ok(((!found.is_empty()).then_some(found), report, fired))
 }
 
 fn run_case(
@@ -208,7 +233,7 @@ fn run_case(
     seams: Seams<'_>,
 ) -> Result<CaseResult, ExploreError> {
     let (scenario, mut tree) = generate(&config.strategy, config.seed, case)?;
-    let (found, report, fired) = violations(&scenario, seams, &config.kill_mode)?;
+    let (found, report, fired) = violations(&scenario, seams, config)?;
     let outcome = &report.outcome;
     let mut result = CaseResult {
         case,
@@ -235,7 +260,7 @@ fn run_case(
             runs += 1;
             let mut candidate = tree.current();
             candidate.name = scenario.name.clone();
-            let (found, report, _) = violations(&candidate, seams, &config.kill_mode)?;
+            let (found, report, _) = violations(&candidate, seams, config)?;
             match found {
                 Some(found) => {
                     best = candidate;

@@ -236,6 +236,48 @@ fn running_total_model(state: &mut ModelState, mut record: Record) -> Vec<Record
     vec![record]
 }
 
+/// 5. A stateless operator whose output order depends on hash-map iteration order: it splits
+///    each record in two and emits the parts in the order a `HashMap` lists them. The output is
+///    right as a set, so only the determinism check (the same seed must give the same trace)
+///    can see it.
+struct HashOrderSplit;
+
+impl Operator for HashOrderSplit {
+    // The bug this class is about: iteration order of a std HashMap, seeded per instance.
+    #[allow(clippy::disallowed_types)]
+    fn process(
+        &mut self,
+        record: Record,
+        _: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let mut parts = std::collections::HashMap::new();
+        for (suffix, value) in [("a", record.value), ("b", 0)] {
+            parts.insert(
+                suffix,
+                Record {
+                    id: format!("{}.{suffix}", record.id),
+                    value,
+                    ..record.clone()
+                },
+            );
+        }
+        out.extend(parts.into_values());
+        Ok(())
+    }
+}
+
+fn split_model(_: &mut ModelState, record: Record) -> Vec<Record> {
+    ["a", "b"]
+        .into_iter()
+        .map(|suffix| Record {
+            id: format!("{}.{suffix}", record.id),
+            value: if suffix == "a" { record.value } else { 0 },
+            ..record.clone()
+        })
+        .collect()
+}
+
 fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
     Box::new(CommitsInSnapshot(TwoPhaseCommitSink::new(subtask)))
 }
@@ -339,6 +381,22 @@ fn an_operator_keeping_state_in_a_plain_field_is_caught() {
     });
     check_class("state in a plain field", "state", |_| {
         Harness::new().operators(operators)
+    });
+}
+
+#[test]
+fn an_operator_depending_on_hash_order_is_caught_by_the_determinism_check() {
+    static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
+    let operators = OPERATORS.get_or_init(|| {
+        [UserOperator::new(
+            "hash-order-split",
+            false,
+            |_| Box::new(HashOrderSplit),
+            split_model,
+        )]
+    });
+    check_class("output order from hash-map order", "determinism", |_| {
+        Harness::new().operators(operators).check_determinism()
     });
 }
 
