@@ -1,5 +1,6 @@
 //! Method: compile each example under `examples/` into the suite as a module and run it with a
-//! small case count: the example's own operator and model must pass the harness.
+//! small case count: the example's own operator (with its model) or backend wrapper must pass
+//! the harness, and the wrapper must really be in the path (its meter counts).
 
 #[path = "../../examples/running_total.rs"]
 mod running_total;
@@ -10,4 +11,36 @@ fn the_running_total_example_passes_the_harness() {
     assert_eq!(report.cases, 60);
     assert!(report.failures.is_empty());
     assert!(report.restores > 0, "the cases restored state");
+}
+
+#[path = "../../examples/word_count.rs"]
+mod word_count;
+
+#[test]
+fn the_word_count_example_passes_the_harness() {
+    let report = word_count::run(60);
+    assert_eq!(report.cases, 60);
+    assert!(report.failures.is_empty());
+    assert!(report.restores > 0, "the cases restored state");
+}
+
+#[path = "../../examples/metered_backend.rs"]
+mod metered_backend;
+
+#[test]
+fn the_metered_backend_wrapper_passes_the_harness() {
+    use std::sync::atomic::Ordering;
+    let (report, meter) = metered_backend::run(60);
+    assert_eq!(report.cases, 60);
+    assert!(report.failures.is_empty());
+    for (what, count) in [
+        ("writes", &meter.writes),
+        ("snapshots", &meter.snapshots),
+        ("restores", &meter.restores),
+    ] {
+        assert!(
+            count.load(Ordering::Relaxed) > 0,
+            "no {what} went through the wrapper"
+        );
+    }
 }
