@@ -76,6 +76,15 @@ pub enum Violation {
         /// Why.
         reason: String,
     },
+    /// A completion notification failed a task. Notifications may come late, twice or never
+    /// (a later one covers earlier ones), so receiving one must never fail: every such failure
+    /// is a needless failover, and a restart loop waiting to happen.
+    NotificationFailed {
+        /// The task.
+        task: String,
+        /// Its error.
+        reason: String,
+    },
     /// The storage audit found a problem the faults do not explain.
     Storage {
         /// When: `after chk-3`, `after restore (attempt 2)`.
@@ -157,12 +166,16 @@ impl fmt::Display for Violation {
             Violation::JobFailed { reason } => {
                 write!(f, "liveness: the job did not finish: {reason}")
             }
+            Violation::NotificationFailed { task, reason } => {
+                write!(f, "a completion notification failed {task}: {reason}")
+            }
         }
     }
 }
 
 impl Violation {
-    /// The property this violation breaks: `state`, `output` or `liveness`.
+    /// The property this violation breaks: `state`, `output`, `liveness`, `notification`,
+    /// `storage` or `corruption`.
     pub fn property(&self) -> &'static str {
         match self {
             Violation::RestoredState { .. } | Violation::FinalState { .. } => "state",
@@ -170,6 +183,7 @@ impl Violation {
             | Violation::OutputDuplicated { .. }
             | Violation::OutputUnexpected { .. } => "output",
             Violation::JobFailed { .. } => "liveness",
+            Violation::NotificationFailed { .. } => "notification",
             Violation::Storage { .. } => "storage",
             Violation::CorruptRestored { .. } => "corruption",
         }
@@ -354,6 +368,16 @@ fn check_phases(
             }
         }
         _ => {}
+    }
+
+    // The runtime names a failure in `notify_checkpoint_complete` `notify chk-N: ...`.
+    for failure in &outcome.failures {
+        if failure.reason.starts_with("notify chk-") {
+            verdict.violations.push(Violation::NotificationFailed {
+                task: failure.task.clone(),
+                reason: failure.reason.clone(),
+            });
+        }
     }
 
     for (context, problem) in &outcome.audit_problems {

@@ -278,6 +278,59 @@ fn split_model(_: &mut ModelState, record: Record) -> Vec<Record> {
         .collect()
 }
 
+/// 6. A two-phase sink that fails on a notification for a checkpoint it holds nothing for — a
+///    late one (a newer notification already covered it) or a duplicate — though notifications
+///    may come late, twice, or never.
+struct StrictNotifications {
+    inner: TwoPhaseCommitSink,
+    pending: Vec<u64>,
+}
+
+impl Sink for StrictNotifications {
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+        self.inner.write(record, store)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        self.pending.push(checkpoint_id);
+        self.inner.snapshot(checkpoint_id, store)
+    }
+    fn pending_transactions(&self) -> usize {
+        self.inner.pending_transactions()
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        if !self.pending.contains(&checkpoint_id) {
+            return Err(StoreError::Unknown(format!(
+                "notification for checkpoint {checkpoint_id}, which is not pending"
+            )));
+        }
+        self.pending.retain(|id| *id > checkpoint_id);
+        self.inner.notify_checkpoint_complete(checkpoint_id, store)
+    }
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        self.pending.clear();
+        self.inner.restore(states, store)
+    }
+}
+
+fn strict_notifications(subtask: u16) -> Box<dyn Sink> {
+    Box::new(StrictNotifications {
+        inner: TwoPhaseCommitSink::new(subtask),
+        pending: Vec::new(),
+    })
+}
+
 fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
     Box::new(CommitsInSnapshot(TwoPhaseCommitSink::new(subtask)))
 }
@@ -405,6 +458,17 @@ fn an_operator_depending_on_hash_order_is_caught_by_the_determinism_check() {
         &["determinism", "output"],
         |_| Harness::new().operators(operators).check_determinism(),
     );
+}
+
+#[test]
+fn a_sink_failing_on_a_late_or_duplicated_notification_is_caught() {
+    check_class("fails on a late notification", &["notification"], |_| {
+        Harness::new().sink(&strict_notifications).faults(&[
+            "delay-notification",
+            "drop-notification",
+            "kill",
+        ])
+    });
 }
 
 static DROPS_KEY_GROUP: DropsKeyGroupOnRescaleFactory = DropsKeyGroupOnRescaleFactory;
