@@ -76,6 +76,14 @@ pub enum Violation {
         /// Why.
         reason: String,
     },
+    /// Records left in a transaction that was never committed nor aborted by the end of a
+    /// finished job: a sink that did not abort (or commit) what it began.
+    TransactionStranded {
+        /// The transaction.
+        txn: String,
+        /// Records in it.
+        records: usize,
+    },
     /// A completion notification failed a task. Notifications may come late, twice or never
     /// (a later one covers earlier ones), so receiving one must never fail: every such failure
     /// is a needless failover, and a restart loop waiting to happen.
@@ -166,6 +174,9 @@ impl fmt::Display for Violation {
             Violation::JobFailed { reason } => {
                 write!(f, "liveness: the job did not finish: {reason}")
             }
+            Violation::TransactionStranded { txn, records } => {
+                write!(f, "transaction {txn} still holds {records} records, neither committed nor aborted, when the job finished")
+            }
             Violation::NotificationFailed { task, reason } => {
                 write!(f, "a completion notification failed {task}: {reason}")
             }
@@ -175,7 +186,7 @@ impl fmt::Display for Violation {
 
 impl Violation {
     /// The property this violation breaks: `state`, `output`, `liveness`, `notification`,
-    /// `storage` or `corruption`.
+    /// `transactions`, `storage` or `corruption`.
     pub fn property(&self) -> &'static str {
         match self {
             Violation::RestoredState { .. } | Violation::FinalState { .. } => "state",
@@ -184,6 +195,7 @@ impl Violation {
             | Violation::OutputUnexpected { .. } => "output",
             Violation::JobFailed { .. } => "liveness",
             Violation::NotificationFailed { .. } => "notification",
+            Violation::TransactionStranded { .. } => "transactions",
             Violation::Storage { .. } => "storage",
             Violation::CorruptRestored { .. } => "corruption",
         }
@@ -368,6 +380,14 @@ fn check_phases(
             }
         }
         _ => {}
+    }
+
+    if matches!(outcome.status, JobStatus::Finished) {
+        for (txn, records) in outcome.store.stranded() {
+            verdict
+                .violations
+                .push(Violation::TransactionStranded { txn, records });
+        }
     }
 
     // The runtime names a failure in `notify_checkpoint_complete` `notify chk-N: ...`.

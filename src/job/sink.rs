@@ -135,6 +135,19 @@ impl ExternalStore {
             .collect()
     }
 
+    /// Transactions holding records that are neither committed nor aborted, with their record
+    /// counts: at the end of a job, records stranded there are neither visible nor discarded
+    /// (in Kafka they would hold back every read-committed consumer).
+    pub fn stranded(&self) -> Vec<(String, usize)> {
+        self.transactions
+            .iter()
+            .filter(|(_, t)| {
+                !t.records.is_empty() && matches!(t.state, TxnState::Open | TxnState::PreCommitted)
+            })
+            .map(|(id, t)| (id.clone(), t.records.len()))
+            .collect()
+    }
+
     /// Begins a transaction for sink subtask `owner` and returns its id, unique in this store
     /// across every run that ever used it (the external system outlives job runs).
     pub fn begin(&mut self, owner: u16) -> String {
@@ -447,10 +460,18 @@ impl Sink for TwoPhaseCommitSink {
                 }
             }
         }
-        // Transactions begun after the checkpoint (lingering) are aborted too.
-        for txn in store.unfinished(self.subtask) {
-            if !keep.contains(&txn) && store.abort(&txn)? == AbortOutcome::Aborted {
-                events.push(format!("abort {txn} (lingering)"));
+        // Transactions begun after the checkpoint (lingering) are aborted too: this subtask's,
+        // and after a rescale (all old states come to subtask 0) those of every old subtask,
+        // which may no longer exist to abort their own.
+        let mut owners = vec![self.subtask];
+        if states.len() > 1 {
+            owners.extend((0..states.len() as u16).filter(|owner| *owner != self.subtask));
+        }
+        for owner in owners {
+            for txn in store.unfinished(owner) {
+                if !keep.contains(&txn) && store.abort(&txn)? == AbortOutcome::Aborted {
+                    events.push(format!("abort {txn} (lingering)"));
+                }
             }
         }
         Ok(events)

@@ -331,6 +331,53 @@ fn strict_notifications(subtask: u16) -> Box<dyn Sink> {
     })
 }
 
+/// 7. A two-phase sink that, on restore, commits the checkpointed transactions but never aborts
+///    the one in progress at the failure (nor any begun later): their records stay in open
+///    transactions forever, neither visible nor discarded.
+struct SkipsAbortOnRestore(TwoPhaseCommitSink);
+
+impl Sink for SkipsAbortOnRestore {
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+        self.0.write(record, store)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        self.0.snapshot(checkpoint_id, store)
+    }
+    fn pending_transactions(&self) -> usize {
+        self.0.pending_transactions()
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        self.0.notify_checkpoint_complete(checkpoint_id, store)
+    }
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        for state in states {
+            let (_in_progress, pending) =
+                TwoPhaseCommitSink::decode(state).map_err(StoreError::Unknown)?;
+            for txn in pending.values() {
+                store.commit(txn)?;
+            }
+            // The bug: `_in_progress` and anything begun after the checkpoint stay open.
+        }
+        Ok(Vec::new())
+    }
+}
+
+fn skips_abort_on_restore(subtask: u16) -> Box<dyn Sink> {
+    Box::new(SkipsAbortOnRestore(TwoPhaseCommitSink::new(subtask)))
+}
+
 fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
     Box::new(CommitsInSnapshot(TwoPhaseCommitSink::new(subtask)))
 }
@@ -468,6 +515,13 @@ fn a_sink_failing_on_a_late_or_duplicated_notification_is_caught() {
             "drop-notification",
             "kill",
         ])
+    });
+}
+
+#[test]
+fn a_sink_skipping_the_abort_of_its_transaction_on_restore_is_caught() {
+    check_class("skips abort on restore", &["transactions"], |_| {
+        Harness::new().sink(&skips_abort_on_restore)
     });
 }
 

@@ -308,6 +308,23 @@ impl<'a> Runtime<'a> {
                     self.note(format!(
                         "restore: no completed checkpoint; sources start over at {positions}"
                     ));
+                    // Nothing to restore, but the external system still holds what the failed
+                    // attempt began: each sink aborts its lingering transactions, as a Kafka
+                    // producer's fencing of its transactional id would.
+                    let mut events = Vec::new();
+                    for task in &mut execution.tasks {
+                        if let Body::Sink(sink) = &mut task.body {
+                            for event in sink
+                                .restore(&[], &mut self.store)
+                                .map_err(|e| Failure::new(&task.name, format!("restore: {e}")))?
+                            {
+                                events.push(format!("txn {}: {event}", task.name));
+                            }
+                        }
+                    }
+                    for event in events {
+                        self.note(event);
+                    }
                     let state = self.dump_state(execution)?;
                     self.record_restore(execution.attempt, None, positions, state);
                     return Ok(());
