@@ -2,6 +2,44 @@
 //! operator itself, built fresh for each subtask and attempt and written against the keyed-state
 //! API, and its model — the same semantics as a pure function over a plain map — which the
 //! oracle evaluates instead of the engine's code.
+//!
+//! ```
+//! use faultline::job::user::{ModelState, UserOperator};
+//! use faultline::job::{Operator, OperatorContext, OperatorError, Record};
+//! use faultline::state::StateValue;
+//!
+//! /// Doubles every value; stateless, so its model needs no state.
+//! struct Double;
+//!
+//! impl Operator for Double {
+//!     fn process(
+//!         &mut self,
+//!         mut record: Record,
+//!         _: &mut OperatorContext<'_>,
+//!         out: &mut Vec<Record>,
+//!     ) -> Result<(), OperatorError> {
+//!         record.value = record.value.wrapping_mul(2);
+//!         out.push(record);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let double = UserOperator::new(
+//!     "double",
+//!     false,
+//!     |_subtask| Box::new(Double),
+//!     |_: &mut ModelState, mut record: Record| {
+//!         record.value = record.value.wrapping_mul(2);
+//!         vec![record]
+//!     },
+//! );
+//! assert!(!double.keyed);
+//!
+//! // A keyed model records what the operator's keyed state must hold.
+//! let mut state = ModelState::default();
+//! state.set("total", "account-1", StateValue::Int(42));
+//! assert_eq!(state.get("total", "account-1"), Some(&StateValue::Int(42)));
+//! ```
 
 use std::collections::BTreeMap;
 
