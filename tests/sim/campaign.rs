@@ -6,10 +6,9 @@
 
 use std::collections::BTreeSet;
 
+use crate::catalogue::commits_in_snapshot;
 use faultline::campaign::{explore, generate, ExploreConfig, Scenario, StrategyConfig};
 use faultline::fault::Phase;
-use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
-use faultline::job::Record;
 use faultline::state::BackendKind;
 
 fn campaign(
@@ -90,52 +89,12 @@ fn generated_cases_replay_to_the_same_trace_hash_on_every_backend() {
     }
 }
 
-/// A two-phase sink with the classic bug: it commits at the barrier instead of on completion,
-/// so output of a checkpoint that never completes is visible and replayed after the restore.
-struct CommitInSnapshot(TwoPhaseCommitSink);
-
-impl Sink for CommitInSnapshot {
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
-        self.0.write(record, store)
-    }
-
-    fn snapshot(
-        &mut self,
-        checkpoint_id: u64,
-        store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
-        let snapshot = self.0.snapshot(checkpoint_id, store)?;
-        self.0.notify_checkpoint_complete(checkpoint_id, store)?;
-        Ok(snapshot)
-    }
-
-    fn notify_checkpoint_complete(
-        &mut self,
-        _: u64,
-        _: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    fn restore(
-        &mut self,
-        states: &[Vec<u8>],
-        store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
-        self.0.restore(states, store)
-    }
-}
-
-fn broken_sink(subtask: u16) -> Box<dyn Sink> {
-    Box::new(CommitInSnapshot(TwoPhaseCommitSink::new(subtask)))
-}
-
 #[test]
 fn a_broken_sink_is_caught_shrunk_and_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = campaign(vec![BackendKind::Memory], 40, 21, dir.path());
     config.strategy.fault_kinds = vec!["kill-at-phase".into(), "kill".into()];
-    let report = explore(&config, Some(&broken_sink), &|_, _| {}).unwrap();
+    let report = explore(&config, Some(&commits_in_snapshot), &|_, _| {}).unwrap();
     let failure = report
         .failures
         .first()
@@ -168,7 +127,9 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
         .expect("a replay command");
     let scenario = Scenario::load(std::path::Path::new(file)).unwrap();
     let run = tempfile::tempdir().unwrap();
-    let (replayed, _) = scenario.run(run.path(), Some(&broken_sink)).unwrap();
+    let (replayed, _) = scenario
+        .run(run.path(), Some(&commits_in_snapshot))
+        .unwrap();
     assert!(!replayed.verdict.passed());
     assert_eq!(
         replayed.outcome.trace.render(),

@@ -378,7 +378,8 @@ fn skips_abort_on_restore(subtask: u16) -> Box<dyn Sink> {
     Box::new(SkipsAbortOnRestore(TwoPhaseCommitSink::new(subtask)))
 }
 
-fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
+/// The sink of class 1 (also the campaign tests' broken sink).
+pub(crate) fn commits_in_snapshot(subtask: u16) -> Box<dyn Sink> {
     Box::new(CommitsInSnapshot(TwoPhaseCommitSink::new(subtask)))
 }
 
