@@ -8,17 +8,14 @@
 
 use std::collections::BTreeMap;
 
+use crate::examples::running_total::running_total_model;
+use crate::support::{delete_cells, TwistedFactory};
 use faultline::campaign::ExploreReport;
-use faultline::checkpoint::CheckpointStorage;
 use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-use faultline::state::{
-    BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
-    RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
-    StateDescriptor, StateEntry, StateError, StateId, StateValue, UserEntries,
-};
+use faultline::state::StateBackend;
 
 /// The most cases a class may take to be caught.
 const CASES_MAX: u64 = 200;
@@ -118,88 +115,18 @@ impl Sink for RewritesOnRestore {
 }
 
 /// 3. A backend that drops the first key group it owns whenever a restore redistributes key
-///    groups (the handles it restores from do not match its own range): a rescale loses state.
-struct DropsKeyGroupOnRescale(MemoryBackend);
-
-struct DropsKeyGroupOnRescaleFactory;
-
-impl StateBackendFactory for DropsKeyGroupOnRescaleFactory {
-    fn name(&self) -> &'static str {
-        "drops-key-group-on-rescale"
-    }
-    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
-        Ok(Box::new(DropsKeyGroupOnRescale(MemoryBackend::new(
-            context.task_name,
-            context.key_groups,
-        ))))
-    }
-}
-
-impl StateBackend for DropsKeyGroupOnRescale {
-    fn name(&self) -> &'static str {
-        "drops-key-group-on-rescale"
-    }
-    fn key_groups(&self) -> KeyGroupRange {
-        self.0.key_groups()
-    }
-    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
-        self.0.register_state(descriptor)
-    }
-    fn states(&self) -> &[StateDescriptor] {
-        self.0.states()
-    }
-    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
-        self.0.get(cell)
-    }
-    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
-        self.0.put(cell, value)
-    }
-    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
-        self.0.delete(cell)
-    }
-    fn user_entries(
-        &self,
-        state: StateId,
-        key_group: u16,
-        key: &[u8],
-    ) -> Result<UserEntries, StateError> {
-        self.0.user_entries(state, key_group, key)
-    }
-    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
-        self.0.entries()
-    }
-    fn snapshot(
-        &mut self,
-        target: &SnapshotTarget,
-        storage: &mut dyn CheckpointStorage,
-    ) -> Result<SnapshotResult, StateError> {
-        self.0.snapshot(target, storage)
-    }
-    fn restore(
-        &mut self,
-        handles: &[RestoreHandle],
-        storage: &dyn CheckpointStorage,
-        mode: RestoreMode,
-    ) -> Result<RestoreStats, StateError> {
-        let stats = self.0.restore(handles, storage, mode)?;
-        let own = self.0.key_groups();
+///    groups (the handles it restores from do not match its own range): a rescale loses state,
+///    as if the range were computed exclusive of its start.
+static DROPS_KEY_GROUP: TwistedFactory = TwistedFactory {
+    name: "drops-key-group-on-rescale",
+    after_restore: |backend, handles| {
+        let own = backend.key_groups();
         if handles.iter().any(|handle| handle.key_groups != own) {
-            // The bug: the first owned key group is lost, as if its range were computed
-            // exclusive of its start.
-            for entry in self.0.entries()? {
-                if entry.key_group == own.start {
-                    self.0.delete(CellRef {
-                        state: entry.state,
-                        key_group: entry.key_group,
-                        key: &entry.key,
-                        user_key: &entry.user_key,
-                    })?;
-                }
-            }
+            delete_cells(backend, |entry| entry.key_group == own.start)?;
         }
-        Ok(stats)
-    }
-}
+        Ok(())
+    },
+};
 
 /// 4. An operator keeping its running total in a plain field instead of keyed state: nothing
 ///    of it is checkpointed, so a restore starts every total again from zero (the tutorial's
@@ -222,18 +149,6 @@ impl Operator for PlainFieldTotal {
         out.push(record);
         Ok(())
     }
-}
-
-/// The model of a running total, the semantics the broken operator claims.
-fn running_total_model(state: &mut ModelState, mut record: Record) -> Vec<Record> {
-    let previous = match state.get("total", &record.key) {
-        Some(StateValue::Int(total)) => *total,
-        _ => 0,
-    };
-    let sum = previous.wrapping_add(record.value);
-    state.set("total", &record.key, StateValue::Int(sum));
-    record.value = sum;
-    vec![record]
 }
 
 /// 5. A stateless operator whose output order depends on hash-map iteration order: it splits
@@ -480,6 +395,7 @@ fn an_operator_keeping_state_in_a_plain_field_is_caught() {
             "plain-field-total",
             true,
             |_| Box::new(PlainFieldTotal::default()),
+            // The semantics the broken operator claims: the example's correct model.
             running_total_model,
         )]
     });
@@ -525,8 +441,6 @@ fn a_sink_skipping_the_abort_of_its_transaction_on_restore_is_caught() {
         Harness::new().sink(&skips_abort_on_restore)
     });
 }
-
-static DROPS_KEY_GROUP: DropsKeyGroupOnRescaleFactory = DropsKeyGroupOnRescaleFactory;
 
 #[test]
 fn a_backend_dropping_a_key_group_on_rescale_is_caught() {

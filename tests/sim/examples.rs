@@ -4,7 +4,7 @@
 //! proptest strategies work inside a user's own `proptest!` block.
 
 #[path = "../../examples/running_total.rs"]
-mod running_total;
+pub(crate) mod running_total;
 
 #[test]
 fn the_running_total_example_passes_the_harness() {

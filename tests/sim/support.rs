@@ -1,6 +1,7 @@
 //! Shared fixtures: job shapes, seeded inputs, and a runner that keeps its directory alive.
 
 use faultline::campaign::{run_case, CaseReport};
+use faultline::checkpoint::CheckpointStorage;
 use faultline::checkpoint::{Durability, FsCheckpointStorage};
 use faultline::fault::NoFaults;
 use faultline::fault::{Fault, FaultSchedule};
@@ -9,7 +10,11 @@ use faultline::job::{
     SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
 use faultline::job::{RestoreRecord, Runtime};
-use faultline::state::BackendKind;
+use faultline::state::{
+    BackendContext, BackendKind, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
+    RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
+    StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -183,4 +188,102 @@ pub fn assert_passed(report: &CaseReport) {
         report.verdict,
         report.outcome.trace.render()
     );
+}
+
+/// A deliberately broken backend: the memory backend, with `after_restore` applied to its cells
+/// after every restore. The suite's broken backends are each one such twist.
+pub struct TwistedFactory {
+    /// The backend's name in traces.
+    pub name: &'static str,
+    /// The twist, given the restored backend and the handles it restored from.
+    pub after_restore: fn(&mut MemoryBackend, &[RestoreHandle]) -> Result<(), StateError>,
+}
+
+impl StateBackendFactory for TwistedFactory {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(Twisted {
+            inner: MemoryBackend::new(context.task_name, context.key_groups),
+            name: self.name,
+            after_restore: self.after_restore,
+        }))
+    }
+}
+
+struct Twisted {
+    inner: MemoryBackend,
+    name: &'static str,
+    after_restore: fn(&mut MemoryBackend, &[RestoreHandle]) -> Result<(), StateError>,
+}
+
+impl StateBackend for Twisted {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn key_groups(&self) -> KeyGroupRange {
+        self.inner.key_groups()
+    }
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
+        self.inner.register_state(descriptor)
+    }
+    fn states(&self) -> &[StateDescriptor] {
+        self.inner.states()
+    }
+    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.get(cell)
+    }
+    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
+        self.inner.put(cell, value)
+    }
+    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
+        self.inner.delete(cell)
+    }
+    fn user_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        key: &[u8],
+    ) -> Result<UserEntries, StateError> {
+        self.inner.user_entries(state, key_group, key)
+    }
+    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
+        self.inner.entries()
+    }
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        self.inner.snapshot(target, storage)
+    }
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        let stats = self.inner.restore(handles, storage, mode)?;
+        (self.after_restore)(&mut self.inner, handles)?;
+        Ok(stats)
+    }
+}
+
+/// Deletes every cell of `backend` that `doomed` selects.
+pub fn delete_cells(
+    backend: &mut MemoryBackend,
+    doomed: impl Fn(&StateEntry) -> bool,
+) -> Result<(), StateError> {
+    for entry in backend.entries()? {
+        if doomed(&entry) {
+            backend.delete(CellRef {
+                state: entry.state,
+                key_group: entry.key_group,
+                key: &entry.key,
+                user_key: &entry.user_key,
+            })?;
+        }
+    }
+    Ok(())
 }
