@@ -1,4 +1,4 @@
-//! [`Harness`]: put your own operator, sink or state backend under faultline's seeded faults
+//! [`Harness`]: put your own operator, source, sink or state backend under faultline's seeded faults
 //! and oracle, from an ordinary `#[test]` run by `cargo nextest`.
 //!
 //! A harness runs a campaign ([`crate::campaign::explore_with`]) of generated cases — job
@@ -28,7 +28,7 @@ use crate::campaign::{
     explore_with, CaseReport, ExploreConfig, ExploreError, ExploreReport, Scenario, Seams,
 };
 use crate::job::user::UserOperator;
-use crate::job::SinkFactory;
+use crate::job::{SinkFactory, SourceFactory};
 use crate::state::{BackendKind, StateBackendFactory};
 
 /// Seed override (see the module doc).
@@ -123,6 +123,13 @@ impl<'a> Harness<'a> {
     /// Your sink, in place of the job's built-in sink in every case.
     pub fn sink(mut self, factory: &'a SinkFactory) -> Self {
         self.seams.sink = Some(factory);
+        self
+    }
+
+    /// Your source reader, in place of the built-in one in every case: it decides where each
+    /// source subtask reads and which positions it stores at a barrier.
+    pub fn source(mut self, factory: &'a SourceFactory) -> Self {
+        self.seams.source = Some(factory);
         self
     }
 

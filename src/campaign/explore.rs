@@ -308,8 +308,7 @@ pub fn explore(
         config,
         Seams {
             sink,
-            backend: None,
-            operators: &[],
+            ..Seams::default()
         },
         progress,
     )
@@ -321,9 +320,10 @@ pub fn explore_with(
     seams: Seams<'_>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExploreReport, ExploreError> {
-    if (seams.sink.is_some() || seams.backend.is_some()) && config.kill_mode != KillMode::Sim {
+    let user_seam = seams.sink.is_some() || seams.backend.is_some() || seams.source.is_some();
+    if user_seam && config.kill_mode != KillMode::Sim {
         return Err(ExploreError(
-            "a user's sink or backend lives in this process; real process kills need the built-in ones"
+            "a user's source, sink or backend lives in this process; real process kills need the built-in ones"
                 .into(),
         ));
     }

@@ -20,6 +20,7 @@ use std::path::Path;
 use crate::check::{self, Verdict};
 use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
 use crate::fault::FaultPlan;
+use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
 use crate::job::{
     ExternalStore, Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime, SinkFactory,
@@ -51,6 +52,8 @@ pub struct Seams<'a> {
     pub backend: Option<&'a (dyn StateBackendFactory + Sync)>,
     /// User operators jobs may name, with the models the oracle judges them by. Default none.
     pub operators: &'a [UserOperator],
+    /// Builds each source subtask's reader instead of the built-in one. Default none.
+    pub source: Option<&'a SourceFactory>,
 }
 
 impl std::fmt::Debug for Seams<'_> {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Seams<'_> {
             .field("sink", &self.sink.map(|_| "user sink"))
             .field("backend", &self.backend.map(|b| b.name()))
             .field("operators", &self.operators)
+            .field("source", &self.source.map(|_| "user source"))
             .finish()
     }
 }
@@ -122,10 +126,14 @@ pub fn run_case_with(
     store: ExternalStore,
     sink: Option<&SinkFactory>,
 ) -> Result<CaseReport, CaseError> {
-    run_case_seams(job, input, config, backends, faults, dir, store, sink, &[])
+    let seams = Seams {
+        sink,
+        ..Seams::default()
+    };
+    run_case_seams(job, input, config, backends, faults, dir, store, seams)
 }
 
-/// [`run_case_with`] with user operators, judged by their models.
+/// [`run_case_with`] with every seam: user operators (judged by their models), sink and source.
 #[allow(clippy::too_many_arguments)] // The general runner's seams, one more.
 pub(crate) fn run_case_seams(
     job: &JobSpec,
@@ -135,8 +143,7 @@ pub(crate) fn run_case_seams(
     faults: &mut dyn FaultPlan,
     dir: &Path,
     store: ExternalStore,
-    sink: Option<&SinkFactory>,
-    operators: &[UserOperator],
+    seams: Seams<'_>,
 ) -> Result<CaseReport, CaseError> {
     let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
     let mut runtime = Runtime::new(
@@ -149,9 +156,12 @@ pub(crate) fn run_case_seams(
         &dir.join("work"),
     )?
     .with_store(store)
-    .with_operators(operators);
-    if let Some(factory) = sink {
+    .with_operators(seams.operators);
+    if let Some(factory) = seams.sink {
         runtime = runtime.with_sink(factory);
+    }
+    if let Some(factory) = seams.source {
+        runtime = runtime.with_source(factory);
     }
     let outcome = runtime.run()?;
     let verdict = check::check_run_with(
@@ -160,7 +170,7 @@ pub(crate) fn run_case_seams(
         config.checkpoint.mode,
         config.seed,
         &outcome,
-        operators,
+        seams.operators,
     );
     let trace_hash = outcome.trace.hash();
     Ok(CaseReport {

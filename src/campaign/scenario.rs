@@ -237,8 +237,7 @@ impl Scenario {
             dir,
             Seams {
                 sink,
-                backend: None,
-                operators: &[],
+                ..Seams::default()
             },
         )
     }
@@ -249,7 +248,6 @@ impl Scenario {
         dir: &Path,
         seams: Seams<'_>,
     ) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
-        let sink = seams.sink;
         let input = self
             .input()
             .map_err(|e| CaseError::Scenario(e.to_string()))?;
@@ -279,8 +277,7 @@ impl Scenario {
             &mut faults,
             dir,
             ExternalStore::new(),
-            sink,
-            seams.operators,
+            seams,
         )?;
         let rescale = match &self.rescale {
             Some(rescale) if matches!(&before.outcome.status, JobStatus::Stopped { savepoint } if savepoint == "rescale") => {
@@ -307,8 +304,7 @@ impl Scenario {
             &mut faults,
             dir,
             store,
-            sink,
-            seams.operators,
+            seams,
         )?;
         let mut outcome = after.outcome;
         let mut trace = before.outcome.trace;

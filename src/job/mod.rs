@@ -10,6 +10,7 @@ mod record;
 pub mod restart;
 mod runtime;
 pub mod sink;
+pub mod source;
 pub mod spec;
 pub mod user;
 
@@ -21,4 +22,5 @@ pub use runtime::{
     RunConfig, RunError, RunOutcome, RunStats, Runtime, SavepointRequest, SinkFactory,
 };
 pub use sink::{ExternalStore, Sink};
+pub use source::{Source, SourceFactory};
 pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};

@@ -1,5 +1,5 @@
 //! Method: a catalogue of recovery bug classes, each a deliberately broken implementation
-//! plugged into a public seam (`Operator`, `Sink`, `StateBackend`) through `faultline::harness::Harness`,
+//! plugged into a public seam (`Operator`, `Source`, `Sink`, `StateBackend`) through `faultline::harness::Harness`,
 //! never into the library's own code. Each must be caught within a bounded number of cases
 //! (`CASES_MAX`), shrunk to at most three faults, and reported under the property it breaks.
 //!
@@ -13,6 +13,7 @@ use crate::support::{delete_cells, TwistedFactory};
 use faultline::campaign::ExploreReport;
 use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
+use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
 use faultline::state::StateBackend;
@@ -302,6 +303,71 @@ fn rewrites_on_restore(_: u16) -> Box<dyn Sink> {
     Box::new(RewritesOnRestore::default())
 }
 
+/// 8. A source that never updates the positions it stores: every checkpoint holds where the
+///    attempt began, so a restore reads again what the restored state already counts.
+#[derive(Default)]
+struct ForgetsPosition {
+    reader: PartitionReader,
+    opened_at: BTreeMap<u32, u64>,
+}
+
+impl Source for ForgetsPosition {
+    fn open(&mut self, positions: &BTreeMap<u32, u64>) {
+        self.opened_at = positions.clone();
+        self.reader.open(positions);
+    }
+    fn poll(&mut self, input: &SourceInput<'_>) -> Option<(u32, u64)> {
+        self.reader.poll(input)
+    }
+    fn snapshot(&mut self, _: u64) -> BTreeMap<u32, u64> {
+        self.opened_at.clone()
+    }
+}
+
+/// 9. A source that stores its position as it stands after emitting the next record rather
+///    than at the barrier, as a reader that fetches one record ahead and stores its fetch
+///    position does: the record emitted just after the barrier is counted in the checkpoint and
+///    lost on restore.
+#[derive(Default)]
+struct StoresPositionAfterEmitting {
+    reader: PartitionReader,
+    /// Fetched, not yet emitted.
+    fetched: Option<(u32, u64)>,
+}
+
+impl StoresPositionAfterEmitting {
+    fn fetch(&mut self, input: &SourceInput<'_>) {
+        if self.fetched.is_none() {
+            self.fetched = self.reader.poll(input);
+        }
+    }
+}
+
+impl Source for StoresPositionAfterEmitting {
+    fn open(&mut self, positions: &BTreeMap<u32, u64>) {
+        self.reader.open(positions);
+        self.fetched = None;
+    }
+    fn poll(&mut self, input: &SourceInput<'_>) -> Option<(u32, u64)> {
+        self.fetch(input);
+        let next = self.fetched.take();
+        self.fetch(input);
+        next
+    }
+    fn snapshot(&mut self, checkpoint_id: u64) -> BTreeMap<u32, u64> {
+        // The bug: the fetch position includes the record still to go out after the barrier.
+        self.reader.snapshot(checkpoint_id)
+    }
+}
+
+fn forgets_position(_: u16) -> Box<dyn Source> {
+    Box::new(ForgetsPosition::default())
+}
+
+fn stores_position_after_emitting(_: u16) -> Box<dyn Source> {
+    Box::new(StoresPositionAfterEmitting::default())
+}
+
 /// What one class found on one seed.
 #[derive(Debug)]
 struct Caught {
@@ -450,6 +516,32 @@ fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
 }
 
 #[test]
+fn a_source_not_storing_its_position_is_caught() {
+    check_class("source forgets its position", &["state", "output"], |_| {
+        Harness::new().source(&forgets_position)
+    });
+}
+
+#[test]
+fn a_source_storing_its_position_after_emitting_is_caught() {
+    check_class(
+        "source stores its position after emitting",
+        &["state", "output"],
+        |_| Harness::new().source(&stores_position_after_emitting),
+    );
+}
+
+#[test]
+fn the_correct_source_passes_the_same_harness() {
+    fn correct_source(_: u16) -> Box<dyn Source> {
+        Box::new(PartitionReader::default())
+    }
+    let report = Harness::new().cases(150).source(&correct_source).run();
+    assert_eq!(report.cases, 150);
+    assert!(report.failures.is_empty());
+}
+
+#[test]
 fn the_correct_sink_and_backend_pass_the_same_harness() {
     fn correct_sink(subtask: u16) -> Box<dyn Sink> {
         Box::new(TwoPhaseCommitSink::new(subtask))
@@ -462,4 +554,44 @@ fn the_correct_sink_and_backend_pass_the_same_harness() {
         .run();
     assert_eq!(report.cases, 150);
     assert!(report.failures.is_empty());
+}
+
+/// A reader that names a record outside its partitions, or stores no positions.
+struct Misbehaves {
+    names_foreign_record: bool,
+}
+
+impl Source for Misbehaves {
+    fn open(&mut self, _: &BTreeMap<u32, u64>) {}
+    fn poll(&mut self, _: &SourceInput<'_>) -> Option<(u32, u64)> {
+        self.names_foreign_record.then_some((u32::MAX, 0))
+    }
+    fn snapshot(&mut self, _: u64) -> BTreeMap<u32, u64> {
+        BTreeMap::new()
+    }
+}
+
+#[test]
+fn a_reader_breaking_the_source_contract_fails_its_subtask_with_the_reason() {
+    for (names_foreign_record, reason) in [
+        (
+            true,
+            "the reader named p4294967295@0, which this subtask does not have",
+        ),
+        (false, "the reader stored no position for p0"),
+    ] {
+        let source = move |_: u16| {
+            Box::new(Misbehaves {
+                names_foreign_record,
+            }) as Box<dyn Source>
+        };
+        let report = Harness::new()
+            .cases(1)
+            .backends(vec![faultline::state::BackendKind::Memory])
+            .source(&source)
+            .try_run()
+            .unwrap();
+        let failure = report.failures.first().expect("the case fails");
+        assert!(failure.trace.contains(reason), "{}", failure.trace);
+    }
 }

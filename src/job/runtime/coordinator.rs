@@ -8,6 +8,8 @@
 //! `savepoints/<name>/` with paths relative to that directory (so it can be moved), it is never
 //! retained or subsumed, and its uploads never become an incremental base.
 
+use std::collections::BTreeMap;
+
 use super::config::SavepointRequest;
 use super::task::*;
 use super::{CheckpointingMode, Runtime};
@@ -141,20 +143,26 @@ impl<'a> Runtime<'a> {
         self.note(what);
         for index in execution.stage_tasks[0].clone() {
             let task = &mut execution.tasks[index];
-            let Body::Source(source) = &task.body else {
+            let Body::Source(source) = &mut task.body else {
                 unreachable!("stage 0 holds the sources")
+            };
+            let stored = match source.reader.as_mut() {
+                Some(reader) => {
+                    reader.ensure_open(&source.positions);
+                    let stored = reader.source.snapshot(id);
+                    check_stored_positions(&stored, &reader.lengths)
+                        .map_err(|reason| Failure::new(&task.name, reason))?;
+                    stored
+                }
+                None => source.positions.clone(),
             };
             let snapshot = SubtaskSnapshot {
                 subtask: task.subtask,
                 key_groups: task.key_groups,
                 keyed: None,
-                operator_state: encode_positions(&source.positions),
+                operator_state: encode_positions(&stored),
             };
-            let positions: Vec<String> = source
-                .positions
-                .iter()
-                .map(|(p, o)| format!("p{p}@{o}"))
-                .collect();
+            let positions: Vec<String> = stored.iter().map(|(p, o)| format!("p{p}@{o}")).collect();
             let line = format!(
                 "barrier chk-{id} injected at {} ({})",
                 task.name,
@@ -681,4 +689,28 @@ impl<'a> Runtime<'a> {
         self.emit_barrier(execution, index, id);
         self.ack(execution, index, id, snapshot)
     }
+}
+
+/// A user's reader stored a position for each partition it reads, each within its partition.
+fn check_stored_positions(
+    stored: &BTreeMap<u32, u64>,
+    lengths: &BTreeMap<u32, u64>,
+) -> Result<(), String> {
+    if let Some(partition) = lengths.keys().find(|p| !stored.contains_key(p)) {
+        return Err(format!("the reader stored no position for p{partition}"));
+    }
+    for (partition, offset) in stored {
+        match lengths.get(partition) {
+            None => return Err(format!(
+                "the reader stored a position for p{partition}, which this subtask does not read"
+            )),
+            Some(len) if offset > len => {
+                return Err(format!(
+                    "the reader stored p{partition}@{offset}, past the partition's end {len}"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }

@@ -34,6 +34,7 @@ use crate::fault::{Corruption, FaultPlan, FaultPoint};
 use crate::job::record::{Input, Positions};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
+use crate::job::source::SourceFactory;
 use crate::job::spec::JobSpec;
 use crate::job::user::UserOperator;
 use crate::sim::{Clock, RngStreams, Scheduler, StepLimit, StreamName, Trace};
@@ -67,6 +68,8 @@ pub struct Runtime<'a> {
     consecutive_checkpoint_failures: u32,
     /// Makes each sink subtask instead of the job's built-in sink.
     sink_factory: Option<&'a SinkFactory>,
+    /// Makes each source subtask's reader instead of the built-in one.
+    source_factory: Option<&'a SourceFactory>,
     /// User operators jobs may name.
     user_operators: &'a [UserOperator],
     /// Where trace events and restores are streamed as they happen (JSON lines), so a process
@@ -159,6 +162,7 @@ impl<'a> Runtime<'a> {
             uncommitted: Vec::new(),
             uploads: Uploads::new(),
             sink_factory: None,
+            source_factory: None,
             user_operators: &[],
             event_log: None,
             killed: None,
@@ -172,6 +176,13 @@ impl<'a> Runtime<'a> {
     /// names: how a user's own sink is put under the same faults and oracle.
     pub fn with_sink(mut self, factory: &'a SinkFactory) -> Self {
         self.sink_factory = Some(factory);
+        self
+    }
+
+    /// Uses readers made by `factory` (given the source subtask) instead of the built-in one: how
+    /// a user's own source is put under the same faults and oracle.
+    pub fn with_source(mut self, factory: &'a SourceFactory) -> Self {
+        self.source_factory = Some(factory);
         self
     }
 
@@ -383,6 +394,10 @@ impl<'a> Runtime<'a> {
 
     fn sources_exhausted(&self, execution: &Execution) -> bool {
         execution.tasks.iter().all(|task| match &task.body {
+            Body::Source(SourceTask {
+                reader: Some(reader),
+                ..
+            }) => reader.finished,
             Body::Source(source) => source
                 .partitions
                 .iter()
@@ -401,6 +416,10 @@ impl<'a> Runtime<'a> {
                 .iter()
                 .all(|c| execution.channels[*c].queue.len() < capacity);
             let ready = match &task.body {
+                Body::Source(SourceTask {
+                    reader: Some(reader),
+                    ..
+                }) => !execution.stopping && outputs_free && !reader.finished,
                 Body::Source(source) => {
                     !execution.stopping
                         && outputs_free

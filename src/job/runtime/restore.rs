@@ -63,11 +63,21 @@ impl<'a> Runtime<'a> {
                         .filter(|p| p % u32::from(parallelism) == u32::from(subtask))
                         .collect();
                     let positions = partitions.iter().map(|p| (*p, 0)).collect();
+                    let reader = self.source_factory.map(|factory| UserReader {
+                        source: factory(subtask),
+                        lengths: partitions
+                            .iter()
+                            .map(|p| (*p, self.input.partitions()[*p as usize].len() as u64))
+                            .collect(),
+                        opened: false,
+                        finished: false,
+                    });
                     Body::Source(SourceTask {
                         partitions,
                         positions,
                         cursor: 0,
                         emit_ms: job.source.emit_ms,
+                        reader,
                     })
                 } else if stage == names.len() - 1 {
                     let sink: Box<dyn Sink> = match (self.sink_factory, job.sink.kind) {

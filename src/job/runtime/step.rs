@@ -11,6 +11,7 @@ use crate::fault::FaultPoint;
 use crate::job::keygroup::{key_group_for, subtask_for_key_group};
 use crate::job::operator::OperatorContext;
 use crate::job::record::Record;
+use crate::job::source::SourceInput;
 use crate::state::KeyedContext;
 
 impl<'a> Runtime<'a> {
@@ -62,6 +63,29 @@ impl<'a> Runtime<'a> {
         let Body::Source(source) = &mut task.body else {
             unreachable!("checked by the caller")
         };
+        if let Some(reader) = source.reader.as_mut() {
+            reader.ensure_open(&source.positions);
+            let input = SourceInput::new(&reader.lengths);
+            let Some((partition, offset)) = reader.source.poll(&input) else {
+                reader.finished = true;
+                let line = format!("source {} has nothing left", task.name);
+                self.note(line);
+                return Ok(());
+            };
+            let Some(record) = (offset < reader.lengths.get(&partition).copied().unwrap_or(0))
+                .then(|| &self.input.partitions()[partition as usize][offset as usize])
+            else {
+                return Err(Failure::new(
+                    &task.name,
+                    format!(
+                        "the reader named p{partition}@{offset}, which this subtask does not have"
+                    ),
+                ));
+            };
+            let record = record.clone();
+            source.positions.insert(partition, offset + 1);
+            return self.emit(execution, index, record);
+        }
         let count = source.partitions.len();
         let partitions = self.input.partitions();
         let slot = (0..count)
@@ -76,9 +100,22 @@ impl<'a> Runtime<'a> {
         let record = partitions[partition as usize][offset as usize].clone();
         source.positions.insert(partition, offset + 1);
         source.cursor = (slot + 1) % count;
-        let emit_ms = source.emit_ms;
+        self.emit(execution, index, record)
+    }
+
+    /// Source task `index` emits `record`.
+    fn emit(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        record: Record,
+    ) -> Result<(), Failure> {
+        let task = &execution.tasks[index];
+        let Body::Source(source) = &task.body else {
+            unreachable!("only sources emit")
+        };
         let line = format!("emit {} {record}", task.name);
-        self.clock.advance_ms(emit_ms);
+        self.clock.advance_ms(source.emit_ms);
         self.note(line);
         self.route(execution, index, vec![record]);
         Ok(())

@@ -10,6 +10,7 @@ use crate::fault::{FaultAction, FaultPlan, FaultPoint};
 use crate::job::operator::Operator;
 use crate::job::record::Record;
 use crate::job::sink::Sink;
+use crate::job::source::Source;
 use crate::state::{KeyGroupRange, StateBackend};
 
 #[derive(Debug, Clone)]
@@ -41,9 +42,34 @@ pub(super) struct Alignment {
 
 pub(super) struct SourceTask {
     pub(super) partitions: Vec<u32>,
+    /// Where each partition stands: after the last record emitted (the runtime's own account,
+    /// whatever a user's reader stores).
     pub(super) positions: BTreeMap<u32, u64>,
     pub(super) cursor: usize,
     pub(super) emit_ms: u64,
+    /// A user's reader in place of the built-in round robin.
+    pub(super) reader: Option<UserReader>,
+}
+
+/// A user's source reader and what the runtime knows of it.
+pub(super) struct UserReader {
+    pub(super) source: Box<dyn Source>,
+    /// Records per partition this subtask reads.
+    pub(super) lengths: BTreeMap<u32, u64>,
+    /// Opened lazily, once the restored positions are known.
+    pub(super) opened: bool,
+    /// Its poll said nothing is left.
+    pub(super) finished: bool,
+}
+
+impl UserReader {
+    /// Opens the reader at `positions` unless it is open.
+    pub(super) fn ensure_open(&mut self, positions: &BTreeMap<u32, u64>) {
+        if !self.opened {
+            self.source.open(positions);
+            self.opened = true;
+        }
+    }
 }
 
 pub(super) struct OperatorTask {
