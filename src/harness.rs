@@ -28,7 +28,7 @@ use crate::campaign::{
     explore_with, CaseReport, ExploreConfig, ExploreError, ExploreReport, Scenario, Seams,
 };
 use crate::job::user::UserOperator;
-use crate::job::{SinkFactory, SourceFactory};
+use crate::job::{OutputReader, SinkFactory, SourceFactory};
 use crate::state::{BackendKind, StateBackendFactory};
 
 /// Seed override (see the module doc).
@@ -123,6 +123,14 @@ impl<'a> Harness<'a> {
     /// Your sink, in place of the job's built-in sink in every case.
     pub fn sink(mut self, factory: &'a SinkFactory) -> Self {
         self.seams.sink = Some(factory);
+        self
+    }
+
+    /// How to read what your sink made visible, when it writes to its own external system (files
+    /// under [`crate::job::ExternalStore::dir`]) rather than through the simulated store's
+    /// transactions: the oracle judges what this reader sees.
+    pub fn output(mut self, reader: &'a OutputReader) -> Self {
+        self.seams.output = Some(reader);
         self
     }
 

@@ -320,7 +320,10 @@ pub fn explore_with(
     seams: Seams<'_>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExploreReport, ExploreError> {
-    let user_seam = seams.sink.is_some() || seams.backend.is_some() || seams.source.is_some();
+    let user_seam = seams.sink.is_some()
+        || seams.backend.is_some()
+        || seams.source.is_some()
+        || seams.output.is_some();
     if user_seam && config.kill_mode != KillMode::Sim {
         return Err(ExploreError(
             "a user's source, sink or backend lives in this process; real process kills need the built-in ones"

@@ -23,7 +23,8 @@ use crate::fault::FaultPlan;
 use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
 use crate::job::{
-    ExternalStore, Input, JobSpec, RunConfig, RunError, RunOutcome, Runtime, SinkFactory,
+    ExternalStore, Input, JobSpec, OutputReader, RunConfig, RunError, RunOutcome, Runtime,
+    SinkFactory,
 };
 use crate::sim::TraceHash;
 use crate::state::StateBackendFactory;
@@ -40,6 +41,9 @@ pub enum CaseError {
     /// The scenario cannot be turned into a run.
     #[error("scenario: {0}")]
     Scenario(String),
+    /// A user's output reader could not read the external system.
+    #[error("reading the sink's output: {0}")]
+    Output(String),
 }
 
 /// A user's implementations, plugged into every case in place of the built-in ones.
@@ -54,6 +58,32 @@ pub struct Seams<'a> {
     pub operators: &'a [UserOperator],
     /// Builds each source subtask's reader instead of the built-in one. Default none.
     pub source: Option<&'a SourceFactory>,
+    /// Reads what a user's sink made visible in its own external system (under
+    /// [`ExternalStore::dir`]); the oracle judges that instead of the simulated store. Default
+    /// none.
+    pub output: Option<&'a OutputReader>,
+}
+
+/// Runs `check` on `outcome` as the oracle must see it: with a user's output reader, the store
+/// is what that reader finds in the external system's directory.
+pub(crate) fn judge<T>(
+    outcome: &mut RunOutcome,
+    seams: Seams<'_>,
+    check: impl FnOnce(&RunOutcome) -> T,
+) -> Result<T, CaseError> {
+    let Some(reader) = seams.output else {
+        return Ok(check(outcome));
+    };
+    let dir = outcome
+        .store
+        .dir()
+        .ok_or_else(|| CaseError::Output("the store has no directory".into()))?
+        .to_path_buf();
+    let seen = ExternalStore::observed(reader(&dir).map_err(CaseError::Output)?);
+    let store = std::mem::replace(&mut outcome.store, seen);
+    let verdict = check(outcome);
+    outcome.store = store;
+    Ok(verdict)
 }
 
 impl std::fmt::Debug for Seams<'_> {
@@ -63,6 +93,7 @@ impl std::fmt::Debug for Seams<'_> {
             .field("backend", &self.backend.map(|b| b.name()))
             .field("operators", &self.operators)
             .field("source", &self.source.map(|_| "user source"))
+            .field("output", &self.output.map(|_| "user output reader"))
             .finish()
     }
 }
@@ -146,6 +177,16 @@ pub(crate) fn run_case_seams(
     seams: Seams<'_>,
 ) -> Result<CaseReport, CaseError> {
     let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
+    // The external system's directory outlives every attempt, and the rescale's second phase.
+    let store = match store.dir() {
+        Some(_) => store,
+        None => {
+            let external = dir.join("external");
+            std::fs::create_dir_all(&external)
+                .map_err(|e| CaseError::Scenario(format!("{}: {e}", external.display())))?;
+            store.with_dir(external)
+        }
+    };
     let mut runtime = Runtime::new(
         job,
         input,
@@ -163,15 +204,17 @@ pub(crate) fn run_case_seams(
     if let Some(factory) = seams.source {
         runtime = runtime.with_source(factory);
     }
-    let outcome = runtime.run()?;
-    let verdict = check::check_run_with(
-        job,
-        input,
-        config.checkpoint.mode,
-        config.seed,
-        &outcome,
-        seams.operators,
-    );
+    let mut outcome = runtime.run()?;
+    let verdict = judge(&mut outcome, seams, |outcome| {
+        check::check_run_with(
+            job,
+            input,
+            config.checkpoint.mode,
+            config.seed,
+            outcome,
+            seams.operators,
+        )
+    })?;
     let trace_hash = outcome.trace.hash();
     Ok(CaseReport {
         outcome,

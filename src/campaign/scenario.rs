@@ -333,15 +333,17 @@ impl Scenario {
         outcome.start_positions = before.outcome.start_positions;
         // The restored state is judged by the stage names it has in both phases; the final
         // state and output are those of the whole input.
-        let verdict = check::check_rescaled_run_with(
-            &self.job,
-            &job,
-            &input,
-            self.checkpoint.mode,
-            self.seed,
-            &outcome,
-            seams.operators,
-        );
+        let verdict = super::judge(&mut outcome, seams, |outcome| {
+            check::check_rescaled_run_with(
+                &self.job,
+                &job,
+                &input,
+                self.checkpoint.mode,
+                self.seed,
+                outcome,
+                seams.operators,
+            )
+        })?;
         let trace_hash = outcome.trace.hash();
         Ok((
             CaseReport {

@@ -21,6 +21,6 @@ pub use runtime::{
     CheckpointConfig, CheckpointingMode, FailureRecord, JobStatus, RestorePolicy, RestoreRecord,
     RunConfig, RunError, RunOutcome, RunStats, Runtime, SavepointRequest, SinkFactory,
 };
-pub use sink::{ExternalStore, Sink};
+pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink};
 pub use source::{Source, SourceFactory};
 pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};

@@ -48,6 +48,9 @@ pub enum StoreError {
         /// The state it is in.
         state: TxnState,
     },
+    /// A user's external system failed (a file sink's I/O, say).
+    #[error("the external system failed: {0}")]
+    External(String),
 }
 
 /// What an abort found.
@@ -79,7 +82,24 @@ pub struct ExternalStore {
     /// Where every operation is made durable, when the store must outlive the process.
     #[serde(skip)]
     durable_at: Option<std::path::PathBuf>,
+    /// A directory of the external system for sinks that write real files.
+    #[serde(skip)]
+    dir: Option<std::path::PathBuf>,
 }
+
+/// What a reader of a user's own external system sees at the end of a case (see
+/// [`OutputReader`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalOutput {
+    /// Records visible to readers, in the order they became visible.
+    pub committed: Vec<Record>,
+    /// Transactions neither committed nor aborted, by name, with the records they hold.
+    pub in_flight: Vec<(String, Vec<Record>)>,
+}
+
+/// Reads a user's external system, kept under [`ExternalStore::dir`], as its readers would see
+/// it: how the oracle judges a sink that writes somewhere other than the simulated store.
+pub type OutputReader = dyn Fn(&std::path::Path) -> Result<ExternalOutput, String> + Send + Sync;
 
 impl ExternalStore {
     /// An empty store.
@@ -244,6 +264,40 @@ impl ExternalStore {
             TxnState::Aborted => AbortOutcome::AlreadyAborted,
             TxnState::Committed => AbortOutcome::AlreadyCommitted,
         })
+    }
+
+    /// The same store with a directory of the external system: a sink writing real files keeps
+    /// them there, where they survive every restart of the job, as the store does.
+    pub fn with_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The directory of the external system, if the harness made one (it does for every case).
+    pub fn dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
+    /// A store holding what a reader of a user's external system saw, for the oracle to judge:
+    /// the committed records visible, the in-flight transactions pre-committed.
+    pub fn observed(output: ExternalOutput) -> Self {
+        let transactions = output
+            .in_flight
+            .into_iter()
+            .map(|(name, records)| {
+                let transaction = Transaction {
+                    owner: 0,
+                    records,
+                    state: TxnState::PreCommitted,
+                };
+                (name, transaction)
+            })
+            .collect();
+        Self {
+            transactions,
+            visible: output.committed,
+            ..Self::default()
+        }
     }
 
     /// Makes a record visible at once (no transaction): what a print sink does.

@@ -1,6 +1,7 @@
 //! Method: compile each example under `examples/` into the suite as a module and run it with a
-//! small case count: the example's own operator (with its model) or backend wrapper must pass
-//! the harness, and the wrapper must really be in the path (its meter counts); and the exported
+//! small case count: the example's own operator (with its model), file sink or backend wrapper
+//! must pass the harness, and the wrapper and sink must really be in the path (their counters
+//! count, and a broken file sink is caught through its files); and the exported
 //! proptest strategies work inside a user's own `proptest!` block.
 
 #[path = "../../examples/running_total.rs"]
@@ -44,6 +45,82 @@ fn the_metered_backend_wrapper_passes_the_harness() {
             "no {what} went through the wrapper"
         );
     }
+}
+
+#[path = "../../examples/file_sink.rs"]
+mod file_sink;
+
+#[test]
+fn the_file_sink_example_passes_the_harness_judged_by_its_files() {
+    let report = file_sink::run(60);
+    assert_eq!(report.cases, 60);
+    assert!(report.failures.is_empty());
+    assert!(report.restores > 0, "the cases restored");
+    assert!(
+        file_sink::COMMITS.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no transaction was committed by renaming its file"
+    );
+}
+
+/// The file sink with its restore told of no checkpoint: it deletes what a completed
+/// checkpoint pre-committed. The oracle sees that only through the files, so this proves the
+/// output reader is what it judges.
+struct ForgetsPending(file_sink::FileSink);
+
+impl faultline::job::Sink for ForgetsPending {
+    fn write(
+        &mut self,
+        record: faultline::job::Record,
+        store: &mut faultline::job::ExternalStore,
+    ) -> Result<(), faultline::job::sink::StoreError> {
+        self.0.write(record, store)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut faultline::job::ExternalStore,
+    ) -> Result<(Vec<u8>, Option<String>), faultline::job::sink::StoreError> {
+        self.0.snapshot(checkpoint_id, store)
+    }
+    fn pending_transactions(&self) -> usize {
+        self.0.pending_transactions()
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut faultline::job::ExternalStore,
+    ) -> Result<Vec<String>, faultline::job::sink::StoreError> {
+        self.0.notify_checkpoint_complete(checkpoint_id, store)
+    }
+    fn restore(
+        &mut self,
+        _: &[Vec<u8>],
+        store: &mut faultline::job::ExternalStore,
+    ) -> Result<Vec<String>, faultline::job::sink::StoreError> {
+        self.0.restore(&[], store)
+    }
+}
+
+#[test]
+fn a_file_sink_losing_pre_committed_files_on_restore_is_caught_through_its_files() {
+    let sink = |subtask: u16| {
+        Box::new(ForgetsPending(file_sink::FileSink::new(subtask))) as Box<dyn faultline::job::Sink>
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let report = faultline::harness::Harness::new()
+        .cases(200)
+        .sink(&sink)
+        .output(&file_sink::read_output)
+        .failures_dir(dir.path())
+        .try_run()
+        .unwrap();
+    let failure = report.failures.first().expect("caught within 200 cases");
+    assert!(
+        failure.violations.iter().any(|v| v.starts_with("[output]")),
+        "{:?}",
+        failure.violations
+    );
+    assert!(failure.trace.contains("(pending)"), "{}", failure.trace);
 }
 
 mod own_proptest_block {

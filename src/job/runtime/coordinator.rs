@@ -701,9 +701,11 @@ fn check_stored_positions(
     }
     for (partition, offset) in stored {
         match lengths.get(partition) {
-            None => return Err(format!(
+            None => {
+                return Err(format!(
                 "the reader stored a position for p{partition}, which this subtask does not read"
-            )),
+            ))
+            }
             Some(len) if offset > len => {
                 return Err(format!(
                     "the reader stored p{partition}@{offset}, past the partition's end {len}"

@@ -1,0 +1,305 @@
+//! A user-written two-phase-commit sink to files, put under faultline's faults.
+//!
+//! `FileSink` keeps each transaction in its own file in the case's external directory
+//! ([`ExternalStore::dir`], which outlives every restart as an external system does):
+//! - records are appended to `<txn>.inprogress` as they arrive;
+//! - at the barrier the file is synced and renamed `<txn>.pending` (pre-commit), and its name is
+//!   stored in the checkpoint;
+//! - when the checkpoint completes it is renamed `<txn>.committed`, and readers see it;
+//! - on restore it commits what the checkpoint had pending (a rename that finds the committed
+//!   file already there is a commit made before the failure) and deletes every other
+//!   unfinished file of its own, and after a rescale those of the old subtasks whose state it
+//!   took over.
+//!
+//! [`read_output`] is how a reader of the directory sees it; the harness's oracle judges what it
+//! reads, so the simulated store plays no part.
+//!
+//! ```sh
+//! cargo run --release --example file_sink
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use faultline::harness::Harness;
+use faultline::job::sink::{SinkEvent, StoreError};
+use faultline::job::{ExternalOutput, ExternalStore, Record, Sink};
+
+/// Transactions renamed to committed, over every case (to show the sink was in the path).
+pub static COMMITS: AtomicU64 = AtomicU64::new(0);
+
+/// Where a transaction's file stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    InProgress,
+    Pending,
+    Committed,
+}
+
+impl Stage {
+    const ALL: [Stage; 3] = [Stage::InProgress, Stage::Pending, Stage::Committed];
+
+    fn extension(self) -> &'static str {
+        match self {
+            Stage::InProgress => "inprogress",
+            Stage::Pending => "pending",
+            Stage::Committed => "committed",
+        }
+    }
+}
+
+fn io(what: impl std::fmt::Display, error: std::io::Error) -> StoreError {
+    StoreError::External(format!("{what}: {error}"))
+}
+
+/// The sink's directory in the external system.
+fn files_dir(store: &ExternalStore) -> Result<PathBuf, StoreError> {
+    let dir = store
+        .dir()
+        .ok_or_else(|| StoreError::External("the store has no directory".into()))?
+        .join("files");
+    std::fs::create_dir_all(&dir).map_err(|e| io(dir.display(), e))?;
+    Ok(dir)
+}
+
+fn file(dir: &Path, txn: &str, stage: Stage) -> PathBuf {
+    dir.join(format!("{txn}.{}", stage.extension()))
+}
+
+/// A transaction name: the owning subtask, then a number counting up per subtask. The padding
+/// makes name order the order of (subtask, number).
+fn txn_name(subtask: u16, number: u64) -> String {
+    format!("s{subtask:05}-{number:010}")
+}
+
+/// Splits a file name into (owner, transaction, stage).
+fn parse_file_name(name: &str) -> Option<(u16, &str, Stage)> {
+    let (txn, extension) = name.rsplit_once('.')?;
+    let stage = Stage::ALL
+        .into_iter()
+        .find(|stage| stage.extension() == extension)?;
+    let owner = txn.strip_prefix('s')?.split_once('-')?.0.parse().ok()?;
+    Some((owner, txn, stage))
+}
+
+/// Every transaction file in `dir`, in name order.
+fn transaction_files(dir: &Path) -> Result<Vec<(u16, String, Stage)>, String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some((owner, txn, stage)) = parse_file_name(&name) {
+            files.push((owner, txn.to_string(), stage));
+        }
+    }
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(files)
+}
+
+/// The exactly-once file sink of one subtask.
+#[derive(Debug)]
+pub struct FileSink {
+    subtask: u16,
+    /// The transaction records are appended to, once the first record arrived.
+    current: Option<String>,
+    /// Pre-committed transactions by checkpoint, waiting for its completion.
+    pending: BTreeMap<u64, String>,
+}
+
+impl FileSink {
+    /// The sink of `subtask`.
+    pub fn new(subtask: u16) -> Self {
+        Self {
+            subtask,
+            current: None,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// Begins a transaction. Its number comes from a counter file in the external system, so
+    /// a name is never used twice, across attempts and restores.
+    fn begin(&self, dir: &Path) -> Result<String, StoreError> {
+        let counter = dir.join(format!("s{:05}.next", self.subtask));
+        let number = match std::fs::read_to_string(&counter) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|e| StoreError::External(format!("{}: {e}", counter.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io(counter.display(), e)),
+        };
+        let temporary = counter.with_extension("next.tmp");
+        std::fs::write(&temporary, (number + 1).to_string())
+            .and_then(|()| std::fs::rename(&temporary, &counter))
+            .map_err(|e| io(counter.display(), e))?;
+        Ok(txn_name(self.subtask, number))
+    }
+
+    /// Renames a pending transaction committed; finding it committed already is fine.
+    fn commit(dir: &Path, txn: &str, checkpoint_id: u64) -> Result<SinkEvent, StoreError> {
+        let committed = file(dir, txn, Stage::Committed);
+        match std::fs::rename(file(dir, txn, Stage::Pending), &committed) {
+            Ok(()) => {
+                COMMITS.fetch_add(1, Ordering::Relaxed);
+                Ok(format!("commit {txn} for chk-{checkpoint_id}"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && committed.exists() => Ok(
+                format!("commit {txn} for chk-{checkpoint_id}: already committed"),
+            ),
+            Err(e) => Err(io(format!("commit {txn}"), e)),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&(&self.current, &self.pending)).expect("names and ids serialize")
+    }
+
+    fn decode(state: &[u8]) -> Result<(Option<String>, BTreeMap<u64, String>), StoreError> {
+        serde_json::from_slice(state)
+            .map_err(|e| StoreError::External(format!("file sink state: {e}")))
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+        let dir = files_dir(store)?;
+        if self.current.is_none() {
+            self.current = Some(self.begin(&dir)?);
+        }
+        let txn = self.current.as_deref().expect("begun above");
+        let path = file(&dir, txn, Stage::InProgress);
+        let mut line = serde_json::to_vec(&record).expect("records serialize");
+        line.push(b'\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&line))
+            .map_err(|e| io(path.display(), e))
+    }
+
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        let mut event = None;
+        if let Some(txn) = self.current.take() {
+            let dir = files_dir(store)?;
+            let in_progress = file(&dir, &txn, Stage::InProgress);
+            std::fs::File::open(&in_progress)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| std::fs::rename(&in_progress, file(&dir, &txn, Stage::Pending)))
+                .map_err(|e| io(format!("pre-commit {txn}"), e))?;
+            event = Some(format!("pre-commit {txn} for chk-{checkpoint_id}"));
+            self.pending.insert(checkpoint_id, txn);
+        }
+        Ok((self.encode(), event))
+    }
+
+    fn pending_transactions(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        let dir = files_dir(store)?;
+        let covered: Vec<u64> = self
+            .pending
+            .range(..=checkpoint_id)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut events = Vec::new();
+        for id in covered {
+            let txn = self.pending.remove(&id).expect("listed above");
+            events.push(Self::commit(&dir, &txn, id)?);
+        }
+        Ok(events)
+    }
+
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        let dir = files_dir(store)?;
+        let mut events = Vec::new();
+        for state in states {
+            let (_in_progress, pending) = Self::decode(state)?;
+            // The checkpoint completed, so what it pre-committed must be visible, whether or not
+            // its notification got through before the failure.
+            for (id, txn) in pending {
+                events.push(Self::commit(&dir, &txn, id)?);
+            }
+        }
+        // Everything else unfinished belongs to no completed checkpoint: this subtask's, and
+        // after a rescale (all old states come to subtask 0) every old subtask's.
+        let mut owners = vec![self.subtask];
+        if states.len() > 1 {
+            owners.extend(0..states.len() as u16);
+        }
+        let files = transaction_files(&dir).map_err(StoreError::External)?;
+        for (owner, txn, stage) in files {
+            if stage != Stage::Committed && owners.contains(&owner) {
+                let path = file(&dir, &txn, stage);
+                std::fs::remove_file(&path).map_err(|e| io(path.display(), e))?;
+                events.push(format!("abort {txn} ({})", stage.extension()));
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// What a reader of the sink's directory sees: the committed files' records, and the
+/// unfinished files as transactions in flight.
+pub fn read_output(external: &Path) -> Result<ExternalOutput, String> {
+    let dir = external.join("files");
+    let mut output = ExternalOutput::default();
+    if !dir.exists() {
+        return Ok(output);
+    }
+    for (_, txn, stage) in transaction_files(&dir)? {
+        let path = file(&dir, &txn, stage);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let records = text
+            .lines()
+            .map(|line| serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display())))
+            .collect::<Result<Vec<Record>, String>>()?;
+        match stage {
+            Stage::Committed => output.committed.extend(records),
+            Stage::InProgress | Stage::Pending => output.in_flight.push((txn, records)),
+        }
+    }
+    Ok(output)
+}
+
+/// Builds the sink of each subtask.
+pub fn file_sink(subtask: u16) -> Box<dyn Sink> {
+    Box::new(FileSink::new(subtask))
+}
+
+/// Runs `cases` cases with the file sink in every one, judged by what [`read_output`] sees.
+pub fn run(cases: u64) -> faultline::campaign::ExploreReport {
+    Harness::new()
+        .cases(cases)
+        .sink(&file_sink)
+        .output(&read_output)
+        .run()
+}
+
+#[allow(dead_code)] // Also compiled into the test suite, which calls `run` instead.
+fn main() {
+    let report = run(200);
+    print!("{}", report.summary());
+    println!(
+        "transactions committed by renaming: {}",
+        COMMITS.load(Ordering::Relaxed)
+    );
+}
