@@ -41,8 +41,17 @@ pub(crate) struct Uploads {
 impl Uploads {
     /// Checkpoint `id` completed: its files become the base; older pending entries are covered
     /// by it. A notification for an id never recorded here (a savepoint) changes nothing.
+    ///
+    /// A notification may come late, after this backend took later snapshots that stored their
+    /// own copies of the same SSTs (the checkpoint was not confirmed yet when they were taken).
+    /// Any of those may already have completed and subsumed `id`, and then garbage collection
+    /// deletes the files only `id` held. So only files every later snapshot references too
+    /// (the same stored file) become the base.
     pub(crate) fn confirm(&mut self, id: u64) {
-        if let Some(files) = self.pending.remove(&id) {
+        if let Some(mut files) = self.pending.remove(&id) {
+            for later in self.pending.range(id + 1..).map(|(_, later)| later) {
+                files.retain(|name, file| later.get(name) == Some(file));
+            }
             self.base = files;
         }
         self.pending.retain(|pending, _| *pending > id);
@@ -243,4 +252,57 @@ pub(crate) fn restore(
         fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(path: &str) -> FileRef {
+        FileRef {
+            path: RelPath::new(path).expect("a plain relative path"),
+            size: 1,
+            checksum: 0,
+        }
+    }
+
+    fn files(entries: &[(&str, &str)]) -> BTreeMap<String, FileRef> {
+        entries
+            .iter()
+            .map(|(name, path)| (name.to_string(), stored(path)))
+            .collect()
+    }
+
+    #[test]
+    fn a_prompt_confirmation_makes_every_file_of_the_checkpoint_the_base() {
+        let mut uploads = Uploads::default();
+        uploads
+            .pending
+            .insert(3, files(&[("1.sst", "shared/c3-1.sst")]));
+        uploads.confirm(3);
+        assert_eq!(uploads.base, files(&[("1.sst", "shared/c3-1.sst")]));
+        assert!(uploads.pending.is_empty());
+    }
+
+    #[test]
+    fn a_late_confirmation_keeps_only_files_every_later_snapshot_also_holds() {
+        let mut uploads = Uploads::default();
+        uploads.pending.insert(
+            3,
+            files(&[("1.sst", "shared/c2-1.sst"), ("2.sst", "shared/c3-2.sst")]),
+        );
+        // Taken before chk-3 was confirmed: it reused chk-2's copy and stored its own of 2.sst.
+        uploads.pending.insert(
+            4,
+            files(&[("1.sst", "shared/c2-1.sst"), ("2.sst", "shared/c4-2.sst")]),
+        );
+        uploads.confirm(3);
+        assert_eq!(uploads.base, files(&[("1.sst", "shared/c2-1.sst")]));
+        assert_eq!(uploads.pending.keys().collect::<Vec<_>>(), vec![&4]);
+        uploads.confirm(4);
+        assert_eq!(
+            uploads.base,
+            files(&[("1.sst", "shared/c2-1.sst"), ("2.sst", "shared/c4-2.sst")])
+        );
+    }
 }
