@@ -134,6 +134,14 @@ impl<'a> Harness<'a> {
         self
     }
 
+    /// Leave checking restored files to your backend: the engine skips its own check of each
+    /// file against the checksum its metadata recorded, as Flink does, so corruption faults reach
+    /// your backend's restore, which must fail on them rather than restore damaged state.
+    pub fn backend_verifies_files(mut self) -> Self {
+        self.config.strategy.verify_restored_files = false;
+        self
+    }
+
     /// Your source reader, in place of the built-in one in every case: it decides where each
     /// source subtask reads and which positions it stores at a barrier.
     pub fn source(mut self, factory: &'a SourceFactory) -> Self {

@@ -46,6 +46,14 @@ fn default_capacity() -> usize {
     4
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(value: &bool) -> bool {
+    *value
+}
+
 /// One case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +87,10 @@ pub struct Scenario {
     /// Stop with a savepoint and resume at another parallelism. Default none.
     #[serde(default)]
     pub rescale: Option<Rescale>,
+    /// The engine checks restored files against their recorded checksums before the backend
+    /// reads them (default true; see [`RunConfig::verify_restored_files`]).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub verify_restored_files: bool,
 }
 
 /// A restore at another parallelism, in the middle of a case.
@@ -220,6 +232,7 @@ impl Scenario {
         config.channel_capacity = self.channel_capacity;
         config.savepoints = self.savepoints.clone();
         config.audit_storage = true;
+        config.verify_restored_files = self.verify_restored_files;
         config
     }
 
@@ -330,6 +343,12 @@ impl Scenario {
                 .filter(|(_, problem)| !outcome.corruptions.iter().any(|c| c.explains(problem))),
         );
         outcome.audit_problems = audit;
+        let mut refused = before.outcome.refused_reuses;
+        refused.extend(outcome.refused_reuses);
+        outcome.refused_reuses = refused;
+        if outcome.final_state_error.is_none() {
+            outcome.final_state_error = before.outcome.final_state_error;
+        }
         outcome.start_positions = before.outcome.start_positions;
         // The restored state is judged by the stage names it has in both phases; the final
         // state and output are those of the whole input.

@@ -48,6 +48,9 @@ pub struct StrategyConfig {
     /// in turn, the optional stateless stage the first stateless one. Default none (only
     /// built-in operators).
     pub user_operators: Vec<(String, bool)>,
+    /// Whether the engine checks restored files before backends read them. Default true; off
+    /// puts a backend's own checks under corruption faults.
+    pub verify_restored_files: bool,
 }
 
 impl Default for StrategyConfig {
@@ -58,6 +61,7 @@ impl Default for StrategyConfig {
             records_max: 80,
             faults_max: 4,
             user_operators: Vec::new(),
+            verify_restored_files: true,
         }
     }
 }
@@ -215,6 +219,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     let backends = config.backends.clone();
     let kinds = config.fault_kinds.clone();
     let users = config.user_operators.clone();
+    let verify_restored_files = config.verify_restored_files;
     let raw_fault = (any::<u8>(), 0u64..1000, 0u64..1000, 0u64..1000, 0u64..1000);
     (
         job_strategy(),
@@ -258,6 +263,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                     .collect(),
                 channel_capacity: 4,
                 rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism }),
+                verify_restored_files,
             }
         })
 }

@@ -76,6 +76,20 @@ pub enum Violation {
         /// Why.
         reason: String,
     },
+    /// The keyed state could not be read at the end: a backend holds cells no consistent
+    /// state has (a key in two subtasks).
+    StateUnreadable {
+        /// Why.
+        reason: String,
+    },
+    /// The engine's upload hand-off refused a snapshot that reused a shared file no uploaded or
+    /// retained checkpoint holds: the backend reused a file of a checkpoint that was never
+    /// confirmed (or is gone). Without the refusal the checkpoint would name a file that may be
+    /// deleted; with it, every such checkpoint fails.
+    ReuseRefused {
+        /// Which checkpoint, subtask and file.
+        reason: String,
+    },
     /// Records left in a transaction that was never committed nor aborted by the end of a
     /// finished job: a sink that did not abort (or commit) what it began.
     TransactionStranded {
@@ -174,6 +188,15 @@ impl fmt::Display for Violation {
             Violation::JobFailed { reason } => {
                 write!(f, "liveness: the job did not finish: {reason}")
             }
+            Violation::StateUnreadable { reason } => {
+                write!(f, "the final state cannot be read: {reason}")
+            }
+            Violation::ReuseRefused { reason } => {
+                write!(
+                    f,
+                    "a snapshot reused a file no confirmed checkpoint holds: {reason}"
+                )
+            }
             Violation::TransactionStranded { txn, records } => {
                 write!(f, "transaction {txn} still holds {records} records, neither committed nor aborted, when the job finished")
             }
@@ -196,6 +219,8 @@ impl Violation {
             Violation::JobFailed { .. } => "liveness",
             Violation::NotificationFailed { .. } => "notification",
             Violation::TransactionStranded { .. } => "transactions",
+            Violation::ReuseRefused { .. } => "reuse",
+            Violation::StateUnreadable { .. } => "state",
             Violation::Storage { .. } => "storage",
             Violation::CorruptRestored { .. } => "corruption",
         }
@@ -388,6 +413,17 @@ fn check_phases(
                 .violations
                 .push(Violation::TransactionStranded { txn, records });
         }
+    }
+
+    if let Some(reason) = &outcome.final_state_error {
+        verdict.violations.push(Violation::StateUnreadable {
+            reason: reason.clone(),
+        });
+    }
+    for reason in &outcome.refused_reuses {
+        verdict.violations.push(Violation::ReuseRefused {
+            reason: reason.clone(),
+        });
     }
 
     // The runtime names a failure in `notify_checkpoint_complete` `notify chk-N: ...`.

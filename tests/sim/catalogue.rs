@@ -6,17 +6,24 @@
 //! The suite runs each class on one seed; `FAULTLINE_CATALOGUE_SEEDS=20` runs twenty and
 //! prints the figures (cases until the first failure, shrunk size) the closing notes report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use crate::examples::running_total::running_total_model;
 use crate::support::{delete_cells, TwistedFactory};
 use faultline::campaign::ExploreReport;
+use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle, NamedFile};
 use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
 use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-use faultline::state::StateBackend;
+use faultline::state::{
+    BackendContext, BackendKind, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
+    RestoreStats, RocksDbFactory, RocksDbMode, SnapshotPurpose, SnapshotResult, SnapshotTarget,
+    StateBackend, StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, StateKind,
+    UserEntries, ValueType,
+};
 
 /// The most cases a class may take to be caught.
 const CASES_MAX: u64 = 200;
@@ -360,6 +367,384 @@ impl Source for StoresPositionAfterEmitting {
     }
 }
 
+/// How a broken incremental backend departs from the built-in one it wraps.
+#[derive(Debug, Clone, Copy)]
+enum IncrementalTwist {
+    /// 10. Once a checkpoint completes, deletes the shared files every earlier snapshot of its
+    ///     own uploaded, as if each checkpoint owned the files it uploaded: but later
+    ///     checkpoints reuse them, so the retained checkpoint now names deleted files.
+    DeletesSupersededUploads,
+    /// 11. Treats its own snapshot as confirmed as soon as it is taken (and ignores aborts), so
+    ///     its next snapshot reuses files of a checkpoint that may never complete.
+    ConfirmsItsOwnSnapshots,
+}
+
+/// The built-in RocksDB incremental backend with one twist.
+struct TwistedIncrementalFactory {
+    name: &'static str,
+    twist: IncrementalTwist,
+}
+
+static DELETES_SUPERSEDED_UPLOADS: TwistedIncrementalFactory = TwistedIncrementalFactory {
+    name: "deletes-superseded-uploads",
+    twist: IncrementalTwist::DeletesSupersededUploads,
+};
+
+static CONFIRMS_ITS_OWN_SNAPSHOTS: TwistedIncrementalFactory = TwistedIncrementalFactory {
+    name: "confirms-its-own-snapshots",
+    twist: IncrementalTwist::ConfirmsItsOwnSnapshots,
+};
+
+impl StateBackendFactory for TwistedIncrementalFactory {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(TwistedIncremental {
+            inner: RocksDbFactory::new(RocksDbMode::Incremental).create(context)?,
+            name: self.name,
+            twist: self.twist,
+            uploads: BTreeMap::new(),
+            known: BTreeSet::new(),
+        }))
+    }
+}
+
+struct TwistedIncremental {
+    inner: Box<dyn StateBackend>,
+    name: &'static str,
+    twist: IncrementalTwist,
+    /// Shared files each of its snapshots uploaded first, by checkpoint, as real paths.
+    uploads: BTreeMap<u64, Vec<PathBuf>>,
+    /// Every shared file any of its snapshots named.
+    known: BTreeSet<PathBuf>,
+}
+
+impl StateBackend for TwistedIncremental {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn key_groups(&self) -> KeyGroupRange {
+        self.inner.key_groups()
+    }
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
+        self.inner.register_state(descriptor)
+    }
+    fn states(&self) -> &[StateDescriptor] {
+        self.inner.states()
+    }
+    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.get(cell)
+    }
+    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
+        self.inner.put(cell, value)
+    }
+    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
+        self.inner.delete(cell)
+    }
+    fn user_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        key: &[u8],
+    ) -> Result<UserEntries, StateError> {
+        self.inner.user_entries(state, key_group, key)
+    }
+    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
+        self.inner.entries()
+    }
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        let result = self.inner.snapshot(target, storage)?;
+        let root = storage.root().to_path_buf();
+        let first: Vec<PathBuf> = result
+            .handle
+            .shared_files()
+            .into_iter()
+            .map(|file| root.join(file.path.as_str()))
+            .filter(|path| self.known.insert(path.clone()))
+            .collect();
+        self.uploads.insert(target.checkpoint_id, first);
+        if let IncrementalTwist::ConfirmsItsOwnSnapshots = self.twist {
+            self.inner.notify_checkpoint_complete(target.checkpoint_id);
+        }
+        Ok(result)
+    }
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        self.inner.restore(handles, storage, mode)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        if let IncrementalTwist::DeletesSupersededUploads = self.twist {
+            let superseded: Vec<u64> = self
+                .uploads
+                .range(..checkpoint_id)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in superseded {
+                for path in self.uploads.remove(&id).unwrap_or_default() {
+                    // The bug: a later, retained checkpoint may reuse this file.
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        self.inner.notify_checkpoint_complete(checkpoint_id);
+    }
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+        if let IncrementalTwist::DeletesSupersededUploads = self.twist {
+            self.inner.notify_checkpoint_aborted(checkpoint_id);
+        }
+    }
+}
+
+/// A backend with its own checkpoint format: the memory backend's cells written to one file per
+/// snapshot (a native handle) in a plain binary layout, so nothing in the format itself detects
+/// damage. Each
+/// restore must check the file against the checksum its handle recorded; the engine is told to
+/// leave that to the backend ([`Harness::backend_verifies_files`]).
+struct OwnFormatFactory {
+    name: &'static str,
+    /// 12. When false, restore reads the file without checking it.
+    verifies: bool,
+}
+
+static VERIFIES_ITS_FILES: OwnFormatFactory = OwnFormatFactory {
+    name: "own-format-verified",
+    verifies: true,
+};
+
+static SKIPS_CHECKSUMS: OwnFormatFactory = OwnFormatFactory {
+    name: "own-format-unverified",
+    verifies: false,
+};
+
+impl StateBackendFactory for OwnFormatFactory {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(OwnFormat {
+            inner: MemoryBackend::new(context.task_name.clone(), context.key_groups),
+            task_name: context.task_name,
+            name: self.name,
+            verifies: self.verifies,
+        }))
+    }
+}
+
+struct OwnFormat {
+    inner: MemoryBackend,
+    task_name: String,
+    name: &'static str,
+    verifies: bool,
+}
+
+impl OwnFormat {
+    fn error(&self, reason: impl std::fmt::Display) -> StateError {
+        StateError::Backend {
+            backend: self.name,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The format: the state count and each state (name, kind tag, value-type tag), then
+    /// cells until the end of the file: key group (2 bytes), state (1), then key, map key and
+    /// value, each a one-byte length and its bytes. No checksum, no count of cells.
+    fn encode(&self) -> Result<Vec<u8>, StateError> {
+        let mut bytes = Vec::new();
+        let short = |bytes: &mut Vec<u8>, field: &[u8]| -> Result<(), StateError> {
+            let len =
+                u8::try_from(field.len()).map_err(|_| self.error("a field over 255 bytes"))?;
+            bytes.push(len);
+            bytes.extend_from_slice(field);
+            Ok(())
+        };
+        let states = self.inner.states();
+        bytes.push(u8::try_from(states.len()).map_err(|_| self.error("over 255 states"))?);
+        for descriptor in states {
+            short(&mut bytes, descriptor.name.as_bytes())?;
+            bytes.push(descriptor.kind.tag());
+            bytes.push(descriptor.value_type.tag());
+        }
+        for entry in self.inner.entries()? {
+            bytes.extend_from_slice(&entry.key_group.to_le_bytes());
+            bytes.push(u8::try_from(entry.state).map_err(|_| self.error("over 255 states"))?);
+            short(&mut bytes, &entry.key)?;
+            short(&mut bytes, &entry.user_key)?;
+            short(&mut bytes, &entry.value)?;
+        }
+        Ok(bytes)
+    }
+
+    /// Loads the owned cells of one file written by `encode`, reading cells until the bytes
+    /// end: lenient, as a reader that trusts its input is.
+    fn load(&mut self, bytes: &[u8]) -> Result<u64, StateError> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let field = bytes.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(field)
+        };
+        let cut = || StateError::Backend {
+            backend: "own-format",
+            reason: "the state list is cut short".into(),
+        };
+        let count = take(1).ok_or_else(cut)?[0];
+        let mut descriptors = Vec::new();
+        for _ in 0..count {
+            let len = usize::from(take(1).ok_or_else(cut)?[0]);
+            let name = String::from_utf8_lossy(take(len).ok_or_else(cut)?).into_owned();
+            let tags = take(2).ok_or_else(cut)?;
+            descriptors.push((name, tags[0], tags[1]));
+        }
+        let mut cells = Vec::new();
+        while let Some(head) = take(3) {
+            let (key_group, state) = (u16::from_le_bytes([head[0], head[1]]), head[2]);
+            let mut field = || -> Option<Vec<u8>> {
+                let len = usize::from(take(1)?[0]);
+                take(len).map(<[u8]>::to_vec)
+            };
+            let (Some(key), Some(user_key), Some(value)) = (field(), field(), field()) else {
+                break;
+            };
+            cells.push((key_group, state, key, user_key, value));
+        }
+        let mut ids = Vec::new();
+        for (name, kind, value_type) in descriptors {
+            let descriptor = StateDescriptor {
+                name,
+                kind: StateKind::from_tag(kind).ok_or_else(|| self.error("bad state kind"))?,
+                value_type: ValueType::from_tag(value_type)
+                    .ok_or_else(|| self.error("bad value type"))?,
+            };
+            ids.push(self.inner.register_state(&descriptor)?);
+        }
+        let owned = self.inner.key_groups();
+        let mut loaded = 0;
+        for (key_group, state, key, user_key, value) in cells {
+            if !owned.contains(key_group) {
+                continue;
+            }
+            let state = *ids
+                .get(usize::from(state))
+                .ok_or_else(|| self.error("a cell names an undeclared state"))?;
+            let cell = CellRef {
+                state,
+                key_group,
+                key: &key,
+                user_key: &user_key,
+            };
+            self.inner.put(cell, &value)?;
+            loaded += 1;
+        }
+        Ok(loaded)
+    }
+}
+
+impl StateBackend for OwnFormat {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn key_groups(&self) -> KeyGroupRange {
+        self.inner.key_groups()
+    }
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
+        self.inner.register_state(descriptor)
+    }
+    fn states(&self) -> &[StateDescriptor] {
+        self.inner.states()
+    }
+    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        self.inner.get(cell)
+    }
+    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
+        self.inner.put(cell, value)
+    }
+    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
+        self.inner.delete(cell)
+    }
+    fn user_entries(
+        &self,
+        state: StateId,
+        key_group: u16,
+        key: &[u8],
+    ) -> Result<UserEntries, StateError> {
+        self.inner.user_entries(state, key_group, key)
+    }
+    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
+        self.inner.entries()
+    }
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        if target.purpose != SnapshotPurpose::Checkpoint {
+            // Savepoints stay canonical, so a rescale can redistribute them.
+            return self.inner.snapshot(target, storage);
+        }
+        let bytes = self.encode()?;
+        let path = target
+            .dir
+            .join(&format!("{}.cells", self.task_name))
+            .map_err(|e| self.error(e))?;
+        let file = storage.write(&path, &bytes)?;
+        Ok(SnapshotResult {
+            bytes_written: file.size,
+            handle: KeyedStateHandle::Native {
+                shared: Vec::new(),
+                private: vec![NamedFile {
+                    local_name: "cells".into(),
+                    file,
+                }],
+            },
+            files_written: 1,
+            files_reused: 0,
+        })
+    }
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        // Canonical savepoints (all of them at once: the memory backend's restore replaces
+        // what it held), then its own files.
+        let canonical: Vec<RestoreHandle> = handles
+            .iter()
+            .filter(|h| matches!(h.handle, KeyedStateHandle::Canonical(_)))
+            .cloned()
+            .collect();
+        let mut stats = self.inner.restore(&canonical, storage, mode)?;
+        for handle in handles {
+            match &handle.handle {
+                KeyedStateHandle::Canonical(_) => {}
+                KeyedStateHandle::Native { private, .. } => {
+                    let file = &private.first().ok_or_else(|| self.error("no file"))?.file;
+                    let bytes = if self.verifies {
+                        faultline::state::snapshot::read_verified(storage, file)?
+                    } else {
+                        // The bug: the bytes are trusted as they are.
+                        storage.read(&file.path)?
+                    };
+                    stats.entries += self
+                        .load(&bytes)
+                        .map_err(|e| self.error(format!("{}: {e}", file.path)))?;
+                    stats.files += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+}
+
 fn forgets_position(_: u16) -> Box<dyn Source> {
     Box::new(ForgetsPosition::default())
 }
@@ -428,8 +813,13 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn(u64) -> Harnes
     let median = cases[cases.len() / 2];
     let faults = found.iter().map(|c| c.faults).max().unwrap_or(0);
     let records: Vec<u32> = found.iter().map(|c| c.records).collect();
+    let named: BTreeSet<&str> = found
+        .iter()
+        .flat_map(|c| &c.violations)
+        .filter_map(|v| v.strip_prefix('[')?.split(']').next())
+        .collect();
     eprintln!(
-        "catalogue {class}: {} seeds, caught on {}, cases until caught median {median}, shrunk to <= {faults} faults, records {records:?}, missed seeds {missed:?}",
+        "catalogue {class}: {} seeds, caught on {}, cases until caught median {median}, shrunk to <= {faults} faults, records {records:?}, missed seeds {missed:?}, properties {named:?}",
         seeds(),
         found.len(),
     );
@@ -513,6 +903,72 @@ fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
     check_class("drops a key group on rescale", &["state"], |_| {
         Harness::new().backend(&DROPS_KEY_GROUP)
     });
+}
+
+#[test]
+fn a_backend_deleting_files_a_retained_checkpoint_references_is_caught() {
+    check_class(
+        "deletes shared files still referenced",
+        &["storage", "liveness", "state", "output"],
+        |_| {
+            Harness::new()
+                .backend(&DELETES_SUPERSEDED_UPLOADS)
+                .backends(vec![BackendKind::RocksDbIncremental])
+        },
+    );
+}
+
+#[test]
+fn a_backend_reusing_files_of_an_unconfirmed_checkpoint_is_caught() {
+    check_class("reuses unconfirmed files", &["reuse"], |_| {
+        Harness::new()
+            .backend(&CONFIRMS_ITS_OWN_SNAPSHOTS)
+            .backends(vec![BackendKind::RocksDbIncremental])
+    });
+}
+
+#[test]
+fn a_backend_skipping_checksum_verification_is_caught_by_corruption_faults() {
+    check_class(
+        "skips checksum verification",
+        &["corruption", "state"],
+        |_| {
+            Harness::new()
+                .backend(&SKIPS_CHECKSUMS)
+                .backend_verifies_files()
+                .faults(&["corrupt", "panic", "panic-in-snapshot"])
+                .records_max(200)
+        },
+    );
+}
+
+#[test]
+fn a_backend_verifying_its_own_files_passes_under_corruption_faults() {
+    let report = Harness::new()
+        .cases(400)
+        .backend(&VERIFIES_ITS_FILES)
+        .backend_verifies_files()
+        .faults(&["corrupt", "panic", "panic-in-snapshot"])
+        .records_max(200)
+        .run();
+    assert_eq!(report.cases, 400);
+    assert!(report.failures.is_empty());
+    assert!(
+        report.loud_failures > 0,
+        "corruption reached the backend, which failed loudly on it"
+    );
+}
+
+#[test]
+fn the_built_in_backends_verify_their_own_files_when_the_engine_does_not() {
+    let report = Harness::new()
+        .cases(300)
+        .backend_verifies_files()
+        .faults(&["corrupt", "panic", "kill"])
+        .run();
+    assert_eq!(report.cases, 300);
+    assert!(report.failures.is_empty());
+    assert!(report.loud_failures > 0);
 }
 
 #[test]

@@ -161,6 +161,10 @@ pub struct RunConfig {
     pub first_attempt: u32,
     /// Virtual time at which this run starts (where the killed process left off). Default 0.
     pub start_ms: u64,
+    /// Check every file of a restore candidate against the size and checksum its metadata
+    /// recorded before any backend reads it. Default on. Off, corrupt files reach the backends'
+    /// restores, which must detect them themselves (Flink keeps no central checksums).
+    pub verify_restored_files: bool,
 }
 
 impl RunConfig {
@@ -178,6 +182,7 @@ impl RunConfig {
             audit_storage: false,
             first_attempt: 0,
             start_ms: 0,
+            verify_restored_files: true,
         }
     }
 }

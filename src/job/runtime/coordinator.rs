@@ -608,11 +608,9 @@ impl<'a> Runtime<'a> {
                                     // A reuse of a file no live checkpoint holds fails the
                                     // checkpoint (FLINK's registry refusing unknown state).
                                     Err(error @ UploadError::Unregistered { .. }) => {
-                                        return self.abort_checkpoint(
-                                            execution,
-                                            id,
-                                            format!("{name}: {error}"),
-                                        );
+                                        let reason = format!("{name}: {error}");
+                                        self.refused_reuses.push(format!("chk-{id}: {reason}"));
+                                        return self.abort_checkpoint(execution, id, reason);
                                     }
                                     Err(error) => {
                                         return Err(Failure::new(&name, error.to_string()))

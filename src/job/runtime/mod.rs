@@ -84,6 +84,8 @@ pub struct Runtime<'a> {
     killed: Option<String>,
     corruptions: Vec<Corruption>,
     audit_problems: Vec<(String, AuditProblem)>,
+    refused_reuses: Vec<String>,
+    final_state_error: Option<String>,
 }
 
 impl<'a> Runtime<'a> {
@@ -168,6 +170,8 @@ impl<'a> Runtime<'a> {
             killed: None,
             corruptions: Vec::new(),
             audit_problems: Vec::new(),
+            refused_reuses: Vec::new(),
+            final_state_error: None,
             consecutive_checkpoint_failures: 0,
         })
     }
@@ -281,10 +285,17 @@ impl<'a> Runtime<'a> {
                         AttemptEnd::Failed(_) => None,
                     };
                     if let Some(status) = status {
-                        let state = self
-                            .dump_state(&execution)
-                            .map_err(|f| RunError::Invalid(f.reason))?;
-                        break (status, Some(state));
+                        match self.dump_state(&execution) {
+                            Ok(state) => break (status, Some(state)),
+                            // A backend holding cells it should not (a key in two subtasks):
+                            // the oracle's to report, with the run kept.
+                            Err(failure) => {
+                                let reason = format!("{}: {}", failure.task, failure.reason);
+                                self.note(format!("final state unreadable: {reason}"));
+                                self.final_state_error = Some(reason);
+                                break (status, None);
+                            }
+                        }
                     }
                     end
                 }
@@ -357,6 +368,8 @@ impl<'a> Runtime<'a> {
             savepoints: self.savepoints_taken,
             corruptions: self.corruptions,
             audit_problems: self.audit_problems,
+            refused_reuses: self.refused_reuses,
+            final_state_error: self.final_state_error,
             start_positions,
             end_positions,
         })

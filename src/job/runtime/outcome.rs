@@ -121,6 +121,12 @@ pub struct RunOutcome {
     /// Problems the storage audit found after completions and restores (when enabled), with
     /// where: `after chk-3`, `after restore (attempt 2)`.
     pub audit_problems: Vec<(String, crate::checkpoint::registry::AuditProblem)>,
+    /// Snapshots the upload hand-off refused, each failing its checkpoint, because they reused
+    /// a shared file no uploaded or retained checkpoint holds: `chk-4: keyed0[1]: ...`.
+    pub refused_reuses: Vec<String>,
+    /// Why the keyed state could not be read when the job finished or stopped (then
+    /// `final_state` is none): a backend holding a key its subtask does not own, say.
+    pub final_state_error: Option<String>,
     /// Source positions the first attempt started from: all zero, or those of the initial
     /// snapshot. Output before them was produced by an earlier run.
     pub start_positions: Positions,

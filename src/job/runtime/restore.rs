@@ -424,8 +424,10 @@ impl<'a> Runtime<'a> {
         storage: &dyn CheckpointStorage,
     ) -> Result<(), String> {
         self.validate_metadata(metadata)?;
-        for file in metadata.files() {
-            registry::verify_file(storage, file).map_err(|e| e.to_string())?;
+        if self.config.verify_restored_files {
+            for file in metadata.files() {
+                registry::verify_file(storage, file).map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     }
