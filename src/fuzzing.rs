@@ -5,6 +5,17 @@
 //! allocation sized by an untrusted length, no endless loop. Beyond that, each entry point
 //! checks that what a decoder accepts survives a round trip (encode, decode, equal), and panics
 //! if not — the one panic a fuzzer should ever report here.
+//!
+//! ```
+//! use faultline::fuzzing::{self, Target};
+//!
+//! // Garbage is answered with an error, never a panic.
+//! assert!(fuzzing::metadata(&[0xff; 64]).is_err());
+//! assert!(fuzzing::canonical_snapshot(b"").is_err());
+//! for target in Target::ALL {
+//!     let _verdict = target.run(&[0xff; 64]);
+//! }
+//! ```
 
 use std::path::Path;
 

@@ -6,6 +6,22 @@
 //! matrices run a campaign in pieces and [`merge`] combines their JSON reports. Workers run cases
 //! in parallel, each case single-threaded and deterministic; results are ordered by case index,
 //! so the report does not depend on the number of workers.
+//!
+//! ```
+//! use faultline::campaign::{explore, ExploreConfig};
+//! use faultline::state::BackendKind;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut config = ExploreConfig::default();
+//! config.cases = 5;
+//! config.seed = 3;
+//! config.strategy.backends = vec![BackendKind::Memory];
+//! config.failures_dir = dir.path().to_path_buf();
+//! let report = explore(&config, None, &|_done, _failures| {})?;
+//! assert_eq!(report.cases, 5);
+//! assert!(report.failures.is_empty(), "{}", report.summary());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,6 +1,43 @@
 //! Cases: a job, its input, a run configuration, a fault plan and a backend, run end to end on
 //! real checkpoint storage and judged by the oracle; scenarios (cases as files), the proptest
 //! strategies that generate them, and exploration with shrinking.
+//!
+//! ```
+//! use faultline::campaign::run_case;
+//! use faultline::fault::{Fault, FaultSchedule};
+//! use faultline::job::{CheckpointConfig, Input, InputRecord, JobSpec, RestartStrategy, RunConfig};
+//! use faultline::state::MemoryBackendFactory;
+//!
+//! let job: JobSpec = toml::from_str(
+//!     r#"
+//! name = "max"
+//! source = { parallelism = 1 }
+//! sink = { kind = "two-phase-commit" }
+//! stages = [{ name = "max", op = { kind = "max" }, parallelism = 2 }]
+//! "#,
+//! )?;
+//! let records: Vec<InputRecord> = (0..30)
+//!     .map(|i| InputRecord { id: format!("r{i}"), key: format!("k{}", i % 5), value: (i * 7) % 11 })
+//!     .collect();
+//! let input = Input::partitioned(&records, 1);
+//! let config = RunConfig::new(
+//!     3,
+//!     CheckpointConfig::every(4),
+//!     RestartStrategy::FixedDelay { attempts: 3, delay_ms: 5 },
+//! );
+//! // A process kill at scheduler step 40: the run restarts from the last checkpoint.
+//! let mut faults = FaultSchedule::with_seed(vec![Fault::Kill { step: 40 }], 3);
+//! let dir = tempfile::tempdir()?;
+//! let report = run_case(&job, &input, &config, &MemoryBackendFactory, &mut faults, dir.path())?;
+//! assert_eq!(faults.fired().len(), 1);
+//! assert!(report.verdict.passed(), "{}", report.verdict);
+//! // The same seed gives the same trace.
+//! let again = tempfile::tempdir()?;
+//! let mut faults = FaultSchedule::with_seed(vec![Fault::Kill { step: 40 }], 3);
+//! let replay = run_case(&job, &input, &config, &MemoryBackendFactory, &mut faults, again.path())?;
+//! assert_eq!(report.trace_hash, replay.trace_hash);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod explore;
 mod process;

@@ -1,6 +1,41 @@
 //! A scenario: one whole case — job, input, backend, configuration, faults and seed — as a TOML
 //! file. Campaigns generate scenarios, shrink failing ones and write them out; `faultline replay`
 //! runs one; `fixtures/scenarios/` holds named ones whose traces are snapshot-tested.
+//!
+//! ```
+//! use faultline::campaign::Scenario;
+//!
+//! let scenario = Scenario::from_toml(
+//!     r#"
+//! name = "one-panic"
+//! seed = 7
+//! backend = "memory"
+//! checkpoint = { interval_ms = 5 }
+//! restart = { kind = "fixed-delay", attempts = 3, delay_ms = 10 }
+//! faults = [{ kind = "panic", stage = "sum", subtask = 0, attempt = 0, record_index = 4 }]
+//!
+//! [job]
+//! name = "sum"
+//! source = { parallelism = 1, emit_ms = 1 }
+//! sink = { kind = "two-phase-commit" }
+//! stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
+//!
+//! [input]
+//! kind = "generated"
+//! records = 20
+//! keys = 3
+//! min_value = 0
+//! max_value = 100
+//! "#,
+//!     "doc example",
+//! )?;
+//! let dir = tempfile::tempdir()?;
+//! let (report, fired) = scenario.run(dir.path(), None)?;
+//! assert_eq!(fired.len(), 1, "the panic fired");
+//! assert!(report.verdict.passed(), "{}", report.verdict);
+//! assert_eq!(report.outcome.restores.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::path::Path;
 

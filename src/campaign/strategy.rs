@@ -7,6 +7,24 @@
 //! faults from those only, so some cases hammer one kind and others mix them; the enabled kinds
 //! are recorded in the scenario. Every range shrinks toward the simplest case: fewer faults,
 //! fewer records and keys, lower parallelism.
+//!
+//! ```
+//! use faultline::campaign::{scenario_strategy, StrategyConfig};
+//! use faultline::state::BackendKind;
+//! use proptest::strategy::{Strategy, ValueTree};
+//! use proptest::test_runner::TestRunner;
+//!
+//! let mut config = StrategyConfig::default();
+//! config.backends = vec![BackendKind::Memory];
+//! config.fault_kinds = vec!["panic".into(), "kill".into()];
+//! let mut runner = TestRunner::deterministic();
+//! let scenario = scenario_strategy(config).new_tree(&mut runner)?.current();
+//! assert_eq!(scenario.backend, BackendKind::Memory);
+//! assert!(scenario.faults.iter().all(|f| ["panic", "kill"].contains(&f.kind_name())));
+//! // Every generated scenario is a TOML file a user can replay.
+//! assert!(scenario.to_toml().contains("[job]"));
+//! # Ok::<(), proptest::test_runner::Reason>(())
+//! ```
 
 use proptest::prelude::*;
 

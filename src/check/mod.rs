@@ -16,6 +16,15 @@
 //! In at-least-once mode with fan-in, a snapshot may hold records after its barrier, so restored
 //! state and output values legitimately differ from the model: properties 1 and 2 and output
 //! values are then not checked (the verdict says so); loss and replay-only duplication still are.
+//!
+//! ```
+//! use faultline::check::Violation;
+//!
+//! // Every violation names the property it breaks, which failure reports lead with.
+//! let violation = Violation::JobFailed { reason: "40 restarts used".into() };
+//! assert_eq!(violation.property(), "liveness");
+//! assert!(violation.to_string().contains("40 restarts used"));
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;

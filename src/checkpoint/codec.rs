@@ -1,6 +1,24 @@
 //! The byte codec every snapshot format is built from: a growable encoder and a decoder that
 //! checks every length against the bytes that remain before it allocates or reads, so a hostile
 //! length field can neither panic the reader nor make it allocate more than the input's size.
+//!
+//! ```
+//! use faultline::checkpoint::codec::{Decoder, Encoder};
+//!
+//! let mut encoder = Encoder::new();
+//! encoder.u32(7).str("keyed0");
+//! let bytes = encoder.finish();
+//!
+//! let mut decoder = Decoder::new(&bytes);
+//! assert_eq!(decoder.u32("count")?, 7);
+//! assert_eq!(decoder.str("stage name")?, "keyed0");
+//! decoder.finish("example")?;
+//!
+//! // A length field claiming 4 GiB with nothing behind it is an error, not an allocation.
+//! let mut hostile = Decoder::new(&[0xff, 0xff, 0xff, 0xff]);
+//! assert!(hostile.str("stage name").is_err());
+//! # Ok::<(), faultline::checkpoint::FormatError>(())
+//! ```
 
 use super::FormatError;
 

@@ -1,5 +1,20 @@
 //! The envelope every single-payload file uses: magic, version, payload length, payload, and a
 //! CRC32C over all of it. `_metadata` and operator-state files are enveloped.
+//!
+//! ```
+//! use faultline::checkpoint::envelope::{open, seal};
+//!
+//! let bytes = seal(*b"DEMO", 1, b"payload");
+//! assert_eq!(open("demo", *b"DEMO", 1, &bytes)?, b"payload");
+//!
+//! // One flipped bit anywhere fails the checksum; another format's magic or version is refused.
+//! let mut damaged = bytes.clone();
+//! damaged[14] ^= 0x01;
+//! assert!(open("demo", *b"DEMO", 1, &damaged).is_err());
+//! assert!(open("demo", *b"OTHR", 1, &bytes).is_err());
+//! assert!(open("demo", *b"DEMO", 2, &bytes).is_err());
+//! # Ok::<(), faultline::checkpoint::FormatError>(())
+//! ```
 
 use super::codec::{Decoder, Encoder};
 use super::FormatError;

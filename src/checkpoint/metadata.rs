@@ -2,6 +2,14 @@
 //! needs (by relative path, with size and CRC32C) and holds each subtask's operator state
 //! (source positions, sink transactions). Written last; a checkpoint without a valid
 //! `_metadata` does not exist.
+//!
+//! ```
+//! use faultline::checkpoint::CheckpointMetadata;
+//!
+//! // `_metadata` is untrusted input: anything but a whole, intact file is an error.
+//! assert!(CheckpointMetadata::decode(b"").is_err());
+//! assert!(CheckpointMetadata::decode(&[0xff; 64]).is_err());
+//! ```
 
 use super::codec::{Decoder, Encoder};
 use super::envelope;

@@ -8,6 +8,19 @@
 //! The audit checks a whole root: every file a retained checkpoint or savepoint names exists
 //! with its recorded size and checksum, nothing else lingers in `shared/`, and no checkpoint
 //! directory lacks its `_metadata`.
+//!
+//! ```
+//! use faultline::checkpoint::registry::{checkpoint_dir, latest_completed, metadata_path};
+//! use faultline::checkpoint::{Durability, FsCheckpointStorage};
+//!
+//! assert_eq!(checkpoint_dir(3).as_str(), "chk-3");
+//! assert_eq!(metadata_path(3).as_str(), "chk-3/_metadata");
+//!
+//! let dir = tempfile::tempdir()?;
+//! let storage = FsCheckpointStorage::new(dir.path(), Durability::PageCache)?;
+//! assert_eq!(latest_completed(&storage)?, None, "a fresh root has no checkpoint");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeSet;
 use std::fmt;

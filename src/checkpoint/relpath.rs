@@ -1,6 +1,19 @@
 //! Relative paths inside a checkpoint root. Every path a format names is parsed into a
 //! [`RelPath`], which admits only plain components, so a hostile `_metadata` cannot name `..`,
 //! an absolute path or anything outside the root.
+//!
+//! ```
+//! use faultline::checkpoint::RelPath;
+//!
+//! let path = RelPath::new("chk-3/keyed0-0.kv")?;
+//! assert_eq!(path.first_component(), "chk-3");
+//! assert_eq!(RelPath::new("shared")?.join("keyed0-0.sst")?.as_str(), "shared/keyed0-0.sst");
+//! // Nothing a hostile `_metadata` names can leave the root.
+//! assert!(RelPath::new("../outside").is_err());
+//! assert!(RelPath::new("/etc/passwd").is_err());
+//! assert!(RelPath::new("chk-3/./kv").is_err());
+//! # Ok::<(), faultline::checkpoint::FormatError>(())
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,20 @@
 //! or the whole new one. Reads refuse anything that is not a regular file inside the root, and
 //! no operation goes through a directory that is a symbolic link: a planted `shared -> /` must
 //! not let a read, a write or a deletion reach outside the root.
+//!
+//! ```
+//! use faultline::checkpoint::{CheckpointStorage, Durability, FsCheckpointStorage, RelPath};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut storage = FsCheckpointStorage::new(dir.path().join("checkpoints"), Durability::PageCache)?;
+//! let path = RelPath::new("chk-1/state.kv")?;
+//! let file = storage.write(&path, b"cells")?;
+//! // The reference records size and checksum, which every reader checks.
+//! assert_eq!(file.size, 5);
+//! assert_eq!(storage.read(&path)?, b"cells");
+//! assert_eq!(storage.list(None)?, vec!["chk-1".to_string()]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fs;
 use std::io::Write;

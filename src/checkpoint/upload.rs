@@ -18,6 +18,42 @@
 //! upload off — call [`Uploads::upload_next`] where they choose, and the same code runs with
 //! no thread at all. Its synchronisation comes from [`crate::sync`], which is loom's under
 //! `--cfg loom`: the loom tests below explore the races between uploader and coordinator.
+//!
+//! ```
+//! use std::collections::BTreeSet;
+//! use faultline::checkpoint::upload::{PartId, Submission, UploadError, UploadEvent, Uploads};
+//! use faultline::checkpoint::RelPath;
+//!
+//! let uploads = Uploads::new();
+//! let sst = RelPath::new("shared/keyed0-0-c1-000008.sst")?;
+//! let part = PartId { checkpoint_id: 1, part: 0 };
+//! uploads
+//!     .submit(Submission {
+//!         id: part,
+//!         files: vec![(sst.clone(), b"sst bytes".to_vec())],
+//!         shared: BTreeSet::from([sst.clone()]),
+//!     })
+//!     .expect("a fresh part");
+//! // The uploader (a thread in real use) writes it; here, inline.
+//! let mut written = Vec::new();
+//! assert!(uploads.upload_next(&mut |path, _bytes| {
+//!     written.push(path.clone());
+//!     Ok(())
+//! }));
+//! assert_eq!(uploads.take_events(), vec![UploadEvent::Uploaded(part)]);
+//! uploads.complete(1, 1).expect("every part uploaded");
+//! // A retained checkpoint holds its shared file: garbage collection leaves it alone.
+//! assert!(uploads.delete_unreferenced(&[sst.clone()], &mut |_| {}).is_empty());
+//! // Reusing a file no live checkpoint holds is refused, so it can never point at a deleted file.
+//! let stray = RelPath::new("shared/never-written.sst")?;
+//! let refused = uploads.submit(Submission {
+//!     id: PartId { checkpoint_id: 2, part: 0 },
+//!     files: Vec::new(),
+//!     shared: BTreeSet::from([stray]),
+//! });
+//! assert!(matches!(refused, Err(UploadError::Unregistered { .. })));
+//! # Ok::<(), faultline::checkpoint::FormatError>(())
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

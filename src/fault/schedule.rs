@@ -1,6 +1,16 @@
 //! [`FaultSchedule`]: a list of faults, each firing at most once, with its own random stream
 //! for the choices a fault leaves open. Serializable, so scenario files and shrunk failures
 //! name their faults.
+//!
+//! ```
+//! use faultline::fault::{Fault, FaultSchedule};
+//!
+//! let faults: Vec<Fault> = vec![Fault::Kill { step: 40 }];
+//! assert_eq!(faults[0].kind_name(), "kill");
+//! // The same faults and seed always make the same choices; nothing fired before a run.
+//! let schedule = FaultSchedule::with_seed(faults, 7);
+//! assert!(schedule.fired().is_empty());
+//! ```
 
 use std::collections::BTreeSet;
 

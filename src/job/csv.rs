@@ -1,6 +1,22 @@
 //! CSV input for the replayable source: `transaction_id, account, amount` rows, as in the
 //! tutorials' `data.csv`. Rows with a missing value are skipped and counted (the tutorial's
 //! `dropna`); anything else malformed is an error naming the line and column.
+//!
+//! ```
+//! use faultline::job::csv::parse_transactions;
+//!
+//! let input = parse_transactions(
+//!     "transaction_id,account,amount\ntx1,acc-1,12.50\ntx2,acc-2,\ntx3,acc-1,0.75\n",
+//! )?;
+//! // Amounts are cents; the row without an amount is skipped and counted.
+//! assert_eq!(input.records.len(), 2);
+//! assert_eq!(input.records[0].value, 1250);
+//! assert_eq!(input.skipped_lines, vec![3]);
+//!
+//! let error = parse_transactions("transaction_id,account,amount\ntx1,acc-1,twelve\n").unwrap_err();
+//! assert_eq!(error.line, 2);
+//! # Ok::<(), faultline::job::csv::CsvError>(())
+//! ```
 
 use super::record::InputRecord;
 

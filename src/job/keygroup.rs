@@ -2,6 +2,17 @@
 //! and group `g` belongs to subtask `g * parallelism / max_parallelism`. Matching Flink exactly
 //! means a key lands on the same subtask here as in a Flink job with the same settings
 //! (checked against JVM-computed fixtures in `fixtures/key_groups.csv`).
+//!
+//! ```
+//! use faultline::job::keygroup::{key_group_for, key_group_range, subtask_for_key_group};
+//!
+//! let group = key_group_for("account-1", 128);
+//! assert!(group < 128);
+//! // The subtask that owns the group is the one whose range contains it.
+//! let subtask = subtask_for_key_group(128, 4, group);
+//! assert!(key_group_range(128, 4, subtask).contains(group));
+//! assert_eq!(key_group_range(128, 2, 0).end, 63);
+//! ```
 
 use crate::state::KeyGroupRange;
 

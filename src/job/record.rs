@@ -1,4 +1,23 @@
 //! The record that flows through a job, and the input a source replays.
+//!
+//! ```
+//! use faultline::job::{partition_for_key, Input, InputRecord};
+//!
+//! let records: Vec<InputRecord> = (0..6)
+//!     .map(|i| InputRecord { id: format!("r{i}"), key: format!("k{}", i % 3), value: i })
+//!     .collect();
+//! let input = Input::partitioned(&records, 2);
+//! assert_eq!(input.len(), 6);
+//! // Every record of a key lives in one partition, in input order.
+//! let partition = partition_for_key("k1", 2) as usize;
+//! let k1: Vec<&str> = input.partitions()[partition]
+//!     .iter()
+//!     .filter(|r| r.key == "k1")
+//!     .map(|r| r.id.as_str())
+//!     .collect();
+//! assert_eq!(k1, ["r1", "r4"]);
+//! assert_eq!(input.end_positions().total(), 6);
+//! ```
 
 use std::fmt;
 

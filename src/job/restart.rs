@@ -1,6 +1,25 @@
 //! Restart strategies on the virtual clock: fixed-delay, failure-rate, exponential-delay (with
 //! seeded jitter) and none, with Flink's semantics. A strategy decides, at each failure, whether
 //! the job restarts and after how long.
+//!
+//! ```
+//! use faultline::job::{RestartDecision, RestartStrategy, RestartTracker};
+//! use faultline::sim::{RngStreams, StreamName};
+//!
+//! let mut jitter = RngStreams::new(1).stream(StreamName::RestartJitter);
+//! let mut tracker = RestartTracker::new(RestartStrategy::FixedDelay {
+//!     attempts: 1,
+//!     delay_ms: 10,
+//! });
+//! assert_eq!(
+//!     tracker.on_failure(100, &mut jitter),
+//!     RestartDecision::Restart { delay_ms: 10, restart: 1 }
+//! );
+//! assert!(matches!(
+//!     tracker.on_failure(200, &mut jitter),
+//!     RestartDecision::GiveUp { .. }
+//! ));
+//! ```
 
 use std::fmt;
 use std::str::FromStr;

@@ -6,6 +6,29 @@
 //! on `notify_checkpoint_complete` (covering every earlier checkpoint, as notifications may be
 //! lost or late), and on restore commit what the checkpoint had pending (idempotently) and
 //! abort the rest. The print sink makes records visible at once: at-least-once.
+//!
+//! ```
+//! use faultline::job::sink::{CommitOutcome, TxnState};
+//! use faultline::job::{ExternalStore, Origin, Record};
+//!
+//! let record = Record {
+//!     id: "r0".into(),
+//!     key: "k0".into(),
+//!     value: 5,
+//!     origin: Origin { partition: 0, offset: 0 },
+//! };
+//! let mut store = ExternalStore::new();
+//! let txn = store.begin(0);
+//! store.write(&txn, record)?;
+//! store.pre_commit(&txn)?;
+//! assert!(store.visible().is_empty(), "nothing is visible before the commit");
+//! assert_eq!(store.commit(&txn)?, CommitOutcome::Committed(1));
+//! // Recovery commits again: idempotent.
+//! assert_eq!(store.commit(&txn)?, CommitOutcome::AlreadyCommitted);
+//! assert_eq!(store.transaction_state(&txn), Some(TxnState::Committed));
+//! assert_eq!(store.visible().len(), 1);
+//! # Ok::<(), faultline::job::sink::StoreError>(())
+//! ```
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,29 @@
 //! by key group otherwise. Built-in operators never change a record's key, so every record of a
 //! key follows one path and its order is the input order — the property that lets the model
 //! predict order-dependent state exactly.
+//!
+//! ```
+//! use faultline::job::JobSpec;
+//!
+//! let job: JobSpec = toml::from_str(
+//!     r#"
+//! name = "fraud"
+//! source = { parallelism = 2, partitions = 4 }
+//! sink = { kind = "two-phase-commit", parallelism = 1 }
+//! stages = [
+//!   { name = "map", op = { kind = "scale", factor = 2 }, parallelism = 2 },
+//!   { name = "total", op = { kind = "sum" }, parallelism = 3 },
+//! ]
+//! "#,
+//! )?;
+//! job.validate()?;
+//! assert_eq!(job.stage_names(), ["source", "map", "total", "sink"]);
+//!
+//! let mut broken = job.clone();
+//! broken.stages[1].parallelism = 0;
+//! assert!(broken.validate().is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;

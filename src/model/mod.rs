@@ -7,6 +7,32 @@
 //! partition therefore yields exactly the state and outputs of any correct execution. The
 //! operator semantics below are written again here on purpose, independently of
 //! `job::operator`: an oracle that called the engine's code would agree with its bugs.
+//!
+//! ```
+//! use faultline::job::{Input, InputRecord, JobSpec};
+//! use faultline::model::evaluate;
+//!
+//! let job: JobSpec = toml::from_str(
+//!     r#"
+//! name = "sum"
+//! source = { parallelism = 1 }
+//! sink = { kind = "print" }
+//! stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
+//! "#,
+//! )?;
+//! let records: Vec<InputRecord> = [3, 4, 5]
+//!     .iter()
+//!     .enumerate()
+//!     .map(|(i, v)| InputRecord { id: format!("r{i}"), key: "k".into(), value: *v })
+//!     .collect();
+//! let input = Input::partitioned(&records, 1);
+//! // The model over the whole input: one running sum per record.
+//! let model = evaluate(&job, &input, &input.end_positions());
+//! let sums: Vec<i64> = model.outputs.iter().map(|r| r.value).collect();
+//! assert_eq!(sums, [3, 7, 12]);
+//! assert_eq!(model.state.len(), 1);
+//! # Ok::<(), toml::de::Error>(())
+//! ```
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,15 @@
 //! The virtual clock: simulated milliseconds that only the runtime advances.
+//!
+//! ```
+//! use faultline::sim::Clock;
+//!
+//! let mut clock = Clock::new();
+//! clock.advance_ms(5);
+//! clock.advance_to_ms(3); // never backwards
+//! assert_eq!(clock.now_ms(), 5);
+//! clock.advance_to_ms(40);
+//! assert_eq!(clock.now_ms(), 40);
+//! ```
 
 /// Simulated time in milliseconds since the case started. It never goes backwards.
 #[derive(Debug, Clone, Default)]

@@ -3,6 +3,18 @@
 //! Each component draws from its own ChaCha stream, so adding a draw in one component (say, a
 //! new fault kind) does not shift the schedule of another. A stream is the root seed's ChaCha8
 //! generator moved to the stream number given by the name's hash.
+//!
+//! ```
+//! use faultline::sim::{RngStreams, StreamName};
+//! use rand::Rng;
+//!
+//! let streams = RngStreams::new(7);
+//! let faults: u64 = streams.stream(StreamName::Faults).random();
+//! // The same root seed gives the same stream, wherever it is derived.
+//! assert_eq!(faults, RngStreams::new(7).stream(StreamName::Faults).random::<u64>());
+//! // Another component's stream is independent of it.
+//! assert_ne!(faults, streams.stream(StreamName::Scheduler).random::<u64>());
+//! ```
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

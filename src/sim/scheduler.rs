@@ -1,5 +1,22 @@
 //! The seeded scheduler: among the tasks that can make progress, picks the one that runs next,
 //! and bounds the number of steps a case may take.
+//!
+//! ```
+//! use faultline::sim::{RngStreams, Scheduler, StreamName};
+//!
+//! let picks = |seed| {
+//!     let rng = RngStreams::new(seed).stream(StreamName::Scheduler);
+//!     let mut scheduler = Scheduler::new(rng, seed, 100);
+//!     (0..10).map(|_| scheduler.pick(&[0, 1, 2]).unwrap()).collect::<Vec<_>>()
+//! };
+//! // The same seed picks the same tasks in the same order.
+//! assert_eq!(picks(3), picks(3));
+//!
+//! let mut bounded = Scheduler::new(RngStreams::new(3).stream(StreamName::Scheduler), 3, 2);
+//! assert!(bounded.tick().is_ok());
+//! assert!(bounded.tick().is_ok());
+//! assert!(bounded.tick().is_err(), "the step bound ends a case that would run forever");
+//! ```
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;

@@ -1,6 +1,19 @@
 //! The trace recorder: one compact, readable line per event, and a stable hash of the whole
 //! trace. Lines carry logical facts only (ids, keys, counts, sizes), never raw file bytes or
 //! checksums of RocksDB files, which differ between identical runs.
+//!
+//! ```
+//! use faultline::sim::Trace;
+//!
+//! let mut first = Trace::new();
+//! first.record(1, 0, "emit source[0] r0 k0=5".into());
+//! let mut second = first.clone();
+//! assert_eq!(first.hash(), second.hash());
+//!
+//! second.record(2, 1, "process keyed0[0] r0 k0=5 -> [5]".into());
+//! assert_ne!(first.hash(), second.hash());
+//! assert_eq!(first.first_divergence(&second), Some(1));
+//! ```
 
 use std::fmt;
 use xxhash_rust::xxh3::Xxh3;

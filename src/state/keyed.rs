@@ -1,6 +1,24 @@
 //! The typed keyed-state API operators use. A handle (`ValueState<T>`, `ListState<T>`,
 //! `MapState<K, V>`) is obtained once when the operator opens; each access goes through the
 //! [`KeyedContext`] of the record being processed, which scopes it to that record's key.
+//!
+//! ```
+//! use faultline::job::keygroup::key_group_for;
+//! use faultline::state::{KeyGroupRange, KeyedContext, MapState, MemoryBackend, ValueState};
+//!
+//! let mut backend = MemoryBackend::new("total-0", KeyGroupRange { start: 0, end: 127 });
+//! // Declared once, when the operator opens.
+//! let total: ValueState<i64> = ValueState::declare(&mut backend, "total")?;
+//! let seen: MapState<String, i64> = MapState::declare(&mut backend, "seen")?;
+//! // Each access goes through the context of the record being processed.
+//! let group = key_group_for("account-1", 128);
+//! let mut ctx = KeyedContext::new(&mut backend, group, b"account-1");
+//! total.set(&mut ctx, &42)?;
+//! seen.put(&mut ctx, &"tx1".to_string(), &7)?;
+//! assert_eq!(total.get(&ctx)?, Some(42));
+//! assert_eq!(seen.entries(&ctx)?, vec![("tx1".to_string(), 7)]);
+//! # Ok::<(), faultline::state::StateError>(())
+//! ```
 
 use std::marker::PhantomData;
 

@@ -1,4 +1,15 @@
 //! The built-in backends by name, as the CLI, scenario files and tests choose them.
+//!
+//! ```
+//! use faultline::state::BackendKind;
+//!
+//! let kind: BackendKind = "rocksdb-incremental".parse()?;
+//! assert_eq!(kind, BackendKind::RocksDbIncremental);
+//! assert_eq!(kind.to_string(), "rocksdb-incremental");
+//! assert!("leveldb".parse::<BackendKind>().is_err());
+//! assert!(BackendKind::all().contains(&BackendKind::Memory));
+//! # Ok::<(), String>(())
+//! ```
 
 use std::fmt;
 use std::str::FromStr;

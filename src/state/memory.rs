@@ -1,5 +1,40 @@
 //! The in-memory backend: a `BTreeMap` per subtask, so iteration is in canonical order, with
 //! canonical full snapshots.
+//!
+//! ```
+//! use faultline::checkpoint::canonical::Compression;
+//! use faultline::checkpoint::{Durability, FsCheckpointStorage, RelPath};
+//! use faultline::job::keygroup::key_group_for;
+//! use faultline::state::{
+//!     KeyGroupRange, KeyedContext, MemoryBackend, RestoreHandle, RestoreMode, SnapshotPurpose,
+//!     SnapshotTarget, StateBackend, ValueState,
+//! };
+//!
+//! let owned = KeyGroupRange { start: 0, end: 127 };
+//! let mut backend = MemoryBackend::new("sum-0", owned);
+//! let total: ValueState<i64> = ValueState::declare(&mut backend, "total")?;
+//! let group = key_group_for("k", 128);
+//! total.set(&mut KeyedContext::new(&mut backend, group, b"k"), &42)?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut storage = FsCheckpointStorage::new(dir.path(), Durability::PageCache)?;
+//! let target = SnapshotTarget {
+//!     checkpoint_id: 1,
+//!     dir: RelPath::new("chk-1")?,
+//!     purpose: SnapshotPurpose::Checkpoint,
+//!     compression: Compression::None,
+//! };
+//! let snapshot = backend.snapshot(&target, &mut storage)?;
+//!
+//! // A fresh backend, as after a restart, restores the cell from the file.
+//! let mut restored = MemoryBackend::new("sum-0", owned);
+//! let handle = RestoreHandle { key_groups: owned, handle: snapshot.handle };
+//! let stats = restored.restore(&[handle], &storage, RestoreMode::Claim)?;
+//! assert_eq!(stats.entries, 1);
+//! let total: ValueState<i64> = ValueState::declare(&mut restored, "total")?;
+//! assert_eq!(total.get(&KeyedContext::new(&mut restored, group, b"k"))?, Some(42));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,18 @@
 //! A readable, backend-independent view of keyed state: what the oracle compares. The engine
 //! decodes its backends' cells into it; the model builds it directly from its own evaluation.
+//!
+//! ```
+//! use faultline::state::{StateAddr, StateValue, StateView};
+//!
+//! let addr = StateAddr { stage: "sum".into(), state: "sum".into(), key: "k0".into(), user_key: None };
+//! let mut engine = StateView::new();
+//! engine.0.insert(addr.clone(), StateValue::Int(7));
+//! let mut model = StateView::new();
+//! model.0.insert(addr.clone(), StateValue::Int(12));
+//! let differences = model.differences(&engine);
+//! assert_eq!(differences.len(), 1);
+//! assert_eq!(differences[0].0, &addr);
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;

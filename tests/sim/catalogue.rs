@@ -4,7 +4,8 @@
 //! (`CASES_MAX`), shrunk to at most three faults, and reported under the property it breaks.
 //!
 //! The suite runs each class on one seed; `FAULTLINE_CATALOGUE_SEEDS=20` runs twenty and
-//! prints the figures (cases until the first failure, shrunk size) the closing notes report.
+//! prints the figures (cases until the first failure, shrunk size, properties named) the
+//! closing notes report, and `FAULTLINE_CATALOGUE_DEBUG=1` prints each seed's violations.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -804,6 +805,9 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn(u64) -> Harnes
                 .any(|property| v.starts_with(&format!("[{property}]")))),
             "{class}, seed {seed}: expected a violation of {properties:?}, got {caught:?}"
         );
+        if std::env::var("FAULTLINE_CATALOGUE_DEBUG").is_ok() {
+            eprintln!("{class}, seed {seed}: {:?}", caught.violations);
+        }
         found.push(caught);
     }
     let mut cases: Vec<u64> = found.iter().map(|c| c.cases).collect();

@@ -45,6 +45,54 @@ use task::*;
 pub type SinkFactory = dyn Fn(u16) -> Box<dyn crate::job::Sink> + Send + Sync;
 
 /// Runs one job on one input with one configuration, backend, storage and fault plan.
+///
+/// ```
+/// use faultline::checkpoint::{Durability, FsCheckpointStorage};
+/// use faultline::fault::FaultSchedule;
+/// use faultline::job::{
+///     CheckpointConfig, Input, InputRecord, JobSpec, JobStatus, RestartStrategy, RunConfig, Runtime,
+/// };
+/// use faultline::state::MemoryBackendFactory;
+///
+/// let job: JobSpec = toml::from_str(
+///     r#"
+/// name = "sum"
+/// source = { parallelism = 1 }
+/// sink = { kind = "two-phase-commit" }
+/// stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 2 }]
+/// "#,
+/// )?;
+/// let records: Vec<InputRecord> = (0..20)
+///     .map(|i| InputRecord { id: format!("r{i}"), key: format!("k{}", i % 4), value: i })
+///     .collect();
+/// let input = Input::partitioned(&records, 1);
+/// let config = RunConfig::new(
+///     7,
+///     CheckpointConfig::every(5),
+///     RestartStrategy::FixedDelay { attempts: 3, delay_ms: 10 },
+/// );
+/// let dir = tempfile::tempdir()?;
+/// let mut storage = FsCheckpointStorage::new(dir.path().join("checkpoints"), Durability::PageCache)?;
+/// let mut faults = FaultSchedule::new(Vec::new());
+/// let outcome = Runtime::new(
+///     &job,
+///     &input,
+///     config,
+///     &MemoryBackendFactory,
+///     &mut storage,
+///     &mut faults,
+///     &dir.path().join("work"),
+/// )?
+/// .run()?;
+/// assert_eq!(outcome.status, JobStatus::Finished);
+/// assert_eq!(outcome.store.visible().len(), 20, "every record committed once");
+/// assert!(outcome.stats.checkpoints_completed > 0);
+/// // The verdict of the oracle: state and output equal the model's.
+/// let mode = faultline::job::CheckpointingMode::ExactlyOnce;
+/// let verdict = faultline::check::check_run(&job, &input, mode, 7, &outcome);
+/// assert!(verdict.passed(), "{verdict}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Runtime<'a> {
     job: &'a JobSpec,
     input: &'a Input,
