@@ -4,6 +4,20 @@
 //! checkpoints ([`checkpoint`]) on a deterministic single-threaded runtime ([`sim`]), injects
 //! faults ([`fault`]) at seeded points, and checks recovered state and committed output against
 //! a reference model ([`model`]) with an oracle ([`check`]). [`campaign`] runs whole cases.
+//!
+//! ```
+//! use faultline::harness::Harness;
+//! use faultline::state::BackendKind;
+//!
+//! // Generated jobs, inputs, configurations and fault schedules, each run on the deterministic
+//! // runtime and judged by the oracle; a violation panics with the shrunk case and its replay.
+//! let report = Harness::new()
+//!     .cases(10)
+//!     .seed(3)
+//!     .backends(vec![BackendKind::Memory])
+//!     .run();
+//! assert_eq!(report.cases, 10);
+//! ```
 
 #![deny(missing_docs)]
 

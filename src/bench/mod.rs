@@ -14,6 +14,22 @@
 //!
 //! Wall time is measured here, outside any simulated run: benchmarks report it and nothing
 //! feeds it back into a simulation.
+//!
+//! ```
+//! use faultline::bench::{run, BenchParams};
+//! use faultline::state::BackendKind;
+//!
+//! let mut params = BenchParams::default();
+//! params.keys = 200;
+//! params.checkpoints = 3;
+//! params.backends = vec![BackendKind::Memory];
+//! let dir = tempfile::tempdir()?;
+//! let report = run(&params, dir.path(), &mut |_backend| {})?;
+//! let memory = &report.backends[0];
+//! assert_eq!(memory.checkpoints.len(), 3);
+//! assert_eq!(memory.restored_entries, 200);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod chart;
 

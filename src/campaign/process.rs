@@ -8,6 +8,18 @@
 //! the external store (written through on every operation), and the trace and restores (streamed
 //! as JSON lines). In this mode the scenario's first step-kill fault becomes the real abort; its
 //! other faults run as usual inside the children.
+//!
+//! ```no_run
+//! use faultline::campaign::{explore, ExploreConfig, KillMode};
+//!
+//! // Each case in child processes of the faultline binary, really aborted at seeded steps.
+//! let mut config = ExploreConfig::default();
+//! config.cases = 100;
+//! config.kill_mode = KillMode::Process { binary: "target/release/faultline".into() };
+//! let report = explore(&config, None, &|_, _| {})?;
+//! assert!(report.failures.is_empty());
+//! # Ok::<(), faultline::campaign::ExploreError>(())
+//! ```
 
 use std::io::BufRead;
 use std::path::Path;

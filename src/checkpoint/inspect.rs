@@ -1,6 +1,42 @@
 //! `faultline inspect`: validates a checkpoint or savepoint directory — `_metadata`, then every
 //! file it names against the recorded size and checksum, and every canonical file's blocks —
 //! and describes it: id, kind, format, key groups, states, files, and what is wrong.
+//!
+//! ```
+//! use faultline::campaign::Scenario;
+//! use faultline::checkpoint::inspect::inspect;
+//!
+//! let scenario = Scenario::from_toml(
+//!     r#"
+//! name = "inspected"
+//! seed = 1
+//! backend = "memory"
+//! checkpoint = { interval_ms = 5, num_retained = 1 }
+//! restart = { kind = "none" }
+//!
+//! [job]
+//! name = "sum"
+//! source = { parallelism = 1, emit_ms = 1 }
+//! sink = { kind = "two-phase-commit" }
+//! stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 2 }]
+//!
+//! [input]
+//! kind = "generated"
+//! records = 20
+//! keys = 3
+//! min_value = 0
+//! max_value = 100
+//! "#,
+//!     "doc example",
+//! )?;
+//! let dir = tempfile::tempdir()?;
+//! let (report, _) = scenario.run(dir.path(), None)?;
+//! let latest = report.outcome.retained_checkpoints.last().copied().expect("one is retained");
+//! let inspected = inspect(&dir.path().join("checkpoints").join(format!("chk-{latest}")))?;
+//! assert!(inspected.states.contains("sum.sum (Value)"), "{:?}", inspected.states);
+//! assert!(!inspected.files.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::BTreeSet;
 use std::fmt;

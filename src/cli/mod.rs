@@ -1,5 +1,17 @@
 //! The `faultline` command line. It parses flags and prints; every behaviour lives in the
 //! library.
+//!
+//! ```
+//! use clap::Parser;
+//! use faultline::cli::{Cli, Command};
+//!
+//! let cli = Cli::try_parse_from(["faultline", "explore", "--cases", "50", "--seed", "7"])?;
+//! assert!(matches!(cli.command, Command::Explore(_)));
+//! // A bad flag is a clear error, not a panic.
+//! let error = Cli::try_parse_from(["faultline", "explore", "--cases", "many"]).unwrap_err();
+//! assert!(error.to_string().contains("--cases"));
+//! # Ok::<(), clap::Error>(())
+//! ```
 
 pub mod demo;
 pub mod explore;

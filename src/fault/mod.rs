@@ -11,6 +11,28 @@
 //! The runtime reports each fault point to the plan; the plan never inspects engine state, so
 //! one plan drives every backend. [`FaultSchedule`] is the plan campaigns generate and shrink:
 //! a list of faults, each firing at most once.
+//!
+//! ```
+//! use faultline::fault::{FaultAction, FaultPlan, FaultPoint, NotifyFate};
+//!
+//! /// A plan of one's own: drops every notification of checkpoint 2, injects nothing else.
+//! struct DropSecond;
+//!
+//! impl FaultPlan for DropSecond {
+//!     fn notification(&mut self, checkpoint: u64, _task: &str) -> NotifyFate {
+//!         if checkpoint == 2 { NotifyFate::Drop } else { NotifyFate::Deliver }
+//!     }
+//!     fn draw(&mut self, bound: u64) -> u64 {
+//!         bound / 2
+//!     }
+//! }
+//!
+//! let mut plan = DropSecond;
+//! assert_eq!(plan.notification(2, "sink[0]"), NotifyFate::Drop);
+//! let point = FaultPoint::BarrierInjected { checkpoint: 1 };
+//! let action: Option<FaultAction> = plan.at(&point);
+//! assert!(action.is_none());
+//! ```
 
 mod corrupt;
 mod schedule;

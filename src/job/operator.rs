@@ -1,5 +1,40 @@
 //! The `Operator` seam and the built-in operators. A user's operator implements the same trait
 //! and is tested the same way.
+//!
+//! ```
+//! use faultline::job::{Operator, OperatorContext, OperatorError, Origin, Record};
+//!
+//! /// Drops negative amounts; stateless, so it needs no keyed context.
+//! struct DropNegative;
+//!
+//! impl Operator for DropNegative {
+//!     fn process(
+//!         &mut self,
+//!         record: Record,
+//!         _ctx: &mut OperatorContext<'_>,
+//!         out: &mut Vec<Record>,
+//!     ) -> Result<(), OperatorError> {
+//!         if record.value >= 0 {
+//!             out.push(record);
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let record = |value| Record {
+//!     id: "r0".into(),
+//!     key: "k".into(),
+//!     value,
+//!     origin: Origin { partition: 0, offset: 0 },
+//! };
+//! let mut op = DropNegative;
+//! let mut ctx = OperatorContext::new(0, 0, None);
+//! let mut out = Vec::new();
+//! op.process(record(-5), &mut ctx, &mut out)?;
+//! op.process(record(5), &mut ctx, &mut out)?;
+//! assert_eq!(out.len(), 1);
+//! # Ok::<(), OperatorError>(())
+//! ```
 
 use super::record::Record;
 use super::spec::{FailCounter, OperatorSpec};

@@ -4,6 +4,33 @@
 //! A backend stores cells addressed by (key group, state, key, user key) and keeps them in that
 //! canonical order, so snapshots and comparisons with the model do not depend on hashing. It
 //! decides how to snapshot and restore, never when: the checkpoint coordinator decides that.
+//!
+//! ```
+//! use std::path::PathBuf;
+//! use faultline::state::{
+//!     BackendContext, KeyGroupRange, MemoryBackendFactory, StateBackendFactory, StateDescriptor,
+//!     StateKind, ValueType,
+//! };
+//!
+//! let context = BackendContext {
+//!     task_name: "sum-0".into(),
+//!     instance: "a0".into(),
+//!     key_groups: KeyGroupRange { start: 0, end: 63 },
+//!     working_dir: PathBuf::from("unused-by-memory"),
+//! };
+//! let mut backend = MemoryBackendFactory.create(context)?;
+//! let descriptor = StateDescriptor {
+//!     name: "total".into(),
+//!     kind: StateKind::Value,
+//!     value_type: ValueType::I64,
+//! };
+//! let id = backend.register_state(&descriptor)?;
+//! // Declaring the same state again returns the same id.
+//! assert_eq!(backend.register_state(&descriptor)?, id);
+//! assert_eq!(backend.key_groups().end, 63);
+//! assert!(backend.entries()?.is_empty());
+//! # Ok::<(), faultline::state::StateError>(())
+//! ```
 
 mod keyed;
 mod kind;

@@ -1,6 +1,22 @@
 //! Canonical snapshot and restore, written once for every backend: a backend lists its cells in
 //! canonical order and loads cells back; this module turns that into checkpoint files and back,
 //! verifying each file's size and checksum against its handle before decoding it.
+//!
+//! ```
+//! use faultline::checkpoint::{CheckpointStorage, Durability, FsCheckpointStorage, RelPath};
+//! use faultline::state::snapshot::read_verified;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut storage = FsCheckpointStorage::new(dir.path(), Durability::PageCache)?;
+//! let path = RelPath::new("chk-1/sum-0.kv")?;
+//! let file = storage.write(&path, b"cells")?;
+//! assert_eq!(read_verified(&storage, &file)?, b"cells");
+//!
+//! // Other bytes under the same name (a stale or misdirected write) are refused.
+//! storage.write(&path, b"CELLS")?;
+//! assert!(read_verified(&storage, &file).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use super::{
     CellRef, RestoreHandle, RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateError,

@@ -133,6 +133,20 @@ pub struct SavepointRequest {
 }
 
 /// Everything that parameterises one run besides the job and its input.
+///
+/// ```
+/// use faultline::job::{CheckpointConfig, CheckpointingMode, RestartStrategy, RunConfig};
+///
+/// let checkpoint = CheckpointConfig::every(10)
+///     .with_mode(CheckpointingMode::AtLeastOnce)
+///     .with_num_retained(2)
+///     .with_tolerable_failures(1);
+/// let config = RunConfig::new(7, checkpoint, RestartStrategy::None);
+/// // Every other setting has its stated default.
+/// assert_eq!(config.channel_capacity, 4);
+/// assert!(config.verify_restored_files);
+/// assert!(config.savepoints.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct RunConfig {
