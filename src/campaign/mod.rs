@@ -83,8 +83,10 @@ pub enum CaseError {
     Output(String),
 }
 
-/// A user's implementations, plugged into every case in place of the built-in ones.
+/// A user's implementations, plugged into every case in place of the built-in ones. Start from
+/// `Seams::default()` (nothing plugged in) and set the fields you need.
 #[derive(Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct Seams<'a> {
     /// Builds each sink subtask instead of the job's built-in sink. Default none.
     pub sink: Option<&'a SinkFactory>,
