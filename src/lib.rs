@@ -35,6 +35,11 @@ pub mod sim;
 pub mod state;
 mod sync;
 
+/// The README's Rust examples, compiled by `cargo test --doc` so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;
+
 /// The `rocksdb` crate faultline is built with, so native checkpoints can be opened with plain
 /// RocksDB by the very same build.
 #[cfg(feature = "rocksdb")]
