@@ -1,6 +1,6 @@
 //! Method: a catalogue of recovery bug classes, each a deliberately broken implementation
-//! plugged into a public seam (`Operator`, `Source`, `Sink`, `StateBackend`) through `faultline::harness::Harness`,
-//! never into the library's own code. Each must be caught within a bounded number of cases
+//! plugged into a public seam (`Operator`, `Source`, `Sink`, `StateBackend`) through
+//! `faultline::harness::Harness`, never into the library's own code. Each must be caught within a bounded number of cases
 //! (`CASES_MAX`), shrunk to at most three faults, and reported under the property it breaks.
 //!
 //! The suite runs each class on one seed; `FAULTLINE_CATALOGUE_SEEDS=20` runs twenty and
@@ -8,7 +8,6 @@
 //! closing notes report, and `FAULTLINE_CATALOGUE_DEBUG=1` prints each seed's violations.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use crate::examples::running_total::running_total_model;
 use crate::support::{delete_cells, TwistedFactory};
@@ -20,10 +19,10 @@ use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
 use faultline::state::{
-    BackendContext, BackendKind, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
-    RestoreStats, RocksDbFactory, RocksDbMode, SnapshotPurpose, SnapshotResult, SnapshotTarget,
-    StateBackend, StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, StateKind,
-    UserEntries, ValueType,
+    BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
+    RestoreStats, SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend,
+    StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, StateKind, UserEntries,
+    ValueType,
 };
 
 /// The most cases a class may take to be caught.
@@ -365,143 +364,6 @@ impl Source for StoresPositionAfterEmitting {
     fn snapshot(&mut self, checkpoint_id: u64) -> BTreeMap<u32, u64> {
         // The bug: the fetch position includes the record still to go out after the barrier.
         self.reader.snapshot(checkpoint_id)
-    }
-}
-
-/// How a broken incremental backend departs from the built-in one it wraps.
-#[derive(Debug, Clone, Copy)]
-enum IncrementalTwist {
-    /// 10. Once a checkpoint completes, deletes the shared files every earlier snapshot of its
-    ///     own uploaded, as if each checkpoint owned the files it uploaded: but later
-    ///     checkpoints reuse them, so the retained checkpoint now names deleted files.
-    DeletesSupersededUploads,
-    /// 11. Treats its own snapshot as confirmed as soon as it is taken (and ignores aborts), so
-    ///     its next snapshot reuses files of a checkpoint that may never complete.
-    ConfirmsItsOwnSnapshots,
-}
-
-/// The built-in RocksDB incremental backend with one twist.
-struct TwistedIncrementalFactory {
-    name: &'static str,
-    twist: IncrementalTwist,
-}
-
-static DELETES_SUPERSEDED_UPLOADS: TwistedIncrementalFactory = TwistedIncrementalFactory {
-    name: "deletes-superseded-uploads",
-    twist: IncrementalTwist::DeletesSupersededUploads,
-};
-
-static CONFIRMS_ITS_OWN_SNAPSHOTS: TwistedIncrementalFactory = TwistedIncrementalFactory {
-    name: "confirms-its-own-snapshots",
-    twist: IncrementalTwist::ConfirmsItsOwnSnapshots,
-};
-
-impl StateBackendFactory for TwistedIncrementalFactory {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
-        Ok(Box::new(TwistedIncremental {
-            inner: RocksDbFactory::new(RocksDbMode::Incremental).create(context)?,
-            name: self.name,
-            twist: self.twist,
-            uploads: BTreeMap::new(),
-            known: BTreeSet::new(),
-        }))
-    }
-}
-
-struct TwistedIncremental {
-    inner: Box<dyn StateBackend>,
-    name: &'static str,
-    twist: IncrementalTwist,
-    /// Shared files each of its snapshots uploaded first, by checkpoint, as real paths.
-    uploads: BTreeMap<u64, Vec<PathBuf>>,
-    /// Every shared file any of its snapshots named.
-    known: BTreeSet<PathBuf>,
-}
-
-impl StateBackend for TwistedIncremental {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn key_groups(&self) -> KeyGroupRange {
-        self.inner.key_groups()
-    }
-    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
-        self.inner.register_state(descriptor)
-    }
-    fn states(&self) -> &[StateDescriptor] {
-        self.inner.states()
-    }
-    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
-        self.inner.get(cell)
-    }
-    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
-        self.inner.put(cell, value)
-    }
-    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
-        self.inner.delete(cell)
-    }
-    fn user_entries(
-        &self,
-        state: StateId,
-        key_group: u16,
-        key: &[u8],
-    ) -> Result<UserEntries, StateError> {
-        self.inner.user_entries(state, key_group, key)
-    }
-    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
-        self.inner.entries()
-    }
-    fn snapshot(
-        &mut self,
-        target: &SnapshotTarget,
-        storage: &mut dyn CheckpointStorage,
-    ) -> Result<SnapshotResult, StateError> {
-        let result = self.inner.snapshot(target, storage)?;
-        let root = storage.root().to_path_buf();
-        let first: Vec<PathBuf> = result
-            .handle
-            .shared_files()
-            .into_iter()
-            .map(|file| root.join(file.path.as_str()))
-            .filter(|path| self.known.insert(path.clone()))
-            .collect();
-        self.uploads.insert(target.checkpoint_id, first);
-        if let IncrementalTwist::ConfirmsItsOwnSnapshots = self.twist {
-            self.inner.notify_checkpoint_complete(target.checkpoint_id);
-        }
-        Ok(result)
-    }
-    fn restore(
-        &mut self,
-        handles: &[RestoreHandle],
-        storage: &dyn CheckpointStorage,
-        mode: RestoreMode,
-    ) -> Result<RestoreStats, StateError> {
-        self.inner.restore(handles, storage, mode)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
-        if let IncrementalTwist::DeletesSupersededUploads = self.twist {
-            let superseded: Vec<u64> = self
-                .uploads
-                .range(..checkpoint_id)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in superseded {
-                for path in self.uploads.remove(&id).unwrap_or_default() {
-                    // The bug: a later, retained checkpoint may reuse this file.
-                    let _ = std::fs::remove_file(path);
-                }
-            }
-        }
-        self.inner.notify_checkpoint_complete(checkpoint_id);
-    }
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        if let IncrementalTwist::DeletesSupersededUploads = self.twist {
-            self.inner.notify_checkpoint_aborted(checkpoint_id);
-        }
     }
 }
 
@@ -910,28 +772,6 @@ fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
 }
 
 #[test]
-fn a_backend_deleting_files_a_retained_checkpoint_references_is_caught() {
-    check_class(
-        "deletes shared files still referenced",
-        &["storage", "liveness", "state", "output"],
-        |_| {
-            Harness::new()
-                .backend(&DELETES_SUPERSEDED_UPLOADS)
-                .backends(vec![BackendKind::RocksDbIncremental])
-        },
-    );
-}
-
-#[test]
-fn a_backend_reusing_files_of_an_unconfirmed_checkpoint_is_caught() {
-    check_class("reuses unconfirmed files", &["reuse"], |_| {
-        Harness::new()
-            .backend(&CONFIRMS_ITS_OWN_SNAPSHOTS)
-            .backends(vec![BackendKind::RocksDbIncremental])
-    });
-}
-
-#[test]
 fn a_backend_skipping_checksum_verification_is_caught_by_corruption_faults() {
     check_class(
         "skips checksum verification",
@@ -1053,5 +893,181 @@ fn a_reader_breaking_the_source_contract_fails_its_subtask_with_the_reason() {
             .unwrap();
         let failure = report.failures.first().expect("the case fails");
         assert!(failure.trace.contains(reason), "{}", failure.trace);
+    }
+}
+
+/// Broken incremental backends: the built-in RocksDB one with a twist, so only in builds with
+/// RocksDB.
+#[cfg(feature = "rocksdb")]
+mod incremental {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::PathBuf;
+
+    use super::check_class;
+    use faultline::checkpoint::CheckpointStorage;
+    use faultline::harness::Harness;
+    use faultline::state::{
+        BackendContext, BackendKind, CellRef, KeyGroupRange, RestoreHandle, RestoreMode,
+        RestoreStats, RocksDbFactory, RocksDbMode, SnapshotResult, SnapshotTarget, StateBackend,
+        StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+    };
+
+    /// How a broken incremental backend departs from the built-in one it wraps.
+    #[derive(Debug, Clone, Copy)]
+    enum IncrementalTwist {
+        /// 10. Once a checkpoint completes, deletes the shared files every earlier snapshot of its
+        ///     own uploaded, as if each checkpoint owned the files it uploaded: but later
+        ///     checkpoints reuse them, so the retained checkpoint now names deleted files.
+        DeletesSupersededUploads,
+        /// 11. Treats its own snapshot as confirmed as soon as it is taken (and ignores aborts), so
+        ///     its next snapshot reuses files of a checkpoint that may never complete.
+        ConfirmsItsOwnSnapshots,
+    }
+
+    /// The built-in RocksDB incremental backend with one twist.
+    struct TwistedIncrementalFactory {
+        name: &'static str,
+        twist: IncrementalTwist,
+    }
+
+    static DELETES_SUPERSEDED_UPLOADS: TwistedIncrementalFactory = TwistedIncrementalFactory {
+        name: "deletes-superseded-uploads",
+        twist: IncrementalTwist::DeletesSupersededUploads,
+    };
+
+    static CONFIRMS_ITS_OWN_SNAPSHOTS: TwistedIncrementalFactory = TwistedIncrementalFactory {
+        name: "confirms-its-own-snapshots",
+        twist: IncrementalTwist::ConfirmsItsOwnSnapshots,
+    };
+
+    impl StateBackendFactory for TwistedIncrementalFactory {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+            Ok(Box::new(TwistedIncremental {
+                inner: RocksDbFactory::new(RocksDbMode::Incremental).create(context)?,
+                name: self.name,
+                twist: self.twist,
+                uploads: BTreeMap::new(),
+                known: BTreeSet::new(),
+            }))
+        }
+    }
+
+    struct TwistedIncremental {
+        inner: Box<dyn StateBackend>,
+        name: &'static str,
+        twist: IncrementalTwist,
+        /// Shared files each of its snapshots uploaded first, by checkpoint, as real paths.
+        uploads: BTreeMap<u64, Vec<PathBuf>>,
+        /// Every shared file any of its snapshots named.
+        known: BTreeSet<PathBuf>,
+    }
+
+    impl StateBackend for TwistedIncremental {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn key_groups(&self) -> KeyGroupRange {
+            self.inner.key_groups()
+        }
+        fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
+            self.inner.register_state(descriptor)
+        }
+        fn states(&self) -> &[StateDescriptor] {
+            self.inner.states()
+        }
+        fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
+            self.inner.get(cell)
+        }
+        fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
+            self.inner.put(cell, value)
+        }
+        fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
+            self.inner.delete(cell)
+        }
+        fn user_entries(
+            &self,
+            state: StateId,
+            key_group: u16,
+            key: &[u8],
+        ) -> Result<UserEntries, StateError> {
+            self.inner.user_entries(state, key_group, key)
+        }
+        fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
+            self.inner.entries()
+        }
+        fn snapshot(
+            &mut self,
+            target: &SnapshotTarget,
+            storage: &mut dyn CheckpointStorage,
+        ) -> Result<SnapshotResult, StateError> {
+            let result = self.inner.snapshot(target, storage)?;
+            let root = storage.root().to_path_buf();
+            let first: Vec<PathBuf> = result
+                .handle
+                .shared_files()
+                .into_iter()
+                .map(|file| root.join(file.path.as_str()))
+                .filter(|path| self.known.insert(path.clone()))
+                .collect();
+            self.uploads.insert(target.checkpoint_id, first);
+            if let IncrementalTwist::ConfirmsItsOwnSnapshots = self.twist {
+                self.inner.notify_checkpoint_complete(target.checkpoint_id);
+            }
+            Ok(result)
+        }
+        fn restore(
+            &mut self,
+            handles: &[RestoreHandle],
+            storage: &dyn CheckpointStorage,
+            mode: RestoreMode,
+        ) -> Result<RestoreStats, StateError> {
+            self.inner.restore(handles, storage, mode)
+        }
+        fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+            if let IncrementalTwist::DeletesSupersededUploads = self.twist {
+                let superseded: Vec<u64> = self
+                    .uploads
+                    .range(..checkpoint_id)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in superseded {
+                    for path in self.uploads.remove(&id).unwrap_or_default() {
+                        // The bug: a later, retained checkpoint may reuse this file.
+                        let _ = std::fs::remove_file(path);
+                    }
+                }
+            }
+            self.inner.notify_checkpoint_complete(checkpoint_id);
+        }
+        fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+            if let IncrementalTwist::DeletesSupersededUploads = self.twist {
+                self.inner.notify_checkpoint_aborted(checkpoint_id);
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_deleting_files_a_retained_checkpoint_references_is_caught() {
+        check_class(
+            "deletes shared files still referenced",
+            &["storage", "liveness", "state", "output"],
+            |_| {
+                Harness::new()
+                    .backend(&DELETES_SUPERSEDED_UPLOADS)
+                    .backends(vec![BackendKind::RocksDbIncremental])
+            },
+        );
+    }
+
+    #[test]
+    fn a_backend_reusing_files_of_an_unconfirmed_checkpoint_is_caught() {
+        check_class("reuses unconfirmed files", &["reuse"], |_| {
+            Harness::new()
+                .backend(&CONFIRMS_ITS_OWN_SNAPSHOTS)
+                .backends(vec![BackendKind::RocksDbIncremental])
+        });
     }
 }
