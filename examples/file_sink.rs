@@ -7,9 +7,9 @@
 //!   stored in the checkpoint;
 //! - when the checkpoint completes it is renamed `<txn>.committed`, and readers see it;
 //! - on restore it commits what the checkpoint had pending (a rename that finds the committed
-//!   file already there is a commit made before the failure) and deletes every other
-//!   unfinished file of its own, and after a rescale those of the old subtasks whose state it
-//!   took over.
+//!   file already there is a commit made before the failure) and deletes every other unfinished
+//!   file of the subtasks whose state it restored (after a rescale, subtask 0 restores them
+//!   all).
 //!
 //! [`read_output`] is how a reader of the directory sees it; the harness's oracle judges what it
 //! reads, so the simulated store plays no part.
@@ -31,7 +31,7 @@ use faultline::job::{ExternalOutput, ExternalStore, Record, Sink};
 pub static COMMITS: AtomicU64 = AtomicU64::new(0);
 
 /// Where a transaction's file stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Stage {
     InProgress,
     Pending,
@@ -95,9 +95,13 @@ fn transaction_files(dir: &Path) -> Result<Vec<(u16, String, Stage)>, String> {
             files.push((owner, txn.to_string(), stage));
         }
     }
-    files.sort_by(|a, b| a.1.cmp(&b.1));
+    // Name order, whatever order the directory listed them in.
+    files.sort_by(|a, b| (&a.1, a.2).cmp(&(&b.1, b.2)));
     Ok(files)
 }
+
+/// A checkpointed state: (owner, transaction in progress, pending transactions by checkpoint).
+type SinkState = (u16, Option<String>, BTreeMap<u64, String>);
 
 /// The exactly-once file sink of one subtask.
 #[derive(Debug)]
@@ -153,11 +157,14 @@ impl FileSink {
         }
     }
 
+    /// The checkpointed state: the owning subtask, the transaction in progress and the pending
+    /// ones.
     fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(&(&self.current, &self.pending)).expect("names and ids serialize")
+        serde_json::to_vec(&(self.subtask, &self.current, &self.pending))
+            .expect("names and ids serialize")
     }
 
-    fn decode(state: &[u8]) -> Result<(Option<String>, BTreeMap<u64, String>), StoreError> {
+    fn decode(state: &[u8]) -> Result<SinkState, StoreError> {
         serde_json::from_slice(state)
             .map_err(|e| StoreError::External(format!("file sink state: {e}")))
     }
@@ -230,23 +237,32 @@ impl Sink for FileSink {
     ) -> Result<Vec<SinkEvent>, StoreError> {
         let dir = files_dir(store)?;
         let mut events = Vec::new();
+        let mut owners = Vec::new();
         for state in states {
-            let (_in_progress, pending) = Self::decode(state)?;
+            let (owner, _in_progress, pending) = Self::decode(state)?;
+            owners.push(owner);
             // The checkpoint completed, so what it pre-committed must be visible, whether or not
             // its notification got through before the failure.
             for (id, txn) in pending {
                 events.push(Self::commit(&dir, &txn, id)?);
             }
         }
-        // Everything else unfinished belongs to no completed checkpoint: this subtask's, and
-        // after a rescale (all old states come to subtask 0) every old subtask's.
-        let mut owners = vec![self.subtask];
-        if states.len() > 1 {
-            owners.extend(0..states.len() as u16);
-        }
+        // Everything else unfinished belongs to no completed checkpoint: the files of every
+        // subtask whose state this one restored (its own, or after a rescale all the old ones).
+        // With no state at all (no checkpoint completed) subtask 0 clears every subtask's, and
+        // the others leave files alone: a subtask new after a rescale also gets no state, and
+        // its namesake's files are subtask 0's to commit. So the order subtasks restore in never
+        // matters.
+        let clears = |owner: u16| {
+            if states.is_empty() {
+                self.subtask == 0
+            } else {
+                owners.contains(&owner)
+            }
+        };
         let files = transaction_files(&dir).map_err(StoreError::External)?;
         for (owner, txn, stage) in files {
-            if stage != Stage::Committed && owners.contains(&owner) {
+            if stage != Stage::Committed && clears(owner) {
                 let path = file(&dir, &txn, stage);
                 std::fs::remove_file(&path).map_err(|e| io(path.display(), e))?;
                 events.push(format!("abort {txn} ({})", stage.extension()));

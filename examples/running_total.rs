@@ -80,7 +80,8 @@ pub fn run(cases: u64) -> faultline::campaign::ExploreReport {
     Harness::new().cases(cases).operators(&operators).run()
 }
 
-/// The tutorial's own transactions (`fixtures/transactions.csv`) through the operator, with a
+/// The tutorial's own transactions (`fixtures/transactions.csv` under the crate root, which
+/// replaces `{manifest_dir}`) through the operator, with a
 /// panic in it and a process kill on the way: the run must restore and still end with every
 /// account's exact total, each committed once.
 pub const TUTORIAL_SCENARIO: &str = r#"
@@ -102,12 +103,14 @@ stages = [{ name = "total", op = { kind = "user", name = "running-total", keyed 
 
 [input]
 kind = "csv"
-path = "fixtures/transactions.csv"
+path = "{manifest_dir}/fixtures/transactions.csv"
 "#;
 
 /// Runs [`TUTORIAL_SCENARIO`] from the crate root, judged by the operator's model.
 pub fn run_on_tutorial_transactions() -> faultline::campaign::CaseReport {
-    let scenario = Scenario::from_toml(TUTORIAL_SCENARIO, "running_total example")
+    // The data file is found from the crate root, wherever the example runs from.
+    let text = TUTORIAL_SCENARIO.replace("{manifest_dir}", env!("CARGO_MANIFEST_DIR"));
+    let scenario = Scenario::from_toml(&text, "running_total example")
         .expect("the example's scenario is valid");
     let operators = [running_total()];
     let mut seams = Seams::default();

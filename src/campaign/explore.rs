@@ -346,6 +346,11 @@ pub fn explore_with(
                 .into(),
         ));
     }
+    if seams.output.is_some() && seams.sink.is_none() {
+        return Err(ExploreError(
+            "an output reader reads a user's sink's external system: give the sink too".into(),
+        ));
+    }
     let (shard, shards) = config.shard;
     if shards == 0 || shard >= shards {
         return Err(ExploreError(format!(

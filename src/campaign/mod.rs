@@ -104,12 +104,13 @@ pub struct Seams<'a> {
 }
 
 /// Runs `check` on `outcome` as the oracle must see it: with a user's output reader, the store
-/// is what that reader finds in the external system's directory.
-pub(crate) fn judge<T>(
+/// is what that reader finds in the external system's directory. A reader that cannot read it
+/// is a violation of the output property, like lost records, so the case shrinks.
+pub(crate) fn judge(
     outcome: &mut RunOutcome,
     seams: Seams<'_>,
-    check: impl FnOnce(&RunOutcome) -> T,
-) -> Result<T, CaseError> {
+    check: impl FnOnce(&RunOutcome) -> Verdict,
+) -> Result<Verdict, CaseError> {
     let Some(reader) = seams.output else {
         return Ok(check(outcome));
     };
@@ -118,8 +119,17 @@ pub(crate) fn judge<T>(
         .dir()
         .ok_or_else(|| CaseError::Output("the store has no directory".into()))?
         .to_path_buf();
-    let seen = ExternalStore::observed(reader(&dir).map_err(CaseError::Output)?);
-    let store = std::mem::replace(&mut outcome.store, seen);
+    let seen = match reader(&dir) {
+        Ok(output) => output,
+        Err(reason) => {
+            let mut verdict = check(outcome);
+            verdict
+                .violations
+                .push(check::Violation::OutputUnreadable { reason });
+            return Ok(verdict);
+        }
+    };
+    let store = std::mem::replace(&mut outcome.store, ExternalStore::observed(seen));
     let verdict = check(outcome);
     outcome.store = store;
     Ok(verdict)

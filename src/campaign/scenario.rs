@@ -81,11 +81,11 @@ fn default_capacity() -> usize {
     4
 }
 
-fn yes() -> bool {
+fn default_true() -> bool {
     true
 }
 
-fn is_yes(value: &bool) -> bool {
+fn is_true(value: &bool) -> bool {
     *value
 }
 
@@ -124,7 +124,7 @@ pub struct Scenario {
     pub rescale: Option<Rescale>,
     /// The engine checks restored files against their recorded checksums before the backend
     /// reads them (default true; see [`RunConfig::verify_restored_files`]).
-    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub verify_restored_files: bool,
 }
 

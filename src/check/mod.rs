@@ -85,6 +85,11 @@ pub enum Violation {
         /// Why.
         reason: String,
     },
+    /// A user's output reader could not read what the sink left in its external system.
+    OutputUnreadable {
+        /// The reader's error.
+        reason: String,
+    },
     /// The keyed state could not be read at the end: a backend holds cells no consistent
     /// state has (a key in two subtasks).
     StateUnreadable {
@@ -197,13 +202,16 @@ impl fmt::Display for Violation {
             Violation::JobFailed { reason } => {
                 write!(f, "liveness: the job did not finish: {reason}")
             }
+            Violation::OutputUnreadable { reason } => {
+                write!(f, "the sink's output cannot be read back: {reason}")
+            }
             Violation::StateUnreadable { reason } => {
                 write!(f, "the final state cannot be read: {reason}")
             }
             Violation::ReuseRefused { reason } => {
                 write!(
                     f,
-                    "a snapshot reused a file no confirmed checkpoint holds: {reason}"
+                    "a snapshot reused a shared file no uploaded or retained checkpoint holds: {reason}"
                 )
             }
             Violation::TransactionStranded { txn, records } => {
@@ -230,6 +238,7 @@ impl Violation {
             Violation::TransactionStranded { .. } => "transactions",
             Violation::ReuseRefused { .. } => "reuse",
             Violation::StateUnreadable { .. } => "state",
+            Violation::OutputUnreadable { .. } => "output",
             Violation::Storage { .. } => "storage",
             Violation::CorruptRestored { .. } => "corruption",
         }

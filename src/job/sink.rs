@@ -114,9 +114,10 @@ pub struct ExternalStore {
 /// [`OutputReader`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExternalOutput {
-    /// Records visible to readers, in the order they became visible.
+    /// Records visible to readers, in any order (the oracle counts each record's copies).
     pub committed: Vec<Record>,
-    /// Transactions neither committed nor aborted, by name, with the records they hold.
+    /// Transactions neither committed nor aborted, each by a unique name, with the records
+    /// they hold.
     pub in_flight: Vec<(String, Vec<Record>)>,
 }
 
@@ -307,6 +308,9 @@ impl ExternalStore {
         let transactions = output
             .in_flight
             .into_iter()
+            .enumerate()
+            // A name repeated by the reader must not hide a transaction.
+            .map(|(index, (name, records))| (format!("{name} (#{index})"), records))
             .map(|(name, records)| {
                 let transaction = Transaction {
                     owner: 0,

@@ -4,8 +4,9 @@
 //!
 //! The job's input stays the harness's partitioned log; a source decides where it reads, never
 //! what a record holds. The runtime checks every position it names against the log and keeps
-//! its own account of what was emitted, so a source that loses or repeats records is judged by
-//! the oracle against the input it really read.
+//! its own account of what was emitted. A finished job is judged against the whole input, so a
+//! reader that loses, repeats or never reaches records is caught by the oracle; the trace shows
+//! what a reader left unread and where its stored positions differ from what it read.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -54,9 +55,11 @@ impl<'a> SourceInput<'a> {
 
 /// A source subtask's reader.
 ///
-/// The runtime calls [`Source::open`] once per attempt, then [`Source::poll`] whenever the
-/// subtask is scheduled and [`Source::snapshot`] when a checkpoint's barrier is injected, which
-/// is always between two polls. A correct source stores, at the barrier, exactly the position
+/// A reader is built fresh for every attempt. The runtime calls [`Source::open`] once, before
+/// its first poll, barrier or notification (never, if the attempt fails first), then
+/// [`Source::poll`] whenever the subtask is scheduled and [`Source::snapshot`] when a
+/// checkpoint's barrier is injected, which is always between two polls. A panic in any of them
+/// fails the subtask, as an operator's does. A correct source stores, at the barrier, exactly the position
 /// after every record it has emitted: the records before the barrier are in the checkpoint's
 /// state, the ones after it are read again after a restore.
 pub trait Source {
@@ -74,6 +77,11 @@ pub trait Source {
     /// partition this subtask reads. The runtime fails the subtask if one is missing, foreign or
     /// past its partition's end.
     fn snapshot(&mut self, checkpoint_id: u64) -> BTreeMap<u32, u64>;
+
+    /// Checkpoint `checkpoint_id` completed (covering every earlier one): where a reader would
+    /// commit its offsets back to the external system, as Kafka readers do. Notifications may
+    /// come late, twice or never. Default: nothing.
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) {}
 }
 
 /// Builds the reader of each source subtask, by subtask index, fresh for every attempt.

@@ -177,7 +177,10 @@ pub struct RunConfig {
     pub start_ms: u64,
     /// Check every file of a restore candidate against the size and checksum its metadata
     /// recorded before any backend reads it. Default on. Off, corrupt files reach the backends'
-    /// restores, which must detect them themselves (Flink keeps no central checksums).
+    /// restores, which must detect them themselves (Flink keeps no central checksums); a backend
+    /// that does then fails the attempt, so [`RestorePolicy::FallbackToLatestValid`] no longer
+    /// falls back past a corrupt file. An initial snapshot (`initial_snapshot`), read from
+    /// outside the job's storage, is always checked.
     pub verify_restored_files: bool,
 }
 

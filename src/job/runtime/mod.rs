@@ -324,7 +324,11 @@ impl<'a> Runtime<'a> {
                         Err(RunError::StepLimit(limit)) => break self.out_of_steps(limit),
                         Err(other) => return Err(other),
                     };
-                    end_positions = source_positions(&execution, self.input.partitions().len());
+                    // A finished job owes the whole input, whatever a user's reader read.
+                    end_positions = match end {
+                        AttemptEnd::Finished => self.input.end_positions(),
+                        _ => source_positions(&execution, self.input.partitions().len()),
+                    };
                     let status = match &end {
                         AttemptEnd::Finished => Some(JobStatus::Finished),
                         AttemptEnd::Stopped(savepoint) => Some(JobStatus::Stopped {

@@ -385,8 +385,9 @@ impl<'a> Runtime<'a> {
         Ok(())
     }
 
-    /// Decodes a retained checkpoint's `_metadata`, checks it belongs to this job, and verifies
-    /// every file it names before any of it is used.
+    /// Decodes a retained checkpoint's `_metadata`, checks it belongs to this job, and (unless
+    /// the backends verify their own files) verifies every file it names before any of it is
+    /// used.
     fn validate_candidate(&self, candidate: &Candidate) -> Result<CheckpointMetadata, String> {
         match candidate {
             Candidate::Checkpoint(id) => {
@@ -417,7 +418,8 @@ impl<'a> Runtime<'a> {
         }
     }
 
-    /// Checks that `metadata` belongs to this job and that every file it names is intact.
+    /// Checks that `metadata` belongs to this job and, unless `verify_restored_files` is off,
+    /// that every file it names is intact.
     fn validate_snapshot(
         &self,
         metadata: &CheckpointMetadata,

@@ -64,27 +64,33 @@ impl<'a> Runtime<'a> {
             unreachable!("checked by the caller")
         };
         if let Some(reader) = source.reader.as_mut() {
-            reader.ensure_open(&source.positions);
+            reader.ensure_open(&task.name, &source.positions)?;
             let input = SourceInput::new(&reader.lengths);
-            let Some((partition, offset)) = reader.source.poll(&input) else {
+            let Some((partition, offset)) = guarded(&task.name, || reader.source.poll(&input))?
+            else {
                 reader.finished = true;
-                let line = format!("source {} has nothing left", task.name);
+                let unread = reader.unread(&source.positions);
+                let line = if unread.is_empty() {
+                    format!("source {} has nothing left", task.name)
+                } else {
+                    format!(
+                        "source {} has nothing left, with {} unread",
+                        task.name,
+                        unread.join(", ")
+                    )
+                };
                 self.note(line);
                 return Ok(());
             };
-            let Some(record) = (offset < reader.lengths.get(&partition).copied().unwrap_or(0))
-                .then(|| &self.input.partitions()[partition as usize][offset as usize])
-            else {
-                return Err(Failure::new(
-                    &task.name,
-                    format!(
-                        "the reader named p{partition}@{offset}, which this subtask does not have"
-                    ),
-                ));
-            };
-            let record = record.clone();
+            reader
+                .check_named(partition, offset)
+                .map_err(|reason| Failure::new(&task.name, reason))?;
+            let record = self.input.partitions()[partition as usize][offset as usize].clone();
+            // Where the reader stands now, even if it went back: what it emits is judged, not
+            // how it moves.
             source.positions.insert(partition, offset + 1);
-            return self.emit(execution, index, record);
+            self.emit(execution, index, record);
+            return Ok(());
         }
         let count = source.partitions.len();
         let partitions = self.input.partitions();
@@ -100,16 +106,12 @@ impl<'a> Runtime<'a> {
         let record = partitions[partition as usize][offset as usize].clone();
         source.positions.insert(partition, offset + 1);
         source.cursor = (slot + 1) % count;
-        self.emit(execution, index, record)
+        self.emit(execution, index, record);
+        Ok(())
     }
 
     /// Source task `index` emits `record`.
-    fn emit(
-        &mut self,
-        execution: &mut Execution,
-        index: usize,
-        record: Record,
-    ) -> Result<(), Failure> {
+    fn emit(&mut self, execution: &mut Execution, index: usize, record: Record) {
         let task = &execution.tasks[index];
         let Body::Source(source) = &task.body else {
             unreachable!("only sources emit")
@@ -118,7 +120,6 @@ impl<'a> Runtime<'a> {
         self.clock.advance_ms(source.emit_ms);
         self.note(line);
         self.route(execution, index, vec![record]);
-        Ok(())
     }
 
     pub(super) fn route(&mut self, execution: &mut Execution, task: usize, records: Vec<Record>) {

@@ -63,13 +63,86 @@ pub(super) struct UserReader {
 }
 
 impl UserReader {
-    /// Opens the reader at `positions` unless it is open.
-    pub(super) fn ensure_open(&mut self, positions: &BTreeMap<u32, u64>) {
+    /// Opens the reader at `positions` unless it is open (a panic in it fails `task`).
+    pub(super) fn ensure_open(
+        &mut self,
+        task: &str,
+        positions: &BTreeMap<u32, u64>,
+    ) -> Result<(), Failure> {
         if !self.opened {
-            self.source.open(positions);
+            guarded(task, || self.source.open(positions))?;
             self.opened = true;
         }
+        Ok(())
     }
+
+    /// The reader stored a position for each partition it reads, each within its partition.
+    pub(super) fn check_stored(&self, stored: &BTreeMap<u32, u64>) -> Result<(), String> {
+        if let Some(partition) = self.lengths.keys().find(|p| !stored.contains_key(p)) {
+            return Err(format!("the reader stored no position for p{partition}"));
+        }
+        for (partition, offset) in stored {
+            match self.lengths.get(partition) {
+                None => {
+                    return Err(format!(
+                        "the reader stored a position for p{partition}, which is not assigned to this subtask (it reads {})",
+                        self.assigned()
+                    ))
+                }
+                Some(len) if offset > len => {
+                    return Err(format!(
+                        "the reader stored p{partition}@{offset}, past the partition's end {len}"
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The record the reader named, or why there is none.
+    pub(super) fn check_named(&self, partition: u32, offset: u64) -> Result<(), String> {
+        match self.lengths.get(&partition) {
+            None => Err(format!(
+                "the reader named p{partition}@{offset}, but p{partition} is not assigned to this subtask (it reads {})",
+                self.assigned()
+            )),
+            Some(len) if offset >= *len => Err(format!(
+                "the reader named p{partition}@{offset}, past the partition's end {len}"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The partitions this subtask reads, for messages.
+    fn assigned(&self) -> String {
+        let names: Vec<String> = self.lengths.keys().map(|p| format!("p{p}")).collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Partitions the reader left unread, as `p1 at 3 of 10`.
+    pub(super) fn unread(&self, positions: &BTreeMap<u32, u64>) -> Vec<String> {
+        self.lengths
+            .iter()
+            .filter_map(|(partition, len)| {
+                let at = positions.get(partition).copied().unwrap_or(0);
+                (at < *len).then(|| format!("p{partition} at {at} of {len}"))
+            })
+            .collect()
+    }
+}
+
+/// Runs a call into a user's code, turning a panic into a failure of `task`, as the supervisor
+/// does for operators.
+pub(super) fn guarded<T>(task: &str, call: impl FnOnce() -> T) -> Result<T, Failure> {
+    #[allow(clippy::disallowed_methods)]
+    // The supervisor is the one place that catches panics of user code.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
+        .map_err(|payload| Failure::new(task, format!("panicked: {}", panic_message(&*payload))))
 }
 
 pub(super) struct OperatorTask {

@@ -5,7 +5,9 @@
 //! may reference them again, and every other file (MANIFEST, CURRENT, OPTIONS) in the
 //! checkpoint's own directory. An SST is reused instead of stored again only if the last
 //! *confirmed* checkpoint stored it — an upload of a checkpoint that was aborted, or whose
-//! completion was never notified, may since have been deleted, so it is never trusted.
+//! completion was never notified, may since have been deleted, so it is never trusted — and,
+//! when that confirmation came late, every later snapshot this backend took holds the same
+//! stored file (see [`Uploads::confirm`]).
 //!
 //! A native savepoint stores every file in its own directory and shares nothing, so deleting or
 //! moving it never breaks a checkpoint, and its uploads never become a base.
