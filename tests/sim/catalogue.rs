@@ -1117,3 +1117,70 @@ mod incremental {
         });
     }
 }
+
+/// A sink and a reader that panic: each fails its subtask, named in the trace, and the case is
+/// reported and shrunk like any other instead of ending the campaign.
+struct PanicsOnWrite;
+
+impl Sink for PanicsOnWrite {
+    fn write(&mut self, _: Record, _: &mut ExternalStore) -> Result<(), StoreError> {
+        panic!("the sink's disk is on fire")
+    }
+    fn snapshot(
+        &mut self,
+        _: u64,
+        _: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+        Ok((Vec::new(), None))
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        _: u64,
+        _: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn restore(
+        &mut self,
+        _: &[Vec<u8>],
+        _: &mut ExternalStore,
+    ) -> Result<Vec<SinkEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+struct PanicsOnPoll;
+
+impl Source for PanicsOnPoll {
+    fn open(&mut self, _: &BTreeMap<u32, u64>) {}
+    fn poll(&mut self, _: &SourceInput<'_>) -> Option<(u32, u64)> {
+        panic!("the reader's broker is gone")
+    }
+    fn snapshot(&mut self, _: u64) -> BTreeMap<u32, u64> {
+        BTreeMap::new()
+    }
+}
+
+#[test]
+fn a_panicking_user_sink_or_reader_fails_its_subtask_not_the_campaign() {
+    let sink = |_: u16| Box::new(PanicsOnWrite) as Box<dyn Sink>;
+    let source = |_: u16| Box::new(PanicsOnPoll) as Box<dyn Source>;
+    let dir = tempfile::tempdir().unwrap();
+    let memory = || {
+        Harness::new()
+            .cases(1)
+            .backends(vec![faultline::state::BackendKind::Memory])
+            .failures_dir(dir.path())
+    };
+    for (harness, reason) in [
+        (memory().sink(&sink), "panicked: the sink's disk is on fire"),
+        (
+            memory().source(&source),
+            "panicked: the reader's broker is gone",
+        ),
+    ] {
+        let report = harness.try_run().unwrap();
+        let failure = report.failures.first().expect("the case fails");
+        assert!(failure.trace.contains(reason), "{}", failure.trace);
+    }
+}

@@ -474,9 +474,13 @@ impl<'a> Runtime<'a> {
                     }) {
                         return Err(Failure::from_action(&name, action));
                     }
-                    let events = sink
-                        .notify_checkpoint_complete(id, &mut self.store)
-                        .map_err(|e| Failure::new(&name, format!("notify chk-{id}: {e}")))?;
+                    let (user, store) = (self.sink_factory.is_some(), &mut self.store);
+                    let events =
+                        guarded_if(user, &name, || sink.notify_checkpoint_complete(id, store))
+                            .map_err(|f| {
+                                Failure::new(&name, format!("notify chk-{id}: {}", f.reason))
+                            })?
+                            .map_err(|e| Failure::new(&name, format!("notify chk-{id}: {e}")))?;
                     for event in events {
                         self.note(format!("txn {name}: {event}"));
                     }
@@ -598,7 +602,7 @@ impl<'a> Runtime<'a> {
                         // The simulation has no threads: the upload runs right here, through
                         // the fault plan, and the same hand-off code decides its outcome.
                         let mut staging = Staging::new(&*self.storage);
-                        let staged = backend.snapshot(&target, &mut staging);
+                        let staged = guarded(&name, || backend.snapshot(&target, &mut staging))?;
                         let files = staging.into_files();
                         let writes = &mut execution
                             .pending
@@ -690,8 +694,8 @@ impl<'a> Runtime<'a> {
                 }
             }
             Body::Sink(sink) => {
-                let (state, event) = sink
-                    .snapshot(id, &mut self.store)
+                let (user, store) = (self.sink_factory.is_some(), &mut self.store);
+                let (state, event) = guarded_if(user, &name, || sink.snapshot(id, store))?
                     .map_err(|e| Failure::new(&name, format!("snapshot: {e}")))?;
                 snapshot.operator_state = state;
                 match event {

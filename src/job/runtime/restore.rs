@@ -324,8 +324,8 @@ impl<'a> Runtime<'a> {
                     let mut events = Vec::new();
                     for task in &mut execution.tasks {
                         if let Body::Sink(sink) = &mut task.body {
-                            for event in sink
-                                .restore(&[], &mut self.store)
+                            let (user, store) = (self.sink_factory.is_some(), &mut self.store);
+                            for event in guarded_if(user, &task.name, || sink.restore(&[], store))?
                                 .map_err(|e| Failure::new(&task.name, format!("restore: {e}")))?
                             {
                                 events.push(format!("txn {}: {event}", task.name));
@@ -359,6 +359,7 @@ impl<'a> Runtime<'a> {
             &mut self.store,
             self.input,
             inspect,
+            self.sink_factory.is_some(),
             &mut *self.faults,
             self.job,
         )
@@ -633,6 +634,7 @@ fn apply_snapshot(
     store: &mut ExternalStore,
     input: &Input,
     inspect: bool,
+    user_sink: bool,
     faults: &mut dyn FaultPlan,
     job: &JobSpec,
 ) -> Result<Applied, String> {
@@ -706,9 +708,10 @@ fn apply_snapshot(
                                 })
                             })
                             .collect();
-                        let stats = backend
-                            .restore(&handles, storage, mode)
-                            .map_err(|e| format!("{}: {e}", task.name))?;
+                        let stats =
+                            guarded(&task.name, || backend.restore(&handles, storage, mode))
+                                .map_err(|f| format!("{}: {}", task.name, f.reason))?
+                                .map_err(|e| format!("{}: {e}", task.name))?;
                         applied.entries += stats.entries;
                         applied.files += stats.files;
                     }
@@ -718,8 +721,8 @@ fn apply_snapshot(
                 }
                 Body::Sink(_) if inspect => {}
                 Body::Sink(sink) => {
-                    let events = sink
-                        .restore(&own, store)
+                    let events = guarded_if(user_sink, &task.name, || sink.restore(&own, store))
+                        .map_err(|f| format!("{}: {}", task.name, f.reason))?
                         .map_err(|e| format!("{}: {e}", task.name))?;
                     applied.events.extend(
                         events

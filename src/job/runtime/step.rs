@@ -156,7 +156,8 @@ impl<'a> Runtime<'a> {
         match &mut task.body {
             Body::Sink(sink) => {
                 let line = format!("write {name} {record}");
-                sink.write(record, &mut self.store)
+                let (user, store) = (self.sink_factory.is_some(), &mut self.store);
+                guarded_if(user, &name, || sink.write(record, store))?
                     .map_err(|e| Failure::new(&name, e.to_string()))?;
                 self.note(line);
                 Ok(())

@@ -137,12 +137,26 @@ impl UserReader {
 }
 
 /// Runs a call into a user's code, turning a panic into a failure of `task`, as the supervisor
-/// does for operators.
+/// does for operators. Built-in code is called with [`guarded_if`]`(false, ..)`, so a broken
+/// engine invariant still stops the run.
 pub(super) fn guarded<T>(task: &str, call: impl FnOnce() -> T) -> Result<T, Failure> {
     #[allow(clippy::disallowed_methods)]
     // The supervisor is the one place that catches panics of user code.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
         .map_err(|payload| Failure::new(task, format!("panicked: {}", panic_message(&*payload))))
+}
+
+/// [`guarded`] when `user` says the code is a user's; a plain call otherwise.
+pub(super) fn guarded_if<T>(
+    user: bool,
+    task: &str,
+    call: impl FnOnce() -> T,
+) -> Result<T, Failure> {
+    if user {
+        guarded(task, call)
+    } else {
+        Ok(call())
+    }
 }
 
 pub(super) struct OperatorTask {
