@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::examples::running_total::running_total_model;
-use crate::support::{delete_cells, TwistedFactory};
+use crate::support::{delegate_cell_access, delete_cells, TwistedFactory};
 use faultline::campaign::ExploreReport;
 use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle, NamedFile};
 use faultline::harness::Harness;
@@ -19,10 +19,9 @@ use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
 use faultline::state::{
-    BackendContext, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
-    RestoreStats, SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend,
-    StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, StateKind, UserEntries,
-    ValueType,
+    BackendContext, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
+    SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
+    StateDescriptor, StateError, StateKind, ValueType,
 };
 
 /// The most cases a class may take to be caught.
@@ -515,35 +514,7 @@ impl StateBackend for OwnFormat {
     fn name(&self) -> &'static str {
         self.name
     }
-    fn key_groups(&self) -> KeyGroupRange {
-        self.inner.key_groups()
-    }
-    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
-        self.inner.register_state(descriptor)
-    }
-    fn states(&self) -> &[StateDescriptor] {
-        self.inner.states()
-    }
-    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
-        self.inner.get(cell)
-    }
-    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
-        self.inner.put(cell, value)
-    }
-    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
-        self.inner.delete(cell)
-    }
-    fn user_entries(
-        &self,
-        state: StateId,
-        key_group: u16,
-        key: &[u8],
-    ) -> Result<UserEntries, StateError> {
-        self.inner.user_entries(state, key_group, key)
-    }
-    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
-        self.inner.entries()
-    }
+    delegate_cell_access!();
     fn snapshot(
         &mut self,
         target: &SnapshotTarget,
@@ -950,12 +921,12 @@ mod incremental {
     use std::path::PathBuf;
 
     use super::check_class;
+    use crate::support::delegate_cell_access;
     use faultline::checkpoint::CheckpointStorage;
     use faultline::harness::Harness;
     use faultline::state::{
-        BackendContext, BackendKind, CellRef, KeyGroupRange, RestoreHandle, RestoreMode,
-        RestoreStats, RocksDbFactory, RocksDbMode, SnapshotResult, SnapshotTarget, StateBackend,
-        StateBackendFactory, StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+        BackendContext, BackendKind, RestoreHandle, RestoreMode, RestoreStats, RocksDbFactory,
+        RocksDbMode, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory, StateError,
     };
 
     /// How a broken incremental backend departs from the built-in one it wraps.
@@ -1015,35 +986,7 @@ mod incremental {
         fn name(&self) -> &'static str {
             self.name
         }
-        fn key_groups(&self) -> KeyGroupRange {
-            self.inner.key_groups()
-        }
-        fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
-            self.inner.register_state(descriptor)
-        }
-        fn states(&self) -> &[StateDescriptor] {
-            self.inner.states()
-        }
-        fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
-            self.inner.get(cell)
-        }
-        fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
-            self.inner.put(cell, value)
-        }
-        fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
-            self.inner.delete(cell)
-        }
-        fn user_entries(
-            &self,
-            state: StateId,
-            key_group: u16,
-            key: &[u8],
-        ) -> Result<UserEntries, StateError> {
-            self.inner.user_entries(state, key_group, key)
-        }
-        fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
-            self.inner.entries()
-        }
+        delegate_cell_access!();
         fn snapshot(
             &mut self,
             target: &SnapshotTarget,

@@ -11,9 +11,8 @@ use faultline::job::{
 };
 use faultline::job::{RestoreRecord, Runtime};
 use faultline::state::{
-    BackendContext, BackendKind, CellRef, KeyGroupRange, MemoryBackend, RestoreHandle, RestoreMode,
-    RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
-    StateDescriptor, StateEntry, StateError, StateId, UserEntries,
+    BackendContext, BackendKind, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
+    SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory, StateEntry, StateError,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -190,6 +189,58 @@ pub fn assert_passed(report: &CaseReport) {
     );
 }
 
+/// The cell-access half of `StateBackend`, delegated to `self.inner`: the suite's wrapper
+/// backends differ only in how they snapshot, restore and hear of checkpoints.
+macro_rules! delegate_cell_access {
+    () => {
+        fn key_groups(&self) -> faultline::state::KeyGroupRange {
+            self.inner.key_groups()
+        }
+        fn register_state(
+            &mut self,
+            descriptor: &faultline::state::StateDescriptor,
+        ) -> Result<faultline::state::StateId, faultline::state::StateError> {
+            self.inner.register_state(descriptor)
+        }
+        fn states(&self) -> &[faultline::state::StateDescriptor] {
+            self.inner.states()
+        }
+        fn get(
+            &self,
+            cell: faultline::state::CellRef<'_>,
+        ) -> Result<Option<Vec<u8>>, faultline::state::StateError> {
+            self.inner.get(cell)
+        }
+        fn put(
+            &mut self,
+            cell: faultline::state::CellRef<'_>,
+            value: &[u8],
+        ) -> Result<(), faultline::state::StateError> {
+            self.inner.put(cell, value)
+        }
+        fn delete(
+            &mut self,
+            cell: faultline::state::CellRef<'_>,
+        ) -> Result<(), faultline::state::StateError> {
+            self.inner.delete(cell)
+        }
+        fn user_entries(
+            &self,
+            state: faultline::state::StateId,
+            key_group: u16,
+            key: &[u8],
+        ) -> Result<faultline::state::UserEntries, faultline::state::StateError> {
+            self.inner.user_entries(state, key_group, key)
+        }
+        fn entries(
+            &self,
+        ) -> Result<Vec<faultline::state::StateEntry>, faultline::state::StateError> {
+            self.inner.entries()
+        }
+    };
+}
+pub(crate) use delegate_cell_access;
+
 /// A deliberately broken backend: the memory backend, with `after_restore` applied to its cells
 /// after every restore. The suite's broken backends are each one such twist.
 pub struct TwistedFactory {
@@ -222,35 +273,7 @@ impl StateBackend for Twisted {
     fn name(&self) -> &'static str {
         self.name
     }
-    fn key_groups(&self) -> KeyGroupRange {
-        self.inner.key_groups()
-    }
-    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId, StateError> {
-        self.inner.register_state(descriptor)
-    }
-    fn states(&self) -> &[StateDescriptor] {
-        self.inner.states()
-    }
-    fn get(&self, cell: CellRef<'_>) -> Result<Option<Vec<u8>>, StateError> {
-        self.inner.get(cell)
-    }
-    fn put(&mut self, cell: CellRef<'_>, value: &[u8]) -> Result<(), StateError> {
-        self.inner.put(cell, value)
-    }
-    fn delete(&mut self, cell: CellRef<'_>) -> Result<(), StateError> {
-        self.inner.delete(cell)
-    }
-    fn user_entries(
-        &self,
-        state: StateId,
-        key_group: u16,
-        key: &[u8],
-    ) -> Result<UserEntries, StateError> {
-        self.inner.user_entries(state, key_group, key)
-    }
-    fn entries(&self) -> Result<Vec<StateEntry>, StateError> {
-        self.inner.entries()
-    }
+    delegate_cell_access!();
     fn snapshot(
         &mut self,
         target: &SnapshotTarget,
