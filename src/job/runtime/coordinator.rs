@@ -8,6 +8,8 @@
 //! `savepoints/<name>/` with paths relative to that directory (so it can be moved), it is never
 //! retained or subsumed, and its uploads never become an incremental base.
 
+use std::collections::BTreeMap;
+
 use super::config::SavepointRequest;
 use super::task::*;
 use super::{CheckpointingMode, Runtime};
@@ -144,39 +146,35 @@ impl<'a> Runtime<'a> {
             let Body::Source(source) = &mut task.body else {
                 unreachable!("stage 0 holds the sources")
             };
-            let stored = match source.reader.as_mut() {
+            // A user's reader says what to store; the built-in one stores where it stands.
+            let user_stored = match source.reader.as_mut() {
                 Some(reader) => {
                     reader.ensure_open(&task.name, &source.positions)?;
                     let stored = guarded(&task.name, || reader.source.snapshot(id))?;
                     reader.check_stored(&stored).map_err(|reason| {
                         Failure::new(&task.name, format!("chk-{id}: {reason}"))
                     })?;
-                    stored
+                    Some(stored)
                 }
-                None => source.positions.clone(),
+                None => None,
             };
+            let stored = user_stored.as_ref().unwrap_or(&source.positions);
             // A reader storing other positions than it read to is the bug to see in the trace.
-            let read_to = if stored == source.positions {
+            let read_to = if *stored == source.positions {
                 String::new()
             } else {
-                let read: Vec<String> = source
-                    .positions
-                    .iter()
-                    .map(|(p, o)| format!("p{p}@{o}"))
-                    .collect();
-                format!("; read to {}", read.join(" "))
+                format!("; read to {}", render_positions(&source.positions))
             };
             let snapshot = SubtaskSnapshot {
                 subtask: task.subtask,
                 key_groups: task.key_groups,
                 keyed: None,
-                operator_state: encode_positions(&stored),
+                operator_state: encode_positions(stored),
             };
-            let positions: Vec<String> = stored.iter().map(|(p, o)| format!("p{p}@{o}")).collect();
+            let positions = render_positions(stored);
             let line = format!(
-                "barrier chk-{id} injected at {} ({}{read_to})",
-                task.name,
-                positions.join(" ")
+                "barrier chk-{id} injected at {} ({positions}{read_to})",
+                task.name
             );
             self.note(line);
             self.emit_barrier(execution, index, id);
@@ -709,4 +707,10 @@ impl<'a> Runtime<'a> {
         self.emit_barrier(execution, index, id);
         self.ack(execution, index, id, snapshot)
     }
+}
+
+/// Source positions as the trace shows them: `p0@4 p2@3`.
+fn render_positions(positions: &BTreeMap<u32, u64>) -> String {
+    let rendered: Vec<String> = positions.iter().map(|(p, o)| format!("p{p}@{o}")).collect();
+    rendered.join(" ")
 }
