@@ -26,6 +26,7 @@ pub mod campaign;
 pub mod check;
 pub mod checkpoint;
 pub mod cli;
+pub mod engine;
 pub mod fault;
 pub mod fuzzing;
 pub mod harness;

@@ -5,7 +5,9 @@
 //! ```
 //! use faultline::campaign::run_case;
 //! use faultline::fault::{Fault, FaultSchedule};
-//! use faultline::job::{CheckpointConfig, Input, InputRecord, JobSpec, RestartStrategy, RunConfig};
+//! use faultline::job::{Input, InputRecord, JobSpec, RestartStrategy};
+//! use faultline::checkpoint::CheckpointConfig;
+//! use faultline::engine::RunConfig;
 //! use faultline::state::MemoryBackendFactory;
 //!
 //! let job: JobSpec = toml::from_str(
@@ -56,13 +58,11 @@ use std::path::Path;
 
 use crate::check::{self, Verdict};
 use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
+use crate::engine::{RunConfig, RunError, RunOutcome, Runtime};
 use crate::fault::FaultPlan;
 use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
-use crate::job::{
-    ExternalStore, Input, JobSpec, OutputReader, RunConfig, RunError, RunOutcome, Runtime,
-    SinkFactory,
-};
+use crate::job::{ExternalStore, Input, JobSpec, OutputReader, SinkFactory};
 use crate::sim::TraceHash;
 use crate::state::StateBackendFactory;
 

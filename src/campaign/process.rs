@@ -30,13 +30,11 @@ use serde::{Deserialize, Serialize};
 use super::{CaseError, CaseReport, Scenario};
 use crate::check;
 use crate::checkpoint::{Durability, FsCheckpointStorage};
+use crate::engine::{FailureRecord, JobStatus, RestoreRecord, RunOutcome, RunStats, Runtime};
 use crate::fault::{
     Corruption, Fault, FaultAction, FaultPlan, FaultPoint, FaultSchedule, NotifyFate,
 };
-use crate::job::{
-    ExternalStore, FailureRecord, JobStatus, Positions, RestoreRecord, RunOutcome, RunStats,
-    Runtime,
-};
+use crate::job::{ExternalStore, Positions};
 use crate::sim::{Trace, TraceEvent};
 use crate::state::StateView;
 

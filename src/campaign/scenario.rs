@@ -44,12 +44,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{run_case_seams, CaseError, CaseReport, Seams};
 use crate::check;
+use crate::checkpoint::{CheckpointConfig, SavepointRequest};
+use crate::engine::JobStatus;
+use crate::engine::RunConfig;
 use crate::fault::{Fault, FaultSchedule};
-use crate::job::JobStatus;
-use crate::job::{
-    CheckpointConfig, ExternalStore, Input, InputRecord, JobSpec, RestartStrategy, RunConfig,
-    SavepointRequest, SinkFactory,
-};
+use crate::job::{ExternalStore, Input, InputRecord, JobSpec, RestartStrategy, SinkFactory};
 use crate::sim::{RngStreams, StreamName};
 use crate::state::SavepointFormat;
 use crate::state::{BackendKind, StateBackendFactory};

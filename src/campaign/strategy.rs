@@ -29,11 +29,11 @@
 use proptest::prelude::*;
 
 use super::scenario::{InputSpec, Rescale, Scenario};
+use crate::checkpoint::SavepointRequest;
+use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
 use crate::fault::{CorruptionKind, Fault, Phase};
-use crate::job::SavepointRequest;
 use crate::job::{
-    CheckpointConfig, CheckpointingMode, JobSpec, OperatorSpec, RestartStrategy, SinkKind,
-    SinkSpec, SourceSpec, StageSpec,
+    JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
 use crate::state::{BackendKind, SavepointFormat};
 

@@ -29,8 +29,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::checkpoint::CheckpointingMode;
+use crate::engine::{JobStatus, RunOutcome};
 use crate::job::user::UserOperator;
-use crate::job::{CheckpointingMode, Input, JobSpec, JobStatus, Record, RunOutcome, SinkKind};
+use crate::job::{Input, JobSpec, Record, SinkKind};
 use crate::model;
 use crate::state::{StateAddr, StateValue};
 

@@ -16,6 +16,7 @@
 
 pub mod canonical;
 pub mod codec;
+mod config;
 pub mod envelope;
 pub mod inspect;
 pub mod metadata;
@@ -24,6 +25,7 @@ mod relpath;
 pub mod storage;
 pub mod upload;
 
+pub use config::{CheckpointConfig, CheckpointingMode, RestorePolicy, SavepointRequest};
 pub use metadata::{
     CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, SnapshotKind, StageSnapshot,
     SubtaskSnapshot,

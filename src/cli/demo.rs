@@ -11,11 +11,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::campaign::{run_case, CaseReport};
+use crate::checkpoint::CheckpointConfig;
+use crate::engine::{JobStatus, RunConfig};
 use crate::fault::NoFaults;
 use crate::job::csv::{parse_transactions, CsvInput};
 use crate::job::{
-    CheckpointConfig, FailCounter, Input, JobSpec, JobStatus, OperatorSpec, RestartStrategy,
-    RunConfig, SinkKind, SinkSpec, SourceSpec, StageSpec,
+    FailCounter, Input, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec,
+    StageSpec,
 };
 use crate::state::BackendKind;
 

@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use super::demo::{load_input, DemoError, DemoOptions};
 use crate::campaign::{run_case, CaseReport};
 use crate::checkpoint::inspect;
+use crate::checkpoint::{CheckpointConfig, SavepointRequest};
+use crate::engine::{JobStatus, RunConfig};
 use crate::fault::NoFaults;
 use crate::job::{
-    CheckpointConfig, Input, JobSpec, JobStatus, OperatorSpec, RestartStrategy, RunConfig,
-    SavepointRequest, SinkKind, SinkSpec, SourceSpec, StageSpec,
+    Input, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
 use crate::state::{BackendKind, SavepointFormat};
 

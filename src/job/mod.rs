@@ -1,14 +1,13 @@
-//! The dataflow engine: job graph, operators, key groups and partitioning, channels, barriers and
-//! alignment, sources, sinks, restart strategies, and the runtime that executes a job on the
-//! deterministic scheduler. It does not know which state backend or fault plan is in use: both
-//! come in through traits.
+//! The dataflow job: its graph, operators, key groups and partitioning, records and input,
+//! sources, sinks and the external system they write to, and restart strategies. The seams a
+//! user plugs code into (`Operator`, `Source`, `Sink`) are defined here; [`crate::engine`] runs
+//! a job.
 
 pub mod csv;
 pub mod keygroup;
 pub mod operator;
 mod record;
 pub mod restart;
-mod runtime;
 pub mod sink;
 pub mod source;
 pub mod spec;
@@ -17,10 +16,6 @@ pub mod user;
 pub use operator::{Operator, OperatorContext, OperatorError};
 pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record};
 pub use restart::{RestartDecision, RestartStrategy, RestartTracker};
-pub use runtime::{
-    CheckpointConfig, CheckpointingMode, FailureRecord, JobStatus, RestorePolicy, RestoreRecord,
-    RunConfig, RunError, RunOutcome, RunStats, Runtime, SavepointRequest, SinkFactory,
-};
-pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink};
+pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink, SinkFactory};
 pub use source::{Source, SourceFactory};
 pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};

@@ -334,6 +334,9 @@ impl ExternalStore {
     }
 }
 
+/// Makes the sink of one subtask.
+pub type SinkFactory = dyn Fn(u16) -> Box<dyn Sink> + Send + Sync;
+
 /// A line for the trace, produced by a sink action.
 pub type SinkEvent = String;
 

@@ -6,7 +6,9 @@
 
 use crate::support::{assert_passed, config, fan_in_job, input_for, kills, run};
 use faultline::check::{check_run, Violation};
-use faultline::job::{CheckpointingMode, JobStatus, SinkKind};
+use faultline::checkpoint::CheckpointingMode;
+use faultline::engine::JobStatus;
+use faultline::job::SinkKind;
 use faultline::model;
 
 #[test]

@@ -4,7 +4,9 @@
 //! ends exactly-once, its final checkpoint taken once the input drained.
 
 use crate::support::{assert_passed, input_for, linear_job, run};
-use faultline::job::{CheckpointConfig, JobStatus, RestartStrategy, RunConfig};
+use faultline::checkpoint::CheckpointConfig;
+use faultline::engine::{JobStatus, RunConfig};
+use faultline::job::RestartStrategy;
 
 fn slow_config(tolerable_failures: u32) -> RunConfig {
     let checkpoint = CheckpointConfig::every(1000)

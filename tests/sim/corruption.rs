@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use crate::support::{config, input_for, linear_job, restore_checkpoint, run};
+use faultline::engine::RunConfig;
 use faultline::fault::FaultSchedule;
-use faultline::job::{Input, JobSpec, RunConfig};
+use faultline::job::{Input, JobSpec};
 use faultline::state::BackendKind;
 
 fn restore(
@@ -95,7 +96,7 @@ fn a_damaged_state_file_fails_restore_naming_the_file() {
 
 #[test]
 fn a_corrupt_latest_checkpoint_fails_loudly_unless_fallback_is_chosen() {
-    use faultline::job::RestorePolicy;
+    use faultline::checkpoint::RestorePolicy;
     let job = linear_job();
     let input = input_for(&job, 60, 4, 3);
     let mut config = config(2, 10);
@@ -123,7 +124,7 @@ fn a_corrupt_latest_checkpoint_fails_loudly_unless_fallback_is_chosen() {
         let mut faults =
             faultline::fault::FaultSchedule::new(vec![faultline::fault::Fault::Kill { step: 2 }]);
         let factory = BackendKind::Memory.factory().unwrap();
-        faultline::job::Runtime::new(
+        faultline::engine::Runtime::new(
             &job,
             &input,
             config,

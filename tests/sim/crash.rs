@@ -11,13 +11,13 @@ use std::path::Path;
 
 use crate::support::{config, fan_in_job, input_for, linear_job};
 use faultline::check;
+use faultline::checkpoint::SavepointRequest;
 use faultline::checkpoint::{
     CrashPlan, Durability, FsCheckpointStorage, RelPath, Unsynced, WriteStep,
 };
+use faultline::engine::{RunConfig, RunOutcome, Runtime};
 use faultline::fault::NoFaults;
-use faultline::job::{
-    ExternalStore, Input, JobSpec, RunConfig, RunOutcome, Runtime, SavepointRequest,
-};
+use faultline::job::{ExternalStore, Input, JobSpec};
 use faultline::state::{BackendKind, SavepointFormat};
 
 struct Case {

@@ -12,8 +12,9 @@ use crate::support::{config, fan_in_job, input_for, linear_job, restore_checkpoi
 use faultline::checkpoint::{
     envelope, registry, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
 };
+use faultline::engine::RunConfig;
 use faultline::fault::FaultSchedule;
-use faultline::job::{Input, JobSpec, RunConfig};
+use faultline::job::{Input, JobSpec};
 use faultline::state::BackendKind;
 
 const CANARY: &[u8] = b"outside the root: never read, never deleted";

@@ -2,9 +2,10 @@
 //! every delay and the give-up point; then run a job whose failure repeats on every attempt and
 //! check the restarts' timing in its trace.
 
+use faultline::checkpoint::CheckpointConfig;
+use faultline::engine::{JobStatus, RunConfig};
 use faultline::job::{
-    CheckpointConfig, FailCounter, JobStatus, OperatorSpec, RestartDecision, RestartStrategy,
-    RestartTracker, RunConfig, StageSpec,
+    FailCounter, OperatorSpec, RestartDecision, RestartStrategy, RestartTracker, StageSpec,
 };
 use faultline::sim::{RngStreams, StreamName};
 

@@ -7,8 +7,8 @@ use crate::support::{
     assert_passed, config, input_for, job_shapes, kills, restore_checkpoint, run, run_on,
 };
 use faultline::checkpoint::{registry, Durability, FsCheckpointStorage};
+use faultline::engine::JobStatus;
 use faultline::fault::{Fault, FaultSchedule};
-use faultline::job::JobStatus;
 use faultline::model;
 use faultline::state::BackendKind;
 
@@ -144,7 +144,7 @@ fn a_failure_after_a_savepoint_restores_the_savepoint_not_an_older_state() {
     let job = crate::support::linear_job();
     let input = input_for(&job, 80, 5, 12);
     let mut config = config(3, 1000);
-    config.savepoints = vec![faultline::job::SavepointRequest {
+    config.savepoints = vec![faultline::checkpoint::SavepointRequest {
         at_ms: 40,
         name: "mid".into(),
         format: faultline::state::SavepointFormat::Canonical,

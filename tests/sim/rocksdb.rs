@@ -13,11 +13,10 @@ use crate::support::{
 use faultline::campaign::{run_case_with_store, CaseReport};
 use faultline::checkpoint::canonical::Compression;
 use faultline::checkpoint::{registry, Durability, FsCheckpointStorage, KeyedStateHandle};
+use faultline::checkpoint::{CheckpointConfig, SavepointRequest};
+use faultline::engine::{JobStatus, RunConfig};
 use faultline::fault::FaultSchedule;
-use faultline::job::{
-    CheckpointConfig, ExternalStore, Input, JobSpec, JobStatus, RestartStrategy, RunConfig,
-    SavepointRequest,
-};
+use faultline::job::{ExternalStore, Input, JobSpec, RestartStrategy};
 use faultline::model;
 use faultline::state::{
     BackendContext, BackendKind, CompactionPolicy, KeyGroupRange, KeyedContext, RocksDbFactory,

@@ -1,15 +1,17 @@
 //! Shared fixtures: job shapes, seeded inputs, and a runner that keeps its directory alive.
 
 use faultline::campaign::{run_case, CaseReport};
+use faultline::checkpoint::CheckpointConfig;
 use faultline::checkpoint::CheckpointStorage;
 use faultline::checkpoint::{Durability, FsCheckpointStorage};
+use faultline::engine::RunConfig;
+use faultline::engine::{RestoreRecord, Runtime};
 use faultline::fault::NoFaults;
 use faultline::fault::{Fault, FaultSchedule};
 use faultline::job::{
-    CheckpointConfig, Input, InputRecord, JobSpec, OperatorSpec, RestartStrategy, RunConfig,
-    SinkKind, SinkSpec, SourceSpec, StageSpec,
+    Input, InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec,
+    StageSpec,
 };
-use faultline::job::{RestoreRecord, Runtime};
 use faultline::state::{
     BackendContext, BackendKind, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
     SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory, StateEntry, StateError,

@@ -10,8 +10,8 @@ use super::task::*;
 use crate::fault::FaultPoint;
 use crate::job::keygroup::{key_group_for, subtask_for_key_group};
 use crate::job::operator::OperatorContext;
-use crate::job::record::Record;
 use crate::job::source::SourceInput;
+use crate::job::Record;
 use crate::state::KeyedContext;
 
 impl<'a> Runtime<'a> {

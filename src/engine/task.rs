@@ -8,9 +8,9 @@ use crate::checkpoint::codec::{Decoder, Encoder};
 use crate::checkpoint::{CheckpointStorage, FileRef, RelPath, StorageError, SubtaskSnapshot};
 use crate::fault::{FaultAction, FaultPlan, FaultPoint};
 use crate::job::operator::Operator;
-use crate::job::record::Record;
 use crate::job::sink::Sink;
 use crate::job::source::Source;
+use crate::job::Record;
 use crate::state::{KeyGroupRange, StateBackend};
 
 #[derive(Debug, Clone)]
@@ -187,7 +187,7 @@ pub(super) struct Pending {
     pub(super) id: u64,
     pub(super) trigger_ms: u64,
     pub(super) is_final: bool,
-    pub(super) savepoint: Option<super::config::SavepointRequest>,
+    pub(super) savepoint: Option<crate::checkpoint::SavepointRequest>,
     pub(super) acks: Vec<Option<SubtaskSnapshot>>,
     /// Storage writes so far, for `FaultPoint::StorageWrite`.
     pub(super) writes: u32,

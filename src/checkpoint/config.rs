@@ -1,9 +1,7 @@
-//! Run configuration: checkpointing (Flink's settings, with their defaults) and the run's seed,
-//! restart strategy and bounds.
+//! Checkpointing settings, with Flink's names and defaults: the interval, alignment mode,
+//! timeout, tolerated failures, retention and compression; what restore does with an unusable
+//! checkpoint; and the savepoints a run is asked to take.
 
-use std::path::PathBuf;
-
-use crate::job::restart::RestartStrategy;
 use crate::state::SavepointFormat;
 
 /// Whether barriers are aligned.
@@ -40,7 +38,7 @@ pub struct CheckpointConfig {
     pub num_retained: u32,
     /// Compress canonical snapshot blocks with LZ4 (`setUseSnapshotCompression`). Default off.
     #[serde(default)]
-    pub compression: crate::checkpoint::canonical::Compression,
+    pub compression: super::canonical::Compression,
 }
 
 fn default_mode() -> CheckpointingMode {
@@ -62,7 +60,7 @@ impl CheckpointConfig {
             timeout_ms: default_timeout_ms(),
             tolerable_failures: 0,
             num_retained: default_num_retained(),
-            compression: crate::checkpoint::canonical::Compression::None,
+            compression: super::canonical::Compression::None,
         }
     }
 
@@ -79,10 +77,7 @@ impl CheckpointConfig {
     }
 
     /// This config compressing canonical snapshots.
-    pub fn with_compression(
-        mut self,
-        compression: crate::checkpoint::canonical::Compression,
-    ) -> Self {
+    pub fn with_compression(mut self, compression: super::canonical::Compression) -> Self {
         self.compression = compression;
         self
     }
@@ -130,76 +125,4 @@ pub struct SavepointRequest {
     /// nothing after its barrier.
     #[serde(default)]
     pub stop: bool,
-}
-
-/// Everything that parameterises one run besides the job and its input.
-///
-/// ```
-/// use faultline::job::{CheckpointConfig, CheckpointingMode, RestartStrategy, RunConfig};
-///
-/// let checkpoint = CheckpointConfig::every(10)
-///     .with_mode(CheckpointingMode::AtLeastOnce)
-///     .with_num_retained(2)
-///     .with_tolerable_failures(1);
-/// let config = RunConfig::new(7, checkpoint, RestartStrategy::None);
-/// // Every other setting has its stated default.
-/// assert_eq!(config.channel_capacity, 4);
-/// assert!(config.verify_restored_files);
-/// assert!(config.savepoints.is_empty());
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct RunConfig {
-    /// The root seed.
-    pub seed: u64,
-    /// Checkpointing.
-    pub checkpoint: CheckpointConfig,
-    /// Restart strategy.
-    pub restart: RestartStrategy,
-    /// Records a channel holds before its writer is back-pressured. Default 4.
-    pub channel_capacity: usize,
-    /// Step bound of the whole run. Default 1,000,000.
-    pub steps_max: u64,
-    /// A savepoint or retained checkpoint directory to start from (NO_CLAIM: later checkpoints
-    /// never reference its files). Default none.
-    pub initial_snapshot: Option<PathBuf>,
-    /// What restore does with an unusable latest checkpoint. Default fail loudly.
-    pub restore_policy: RestorePolicy,
-    /// Savepoints to take. Default none.
-    pub savepoints: Vec<SavepointRequest>,
-    /// Audit the whole checkpoint root after every completion and restore (costly: it reads
-    /// every retained file). Default off; campaigns turn it on.
-    pub audit_storage: bool,
-    /// The attempt this run starts at: above 0 when a process restarted after a real kill
-    /// continues the case, restoring from storage. Default 0.
-    pub first_attempt: u32,
-    /// Virtual time at which this run starts (where the killed process left off). Default 0.
-    pub start_ms: u64,
-    /// Check every file of a restore candidate against the size and checksum its metadata
-    /// recorded before any backend reads it. Default on. Off, corrupt files reach the backends'
-    /// restores, which must detect them themselves (Flink keeps no central checksums); a backend
-    /// that does then fails the attempt, so [`RestorePolicy::FallbackToLatestValid`] no longer
-    /// falls back past a corrupt file. An initial snapshot (`initial_snapshot`), read from
-    /// outside the job's storage, is always checked.
-    pub verify_restored_files: bool,
-}
-
-impl RunConfig {
-    /// A config with the given seed, checkpointing and restart strategy, other settings default.
-    pub fn new(seed: u64, checkpoint: CheckpointConfig, restart: RestartStrategy) -> Self {
-        Self {
-            seed,
-            checkpoint,
-            restart,
-            channel_capacity: 4,
-            steps_max: 1_000_000,
-            initial_snapshot: None,
-            restore_policy: RestorePolicy::FailLoudly,
-            savepoints: Vec::new(),
-            audit_storage: false,
-            first_attempt: 0,
-            start_ms: 0,
-            verify_restored_files: true,
-        }
-    }
 }

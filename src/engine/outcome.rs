@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::job::record::Positions;
 use crate::job::sink::ExternalStore;
+use crate::job::Positions;
 use crate::sim::{StepLimit, Trace};
 use crate::state::StateView;
 

@@ -9,8 +9,8 @@ use super::task::*;
 
 use std::path::Path;
 
-use super::config::RestorePolicy;
 use crate::checkpoint::upload::Uploads;
+use crate::checkpoint::RestorePolicy;
 use crate::checkpoint::{
     registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
     SnapshotKind, StorageError, Subdirectory,
@@ -18,14 +18,14 @@ use crate::checkpoint::{
 use crate::fault::{FaultAction, FaultPlan, FaultPoint};
 use crate::job::keygroup::key_group_range;
 use crate::job::operator;
-use crate::job::record::Input;
-use crate::job::record::Positions;
 use crate::job::sink::ExternalStore;
 use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
 use crate::job::spec::JobSpec;
 use crate::job::spec::SinkKind;
 use crate::job::user;
+use crate::job::Input;
 use crate::job::OperatorSpec;
+use crate::job::Positions;
 use crate::state::{BackendContext, KeyGroupRange, RestoreHandle, RestoreMode, StateView};
 
 impl<'a> Runtime<'a> {

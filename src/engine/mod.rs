@@ -18,7 +18,7 @@ mod restore;
 mod step;
 mod task;
 
-pub use config::{CheckpointConfig, CheckpointingMode, RestorePolicy, RunConfig, SavepointRequest};
+pub use config::RunConfig;
 pub use outcome::{FailureRecord, JobStatus, RestoreRecord, RunError, RunOutcome, RunStats};
 
 use std::collections::VecDeque;
@@ -29,29 +29,27 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::registry::{self, AuditProblem};
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::CheckpointStorage;
-use crate::checkpoint::RelPath;
+use crate::checkpoint::{CheckpointingMode, RelPath};
 use crate::fault::{Corruption, FaultPlan, FaultPoint};
-use crate::job::record::{Input, Positions};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
+use crate::job::sink::SinkFactory;
 use crate::job::source::SourceFactory;
 use crate::job::spec::JobSpec;
 use crate::job::user::UserOperator;
+use crate::job::{Input, Positions};
 use crate::sim::{Clock, RngStreams, Scheduler, StepLimit, StreamName, Trace};
 use crate::state::{StateBackendFactory, StateView};
 use task::*;
-
-/// Makes the sink of one subtask.
-pub type SinkFactory = dyn Fn(u16) -> Box<dyn crate::job::Sink> + Send + Sync;
 
 /// Runs one job on one input with one configuration, backend, storage and fault plan.
 ///
 /// ```
 /// use faultline::checkpoint::{Durability, FsCheckpointStorage};
 /// use faultline::fault::FaultSchedule;
-/// use faultline::job::{
-///     CheckpointConfig, Input, InputRecord, JobSpec, JobStatus, RestartStrategy, RunConfig, Runtime,
-/// };
+/// use faultline::checkpoint::CheckpointConfig;
+/// use faultline::engine::{JobStatus, RunConfig, Runtime};
+/// use faultline::job::{Input, InputRecord, JobSpec, RestartStrategy};
 /// use faultline::state::MemoryBackendFactory;
 ///
 /// let job: JobSpec = toml::from_str(
@@ -88,7 +86,7 @@ pub type SinkFactory = dyn Fn(u16) -> Box<dyn crate::job::Sink> + Send + Sync;
 /// assert_eq!(outcome.store.visible().len(), 20, "every record committed once");
 /// assert!(outcome.stats.checkpoints_completed > 0);
 /// // The verdict of the oracle: state and output equal the model's.
-/// let mode = faultline::job::CheckpointingMode::ExactlyOnce;
+/// let mode = faultline::checkpoint::CheckpointingMode::ExactlyOnce;
 /// let verdict = faultline::check::check_run(&job, &input, mode, 7, &outcome);
 /// assert!(verdict.passed(), "{verdict}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -10,9 +10,10 @@
 
 use std::collections::BTreeMap;
 
-use super::config::SavepointRequest;
 use super::task::*;
-use super::{CheckpointingMode, Runtime};
+use super::Runtime;
+use crate::checkpoint::CheckpointingMode;
+use crate::checkpoint::SavepointRequest;
 
 use crate::checkpoint::upload::{PartId, Staging, Submission, UploadError, UploadEvent};
 use crate::checkpoint::CheckpointStorage;
