@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use faultline::harness::Harness;
-use faultline::job::sink::{SinkEvent, StoreError};
+use faultline::job::sink::{StoreError, TxnAbort, TxnEvent};
 use faultline::job::{ExternalOutput, ExternalStore, Record, Sink};
 
 /// Transactions renamed to committed, over every case (to show the sink was in the path).
@@ -143,16 +143,20 @@ impl FileSink {
     }
 
     /// Renames a pending transaction committed; finding it committed already is fine.
-    fn commit(dir: &Path, txn: &str, checkpoint_id: u64) -> Result<SinkEvent, StoreError> {
-        let committed = file(dir, txn, Stage::Committed);
-        match std::fs::rename(file(dir, txn, Stage::Pending), &committed) {
+    fn commit(dir: &Path, txn: String, checkpoint: u64) -> Result<TxnEvent, StoreError> {
+        let committed = file(dir, &txn, Stage::Committed);
+        match std::fs::rename(file(dir, &txn, Stage::Pending), &committed) {
             Ok(()) => {
                 COMMITS.fetch_add(1, Ordering::Relaxed);
-                Ok(format!("commit {txn} for chk-{checkpoint_id}"))
+                Ok(TxnEvent::Committed {
+                    txn,
+                    checkpoint,
+                    records: None,
+                })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && committed.exists() => Ok(
-                format!("commit {txn} for chk-{checkpoint_id}: already committed"),
-            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && committed.exists() => {
+                Ok(TxnEvent::AlreadyCommitted { txn, checkpoint })
+            }
             Err(e) => Err(io(format!("commit {txn}"), e)),
         }
     }
@@ -171,10 +175,17 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let dir = files_dir(store)?;
+        let mut events = Vec::new();
         if self.current.is_none() {
-            self.current = Some(self.begin(&dir)?);
+            let txn = self.begin(&dir)?;
+            events.push(TxnEvent::Begun { txn: txn.clone() });
+            self.current = Some(txn);
         }
         let txn = self.current.as_deref().expect("begun above");
         let path = file(&dir, txn, Stage::InProgress);
@@ -185,15 +196,16 @@ impl Sink for FileSink {
             .append(true)
             .open(&path)
             .and_then(|mut f| f.write_all(&line))
-            .map_err(|e| io(path.display(), e))
+            .map_err(|e| io(path.display(), e))?;
+        Ok(events)
     }
 
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
-        let mut event = None;
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
+        let mut events = Vec::new();
         if let Some(txn) = self.current.take() {
             let dir = files_dir(store)?;
             let in_progress = file(&dir, &txn, Stage::InProgress);
@@ -201,10 +213,14 @@ impl Sink for FileSink {
                 .and_then(|f| f.sync_all())
                 .and_then(|()| std::fs::rename(&in_progress, file(&dir, &txn, Stage::Pending)))
                 .map_err(|e| io(format!("pre-commit {txn}"), e))?;
-            event = Some(format!("pre-commit {txn} for chk-{checkpoint_id}"));
+            events.push(TxnEvent::PreCommitted {
+                txn: txn.clone(),
+                checkpoint: checkpoint_id,
+                records: None,
+            });
             self.pending.insert(checkpoint_id, txn);
         }
-        Ok((self.encode(), event))
+        Ok((self.encode(), events))
     }
 
     fn pending_transactions(&self) -> usize {
@@ -215,7 +231,7 @@ impl Sink for FileSink {
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let dir = files_dir(store)?;
         let covered: Vec<u64> = self
             .pending
@@ -225,7 +241,7 @@ impl Sink for FileSink {
         let mut events = Vec::new();
         for id in covered {
             let txn = self.pending.remove(&id).expect("listed above");
-            events.push(Self::commit(&dir, &txn, id)?);
+            events.push(Self::commit(&dir, txn, id)?);
         }
         Ok(events)
     }
@@ -234,7 +250,7 @@ impl Sink for FileSink {
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let dir = files_dir(store)?;
         let mut events = Vec::new();
         let mut owners = Vec::new();
@@ -244,7 +260,7 @@ impl Sink for FileSink {
             // The checkpoint completed, so what it pre-committed must be visible, whether or not
             // its notification got through before the failure.
             for (id, txn) in pending {
-                events.push(Self::commit(&dir, &txn, id)?);
+                events.push(Self::commit(&dir, txn, id)?);
             }
         }
         // Everything else unfinished belongs to no completed checkpoint: the files of every
@@ -265,7 +281,8 @@ impl Sink for FileSink {
             if stage != Stage::Committed && clears(owner) {
                 let path = file(&dir, &txn, stage);
                 std::fs::remove_file(&path).map_err(|e| io(path.display(), e))?;
-                events.push(format!("abort {txn} ({})", stage.extension()));
+                let why = TxnAbort::Other(stage.extension().to_string());
+                events.push(TxnEvent::Aborted { txn, why });
             }
         }
         Ok(events)

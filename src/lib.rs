@@ -35,6 +35,7 @@ pub mod model;
 pub mod sim;
 pub mod state;
 mod sync;
+pub mod trace;
 
 /// The README's Rust examples, compiled by `cargo test --doc` so they stay true.
 #[cfg(doctest)]

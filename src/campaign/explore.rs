@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::scenario::{InputSpec, Scenario};
 use super::strategy::{scenario_strategy, StrategyConfig};
 use super::Seams;
+use crate::fault::{FaultKind, FaultSite};
 use crate::job::SinkFactory;
 
 /// Fault kind -> fault point -> times fired.
@@ -155,7 +156,7 @@ pub struct ExploreError(pub String);
 struct CaseResult {
     case: u64,
     scenario: Scenario,
-    fired: Vec<(String, String)>,
+    fired: Vec<(FaultKind, FaultSite)>,
     restores: u64,
     checkpoints: u64,
     loud: bool,
@@ -196,7 +197,7 @@ fn records(scenario: &Scenario) -> u32 {
 type Judged = (
     Option<Vec<String>>,
     crate::campaign::CaseReport,
-    Vec<(String, String)>,
+    Vec<(FaultKind, FaultSite)>,
 );
 
 /// Runs a scenario in a fresh directory and judges it.
@@ -257,11 +258,7 @@ fn run_case(
         fired,
         restores: outcome.restores.len() as u64,
         checkpoints: outcome.stats.checkpoints_completed,
-        loud: report
-            .verdict
-            .notes
-            .iter()
-            .any(|n| n.starts_with("failed loudly")),
+        loud: report.verdict.failed_loudly(),
         failure: None,
     };
     let Some(mut best_violations) = found else {
@@ -413,13 +410,14 @@ pub fn explore_with(
             .backends
             .entry(result.scenario.backend.name().to_string())
             .or_default() += 1;
-        for (kind, point) in &result.fired {
+        for (kind, site) in &result.fired {
+            let kind = kind.name().to_string();
             *report.faults.entry(kind.clone()).or_default() += 1;
             *report
                 .coverage
-                .entry(kind.clone())
+                .entry(kind)
                 .or_default()
-                .entry(point.clone())
+                .entry(site.name().to_string())
                 .or_default() += 1;
         }
         report.restores += result.restores;
@@ -478,20 +476,7 @@ impl ExploreReport {
             self.checkpoints,
             self.loud_failures,
         );
-        let points: Vec<&str> = [
-            "record",
-            "step",
-            "restore",
-            "barrier-at-source",
-            "sync-snapshot",
-            "file-upload",
-            "metadata-write",
-            "before-notify",
-            "sink-commit",
-            "notification",
-            "before-restore",
-        ]
-        .to_vec();
+        let points: Vec<&str> = FaultSite::ALL.iter().map(|site| site.name()).collect();
         text.push_str(&format!(
             "\ncoverage (fault kind x point where it fired):\n{:<20}",
             "kind"

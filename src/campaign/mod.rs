@@ -63,8 +63,8 @@ use crate::fault::FaultPlan;
 use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
 use crate::job::{ExternalStore, Input, JobSpec, OutputReader, SinkFactory};
-use crate::sim::TraceHash;
 use crate::state::StateBackendFactory;
+use crate::trace::TraceHash;
 
 /// A case could not be run.
 #[derive(Debug, thiserror::Error)]

@@ -30,33 +30,22 @@ use serde::{Deserialize, Serialize};
 use super::{CaseError, CaseReport, Scenario};
 use crate::check;
 use crate::checkpoint::{Durability, FsCheckpointStorage};
-use crate::engine::{FailureRecord, JobStatus, RestoreRecord, RunOutcome, RunStats, Runtime};
+use crate::engine::{PhaseEnd, RunOutcome, Runtime};
 use crate::fault::{
-    Corruption, Fault, FaultAction, FaultPlan, FaultPoint, FaultSchedule, NotifyFate,
+    Corruption, Effect, Fault, FaultAction, FaultKind, FaultPlan, FaultPoint, FaultSchedule,
+    FaultSite, NotifyFate,
 };
-use crate::job::{ExternalStore, Positions};
-use crate::sim::{Trace, TraceEvent};
-use crate::state::StateView;
+use crate::job::ExternalStore;
+use crate::trace::{Event, FailureCause, Stamped, Trace};
 
 /// Restarts after real kills before the parent gives up on a case.
 const PROCESS_RESTARTS_MAX: u32 = 8;
 
-/// What a child that ran to the end reports (its trace and restores were streamed).
+/// What a child that ran to the end reports (its events were streamed).
 #[derive(Debug, Serialize, Deserialize)]
 struct ChildOutcome {
-    status: JobStatus,
-    final_state: Option<StateView>,
-    failures: Vec<FailureRecord>,
-    stats: RunStats,
-    retained_checkpoints: Vec<u64>,
-    savepoints: Vec<String>,
-    corruptions: Vec<Corruption>,
-    audit_problems: Vec<(String, crate::checkpoint::registry::AuditProblem)>,
-    refused_reuses: Vec<String>,
-    final_state_error: Option<String>,
-    start_positions: Positions,
-    end_positions: Positions,
-    fired: Vec<(String, String)>,
+    end: PhaseEnd,
+    fired: Vec<(FaultKind, FaultSite)>,
 }
 
 /// Aborts the process at one scheduler step; every other fault point goes to `inner`.
@@ -146,18 +135,16 @@ pub fn child_main(
     .with_event_log(log)
     .run()?;
     let child = ChildOutcome {
-        status: outcome.status,
-        final_state: outcome.final_state,
-        failures: outcome.failures,
-        stats: outcome.stats,
-        retained_checkpoints: outcome.retained_checkpoints,
-        savepoints: outcome.savepoints,
-        corruptions: outcome.corruptions,
-        audit_problems: outcome.audit_problems,
-        refused_reuses: outcome.refused_reuses,
-        final_state_error: outcome.final_state_error,
-        start_positions: outcome.start_positions,
-        end_positions: outcome.end_positions,
+        end: PhaseEnd {
+            status: outcome.status,
+            final_state: outcome.final_state,
+            final_state_error: outcome.final_state_error,
+            store: ExternalStore::new(),
+            stats: outcome.stats,
+            retained_checkpoints: outcome.retained_checkpoints,
+            savepoints: outcome.savepoints,
+            end_positions: outcome.end_positions,
+        },
         fired: faults.inner.fired().to_vec(),
     };
     let json = serde_json::to_vec(&child).map_err(|e| scenario_error(e.to_string()))?;
@@ -166,31 +153,17 @@ pub fn child_main(
     Ok(())
 }
 
-/// Reads a child's streamed events: trace lines and restores.
-fn read_events(
-    path: &Path,
-    trace: &mut Trace,
-    restores: &mut Vec<RestoreRecord>,
-) -> Result<(), CaseError> {
+/// Reads a child's streamed events into `trace`.
+fn read_events(path: &Path, trace: &mut Trace) -> Result<(), CaseError> {
     let file = std::fs::File::open(path)
         .map_err(|e| CaseError::Scenario(format!("{}: {e}", path.display())))?;
     for line in std::io::BufReader::new(file).lines() {
         let line = line.map_err(|e| CaseError::Scenario(e.to_string()))?;
         // The last line may be torn by the abort; everything before it is whole.
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+        let Ok(stamped) = serde_json::from_str::<Stamped>(&line) else {
             break;
         };
-        if let Some(event) = value.get("event") {
-            trace.push(
-                serde_json::from_value::<TraceEvent>(event.clone())
-                    .map_err(|e| CaseError::Scenario(e.to_string()))?,
-            );
-        } else if let Some(restore) = value.get("restore") {
-            restores.push(
-                serde_json::from_value(restore.clone())
-                    .map_err(|e| CaseError::Scenario(e.to_string()))?,
-            );
-        }
+        trace.push(stamped);
     }
     Ok(())
 }
@@ -201,14 +174,13 @@ pub fn run_with_process_kills(
     scenario: &Scenario,
     dir: &Path,
     binary: &Path,
-) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
+) -> Result<(CaseReport, Vec<(FaultKind, FaultSite)>), CaseError> {
     let (mut abort_at, _) = split_faults(scenario);
     let scenario_file = dir.join("scenario.toml");
     std::fs::write(&scenario_file, scenario.to_toml())
         .map_err(|e| CaseError::Scenario(e.to_string()))?;
     let mut trace = Trace::new();
-    let mut restores = Vec::new();
-    let mut kills: Vec<FailureRecord> = Vec::new();
+    let mut kills = 0;
     let mut fired = Vec::new();
     let (mut attempt, mut start_ms) = (0u32, 0u64);
     let child = loop {
@@ -229,11 +201,7 @@ pub fn run_with_process_kills(
             .output()
             .map_err(|e| CaseError::Scenario(format!("{}: {e}", binary.display())))?;
         let before = trace.events().len();
-        read_events(
-            &dir.join(format!("events-{attempt}.jsonl")),
-            &mut trace,
-            &mut restores,
-        )?;
+        read_events(&dir.join(format!("events-{attempt}.jsonl")), &mut trace)?;
         if output.status.success() {
             let path = dir.join(format!("outcome-{attempt}.json"));
             let bytes = std::fs::read(&path)
@@ -242,7 +210,7 @@ pub fn run_with_process_kills(
                 .map_err(|e| CaseError::Scenario(e.to_string()))?;
         }
         let aborted = abort_at.is_some() && killed_by_abort(&output.status);
-        if !aborted || kills.len() as u32 >= PROCESS_RESTARTS_MAX {
+        if !aborted || kills >= PROCESS_RESTARTS_MAX {
             return Err(CaseError::Scenario(format!(
                 "child process failed ({}): {}",
                 output.status,
@@ -255,65 +223,48 @@ pub fn run_with_process_kills(
             .and_then(|events| events.last())
             .cloned();
         let (step, time_ms) = last.as_ref().map_or((0, start_ms), |e| (e.step, e.time_ms));
-        // Attempts the dead child reached: each "attempt N started" line names one.
+        // The attempts the dead child reached.
         let reached = trace.events()[before..]
             .iter()
-            .filter_map(|e| {
-                e.line
-                    .strip_prefix("attempt ")?
-                    .split(' ')
-                    .next()?
-                    .parse::<u32>()
-                    .ok()
+            .filter_map(|stamped| match stamped.event {
+                Event::AttemptStarted { attempt, .. } => Some(attempt),
+                _ => None,
             })
             .max()
             .unwrap_or(attempt);
-        let reason = format!(
-            "process aborted at step {} (real SIGABRT, exit {})",
+        let detail = format!(
+            "process aborted at step {} (real SIGABRT, exit {}); restarted on the same directories",
             abort_at.unwrap_or(0),
             output.status
         );
         trace.record(
             step,
             time_ms,
-            format!("failure process: {reason}; restarted on the same directories"),
+            Event::Failure {
+                attempt: reached,
+                task: "process".into(),
+                cause: FailureCause::Injected {
+                    fault: FaultKind::Kill,
+                    site: FaultSite::Step,
+                    effect: Effect::Kill,
+                    detail,
+                },
+            },
         );
-        kills.push(FailureRecord {
-            attempt: reached,
-            task: "process".into(),
-            reason,
-            time_ms,
-        });
-        fired.push(("kill".to_string(), "process".to_string()));
+        kills += 1;
+        fired.push((FaultKind::Kill, FaultSite::Step));
         attempt = reached + 1;
         start_ms = time_ms;
         abort_at = None;
     };
     fired.extend(child.fired);
-    let mut failures = kills;
-    failures.extend(child.failures);
-    let store = ExternalStore::durable(&dir.join("store.json")).map_err(CaseError::Scenario)?;
+    let mut end = child.end;
+    end.store = ExternalStore::durable(&dir.join("store.json")).map_err(CaseError::Scenario)?;
     let trace_hash = trace.hash();
-    let outcome = RunOutcome {
-        status: child.status,
-        trace,
-        restores,
-        failures,
-        final_state: child.final_state,
-        store,
-        stats: child.stats,
-        retained_checkpoints: child.retained_checkpoints,
-        savepoints: child.savepoints,
-        corruptions: child.corruptions,
-        audit_problems: child.audit_problems,
-        refused_reuses: child.refused_reuses,
-        final_state_error: child.final_state_error,
-        start_positions: child.start_positions,
-        end_positions: child.end_positions,
-    };
     let input = scenario
         .input()
         .map_err(|e| CaseError::Scenario(e.to_string()))?;
+    let outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
     let verdict = check::check_run(
         &scenario.job,
         &input,

@@ -45,9 +45,9 @@ use serde::{Deserialize, Serialize};
 use super::{run_case_seams, CaseError, CaseReport, Seams};
 use crate::check;
 use crate::checkpoint::{CheckpointConfig, SavepointRequest};
-use crate::engine::JobStatus;
 use crate::engine::RunConfig;
-use crate::fault::{Fault, FaultSchedule};
+use crate::engine::{JobStatus, RunOutcome};
+use crate::fault::{Fault, FaultKind, FaultSchedule, FaultSite};
 use crate::job::{ExternalStore, Input, InputRecord, JobSpec, RestartStrategy, SinkFactory};
 use crate::sim::{RngStreams, StreamName};
 use crate::state::SavepointFormat;
@@ -279,7 +279,7 @@ impl Scenario {
         &self,
         dir: &Path,
         sink: Option<&SinkFactory>,
-    ) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
+    ) -> Result<(CaseReport, Vec<(FaultKind, FaultSite)>), CaseError> {
         self.run_with(
             dir,
             Seams {
@@ -294,7 +294,7 @@ impl Scenario {
         &self,
         dir: &Path,
         seams: Seams<'_>,
-    ) -> Result<(CaseReport, Vec<(String, String)>), CaseError> {
+    ) -> Result<(CaseReport, Vec<(FaultKind, FaultSite)>), CaseError> {
         let input = self
             .input()
             .map_err(|e| CaseError::Scenario(e.to_string()))?;
@@ -353,37 +353,14 @@ impl Scenario {
             store,
             seams,
         )?;
-        let mut outcome = after.outcome;
-        let mut trace = before.outcome.trace;
-        for event in outcome.trace.events() {
-            trace.push(event.clone());
+        let partitions = input.partitions().len();
+        let (mut trace, first_end) = before.outcome.into_parts();
+        let (second_trace, mut end) = after.outcome.into_parts();
+        trace.extend(second_trace);
+        if end.final_state_error.is_none() {
+            end.final_state_error = first_end.final_state_error;
         }
-        outcome.trace = trace;
-        let mut restores = before.outcome.restores;
-        restores.extend(outcome.restores);
-        outcome.restores = restores;
-        let mut failures = before.outcome.failures;
-        failures.extend(outcome.failures);
-        outcome.failures = failures;
-        let mut corruptions = before.outcome.corruptions;
-        corruptions.extend(outcome.corruptions);
-        outcome.corruptions = corruptions;
-        let mut audit = before.outcome.audit_problems;
-        // The resumed phase audits the same root without knowing the first phase's damage.
-        audit.extend(
-            outcome
-                .audit_problems
-                .into_iter()
-                .filter(|(_, problem)| !outcome.corruptions.iter().any(|c| c.explains(problem))),
-        );
-        outcome.audit_problems = audit;
-        let mut refused = before.outcome.refused_reuses;
-        refused.extend(outcome.refused_reuses);
-        outcome.refused_reuses = refused;
-        if outcome.final_state_error.is_none() {
-            outcome.final_state_error = before.outcome.final_state_error;
-        }
-        outcome.start_positions = before.outcome.start_positions;
+        let mut outcome = RunOutcome::from_trace(trace, end, partitions);
         // The restored state is judged by the stage names it has in both phases; the final
         // state and output are those of the whole input.
         let verdict = super::judge(&mut outcome, seams, |outcome| {

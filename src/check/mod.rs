@@ -29,15 +29,18 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::checkpoint::registry::AuditProblem;
 use crate::checkpoint::CheckpointingMode;
 use crate::engine::{JobStatus, RunOutcome};
 use crate::job::user::UserOperator;
 use crate::job::{Input, JobSpec, Record, SinkKind};
 use crate::model;
 use crate::state::{StateAddr, StateValue};
+use crate::trace::{AuditContext, FailureCause, RestoreFailure};
 
 /// A broken property.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Violation {
     /// Keyed state right after a restore differs from the model at the restored positions.
     RestoredState {
@@ -103,8 +106,12 @@ pub enum Violation {
     /// confirmed (or is gone). Without the refusal the checkpoint would name a file that may be
     /// deleted; with it, every such checkpoint fails.
     ReuseRefused {
-        /// Which checkpoint, subtask and file.
-        reason: String,
+        /// The checkpoint that failed.
+        checkpoint: u64,
+        /// The task whose snapshot reused the file.
+        task: String,
+        /// The hand-off's refusal, naming the file.
+        error: String,
     },
     /// Records left in a transaction that was never committed nor aborted by the end of a
     /// finished job: a sink that did not abort (or commit) what it began.
@@ -125,10 +132,10 @@ pub enum Violation {
     },
     /// The storage audit found a problem the faults do not explain.
     Storage {
-        /// When: `after chk-3`, `after restore (attempt 2)`.
-        context: String,
-        /// What.
-        problem: String,
+        /// When the audit ran.
+        context: AuditContext,
+        /// What it found.
+        problem: AuditProblem,
     },
     /// A checkpoint was restored after one of its files had been corrupted: wrong state may
     /// have been restored silently.
@@ -210,10 +217,14 @@ impl fmt::Display for Violation {
             Violation::StateUnreadable { reason } => {
                 write!(f, "the final state cannot be read: {reason}")
             }
-            Violation::ReuseRefused { reason } => {
+            Violation::ReuseRefused {
+                checkpoint,
+                task,
+                error,
+            } => {
                 write!(
                     f,
-                    "a snapshot reused a shared file no uploaded or retained checkpoint holds: {reason}"
+                    "a snapshot reused a shared file no uploaded or retained checkpoint holds: chk-{checkpoint}: {task}: {error}"
                 )
             }
             Violation::TransactionStranded { txn, records } => {
@@ -247,6 +258,62 @@ impl Violation {
     }
 }
 
+/// What the oracle checked, skipped or observed besides violations, for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Note {
+    /// At-least-once mode with fan-in: state and output values were not compared.
+    ValuesNotCompared,
+    /// Restored state matched the model at every restore.
+    RestoredStateMatched {
+        /// Restores checked.
+        restores: usize,
+    },
+    /// The job failed, as corruption must make it: a restore named the damaged file.
+    FailedLoudly {
+        /// The job's failure.
+        reason: String,
+    },
+    /// What the output check saw.
+    Output {
+        /// Whether the exactly-once rule applied (else at-least-once).
+        exactly_once: bool,
+        /// Records the model emits that the run owed.
+        owed: usize,
+        /// Records visible.
+        visible: usize,
+        /// Of them, allowed replays after a restore.
+        replayed: usize,
+    },
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in: snapshots may hold records after their barrier, so state and output values are not compared (loss and replay-only duplication are)"),
+            Note::RestoredStateMatched { restores } => {
+                write!(f, "restored state matched the model at {restores} restore(s)")
+            }
+            Note::FailedLoudly { reason } => {
+                write!(f, "failed loudly, as corruption must: {reason}")
+            }
+            Note::Output {
+                exactly_once,
+                owed,
+                visible,
+                replayed,
+            } => {
+                let rule = if *exactly_once {
+                    "exactly-once"
+                } else {
+                    "at-least-once"
+                };
+                write!(f, "output ({rule}): the model emits {owed} records; {visible} visible, {replayed} replayed after a restore")
+            }
+        }
+    }
+}
+
 /// The oracle's findings on one run.
 #[derive(Debug, Clone, Default)]
 pub struct Verdict {
@@ -255,7 +322,7 @@ pub struct Verdict {
     /// Broken properties, in the order found.
     pub violations: Vec<Violation>,
     /// What was checked, skipped or observed, for the report.
-    pub notes: Vec<String>,
+    pub notes: Vec<Note>,
     /// Visible records that are allowed replays of a restore.
     pub replayed: Vec<Record>,
 }
@@ -264,6 +331,13 @@ impl Verdict {
     /// Whether every property held.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// Whether the job failed loudly on corruption, as it must.
+    pub fn failed_loudly(&self) -> bool {
+        self.notes
+            .iter()
+            .any(|note| matches!(note, Note::FailedLoudly { .. }))
     }
 }
 
@@ -366,7 +440,7 @@ fn check_phases(
     };
     let state_exact = mode == CheckpointingMode::ExactlyOnce || !fan_in;
     if !state_exact {
-        verdict.notes.push("at-least-once mode with fan-in: snapshots may hold records after their barrier, so state and output values are not compared (loss and replay-only duplication are)".into());
+        verdict.notes.push(Note::ValuesNotCompared);
     }
 
     if state_exact {
@@ -385,10 +459,9 @@ fn check_phases(
         }
         let differing = verdict.violations.len() - before;
         if !outcome.restores.is_empty() && differing == 0 {
-            verdict.notes.push(format!(
-                "restored state matched the model at {} restore(s)",
-                outcome.restores.len()
-            ));
+            verdict.notes.push(Note::RestoredStateMatched {
+                restores: outcome.restores.len(),
+            });
         }
     }
 
@@ -406,18 +479,14 @@ fn check_phases(
         (JobStatus::Failed { reason }, _) => {
             // Corruption must fail loudly: a restore that names a corrupted file is the
             // expected end, not a liveness failure.
-            let last = outcome.failures.last();
-            let loud = last.is_some_and(|f| {
-                f.task == "restore"
-                    && outcome
-                        .corruptions
-                        .iter()
-                        .any(|c| f.reason.contains(&c.path))
-            });
+            let loud = outcome
+                .failures
+                .last()
+                .is_some_and(|failure| names_a_corrupted_file(&failure.cause, outcome));
             if loud {
-                verdict
-                    .notes
-                    .push(format!("failed loudly, as corruption must: {reason}"));
+                verdict.notes.push(Note::FailedLoudly {
+                    reason: reason.clone(),
+                });
             } else {
                 verdict.violations.push(Violation::JobFailed {
                     reason: reason.clone(),
@@ -440,29 +509,37 @@ fn check_phases(
             reason: reason.clone(),
         });
     }
-    for reason in &outcome.refused_reuses {
+    for refused in &outcome.refused_reuses {
         verdict.violations.push(Violation::ReuseRefused {
-            reason: reason.clone(),
+            checkpoint: refused.checkpoint,
+            task: refused.task.clone(),
+            error: refused.error.clone(),
         });
     }
 
-    // The runtime names a failure in `notify_checkpoint_complete` `notify chk-N: ...`.
     for failure in &outcome.failures {
-        if failure.reason.starts_with("notify chk-") {
+        if matches!(failure.cause, FailureCause::Notification { .. }) {
             verdict.violations.push(Violation::NotificationFailed {
                 task: failure.task.clone(),
-                reason: failure.reason.clone(),
+                reason: failure.cause.to_string(),
             });
         }
     }
 
-    for (context, problem) in &outcome.audit_problems {
-        verdict.violations.push(Violation::Storage {
-            context: context.clone(),
-            problem: problem.to_string(),
-        });
+    for (found_at, context, problem) in &outcome.audit_problems {
+        // Damage a fault did on purpose explains what the audit finds after it.
+        let injected = outcome
+            .corruptions
+            .iter()
+            .any(|(done_at, corruption)| done_at < found_at && corruption.explains(problem));
+        if !injected {
+            verdict.violations.push(Violation::Storage {
+                context: *context,
+                problem: problem.clone(),
+            });
+        }
     }
-    for corruption in &outcome.corruptions {
+    for (_, corruption) in &outcome.corruptions {
         // Corruption is applied just before an attempt restores; restoring the damaged
         // checkpoint afterwards means its damage went unnoticed.
         if outcome.restores.iter().any(|r| {
@@ -594,15 +671,166 @@ fn check_output(
         }
     }
     let total: usize = visible.values().map(Vec::len).sum();
-    let rule = if exactly_once {
-        "exactly-once"
-    } else {
-        "at-least-once"
+    verdict.notes.push(Note::Output {
+        exactly_once,
+        owed: expected.len(),
+        visible: total,
+        replayed: total - visible.len(),
+    });
+}
+
+/// Whether a failure is a restore that named a file a fault had corrupted: how corruption
+/// must end a run.
+fn names_a_corrupted_file(cause: &FailureCause, outcome: &RunOutcome) -> bool {
+    let FailureCause::Restore(RestoreFailure {
+        file: Some(file), ..
+    }) = cause
+    else {
+        return false;
     };
-    verdict.notes.push(format!(
-        "output ({rule}): the model emits {} records; {} visible, {} replayed after a restore",
-        expected.len(),
-        total,
-        total - visible.len()
-    ));
+    outcome
+        .corruptions
+        .iter()
+        .any(|(_, corruption)| corruption.path == *file)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Judgements read typed causes: rewording a failure's message must change no verdict.
+
+    use super::*;
+    use crate::engine::{PhaseEnd, RunStats};
+    use crate::fault::{Corruption, CorruptionKind};
+    use crate::job::{ExternalStore, InputRecord, Positions};
+    use crate::sim::HostDetail;
+    use crate::trace::{Event, Trace};
+
+    fn job() -> JobSpec {
+        toml::from_str(
+            r#"
+name = "sum"
+source = { parallelism = 1 }
+sink = { kind = "print" }
+stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
+"#,
+        )
+        .expect("a valid job")
+    }
+
+    fn input() -> Input {
+        let records = [InputRecord {
+            id: "r0".into(),
+            key: "k".into(),
+            value: 1,
+        }];
+        Input::partitioned(&records, 1)
+    }
+
+    /// The verdict on a failed run whose trace holds `events`.
+    fn judge_failed(events: Vec<Event>) -> Verdict {
+        let mut trace = Trace::new();
+        for event in events {
+            trace.record(0, 0, event);
+        }
+        let end = PhaseEnd {
+            status: JobStatus::Failed {
+                reason: "gave up".into(),
+            },
+            final_state: None,
+            final_state_error: None,
+            store: ExternalStore::new(),
+            stats: RunStats::default(),
+            retained_checkpoints: Vec::new(),
+            savepoints: Vec::new(),
+            end_positions: Positions(vec![0]),
+        };
+        let outcome = RunOutcome::from_trace(trace, end, 1);
+        check_run(
+            &job(),
+            &input(),
+            CheckpointingMode::ExactlyOnce,
+            1,
+            &outcome,
+        )
+    }
+
+    fn failure(task: &str, cause: FailureCause) -> Event {
+        Event::Failure {
+            attempt: 1,
+            task: task.into(),
+            cause,
+        }
+    }
+
+    fn corrupted(path: &str) -> Event {
+        Event::Corrupted(Corruption {
+            attempt: 1,
+            checkpoint: 1,
+            path: path.into(),
+            kind: CorruptionKind::BitFlip,
+            detail: HostDetail::default(),
+        })
+    }
+
+    fn liveness(verdict: &Verdict) -> bool {
+        verdict
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::JobFailed { .. }))
+    }
+
+    #[test]
+    fn a_restore_naming_the_corrupted_file_fails_loudly_however_it_is_worded() {
+        let named = RestoreFailure {
+            file: Some("chk-1/_metadata".into()),
+            detail: "the snapshot could not be read".into(),
+        };
+        let verdict = judge_failed(vec![
+            corrupted("chk-1/_metadata"),
+            failure("restore", FailureCause::Restore(named)),
+        ]);
+        assert!(verdict.failed_loudly(), "{verdict}");
+        assert!(!liveness(&verdict), "{verdict}");
+
+        // The path in the words alone names nothing: that is a liveness failure.
+        let unnamed = RestoreFailure {
+            file: None,
+            detail: "chk-1/_metadata: unreadable".into(),
+        };
+        let verdict = judge_failed(vec![
+            corrupted("chk-1/_metadata"),
+            failure("restore", FailureCause::Restore(unnamed)),
+        ]);
+        assert!(!verdict.failed_loudly(), "{verdict}");
+        assert!(liveness(&verdict), "{verdict}");
+    }
+
+    #[test]
+    fn a_notification_failure_is_judged_by_its_cause_however_it_is_worded() {
+        let notified = FailureCause::Notification {
+            checkpoint: 2,
+            error: "the sink said no".into(),
+        };
+        let verdict = judge_failed(vec![failure("sink[0]", notified)]);
+        assert!(
+            verdict
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::NotificationFailed { .. })),
+            "{verdict}"
+        );
+
+        // An operator's error that reads like one is not one.
+        let lookalike = FailureCause::Operator {
+            error: "notify chk-2: the sink said no".into(),
+        };
+        let verdict = judge_failed(vec![failure("sum[0]", lookalike)]);
+        assert!(
+            !verdict
+                .violations
+                .iter()
+                .any(|v| matches!(v, Violation::NotificationFailed { .. })),
+            "{verdict}"
+        );
+    }
 }

@@ -147,6 +147,17 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The file or directory the error is about, relative to the storage's root.
+    pub fn path(&self) -> &str {
+        match self {
+            StorageError::Io { path, .. }
+            | StorageError::Format { path, .. }
+            | StorageError::Missing { path }
+            | StorageError::NotRegularFile { path, .. }
+            | StorageError::Mismatch { path, .. } => path,
+        }
+    }
+
     /// Wraps a format error with the file it came from.
     pub fn format(path: &RelPath, source: FormatError) -> Self {
         StorageError::Format {

@@ -202,6 +202,7 @@ fn shared_paths(metadata: &CheckpointMetadata) -> Vec<String> {
 
 /// Something wrong in a checkpoint root.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum AuditProblem {
     /// A snapshot's `_metadata` cannot be read.
     Unreadable {
@@ -214,6 +215,8 @@ pub enum AuditProblem {
     BadFile {
         /// The snapshot naming it.
         snapshot: String,
+        /// The file, relative to the root.
+        file: String,
         /// The error, naming the file.
         error: String,
     },
@@ -235,7 +238,9 @@ impl fmt::Display for AuditProblem {
             AuditProblem::Unreadable { snapshot, error } => {
                 write!(f, "{snapshot}: metadata unreadable: {error}")
             }
-            AuditProblem::BadFile { snapshot, error } => write!(f, "{snapshot}: {error}"),
+            AuditProblem::BadFile {
+                snapshot, error, ..
+            } => write!(f, "{snapshot}: {error}"),
             AuditProblem::Orphan { path } => {
                 write!(f, "{path}: referenced by no retained checkpoint")
             }
@@ -284,6 +289,7 @@ pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageErro
                     if let Err(error) = verify_file(storage, file) {
                         report.problems.push(AuditProblem::BadFile {
                             snapshot: format!("chk-{id}"),
+                            file: file.path.to_string(),
                             error: error.to_string(),
                         });
                     }
@@ -322,6 +328,7 @@ pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageErro
                     if let Err(error) = verify_file(&nested, file) {
                         report.problems.push(AuditProblem::BadFile {
                             snapshot: snapshot.clone(),
+                            file: format!("{snapshot}/{}", file.path),
                             error: format!("{snapshot}/{error}"),
                         });
                     }

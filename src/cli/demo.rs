@@ -20,6 +20,7 @@ use crate::job::{
     StageSpec,
 };
 use crate::state::BackendKind;
+use crate::trace::Event;
 
 /// The embedded default input: `fixtures/transactions.csv`.
 pub const TRANSACTIONS_CSV: &str = include_str!("../../fixtures/transactions.csv");
@@ -191,10 +192,18 @@ fn job_for(kind: DemoKind, options: &DemoOptions, counter: FailCounter) -> JobSp
     }
 }
 
-fn is_story_line(line: &str) -> bool {
-    !["emit ", "process ", "barrier ", "snapshot "]
-        .iter()
-        .any(|prefix| line.starts_with(prefix))
+/// Whether an event belongs to the story the demo tells: everything but records flowing,
+/// barriers travelling and snapshots taken (`--trace` shows those too).
+fn is_story(event: &Event) -> bool {
+    !matches!(
+        event,
+        Event::RecordEmitted { .. }
+            | Event::RecordProcessed { .. }
+            | Event::BarrierInjected { .. }
+            | Event::BarrierReceived { .. }
+            | Event::BarrierAligned { .. }
+            | Event::Snapshot { .. }
+    )
 }
 
 fn run_part(
@@ -219,7 +228,7 @@ fn run_part(
         dir.path(),
     )?;
     for event in report.outcome.trace.events() {
-        if options.full_trace || is_story_line(&event.line) {
+        if options.full_trace || is_story(&event.event) {
             writeln!(text, "  {event}").expect("writing to a String");
         }
     }

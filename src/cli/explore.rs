@@ -179,7 +179,7 @@ pub fn run_replay(
                 report.trace_hash
             ),
             Some(index) => {
-                let show = |trace: &crate::sim::Trace| {
+                let show = |trace: &crate::trace::Trace| {
                     trace
                         .events()
                         .get(index)

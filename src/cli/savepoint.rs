@@ -20,6 +20,7 @@ use crate::job::{
     Input, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
 use crate::state::{BackendKind, SavepointFormat};
+use crate::trace::Event;
 
 /// The job: source -> key_by(account) sum -> print sink, the sum at `parallelism`.
 pub fn savepoint_job(parallelism: u16) -> JobSpec {
@@ -78,13 +79,19 @@ fn case(
 }
 
 fn story(report: &CaseReport, text: &mut String) {
-    for event in report.outcome.trace.events() {
-        let line = &event.line;
-        if !["emit ", "process ", "barrier ", "snapshot ", "write "]
-            .iter()
-            .any(|p| line.starts_with(p))
-        {
-            writeln!(text, "  {event}").expect("writing to a String");
+    for stamped in report.outcome.trace.events() {
+        let flow = matches!(
+            stamped.event,
+            Event::RecordEmitted { .. }
+                | Event::RecordProcessed { .. }
+                | Event::RecordWritten { .. }
+                | Event::BarrierInjected { .. }
+                | Event::BarrierReceived { .. }
+                | Event::BarrierAligned { .. }
+                | Event::Snapshot { .. }
+        );
+        if !flow {
+            writeln!(text, "  {stamped}").expect("writing to a String");
         }
     }
 }

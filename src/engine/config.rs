@@ -57,6 +57,19 @@ pub struct RunConfig {
     /// falls back past a corrupt file. An initial snapshot (`initial_snapshot`), read from
     /// outside the job's storage, is always checked.
     pub verify_restored_files: bool,
+    /// Deliberate engine defects, for the harness's own tests: each "broken twin" proves that a
+    /// check can fail. Default none.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
+}
+
+/// Deliberate engine defects (see [`RunConfig::sabotage`]); none is on by default.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sabotage {
+    /// Exactly-once alignment never blocks an input whose barrier arrived, so records after a
+    /// barrier reach the snapshot.
+    pub alignment_never_blocks: bool,
 }
 
 impl RunConfig {
@@ -75,6 +88,7 @@ impl RunConfig {
             first_attempt: 0,
             start_ms: 0,
             verify_restored_files: true,
+            sabotage: Sabotage::default(),
         }
     }
 }

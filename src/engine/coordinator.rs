@@ -8,8 +8,6 @@
 //! `savepoints/<name>/` with paths relative to that directory (so it can be moved), it is never
 //! retained or subsumed, and its uploads never become an incremental base.
 
-use std::collections::BTreeMap;
-
 use super::task::*;
 use super::Runtime;
 use crate::checkpoint::CheckpointingMode;
@@ -23,6 +21,7 @@ use crate::checkpoint::{
 };
 use crate::fault::{FaultPoint, NotifyFate};
 use crate::state::{SnapshotPurpose, SnapshotTarget};
+use crate::trace::{AbortReason, AuditContext, Event, FailureCause, KeyedFiles, NotificationFate};
 
 /// Where a snapshot's private files go: `chk-<id>` or `savepoints/<name>`.
 pub(super) fn snapshot_dir(id: u64, savepoint: Option<&SavepointRequest>) -> RelPath {
@@ -79,7 +78,9 @@ impl<'a> Runtime<'a> {
                 self.abort_checkpoint(
                     execution,
                     id,
-                    format!("expired after {} ms", self.config.checkpoint.timeout_ms),
+                    AbortReason::Expired {
+                        timeout_ms: self.config.checkpoint.timeout_ms,
+                    },
                 )?;
             }
         }
@@ -114,21 +115,17 @@ impl<'a> Runtime<'a> {
         let what = match &savepoint {
             None => {
                 execution.next_trigger_ms = now + self.config.checkpoint.interval_ms;
-                format!(
-                    "checkpoint chk-{id} triggered{}",
-                    if is_final {
-                        " (final: input exhausted)"
-                    } else {
-                        ""
-                    }
-                )
+                Event::CheckpointTriggered {
+                    checkpoint: id,
+                    is_final,
+                }
             }
-            Some(request) => format!(
-                "savepoint {} triggered as chk-{id} ({:?}{})",
-                request.name,
-                request.format,
-                if request.stop { ", stop" } else { "" }
-            ),
+            Some(request) => Event::SavepointTriggered {
+                name: request.name.clone(),
+                checkpoint: id,
+                format: request.format,
+                stop: request.stop,
+            },
         };
         if savepoint.as_ref().is_some_and(|request| request.stop) {
             execution.stopping = true;
@@ -141,7 +138,7 @@ impl<'a> Runtime<'a> {
             acks: (0..execution.tasks.len()).map(|_| None).collect(),
             writes: 0,
         });
-        self.note(what);
+        self.record(what);
         for index in execution.stage_tasks[0].clone() {
             let task = &mut execution.tasks[index];
             let Body::Source(source) = &mut task.body else {
@@ -152,8 +149,14 @@ impl<'a> Runtime<'a> {
                 Some(reader) => {
                     reader.ensure_open(&task.name, &source.positions)?;
                     let stored = guarded(&task.name, || reader.source.snapshot(id))?;
-                    reader.check_stored(&stored).map_err(|reason| {
-                        Failure::new(&task.name, format!("chk-{id}: {reason}"))
+                    reader.check_stored(&stored).map_err(|problem| {
+                        Failure::new(
+                            &task.name,
+                            FailureCause::SourceContract {
+                                checkpoint: Some(id),
+                                problem,
+                            },
+                        )
                     })?;
                     Some(stored)
                 }
@@ -161,23 +164,20 @@ impl<'a> Runtime<'a> {
             };
             let stored = user_stored.as_ref().unwrap_or(&source.positions);
             // A reader storing other positions than it read to is the bug to see in the trace.
-            let read_to = if *stored == source.positions {
-                String::new()
-            } else {
-                format!("; read to {}", render_positions(&source.positions))
-            };
+            let read_to = (*stored != source.positions).then(|| source.positions.clone());
             let snapshot = SubtaskSnapshot {
                 subtask: task.subtask,
                 key_groups: task.key_groups,
                 keyed: None,
                 operator_state: encode_positions(stored),
             };
-            let positions = render_positions(stored);
-            let line = format!(
-                "barrier chk-{id} injected at {} ({positions}{read_to})",
-                task.name
-            );
-            self.note(line);
+            let event = Event::BarrierInjected {
+                checkpoint: id,
+                task: task.name.clone(),
+                stored: stored.clone(),
+                read_to,
+            };
+            self.record(event);
             self.emit_barrier(execution, index, id);
             self.ack(execution, index, id, snapshot)?;
             if execution.pending.is_none() {
@@ -281,11 +281,7 @@ impl<'a> Runtime<'a> {
             .map(|file| file.path.to_string());
         if let Some(path) = missing {
             execution.pending = Some(pending);
-            return self.abort_checkpoint(
-                execution,
-                id,
-                format!("references {path}, which no retained checkpoint holds any more"),
-            );
+            return self.abort_checkpoint(execution, id, AbortReason::MissingSharedFile { path });
         }
         let metadata_path = dir.join("_metadata").expect("_metadata is a valid name");
         let written = FaultyStorage {
@@ -297,15 +293,17 @@ impl<'a> Runtime<'a> {
             uncommitted: &mut self.uncommitted,
         }
         .write(&metadata_path, &encoded);
-        if let Some(reason) = self.killed.take() {
-            return Err(Failure::kill(reason));
+        if let Some(action) = self.killed.take() {
+            return Err(Failure::from_action("process", action));
         }
         if let Err(error) = written {
             execution.pending = Some(pending);
             return self.abort_checkpoint(
                 execution,
                 id,
-                format!("_metadata write failed: {error}"),
+                AbortReason::MetadataWrite {
+                    error: error.to_string(),
+                },
             );
         }
         // The `_metadata` is the commit point: nothing written before it can be lost any more.
@@ -330,10 +328,12 @@ impl<'a> Runtime<'a> {
             execution.notifications.push_back((id, task));
         }
         if let Some(request) = &pending.savepoint {
-            self.note(format!(
-                "savepoint {} completed as chk-{id}: {file_count} state files, in {dir}",
-                request.name
-            ));
+            self.record(Event::SavepointCompleted {
+                name: request.name.clone(),
+                checkpoint: id,
+                files: file_count,
+                dir: dir.to_string(),
+            });
             self.savepoints_taken.push(request.name.clone());
             if request.stop {
                 execution.stopped = Some((request.name.clone(), id));
@@ -341,16 +341,20 @@ impl<'a> Runtime<'a> {
             return Ok(());
         }
         self.stats.checkpoints_completed += 1;
-        self.note(format!(
-            "checkpoint chk-{id} completed: {file_count} state files"
-        ));
+        self.record(Event::CheckpointCompleted {
+            checkpoint: id,
+            files: file_count,
+        });
         if pending.is_final {
             execution.final_completed = true;
         }
         if let Err(error) = registry::record_completed(&mut *self.storage, id) {
             // The `_metadata` already committed the checkpoint; the record only lets a later
             // restore notice a lost `_metadata`.
-            self.note(format!("could not record chk-{id} as completed: {error}"));
+            self.record(Event::CompletionUnrecorded {
+                checkpoint: id,
+                error: error.to_string(),
+            });
         }
         self.retained.push_back(id);
         let mut subsumed = false;
@@ -361,20 +365,28 @@ impl<'a> Runtime<'a> {
                 .expect("longer than num_retained >= 1");
             self.storage
                 .remove_dir(&registry::checkpoint_dir(old))
-                .map_err(|e| Failure::new("coordinator", format!("subsuming chk-{old}: {e}")))?;
+                .map_err(|e| {
+                    Failure::new(
+                        "coordinator",
+                        FailureCause::Subsume {
+                            checkpoint: old,
+                            error: e.to_string(),
+                        },
+                    )
+                })?;
             // Checkpoints completed by an earlier attempt are not in this attempt's hand-off.
             if self.uploads.knows(old) {
                 self.uploads
                     .subsume(old)
                     .expect("a retained checkpoint of this attempt completed");
             }
-            self.note(format!("checkpoint chk-{old} subsumed"));
+            self.record(Event::CheckpointSubsumed { checkpoint: old });
             subsumed = true;
         }
         if subsumed {
             self.collect_garbage();
         }
-        self.audit_storage(&format!("after chk-{id}"));
+        self.audit_storage(AuditContext::AfterCheckpoint(id));
         Ok(())
     }
 
@@ -382,7 +394,7 @@ impl<'a> Runtime<'a> {
         &mut self,
         execution: &mut Execution,
         id: u64,
-        reason: String,
+        reason: AbortReason,
     ) -> Result<(), Failure> {
         let pending = execution
             .pending
@@ -430,14 +442,17 @@ impl<'a> Runtime<'a> {
         self.collect_garbage();
         self.stats.checkpoints_aborted += 1;
         self.consecutive_checkpoint_failures += 1;
-        self.note(format!("checkpoint chk-{id} aborted: {reason}"));
+        self.record(Event::CheckpointAborted {
+            checkpoint: id,
+            reason,
+        });
         if self.consecutive_checkpoint_failures > self.config.checkpoint.tolerable_failures {
             return Err(Failure::new(
                 "coordinator",
-                format!(
-                    "{} consecutive checkpoint failures exceed the {} tolerated",
-                    self.consecutive_checkpoint_failures, self.config.checkpoint.tolerable_failures
-                ),
+                FailureCause::CheckpointFailures {
+                    consecutive: self.consecutive_checkpoint_failures,
+                    tolerated: self.config.checkpoint.tolerable_failures,
+                },
             ));
         }
         Ok(())
@@ -453,11 +468,19 @@ impl<'a> Runtime<'a> {
             match self.faults.notification(id, &name) {
                 NotifyFate::Deliver => {}
                 NotifyFate::Drop => {
-                    self.note(format!("notify chk-{id} to {name}: lost"));
+                    self.record(Event::Notification {
+                        checkpoint: id,
+                        task: name,
+                        fate: NotificationFate::Lost,
+                    });
                     continue;
                 }
                 NotifyFate::Delay(delay_ms) => {
-                    self.note(format!("notify chk-{id} to {name}: delayed {delay_ms} ms"));
+                    self.record(Event::Notification {
+                        checkpoint: id,
+                        task: name,
+                        fate: NotificationFate::Delayed { delay_ms },
+                    });
                     execution
                         .delayed
                         .push((self.clock.now_ms() + delay_ms, id, task));
@@ -474,14 +497,24 @@ impl<'a> Runtime<'a> {
                         return Err(Failure::from_action(&name, action));
                     }
                     let (user, store) = (self.sink_factory.is_some(), &mut self.store);
+                    let notification_failed = |error: String| {
+                        Failure::new(
+                            &name,
+                            FailureCause::Notification {
+                                checkpoint: id,
+                                error,
+                            },
+                        )
+                    };
                     let events =
                         guarded_if(user, &name, || sink.notify_checkpoint_complete(id, store))
-                            .map_err(|f| {
-                                Failure::new(&name, format!("notify chk-{id}: {}", f.reason))
-                            })?
-                            .map_err(|e| Failure::new(&name, format!("notify chk-{id}: {e}")))?;
+                            .map_err(|f| notification_failed(f.cause.to_string()))?
+                            .map_err(|e| notification_failed(e.to_string()))?;
                     for event in events {
-                        self.note(format!("txn {name}: {event}"));
+                        self.record(Event::Txn {
+                            task: name.clone(),
+                            event,
+                        });
                     }
                 }
                 Body::Operator(OperatorTask {
@@ -531,28 +564,39 @@ impl<'a> Runtime<'a> {
                 task.name
             );
             task.alignment.received[input] = true;
-            if mode == CheckpointingMode::ExactlyOnce {
+            let blocks = mode == CheckpointingMode::ExactlyOnce
+                && !self.config.sabotage.alignment_never_blocks;
+            if blocks {
                 execution.channels[task.inputs[input]].blocked = true;
             }
             let received = task.alignment.received.iter().filter(|r| **r).count();
             if received < inputs {
-                let line = format!(
-                    "barrier chk-{id} at {} input {input} ({received}/{inputs})",
-                    task.name
-                );
-                self.note(line);
+                let event = Event::BarrierReceived {
+                    checkpoint: id,
+                    task: task.name.clone(),
+                    input,
+                    received,
+                    inputs,
+                    blocked: blocks,
+                };
+                self.record(event);
                 return Ok(());
             }
             task.alignment.checkpoint = None;
             task.alignment.received.iter_mut().for_each(|r| *r = false);
-            for &channel in &task.inputs {
-                execution.channels[channel].blocked = false;
+            let mut blocked = Vec::new();
+            for (input, &channel) in task.inputs.iter().enumerate() {
+                if std::mem::take(&mut execution.channels[channel].blocked) {
+                    blocked.push(input);
+                }
             }
-            let line = format!(
-                "barrier chk-{id} aligned at {} ({inputs} inputs)",
-                task.name
-            );
-            self.note(line);
+            let event = Event::BarrierAligned {
+                checkpoint: id,
+                task: task.name.clone(),
+                inputs,
+                blocked,
+            };
+            self.record(event);
         }
         self.snapshot_task(execution, index, id)
     }
@@ -580,7 +624,7 @@ impl<'a> Runtime<'a> {
             keyed: None,
             operator_state: Vec::new(),
         };
-        let line = match &mut task.body {
+        let events = match &mut task.body {
             Body::Operator(op) => {
                 snapshot.operator_state = op.op.snapshot_state();
                 match op.backend.as_deref_mut() {
@@ -629,12 +673,19 @@ impl<'a> Runtime<'a> {
                                     // A reuse of a file no live checkpoint holds fails the
                                     // checkpoint (FLINK's registry refusing unknown state).
                                     Err(error @ UploadError::Unregistered { .. }) => {
-                                        let reason = format!("{name}: {error}");
-                                        self.refused_reuses.push(format!("chk-{id}: {reason}"));
+                                        let reason = AbortReason::ReuseRefused {
+                                            task: name,
+                                            error: error.to_string(),
+                                        };
                                         return self.abort_checkpoint(execution, id, reason);
                                     }
                                     Err(error) => {
-                                        return Err(Failure::new(&name, error.to_string()))
+                                        return Err(Failure::new(
+                                            &name,
+                                            FailureCause::Upload {
+                                                error: error.to_string(),
+                                            },
+                                        ))
                                     }
                                 }
                                 let mut storage = FaultyStorage {
@@ -663,8 +714,8 @@ impl<'a> Runtime<'a> {
                             }
                             Err(error) => Err(error.to_string()),
                         };
-                        if let Some(reason) = self.killed.take() {
-                            return Err(Failure::kill(reason));
+                        if let Some(action) = self.killed.take() {
+                            return Err(Failure::from_action("process", action));
                         }
                         match result {
                             Ok(result) => {
@@ -673,10 +724,15 @@ impl<'a> Runtime<'a> {
                                 self.stats.bytes_written += result.bytes_written;
                                 let files = result.handle.files().len();
                                 snapshot.keyed = Some(result.handle);
-                                format!(
-                                    "snapshot {name} chk-{id}: {files} files ({} written, {} reused)",
-                                    result.files_written, result.files_reused
-                                )
+                                vec![Event::Snapshot {
+                                    checkpoint: id,
+                                    task: name.clone(),
+                                    keyed: Some(KeyedFiles {
+                                        files,
+                                        written: result.files_written,
+                                        reused: result.files_reused,
+                                    }),
+                                }]
                             }
                             Err(error) => {
                                 // Writing state is the asynchronous phase in Flink: its failure
@@ -684,34 +740,52 @@ impl<'a> Runtime<'a> {
                                 return self.abort_checkpoint(
                                     execution,
                                     id,
-                                    format!("{name}: {error}"),
+                                    AbortReason::Snapshot { task: name, error },
                                 );
                             }
                         }
                     }
-                    None => format!("snapshot {name} chk-{id}"),
+                    None => vec![Event::Snapshot {
+                        checkpoint: id,
+                        task: name.clone(),
+                        keyed: None,
+                    }],
                 }
             }
             Body::Sink(sink) => {
                 let (user, store) = (self.sink_factory.is_some(), &mut self.store);
-                let (state, event) = guarded_if(user, &name, || sink.snapshot(id, store))?
-                    .map_err(|e| Failure::new(&name, format!("snapshot: {e}")))?;
+                let (state, events) = guarded_if(user, &name, || sink.snapshot(id, store))?
+                    .map_err(|e| {
+                        Failure::new(
+                            &name,
+                            FailureCause::SinkSnapshot {
+                                error: e.to_string(),
+                            },
+                        )
+                    })?;
                 snapshot.operator_state = state;
-                match event {
-                    Some(event) => format!("txn {name}: {event}"),
-                    None => format!("snapshot {name} chk-{id}"),
+                if events.is_empty() {
+                    vec![Event::Snapshot {
+                        checkpoint: id,
+                        task: name.clone(),
+                        keyed: None,
+                    }]
+                } else {
+                    events
+                        .into_iter()
+                        .map(|event| Event::Txn {
+                            task: name.clone(),
+                            event,
+                        })
+                        .collect()
                 }
             }
             Body::Source(_) => unreachable!("sources snapshot when the barrier is injected"),
         };
-        self.note(line);
+        for event in events {
+            self.record(event);
+        }
         self.emit_barrier(execution, index, id);
         self.ack(execution, index, id, snapshot)
     }
-}
-
-/// Source positions as the trace shows them: `p0@4 p2@3`.
-fn render_positions(positions: &BTreeMap<u32, u64>) -> String {
-    let rendered: Vec<String> = positions.iter().map(|(p, o)| format!("p{p}@{o}")).collect();
-    rendered.join(" ")
 }

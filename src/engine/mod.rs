@@ -18,8 +18,10 @@ mod restore;
 mod step;
 mod task;
 
-pub use config::RunConfig;
-pub use outcome::{FailureRecord, JobStatus, RestoreRecord, RunError, RunOutcome, RunStats};
+pub use config::{RunConfig, Sabotage};
+pub use outcome::{
+    FailureRecord, JobStatus, PhaseEnd, RefusedReuse, RestoreRecord, RunError, RunOutcome, RunStats,
+};
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -29,8 +31,8 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::registry::{self, AuditProblem};
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::CheckpointStorage;
-use crate::checkpoint::{CheckpointingMode, RelPath};
-use crate::fault::{Corruption, FaultPlan, FaultPoint};
+use crate::checkpoint::RelPath;
+use crate::fault::{FaultAction, FaultPlan, FaultPoint};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
 use crate::job::sink::SinkFactory;
@@ -38,8 +40,9 @@ use crate::job::source::SourceFactory;
 use crate::job::spec::JobSpec;
 use crate::job::user::UserOperator;
 use crate::job::{Input, Positions};
-use crate::sim::{Clock, RngStreams, Scheduler, StepLimit, StreamName, Trace};
+use crate::sim::{Clock, RngStreams, Scheduler, StepLimit, StreamName};
 use crate::state::{StateBackendFactory, StateView};
+use crate::trace::{AuditContext, Event, FailureCause, JobStarted, Stamped, Trace};
 use task::*;
 
 /// Runs one job on one input with one configuration, backend, storage and fault plan.
@@ -105,8 +108,8 @@ pub struct Runtime<'a> {
     trace: Trace,
     restart: RestartTracker,
     store: ExternalStore,
-    restores: Vec<RestoreRecord>,
-    failures: Vec<FailureRecord>,
+    /// The failure that ended the last attempt, for the message when the run gives up.
+    last_failure: Option<Failure>,
     stats: RunStats,
     next_checkpoint_id: u64,
     retained: VecDeque<u64>,
@@ -127,10 +130,7 @@ pub struct Runtime<'a> {
     /// one); uploads run inline, so the simulation stays single-threaded.
     uploads: Uploads,
     /// Set by a write that a kill interrupted.
-    killed: Option<String>,
-    corruptions: Vec<Corruption>,
-    audit_problems: Vec<(String, AuditProblem)>,
-    refused_reuses: Vec<String>,
+    killed: Option<FaultAction>,
     final_state_error: Option<String>,
 }
 
@@ -201,8 +201,7 @@ impl<'a> Runtime<'a> {
             clock: Clock::new(),
             trace: Trace::new(),
             store: ExternalStore::new(),
-            restores: Vec::new(),
-            failures: Vec::new(),
+            last_failure: None,
             stats: RunStats::default(),
             next_checkpoint_id: 1,
             retained: VecDeque::new(),
@@ -214,9 +213,6 @@ impl<'a> Runtime<'a> {
             user_operators: &[],
             event_log: None,
             killed: None,
-            corruptions: Vec::new(),
-            audit_problems: Vec::new(),
-            refused_reuses: Vec::new(),
             final_state_error: None,
             consecutive_checkpoint_failures: 0,
         })
@@ -255,59 +251,49 @@ impl<'a> Runtime<'a> {
         self
     }
 
-    fn note(&mut self, line: String) {
+    /// Records `event` at the current step and time (and streams it, if asked).
+    fn record(&mut self, event: Event) {
+        let stamped = Stamped {
+            step: self.scheduler.steps(),
+            time_ms: self.clock.now_ms(),
+            event,
+        };
         if let Some(log) = &mut self.event_log {
-            let event = crate::sim::TraceEvent {
-                step: self.scheduler.steps(),
-                time_ms: self.clock.now_ms(),
-                line: line.clone(),
-            };
-            log_line(log, &serde_json::json!({ "event": event }));
+            log_line(log, &stamped);
         }
-        self.trace
-            .record(self.scheduler.steps(), self.clock.now_ms(), line);
+        self.trace.push(stamped);
     }
 
     /// Runs the job to its end: finished, or failed for good.
     pub fn run(mut self) -> Result<RunOutcome, RunError> {
         let job = self.job;
-        self.note(format!(
-            "job {} started: seed {}, backend {}, {}, checkpoint every {} ms ({}), restart {}",
-            job.name,
-            self.config.seed,
-            self.backends.name(),
-            job.stage_names()
-                .iter()
+        // A run continuing a case (after a rescale or a real kill) starts where it left off.
+        self.clock.advance_to_ms(self.config.start_ms);
+        self.record(Event::JobStarted(JobStarted {
+            job: job.name.clone(),
+            seed: self.config.seed,
+            backend: self.backends.name().to_string(),
+            stages: job
+                .stage_names()
+                .into_iter()
                 .zip(job.stage_parallelisms())
-                .map(|(name, p)| format!("{name}({p})"))
-                .collect::<Vec<_>>()
-                .join(" -> "),
-            self.config.checkpoint.interval_ms,
-            match self.config.checkpoint.mode {
-                CheckpointingMode::ExactlyOnce => "exactly-once",
-                CheckpointingMode::AtLeastOnce => "at-least-once",
-            },
-            self.config.restart,
-        ));
+                .collect(),
+            interval_ms: self.config.checkpoint.interval_ms,
+            mode: self.config.checkpoint.mode,
+            restart: self.config.restart.clone(),
+        }));
         // Ids continue after any checkpoint already in storage, so a run on a used root never
         // overwrites one.
         let highest = registry::highest_snapshot_id(&*self.storage);
         self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
         let mut attempt = self.config.first_attempt;
-        self.clock.advance_to_ms(self.config.start_ms);
         let mut end_positions = Positions::start(self.input.partitions().len());
         let (status, final_state) = loop {
             self.stats.attempts = attempt + 1;
             if attempt > 0 {
                 for mut corruption in self.faults.corrupt(&mut *self.storage, attempt) {
                     corruption.attempt = attempt;
-                    // Where exactly the damage landed depends on file sizes, which for RocksDB vary by host:
-                    // the trace names the file and kind, the outcome keeps the detail.
-                    self.note(format!(
-                        "corrupt {} of chk-{} ({:?})",
-                        corruption.path, corruption.checkpoint, corruption.kind
-                    ));
-                    self.corruptions.push(corruption);
+                    self.record(Event::Corrupted(corruption));
                 }
             }
             // Every attempt consumes a step, so the step bound also bounds a restart loop that
@@ -340,8 +326,10 @@ impl<'a> Runtime<'a> {
                             // A backend holding cells it should not (a key in two subtasks):
                             // the oracle's to report, with the run kept.
                             Err(failure) => {
-                                let reason = format!("{}: {}", failure.task, failure.reason);
-                                self.note(format!("final state unreadable: {reason}"));
+                                let reason = format!("{}: {}", failure.task, failure.cause);
+                                self.record(Event::FinalStateUnreadable {
+                                    reason: reason.clone(),
+                                });
                                 self.final_state_error = Some(reason);
                                 break (status, None);
                             }
@@ -354,75 +342,70 @@ impl<'a> Runtime<'a> {
             let AttemptEnd::Failed(failure) = end else {
                 unreachable!("finished and stopped break above")
             };
-            self.note(format!("failure {}: {}", failure.task, failure.reason));
-            if failure.killed {
-                self.lose_uncommitted_writes();
-            }
-            self.failures.push(FailureRecord {
+            self.record(Event::Failure {
                 attempt,
                 task: failure.task.clone(),
-                reason: failure.reason.clone(),
-                time_ms: self.clock.now_ms(),
+                cause: failure.cause.clone(),
             });
+            if failure.killed() {
+                self.lose_uncommitted_writes();
+            }
+            self.last_failure = Some(failure.clone());
             match self
                 .restart
                 .on_failure(self.clock.now_ms(), &mut self.jitter)
             {
                 RestartDecision::GiveUp { reason } => {
-                    self.note(format!("job failed: {reason}"));
+                    self.record(Event::JobFailed {
+                        reason: reason.clone(),
+                    });
                     break (
                         JobStatus::Failed {
                             reason: format!(
                                 "{} (last failure: {}: {})",
-                                reason, failure.task, failure.reason
+                                reason, failure.task, failure.cause
                             ),
                         },
                         None,
                     );
                 }
                 RestartDecision::Restart { delay_ms, restart } => {
-                    self.note(format!(
-                        "restart #{restart} in {delay_ms} ms ({})",
-                        self.restart.strategy()
-                    ));
+                    self.record(Event::Restarting {
+                        restart,
+                        delay_ms,
+                        strategy: self.restart.strategy().clone(),
+                    });
                     self.clock.advance_ms(delay_ms);
                     attempt += 1;
                 }
             }
         };
         match &status {
-            JobStatus::Finished => self.note(format!(
-                "job finished: {} records visible in the sink",
-                self.store.visible().len()
-            )),
-            JobStatus::Stopped { savepoint } => {
-                self.note(format!("job stopped with savepoint {savepoint}"))
-            }
+            JobStatus::Finished => self.record(Event::JobFinished {
+                visible: self.store.visible().len(),
+            }),
+            JobStatus::Stopped { savepoint } => self.record(Event::JobStopped {
+                savepoint: savepoint.clone(),
+            }),
             JobStatus::Failed { .. } => {}
         }
-        let start_positions = match self.restores.first() {
-            Some(first) if first.attempt == 0 => first.positions.clone(),
-            _ => Positions::start(self.input.partitions().len()),
-        };
         self.stats.steps = self.scheduler.steps();
         self.stats.time_ms = self.clock.now_ms();
-        Ok(RunOutcome {
+        let end = PhaseEnd {
             status,
-            trace: self.trace,
-            restores: self.restores,
-            failures: self.failures,
             final_state,
+            final_state_error: self.final_state_error,
             store: self.store,
             stats: self.stats,
             retained_checkpoints: self.retained.into_iter().collect(),
             savepoints: self.savepoints_taken,
-            corruptions: self.corruptions,
-            audit_problems: self.audit_problems,
-            refused_reuses: self.refused_reuses,
-            final_state_error: self.final_state_error,
-            start_positions,
             end_positions,
-        })
+        };
+        Ok(RunOutcome::from_trace(
+            self.trace,
+            end,
+            self.input.partitions().len(),
+        ))
     }
 
     /// Builds every task and channel of an attempt, restoring from the latest checkpoint on a
@@ -436,9 +419,14 @@ impl<'a> Runtime<'a> {
         let mut execution = self.build_execution(attempt, target)?;
         for task in &mut execution.tasks {
             if let Body::Operator(op) = &mut task.body {
-                op.op
-                    .open(backend_mut(&mut op.backend))
-                    .map_err(|e| Failure::new(&task.name, format!("open: {e}")))?;
+                op.op.open(backend_mut(&mut op.backend)).map_err(|e| {
+                    Failure::new(
+                        &task.name,
+                        FailureCause::Open {
+                            error: e.to_string(),
+                        },
+                    )
+                })?;
             }
         }
         Ok(execution)
@@ -449,8 +437,9 @@ impl<'a> Runtime<'a> {
     /// would commit transactions in the external system). For tests and `inspect`.
     pub fn restore_for_inspection(mut self, checkpoint_id: u64) -> Result<RestoreRecord, String> {
         self.build_execution(1, RestoreTarget::Inspect(checkpoint_id))
-            .map_err(|f| format!("{}: {}", f.task, f.reason))?;
-        self.restores
+            .map_err(|f| format!("{}: {}", f.task, f.cause))?;
+        let trace = std::mem::take(&mut self.trace);
+        RunOutcome::restores_in(&trace)
             .pop()
             .ok_or_else(|| "nothing was restored".to_string())
     }
@@ -526,9 +515,7 @@ impl<'a> Runtime<'a> {
                         return Ok(AttemptEnd::Stopped(savepoint));
                     }
                     // As when finishing: a lost notification is sent again until sinks commit.
-                    self.note(format!(
-                        "notify chk-{id} again: sinks hold pending transactions"
-                    ));
+                    self.record(Event::NotifyAgain { checkpoint: id });
                     notify_again(execution, id);
                     continue;
                 }
@@ -559,9 +546,7 @@ impl<'a> Runtime<'a> {
                         // A lost notification left transactions pending: notifications are best
                         // effort, so the coordinator sends the latest completion again.
                         let latest = *self.retained.back().expect("a final checkpoint completed");
-                        self.note(format!(
-                            "notify chk-{latest} again: sinks hold pending transactions"
-                        ));
+                        self.record(Event::NotifyAgain { checkpoint: latest });
                         notify_again(execution, latest);
                         continue;
                     }
@@ -617,14 +602,16 @@ impl Runtime<'_> {
     /// The step bound ends the run: a liveness failure for the oracle to report, with the
     /// trace so far, rather than an error that would lose the case.
     fn out_of_steps(&mut self, limit: StepLimit) -> (JobStatus, Option<StateView>) {
-        self.note(format!("job failed: {limit}"));
+        self.record(Event::JobFailed {
+            reason: limit.to_string(),
+        });
         (
             JobStatus::Failed {
                 reason: format!(
                     "{limit} (last failure: {})",
-                    self.failures
-                        .last()
-                        .map_or("none".to_string(), |f| format!("{}: {}", f.task, f.reason))
+                    self.last_failure
+                        .as_ref()
+                        .map_or("none".to_string(), |f| format!("{}: {}", f.task, f.cause))
                 ),
             },
             None,
@@ -655,45 +642,40 @@ impl Runtime<'_> {
             }
         }
         if !writes.is_empty() {
-            self.note(format!(
-                "kill: of {} uncommitted checkpoint writes, {lost} lost, {torn} torn",
-                writes.len()
-            ));
+            self.record(Event::WritesLost {
+                writes: writes.len(),
+                lost,
+                torn,
+            });
         }
     }
 
     /// Audits checkpoint storage (when the config asks) and records what is wrong, except files
     /// a fault corrupted on purpose.
-    pub(super) fn audit_storage(&mut self, context: &str) {
+    /// Audits checkpoint storage (when the config asks) and records every problem found; the
+    /// oracle tells those a fault explains from the rest.
+    pub(super) fn audit_storage(&mut self, context: AuditContext) {
         if !self.config.audit_storage {
             return;
         }
-        let report = match registry::audit(&*self.storage) {
-            Ok(report) => report,
-            Err(error) => {
-                self.audit_problems.push((
-                    context.to_string(),
-                    AuditProblem::Unreadable {
-                        snapshot: ".".into(),
-                        error: error.to_string(),
-                    },
-                ));
-                return;
-            }
+        let problems = match registry::audit(&*self.storage) {
+            Ok(report) => report.problems,
+            Err(error) => vec![AuditProblem::Unreadable {
+                snapshot: ".".into(),
+                error: error.to_string(),
+            }],
         };
-        for problem in report.problems {
-            let injected = self.corruptions.iter().any(|c| c.explains(&problem));
-            if !injected {
-                self.audit_problems.push((context.to_string(), problem));
-            }
+        for problem in problems {
+            self.record(Event::AuditFailed { context, problem });
         }
     }
 }
 
-/// Writes one JSON line and pushes it to the file at once: the process may abort next.
-pub(super) fn log_line(log: &mut std::fs::File, value: &serde_json::Value) {
+/// Writes one event as a JSON line and pushes it to the file at once: the process may abort
+/// next.
+fn log_line(log: &mut std::fs::File, stamped: &Stamped) {
     use std::io::Write;
-    let mut line = value.to_string();
+    let mut line = serde_json::to_string(stamped).expect("an event always serializes");
     line.push('\n');
     log.write_all(line.as_bytes())
         .expect("the case's event log is writable");

@@ -3,10 +3,13 @@
 
 use std::path::PathBuf;
 
+use crate::checkpoint::registry::AuditProblem;
+use crate::fault::Corruption;
 use crate::job::sink::ExternalStore;
 use crate::job::Positions;
-use crate::sim::{StepLimit, Trace};
+use crate::sim::StepLimit;
 use crate::state::StateView;
+use crate::trace::{AbortReason, AuditContext, Event, FailureCause, RestoreSource, Trace};
 
 /// The run could not be carried out (as opposed to the job failing, which is an outcome).
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +48,14 @@ pub enum JobStatus {
 }
 
 /// A restore that happened at the start of an attempt: what the oracle checks.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreRecord {
     /// The attempt that restored.
     pub attempt: u32,
-    /// The checkpoint restored, or `None` when none had completed (sources start over).
+    /// Where the state came from.
+    pub from: RestoreSource,
+    /// The checkpoint restored, or `None` when none had completed (sources start over) or the
+    /// state came from outside the job's storage.
     pub checkpoint_id: Option<u64>,
     /// Source positions restored.
     pub positions: Positions,
@@ -67,9 +73,21 @@ pub struct FailureRecord {
     /// The task (or `process`, `restore`, `coordinator`).
     pub task: String,
     /// What happened.
-    pub reason: String,
+    pub cause: FailureCause,
     /// Virtual time.
     pub time_ms: u64,
+}
+
+/// A snapshot the upload hand-off refused because it reused a shared file no uploaded or
+/// retained checkpoint holds; its checkpoint failed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusedReuse {
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// The task whose snapshot reused the file.
+    pub task: String,
+    /// The hand-off's refusal, naming the file.
+    pub error: String,
 }
 
 /// Counters of a run.
@@ -95,7 +113,31 @@ pub struct RunStats {
     pub bytes_written: u64,
 }
 
-/// Everything a run produced.
+/// How a run ended: what its trace does not hold.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct PhaseEnd {
+    /// How the job ended.
+    pub status: JobStatus,
+    /// Keyed state when the job finished or stopped.
+    pub final_state: Option<StateView>,
+    /// Why the keyed state could not be read when the job finished or stopped.
+    pub final_state_error: Option<String>,
+    /// The external system after the run.
+    #[serde(skip)]
+    pub store: ExternalStore,
+    /// Counters.
+    pub stats: RunStats,
+    /// Checkpoints retained in storage at the end, oldest first.
+    pub retained_checkpoints: Vec<u64>,
+    /// Savepoints taken, by name.
+    pub savepoints: Vec<String>,
+    /// Source positions at the end: the input's end when finished, the stop-with-savepoint's
+    /// positions when stopped, and the last positions read when the job failed.
+    pub end_positions: Positions,
+}
+
+/// Everything a run produced: its trace, and what the oracle reads, gathered from the trace's
+/// typed events and the run's end.
 #[derive(Debug)]
 pub struct RunOutcome {
     /// How the job ended.
@@ -116,14 +158,13 @@ pub struct RunOutcome {
     pub retained_checkpoints: Vec<u64>,
     /// Savepoints taken, by name.
     pub savepoints: Vec<String>,
-    /// Corruptions a fault plan applied to retained files.
-    pub corruptions: Vec<crate::fault::Corruption>,
-    /// Problems the storage audit found after completions and restores (when enabled), with
-    /// where: `after chk-3`, `after restore (attempt 2)`.
-    pub audit_problems: Vec<(String, crate::checkpoint::registry::AuditProblem)>,
-    /// Snapshots the upload hand-off refused, each failing its checkpoint, because they reused
-    /// a shared file no uploaded or retained checkpoint holds: `chk-4: keyed0[1]: ...`.
-    pub refused_reuses: Vec<String>,
+    /// Corruptions a fault plan applied to retained files, each with the index of its event.
+    pub corruptions: Vec<(usize, Corruption)>,
+    /// Problems the storage audit found after completions and restores (when enabled), each
+    /// with the index of its event and when the audit ran.
+    pub audit_problems: Vec<(usize, AuditContext, AuditProblem)>,
+    /// Snapshots the upload hand-off refused.
+    pub refused_reuses: Vec<RefusedReuse>,
     /// Why the keyed state could not be read when the job finished or stopped (then
     /// `final_state` is none): a backend holding a key its subtask does not own, say.
     pub final_state_error: Option<String>,
@@ -133,4 +174,98 @@ pub struct RunOutcome {
     /// Source positions at the end: the input's end when finished, the stop-with-savepoint's
     /// positions when stopped, and the last positions read when the job failed.
     pub end_positions: Positions,
+}
+
+impl RunOutcome {
+    /// The outcome of a run whose events are `trace` and which ended as `end`, over an input of
+    /// `partitions` partitions.
+    pub fn from_trace(trace: Trace, end: PhaseEnd, partitions: usize) -> Self {
+        let restores = Self::restores_in(&trace);
+        let mut failures = Vec::new();
+        let mut corruptions = Vec::new();
+        let mut audit_problems = Vec::new();
+        let mut refused_reuses = Vec::new();
+        for (index, stamped) in trace.events().iter().enumerate() {
+            match &stamped.event {
+                Event::Failure {
+                    attempt,
+                    task,
+                    cause,
+                } => failures.push(FailureRecord {
+                    attempt: *attempt,
+                    task: task.clone(),
+                    cause: cause.clone(),
+                    time_ms: stamped.time_ms,
+                }),
+                Event::Corrupted(corruption) => corruptions.push((index, corruption.clone())),
+                Event::AuditFailed { context, problem } => {
+                    audit_problems.push((index, *context, problem.clone()))
+                }
+                Event::CheckpointAborted {
+                    checkpoint,
+                    reason: AbortReason::ReuseRefused { task, error },
+                } => refused_reuses.push(RefusedReuse {
+                    checkpoint: *checkpoint,
+                    task: task.clone(),
+                    error: error.clone(),
+                }),
+                _ => {}
+            }
+        }
+        let start_positions = match restores.first() {
+            Some(first) if first.attempt == 0 => first.positions.clone(),
+            _ => Positions::start(partitions),
+        };
+        Self {
+            status: end.status,
+            trace,
+            restores,
+            failures,
+            final_state: end.final_state,
+            store: end.store,
+            stats: end.stats,
+            retained_checkpoints: end.retained_checkpoints,
+            savepoints: end.savepoints,
+            corruptions,
+            audit_problems,
+            refused_reuses,
+            final_state_error: end.final_state_error,
+            start_positions,
+            end_positions: end.end_positions,
+        }
+    }
+
+    /// The trace and the end this outcome was gathered from.
+    pub fn into_parts(self) -> (Trace, PhaseEnd) {
+        let end = PhaseEnd {
+            status: self.status,
+            final_state: self.final_state,
+            final_state_error: self.final_state_error,
+            store: self.store,
+            stats: self.stats,
+            retained_checkpoints: self.retained_checkpoints,
+            savepoints: self.savepoints,
+            end_positions: self.end_positions,
+        };
+        (self.trace, end)
+    }
+
+    /// Every restore in `trace`, in order.
+    pub fn restores_in(trace: &Trace) -> Vec<RestoreRecord> {
+        trace
+            .events()
+            .iter()
+            .filter_map(|stamped| match &stamped.event {
+                Event::Restored(restored) => Some(RestoreRecord {
+                    attempt: restored.attempt,
+                    from: restored.from.clone(),
+                    checkpoint_id: restored.from.checkpoint_id(),
+                    positions: restored.positions.clone(),
+                    state: restored.state.clone(),
+                    time_ms: stamped.time_ms,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
 }

@@ -2,7 +2,7 @@
 //! latest `_metadata` in storage (never a list in memory), validating it against the job,
 //! redistributing key groups, source positions and sink transactions.
 
-use super::{RestoreRecord, Runtime};
+use super::Runtime;
 use std::collections::{BTreeMap, VecDeque};
 
 use super::task::*;
@@ -27,6 +27,7 @@ use crate::job::Input;
 use crate::job::OperatorSpec;
 use crate::job::Positions;
 use crate::state::{BackendContext, KeyGroupRange, RestoreHandle, RestoreMode, StateView};
+use crate::trace::{AuditContext, Event, FailureCause, RestoreFailure, RestoreSource, Restored};
 
 impl<'a> Runtime<'a> {
     pub(super) fn build_execution(
@@ -101,11 +102,14 @@ impl<'a> Runtime<'a> {
                             key_groups,
                             working_dir,
                         };
-                        Some(
-                            self.backends
-                                .create(context)
-                                .map_err(|e| Failure::new(&task_name, format!("backend: {e}")))?,
-                        )
+                        Some(self.backends.create(context).map_err(|e| {
+                            Failure::new(
+                                &task_name,
+                                FailureCause::Backend {
+                                    error: e.to_string(),
+                                },
+                            )
+                        })?)
                     } else {
                         None
                     };
@@ -178,11 +182,11 @@ impl<'a> Runtime<'a> {
             stopping: false,
             stopped: None,
         };
-        self.note(format!(
-            "attempt {attempt} started: {} tasks, {} channels",
-            execution.tasks.len(),
-            execution.channels.len()
-        ));
+        self.record(Event::AttemptStarted {
+            attempt,
+            tasks: execution.tasks.len(),
+            channels: execution.channels.len(),
+        });
         if target != RestoreTarget::Fresh {
             self.restore(&mut execution, target)?;
         }
@@ -198,7 +202,7 @@ impl<'a> Runtime<'a> {
         execution: &mut Execution,
         target: RestoreTarget,
     ) -> Result<(), Failure> {
-        let storage_error = |e: StorageError| Failure::new("restore", e.to_string());
+        let storage_error = |e: StorageError| Failure::restore(problem_with(e));
         let dirs = registry::checkpoint_dirs(&*self.storage).map_err(storage_error)?;
         // Checkpoint ids never repeat, even across restarts: aborted ones leave gaps.
         let highest = registry::highest_snapshot_id(&*self.storage);
@@ -217,10 +221,12 @@ impl<'a> Runtime<'a> {
                 registry::latest_completed(&*self.storage).map_err(storage_error)?
             {
                 if !ids.contains(&latest) {
-                    return Err(Failure::new(
-                        "restore",
-                        format!("chk-{latest}: completed, but chk-{latest}/_metadata is missing"),
-                    ));
+                    return Err(Failure::restore(RestoreFailure {
+                        file: Some(registry::metadata_path(latest).to_string()),
+                        detail: format!(
+                            "chk-{latest}: completed, but chk-{latest}/_metadata is missing"
+                        ),
+                    }));
                 }
             }
         }
@@ -231,7 +237,7 @@ impl<'a> Runtime<'a> {
                     self.storage
                         .remove_dir(&registry::checkpoint_dir(*id))
                         .map_err(storage_error)?;
-                    self.note(format!("checkpoint chk-{id} discarded: it never completed"));
+                    self.record(Event::CheckpointDiscarded { checkpoint: *id });
                 }
             }
             self.collect_garbage();
@@ -278,46 +284,54 @@ impl<'a> Runtime<'a> {
                     chosen = Some((candidate.clone(), metadata));
                     break;
                 }
-                Err(reason)
+                Err(problem)
                     if self.config.restore_policy == RestorePolicy::FallbackToLatestValid
                         && index + 1 < candidates.len() =>
                 {
-                    self.note(format!("restore: {} unusable ({reason}); falling back to an older checkpoint, risking exactly-once", candidate.label()));
+                    self.record(Event::RestoreFallback {
+                        candidate: candidate.label(),
+                        problem: problem.detail,
+                    });
                 }
-                Err(reason) => {
-                    return Err(Failure::new(
-                        "restore",
-                        format!("{}: {reason}", candidate.label()),
-                    ))
+                Err(problem) => {
+                    return Err(Failure::restore(RestoreFailure {
+                        file: problem.file,
+                        detail: format!("{}: {}", candidate.label(), problem.detail),
+                    }))
                 }
             }
         }
-        let (label, checkpoint_id, metadata, source) = match chosen {
+        let (label, from, metadata, source) = match chosen {
             Some((candidate, metadata)) => {
-                let source = match &candidate {
-                    Candidate::Checkpoint(_) => Source::Own,
-                    Candidate::Savepoint { name, .. } => Source::OwnSavepoint(savepoint_dir(name)),
+                let (source, from) = match &candidate {
+                    Candidate::Checkpoint(id) => (Source::Own, RestoreSource::Checkpoint(*id)),
+                    Candidate::Savepoint { name, id } => (
+                        Source::OwnSavepoint(savepoint_dir(name)),
+                        RestoreSource::Savepoint {
+                            name: name.clone(),
+                            checkpoint: *id,
+                        },
+                    ),
                 };
-                (candidate.label(), Some(candidate.id()), metadata, source)
+                (candidate.label(), from, metadata, source)
             }
             None => match self.config.initial_snapshot.clone() {
                 Some(path) => {
-                    let (metadata, storage) =
-                        open_external(&path).map_err(|e| Failure::new("restore", e))?;
-                    self.validate_metadata(&metadata)
-                        .map_err(|e| Failure::new("restore", format!("{}: {e}", path.display())))?;
-                    (
-                        path.display().to_string(),
-                        None,
-                        metadata,
-                        Source::External(storage),
-                    )
+                    let (metadata, storage) = open_external(&path).map_err(Failure::restore)?;
+                    self.validate_metadata(&metadata).map_err(|e| {
+                        Failure::restore(RestoreFailure {
+                            file: Some(path.join("_metadata").display().to_string()),
+                            detail: format!("{}: {e}", path.display()),
+                        })
+                    })?;
+                    let label = path.display().to_string();
+                    let from = RestoreSource::External {
+                        path: label.clone(),
+                    };
+                    (label, from, metadata, Source::External(storage))
                 }
                 None => {
                     let positions = Positions::start(self.input.partitions().len());
-                    self.note(format!(
-                        "restore: no completed checkpoint; sources start over at {positions}"
-                    ));
                     // Nothing to restore, but the external system still holds what the failed
                     // attempt began: each sink aborts its lingering transactions, as a Kafka
                     // producer's fencing of its transactional id would.
@@ -325,18 +339,33 @@ impl<'a> Runtime<'a> {
                     for task in &mut execution.tasks {
                         if let Body::Sink(sink) = &mut task.body {
                             let (user, store) = (self.sink_factory.is_some(), &mut self.store);
-                            for event in guarded_if(user, &task.name, || sink.restore(&[], store))?
-                                .map_err(|e| Failure::new(&task.name, format!("restore: {e}")))?
-                            {
-                                events.push(format!("txn {}: {event}", task.name));
-                            }
+                            let restored =
+                                guarded_if(user, &task.name, || sink.restore(&[], store))?
+                                    .map_err(|e| {
+                                        Failure::restore(RestoreFailure {
+                                            file: None,
+                                            detail: format!("{}: restore: {e}", task.name),
+                                        })
+                                    })?;
+                            events.extend(restored.into_iter().map(|event| Event::Txn {
+                                task: task.name.clone(),
+                                event,
+                            }));
                         }
                     }
-                    for event in events {
-                        self.note(event);
-                    }
                     let state = self.dump_state(execution)?;
-                    self.record_restore(execution.attempt, None, positions, state);
+                    self.record(Event::Restored(Restored {
+                        attempt: execution.attempt,
+                        from: RestoreSource::Nothing,
+                        positions,
+                        entries: 0,
+                        files: 0,
+                        no_claim: false,
+                        state,
+                    }));
+                    for event in events {
+                        self.record(event);
+                    }
                     return Ok(());
                 }
             },
@@ -363,25 +392,37 @@ impl<'a> Runtime<'a> {
             &mut *self.faults,
             self.job,
         )
-        .map_err(|reason| Failure::new("restore", format!("{label}: {reason}")))?;
+        .map_err(|applying| match applying {
+            Applying::Injected(action) => Failure::from_action(
+                "restore",
+                FaultAction {
+                    detail: format!("{label}: {}", action.detail),
+                    ..action
+                },
+            ),
+            Applying::Problem(problem) => Failure::restore(RestoreFailure {
+                file: problem.file.map(|file| match &source {
+                    Source::OwnSavepoint(dir) => format!("{dir}/{file}"),
+                    _ => file,
+                }),
+                detail: format!("{label}: {}", problem.detail),
+            }),
+        })?;
         for event in applied.events {
-            self.note(event);
+            self.record(event);
         }
-        let positions = applied.positions;
-        self.note(format!(
-            "restore from {label}: sources at {positions}, {} keyed entries from {} files{}",
-            applied.entries,
-            applied.files,
-            if mode == RestoreMode::NoClaim {
-                " (no-claim: later checkpoints share none of its files)"
-            } else {
-                ""
-            }
-        ));
         let state = self.dump_state(execution)?;
-        self.record_restore(execution.attempt, checkpoint_id, positions, state);
+        self.record(Event::Restored(Restored {
+            attempt: execution.attempt,
+            from,
+            positions: applied.positions,
+            entries: applied.entries,
+            files: applied.files,
+            no_claim: mode == RestoreMode::NoClaim,
+            state,
+        }));
         if !inspect {
-            self.audit_storage(&format!("after restore (attempt {})", execution.attempt));
+            self.audit_storage(AuditContext::AfterRestore(execution.attempt));
         }
         Ok(())
     }
@@ -389,47 +430,65 @@ impl<'a> Runtime<'a> {
     /// Decodes a retained checkpoint's `_metadata`, checks it belongs to this job, and (unless
     /// the backends verify their own files) verifies every file it names before any of it is
     /// used.
-    fn validate_candidate(&self, candidate: &Candidate) -> Result<CheckpointMetadata, String> {
+    fn validate_candidate(
+        &self,
+        candidate: &Candidate,
+    ) -> Result<CheckpointMetadata, RestoreFailure> {
         match candidate {
             Candidate::Checkpoint(id) => {
                 let metadata =
-                    registry::read_metadata(&*self.storage, *id).map_err(|e| e.to_string())?;
+                    registry::read_metadata(&*self.storage, *id).map_err(problem_with)?;
+                let metadata_file = registry::metadata_path(*id).to_string();
                 if metadata.checkpoint_id != *id || metadata.kind != SnapshotKind::Checkpoint {
-                    return Err(format!(
-                        "chk-{id}/_metadata describes {:?} chk-{}, not this checkpoint",
-                        metadata.kind, metadata.checkpoint_id
-                    ));
+                    return Err(RestoreFailure {
+                        file: Some(metadata_file),
+                        detail: format!(
+                            "chk-{id}/_metadata describes {:?} chk-{}, not this checkpoint",
+                            metadata.kind, metadata.checkpoint_id
+                        ),
+                    });
                 }
-                self.validate_snapshot(&metadata, &*self.storage)?;
+                self.validate_snapshot(&metadata, &*self.storage, &metadata_file)?;
                 Ok(metadata)
             }
             Candidate::Savepoint { name, .. } => {
                 let view = Subdirectory::new(&*self.storage, savepoint_dir(name));
-                let metadata =
-                    read_savepoint_metadata(&view).map_err(|e| format!("savepoints/{name}/{e}"))?;
+                let inside = |problem: RestoreFailure| RestoreFailure {
+                    file: problem.file.map(|file| format!("savepoints/{name}/{file}")),
+                    detail: format!("savepoints/{name}/{}", problem.detail),
+                };
+                let metadata = read_savepoint_metadata(&view)
+                    .map_err(problem_with)
+                    .map_err(inside)?;
                 if metadata.kind != SnapshotKind::Savepoint {
-                    return Err(format!(
-                        "savepoints/{name}/_metadata describes a checkpoint"
-                    ));
+                    return Err(RestoreFailure {
+                        file: Some(format!("savepoints/{name}/_metadata")),
+                        detail: format!("savepoints/{name}/_metadata describes a checkpoint"),
+                    });
                 }
-                self.validate_snapshot(&metadata, &view)
-                    .map_err(|e| format!("savepoints/{name}/{e}"))?;
+                self.validate_snapshot(&metadata, &view, "_metadata")
+                    .map_err(inside)?;
                 Ok(metadata)
             }
         }
     }
 
-    /// Checks that `metadata` belongs to this job and, unless `verify_restored_files` is off,
-    /// that every file it names is intact.
+    /// Checks that `metadata` (read from `metadata_file`) belongs to this job and, unless
+    /// `verify_restored_files` is off, that every file it names is intact.
     fn validate_snapshot(
         &self,
         metadata: &CheckpointMetadata,
         storage: &dyn CheckpointStorage,
-    ) -> Result<(), String> {
-        self.validate_metadata(metadata)?;
+        metadata_file: &str,
+    ) -> Result<(), RestoreFailure> {
+        self.validate_metadata(metadata)
+            .map_err(|detail| RestoreFailure {
+                file: Some(metadata_file.to_string()),
+                detail,
+            })?;
         if self.config.verify_restored_files {
             for file in metadata.files() {
-                registry::verify_file(storage, file).map_err(|e| e.to_string())?;
+                registry::verify_file(storage, file).map_err(problem_with)?;
             }
         }
         Ok(())
@@ -448,15 +507,16 @@ impl<'a> Runtime<'a> {
             {
                 // A savepoint that never completed: its files are nobody's.
                 if self.storage.remove_dir(&dir).is_ok() {
-                    self.note(format!("savepoint {name} discarded: it never completed"));
+                    self.record(Event::SavepointDiscarded { name });
                 }
                 continue;
             }
             match read_savepoint_metadata(&Subdirectory::new(&*self.storage, dir)) {
                 Ok(metadata) => found.push((name, metadata.checkpoint_id)),
-                Err(error) => self.note(format!(
-                    "savepoint {name} is not a restore candidate: {error}"
-                )),
+                Err(error) => self.record(Event::SavepointUnusable {
+                    name,
+                    error: error.to_string(),
+                }),
             }
         }
         found
@@ -475,42 +535,17 @@ impl<'a> Runtime<'a> {
                     );
                 }
                 if let Some(reason) = collection.skipped {
-                    self.note(format!("gc skipped: {reason}"));
+                    self.record(Event::GarbageCollectionSkipped { reason });
                 } else if !collection.deleted.is_empty() {
-                    self.note(format!(
-                        "gc: deleted {} shared files no retained checkpoint references",
-                        collection.deleted.len()
-                    ));
+                    self.record(Event::GarbageCollected {
+                        deleted: collection.deleted,
+                    });
                 }
             }
-            Err(error) => self.note(format!("gc failed: {error}")),
+            Err(error) => self.record(Event::GarbageCollectionFailed {
+                error: error.to_string(),
+            }),
         }
-    }
-
-    pub(super) fn record_restore(
-        &mut self,
-        attempt: u32,
-        checkpoint_id: Option<u64>,
-        positions: Positions,
-        state: StateView,
-    ) {
-        if let Some(log) = &mut self.event_log {
-            let record = RestoreRecord {
-                attempt,
-                checkpoint_id,
-                positions: positions.clone(),
-                state: state.clone(),
-                time_ms: self.clock.now_ms(),
-            };
-            super::log_line(log, &serde_json::json!({ "restore": record }));
-        }
-        self.restores.push(RestoreRecord {
-            attempt,
-            checkpoint_id,
-            positions,
-            state,
-            time_ms: self.clock.now_ms(),
-        });
     }
 
     pub(super) fn validate_metadata(&self, metadata: &CheckpointMetadata) -> Result<(), String> {
@@ -575,11 +610,11 @@ impl<'a> Runtime<'a> {
             }) = &task.body
             {
                 let stage = &self.job.stages[task.stage - 1].name;
-                let entries = backend
-                    .entries()
-                    .map_err(|e| Failure::new(&task.name, e.to_string()))?;
+                let unreadable =
+                    |error: String| Failure::new(&task.name, FailureCause::State { error });
+                let entries = backend.entries().map_err(|e| unreadable(e.to_string()))?;
                 view.add_entries(stage, backend.states(), &entries)
-                    .map_err(|e| Failure::new(&task.name, e.to_string()))?;
+                    .map_err(|e| unreadable(e.to_string()))?;
             }
         }
         Ok(view)
@@ -591,33 +626,60 @@ struct Applied {
     positions: Positions,
     entries: u64,
     files: u64,
-    events: Vec<String>,
+    events: Vec<Event>,
+}
+
+/// A restore problem about the file a storage error names.
+fn problem_with(error: StorageError) -> RestoreFailure {
+    RestoreFailure {
+        file: Some(error.path().to_string()),
+        detail: error.to_string(),
+    }
+}
+
+/// A restore problem that names no file.
+fn problem(detail: String) -> RestoreFailure {
+    RestoreFailure { file: None, detail }
+}
+
+/// Why applying a snapshot to freshly built tasks failed.
+enum Applying {
+    /// A fault fired in a task's restore.
+    Injected(FaultAction),
+    /// The snapshot could not be applied.
+    Problem(RestoreFailure),
+}
+
+/// An applying problem that names no file.
+fn bad(detail: impl std::fmt::Display) -> Applying {
+    Applying::Problem(problem(detail.to_string()))
 }
 
 /// Reads a savepoint or retained checkpoint directory outside the job's storage. A savepoint's
 /// paths are relative to its own directory; a checkpoint's to its parent (the root it lives in).
-fn open_external(path: &Path) -> Result<(CheckpointMetadata, FsCheckpointStorage), String> {
+fn open_external(path: &Path) -> Result<(CheckpointMetadata, FsCheckpointStorage), RestoreFailure> {
     let metadata_file = path.join("_metadata");
-    let bytes =
-        std::fs::read(&metadata_file).map_err(|e| format!("{}: {e}", metadata_file.display()))?;
-    let metadata = CheckpointMetadata::decode(&bytes)
-        .map_err(|e| format!("{}: {e}", metadata_file.display()))?;
+    let about_metadata = |detail: String| RestoreFailure {
+        file: Some(metadata_file.display().to_string()),
+        detail: format!("{}: {detail}", metadata_file.display()),
+    };
+    let bytes = std::fs::read(&metadata_file).map_err(|e| about_metadata(e.to_string()))?;
+    let metadata = CheckpointMetadata::decode(&bytes).map_err(|e| about_metadata(e.to_string()))?;
     let root = match metadata.kind {
         SnapshotKind::Savepoint => path.to_path_buf(),
         SnapshotKind::Checkpoint => path
             .parent()
             .ok_or_else(|| {
-                format!(
+                problem(format!(
                     "{}: a checkpoint directory has a parent root",
                     path.display()
-                )
+                ))
             })?
             .to_path_buf(),
     };
-    let storage =
-        FsCheckpointStorage::new(root, Durability::PageCache).map_err(|e| e.to_string())?;
+    let storage = FsCheckpointStorage::new(root, Durability::PageCache).map_err(problem_with)?;
     for file in metadata.files() {
-        registry::verify_file(&storage, file).map_err(|e| e.to_string())?;
+        registry::verify_file(&storage, file).map_err(problem_with)?;
     }
     Ok((metadata, storage))
 }
@@ -637,13 +699,13 @@ fn apply_snapshot(
     user_sink: bool,
     faults: &mut dyn FaultPlan,
     job: &JobSpec,
-) -> Result<Applied, String> {
+) -> Result<Applied, Applying> {
     let attempt = execution.attempt;
     let mut positions = BTreeMap::new();
     for state in &metadata.stages[0].subtasks {
-        for (partition, offset) in decode_positions(&state.operator_state)? {
+        for (partition, offset) in decode_positions(&state.operator_state).map_err(bad)? {
             if positions.insert(partition, offset).is_some() {
-                return Err(format!("partition {partition} has two positions"));
+                return Err(bad(format!("partition {partition} has two positions")));
             }
         }
     }
@@ -664,10 +726,10 @@ fn apply_snapshot(
                 stage: stage_name,
                 subtask: task.subtask,
             }) {
-                let (FaultAction::Panic(reason)
-                | FaultAction::Kill(reason)
-                | FaultAction::IoError(reason)) = action;
-                return Err(format!("{}: {reason}", task.name));
+                return Err(Applying::Injected(FaultAction {
+                    detail: format!("{}: {}", task.name, action.detail),
+                    ..action
+                }));
             }
             let own: Vec<Vec<u8>> = match (rescaled, task.subtask) {
                 (false, subtask) => vec![snapshot.subtasks[usize::from(subtask)]
@@ -685,12 +747,12 @@ fn apply_snapshot(
                     for partition in &source.partitions {
                         let offset = *positions
                             .get(partition)
-                            .ok_or_else(|| format!("no position for partition {partition}"))?;
+                            .ok_or_else(|| bad(format!("no position for partition {partition}")))?;
                         let len = input.partitions()[*partition as usize].len() as u64;
                         if offset > len {
-                            return Err(format!(
+                            return Err(bad(format!(
                                 "partition {partition} position {offset} is past its end {len}"
-                            ));
+                            )));
                         }
                         source.positions.insert(*partition, offset);
                     }
@@ -710,34 +772,40 @@ fn apply_snapshot(
                             .collect();
                         let stats =
                             guarded(&task.name, || backend.restore(&handles, storage, mode))
-                                .map_err(|f| format!("{}: {}", task.name, f.reason))?
-                                .map_err(|e| format!("{}: {e}", task.name))?;
+                                .map_err(|f| bad(format!("{}: {}", task.name, f.cause)))?
+                                .map_err(|e| {
+                                    Applying::Problem(RestoreFailure {
+                                        file: e.file().map(str::to_string),
+                                        detail: format!("{}: {e}", task.name),
+                                    })
+                                })?;
                         applied.entries += stats.entries;
                         applied.files += stats.files;
                     }
                     op.op
                         .restore_state(&own)
-                        .map_err(|e| format!("{}: {e}", task.name))?;
+                        .map_err(|e| bad(format!("{}: {e}", task.name)))?;
                 }
                 Body::Sink(_) if inspect => {}
                 Body::Sink(sink) => {
                     let events = guarded_if(user_sink, &task.name, || sink.restore(&own, store))
-                        .map_err(|f| format!("{}: {}", task.name, f.reason))?
-                        .map_err(|e| format!("{}: {e}", task.name))?;
-                    applied.events.extend(
-                        events
-                            .into_iter()
-                            .map(|event| format!("txn {}: {event}", task.name)),
-                    );
+                        .map_err(|f| bad(format!("{}: {}", task.name, f.cause)))?
+                        .map_err(|e| bad(format!("{}: {e}", task.name)))?;
+                    applied
+                        .events
+                        .extend(events.into_iter().map(|event| Event::Txn {
+                            task: task.name.clone(),
+                            event,
+                        }));
                 }
             }
         }
     }
     let partitions = input.partitions().len() as u32;
     if let Some(extra) = positions.keys().find(|p| **p >= partitions) {
-        return Err(format!(
+        return Err(bad(format!(
             "a position for partition {extra}, but the input has {partitions}"
-        ));
+        )));
     }
     applied.positions = Positions(
         (0..partitions)

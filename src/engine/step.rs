@@ -13,6 +13,7 @@ use crate::job::operator::OperatorContext;
 use crate::job::source::SourceInput;
 use crate::job::Record;
 use crate::state::KeyedContext;
+use crate::trace::{Event, FailureCause};
 
 impl<'a> Runtime<'a> {
     pub(super) fn step_task(
@@ -69,22 +70,22 @@ impl<'a> Runtime<'a> {
             let Some((partition, offset)) = guarded(&task.name, || reader.source.poll(&input))?
             else {
                 reader.finished = true;
-                let unread = reader.unread(&source.positions);
-                let line = if unread.is_empty() {
-                    format!("source {} has nothing left", task.name)
-                } else {
-                    format!(
-                        "source {} has nothing left, with {} unread",
-                        task.name,
-                        unread.join(", ")
-                    )
+                let event = Event::SourceFinished {
+                    task: task.name.clone(),
+                    unread: reader.unread(&source.positions),
                 };
-                self.note(line);
+                self.record(event);
                 return Ok(());
             };
-            reader
-                .check_named(partition, offset)
-                .map_err(|reason| Failure::new(&task.name, reason))?;
+            reader.check_named(partition, offset).map_err(|problem| {
+                Failure::new(
+                    &task.name,
+                    FailureCause::SourceContract {
+                        checkpoint: None,
+                        problem,
+                    },
+                )
+            })?;
             let record = self.input.partitions()[partition as usize][offset as usize].clone();
             // Where the reader stands now, even if it went back: what it emits is judged, not
             // how it moves.
@@ -116,9 +117,12 @@ impl<'a> Runtime<'a> {
         let Body::Source(source) = &task.body else {
             unreachable!("only sources emit")
         };
-        let line = format!("emit {} {record}", task.name);
+        let event = Event::RecordEmitted {
+            task: task.name.clone(),
+            record: record.clone(),
+        };
         self.clock.advance_ms(source.emit_ms);
-        self.note(line);
+        self.record(event);
         self.route(execution, index, vec![record]);
     }
 
@@ -155,11 +159,27 @@ impl<'a> Runtime<'a> {
         let name = task.name.clone();
         match &mut task.body {
             Body::Sink(sink) => {
-                let line = format!("write {name} {record}");
+                let written = Event::RecordWritten {
+                    task: name.clone(),
+                    record: record.clone(),
+                };
                 let (user, store) = (self.sink_factory.is_some(), &mut self.store);
-                guarded_if(user, &name, || sink.write(record, store))?
-                    .map_err(|e| Failure::new(&name, e.to_string()))?;
-                self.note(line);
+                let events =
+                    guarded_if(user, &name, || sink.write(record, store))?.map_err(|e| {
+                        Failure::new(
+                            &name,
+                            FailureCause::SinkWrite {
+                                error: e.to_string(),
+                            },
+                        )
+                    })?;
+                self.record(written);
+                for event in events {
+                    self.record(Event::Txn {
+                        task: name.clone(),
+                        event,
+                    });
+                }
                 Ok(())
             }
             Body::Operator(op) => {
@@ -177,7 +197,7 @@ impl<'a> Runtime<'a> {
                 }
                 let key = record.key.clone();
                 let group = key_group_for(&key, max_parallelism);
-                let line_head = format!("process {name} {record}");
+                let processed = record.clone();
                 let mut out = Vec::new();
                 let keyed = match op.backend.as_deref_mut() {
                     Some(backend) => {
@@ -199,16 +219,28 @@ impl<'a> Runtime<'a> {
                 self.clock.advance_ms(op.processing_ms);
                 match result {
                     Ok(Ok(())) => {}
-                    Ok(Err(error)) => return Err(Failure::new(&name, error.to_string())),
+                    Ok(Err(error)) => {
+                        return Err(Failure::new(
+                            &name,
+                            FailureCause::Operator {
+                                error: error.to_string(),
+                            },
+                        ))
+                    }
                     Err(payload) => {
                         return Err(Failure::new(
                             &name,
-                            format!("panicked: {}", panic_message(&*payload)),
+                            FailureCause::Panicked {
+                                message: panic_message(&*payload),
+                            },
                         ))
                     }
                 }
-                let outputs: Vec<String> = out.iter().map(|r| r.value.to_string()).collect();
-                self.note(format!("{line_head} -> [{}]", outputs.join(", ")));
+                self.record(Event::RecordProcessed {
+                    task: name,
+                    record: processed,
+                    outputs: out.iter().map(|r| r.value).collect(),
+                });
                 self.route(execution, index, out);
                 Ok(())
             }

@@ -6,12 +6,13 @@ use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
 use crate::checkpoint::{CheckpointStorage, FileRef, RelPath, StorageError, SubtaskSnapshot};
-use crate::fault::{FaultAction, FaultPlan, FaultPoint};
+use crate::fault::{Effect, FaultAction, FaultPlan, FaultPoint};
 use crate::job::operator::Operator;
 use crate::job::sink::Sink;
 use crate::job::source::Source;
 use crate::job::Record;
 use crate::state::{KeyGroupRange, StateBackend};
+use crate::trace::{FailureCause, RestoreFailure, Unread};
 
 #[derive(Debug, Clone)]
 pub(super) enum Element {
@@ -124,13 +125,13 @@ impl UserReader {
         }
     }
 
-    /// Partitions the reader left unread, as `p1 at 3 of 10`.
-    pub(super) fn unread(&self, positions: &BTreeMap<u32, u64>) -> Vec<String> {
+    /// Partitions the reader left unread.
+    pub(super) fn unread(&self, positions: &BTreeMap<u32, u64>) -> Vec<Unread> {
         self.lengths
             .iter()
-            .filter_map(|(partition, len)| {
-                let at = positions.get(partition).copied().unwrap_or(0);
-                (at < *len).then(|| format!("p{partition} at {at} of {len}"))
+            .filter_map(|(&partition, &len)| {
+                let at = positions.get(&partition).copied().unwrap_or(0);
+                (at < len).then_some(Unread { partition, at, len })
             })
             .collect()
     }
@@ -142,8 +143,14 @@ impl UserReader {
 pub(super) fn guarded<T>(task: &str, call: impl FnOnce() -> T) -> Result<T, Failure> {
     #[allow(clippy::disallowed_methods)]
     // The supervisor is the one place that catches panics of user code.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call))
-        .map_err(|payload| Failure::new(task, format!("panicked: {}", panic_message(&*payload))))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|payload| {
+        Failure::new(
+            task,
+            FailureCause::Panicked {
+                message: panic_message(&*payload),
+            },
+        )
+    })
 }
 
 /// [`guarded`] when `user` says the code is a user's; a plain call otherwise.
@@ -211,36 +218,46 @@ pub(super) struct Execution {
 }
 
 /// A failure inside an attempt.
+#[derive(Debug, Clone)]
 pub(super) struct Failure {
     pub(super) task: String,
-    pub(super) reason: String,
-    /// The whole process died (not one task): uncommitted writes are lost or torn.
-    pub(super) killed: bool,
+    pub(super) cause: FailureCause,
 }
 
 impl Failure {
-    pub(super) fn new(task: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(super) fn new(task: impl Into<String>, cause: FailureCause) -> Self {
         Self {
             task: task.into(),
-            reason: reason.into(),
-            killed: false,
+            cause,
         }
     }
 
-    pub(super) fn kill(reason: impl Into<String>) -> Self {
-        Self {
-            task: "process".into(),
-            reason: reason.into(),
-            killed: true,
-        }
+    /// A failure of the restore at the start of an attempt.
+    pub(super) fn restore(problem: RestoreFailure) -> Self {
+        Self::new("restore", FailureCause::Restore(problem))
     }
 
-    /// The failure a fault action causes in `task`.
+    /// The failure a fault action causes in `task` (a kill fails the whole process).
     pub(super) fn from_action(task: &str, action: FaultAction) -> Self {
-        match action {
-            FaultAction::Kill(reason) => Failure::kill(reason),
-            FaultAction::Panic(reason) | FaultAction::IoError(reason) => Failure::new(task, reason),
-        }
+        let task = if action.effect == Effect::Kill {
+            "process"
+        } else {
+            task
+        };
+        Self::new(
+            task,
+            FailureCause::Injected {
+                fault: action.fault,
+                site: action.site,
+                effect: action.effect,
+                detail: action.detail,
+            },
+        )
+    }
+
+    /// Whether the whole process died: uncommitted writes are lost or torn.
+    pub(super) fn killed(&self) -> bool {
+        self.cause.is_kill()
     }
 }
 
@@ -252,7 +269,7 @@ pub(super) struct FaultyStorage<'s> {
     pub(super) faults: &'s mut dyn FaultPlan,
     pub(super) checkpoint: u64,
     pub(super) writes: &'s mut u32,
-    pub(super) killed: &'s mut Option<String>,
+    pub(super) killed: &'s mut Option<FaultAction>,
     pub(super) uncommitted: &'s mut Vec<RelPath>,
 }
 
@@ -274,10 +291,10 @@ impl CheckpointStorage for FaultyStorage<'_> {
             source: std::io::Error::new(kind, reason),
         };
         match self.faults.at(&point) {
-            Some(FaultAction::IoError(reason)) => {
-                return Err(refuse(reason, std::io::ErrorKind::Other))
+            Some(action) if action.effect == Effect::IoError => {
+                return Err(refuse(action.detail, std::io::ErrorKind::Other))
             }
-            Some(FaultAction::Kill(reason)) | Some(FaultAction::Panic(reason)) => {
+            Some(action) => {
                 // The process dies mid-write: a prefix of the bytes lands in a temporary file
                 // that never gets renamed.
                 let keep = self.faults.draw(bytes.len() as u64 + 1) as usize;
@@ -295,7 +312,8 @@ impl CheckpointStorage for FaultyStorage<'_> {
                 if self.inner.write(&torn, &bytes[..keep]).is_ok() {
                     self.uncommitted.push(torn);
                 }
-                *self.killed = Some(reason.clone());
+                let reason = action.detail.clone();
+                *self.killed = Some(action);
                 return Err(refuse(reason, std::io::ErrorKind::Interrupted));
             }
             None => {}

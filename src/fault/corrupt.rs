@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::registry::AuditProblem;
 use crate::checkpoint::{registry, CheckpointStorage, RelPath};
+use crate::sim::HostDetail;
 
 /// How a file is damaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -36,16 +38,16 @@ pub struct Corruption {
     pub path: String,
     /// How.
     pub kind: CorruptionKind,
-    /// What exactly was done.
-    pub detail: String,
+    /// What exactly was done: where the damage landed depends on the file's size, which for
+    /// RocksDB varies by host.
+    pub detail: HostDetail,
 }
 
 impl Corruption {
     /// Whether this damage accounts for a problem the storage audit found.
-    pub fn explains(&self, problem: &crate::checkpoint::registry::AuditProblem) -> bool {
-        use crate::checkpoint::registry::AuditProblem;
+    pub fn explains(&self, problem: &AuditProblem) -> bool {
         let snapshot_name = format!("chk-{}", self.checkpoint);
-        let metadata_damaged = self.path.ends_with("_metadata");
+        let metadata_damaged = self.path == registry::metadata_path(self.checkpoint).as_str();
         match problem {
             // Damaged metadata may name anything (a stale copy names another checkpoint's
             // files), so every complaint about that snapshot comes from the damage.
@@ -54,13 +56,15 @@ impl Corruption {
             {
                 true
             }
+            AuditProblem::BadFile { file, .. } => *file == self.path,
             // Files the damaged metadata no longer names look unreferenced.
-            AuditProblem::Orphan { path }
-                if metadata_damaged && path.starts_with(&format!("{snapshot_name}/")) =>
-            {
-                true
+            AuditProblem::Orphan { path } => {
+                *path == self.path
+                    || (metadata_damaged
+                        && path.rsplit_once('/').map(|(dir, _)| dir) == Some(&snapshot_name))
             }
-            other => other.to_string().contains(&self.path),
+            AuditProblem::Incomplete { dir } => metadata_damaged && *dir == snapshot_name,
+            _ => false,
         }
     }
 }
@@ -98,7 +102,7 @@ pub fn corrupt_retained(
                 checkpoint,
                 path: path.to_string(),
                 kind,
-                detail: "deleted".into(),
+                detail: HostDetail("deleted".into()),
             });
         }
         CorruptionKind::BitFlip if len > 0 => {
@@ -159,6 +163,6 @@ pub fn corrupt_retained(
         checkpoint,
         path: path.to_string(),
         kind,
-        detail,
+        detail: HostDetail(detail),
     })
 }

@@ -38,13 +38,14 @@ mod corrupt;
 mod schedule;
 
 pub use corrupt::{corrupt_retained, Corruption, CorruptionKind};
-pub use schedule::{Fault, FaultSchedule, Phase};
+pub use schedule::{Fault, FaultKind, FaultSchedule, FaultSite, Phase};
 
 use crate::checkpoint::CheckpointStorage;
 use crate::job::Record;
 
 /// A point where a fault may fire.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub enum FaultPoint<'a> {
     /// An operator is about to process a record.
     Record {
@@ -110,19 +111,34 @@ pub enum FaultPoint<'a> {
     },
 }
 
-/// What a fault does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FaultAction {
+/// What a fault does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
     /// The operator (or task) fails, as if it panicked: the job restarts.
-    Panic(String),
+    Panic,
     /// The process dies: every task, in-flight records and uncommitted writes.
-    Kill(String),
+    Kill,
     /// The storage write fails with an I/O error.
-    IoError(String),
+    IoError,
+}
+
+/// A fault that fires at a point: which one, where, what it does, and its own account of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultAction {
+    /// The fault's kind.
+    pub fault: FaultKind,
+    /// Where it fired.
+    pub site: FaultSite,
+    /// What it does.
+    pub effect: Effect,
+    /// What happened, for the trace: `injected panic before record #4 (r3)`.
+    pub detail: String,
 }
 
 /// What happens to one completion notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NotifyFate {
     /// Delivered now.
     Deliver,

@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    corrupt_retained, Corruption, CorruptionKind, FaultAction, FaultPlan, FaultPoint, NotifyFate,
+    corrupt_retained, Corruption, CorruptionKind, Effect, FaultAction, FaultPlan, FaultPoint,
+    NotifyFate,
 };
 use crate::checkpoint::CheckpointStorage;
 use crate::sim::{RngStreams, StreamName};
@@ -62,6 +63,114 @@ impl Phase {
             Phase::MetadataWrite => "metadata-write",
             Phase::BeforeNotify => "before-notify",
             Phase::SinkCommit => "sink-commit",
+        }
+    }
+}
+
+/// The kinds of fault, as swarm configurations and coverage tables name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FaultKind {
+    /// An operator panics before a record.
+    Panic,
+    /// A task panics in its snapshot.
+    PanicInSnapshot,
+    /// A task panics in its restore.
+    PanicInRestore,
+    /// The process is killed at a scheduler step.
+    Kill,
+    /// The process is killed at a checkpoint phase.
+    KillAtPhase,
+    /// A checkpoint write fails.
+    IoError,
+    /// A completion notification is lost.
+    DropNotification,
+    /// A completion notification comes late.
+    DelayNotification,
+    /// A retained file is damaged before a restart.
+    Corrupt,
+}
+
+impl FaultKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Panic,
+        FaultKind::PanicInSnapshot,
+        FaultKind::PanicInRestore,
+        FaultKind::Kill,
+        FaultKind::KillAtPhase,
+        FaultKind::IoError,
+        FaultKind::DropNotification,
+        FaultKind::DelayNotification,
+        FaultKind::Corrupt,
+    ];
+
+    /// Its name: `panic`, `kill-at-phase`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Panic => "panic",
+            FaultKind::PanicInSnapshot => "panic-in-snapshot",
+            FaultKind::PanicInRestore => "panic-in-restore",
+            FaultKind::Kill => "kill",
+            FaultKind::KillAtPhase => "kill-at-phase",
+            FaultKind::IoError => "io-error",
+            FaultKind::DropNotification => "drop-notification",
+            FaultKind::DelayNotification => "delay-notification",
+            FaultKind::Corrupt => "corrupt",
+        }
+    }
+
+    /// The kind with this name.
+    pub fn from_name(name: &str) -> Option<FaultKind> {
+        FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// Where a fault fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FaultSite {
+    /// Before an operator's record.
+    Record,
+    /// Before a scheduler step.
+    Step,
+    /// In a task's restore.
+    Restore,
+    /// At a checkpoint phase.
+    Phase(Phase),
+    /// At a completion notification.
+    Notification,
+    /// Between a failure and the restore that follows.
+    BeforeRestore,
+}
+
+impl FaultSite {
+    /// Every site, in the order of a case: coverage tables list them so.
+    pub const ALL: [FaultSite; 11] = [
+        FaultSite::Record,
+        FaultSite::Step,
+        FaultSite::Restore,
+        FaultSite::Phase(Phase::BarrierAtSource),
+        FaultSite::Phase(Phase::SyncSnapshot),
+        FaultSite::Phase(Phase::FileUpload),
+        FaultSite::Phase(Phase::MetadataWrite),
+        FaultSite::Phase(Phase::BeforeNotify),
+        FaultSite::Phase(Phase::SinkCommit),
+        FaultSite::Notification,
+        FaultSite::BeforeRestore,
+    ];
+
+    /// Its name in coverage tables: `record`, `file-upload`, `before-restore`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultSite::Record => "record",
+            FaultSite::Step => "step",
+            FaultSite::Restore => "restore",
+            FaultSite::Phase(phase) => phase.name(),
+            FaultSite::Notification => "notification",
+            FaultSite::BeforeRestore => "before-restore",
         }
     }
 }
@@ -132,19 +241,24 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The fault's kind.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Fault::Panic { .. } => FaultKind::Panic,
+            Fault::PanicInSnapshot { .. } => FaultKind::PanicInSnapshot,
+            Fault::PanicInRestore { .. } => FaultKind::PanicInRestore,
+            Fault::Kill { .. } => FaultKind::Kill,
+            Fault::KillAt { .. } => FaultKind::KillAtPhase,
+            Fault::IoError { .. } => FaultKind::IoError,
+            Fault::DropNotification { .. } => FaultKind::DropNotification,
+            Fault::DelayNotification { .. } => FaultKind::DelayNotification,
+            Fault::Corrupt { .. } => FaultKind::Corrupt,
+        }
+    }
+
     /// The fault kind's name, for swarm configuration and coverage tables.
     pub fn kind_name(&self) -> &'static str {
-        match self {
-            Fault::Panic { .. } => "panic",
-            Fault::PanicInSnapshot { .. } => "panic-in-snapshot",
-            Fault::PanicInRestore { .. } => "panic-in-restore",
-            Fault::Kill { .. } => "kill",
-            Fault::KillAt { .. } => "kill-at-phase",
-            Fault::IoError { .. } => "io-error",
-            Fault::DropNotification { .. } => "drop-notification",
-            Fault::DelayNotification { .. } => "delay-notification",
-            Fault::Corrupt { .. } => "corrupt",
-        }
+        self.kind().name()
     }
 }
 
@@ -166,7 +280,7 @@ pub struct FaultSchedule {
     #[serde(skip)]
     rng: Option<ChaCha8Rng>,
     #[serde(skip)]
-    fired_log: Vec<(String, String)>,
+    fired_log: Vec<(FaultKind, FaultSite)>,
 }
 
 impl PartialEq for FaultSchedule {
@@ -193,8 +307,8 @@ impl FaultSchedule {
         }
     }
 
-    /// The faults that fired, in order: (fault kind, fault point where it fired).
-    pub fn fired(&self) -> &[(String, String)] {
+    /// The faults that fired, in order: (fault kind, site where it fired).
+    pub fn fired(&self) -> &[(FaultKind, FaultSite)] {
         &self.fired_log
     }
 
@@ -204,15 +318,39 @@ impl FaultSchedule {
             .get_or_insert_with(|| RngStreams::new(seed).stream(StreamName::Faults))
     }
 
-    fn fire(&mut self, point: &str, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
+    /// Fires the first unfired fault `matches` selects, at `site`.
+    fn fire(&mut self, site: FaultSite, matches: impl Fn(&Fault) -> bool) -> Option<Fault> {
         self.fired.resize(self.faults.len(), false);
         let index = (0..self.faults.len()).find(|&i| !self.fired[i] && matches(&self.faults[i]))?;
         self.fired[index] = true;
-        self.fired_log.push((
-            self.faults[index].kind_name().to_string(),
-            point.to_string(),
-        ));
+        self.fired_log.push((self.faults[index].kind(), site));
         Some(self.faults[index].clone())
+    }
+
+    /// Fires a matching fault as `effect`, its detail written by `detail`.
+    fn act(
+        &mut self,
+        site: FaultSite,
+        effect: Effect,
+        matches: impl Fn(&Fault) -> bool,
+        detail: impl FnOnce() -> String,
+    ) -> Option<FaultAction> {
+        let fault = self.fire(site, matches)?;
+        Some(FaultAction {
+            fault: fault.kind(),
+            site,
+            effect,
+            detail: detail(),
+        })
+    }
+
+    fn kill_at(&mut self, phase: Phase, checkpoint: u64) -> Option<FaultAction> {
+        self.act(
+            FaultSite::Phase(phase),
+            Effect::Kill,
+            |f| matches!(f, Fault::KillAt { phase: p, checkpoint: c } if *p == phase && *c == checkpoint),
+            || format!("process killed at {} of chk-{checkpoint} (simulated)", phase.name()),
+        )
     }
 }
 
@@ -225,44 +363,45 @@ impl FaultPlan for FaultSchedule {
                 attempt,
                 record_index,
                 record,
-            } => self
-                .fire("record", |f| {
+            } => self.act(
+                FaultSite::Record,
+                Effect::Panic,
+                |f| {
                     matches!(f, Fault::Panic { stage: s, subtask: t, attempt: a, record_index: r }
-                    if s == stage && *t == subtask && *a == attempt && *r == record_index)
-                })
-                .map(|_| {
-                    FaultAction::Panic(format!(
+                        if s == stage && *t == subtask && *a == attempt && *r == record_index)
+                },
+                || {
+                    format!(
                         "injected panic before record #{record_index} ({})",
                         record.id
-                    ))
-                }),
-            FaultPoint::Step { step } => self
-                .fire(
-                    "step",
-                    |f| matches!(f, Fault::Kill { step: s } if *s == step),
-                )
-                .map(|_| FaultAction::Kill(format!("process killed at step {step} (simulated)"))),
+                    )
+                },
+            ),
+            FaultPoint::Step { step } => self.act(
+                FaultSite::Step,
+                Effect::Kill,
+                |f| matches!(f, Fault::Kill { step: s } if *s == step),
+                || format!("process killed at step {step} (simulated)"),
+            ),
             FaultPoint::BarrierInjected { checkpoint } => {
-                kill_at(self, Phase::BarrierAtSource, checkpoint)
+                self.kill_at(Phase::BarrierAtSource, checkpoint)
             }
             FaultPoint::SyncSnapshot {
                 checkpoint,
                 stage,
                 subtask,
-            } => {
-                if let Some(action) = kill_at(self, Phase::SyncSnapshot, checkpoint) {
-                    return Some(action);
-                }
-                self.fire(
-                    "sync-snapshot",
+            } => self.kill_at(Phase::SyncSnapshot, checkpoint).or_else(|| {
+                self.act(
+                    FaultSite::Phase(Phase::SyncSnapshot),
+                    Effect::Panic,
                     |f| matches!(f, Fault::PanicInSnapshot { checkpoint: c } if *c == checkpoint),
+                    || {
+                        format!(
+                            "injected panic in {stage}[{subtask}]'s snapshot of chk-{checkpoint}"
+                        )
+                    },
                 )
-                .map(|_| {
-                    FaultAction::Panic(format!(
-                        "injected panic in {stage}[{subtask}]'s snapshot of chk-{checkpoint}"
-                    ))
-                })
-            }
+            }),
             FaultPoint::StorageWrite {
                 checkpoint,
                 nth,
@@ -273,30 +412,31 @@ impl FaultPlan for FaultSchedule {
                 } else {
                     Phase::FileUpload
                 };
-                if let Some(action) = kill_at(self, phase, checkpoint) {
-                    return Some(action);
-                }
-                self.fire(if metadata { "metadata-write" } else { "file-upload" }, |f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth))
-                    .map(|_| FaultAction::IoError(format!("injected I/O error on write #{nth} of chk-{checkpoint}")))
+                self.kill_at(phase, checkpoint).or_else(|| {
+                    self.act(
+                        FaultSite::Phase(phase),
+                        Effect::IoError,
+                        |f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth),
+                        || format!("injected I/O error on write #{nth} of chk-{checkpoint}"),
+                    )
+                })
             }
             FaultPoint::BeforeNotify { checkpoint } => {
-                kill_at(self, Phase::BeforeNotify, checkpoint)
+                self.kill_at(Phase::BeforeNotify, checkpoint)
             }
             FaultPoint::SinkCommit { checkpoint, .. } => {
-                kill_at(self, Phase::SinkCommit, checkpoint)
+                self.kill_at(Phase::SinkCommit, checkpoint)
             }
             FaultPoint::Restore {
                 attempt,
                 stage,
                 subtask,
-            } => self
-                .fire(
-                    "restore",
-                    |f| matches!(f, Fault::PanicInRestore { attempt: a } if *a == attempt),
-                )
-                .map(|_| {
-                    FaultAction::Panic(format!("injected panic in {stage}[{subtask}]'s restore"))
-                }),
+            } => self.act(
+                FaultSite::Restore,
+                Effect::Panic,
+                |f| matches!(f, Fault::PanicInRestore { attempt: a } if *a == attempt),
+                || format!("injected panic in {stage}[{subtask}]'s restore"),
+            ),
         }
     }
 
@@ -322,10 +462,10 @@ impl FaultPlan for FaultSchedule {
             NotifyFate::Deliver => {}
             NotifyFate::Drop => self
                 .fired_log
-                .push(("drop-notification".into(), "notification".into())),
+                .push((FaultKind::DropNotification, FaultSite::Notification)),
             NotifyFate::Delay(_) => self
                 .fired_log
-                .push(("delay-notification".into(), "notification".into())),
+                .push((FaultKind::DelayNotification, FaultSite::Notification)),
         }
         fate
     }
@@ -333,7 +473,7 @@ impl FaultPlan for FaultSchedule {
     fn corrupt(&mut self, storage: &mut dyn CheckpointStorage, attempt: u32) -> Vec<Corruption> {
         let mut done = Vec::new();
         while let Some(Fault::Corrupt { corruption, .. }) = self.fire(
-            "before-restore",
+            FaultSite::BeforeRestore,
             |f| matches!(f, Fault::Corrupt { attempt: a, .. } if *a == attempt),
         ) {
             let rng = self.rng();
@@ -354,10 +494,4 @@ impl FaultPlan for FaultSchedule {
     fn draw(&mut self, bound: u64) -> u64 {
         self.rng().random_range(0..bound.max(1))
     }
-}
-
-fn kill_at(schedule: &mut FaultSchedule, phase: Phase, checkpoint: u64) -> Option<FaultAction> {
-    schedule
-        .fire(phase.name(), |f| matches!(f, Fault::KillAt { phase: p, checkpoint: c } if *p == phase && *c == checkpoint))
-        .map(|_| FaultAction::Kill(format!("process killed at {} of chk-{checkpoint} (simulated)", phase.name())))
 }

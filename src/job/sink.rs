@@ -34,6 +34,7 @@ use std::collections::BTreeMap;
 
 use super::record::Record;
 use crate::checkpoint::codec::{Decoder, Encoder};
+use crate::checkpoint::FormatError;
 
 /// The life of a transaction in the external store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +58,7 @@ struct Transaction {
 
 /// The external system refused an operation: the sink broke the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// No transaction with that id was ever begun.
     #[error("transaction {0} is unknown")]
@@ -74,6 +76,9 @@ pub enum StoreError {
     /// A user's external system failed (a file sink's I/O, say).
     #[error("the external system failed: {0}")]
     External(String),
+    /// The sink's checkpointed state does not decode.
+    #[error("the sink's checkpointed state does not decode: {0}")]
+    BadState(#[from] FormatError),
 }
 
 /// What an abort found.
@@ -337,21 +342,119 @@ impl ExternalStore {
 /// Makes the sink of one subtask.
 pub type SinkFactory = dyn Fn(u16) -> Box<dyn Sink> + Send + Sync;
 
-/// A line for the trace, produced by a sink action.
-pub type SinkEvent = String;
+/// What a sink did to a transaction, for the trace. Sinks report them; the trace renders them
+/// (`txn sink[0]: commit s0-t2 (6 records) for chk-3`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum TxnEvent {
+    /// A transaction was begun.
+    Begun {
+        /// The transaction.
+        txn: String,
+    },
+    /// A transaction was flushed for checkpoint `checkpoint`, to be committed once it completes.
+    PreCommitted {
+        /// The transaction.
+        txn: String,
+        /// The checkpoint it belongs to.
+        checkpoint: u64,
+        /// Records in it, if the sink counts them.
+        records: Option<usize>,
+    },
+    /// A pre-committed transaction was committed: its records are visible.
+    Committed {
+        /// The transaction.
+        txn: String,
+        /// The checkpoint it belongs to.
+        checkpoint: u64,
+        /// Records made visible, if the sink counts them.
+        records: Option<usize>,
+    },
+    /// A commit found the transaction committed already (recovery commits idempotently).
+    AlreadyCommitted {
+        /// The transaction.
+        txn: String,
+        /// The checkpoint it belongs to.
+        checkpoint: u64,
+    },
+    /// A transaction was aborted.
+    Aborted {
+        /// The transaction.
+        txn: String,
+        /// Why.
+        why: TxnAbort,
+    },
+    /// An abort found the transaction committed already: the restore goes back past output a
+    /// later checkpoint or savepoint committed.
+    AbortFoundCommitted {
+        /// The transaction.
+        txn: String,
+    },
+}
+
+/// Why a sink aborted a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum TxnAbort {
+    /// It was in progress at the restored checkpoint: it belongs to no checkpoint.
+    InProgress,
+    /// It was begun after the restored checkpoint and left behind by the failure.
+    Lingering,
+    /// The sink's own reason, shown in parentheses (`pending`).
+    Other(String),
+}
+
+impl std::fmt::Display for TxnEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = |records: &Option<usize>| match records {
+            Some(records) => format!(" ({records} records)"),
+            None => String::new(),
+        };
+        match self {
+            TxnEvent::Begun { txn } => write!(f, "begin {txn}"),
+            TxnEvent::PreCommitted {
+                txn,
+                checkpoint,
+                records,
+            } => write!(f, "pre-commit {txn}{} for chk-{checkpoint}", count(records)),
+            TxnEvent::Committed {
+                txn,
+                checkpoint,
+                records,
+            } => write!(f, "commit {txn}{} for chk-{checkpoint}", count(records)),
+            TxnEvent::AlreadyCommitted { txn, checkpoint } => {
+                write!(f, "commit {txn} for chk-{checkpoint}: already committed")
+            }
+            TxnEvent::Aborted { txn, why } => match why {
+                TxnAbort::InProgress => write!(f, "abort {txn} (in progress at the checkpoint)"),
+                TxnAbort::Lingering => write!(f, "abort {txn} (lingering)"),
+                TxnAbort::Other(reason) => write!(f, "abort {txn} ({reason})"),
+            },
+            TxnEvent::AbortFoundCommitted { txn } => write!(
+                f,
+                "abort {txn}: already committed by a later checkpoint or savepoint; this restore goes back past committed output"
+            ),
+        }
+    }
+}
 
 /// The `Sink` seam: writes records to the external store and takes part in checkpoints. A
-/// user's sink implements it and is tested the same way.
+/// user's sink implements it and is tested the same way. Every method reports what it did to
+/// transactions, for the trace (a sink without transactions reports nothing).
 pub trait Sink {
     /// Writes one record.
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError>;
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError>;
     /// Snapshots at checkpoint `checkpoint_id` (a two-phase sink pre-commits here) and returns the
-    /// state to checkpoint, with a trace line if it did something worth telling.
+    /// state to checkpoint.
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError>;
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError>;
     /// Transactions pre-committed and waiting for a completion notification (none for a sink
     /// without transactions). The job finishes only once none are left.
     fn pending_transactions(&self) -> usize {
@@ -363,14 +466,14 @@ pub trait Sink {
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError>;
+    ) -> Result<Vec<TxnEvent>, StoreError>;
     /// Restores from checkpointed states (this subtask's own, or all of them after rescaling,
     /// given to subtask 0 only), before any write.
     fn restore(
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError>;
+    ) -> Result<Vec<TxnEvent>, StoreError>;
 }
 
 /// The at-least-once print sink.
@@ -378,24 +481,28 @@ pub trait Sink {
 pub struct PrintSink;
 
 impl Sink for PrintSink {
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         store.print(record);
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn snapshot(
         &mut self,
         _: u64,
         _: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
-        Ok((Vec::new(), None))
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
     }
 
     fn notify_checkpoint_complete(
         &mut self,
         _: u64,
         _: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -403,7 +510,7 @@ impl Sink for PrintSink {
         &mut self,
         _: &[Vec<u8>],
         _: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         Ok(Vec::new())
     }
 }
@@ -448,23 +555,17 @@ impl TwoPhaseCommitSink {
     }
 
     /// Decodes a checkpointed state: the in-progress transaction and the pending ones.
-    pub fn decode(bytes: &[u8]) -> Result<(Option<String>, BTreeMap<u64, String>), String> {
+    pub fn decode(bytes: &[u8]) -> Result<(Option<String>, BTreeMap<u64, String>), FormatError> {
         let mut d = Decoder::new(bytes);
-        let current = d
-            .str("current transaction")
-            .map_err(|e| e.to_string())?
-            .to_string();
-        let count = d
-            .count("pending transactions", 12)
-            .map_err(|e| e.to_string())?;
+        let current = d.str("current transaction")?.to_string();
+        let count = d.count("pending transactions", 12)?;
         let mut pending = BTreeMap::new();
         for _ in 0..count {
-            let checkpoint = d.u64("checkpoint id").map_err(|e| e.to_string())?;
-            let txn = d.str("transaction").map_err(|e| e.to_string())?.to_string();
+            let checkpoint = d.u64("checkpoint id")?;
+            let txn = d.str("transaction")?.to_string();
             pending.insert(checkpoint, txn);
         }
-        d.finish("two-phase sink state")
-            .map_err(|e| e.to_string())?;
+        d.finish("two-phase sink state")?;
         Ok(((!current.is_empty()).then_some(current), pending))
     }
 }
@@ -474,16 +575,21 @@ impl Sink for TwoPhaseCommitSink {
         self.pending.len()
     }
 
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let txn = self.current(store)?;
-        store.write(&txn, record)
+        store.write(&txn, record)?;
+        Ok(Vec::new())
     }
 
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
         let txn = self.current(store)?;
         let count = store.pre_commit(&txn)?;
         debug_assert!(
@@ -492,19 +598,19 @@ impl Sink for TwoPhaseCommitSink {
         );
         self.pending.insert(checkpoint_id, txn.clone());
         self.current = Some(self.begin(store)?);
-        Ok((
-            self.encode(),
-            Some(format!(
-                "pre-commit {txn} ({count} records) for chk-{checkpoint_id}"
-            )),
-        ))
+        let event = TxnEvent::PreCommitted {
+            txn,
+            checkpoint: checkpoint_id,
+            records: Some(count),
+        };
+        Ok((self.encode(), vec![event]))
     }
 
     fn notify_checkpoint_complete(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let covered: Vec<u64> = self
             .pending
             .range(..=checkpoint_id)
@@ -513,7 +619,8 @@ impl Sink for TwoPhaseCommitSink {
         let mut events = Vec::new();
         for id in covered {
             let txn = self.pending.remove(&id).expect("listed above");
-            events.push(commit_event(&txn, id, store.commit(&txn)?));
+            let outcome = store.commit(&txn)?;
+            events.push(commit_event(txn, id, outcome));
         }
         Ok(events)
     }
@@ -522,25 +629,29 @@ impl Sink for TwoPhaseCommitSink {
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let mut events = Vec::new();
         let mut keep = Vec::new();
         for state in states {
-            let (current, pending) = Self::decode(state).map_err(StoreError::Unknown)?;
+            let (current, pending) = Self::decode(state)?;
             for (id, txn) in pending {
                 // recoverAndCommit: the checkpoint completed, so its transactions must be
                 // visible, whether or not a notification got through before the failure.
-                events.push(commit_event(&txn, id, store.commit(&txn)?));
+                let outcome = store.commit(&txn)?;
+                events.push(commit_event(txn.clone(), id, outcome));
                 keep.push(txn);
             }
             if let Some(txn) = current {
                 // recoverAndAbort: the in-progress transaction belongs to no checkpoint.
                 match store.abort(&txn)? {
-                    AbortOutcome::Aborted => events.push(format!("abort {txn} (in progress at the checkpoint)")),
+                    AbortOutcome::Aborted => events.push(TxnEvent::Aborted {
+                        txn,
+                        why: TxnAbort::InProgress,
+                    }),
                     AbortOutcome::AlreadyAborted => {}
-                    AbortOutcome::AlreadyCommitted => events.push(format!(
-                        "abort {txn}: already committed by a later checkpoint or savepoint; this restore goes back past committed output"
-                    )),
+                    AbortOutcome::AlreadyCommitted => {
+                        events.push(TxnEvent::AbortFoundCommitted { txn })
+                    }
                 }
             }
         }
@@ -554,7 +665,10 @@ impl Sink for TwoPhaseCommitSink {
         for owner in owners {
             for txn in store.unfinished(owner) {
                 if !keep.contains(&txn) && store.abort(&txn)? == AbortOutcome::Aborted {
-                    events.push(format!("abort {txn} (lingering)"));
+                    events.push(TxnEvent::Aborted {
+                        txn,
+                        why: TxnAbort::Lingering,
+                    });
                 }
             }
         }
@@ -562,13 +676,13 @@ impl Sink for TwoPhaseCommitSink {
     }
 }
 
-fn commit_event(txn: &str, checkpoint_id: u64, outcome: CommitOutcome) -> SinkEvent {
+fn commit_event(txn: String, checkpoint: u64, outcome: CommitOutcome) -> TxnEvent {
     match outcome {
-        CommitOutcome::Committed(count) => {
-            format!("commit {txn} ({count} records) for chk-{checkpoint_id}")
-        }
-        CommitOutcome::AlreadyCommitted => {
-            format!("commit {txn} for chk-{checkpoint_id}: already committed")
-        }
+        CommitOutcome::Committed(count) => TxnEvent::Committed {
+            txn,
+            checkpoint,
+            records: Some(count),
+        },
+        CommitOutcome::AlreadyCommitted => TxnEvent::AlreadyCommitted { txn, checkpoint },
     }
 }

@@ -280,6 +280,7 @@ pub struct RestoreStats {
 
 /// A backend failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     /// Reading or writing checkpoint storage failed.
     #[error(transparent)]
@@ -305,6 +306,16 @@ pub enum StateError {
     /// A stored value does not decode as its declared type.
     #[error("state value does not decode: {0}")]
     Codec(String),
+    /// A checkpoint file does not hold what it should. A backend that checks the files it
+    /// restores itself reports damage so, naming the file: that is how a restore that refuses
+    /// corrupted state is told from any other failure.
+    #[error("{file}: {reason}")]
+    DamagedFile {
+        /// The file, relative to the checkpoint storage it was read from.
+        file: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The backend's own store failed.
     #[error("{backend} backend: {reason}")]
     Backend {
@@ -313,6 +324,18 @@ pub enum StateError {
         /// What failed.
         reason: String,
     },
+}
+
+impl StateError {
+    /// The checkpoint file the error is about, relative to the storage it was read from, when
+    /// one is to blame.
+    pub fn file(&self) -> Option<&str> {
+        match self {
+            StateError::Storage(error) => Some(error.path()),
+            StateError::DamagedFile { file, .. } => Some(file),
+            _ => None,
+        }
+    }
 }
 
 /// A keyed state backend for one operator subtask. The memory backend and the RocksDB backend

@@ -1,5 +1,7 @@
 //! Method: run a fan-in job under kills in both checkpointing modes. Exactly-once (aligned)
-//! must give exactly the model's output through the two-phase sink; at-least-once (unaligned)
+//! must give exactly the model's output through the two-phase sink, with inputs seen blocked
+//! while aligning — and the same check must fail on an engine whose alignment never blocks (a
+//! test-only sabotage switch); at-least-once (unaligned)
 //! must be seen to duplicate after a restore and to let records after a barrier into a
 //! snapshot, with the oracle accepting replays — and rejecting a duplicate that no restore
 //! explains.
@@ -10,20 +12,25 @@ use faultline::checkpoint::CheckpointingMode;
 use faultline::engine::JobStatus;
 use faultline::job::SinkKind;
 use faultline::model;
+use faultline::trace::Event;
 
-#[test]
-fn aligned_barriers_give_exactly_once_output() {
+/// Runs the fan-in job under two kills for ten seeds, exactly-once, on the engine as it is or
+/// with alignment sabotaged: the barrier receipts that blocked their input, and the seeds whose
+/// output was not exactly the model's.
+fn aligned_runs(alignment_never_blocks: bool) -> (usize, Vec<u64>) {
     let job = fan_in_job();
     let input = input_for(&job, 90, 8, 4);
-    let mut aligned_waits = 0;
+    let mut expected: Vec<_> = model::evaluate(&job, &input, &input.end_positions())
+        .outputs
+        .iter()
+        .map(|r| (r.id.clone(), r.value))
+        .collect();
+    expected.sort();
+    let (mut blocked_waits, mut wrong) = (0, Vec::new());
     for seed in 0..10u64 {
-        let (report, _dir) = run(
-            &job,
-            &input,
-            &config(seed, 15),
-            &mut kills(&[50 + seed * 11, 200]),
-        );
-        assert_passed(&report);
+        let mut config = config(seed, 15);
+        config.sabotage.alignment_never_blocks = alignment_never_blocks;
+        let (report, _dir) = run(&job, &input, &config, &mut kills(&[50 + seed * 11, 200]));
         assert_eq!(report.outcome.status, JobStatus::Finished);
         let mut visible: Vec<_> = report
             .outcome
@@ -32,25 +39,44 @@ fn aligned_barriers_give_exactly_once_output() {
             .iter()
             .map(|r| (r.id.clone(), r.value))
             .collect();
-        let mut expected: Vec<_> = model::evaluate(&job, &input, &input.end_positions())
-            .outputs
-            .iter()
-            .map(|r| (r.id.clone(), r.value))
-            .collect();
         visible.sort();
-        expected.sort();
-        assert_eq!(visible, expected, "seed {seed}: exactly the model's output");
-        aligned_waits += report
+        if visible != expected || !report.verdict.passed() {
+            wrong.push(seed);
+        }
+        blocked_waits += report
             .outcome
             .trace
             .events()
             .iter()
-            .filter(|e| e.line.starts_with("barrier") && e.line.contains("input"))
+            .filter(|stamped| matches!(stamped.event, Event::BarrierReceived { blocked: true, .. }))
             .count();
     }
+    (blocked_waits, wrong)
+}
+
+#[test]
+fn aligned_barriers_give_exactly_once_output() {
+    let (blocked_waits, wrong) = aligned_runs(false);
     assert!(
-        aligned_waits > 0,
-        "some task waited on a barrier while aligning"
+        wrong.is_empty(),
+        "seeds {wrong:?}: not exactly the model's output"
+    );
+    assert!(
+        blocked_waits > 0,
+        "some task blocked an input while aligning"
+    );
+}
+
+/// The broken twin: an engine whose alignment never blocks an input. The check above must fail
+/// on it — no input is ever blocked — and the oracle must see records after a barrier reach a
+/// snapshot, so some seed's output is wrong.
+#[test]
+fn the_alignment_check_fails_on_an_engine_that_never_blocks() {
+    let (blocked_waits, wrong) = aligned_runs(true);
+    assert_eq!(blocked_waits, 0, "no input blocked");
+    assert!(
+        !wrong.is_empty(),
+        "unaligned snapshots broke exactly-once output in some seed"
     );
 }
 

@@ -186,7 +186,7 @@ fn a_process_kill_campaign_finds_nothing() {
         report
             .coverage
             .get("kill")
-            .is_some_and(|points| points.contains_key("process")),
+            .is_some_and(|points| points.contains_key("step")),
         "{}",
         report.summary()
     );

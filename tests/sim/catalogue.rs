@@ -14,7 +14,7 @@ use crate::support::{delegate_cell_access, delete_cells, TwistedFactory};
 use faultline::campaign::ExploreReport;
 use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle, NamedFile};
 use faultline::harness::Harness;
-use faultline::job::sink::{ExternalStore, Sink, SinkEvent, StoreError, TwoPhaseCommitSink};
+use faultline::job::sink::{ExternalStore, Sink, StoreError, TwoPhaseCommitSink, TxnEvent};
 use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
@@ -32,14 +32,18 @@ const CASES_MAX: u64 = 200;
 struct CommitsInSnapshot(TwoPhaseCommitSink);
 
 impl Sink for CommitsInSnapshot {
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.0.write(record, store)
     }
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
         let snapshot = self.0.snapshot(checkpoint_id, store)?;
         self.0.notify_checkpoint_complete(checkpoint_id, store)?;
         Ok(snapshot)
@@ -48,14 +52,14 @@ impl Sink for CommitsInSnapshot {
         &mut self,
         _: u64,
         _: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         Ok(Vec::new())
     }
     fn restore(
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.0.restore(states, store)
     }
 }
@@ -70,19 +74,23 @@ struct RewritesOnRestore {
 }
 
 impl Sink for RewritesOnRestore {
-    fn write(&mut self, record: Record, _: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        _: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.buffer.push(record);
-        Ok(())
+        Ok(Vec::new())
     }
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         _: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
         self.pending
             .insert(checkpoint_id, std::mem::take(&mut self.buffer));
         let state = serde_json::to_vec(&self.pending).expect("records serialize");
-        Ok((state, None))
+        Ok((state, Vec::new()))
     }
     fn pending_transactions(&self) -> usize {
         self.pending.len()
@@ -91,7 +99,7 @@ impl Sink for RewritesOnRestore {
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         let done: Vec<u64> = self
             .pending
             .range(..=checkpoint_id)
@@ -108,7 +116,7 @@ impl Sink for RewritesOnRestore {
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         for state in states {
             let pending: BTreeMap<u64, Vec<Record>> =
                 serde_json::from_slice(state).map_err(|e| StoreError::Unknown(e.to_string()))?;
@@ -209,14 +217,18 @@ struct StrictNotifications {
 }
 
 impl Sink for StrictNotifications {
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.inner.write(record, store)
     }
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
         self.pending.push(checkpoint_id);
         self.inner.snapshot(checkpoint_id, store)
     }
@@ -227,7 +239,7 @@ impl Sink for StrictNotifications {
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         if !self.pending.contains(&checkpoint_id) {
             return Err(StoreError::Unknown(format!(
                 "notification for checkpoint {checkpoint_id}, which is not pending"
@@ -240,7 +252,7 @@ impl Sink for StrictNotifications {
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.pending.clear();
         self.inner.restore(states, store)
     }
@@ -259,14 +271,18 @@ fn strict_notifications(subtask: u16) -> Box<dyn Sink> {
 struct SkipsAbortOnRestore(TwoPhaseCommitSink);
 
 impl Sink for SkipsAbortOnRestore {
-    fn write(&mut self, record: Record, store: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.0.write(record, store)
     }
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
         self.0.snapshot(checkpoint_id, store)
     }
     fn pending_transactions(&self) -> usize {
@@ -276,17 +292,16 @@ impl Sink for SkipsAbortOnRestore {
         &mut self,
         checkpoint_id: u64,
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         self.0.notify_checkpoint_complete(checkpoint_id, store)
     }
     fn restore(
         &mut self,
         states: &[Vec<u8>],
         store: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         for state in states {
-            let (_in_progress, pending) =
-                TwoPhaseCommitSink::decode(state).map_err(StoreError::Unknown)?;
+            let (_in_progress, pending) = TwoPhaseCommitSink::decode(state)?;
             for txn in pending.values() {
                 store.commit(txn)?;
             }
@@ -568,9 +583,10 @@ impl StateBackend for OwnFormat {
                         // The bug: the bytes are trusted as they are.
                         storage.read(&file.path)?
                     };
-                    stats.entries += self
-                        .load(&bytes)
-                        .map_err(|e| self.error(format!("{}: {e}", file.path)))?;
+                    stats.entries += self.load(&bytes).map_err(|e| StateError::DamagedFile {
+                        file: file.path.to_string(),
+                        reason: e.to_string(),
+                    })?;
                     stats.files += 1;
                 }
             }
@@ -1066,28 +1082,28 @@ mod incremental {
 struct PanicsOnWrite;
 
 impl Sink for PanicsOnWrite {
-    fn write(&mut self, _: Record, _: &mut ExternalStore) -> Result<(), StoreError> {
+    fn write(&mut self, _: Record, _: &mut ExternalStore) -> Result<Vec<TxnEvent>, StoreError> {
         panic!("the sink's disk is on fire")
     }
     fn snapshot(
         &mut self,
         _: u64,
         _: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Option<SinkEvent>), StoreError> {
-        Ok((Vec::new(), None))
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
     }
     fn notify_checkpoint_complete(
         &mut self,
         _: u64,
         _: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         Ok(Vec::new())
     }
     fn restore(
         &mut self,
         _: &[Vec<u8>],
         _: &mut ExternalStore,
-    ) -> Result<Vec<SinkEvent>, StoreError> {
+    ) -> Result<Vec<TxnEvent>, StoreError> {
         Ok(Vec::new())
     }
 }

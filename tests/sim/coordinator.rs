@@ -7,6 +7,7 @@ use crate::support::{assert_passed, input_for, linear_job, run};
 use faultline::checkpoint::CheckpointConfig;
 use faultline::engine::{JobStatus, RunConfig};
 use faultline::job::RestartStrategy;
+use faultline::trace::{AbortReason, Event, FailureCause};
 
 fn slow_config(tolerable_failures: u32) -> RunConfig {
     let checkpoint = CheckpointConfig::every(1000)
@@ -34,13 +35,24 @@ fn an_expired_checkpoint_fails_the_job_when_none_is_tolerated() {
     let job = slow_job();
     let input = input_for(&job, 20, 3, 1);
     let (report, _dir) = run(&job, &input, &slow_config(0), &mut Default::default());
-    let trace = report.outcome.trace.render();
-    assert!(trace.contains("aborted: expired after 1500 ms"), "{trace}");
+    let expired = report.outcome.trace.events().iter().any(|stamped| {
+        matches!(
+            stamped.event,
+            Event::CheckpointAborted {
+                reason: AbortReason::Expired { timeout_ms: 1500 },
+                ..
+            }
+        )
+    });
+    assert!(expired, "{}", report.outcome.trace.render());
     let failure = &report.outcome.failures[0];
     assert_eq!(failure.task, "coordinator");
     assert_eq!(
-        failure.reason,
-        "1 consecutive checkpoint failures exceed the 0 tolerated"
+        failure.cause,
+        FailureCause::CheckpointFailures {
+            consecutive: 1,
+            tolerated: 0
+        }
     );
     assert!(matches!(report.outcome.status, JobStatus::Failed { .. }));
 }

@@ -85,14 +85,15 @@ impl faultline::job::Sink for ForgetsPending {
         &mut self,
         record: faultline::job::Record,
         store: &mut faultline::job::ExternalStore,
-    ) -> Result<(), faultline::job::sink::StoreError> {
+    ) -> Result<Vec<faultline::job::sink::TxnEvent>, faultline::job::sink::StoreError> {
         self.0.write(record, store)
     }
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
         store: &mut faultline::job::ExternalStore,
-    ) -> Result<(Vec<u8>, Option<String>), faultline::job::sink::StoreError> {
+    ) -> Result<(Vec<u8>, Vec<faultline::job::sink::TxnEvent>), faultline::job::sink::StoreError>
+    {
         self.0.snapshot(checkpoint_id, store)
     }
     fn pending_transactions(&self) -> usize {
@@ -102,14 +103,14 @@ impl faultline::job::Sink for ForgetsPending {
         &mut self,
         checkpoint_id: u64,
         store: &mut faultline::job::ExternalStore,
-    ) -> Result<Vec<String>, faultline::job::sink::StoreError> {
+    ) -> Result<Vec<faultline::job::sink::TxnEvent>, faultline::job::sink::StoreError> {
         self.0.notify_checkpoint_complete(checkpoint_id, store)
     }
     fn restore(
         &mut self,
         _: &[Vec<u8>],
         store: &mut faultline::job::ExternalStore,
-    ) -> Result<Vec<String>, faultline::job::sink::StoreError> {
+    ) -> Result<Vec<faultline::job::sink::TxnEvent>, faultline::job::sink::StoreError> {
         self.0.restore(&[], store)
     }
 }

@@ -424,7 +424,8 @@ fn a_native_savepoint_rescales_on_rocksdb_and_is_refused_by_memory() {
     let failure = &report.outcome.failures[0];
     assert!(
         failure
-            .reason
+            .cause
+            .to_string()
             .contains("a native snapshot restores only into the backend that wrote it"),
         "{failure:?}"
     );

@@ -3,6 +3,7 @@
 //! an insta snapshot. A change to recovery shows up as a readable diff of the story.
 
 use faultline::campaign::Scenario;
+use faultline::fault::FaultKind;
 
 fn scenario_files() -> Vec<std::path::PathBuf> {
     toml_files("fixtures/scenarios")
@@ -41,17 +42,18 @@ fn named_scenarios_recover_and_their_traces_are_snapshots() {
         );
         // Every listed fault fires: the once-only kinds exactly once each; a notification fault
         // hits every task it reaches.
-        let once = |kind: &str| !kind.ends_with("notification");
-        let fired_once = fired.iter().filter(|(kind, _)| once(kind)).count();
-        let listed_once = scenario
-            .faults
-            .iter()
-            .filter(|f| once(f.kind_name()))
-            .count();
+        let once = |kind: FaultKind| {
+            !matches!(
+                kind,
+                FaultKind::DropNotification | FaultKind::DelayNotification
+            )
+        };
+        let fired_once = fired.iter().filter(|(kind, _)| once(*kind)).count();
+        let listed_once = scenario.faults.iter().filter(|f| once(f.kind())).count();
         assert_eq!(fired_once, listed_once, "{}: {fired:?}", scenario.name);
         for fault in &scenario.faults {
             assert!(
-                fired.iter().any(|(kind, _)| kind == fault.kind_name()),
+                fired.iter().any(|(kind, _)| *kind == fault.kind()),
                 "{}: {fault:?} never fired",
                 scenario.name
             );
