@@ -31,14 +31,14 @@ use proptest::prelude::*;
 use super::scenario::{InputSpec, Rescale, Scenario};
 use crate::checkpoint::SavepointRequest;
 use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
-use crate::fault::{CorruptionKind, Fault, Phase};
+use crate::fault::{CorruptionKind, Fault, Phase, Unsynced};
 use crate::job::{
     JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
 use crate::state::{BackendKind, SavepointFormat};
 
-/// Every fault kind, by name.
-pub const ALL_FAULT_KINDS: [&str; 9] = [
+/// Every fault kind, by name (the names of [`FaultKind::ALL`], in order).
+pub const ALL_FAULT_KINDS: [&str; 10] = [
     "panic",
     "panic-in-snapshot",
     "panic-in-restore",
@@ -48,6 +48,7 @@ pub const ALL_FAULT_KINDS: [&str; 9] = [
     "drop-notification",
     "delay-notification",
     "corrupt",
+    "crash",
 ];
 
 /// What scenarios may contain.
@@ -200,6 +201,10 @@ fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
             attempt: 1 + (a % 3) as u32,
             corruption: CORRUPTIONS[pick(CORRUPTIONS.len(), b)],
         },
+        "crash" => Fault::Crash {
+            after_step: 1 + a % 300,
+            unsynced: Unsynced::ALL[pick(Unsynced::ALL.len(), b)],
+        },
         other => {
             panic!("unknown fault kind {other:?}: the CLI validates names against ALL_FAULT_KINDS")
         }
@@ -284,4 +289,24 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                 verify_restored_files,
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fault::FaultKind;
+    use proptest::strategy::ValueTree;
+
+    #[test]
+    fn the_fault_kind_names_are_those_of_every_kind() {
+        let names: Vec<&str> = FaultKind::ALL.iter().map(|kind| kind.name()).collect();
+        assert_eq!(names, ALL_FAULT_KINDS);
+        let job = job_strategy()
+            .new_tree(&mut proptest::test_runner::TestRunner::deterministic())
+            .unwrap()
+            .current();
+        for kind in ALL_FAULT_KINDS {
+            assert_eq!(make_fault(kind, &job, (0, 1, 2, 3, 4)).kind_name(), kind);
+        }
+    }
 }

@@ -42,6 +42,31 @@ pub struct FileRef {
     pub checksum: u64,
 }
 
+impl FileRef {
+    /// The reference of `bytes` stored at `path`: their size and checksum. The one place a
+    /// checkpoint file's checksum is computed.
+    pub fn of(path: RelPath, bytes: &[u8]) -> Self {
+        Self {
+            path,
+            size: bytes.len() as u64,
+            checksum: xxhash_rust::xxh3::xxh3_64(bytes),
+        }
+    }
+
+    /// Why `bytes` are not the file this refers to, if they are not. The reasons carry no sizes
+    /// or checksums: they reach traces, and RocksDB files differ in bytes (and, through the host
+    /// name they record, in size) between identical runs.
+    pub fn mismatch(&self, bytes: &[u8]) -> Option<&'static str> {
+        if bytes.len() as u64 != self.size {
+            Some("size differs from the one recorded in the metadata")
+        } else if xxhash_rust::xxh3::xxh3_64(bytes) != self.checksum {
+            Some("checksum differs from the one recorded in the metadata")
+        } else {
+            None
+        }
+    }
+}
+
 /// A file of a native snapshot: the name the backend gives it locally, and where it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedFile {

@@ -32,7 +32,7 @@ pub use metadata::{
 };
 pub use relpath::RelPath;
 pub use storage::{
-    CheckpointStorage, CrashPlan, Durability, FsCheckpointStorage, Subdirectory, Unsynced,
+    CheckpointStorage, Durability, FsCheckpointStorage, StepFiles, StepObserver, Subdirectory,
     WriteStep,
 };
 

@@ -80,6 +80,11 @@ impl RelPath {
         self.0.split('/').next().unwrap_or(&self.0)
     }
 
+    /// The last component (for `chk-3/_metadata`, `_metadata`).
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+
     /// This path with `name` appended as a further component.
     pub fn join(&self, name: &str) -> Result<Self, FormatError> {
         Self::new(&format!("{}/{}", self.0, name))

@@ -33,6 +33,27 @@ pub trait CheckpointStorage {
     fn root(&self) -> &Path;
     /// Writes `bytes` to `path` atomically and returns its size and checksum.
     fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError>;
+    /// [`CheckpointStorage::write`], telling `observer` of each step of the write protocol as
+    /// it is taken, so a fault injector can stop the write there (a simulated machine crash).
+    /// An error from the observer ends the write with that error. The default writes at once
+    /// and reports every step after the fact, so a crash can only follow the whole write.
+    fn write_stepped(
+        &mut self,
+        path: &RelPath,
+        bytes: &[u8],
+        observer: &mut StepObserver<'_>,
+    ) -> Result<FileRef, StorageError> {
+        let file = self.write(path, bytes)?;
+        let here = StepFiles {
+            path,
+            temporary: &self.root().join(".unobserved"),
+            full: &path.under(self.root()),
+        };
+        for step in WriteStep::ALL {
+            observer(step, &here)?;
+        }
+        Ok(file)
+    }
     /// Reads a whole file.
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError>;
     /// Whether a file exists.
@@ -56,8 +77,12 @@ pub enum Durability {
 }
 
 /// The file-system steps of one [`FsCheckpointStorage`] write, in order. With
-/// [`Durability::PageCache`] the two syncs are skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`Durability::PageCache`] the two syncs are not made, but an observed write still reports
+/// them, so a write always has the same five steps.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum WriteStep {
     /// The temporary file is created (empty).
     Create,
@@ -71,39 +96,36 @@ pub enum WriteStep {
     SyncDir,
 }
 
-/// What a simulated machine crash does to what was not yet synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsynced {
-    /// Unsynced bytes are gone (the file is empty) and an unsynced rename is undone.
-    Lost,
-    /// Half of the unsynced bytes reached the disk, and an unsynced rename is undone.
-    Torn,
-    /// Everything reached the disk after all (the lucky crash).
-    Kept,
+impl WriteStep {
+    /// Every step, in the order a write takes them.
+    pub const ALL: [WriteStep; 5] = [
+        WriteStep::Create,
+        WriteStep::Write,
+        WriteStep::SyncFile,
+        WriteStep::Rename,
+        WriteStep::SyncDir,
+    ];
 }
 
-/// A simulated machine crash right after the `after_step`-th [`WriteStep`] (counted from 1
-/// over every write of the storage), with unsynced data treated as `unsynced` says. Afterwards
-/// every operation fails, as in a dead process, and the directory is left as the crash left it.
-/// It models only the one write in flight, as if every earlier write was durable: the syncs
-/// are counted as steps whatever the [`Durability`], and made for real only with `Fsync`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CrashPlan {
-    /// The last step that happens.
-    pub after_step: u64,
-    /// What happens to unsynced data.
-    pub unsynced: Unsynced,
+/// Where the step of a write being observed stands.
+#[derive(Debug, Clone, Copy)]
+pub struct StepFiles<'a> {
+    /// The file being written, relative to the root.
+    pub path: &'a RelPath,
+    /// Its temporary name while it is written.
+    pub temporary: &'a Path,
+    /// Its final name.
+    pub full: &'a Path,
 }
+
+/// Observes each step of a write (see [`CheckpointStorage::write_stepped`]).
+pub type StepObserver<'a> = dyn FnMut(WriteStep, &StepFiles<'_>) -> Result<(), StorageError> + 'a;
 
 /// Checkpoint storage in a real directory.
 #[derive(Debug)]
 pub struct FsCheckpointStorage {
     root: PathBuf,
     durability: Durability,
-    steps: u64,
-    step_log: Vec<(WriteStep, RelPath)>,
-    crash: Option<CrashPlan>,
-    crashed: Option<String>,
 }
 
 fn io_error(path: impl ToString, source: std::io::Error) -> StorageError {
@@ -118,101 +140,7 @@ impl FsCheckpointStorage {
     pub fn new(root: impl Into<PathBuf>, durability: Durability) -> Result<Self, StorageError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| io_error(root.display(), e))?;
-        Ok(Self {
-            root,
-            durability,
-            steps: 0,
-            step_log: Vec::new(),
-            crash: None,
-            crashed: None,
-        })
-    }
-
-    /// Arms a simulated machine crash (see [`CrashPlan`]). A plan whose step never comes counts
-    /// the steps a run takes, syncs included.
-    pub fn with_crash(mut self, plan: CrashPlan) -> Self {
-        self.crash = Some(plan);
-        self
-    }
-
-    /// Write steps taken so far: run once without a crash to learn how many a run has.
-    pub fn steps_taken(&self) -> u64 {
-        self.steps
-    }
-
-    /// Every step taken while a crash plan was armed, in order: step `n` is entry `n - 1`.
-    pub fn step_log(&self) -> &[(WriteStep, RelPath)] {
-        &self.step_log
-    }
-
-    /// The crash, once it happened.
-    pub fn crashed(&self) -> Option<&str> {
-        self.crashed.as_deref()
-    }
-
-    /// Fails every operation after a simulated crash.
-    fn alive(&self, path: &dyn std::fmt::Display) -> Result<(), StorageError> {
-        match &self.crashed {
-            Some(crash) => Err(io_error(
-                path,
-                std::io::Error::other(format!("the machine crashed ({crash})")),
-            )),
-            None => Ok(()),
-        }
-    }
-
-    /// Counts `step`; if the crash plan says the machine dies right after it, leaves the
-    /// directory as the crash would and returns the error the writer sees.
-    fn step(
-        &mut self,
-        step: WriteStep,
-        path: &RelPath,
-        temporary: &Path,
-        full: &Path,
-        previous: Option<&[u8]>,
-    ) -> Result<(), StorageError> {
-        self.steps += 1;
-        if self.crash.is_some() {
-            self.step_log.push((step, path.clone()));
-        }
-        let Some(plan) = self.crash.filter(|plan| plan.after_step == self.steps) else {
-            return Ok(());
-        };
-        let undo = |e: std::io::Error| io_error(path, e);
-        match (step, plan.unsynced) {
-            (_, Unsynced::Kept) | (WriteStep::Create | WriteStep::SyncFile, _) => {}
-            (WriteStep::Write, unsynced) => {
-                let len = fs::metadata(temporary).map_err(undo)?.len();
-                let keep = if unsynced == Unsynced::Torn {
-                    len / 2
-                } else {
-                    0
-                };
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .open(temporary)
-                    .map_err(undo)?;
-                file.set_len(keep).map_err(undo)?;
-            }
-            (WriteStep::Rename, _) => {
-                // The directory entry change never reached the disk: the new file is back under
-                // its temporary name and the old one (if any) under the final name.
-                fs::rename(full, temporary).map_err(undo)?;
-                if let Some(previous) = previous {
-                    fs::write(full, previous).map_err(undo)?;
-                }
-            }
-            (WriteStep::SyncDir, _) => {}
-        }
-        let crash = format!(
-            "after step {} ({step:?} of {path}), unsynced data {:?}",
-            self.steps, plan.unsynced
-        );
-        self.crashed = Some(crash.clone());
-        Err(io_error(
-            path,
-            std::io::Error::other(format!("simulated machine crash {crash}")),
-        ))
+        Ok(Self { root, durability })
     }
 
     /// Creates `dir` and any missing parents inside the root; with `Fsync`, each new directory's
@@ -312,7 +240,15 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError> {
-        self.alive(path)?;
+        self.write_stepped(path, bytes, &mut |_, _| Ok(()))
+    }
+
+    fn write_stepped(
+        &mut self,
+        path: &RelPath,
+        bytes: &[u8],
+        observer: &mut StepObserver<'_>,
+    ) -> Result<FileRef, StorageError> {
         let full = self.contained(path)?;
         let dir = full
             .parent()
@@ -325,19 +261,12 @@ impl CheckpointStorage for FsCheckpointStorage {
                 .expect("a RelPath ends in a file name")
                 .to_string_lossy()
         ));
-        // Only a crash plan needs the old bytes: an undone rename brings them back. Never
-        // through a link: only a regular file's bytes are ever read.
-        let previous = match self.crash {
-            Some(_) => match fs::symlink_metadata(&full) {
-                Ok(metadata) if metadata.is_file() => {
-                    Some(fs::read(&full).map_err(|e| io_error(path, e))?)
-                }
-                _ => None,
-            },
-            None => None,
+        let here = StepFiles {
+            path,
+            temporary: &temporary,
+            full: &full,
         };
         let fsync = self.durability == Durability::Fsync;
-        let syncs = fsync || self.crash.is_some();
         // Whatever sits at the temporary name (a torn leftover, or a planted link or pipe) is
         // removed as itself, and the new file is created exclusively: a write never follows a
         // link out of the root.
@@ -352,51 +281,33 @@ impl CheckpointStorage for FsCheckpointStorage {
             .create_new(true)
             .open(&temporary)
             .map_err(|e| io_error(path, e))?;
-        self.step(WriteStep::Create, path, &temporary, &full, None)?;
+        observer(WriteStep::Create, &here)?;
         file.write_all(bytes).map_err(|e| io_error(path, e))?;
-        self.step(WriteStep::Write, path, &temporary, &full, None)?;
-        if syncs {
-            if fsync {
-                file.sync_all().map_err(|e| io_error(path, e))?;
-            }
-            self.step(WriteStep::SyncFile, path, &temporary, &full, None)?;
+        observer(WriteStep::Write, &here)?;
+        if fsync {
+            file.sync_all().map_err(|e| io_error(path, e))?;
         }
+        observer(WriteStep::SyncFile, &here)?;
         drop(file);
         fs::rename(&temporary, &full).map_err(|e| io_error(path, e))?;
-        self.step(
-            WriteStep::Rename,
-            path,
-            &temporary,
-            &full,
-            previous.as_deref(),
-        )?;
-        if syncs {
-            self.sync_dir(&dir)?;
-            self.step(WriteStep::SyncDir, path, &temporary, &full, None)?;
-        }
-        Ok(FileRef {
-            path: path.clone(),
-            size: bytes.len() as u64,
-            checksum: xxhash_rust::xxh3::xxh3_64(bytes),
-        })
+        observer(WriteStep::Rename, &here)?;
+        self.sync_dir(&dir)?;
+        observer(WriteStep::SyncDir, &here)?;
+        Ok(FileRef::of(path.clone(), bytes))
     }
 
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {
-        self.alive(path)?;
         let full = self.contained(path)?;
         self.check_regular(path, &full)?;
         fs::read(&full).map_err(|e| io_error(path, e))
     }
 
     fn exists(&self, path: &RelPath) -> bool {
-        self.crashed.is_none()
-            && self
-                .contained(path)
-                .is_ok_and(|full| fs::symlink_metadata(full).is_ok())
+        self.contained(path)
+            .is_ok_and(|full| fs::symlink_metadata(full).is_ok())
     }
 
     fn list(&self, dir: Option<&RelPath>) -> Result<Vec<String>, StorageError> {
-        self.alive(&dir.map_or_else(|| ".".to_string(), |dir| dir.to_string()))?;
         let full = match dir {
             None => self.root.clone(),
             Some(dir) => {
@@ -428,7 +339,6 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
-        self.alive(path)?;
         // The last component is removed as itself (a link, never its target).
         let full = self.contained(path)?;
         match fs::remove_file(&full) {
@@ -442,7 +352,6 @@ impl CheckpointStorage for FsCheckpointStorage {
     }
 
     fn remove_dir(&mut self, dir: &RelPath) -> Result<(), StorageError> {
-        self.alive(dir)?;
         let full = self.contained(dir)?;
         let metadata = match fs::symlink_metadata(&full) {
             Ok(metadata) => metadata,

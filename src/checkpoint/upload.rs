@@ -586,11 +586,7 @@ impl CheckpointStorage for Staging<'_> {
 
     fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError> {
         self.files.push((path.clone(), bytes.to_vec()));
-        Ok(FileRef {
-            path: path.clone(),
-            size: bytes.len() as u64,
-            checksum: xxhash_rust::xxh3::xxh3_64(bytes),
-        })
+        Ok(FileRef::of(path.clone(), bytes))
     }
 
     fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {

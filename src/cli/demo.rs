@@ -203,6 +203,7 @@ fn is_story(event: &Event) -> bool {
             | Event::BarrierReceived { .. }
             | Event::BarrierAligned { .. }
             | Event::Snapshot { .. }
+            | Event::Stored { .. }
     )
 }
 

@@ -89,6 +89,7 @@ fn story(report: &CaseReport, text: &mut String) {
                 | Event::BarrierReceived { .. }
                 | Event::BarrierAligned { .. }
                 | Event::Snapshot { .. }
+                | Event::Stored { .. }
         );
         if !flow {
             writeln!(text, "  {stamped}").expect("writing to a String");

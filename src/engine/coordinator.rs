@@ -136,7 +136,6 @@ impl<'a> Runtime<'a> {
             is_final: is_final && savepoint.is_none(),
             savepoint,
             acks: (0..execution.tasks.len()).map(|_| None).collect(),
-            writes: 0,
         });
         self.record(what);
         for index in execution.stage_tasks[0].clone() {
@@ -185,8 +184,8 @@ impl<'a> Runtime<'a> {
             }
         }
         if let Some(action) = self
-            .faults
-            .at(&FaultPoint::BarrierInjected { checkpoint: id })
+            .storage
+            .fault_at(&FaultPoint::BarrierInjected { checkpoint: id })
         {
             return Err(Failure::from_action("coordinator", action));
         }
@@ -227,7 +226,7 @@ impl<'a> Runtime<'a> {
     /// Every task acknowledged: write `_metadata` (the commit point), then retention, garbage
     /// collection and notifications.
     pub(super) fn complete(&mut self, execution: &mut Execution) -> Result<(), Failure> {
-        let mut pending = execution
+        let pending = execution
             .pending
             .take()
             .expect("completing a pending checkpoint");
@@ -284,18 +283,10 @@ impl<'a> Runtime<'a> {
             return self.abort_checkpoint(execution, id, AbortReason::MissingSharedFile { path });
         }
         let metadata_path = dir.join("_metadata").expect("_metadata is a valid name");
-        let written = FaultyStorage {
-            inner: &mut *self.storage,
-            faults: &mut *self.faults,
-            checkpoint: id,
-            writes: &mut pending.writes,
-            killed: &mut self.killed,
-            uncommitted: &mut self.uncommitted,
-        }
-        .write(&metadata_path, &encoded);
-        if let Some(action) = self.killed.take() {
-            return Err(Failure::from_action("process", action));
-        }
+        self.storage.writing_for(Some(id));
+        let written = self.storage.write(&metadata_path, &encoded);
+        self.storage.writing_for(None);
+        self.crashed()?;
         if let Err(error) = written {
             execution.pending = Some(pending);
             return self.abort_checkpoint(
@@ -306,8 +297,6 @@ impl<'a> Runtime<'a> {
                 },
             );
         }
-        // The `_metadata` is the commit point: nothing written before it can be lost any more.
-        self.uncommitted.clear();
         // Every subtask with keyed state submitted one part.
         let parts = metadata
             .stages
@@ -320,7 +309,10 @@ impl<'a> Runtime<'a> {
                 .complete(id, parts)
                 .expect("every part of a checkpoint all tasks acknowledged is uploaded");
         }
-        if let Some(action) = self.faults.at(&FaultPoint::BeforeNotify { checkpoint: id }) {
+        if let Some(action) = self
+            .storage
+            .fault_at(&FaultPoint::BeforeNotify { checkpoint: id })
+        {
             return Err(Failure::from_action("coordinator", action));
         }
         self.consecutive_checkpoint_failures = 0;
@@ -348,7 +340,9 @@ impl<'a> Runtime<'a> {
         if pending.is_final {
             execution.final_completed = true;
         }
-        if let Err(error) = registry::record_completed(&mut *self.storage, id) {
+        let recorded = registry::record_completed(&mut self.storage, id);
+        self.crashed()?;
+        if let Err(error) = recorded {
             // The `_metadata` already committed the checkpoint; the record only lets a later
             // restore notice a lost `_metadata`.
             self.record(Event::CompletionUnrecorded {
@@ -465,7 +459,7 @@ impl<'a> Runtime<'a> {
     ) -> Result<(), Failure> {
         while let Some((id, task)) = execution.notifications.pop_front() {
             let name = execution.tasks[task].name.clone();
-            match self.faults.notification(id, &name) {
+            match self.storage.notification_fate(id, &name) {
                 NotifyFate::Deliver => {}
                 NotifyFate::Drop => {
                     self.record(Event::Notification {
@@ -490,7 +484,7 @@ impl<'a> Runtime<'a> {
             let subtask = execution.tasks[task].subtask;
             match &mut execution.tasks[task].body {
                 Body::Sink(sink) => {
-                    if let Some(action) = self.faults.at(&FaultPoint::SinkCommit {
+                    if let Some(action) = self.storage.fault_at(&FaultPoint::SinkCommit {
                         checkpoint: id,
                         subtask,
                     }) {
@@ -613,7 +607,7 @@ impl<'a> Runtime<'a> {
             stage: &stage,
             subtask: execution.tasks[index].subtask,
         };
-        if let Some(action) = self.faults.at(&point) {
+        if let Some(action) = self.storage.fault_at(&point) {
             return Err(Failure::from_action(&execution.tasks[index].name, action));
         }
         let task = &mut execution.tasks[index];
@@ -644,14 +638,9 @@ impl<'a> Runtime<'a> {
                         // phase uploads them through the hand-off real use runs on a thread.
                         // The simulation has no threads: the upload runs right here, through
                         // the fault plan, and the same hand-off code decides its outcome.
-                        let mut staging = Staging::new(&*self.storage);
+                        let mut staging = Staging::new(&self.storage);
                         let staged = guarded(&name, || backend.snapshot(&target, &mut staging))?;
                         let files = staging.into_files();
-                        let writes = &mut execution
-                            .pending
-                            .as_mut()
-                            .expect("snapshotting the pending checkpoint")
-                            .writes;
                         let part = PartId {
                             checkpoint_id: id,
                             part: index as u32,
@@ -688,20 +677,15 @@ impl<'a> Runtime<'a> {
                                         ))
                                     }
                                 }
-                                let mut storage = FaultyStorage {
-                                    inner: &mut *self.storage,
-                                    faults: &mut *self.faults,
-                                    checkpoint: id,
-                                    writes,
-                                    killed: &mut self.killed,
-                                    uncommitted: &mut self.uncommitted,
-                                };
+                                self.storage.writing_for(Some(id));
+                                let storage = &mut self.storage;
                                 let uploaded = self.uploads.upload_next(&mut |path, bytes| {
                                     storage
                                         .write(path, bytes)
                                         .map(|_| ())
                                         .map_err(|e| e.to_string())
                                 });
+                                self.storage.writing_for(None);
                                 assert!(uploaded, "the part just submitted is queued");
                                 let events = self.uploads.take_events();
                                 match events.iter().find(|event| event.id() == part) {
@@ -714,9 +698,7 @@ impl<'a> Runtime<'a> {
                             }
                             Err(error) => Err(error.to_string()),
                         };
-                        if let Some(action) = self.killed.take() {
-                            return Err(Failure::from_action("process", action));
-                        }
+                        self.crashed()?;
                         match result {
                             Ok(result) => {
                                 self.stats.files_written += u64::from(result.files_written);
@@ -787,5 +769,15 @@ impl<'a> Runtime<'a> {
         }
         self.emit_barrier(execution, index, id);
         self.ack(execution, index, id, snapshot)
+    }
+}
+
+impl Runtime<'_> {
+    /// Fails the attempt as a kill if the machine crashed in the storage operation just made.
+    fn crashed(&self) -> Result<(), Failure> {
+        match self.storage.crash() {
+            Some(crash) => Err(Failure::from_action("process", crash.clone())),
+            None => Ok(()),
+        }
     }
 }

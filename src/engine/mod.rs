@@ -31,8 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::registry::{self, AuditProblem};
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::CheckpointStorage;
-use crate::checkpoint::RelPath;
-use crate::fault::{FaultAction, FaultPlan, FaultPoint};
+use crate::fault::{FaultPlan, FaultPoint, Injector};
 use crate::job::restart::{RestartDecision, RestartTracker};
 use crate::job::sink::ExternalStore;
 use crate::job::sink::SinkFactory;
@@ -99,8 +98,9 @@ pub struct Runtime<'a> {
     input: &'a Input,
     config: RunConfig,
     backends: &'a dyn StateBackendFactory,
-    storage: &'a mut dyn CheckpointStorage,
-    faults: &'a mut dyn FaultPlan,
+    /// Checkpoint storage, through the fault injector, which is also the engine's line to the
+    /// fault plan.
+    storage: Injector<'a>,
     work_dir: PathBuf,
     clock: Clock,
     scheduler: Scheduler,
@@ -124,13 +124,9 @@ pub struct Runtime<'a> {
     /// Where trace events and restores are streamed as they happen (JSON lines), so a process
     /// that aborts leaves its story behind.
     event_log: Option<std::fs::File>,
-    /// Checkpoint writes not yet committed by a `_metadata`: what a kill loses or tears.
-    uncommitted: Vec<RelPath>,
     /// The upload hand-off of the current attempt (a restarted process starts with an empty
     /// one); uploads run inline, so the simulation stays single-threaded.
     uploads: Uploads,
-    /// Set by a write that a kill interrupted.
-    killed: Option<FaultAction>,
     final_state_error: Option<String>,
 }
 
@@ -195,8 +191,7 @@ impl<'a> Runtime<'a> {
             restart: RestartTracker::new(config.restart.clone()),
             config,
             backends,
-            storage,
-            faults,
+            storage: Injector::new(storage, faults),
             work_dir: work_dir.to_path_buf(),
             clock: Clock::new(),
             trace: Trace::new(),
@@ -206,13 +201,11 @@ impl<'a> Runtime<'a> {
             next_checkpoint_id: 1,
             retained: VecDeque::new(),
             savepoints_taken: Vec::new(),
-            uncommitted: Vec::new(),
             uploads: Uploads::new(),
             sink_factory: None,
             source_factory: None,
             user_operators: &[],
             event_log: None,
-            killed: None,
             final_state_error: None,
             consecutive_checkpoint_failures: 0,
         })
@@ -251,8 +244,18 @@ impl<'a> Runtime<'a> {
         self
     }
 
-    /// Records `event` at the current step and time (and streams it, if asked).
+    /// Records `event` at the current step and time (and streams it, if asked), after the
+    /// checkpoint files stored since the last event.
     fn record(&mut self, event: Event) {
+        for path in self.storage.take_written() {
+            self.stamp(Event::Stored {
+                path: path.to_string(),
+            });
+        }
+        self.stamp(event);
+    }
+
+    fn stamp(&mut self, event: Event) {
         let stamped = Stamped {
             step: self.scheduler.steps(),
             time_ms: self.clock.now_ms(),
@@ -284,15 +287,14 @@ impl<'a> Runtime<'a> {
         }));
         // Ids continue after any checkpoint already in storage, so a run on a used root never
         // overwrites one.
-        let highest = registry::highest_snapshot_id(&*self.storage);
+        let highest = registry::highest_snapshot_id(&self.storage);
         self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
         let mut attempt = self.config.first_attempt;
         let mut end_positions = Positions::start(self.input.partitions().len());
         let (status, final_state) = loop {
             self.stats.attempts = attempt + 1;
             if attempt > 0 {
-                for mut corruption in self.faults.corrupt(&mut *self.storage, attempt) {
-                    corruption.attempt = attempt;
+                for corruption in self.storage.restart(attempt) {
                     self.record(Event::Corrupted(corruption));
                 }
             }
@@ -348,7 +350,14 @@ impl<'a> Runtime<'a> {
                 cause: failure.cause.clone(),
             });
             if failure.killed() {
-                self.lose_uncommitted_writes();
+                let lost = self.storage.kill();
+                if lost.writes > 0 {
+                    self.record(Event::WritesLost {
+                        writes: lost.writes,
+                        lost: lost.lost,
+                        torn: lost.torn,
+                    });
+                }
             }
             self.last_failure = Some(failure.clone());
             match self
@@ -496,6 +505,13 @@ impl<'a> Runtime<'a> {
 
     fn run_attempt(&mut self, execution: &mut Execution) -> Result<AttemptEnd, RunError> {
         loop {
+            // A machine crash in any storage operation ends the attempt as a kill.
+            if let Some(crash) = self.storage.crash() {
+                return Ok(AttemptEnd::Failed(Failure::from_action(
+                    "process",
+                    crash.clone(),
+                )));
+            }
             let now = self.clock.now_ms();
             let (due, later): (Vec<_>, Vec<_>) = execution
                 .delayed
@@ -563,7 +579,7 @@ impl<'a> Runtime<'a> {
                 );
             }
             let step = self.scheduler.tick()?;
-            if let Some(action) = self.faults.at(&FaultPoint::Step { step }) {
+            if let Some(action) = self.storage.fault_at(&FaultPoint::Step { step }) {
                 return Ok(AttemptEnd::Failed(Failure::from_action("process", action)));
             }
             let task = self
@@ -618,38 +634,6 @@ impl Runtime<'_> {
         )
     }
 
-    /// After a kill, every checkpoint write not committed by a `_metadata` is kept, lost or
-    /// torn, as the fault stream decides: the page cache of a dead machine is gone.
-    fn lose_uncommitted_writes(&mut self) {
-        let writes = std::mem::take(&mut self.uncommitted);
-        let (mut lost, mut torn) = (0, 0);
-        for path in &writes {
-            match self.faults.draw(3) {
-                0 => {}
-                1 => {
-                    if self.storage.remove_file(path).is_ok() {
-                        lost += 1;
-                    }
-                }
-                _ => {
-                    if let Ok(bytes) = self.storage.read(path) {
-                        let keep = self.faults.draw(bytes.len() as u64 + 1) as usize;
-                        if self.storage.write(path, &bytes[..keep]).is_ok() {
-                            torn += 1;
-                        }
-                    }
-                }
-            }
-        }
-        if !writes.is_empty() {
-            self.record(Event::WritesLost {
-                writes: writes.len(),
-                lost,
-                torn,
-            });
-        }
-    }
-
     /// Audits checkpoint storage (when the config asks) and records what is wrong, except files
     /// a fault corrupted on purpose.
     /// Audits checkpoint storage (when the config asks) and records every problem found; the
@@ -658,7 +642,7 @@ impl Runtime<'_> {
         if !self.config.audit_storage {
             return;
         }
-        let problems = match registry::audit(&*self.storage) {
+        let problems = match registry::audit(&self.storage) {
             Ok(report) => report.problems,
             Err(error) => vec![AuditProblem::Unreadable {
                 snapshot: ".".into(),

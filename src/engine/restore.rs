@@ -203,9 +203,9 @@ impl<'a> Runtime<'a> {
         target: RestoreTarget,
     ) -> Result<(), Failure> {
         let storage_error = |e: StorageError| Failure::restore(problem_with(e));
-        let dirs = registry::checkpoint_dirs(&*self.storage).map_err(storage_error)?;
+        let dirs = registry::checkpoint_dirs(&self.storage).map_err(storage_error)?;
         // Checkpoint ids never repeat, even across restarts: aborted ones leave gaps.
-        let highest = registry::highest_snapshot_id(&*self.storage);
+        let highest = registry::highest_snapshot_id(&self.storage);
         self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
         let ids: Vec<u64> = dirs
             .iter()
@@ -218,7 +218,7 @@ impl<'a> Runtime<'a> {
             // A checkpoint recorded as completed must still be there: restoring anything older
             // would replay output its sink transactions already committed.
             if let Some(latest) =
-                registry::latest_completed(&*self.storage).map_err(storage_error)?
+                registry::latest_completed(&self.storage).map_err(storage_error)?
             {
                 if !ids.contains(&latest) {
                     return Err(Failure::restore(RestoreFailure {
@@ -243,7 +243,7 @@ impl<'a> Runtime<'a> {
             self.collect_garbage();
             // The new attempt's upload hand-off holds the retained checkpoints' shared files,
             // so the restored state may reuse them and nothing collects them meanwhile.
-            for checkpoint in registry::retained(&*self.storage).map_err(storage_error)? {
+            for checkpoint in registry::retained(&self.storage).map_err(storage_error)? {
                 if let Ok(metadata) = checkpoint.metadata {
                     let shared = metadata
                         .stages
@@ -372,10 +372,11 @@ impl<'a> Runtime<'a> {
         };
         let inspect = matches!(target, RestoreTarget::Inspect(_));
         let subdirectory;
+        let (own, faults) = self.storage.split();
         let (storage, mode): (&dyn CheckpointStorage, RestoreMode) = match &source {
-            Source::Own => (&*self.storage, RestoreMode::Claim),
+            Source::Own => (own, RestoreMode::Claim),
             Source::OwnSavepoint(dir) => {
-                subdirectory = Subdirectory::new(&*self.storage, dir.clone());
+                subdirectory = Subdirectory::new(own, dir.clone());
                 (&subdirectory, RestoreMode::NoClaim)
             }
             Source::External(storage) => (storage, RestoreMode::NoClaim),
@@ -389,7 +390,7 @@ impl<'a> Runtime<'a> {
             self.input,
             inspect,
             self.sink_factory.is_some(),
-            &mut *self.faults,
+            faults,
             self.job,
         )
         .map_err(|applying| match applying {
@@ -436,8 +437,7 @@ impl<'a> Runtime<'a> {
     ) -> Result<CheckpointMetadata, RestoreFailure> {
         match candidate {
             Candidate::Checkpoint(id) => {
-                let metadata =
-                    registry::read_metadata(&*self.storage, *id).map_err(problem_with)?;
+                let metadata = registry::read_metadata(&self.storage, *id).map_err(problem_with)?;
                 let metadata_file = registry::metadata_path(*id).to_string();
                 if metadata.checkpoint_id != *id || metadata.kind != SnapshotKind::Checkpoint {
                     return Err(RestoreFailure {
@@ -448,11 +448,11 @@ impl<'a> Runtime<'a> {
                         ),
                     });
                 }
-                self.validate_snapshot(&metadata, &*self.storage, &metadata_file)?;
+                self.validate_snapshot(&metadata, &self.storage, &metadata_file)?;
                 Ok(metadata)
             }
             Candidate::Savepoint { name, .. } => {
-                let view = Subdirectory::new(&*self.storage, savepoint_dir(name));
+                let view = Subdirectory::new(&self.storage, savepoint_dir(name));
                 let inside = |problem: RestoreFailure| RestoreFailure {
                     file: problem.file.map(|file| format!("savepoints/{name}/{file}")),
                     detail: format!("savepoints/{name}/{}", problem.detail),
@@ -511,7 +511,7 @@ impl<'a> Runtime<'a> {
                 }
                 continue;
             }
-            match read_savepoint_metadata(&Subdirectory::new(&*self.storage, dir)) {
+            match read_savepoint_metadata(&Subdirectory::new(&self.storage, dir)) {
                 Ok(metadata) => found.push((name, metadata.checkpoint_id)),
                 Err(error) => self.record(Event::SavepointUnusable {
                     name,
@@ -524,7 +524,7 @@ impl<'a> Runtime<'a> {
 
     /// Deletes shared files no retained checkpoint references, and says so in the trace.
     pub(super) fn collect_garbage(&mut self) {
-        match registry::collect_garbage(&mut *self.storage) {
+        match registry::collect_garbage(&mut self.storage) {
             Ok(collection) => {
                 // The registry (recomputed from retained `_metadata`) and the upload hand-off
                 // (what this attempt's live checkpoints registered) must agree.

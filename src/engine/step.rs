@@ -192,7 +192,7 @@ impl<'a> Runtime<'a> {
                     record_index: op.processed,
                     record: &record,
                 };
-                if let Some(action) = self.faults.at(&point) {
+                if let Some(action) = self.storage.fault_at(&point) {
                     return Err(Failure::from_action(&name, action));
                 }
                 let key = record.key.clone();

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
-use crate::checkpoint::{CheckpointStorage, FileRef, RelPath, StorageError, SubtaskSnapshot};
-use crate::fault::{Effect, FaultAction, FaultPlan, FaultPoint};
+use crate::checkpoint::SubtaskSnapshot;
+use crate::fault::{Effect, FaultAction};
 use crate::job::operator::Operator;
 use crate::job::sink::Sink;
 use crate::job::source::Source;
@@ -196,8 +196,6 @@ pub(super) struct Pending {
     pub(super) is_final: bool,
     pub(super) savepoint: Option<crate::checkpoint::SavepointRequest>,
     pub(super) acks: Vec<Option<SubtaskSnapshot>>,
-    /// Storage writes so far, for `FaultPoint::StorageWrite`.
-    pub(super) writes: u32,
 }
 
 pub(super) struct Execution {
@@ -258,89 +256,6 @@ impl Failure {
     /// Whether the whole process died: uncommitted writes are lost or torn.
     pub(super) fn killed(&self) -> bool {
         self.cause.is_kill()
-    }
-}
-
-/// Checkpoint storage as the job sees it during a snapshot: every write is a fault point, a
-/// kill mid-write leaves a torn temporary file behind, and successful writes are logged as
-/// uncommitted until a `_metadata` commits them.
-pub(super) struct FaultyStorage<'s> {
-    pub(super) inner: &'s mut dyn CheckpointStorage,
-    pub(super) faults: &'s mut dyn FaultPlan,
-    pub(super) checkpoint: u64,
-    pub(super) writes: &'s mut u32,
-    pub(super) killed: &'s mut Option<FaultAction>,
-    pub(super) uncommitted: &'s mut Vec<RelPath>,
-}
-
-impl CheckpointStorage for FaultyStorage<'_> {
-    fn root(&self) -> &std::path::Path {
-        self.inner.root()
-    }
-
-    fn write(&mut self, path: &RelPath, bytes: &[u8]) -> Result<FileRef, StorageError> {
-        *self.writes += 1;
-        let metadata = path.as_str().ends_with("/_metadata");
-        let point = FaultPoint::StorageWrite {
-            checkpoint: self.checkpoint,
-            nth: *self.writes,
-            metadata,
-        };
-        let refuse = |reason: String, kind| StorageError::Io {
-            path: path.to_string(),
-            source: std::io::Error::new(kind, reason),
-        };
-        match self.faults.at(&point) {
-            Some(action) if action.effect == Effect::IoError => {
-                return Err(refuse(action.detail, std::io::ErrorKind::Other))
-            }
-            Some(action) => {
-                // The process dies mid-write: a prefix of the bytes lands in a temporary file
-                // that never gets renamed.
-                let keep = self.faults.draw(bytes.len() as u64 + 1) as usize;
-                let name = format!(
-                    ".{}.torn",
-                    path.as_str().rsplit('/').next().unwrap_or("file")
-                );
-                let dir = path.as_str().rsplit_once('/').map_or("", |(dir, _)| dir);
-                let torn = RelPath::new(&if dir.is_empty() {
-                    name
-                } else {
-                    format!("{dir}/{name}")
-                })
-                .map_err(|e| StorageError::format(path, e))?;
-                if self.inner.write(&torn, &bytes[..keep]).is_ok() {
-                    self.uncommitted.push(torn);
-                }
-                let reason = action.detail.clone();
-                *self.killed = Some(action);
-                return Err(refuse(reason, std::io::ErrorKind::Interrupted));
-            }
-            None => {}
-        }
-        let file = self.inner.write(path, bytes)?;
-        self.uncommitted.push(path.clone());
-        Ok(file)
-    }
-
-    fn read(&self, path: &RelPath) -> Result<Vec<u8>, StorageError> {
-        self.inner.read(path)
-    }
-
-    fn exists(&self, path: &RelPath) -> bool {
-        self.inner.exists(path)
-    }
-
-    fn list(&self, dir: Option<&RelPath>) -> Result<Vec<String>, StorageError> {
-        self.inner.list(dir)
-    }
-
-    fn remove_file(&mut self, path: &RelPath) -> Result<(), StorageError> {
-        self.inner.remove_file(path)
-    }
-
-    fn remove_dir(&mut self, dir: &RelPath) -> Result<(), StorageError> {
-        self.inner.remove_dir(dir)
     }
 }
 

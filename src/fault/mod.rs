@@ -1,14 +1,24 @@
-//! Fault plans: where and when the harness makes things go wrong, and what recovery must do.
+//! The fault model: where and when the harness makes things go wrong, what each fault does, and
+//! what recovery must do. Each fault is named by the site where it fires and applied in one
+//! place: process-level faults (panics, kills) by the engine's failure handling at the points
+//! it names, storage effects by the [`Injector`] every checkpoint byte is written through.
 //!
-//! | fault | fires at | label |
-//! |---|---|---|
-//! | operator panic | an operator's n-th record of an attempt; a task's snapshot; a task's restore | must recover |
-//! | process kill (simulated) | a scheduler step; a checkpoint phase: barrier at source, sync snapshot, a file upload, the `_metadata` write, before notify, inside a sink's commit. Every task dies, in-flight records are lost, and the checkpoint writes not yet committed by a `_metadata` are lost or torn | must recover |
-//! | I/O error | the n-th storage write of a checkpoint | must recover (the checkpoint fails, the job goes on within its tolerable failures, else restarts) |
-//! | notification loss or delay | `notify_checkpoint_complete` to one task; delays reorder notifications | must recover (a later notification covers earlier ones; the coordinator re-sends the latest) |
-//! | corruption | a retained checkpoint's file, between a kill and the restart: bit flip at a position drawn from the fault stream and the file's size, truncation, a zero-filled block, deletion, a torn `_metadata`, a stale same-named file from another checkpoint | must fail loudly: the restore names the file; the corrupted checkpoint is never restored |
+//! | fault | fires at | effect | label |
+//! |---|---|---|---|
+//! | operator panic | an operator's n-th record of an attempt; a task's snapshot; a task's restore | the task fails; the job restarts | must recover |
+//! | process kill | a scheduler step; a checkpoint phase: barrier at source, sync snapshot, before notify, inside a sink's commit | every task dies, in-flight records are lost; checkpoint writes no commit point made durable are each kept, lost or torn | must recover |
+//! | process kill in a write | a checkpoint's file upload, its `_metadata` write | the machine dies after a drawn step of the write, its unsynced data lost, torn or kept; then as a kill | must recover |
+//! | machine crash | right after the n-th write step of the run (create, write, sync, rename, directory sync) | as a kill in a write, at that step, with the fate the fault names | must recover |
+//! | I/O error | the n-th storage write of a checkpoint | the write fails: the checkpoint is aborted, the job goes on within its tolerable failures, else restarts | must recover |
+//! | notification loss or delay | `notify_checkpoint_complete` to one task; delays reorder notifications | the first delivery is lost or late | must recover (a later notification covers earlier ones; the coordinator re-sends the latest) |
+//! | corruption | a retained checkpoint's file, between a failure and the restart: bit flip at a position drawn from the fault stream and the file's size, truncation, a zero-filled block, deletion, a torn `_metadata`, a stale same-named file from another checkpoint | the file is damaged in place | must fail loudly: the restore names the file; the corrupted checkpoint is never restored |
 //!
-//! The runtime reports each fault point to the plan; the plan never inspects engine state, so
+//! The storage model behind the kills and crashes (the [`Injector`]'s module doc has it whole):
+//! a write is durable once its five steps are done, except that checkpoint files are at risk
+//! until their checkpoint's `_metadata` write begins; `_metadata` and the completion record
+//! are durable once written.
+//!
+//! The engine reports each fault point to the plan; the plan never inspects engine state, so
 //! one plan drives every backend. [`FaultSchedule`] is the plan campaigns generate and shrink:
 //! a list of faults, each firing at most once.
 //!
@@ -35,9 +45,11 @@
 //! ```
 
 mod corrupt;
+mod inject;
 mod schedule;
 
 pub use corrupt::{corrupt_retained, Corruption, CorruptionKind};
+pub use inject::{Injector, LostWrites};
 pub use schedule::{Fault, FaultKind, FaultSchedule, FaultSite, Phase};
 
 use crate::checkpoint::CheckpointStorage;
@@ -136,6 +148,34 @@ pub struct FaultAction {
     pub detail: String,
 }
 
+/// What a machine crash does to data that was not yet synced.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unsynced {
+    /// Unsynced bytes are gone (the file is empty) and an unsynced rename is undone.
+    Lost,
+    /// Half of the unsynced bytes reached the disk, and an unsynced rename is undone.
+    Torn,
+    /// Everything reached the disk after all (the lucky crash).
+    Kept,
+}
+
+impl Unsynced {
+    /// Every fate, in order.
+    pub const ALL: [Unsynced; 3] = [Unsynced::Lost, Unsynced::Torn, Unsynced::Kept];
+}
+
+/// A machine crash in the middle of a write: the fault, and what becomes of unsynced data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash {
+    /// The fault (its effect is a kill).
+    pub action: FaultAction,
+    /// What of the unsynced data survives.
+    pub unsynced: Unsynced,
+}
+
 /// What happens to one completion notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -158,6 +198,12 @@ pub trait FaultPlan {
     /// The fate of the notification of `checkpoint` to task `task`.
     fn notification(&mut self, _checkpoint: u64, _task: &str) -> NotifyFate {
         NotifyFate::Deliver
+    }
+
+    /// Whether the machine crashes right after write step `step` (counted from 1 over every
+    /// step of every checkpoint write of the run).
+    fn crash_after(&mut self, _step: u64) -> Option<Crash> {
+        None
     }
 
     /// Called after a kill, before the restart: damages retained files and reports what it did.

@@ -19,8 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    corrupt_retained, Corruption, CorruptionKind, Effect, FaultAction, FaultPlan, FaultPoint,
-    NotifyFate,
+    corrupt_retained, Corruption, CorruptionKind, Crash, Effect, FaultAction, FaultPlan,
+    FaultPoint, NotifyFate, Unsynced,
 };
 use crate::checkpoint::CheckpointStorage;
 use crate::sim::{RngStreams, StreamName};
@@ -90,11 +90,13 @@ pub enum FaultKind {
     DelayNotification,
     /// A retained file is damaged before a restart.
     Corrupt,
+    /// The machine crashes after a write step.
+    Crash,
 }
 
 impl FaultKind {
     /// Every kind, in the order reports list them.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Panic,
         FaultKind::PanicInSnapshot,
         FaultKind::PanicInRestore,
@@ -104,6 +106,7 @@ impl FaultKind {
         FaultKind::DropNotification,
         FaultKind::DelayNotification,
         FaultKind::Corrupt,
+        FaultKind::Crash,
     ];
 
     /// Its name: `panic`, `kill-at-phase`, ...
@@ -118,6 +121,7 @@ impl FaultKind {
             FaultKind::DropNotification => "drop-notification",
             FaultKind::DelayNotification => "delay-notification",
             FaultKind::Corrupt => "corrupt",
+            FaultKind::Crash => "crash",
         }
     }
 
@@ -144,11 +148,13 @@ pub enum FaultSite {
     Notification,
     /// Between a failure and the restore that follows.
     BeforeRestore,
+    /// After a step of a checkpoint write.
+    WriteStep,
 }
 
 impl FaultSite {
     /// Every site, in the order of a case: coverage tables list them so.
-    pub const ALL: [FaultSite; 11] = [
+    pub const ALL: [FaultSite; 12] = [
         FaultSite::Record,
         FaultSite::Step,
         FaultSite::Restore,
@@ -160,6 +166,7 @@ impl FaultSite {
         FaultSite::Phase(Phase::SinkCommit),
         FaultSite::Notification,
         FaultSite::BeforeRestore,
+        FaultSite::WriteStep,
     ];
 
     /// Its name in coverage tables: `record`, `file-upload`, `before-restore`, ...
@@ -171,6 +178,7 @@ impl FaultSite {
             FaultSite::Phase(phase) => phase.name(),
             FaultSite::Notification => "notification",
             FaultSite::BeforeRestore => "before-restore",
+            FaultSite::WriteStep => "write-step",
         }
     }
 }
@@ -238,6 +246,14 @@ pub enum Fault {
         /// How.
         corruption: CorruptionKind,
     },
+    /// The machine crashes right after the `after_step`-th step of the run's checkpoint writes
+    /// (five to a write: create, write, sync, rename, sync the directory).
+    Crash {
+        /// The last step that happens.
+        after_step: u64,
+        /// What becomes of the data not yet synced.
+        unsynced: Unsynced,
+    },
 }
 
 impl Fault {
@@ -253,6 +269,7 @@ impl Fault {
             Fault::DropNotification { .. } => FaultKind::DropNotification,
             Fault::DelayNotification { .. } => FaultKind::DelayNotification,
             Fault::Corrupt { .. } => FaultKind::Corrupt,
+            Fault::Crash { .. } => FaultKind::Crash,
         }
     }
 
@@ -489,6 +506,25 @@ impl FaultPlan for FaultSchedule {
             }
         }
         done
+    }
+
+    fn crash_after(&mut self, step: u64) -> Option<Crash> {
+        let Fault::Crash { unsynced, .. } = self.fire(
+            FaultSite::WriteStep,
+            |f| matches!(f, Fault::Crash { after_step, .. } if *after_step == step),
+        )?
+        else {
+            unreachable!("only a crash fault matches")
+        };
+        Some(Crash {
+            action: FaultAction {
+                fault: FaultKind::Crash,
+                site: FaultSite::WriteStep,
+                effect: Effect::Kill,
+                detail: format!("machine crashed after write step {step} (simulated)"),
+            },
+            unsynced,
+        })
     }
 
     fn draw(&mut self, bound: u64) -> u64 {

@@ -62,21 +62,13 @@ pub fn read_verified(
     file: &FileRef,
 ) -> Result<Vec<u8>, StorageError> {
     let bytes = storage.read(&file.path)?;
-    if bytes.len() as u64 != file.size {
-        return Err(StorageError::Mismatch {
+    match file.mismatch(&bytes) {
+        Some(reason) => Err(StorageError::Mismatch {
             path: file.path.to_string(),
-            reason: "size differs from the one recorded in the metadata".into(),
-        });
+            reason: reason.into(),
+        }),
+        None => Ok(bytes),
     }
-    // The messages carry no sizes or checksums: they reach traces, and RocksDB files differ in
-    // bytes (and, through the host name they record, in size) between identical runs.
-    if xxhash_rust::xxh3::xxh3_64(&bytes) != file.checksum {
-        return Err(StorageError::Mismatch {
-            path: file.path.to_string(),
-            reason: "checksum differs from the one recorded in the metadata".into(),
-        });
-    }
-    Ok(bytes)
 }
 
 /// Loads the owned key groups of canonical handles into `backend`, re-addressing each cell to

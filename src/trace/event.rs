@@ -127,6 +127,12 @@ pub enum Event {
         /// What it did.
         event: TxnEvent,
     },
+    /// A checkpoint file was written to storage (state files, `_metadata`, the completion
+    /// record), whole.
+    Stored {
+        /// The file, relative to the checkpoint root.
+        path: String,
+    },
     /// Every task acknowledged and `_metadata` is written: the checkpoint is complete.
     CheckpointCompleted {
         /// The checkpoint.

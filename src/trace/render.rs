@@ -82,6 +82,7 @@ impl Display for Event {
                 k.files, k.written, k.reused
             ),
             Event::Txn { task, event } => write!(f, "txn {task}: {event}"),
+            Event::Stored { path } => write!(f, "stored {path}"),
             Event::CheckpointCompleted { checkpoint, files } => {
                 write!(f, "checkpoint chk-{checkpoint} completed: {files} state files")
             }
