@@ -9,8 +9,10 @@
 //! Snapshots go through the upload hand-off ([`crate::checkpoint::upload`]): the snapshot
 //! stages its files in memory, then either an uploader thread writes them while the workload
 //! goes on (`async_upload`, Flink's asynchronous phase), or the same hand-off uploads them at
-//! once on the workload's thread. Completion, retention and shared-file deletion happen when
-//! the upload is done, and never delete a file an in-flight checkpoint references.
+//! once on the workload's thread. When the upload is done the engine's coordinator
+//! ([`crate::checkpoint::coordinator`]) completes the checkpoint, and its commands are carried
+//! out as the engine carries them out: `_metadata`, the completion record, retention and the
+//! engine's garbage collection, which never deletes a file an in-flight checkpoint references.
 //!
 //! Wall time is measured here, outside any simulated run: benchmarks report it and nothing
 //! feeds it back into a simulation.
@@ -33,7 +35,7 @@
 
 mod chart;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
@@ -42,10 +44,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::checkpoint::canonical::Compression;
+use crate::checkpoint::coordinator::{Command, Coordinator, Layout};
 use crate::checkpoint::upload::{PartId, Staging, Submission, UploadEvent, Uploads};
 use crate::checkpoint::{
-    registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage,
-    KeyedStateHandle, RelPath, SnapshotKind, StageSnapshot, SubtaskSnapshot,
+    registry, CheckpointConfig, CheckpointStorage, Durability, FsCheckpointStorage, SubtaskSnapshot,
 };
 use crate::job::keygroup::key_group_for;
 use crate::state::{
@@ -210,61 +212,21 @@ fn run_backend(
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
-    let factory = kind.factory().map_err(fail)?;
-    let range = KeyGroupRange { start: 0, end: 127 };
-    let context = |instance: &str| BackendContext {
-        task_name: "bench-0".into(),
-        instance: instance.into(),
-        key_groups: range,
-        working_dir: dir.join(format!("work-{instance}")),
-    };
-    let root = dir.join("checkpoints");
-    let durability = if params.fsync {
-        Durability::Fsync
-    } else {
-        Durability::PageCache
-    };
-    let mut storage =
-        FsCheckpointStorage::new(&root, durability).map_err(|e| fail(e.to_string()))?;
-    let mut backend = factory
-        .create(context("a0"))
-        .map_err(|e| fail(e.to_string()))?;
-    let value_state = ValueState::<Vec<u8>>::declare(backend.as_mut(), "value")
-        .map_err(|e| fail(e.to_string()))?;
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let write = |backend: &mut dyn crate::state::StateBackend, index: u64, rng: &mut ChaCha8Rng| {
-        let key = key(index);
-        let group = key_group_for(&key, 128);
-        let value = random_value(rng, params.value_bytes);
-        value_state
-            .set(
-                &mut KeyedContext::new(backend, group, key.as_bytes()),
-                &value,
-            )
-            .map_err(|e| fail(e.to_string()))
-    };
-    for index in 0..params.keys {
-        write(backend.as_mut(), index, &mut rng)?;
-    }
-    let entry_bytes = (key(0).len() + params.value_bytes) as u64;
-    let mut figures = BackendFigures {
-        backend: kind.name().to_string(),
-        checkpoints: Vec::new(),
-        restore_ms: 0.0,
-        restored_entries: 0,
-        total_ms: 0.0,
-    };
-    let uploads = Uploads::new();
+    let mut bench = Bench::open(kind, params, dir)?;
+    bench.load()?;
     // The uploader's storage is opened here, so a failure to open it is an error now rather
     // than an uploader that never runs while the workload waits for it.
     let uploader_storage = match params.async_upload {
-        true => Some(FsCheckpointStorage::new(&root, durability).map_err(|e| fail(e.to_string()))?),
+        true => Some(
+            FsCheckpointStorage::new(bench.storage.root(), bench.durability())
+                .map_err(|e| fail(e.to_string()))?,
+        ),
         false => None,
     };
     // The uploader is a real thread: this is real (non-simulated) use, timed by the wall clock.
     #[allow(clippy::disallowed_methods)]
     let uploader = uploader_storage.map(|mut storage| {
-        let uploads = uploads.clone();
+        let uploads = bench.uploads.clone();
         crate::sync::thread::spawn(move || {
             uploads.run_uploader(&mut |path, bytes| {
                 storage
@@ -274,219 +236,321 @@ fn run_backend(
             });
         })
     });
-    let mut coordinator = Coordinator {
-        factory_name: factory.name(),
-        range,
-        root: &root,
-        pending: BTreeMap::new(),
-        retained: None,
-        last: None,
-        fail: &fail,
-    };
-    let (outcome, total) = timed(|| -> Result<(), BenchError> {
-        for checkpoint in 1..=params.checkpoints {
-            let keys_changed = if checkpoint == 1 {
-                params.keys
-            } else {
-                (params.keys as f64 * params.changed_fraction).round() as u64
-            };
-            if checkpoint > 1 {
-                for _ in 0..keys_changed {
-                    let index = rng.random_range(0..params.keys.max(1));
-                    write(backend.as_mut(), index, &mut rng)?;
-                }
-            }
-            let id = u64::from(checkpoint);
-            let (snapshot, wall) = timed(|| -> Result<_, BenchError> {
-                let target = SnapshotTarget {
-                    checkpoint_id: id,
-                    dir: registry::checkpoint_dir(id),
-                    purpose: SnapshotPurpose::Checkpoint,
-                    compression: Compression::None,
-                };
-                let mut staging = Staging::new(&storage);
-                let result = backend
-                    .snapshot(&target, &mut staging)
-                    .map_err(|e| fail(e.to_string()))?;
-                let shared = result
-                    .handle
-                    .shared_files()
-                    .into_iter()
-                    .map(|file| file.path.clone())
-                    .collect();
-                uploads
-                    .submit(Submission {
-                        id: PartId {
-                            checkpoint_id: id,
-                            part: 0,
-                        },
-                        files: staging.into_files(),
-                        shared,
-                    })
-                    .map_err(|e| fail(e.to_string()))?;
-                if uploader.is_none() {
-                    uploads.upload_next(&mut |path, bytes| {
-                        storage
-                            .write(path, bytes)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    });
-                }
-                Ok(result)
-            });
-            let result = snapshot?;
-            coordinator.pending.insert(
-                id,
-                (
-                    CheckpointFigures {
-                        checkpoint,
-                        keys_changed,
-                        changed_bytes: keys_changed * entry_bytes,
-                        bytes_written: result.bytes_written,
-                        files_written: result.files_written,
-                        files_reused: result.files_reused,
-                        retained_bytes: 0,
-                        wall_ms: wall.as_secs_f64() * 1000.0,
-                    },
-                    result.handle,
-                ),
-            );
-            for event in uploads.take_events() {
-                coordinator.handle(
-                    event,
-                    &uploads,
-                    &mut storage,
-                    backend.as_mut(),
-                    &mut figures,
-                )?;
-            }
-        }
-        while let Some(event) = uploads.wait_event() {
-            coordinator.handle(
-                event,
-                &uploads,
-                &mut storage,
-                backend.as_mut(),
-                &mut figures,
-            )?;
-        }
-        Ok(())
-    });
-    uploads.shutdown();
+    let (outcome, total) = timed(|| bench.checkpoints(uploader.is_some()));
+    bench.uploads.shutdown();
     if let Some(thread) = uploader {
         thread
             .join()
             .map_err(|_| fail("the uploader thread panicked".into()))?;
     }
     outcome?;
-    figures.total_ms = total.as_secs_f64() * 1000.0;
-    let last = coordinator.last.take();
-    drop(backend);
-    if let Some((_, subtask)) = last {
-        let mut restored = factory
-            .create(context("restore"))
+    bench.figures.total_ms = total.as_secs_f64() * 1000.0;
+    bench.restore_last()?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(bench.figures)
+}
+
+/// One backend under the benchmark's workload, checkpointed by the engine's coordinator, with
+/// the engine's retention and garbage collection.
+struct Bench<'a> {
+    kind: BackendKind,
+    params: &'a BenchParams,
+    dir: &'a Path,
+    factory: Box<dyn crate::state::StateBackendFactory>,
+    storage: FsCheckpointStorage,
+    backend: Box<dyn StateBackend>,
+    value: ValueState<Vec<u8>>,
+    rng: ChaCha8Rng,
+    coordinator: Coordinator,
+    uploads: Uploads,
+    /// Figures of checkpoints whose upload is in flight, with their snapshots.
+    pending: BTreeMap<u64, (CheckpointFigures, SubtaskSnapshot)>,
+    /// The snapshot of the last checkpoint completed, to restore from.
+    last: Option<SubtaskSnapshot>,
+    figures: BackendFigures,
+}
+
+/// The one subtask's key groups: all of them.
+const RANGE: KeyGroupRange = KeyGroupRange { start: 0, end: 127 };
+
+impl<'a> Bench<'a> {
+    fn open(kind: BackendKind, params: &'a BenchParams, dir: &'a Path) -> Result<Self, BenchError> {
+        let fail = |reason: String| BenchError {
+            backend: kind.name().to_string(),
+            reason,
+        };
+        let factory = kind.factory().map_err(fail)?;
+        let durability = if params.fsync {
+            Durability::Fsync
+        } else {
+            Durability::PageCache
+        };
+        let storage = FsCheckpointStorage::new(dir.join("checkpoints"), durability)
             .map_err(|e| fail(e.to_string()))?;
+        let mut backend = factory
+            .create(context(dir, "a0"))
+            .map_err(|e| fail(e.to_string()))?;
+        let value = ValueState::<Vec<u8>>::declare(backend.as_mut(), "value")
+            .map_err(|e| fail(e.to_string()))?;
+        let layout = Layout::single("bench", 128, factory.name());
+        let checkpoints = params.checkpoints as usize;
+        let mut coordinator =
+            Coordinator::new(CheckpointConfig::every(1), Vec::new(), layout, checkpoints);
+        coordinator.start_attempt(0);
+        Ok(Self {
+            kind,
+            params,
+            dir,
+            factory,
+            storage,
+            backend,
+            value,
+            rng: ChaCha8Rng::seed_from_u64(params.seed),
+            coordinator,
+            uploads: Uploads::new(),
+            pending: BTreeMap::new(),
+            last: None,
+            figures: BackendFigures {
+                backend: kind.name().to_string(),
+                checkpoints: Vec::new(),
+                restore_ms: 0.0,
+                restored_entries: 0,
+                total_ms: 0.0,
+            },
+        })
+    }
+
+    fn fail(&self, reason: impl std::fmt::Display) -> BenchError {
+        BenchError {
+            backend: self.kind.name().to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn durability(&self) -> Durability {
+        if self.params.fsync {
+            Durability::Fsync
+        } else {
+            Durability::PageCache
+        }
+    }
+
+    /// Writes a fresh random value for key `index`.
+    fn write(&mut self, index: u64) -> Result<(), BenchError> {
+        let key = key(index);
+        let group = key_group_for(&key, 128);
+        let value = random_value(&mut self.rng, self.params.value_bytes);
+        let mut keyed = KeyedContext::new(self.backend.as_mut(), group, key.as_bytes());
+        self.value.set(&mut keyed, &value).map_err(|e| self.fail(e))
+    }
+
+    /// Loads every key once.
+    fn load(&mut self) -> Result<(), BenchError> {
+        for index in 0..self.params.keys {
+            self.write(index)?;
+        }
+        Ok(())
+    }
+
+    /// Takes every checkpoint, changing keys before each after the first, then waits for the
+    /// uploads still in flight.
+    fn checkpoints(&mut self, uploader: bool) -> Result<(), BenchError> {
+        for checkpoint in 1..=self.params.checkpoints {
+            let keys_changed = if checkpoint == 1 {
+                self.params.keys
+            } else {
+                (self.params.keys as f64 * self.params.changed_fraction).round() as u64
+            };
+            if checkpoint > 1 {
+                for _ in 0..keys_changed {
+                    let index = self.rng.random_range(0..self.params.keys.max(1));
+                    self.write(index)?;
+                }
+            }
+            self.checkpoint(u64::from(checkpoint), keys_changed, uploader)?;
+            for event in self.uploads.take_events() {
+                self.uploaded(event)?;
+            }
+        }
+        while let Some(event) = self.uploads.wait_event() {
+            self.uploaded(event)?;
+        }
+        Ok(())
+    }
+
+    /// Triggers checkpoint number `number`, snapshots the backend and hands its files to the
+    /// uploader (or uploads them at once, on this thread).
+    fn checkpoint(
+        &mut self,
+        number: u64,
+        keys_changed: u64,
+        uploader: bool,
+    ) -> Result<(), BenchError> {
+        let commands = self.coordinator.tick(number, false);
+        let Some(Command::Trigger { checkpoint, .. }) = commands.into_iter().next() else {
+            return Err(self.fail(format!("checkpoint {number} was not triggered")));
+        };
+        let (snapshot, wall) = timed(|| -> Result<_, BenchError> {
+            let target = SnapshotTarget {
+                checkpoint_id: checkpoint,
+                dir: registry::checkpoint_dir(checkpoint),
+                purpose: SnapshotPurpose::Checkpoint,
+                compression: Compression::None,
+            };
+            let mut staging = Staging::new(&self.storage);
+            let result = self
+                .backend
+                .snapshot(&target, &mut staging)
+                .map_err(|e| self.fail(e))?;
+            let shared = result
+                .handle
+                .shared_files()
+                .into_iter()
+                .map(|file| file.path.clone())
+                .collect();
+            let files = staging.into_files();
+            self.uploads
+                .submit(Submission {
+                    id: PartId {
+                        checkpoint_id: checkpoint,
+                        part: 0,
+                    },
+                    files,
+                    shared,
+                })
+                .map_err(|e| self.fail(e))?;
+            if !uploader {
+                let storage = &mut self.storage;
+                self.uploads.upload_next(&mut |path, bytes| {
+                    storage
+                        .write(path, bytes)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                });
+            }
+            Ok(result)
+        });
+        let result = snapshot?;
+        let entry_bytes = (key(0).len() + self.params.value_bytes) as u64;
+        let figures = CheckpointFigures {
+            checkpoint: number as u32,
+            keys_changed,
+            changed_bytes: keys_changed * entry_bytes,
+            bytes_written: result.bytes_written,
+            files_written: result.files_written,
+            files_reused: result.files_reused,
+            retained_bytes: 0,
+            wall_ms: wall.as_secs_f64() * 1000.0,
+        };
+        let subtask = SubtaskSnapshot {
+            subtask: 0,
+            key_groups: RANGE,
+            keyed: Some(result.handle),
+            operator_state: Vec::new(),
+        };
+        self.pending.insert(checkpoint, (figures, subtask));
+        Ok(())
+    }
+
+    /// A checkpoint's upload ended: the coordinator completes it, and its commands are carried
+    /// out — `_metadata`, the completion record, the confirmation, retention and collection.
+    fn uploaded(&mut self, event: UploadEvent) -> Result<(), BenchError> {
+        let checkpoint = match event {
+            UploadEvent::Uploaded(part) => part.checkpoint_id,
+            other => return Err(self.fail(format!("upload ended as {other:?}"))),
+        };
+        let (mut figures, subtask) = self
+            .pending
+            .remove(&checkpoint)
+            .ok_or_else(|| self.fail(format!("checkpoint {checkpoint} uploaded twice")))?;
+        let (completed, wall) = timed(|| -> Result<(), BenchError> {
+            let mut commands: VecDeque<Command> = self
+                .coordinator
+                .acknowledge(checkpoint, 0, subtask.clone())
+                .into();
+            while let Some(command) = commands.pop_front() {
+                commands.extend(self.carry_out(command)?);
+            }
+            Ok(())
+        });
+        completed?;
+        figures.wall_ms += wall.as_secs_f64() * 1000.0;
+        figures.retained_bytes = dir_bytes(&self.dir.join("checkpoints"));
+        self.figures.checkpoints.push(figures);
+        self.last = Some(subtask);
+        Ok(())
+    }
+
+    /// Carries out one of the coordinator's commands as the engine does.
+    fn carry_out(&mut self, command: Command) -> Result<Vec<Command>, BenchError> {
+        match command {
+            Command::WriteMetadata {
+                checkpoint,
+                metadata,
+                dir,
+            } => {
+                let path = dir.join("_metadata").expect("a valid name");
+                self.storage
+                    .write(&path, &metadata.encode())
+                    .map_err(|e| self.fail(e))?;
+                self.uploads
+                    .complete(checkpoint, 1)
+                    .map_err(|e| self.fail(e))?;
+                return Ok(self.coordinator.metadata_written(checkpoint));
+            }
+            Command::Notify { checkpoint } => {
+                self.backend.notify_checkpoint_complete(checkpoint);
+                self.coordinator.confirmed(checkpoint);
+            }
+            Command::RecordCompleted { checkpoint } => {
+                registry::record_completed(&mut self.storage, checkpoint)
+                    .map_err(|e| self.fail(e))?;
+            }
+            Command::Subsume { checkpoint } => {
+                self.storage
+                    .remove_dir(&registry::checkpoint_dir(checkpoint))
+                    .map_err(|e| self.fail(e))?;
+                self.uploads.subsume(checkpoint).map_err(|e| self.fail(e))?;
+            }
+            Command::CollectGarbage { keep } => {
+                registry::collect_garbage(&mut self.storage, &keep, &self.uploads)
+                    .map_err(|e| self.fail(e))?;
+            }
+            Command::Completed { .. } => {}
+            other => return Err(self.fail(format!("the coordinator asked for {other:?}"))),
+        }
+        Ok(Vec::new())
+    }
+
+    /// Restores the last checkpoint into a fresh backend, timed.
+    fn restore_last(&mut self) -> Result<(), BenchError> {
+        let Some(subtask) = self.last.take() else {
+            return Ok(());
+        };
+        let mut restored = self
+            .factory
+            .create(context(self.dir, "restore"))
+            .map_err(|e| self.fail(e))?;
         let handle = RestoreHandle {
-            key_groups: range,
+            key_groups: RANGE,
             handle: subtask.keyed.expect("the bench state is keyed"),
         };
-        let (stats, wall) = timed(|| restored.restore(&[handle], &storage, RestoreMode::Claim));
-        let stats = stats.map_err(|e| fail(e.to_string()))?;
-        figures.restore_ms = wall.as_secs_f64() * 1000.0;
-        figures.restored_entries = stats.entries;
-    }
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(figures)
-}
-
-/// Completes uploaded checkpoints: `_metadata`, confirmation to the backend, retention
-/// (`num_retained` 1) and shared-file deletion through the hand-off.
-struct Coordinator<'a> {
-    factory_name: &'static str,
-    range: KeyGroupRange,
-    root: &'a Path,
-    /// Snapshotted checkpoints waiting for their upload.
-    pending: BTreeMap<u64, (CheckpointFigures, KeyedStateHandle)>,
-    retained: Option<u64>,
-    last: Option<(u64, SubtaskSnapshot)>,
-    fail: &'a dyn Fn(String) -> BenchError,
-}
-
-impl Coordinator<'_> {
-    fn handle(
-        &mut self,
-        event: UploadEvent,
-        uploads: &Uploads,
-        storage: &mut FsCheckpointStorage,
-        backend: &mut dyn StateBackend,
-        figures: &mut BackendFigures,
-    ) -> Result<(), BenchError> {
-        let fail = self.fail;
-        let id = match event {
-            UploadEvent::Uploaded(part) => part.checkpoint_id,
-            other => return Err(fail(format!("upload ended as {other:?}"))),
-        };
-        let (mut checkpoint, handle) = self
-            .pending
-            .remove(&id)
-            .ok_or_else(|| fail(format!("checkpoint {id} uploaded twice")))?;
-        let (subtask, wall) = timed(|| -> Result<SubtaskSnapshot, BenchError> {
-            let subtask = SubtaskSnapshot {
-                subtask: 0,
-                key_groups: self.range,
-                keyed: Some(handle),
-                operator_state: Vec::new(),
-            };
-            let metadata = CheckpointMetadata {
-                checkpoint_id: id,
-                kind: SnapshotKind::Checkpoint,
-                trigger_time_ms: 0,
-                job_fingerprint: 0,
-                max_parallelism: 128,
-                backend: self.factory_name.to_string(),
-                stages: vec![StageSnapshot {
-                    stage: 0,
-                    name: "bench".into(),
-                    parallelism: 1,
-                    subtasks: vec![subtask.clone()],
-                }],
-            };
-            storage
-                .write(&registry::metadata_path(id), &metadata.encode())
-                .map_err(|e| fail(e.to_string()))?;
-            uploads.complete(id, 1).map_err(|e| fail(e.to_string()))?;
-            backend.notify_checkpoint_complete(id);
-            if let Some(previous) = self.retained.replace(id) {
-                storage
-                    .remove_dir(&registry::checkpoint_dir(previous))
-                    .map_err(|e| fail(e.to_string()))?;
-                uploads.subsume(previous).map_err(|e| fail(e.to_string()))?;
-            }
-            let shared = RelPath::new("shared").expect("a valid relative path");
-            let mut candidates = Vec::new();
-            for name in storage
-                .list(Some(&shared))
-                .map_err(|e| fail(e.to_string()))?
-            {
-                // `.name.tmp` is an upload in progress, not a file anyone could reference yet.
-                if !name.starts_with('.') {
-                    candidates.push(shared.join(&name).map_err(|e| fail(e.to_string()))?);
-                }
-            }
-            let mut deletion = Ok(());
-            uploads.delete_unreferenced(&candidates, &mut |path| {
-                if let Err(e) = storage.remove_file(path) {
-                    deletion = Err(fail(e.to_string()));
-                }
-            });
-            deletion?;
-            Ok(subtask)
-        });
-        checkpoint.wall_ms += wall.as_secs_f64() * 1000.0;
-        checkpoint.retained_bytes = dir_bytes(self.root);
-        figures.checkpoints.push(checkpoint);
-        self.last = Some((id, subtask?));
+        let (stats, wall) =
+            timed(|| restored.restore(&[handle], &self.storage, RestoreMode::Claim));
+        let stats = stats.map_err(|e| self.fail(e))?;
+        self.figures.restore_ms = wall.as_secs_f64() * 1000.0;
+        self.figures.restored_entries = stats.entries;
         Ok(())
+    }
+}
+
+/// The benchmark subtask's backend context for `instance`.
+fn context(dir: &Path, instance: &str) -> BackendContext {
+    BackendContext {
+        task_name: "bench-0".into(),
+        instance: instance.into(),
+        key_groups: RANGE,
+        working_dir: dir.join(format!("work-{instance}")),
     }
 }
 

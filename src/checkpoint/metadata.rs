@@ -179,6 +179,17 @@ impl CheckpointMetadata {
             .collect()
     }
 
+    /// The files under `shared/` the snapshot references.
+    pub fn shared_paths(&self) -> std::collections::BTreeSet<RelPath> {
+        self.stages
+            .iter()
+            .flat_map(|stage| &stage.subtasks)
+            .filter_map(|subtask| subtask.keyed.as_ref())
+            .flat_map(|handle| handle.shared_files())
+            .map(|file| file.path.clone())
+            .collect()
+    }
+
     /// Encodes into the enveloped `_metadata` bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new();

@@ -17,6 +17,7 @@
 pub mod canonical;
 pub mod codec;
 mod config;
+pub mod coordinator;
 pub mod envelope;
 pub mod inspect;
 pub mod metadata;
@@ -26,6 +27,7 @@ pub mod storage;
 pub mod upload;
 
 pub use config::{CheckpointConfig, CheckpointingMode, RestorePolicy, SavepointRequest};
+pub use coordinator::AbortReason;
 pub use metadata::{
     CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, SnapshotKind, StageSnapshot,
     SubtaskSnapshot,

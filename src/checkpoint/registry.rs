@@ -1,9 +1,10 @@
 //! The shared-file registry and the storage audit.
 //!
-//! Which files in `shared/` are in use is always recomputed from the `_metadata` of the retained
-//! checkpoints in storage — never kept in memory, where a restart would lose it and a bug could
-//! skew it. A shared file no retained checkpoint names is garbage. If any retained `_metadata`
-//! cannot be read, nothing is deleted: a file it names might still be needed.
+//! Which files in `shared/` are in use is read from the `_metadata` of the retained checkpoints
+//! in storage at every restore, and kept from then on by the coordinator, which adds each
+//! completed checkpoint's files and drops a subsumed one's. A shared file no retained
+//! checkpoint names is garbage. If any retained `_metadata` cannot be read, nothing is deleted:
+//! a file it names might still be needed.
 //!
 //! The audit checks a whole root: every file a retained checkpoint or savepoint names exists
 //! with its recorded size and checksum, nothing else lingers in `shared/`, and no checkpoint
@@ -25,6 +26,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use super::upload::Uploads;
 use super::{CheckpointMetadata, CheckpointStorage, FileRef, RelPath, StorageError};
 
 /// A retained checkpoint as read back from storage.
@@ -159,44 +161,82 @@ pub struct Collection {
     pub skipped: Option<String>,
 }
 
-/// Deletes every file in `shared/` that no retained checkpoint references (see the module doc).
-pub fn collect_garbage(storage: &mut dyn CheckpointStorage) -> Result<Collection, StorageError> {
-    let mut referenced = BTreeSet::new();
+/// Which shared files garbage collection must keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Keep {
+    /// These (the retained checkpoints reference them); every other shared file is garbage.
+    Files(BTreeSet<RelPath>),
+    /// Every file: a retained checkpoint's metadata could not be read, so any shared file
+    /// might be one it needs.
+    Everything {
+        /// Which checkpoint, and why.
+        reason: String,
+    },
+}
+
+/// The shared files the retained checkpoints in storage reference, read from their `_metadata`.
+pub fn referenced(storage: &dyn CheckpointStorage) -> Result<Keep, StorageError> {
+    let mut files = BTreeSet::new();
     for checkpoint in retained(storage)? {
         match checkpoint.metadata {
-            Ok(metadata) => referenced.extend(shared_paths(&metadata)),
+            Ok(metadata) => files.extend(metadata.shared_paths()),
             Err(error) => {
-                return Ok(Collection {
-                    deleted: Vec::new(),
-                    skipped: Some(format!("chk-{} unreadable: {error}", checkpoint.id)),
-                });
+                return Ok(Keep::Everything {
+                    reason: format!("chk-{} unreadable: {error}", checkpoint.id),
+                })
             }
         }
     }
-    let mut deleted = Vec::new();
+    Ok(Keep::Files(files))
+}
+
+/// Deletes every file in `shared/` that `keep` does not keep and no live part of the upload
+/// hand-off references: the one garbage collection, of the engine and the benchmark alike.
+/// The deletions happen under the hand-off's lock, so no checkpoint can register a file in
+/// between; a temporary file counts as the file it becomes, so an upload in flight keeps its.
+pub fn collect_garbage(
+    storage: &mut dyn CheckpointStorage,
+    keep: &Keep,
+    uploads: &Uploads,
+) -> Result<Collection, StorageError> {
+    let keep = match keep {
+        Keep::Files(files) => files,
+        Keep::Everything { reason } => {
+            return Ok(Collection {
+                deleted: Vec::new(),
+                skipped: Some(reason.clone()),
+            })
+        }
+    };
+    let mut candidates = Vec::new();
     for name in storage.list(Some(&shared_dir()))? {
         let path = shared_dir()
             .join(&name)
             .map_err(|e| StorageError::format(&shared_dir(), e))?;
-        if !referenced.contains(path.as_str()) {
-            storage.remove_file(&path)?;
-            deleted.push(path.to_string());
+        if !keep.contains(&path) {
+            candidates.push(path);
         }
     }
+    let mut failed = None;
+    let deleted = uploads.delete_unreferenced(&candidates, &mut |path| {
+        if let Err(error) = storage.remove_file(path) {
+            failed.get_or_insert(error);
+        }
+    });
+    if let Some(error) = failed {
+        return Err(error);
+    }
     Ok(Collection {
-        deleted,
+        deleted: deleted.iter().map(ToString::to_string).collect(),
         skipped: None,
     })
 }
 
 fn shared_paths(metadata: &CheckpointMetadata) -> Vec<String> {
     metadata
-        .stages
-        .iter()
-        .flat_map(|stage| &stage.subtasks)
-        .filter_map(|subtask| subtask.keyed.as_ref())
-        .flat_map(|handle| handle.shared_files())
-        .map(|file| file.path.to_string())
+        .shared_paths()
+        .into_iter()
+        .map(|path| path.to_string())
         .collect()
 }
 

@@ -518,7 +518,9 @@ impl Uploads {
     }
 
     /// Deletes, with `delete`, each of `candidates` that no live part references, while holding
-    /// the lock (so no checkpoint can register it in between); returns what it deleted.
+    /// the lock (so no checkpoint can register it in between); returns what it deleted. A
+    /// temporary file (`.name.tmp`, a write in progress or the debris of a crashed one) counts
+    /// as the file it becomes: an upload in flight keeps its own.
     pub fn delete_unreferenced(
         &self,
         candidates: &[RelPath],
@@ -527,7 +529,7 @@ impl Uploads {
         let state = self.lock();
         let mut deleted = Vec::new();
         for path in candidates {
-            if !referenced(&state, path) {
+            if !referenced(&state, &final_name(path)) {
                 delete(path);
                 deleted.push(path.clone());
             }
@@ -640,6 +642,19 @@ fn held(state: &State, path: &RelPath) -> bool {
     state.parts.values().any(|entry| {
         matches!(entry.phase, Phase::Uploaded | Phase::Retained) && entry.shared.contains(path)
     })
+}
+
+/// The file a temporary file becomes once written: `shared/x.sst` for `shared/.x.sst.tmp`.
+fn final_name(path: &RelPath) -> RelPath {
+    let name = path.file_name();
+    let Some(stem) = name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+    else {
+        return path.clone();
+    };
+    let dir = &path.as_str()[..path.as_str().len() - name.len()];
+    RelPath::new(&format!("{dir}{stem}")).unwrap_or_else(|_| path.clone())
 }
 
 fn referenced(state: &State, path: &RelPath) -> bool {

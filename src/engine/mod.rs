@@ -11,8 +11,8 @@
 //! and acknowledges, and once every task has acknowledged, `_metadata` is written, older
 //! checkpoints beyond `num_retained` are subsumed and completion notifications are queued.
 
+mod checkpointing;
 mod config;
-mod coordinator;
 mod outcome;
 mod restore;
 mod step;
@@ -23,11 +23,11 @@ pub use outcome::{
     FailureRecord, JobStatus, PhaseEnd, RefusedReuse, RestoreRecord, RunError, RunOutcome, RunStats,
 };
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 
+use crate::checkpoint::coordinator::{Coordinator, Layout};
 use crate::checkpoint::registry::{self, AuditProblem};
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::CheckpointStorage;
@@ -111,10 +111,8 @@ pub struct Runtime<'a> {
     /// The failure that ended the last attempt, for the message when the run gives up.
     last_failure: Option<Failure>,
     stats: RunStats,
-    next_checkpoint_id: u64,
-    retained: VecDeque<u64>,
-    savepoints_taken: Vec<String>,
-    consecutive_checkpoint_failures: u32,
+    /// Triggers, completes, retains and aborts checkpoints; the engine carries out what it asks.
+    coordinator: Coordinator,
     /// Makes each sink subtask instead of the job's built-in sink.
     sink_factory: Option<&'a SinkFactory>,
     /// Makes each source subtask's reader instead of the built-in one.
@@ -179,6 +177,12 @@ impl<'a> Runtime<'a> {
             )));
         }
         let streams = RngStreams::new(config.seed);
+        let coordinator = Coordinator::new(
+            config.checkpoint.clone(),
+            config.savepoints.clone(),
+            layout(job, backends.name()),
+            1,
+        );
         Ok(Self {
             job,
             input,
@@ -198,16 +202,13 @@ impl<'a> Runtime<'a> {
             store: ExternalStore::new(),
             last_failure: None,
             stats: RunStats::default(),
-            next_checkpoint_id: 1,
-            retained: VecDeque::new(),
-            savepoints_taken: Vec::new(),
+            coordinator,
             uploads: Uploads::new(),
             sink_factory: None,
             source_factory: None,
             user_operators: &[],
             event_log: None,
             final_state_error: None,
-            consecutive_checkpoint_failures: 0,
         })
     }
 
@@ -287,8 +288,8 @@ impl<'a> Runtime<'a> {
         }));
         // Ids continue after any checkpoint already in storage, so a run on a used root never
         // overwrites one.
-        let highest = registry::highest_snapshot_id(&self.storage);
-        self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
+        self.coordinator
+            .ids_above(registry::highest_snapshot_id(&self.storage));
         let mut attempt = self.config.first_attempt;
         let mut end_positions = Positions::start(self.input.partitions().len());
         let (status, final_state) = loop {
@@ -406,8 +407,8 @@ impl<'a> Runtime<'a> {
             final_state_error: self.final_state_error,
             store: self.store,
             stats: self.stats,
-            retained_checkpoints: self.retained.into_iter().collect(),
-            savepoints: self.savepoints_taken,
+            retained_checkpoints: self.coordinator.retained(),
+            savepoints: self.coordinator.savepoints_taken().to_vec(),
             end_positions,
         };
         Ok(RunOutcome::from_trace(
@@ -469,6 +470,8 @@ impl<'a> Runtime<'a> {
 
     fn runnable(&self, execution: &Execution) -> Vec<usize> {
         let capacity = self.config.channel_capacity;
+        // A stop-with-savepoint's barrier is out: sources emit nothing more.
+        let stopping = self.coordinator.stopping();
         let mut runnable = Vec::new();
         for (index, task) in execution.tasks.iter().enumerate() {
             let outputs_free = task
@@ -480,9 +483,9 @@ impl<'a> Runtime<'a> {
                 Body::Source(SourceTask {
                     reader: Some(reader),
                     ..
-                }) => !execution.stopping && outputs_free && !reader.finished,
+                }) => !stopping && outputs_free && !reader.finished,
                 Body::Source(source) => {
-                    !execution.stopping
+                    !stopping
                         && outputs_free
                         && source.partitions.iter().any(|p| {
                             source.positions[p] < self.input.partitions()[*p as usize].len() as u64
@@ -525,7 +528,7 @@ impl<'a> Runtime<'a> {
             if let Err(failure) = self.deliver_notifications(execution) {
                 return Ok(AttemptEnd::Failed(failure));
             }
-            if let Some((savepoint, id)) = execution.stopped.clone() {
+            if let Some((savepoint, id)) = self.coordinator.stopped().cloned() {
                 if execution.notifications.is_empty() && execution.delayed.is_empty() {
                     if sinks_settled(execution) {
                         return Ok(AttemptEnd::Stopped(savepoint));
@@ -549,7 +552,7 @@ impl<'a> Runtime<'a> {
                     );
                 }
                 assert!(
-                    execution.stopping || self.sources_exhausted(execution),
+                    self.coordinator.stopping() || self.sources_exhausted(execution),
                     "sources idle with input left"
                 );
                 if let Some(due) = execution.delayed.iter().map(|(at, _, _)| *at).min() {
@@ -557,11 +560,14 @@ impl<'a> Runtime<'a> {
                     self.clock.advance_to_ms(due);
                     continue;
                 }
-                if execution.final_completed && execution.notifications.is_empty() {
+                if self.coordinator.final_completed() && execution.notifications.is_empty() {
                     if !sinks_settled(execution) {
                         // A lost notification left transactions pending: notifications are best
                         // effort, so the coordinator sends the latest completion again.
-                        let latest = *self.retained.back().expect("a final checkpoint completed");
+                        let latest = self
+                            .coordinator
+                            .latest_retained()
+                            .expect("a final checkpoint completed");
                         self.record(Event::NotifyAgain { checkpoint: latest });
                         notify_again(execution, latest);
                         continue;
@@ -569,8 +575,8 @@ impl<'a> Runtime<'a> {
                     return Ok(AttemptEnd::Finished);
                 }
                 // Everything is drained: the final checkpoint runs now, not at the interval.
-                if execution.pending.is_none() && !execution.stopping {
-                    execution.next_trigger_ms = self.clock.now_ms();
+                if self.coordinator.pending().next().is_none() && !self.coordinator.stopping() {
+                    self.coordinator.trigger_now(self.clock.now_ms());
                     continue;
                 }
                 panic!(
@@ -671,4 +677,18 @@ fn notify_again(execution: &mut Execution, checkpoint: u64) {
     execution
         .notifications
         .extend((0..execution.tasks.len()).map(|task| (checkpoint, task)));
+}
+
+/// The job as the coordinator assembles its metadata: its stages, fingerprint and backend.
+fn layout(job: &JobSpec, backend: &str) -> Layout {
+    Layout {
+        stages: job
+            .stage_names()
+            .into_iter()
+            .zip(job.stage_parallelisms())
+            .collect(),
+        job_fingerprint: job.fingerprint(),
+        max_parallelism: job.max_parallelism,
+        backend: backend.to_string(),
+    }
 }

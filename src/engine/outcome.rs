@@ -4,12 +4,13 @@
 use std::path::PathBuf;
 
 use crate::checkpoint::registry::AuditProblem;
+use crate::checkpoint::AbortReason;
 use crate::fault::Corruption;
 use crate::job::sink::ExternalStore;
 use crate::job::Positions;
 use crate::sim::StepLimit;
 use crate::state::StateView;
-use crate::trace::{AbortReason, AuditContext, Event, FailureCause, RestoreSource, Trace};
+use crate::trace::{AuditContext, Event, FailureCause, RestoreSource, Trace};
 
 /// The run could not be carried out (as opposed to the job failing, which is an outcome).
 #[derive(Debug, thiserror::Error)]

@@ -3,12 +3,13 @@
 //! redistributing key groups, source positions and sink transactions.
 
 use super::Runtime;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::task::*;
 
 use std::path::Path;
 
+use crate::checkpoint::coordinator::Command;
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::RestorePolicy;
 use crate::checkpoint::{
@@ -174,14 +175,10 @@ impl<'a> Runtime<'a> {
             tasks,
             channels,
             stage_tasks,
-            pending: None,
-            next_trigger_ms: self.clock.now_ms() + self.config.checkpoint.interval_ms,
             notifications: VecDeque::new(),
             delayed: Vec::new(),
-            final_completed: false,
-            stopping: false,
-            stopped: None,
         };
+        self.coordinator.start_attempt(self.clock.now_ms());
         self.record(Event::AttemptStarted {
             attempt,
             tasks: execution.tasks.len(),
@@ -205,8 +202,8 @@ impl<'a> Runtime<'a> {
         let storage_error = |e: StorageError| Failure::restore(problem_with(e));
         let dirs = registry::checkpoint_dirs(&self.storage).map_err(storage_error)?;
         // Checkpoint ids never repeat, even across restarts: aborted ones leave gaps.
-        let highest = registry::highest_snapshot_id(&self.storage);
-        self.next_checkpoint_id = self.next_checkpoint_id.max(highest + 1);
+        self.coordinator
+            .ids_above(registry::highest_snapshot_id(&self.storage));
         let ids: Vec<u64> = dirs
             .iter()
             .filter(|(_, complete)| *complete)
@@ -230,7 +227,6 @@ impl<'a> Runtime<'a> {
                 }
             }
         }
-        self.retained = ids.iter().copied().collect();
         if !matches!(target, RestoreTarget::Inspect(_)) {
             for (id, complete) in &dirs {
                 if !complete {
@@ -240,23 +236,29 @@ impl<'a> Runtime<'a> {
                     self.record(Event::CheckpointDiscarded { checkpoint: *id });
                 }
             }
-            self.collect_garbage();
+            let retained: Vec<(u64, Result<BTreeSet<RelPath>, String>)> =
+                registry::retained(&self.storage)
+                    .map_err(storage_error)?
+                    .into_iter()
+                    .map(|checkpoint| {
+                        let shared = checkpoint
+                            .metadata
+                            .map(|metadata| metadata.shared_paths())
+                            .map_err(|error| error.to_string());
+                        (checkpoint.id, shared)
+                    })
+                    .collect();
             // The new attempt's upload hand-off holds the retained checkpoints' shared files,
             // so the restored state may reuse them and nothing collects them meanwhile.
-            for checkpoint in registry::retained(&self.storage).map_err(storage_error)? {
-                if let Ok(metadata) = checkpoint.metadata {
-                    let shared = metadata
-                        .stages
-                        .iter()
-                        .flat_map(|stage| &stage.subtasks)
-                        .filter_map(|subtask| subtask.keyed.as_ref())
-                        .flat_map(|handle| handle.shared_files())
-                        .map(|file| file.path.clone())
-                        .collect();
+            for (id, shared) in &retained {
+                if let Ok(shared) = shared {
                     self.uploads
-                        .adopt(checkpoint.id, shared)
+                        .adopt(*id, shared.clone())
                         .expect("a fresh hand-off adopts each retained checkpoint once");
                 }
+            }
+            if let Command::CollectGarbage { keep } = self.coordinator.restored(retained) {
+                self.collect_garbage(&keep);
             }
         }
         // Savepoints this job took count as restore candidates too (FLINK-10354): a savepoint
@@ -270,9 +272,7 @@ impl<'a> Runtime<'a> {
             for (name, id) in self.own_savepoints() {
                 // A savepoint whose `_metadata` committed is taken, even if the process died
                 // before it could say so: it must never be taken again into the same place.
-                if !self.savepoints_taken.contains(&name) {
-                    self.savepoints_taken.push(name.clone());
-                }
+                self.coordinator.taken(&name);
                 candidates.push(Candidate::Savepoint { name, id });
             }
         }
@@ -520,32 +520,6 @@ impl<'a> Runtime<'a> {
             }
         }
         found
-    }
-
-    /// Deletes shared files no retained checkpoint references, and says so in the trace.
-    pub(super) fn collect_garbage(&mut self) {
-        match registry::collect_garbage(&mut self.storage) {
-            Ok(collection) => {
-                // The registry (recomputed from retained `_metadata`) and the upload hand-off
-                // (what this attempt's live checkpoints registered) must agree.
-                for path in &collection.deleted {
-                    assert!(
-                        RelPath::new(path).is_ok_and(|path| !self.uploads.is_referenced(&path)),
-                        "gc deleted {path}, which a live checkpoint of the upload hand-off references"
-                    );
-                }
-                if let Some(reason) = collection.skipped {
-                    self.record(Event::GarbageCollectionSkipped { reason });
-                } else if !collection.deleted.is_empty() {
-                    self.record(Event::GarbageCollected {
-                        deleted: collection.deleted,
-                    });
-                }
-            }
-            Err(error) => self.record(Event::GarbageCollectionFailed {
-                error: error.to_string(),
-            }),
-        }
     }
 
     pub(super) fn validate_metadata(&self, metadata: &CheckpointMetadata) -> Result<(), String> {

@@ -5,7 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
-use crate::checkpoint::SubtaskSnapshot;
 use crate::fault::{Effect, FaultAction};
 use crate::job::operator::Operator;
 use crate::job::sink::Sink;
@@ -190,29 +189,14 @@ pub(super) struct Task {
     pub(super) body: Body,
 }
 
-pub(super) struct Pending {
-    pub(super) id: u64,
-    pub(super) trigger_ms: u64,
-    pub(super) is_final: bool,
-    pub(super) savepoint: Option<crate::checkpoint::SavepointRequest>,
-    pub(super) acks: Vec<Option<SubtaskSnapshot>>,
-}
-
 pub(super) struct Execution {
     pub(super) attempt: u32,
     pub(super) tasks: Vec<Task>,
     pub(super) channels: Vec<Channel>,
     pub(super) stage_tasks: Vec<Range<usize>>,
-    pub(super) pending: Option<Pending>,
-    pub(super) next_trigger_ms: u64,
     pub(super) notifications: VecDeque<(u64, usize)>,
     /// Notifications a fault delayed: (due time, checkpoint, task).
     pub(super) delayed: Vec<(u64, u64, usize)>,
-    pub(super) final_completed: bool,
-    /// A stop-with-savepoint barrier was injected: sources emit nothing more.
-    pub(super) stopping: bool,
-    /// The stop-with-savepoint completed: the attempt ends once notifications are delivered.
-    pub(super) stopped: Option<(String, u64)>,
 }
 
 /// A failure inside an attempt.

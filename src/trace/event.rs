@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::registry::AuditProblem;
+pub use crate::checkpoint::AbortReason;
 use crate::checkpoint::CheckpointingMode;
 use crate::fault::{Corruption, Effect, FaultKind, FaultSite};
 use crate::job::sink::TxnEvent;
@@ -322,42 +323,6 @@ pub struct KeyedFiles {
     pub written: u32,
     /// Of them, reused from a confirmed earlier checkpoint.
     pub reused: u32,
-}
-
-/// Why a checkpoint was aborted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum AbortReason {
-    /// It did not complete within the checkpoint timeout.
-    Expired {
-        /// The timeout.
-        timeout_ms: u64,
-    },
-    /// Its metadata would reference a shared file that is gone.
-    MissingSharedFile {
-        /// The file.
-        path: String,
-    },
-    /// Writing `_metadata` failed.
-    MetadataWrite {
-        /// The storage error.
-        error: String,
-    },
-    /// The upload hand-off refused a snapshot that reused a shared file no uploaded or
-    /// retained checkpoint holds.
-    ReuseRefused {
-        /// The task whose snapshot reused it.
-        task: String,
-        /// The hand-off's refusal.
-        error: String,
-    },
-    /// A task's keyed snapshot or its upload failed (Flink's asynchronous phase).
-    Snapshot {
-        /// The task.
-        task: String,
-        /// The error.
-        error: String,
-    },
 }
 
 /// What happened to a completion notification that was not delivered at once.

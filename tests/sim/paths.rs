@@ -93,13 +93,13 @@ impl Planted {
     fn retain_and_collect(&self) -> Vec<String> {
         let mut storage = self.storage();
         let mut errors = Vec::new();
-        if let Err(e) = registry::collect_garbage(&mut storage) {
+        if let Err(e) = collect_garbage(&mut storage) {
             errors.push(e.to_string());
         }
         if let Err(e) = storage.remove_dir(&registry::checkpoint_dir(self.id)) {
             errors.push(e.to_string());
         }
-        if let Err(e) = registry::collect_garbage(&mut storage) {
+        if let Err(e) = collect_garbage(&mut storage) {
             errors.push(e.to_string());
         }
         errors
@@ -213,7 +213,7 @@ fn a_shared_directory_linked_out_of_the_root_is_never_collected() {
         .expect_err("files behind a link are refused");
     assert!(error.contains("symbolic link"), "{error}");
     let mut storage = planted.storage();
-    let error = registry::collect_garbage(&mut storage).expect_err("listing a link is refused");
+    let error = collect_garbage(&mut storage).expect_err("listing a link is refused");
     assert!(error.to_string().contains("shared"), "{error}");
     assert_alive(&canary);
     assert_eq!(std::fs::read_dir(&moved).unwrap().count(), kept.len());
@@ -300,4 +300,17 @@ fn storage_refuses_every_operation_through_a_linked_directory() {
     storage.write(&path, b"inside").unwrap();
     assert_eq!(std::fs::read(root.join("chk-1/victim")).unwrap(), b"inside");
     assert_alive(&canary);
+}
+
+/// Garbage collection as the engine runs it, with the references read from the retained
+/// checkpoints' metadata in storage and no upload in flight.
+fn collect_garbage(
+    storage: &mut FsCheckpointStorage,
+) -> Result<registry::Collection, faultline::checkpoint::StorageError> {
+    let keep = registry::referenced(storage)?;
+    registry::collect_garbage(
+        storage,
+        &keep,
+        &faultline::checkpoint::upload::Uploads::new(),
+    )
 }
