@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod metadata;
 pub mod registry;
 mod relpath;
+pub mod restore;
 pub mod storage;
 pub mod upload;
 

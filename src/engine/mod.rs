@@ -17,6 +17,7 @@ mod outcome;
 mod restore;
 mod step;
 mod task;
+mod topology;
 
 pub use config::{RunConfig, Sabotage};
 pub use outcome::{
@@ -426,7 +427,7 @@ impl<'a> Runtime<'a> {
         } else {
             RestoreTarget::Latest
         };
-        let mut execution = self.build_execution(attempt, target)?;
+        let mut execution = self.new_execution(attempt, target)?;
         for task in &mut execution.tasks {
             if let Body::Operator(op) = &mut task.body {
                 op.op.open(backend_mut(&mut op.backend)).map_err(|e| {
@@ -442,11 +443,24 @@ impl<'a> Runtime<'a> {
         Ok(execution)
     }
 
+    /// A new attempt's tasks and channels, restored from `target`. A new attempt is a new
+    /// process in Flink's sense: nothing of the old upload hand-off or pending checkpoints
+    /// survives.
+    fn new_execution(&mut self, attempt: u32, target: RestoreTarget) -> Result<Execution, Failure> {
+        self.uploads = Uploads::new();
+        let mut execution = self.build_execution(attempt)?;
+        self.coordinator.start_attempt(self.clock.now_ms());
+        if target != RestoreTarget::Fresh {
+            self.restore(&mut execution, target)?;
+        }
+        Ok(execution)
+    }
+
     /// Restores checkpoint `checkpoint_id` into freshly built tasks and returns the restored
     /// source positions and keyed state, without running anything. Sinks are not restored (that
     /// would commit transactions in the external system). For tests and `inspect`.
     pub fn restore_for_inspection(mut self, checkpoint_id: u64) -> Result<RestoreRecord, String> {
-        self.build_execution(1, RestoreTarget::Inspect(checkpoint_id))
+        self.new_execution(1, RestoreTarget::Inspect(checkpoint_id))
             .map_err(|f| format!("{}: {}", f.task, f.cause))?;
         let trace = std::mem::take(&mut self.trace);
         RunOutcome::restores_in(&trace)

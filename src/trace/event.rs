@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::registry::AuditProblem;
+pub use crate::checkpoint::restore::RestoreFailure;
 pub use crate::checkpoint::AbortReason;
 use crate::checkpoint::CheckpointingMode;
 use crate::fault::{Corruption, Effect, FaultKind, FaultSite};
@@ -436,16 +437,6 @@ impl FailureCause {
             }
         )
     }
-}
-
-/// A restore that failed, and the checkpoint file it concerns when one is to blame.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestoreFailure {
-    /// The file relative to the checkpoint root (`chk-3/_metadata`, `shared/x.sst`), when the
-    /// failure is about one: what "failing loudly, naming the damaged file" is judged by.
-    pub file: Option<String>,
-    /// What went wrong, naming the snapshot.
-    pub detail: String,
 }
 
 /// Where an attempt's state came from.
