@@ -219,6 +219,15 @@ struct Retained {
     shared: Result<BTreeSet<RelPath>, String>,
 }
 
+/// What a [`Coordinator`] keeps across attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoordinatorState {
+    next_id: u64,
+    savepoints_taken: Vec<String>,
+    consecutive_failures: u32,
+    confirmed: Option<u64>,
+}
+
 /// The coordinator (see the module doc).
 #[derive(Debug, Clone)]
 pub struct Coordinator {
@@ -539,6 +548,25 @@ impl Coordinator {
     /// newest checkpoint confirmed) moves to it, never backwards.
     pub fn confirmed(&mut self, checkpoint: u64) {
         self.confirmed = self.confirmed.max(Some(checkpoint));
+    }
+
+    /// What outlives an attempt (ids, taken savepoints, failures in a row, the base), for a
+    /// process killed for real to leave to the next; the rest is read back at the restore.
+    pub fn save(&self) -> CoordinatorState {
+        CoordinatorState {
+            next_id: self.next_id,
+            savepoints_taken: self.savepoints_taken.clone(),
+            consecutive_failures: self.consecutive_failures,
+            confirmed: self.confirmed,
+        }
+    }
+
+    /// Takes up what [`Coordinator::save`] gave.
+    pub fn load(&mut self, state: CoordinatorState) {
+        self.next_id = state.next_id;
+        self.savepoints_taken = state.savepoints_taken;
+        self.consecutive_failures = state.consecutive_failures;
+        self.confirmed = state.confirmed;
     }
 
     /// The newest checkpoint whose completion was confirmed.

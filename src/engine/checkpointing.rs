@@ -15,7 +15,7 @@ use crate::checkpoint::{
     CheckpointMetadata, CheckpointStorage, CheckpointingMode, RelPath, SavepointRequest,
     SubtaskSnapshot,
 };
-use crate::fault::{FaultPoint, NotifyFate};
+use crate::fault::{FaultKind, FaultPoint, FaultSite, NotifyFate};
 use crate::state::{SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend};
 use crate::trace::{AuditContext, Event, FailureCause, KeyedFiles, NotificationFate};
 
@@ -145,10 +145,7 @@ impl Runtime<'_> {
             self.emit_barrier(execution, index, checkpoint);
             self.acknowledge(execution, index, checkpoint, snapshot)?;
         }
-        if let Some(action) = self
-            .storage
-            .fault_at(&FaultPoint::BarrierInjected { checkpoint })
-        {
+        if let Some(action) = self.fault(&FaultPoint::BarrierInjected { checkpoint }) {
             return Err(Failure::from_action("coordinator", action));
         }
         Ok(Vec::new())
@@ -279,10 +276,7 @@ impl Runtime<'_> {
                 .complete(checkpoint, parts)
                 .expect("every part of a checkpoint all tasks acknowledged is uploaded");
         }
-        if let Some(action) = self
-            .storage
-            .fault_at(&FaultPoint::BeforeNotify { checkpoint })
-        {
+        if let Some(action) = self.fault(&FaultPoint::BeforeNotify { checkpoint }) {
             return Err(Failure::from_action("coordinator", action));
         }
         let completion = self.coordinator.metadata_written(checkpoint);
@@ -391,14 +385,17 @@ impl Runtime<'_> {
             let name = execution.tasks[task].name.clone();
             let fate = match self.storage.notification_fate(checkpoint, &name) {
                 NotifyFate::Deliver => None,
-                NotifyFate::Drop => Some(NotificationFate::Lost),
+                NotifyFate::Drop => Some((FaultKind::DropNotification, NotificationFate::Lost)),
                 NotifyFate::Delay(delay_ms) => {
                     let due = self.clock.now_ms() + delay_ms;
                     execution.delayed.push((due, checkpoint, task));
-                    Some(NotificationFate::Delayed { delay_ms })
+                    let fate = NotificationFate::Delayed { delay_ms };
+                    Some((FaultKind::DelayNotification, fate))
                 }
             };
-            if let Some(fate) = fate {
+            if let Some((fault, fate)) = fate {
+                let site = FaultSite::Notification;
+                self.record(Event::FaultFired { fault, site });
                 self.record(Event::Notification {
                     checkpoint,
                     task: name,
@@ -423,7 +420,7 @@ impl Runtime<'_> {
         let subtask = execution.tasks[task].subtask;
         match &mut execution.tasks[task].body {
             Body::Sink(sink) => {
-                if let Some(action) = self.storage.fault_at(&FaultPoint::SinkCommit {
+                if let Some(action) = self.fault(&FaultPoint::SinkCommit {
                     checkpoint,
                     subtask,
                 }) {
@@ -559,7 +556,7 @@ impl Runtime<'_> {
             stage: &stage,
             subtask: execution.tasks[index].subtask,
         };
-        if let Some(action) = self.storage.fault_at(&point) {
+        if let Some(action) = self.fault(&point) {
             return Err(Failure::from_action(&execution.tasks[index].name, action));
         }
         let task = &execution.tasks[index];

@@ -57,10 +57,38 @@ pub struct RunConfig {
     /// falls back past a corrupt file. An initial snapshot (`initial_snapshot`), read from
     /// outside the job's storage, is always checked.
     pub verify_restored_files: bool,
+    /// Bounds on what a run may grow to; past one the run ends as a `resource` violation.
+    pub limits: CaseLimits,
     /// Deliberate engine defects, for the harness's own tests: each "broken twin" proves that a
     /// check can fail. Default none.
     #[doc(hidden)]
     pub sabotage: Sabotage,
+}
+
+/// Bounds on what one run of the engine may grow to. A run that grows past one — a broken
+/// engine or a user's operator emitting without end, a sink opening transactions it never
+/// closes — ends there, reported as a `resource` violation of its case, instead of taking the
+/// process (and the campaign) down with it. With the step bound ([`RunConfig::steps_max`]) they
+/// bound a run's time and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CaseLimits {
+    /// Events recorded to the trace. Default 5,000,000.
+    pub events_max: u64,
+    /// Records queued in channels at once. Default 100,000.
+    pub records_in_flight_max: u64,
+    /// Transactions in the external system neither committed nor aborted. Default 100,000.
+    pub open_transactions_max: u64,
+}
+
+impl Default for CaseLimits {
+    fn default() -> Self {
+        Self {
+            events_max: 5_000_000,
+            records_in_flight_max: 100_000,
+            open_transactions_max: 100_000,
+        }
+    }
 }
 
 /// Deliberate engine defects (see [`RunConfig::sabotage`]); none is on by default.
@@ -88,6 +116,7 @@ impl RunConfig {
             first_attempt: 0,
             start_ms: 0,
             verify_restored_files: true,
+            limits: CaseLimits::default(),
             sabotage: Sabotage::default(),
         }
     }

@@ -21,6 +21,17 @@ pub enum RunError {
     /// The configuration or job cannot run.
     #[error("invalid run: {0}")]
     Invalid(String),
+    /// A restore made for inspection failed.
+    #[error("restore: {0}")]
+    Restore(String),
+    /// The state a killed process left cannot be read.
+    #[error("resume state {path}: {reason}")]
+    Resume {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The engine's own working directory failed.
     #[error("working directory {path}: {source}")]
     WorkDir {

@@ -273,7 +273,17 @@ impl Runtime<'_> {
             faults,
             stage_names: self.job.stage_names(),
         };
-        let applied = applying.apply().map_err(|error| restoring.failure(error))?;
+        let applied = match applying.apply() {
+            Ok(applied) => applied,
+            Err(ApplyError::Injected(action)) => {
+                self.record(Event::FaultFired {
+                    fault: action.fault,
+                    site: action.site,
+                });
+                return Err(restoring.failure(ApplyError::Injected(action)));
+            }
+            Err(error) => return Err(restoring.failure(error)),
+        };
         for event in applied.events {
             self.record(event);
         }

@@ -184,7 +184,8 @@ impl<'a> Runtime<'a> {
             }
             Body::Operator(op) => {
                 op.processed += 1;
-                let stage = &self.job.stages[task.stage - 1].name;
+                let job = self.job;
+                let stage = &job.stages[task.stage - 1].name;
                 let point = FaultPoint::Record {
                     stage,
                     subtask: task.subtask,
@@ -192,7 +193,7 @@ impl<'a> Runtime<'a> {
                     record_index: op.processed,
                     record: &record,
                 };
-                if let Some(action) = self.storage.fault_at(&point) {
+                if let Some(action) = self.fault(&point) {
                     return Err(Failure::from_action(&name, action));
                 }
                 let key = record.key.clone();

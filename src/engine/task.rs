@@ -254,12 +254,6 @@ pub(super) enum RestoreTarget {
     Inspect(u64),
 }
 
-pub(super) enum AttemptEnd {
-    Finished,
-    Stopped(String),
-    Failed(Failure),
-}
-
 pub(super) fn encode_positions(positions: &BTreeMap<u32, u64>) -> Vec<u8> {
     let mut e = Encoder::new();
     e.u32(positions.len() as u32);

@@ -34,6 +34,15 @@ pub struct LostWrites {
     pub torn: usize,
 }
 
+/// What an [`Injector`] knows across a real kill.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InjectorState {
+    plan: Option<serde_json::Value>,
+    writes: BTreeMap<u64, u32>,
+    steps: u64,
+    uncommitted: Vec<String>,
+}
+
 /// Checkpoint storage with faults, and the engine's fault plan (see the module doc).
 pub struct Injector<'a> {
     storage: &'a mut dyn CheckpointStorage,
@@ -144,6 +153,31 @@ impl<'a> Injector<'a> {
             corruption.attempt = attempt;
         }
         corruptions
+    }
+
+    /// What the injector and its plan know, for a process killed for real to leave to the next.
+    pub fn save(&self) -> InjectorState {
+        InjectorState {
+            plan: self.plan.save(),
+            writes: self.writes.clone(),
+            steps: self.steps,
+            uncommitted: self.uncommitted.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// Takes up what [`Injector::save`] gave.
+    pub fn load(&mut self, state: InjectorState) -> Result<(), serde_json::Error> {
+        if let Some(plan) = state.plan {
+            self.plan.load(plan)?;
+        }
+        self.writes = state.writes;
+        self.steps = state.steps;
+        self.uncommitted = state
+            .uncommitted
+            .iter()
+            .filter_map(|path| RelPath::new(path).ok())
+            .collect();
+        Ok(())
     }
 
     /// Fails every operation after a crash, as in a dead process.

@@ -49,7 +49,7 @@ mod inject;
 mod schedule;
 
 pub use corrupt::{corrupt_retained, Corruption, CorruptionKind};
-pub use inject::{Injector, LostWrites};
+pub use inject::{Injector, InjectorState, LostWrites};
 pub use schedule::{Fault, FaultKind, FaultSchedule, FaultSite, Phase};
 
 use crate::checkpoint::CheckpointStorage;
@@ -136,7 +136,7 @@ pub enum Effect {
 }
 
 /// A fault that fires at a point: which one, where, what it does, and its own account of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FaultAction {
     /// The fault's kind.
     pub fault: FaultKind,
@@ -215,6 +215,17 @@ pub trait FaultPlan {
     /// much of an uncommitted write survives a kill).
     fn draw(&mut self, _bound: u64) -> u64 {
         0
+    }
+
+    /// The plan's own state (which faults fired, where its stream stands), for a process killed
+    /// for real to leave to the next one; `None` for a plan that keeps none.
+    fn save(&self) -> Option<serde_json::Value> {
+        None
+    }
+
+    /// Takes up a state that [`FaultPlan::save`] gave.
+    fn load(&mut self, _state: serde_json::Value) -> Result<(), serde_json::Error> {
+        Ok(())
     }
 }
 

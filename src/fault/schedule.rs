@@ -530,4 +530,32 @@ impl FaultPlan for FaultSchedule {
     fn draw(&mut self, bound: u64) -> u64 {
         self.rng().random_range(0..bound.max(1))
     }
+
+    fn save(&self) -> Option<serde_json::Value> {
+        let state = ScheduleState {
+            fired: self.fired.clone(),
+            notified: self.notified.clone(),
+            rng: self.rng.clone(),
+            fired_log: self.fired_log.clone(),
+        };
+        Some(serde_json::to_value(state).expect("a schedule's state serializes"))
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        let state: ScheduleState = serde_json::from_value(state)?;
+        self.fired = state.fired;
+        self.notified = state.notified;
+        self.rng = state.rng;
+        self.fired_log = state.fired_log;
+        Ok(())
+    }
+}
+
+/// What a [`FaultSchedule`] knows beyond its faults: which fired, where its stream stands.
+#[derive(Serialize, Deserialize)]
+struct ScheduleState {
+    fired: Vec<bool>,
+    notified: BTreeSet<(u64, String)>,
+    rng: Option<ChaCha8Rng>,
+    fired_log: Vec<(FaultKind, FaultSite)>,
 }

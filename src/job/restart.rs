@@ -240,7 +240,7 @@ pub enum RestartDecision {
 }
 
 /// The state a strategy keeps across failures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestartTracker {
     strategy: RestartStrategy,
     restarts: u32,

@@ -106,6 +106,9 @@ pub enum CommitOutcome {
 pub struct ExternalStore {
     transactions: BTreeMap<String, Transaction>,
     transactions_begun: u64,
+    /// Transactions neither committed nor aborted.
+    #[serde(default)]
+    open: usize,
     visible: Vec<Record>,
     /// Where every operation is made durable, when the store must outlive the process.
     #[serde(skip)]
@@ -173,6 +176,11 @@ impl ExternalStore {
         self.transactions.get(txn).map(|t| t.state)
     }
 
+    /// How many transactions are neither committed nor aborted.
+    pub fn open_transactions(&self) -> usize {
+        self.open
+    }
+
     /// Ids of transactions owned by `owner` that are neither committed nor aborted.
     pub fn unfinished(&self, owner: u16) -> Vec<String> {
         self.transactions
@@ -202,6 +210,7 @@ impl ExternalStore {
     pub fn begin(&mut self, owner: u16) -> String {
         let txn = format!("s{owner}-t{}", self.transactions_begun);
         self.transactions_begun += 1;
+        self.open += 1;
         debug_assert!(
             !self.transactions.contains_key(&txn),
             "ids come from a counter"
@@ -265,6 +274,7 @@ impl ExternalStore {
             TxnState::Committed => Ok(CommitOutcome::AlreadyCommitted),
             TxnState::PreCommitted => {
                 transaction.state = TxnState::Committed;
+                self.open -= 1;
                 let records = transaction.records.clone();
                 let count = records.len();
                 self.visible.extend(records);
@@ -283,10 +293,14 @@ impl ExternalStore {
     /// that is committed already changes nothing: that happens when a restore goes back to a
     /// state older than committed output, which the oracle then reports as duplicates.
     pub fn abort(&mut self, txn: &str) -> Result<AbortOutcome, StoreError> {
-        let transaction = self.get_mut(txn)?;
+        let transaction = self
+            .transactions
+            .get_mut(txn)
+            .ok_or_else(|| StoreError::Unknown(txn.to_string()))?;
         Ok(match transaction.state {
             TxnState::Open | TxnState::PreCommitted => {
                 transaction.state = TxnState::Aborted;
+                self.open -= 1;
                 self.persist();
                 AbortOutcome::Aborted
             }

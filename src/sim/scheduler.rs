@@ -32,8 +32,9 @@ pub struct StepLimit {
     pub steps: u64,
 }
 
-/// Picks the next task from the runnable set, with its own random stream.
-#[derive(Debug, Clone)]
+/// Picks the next task from the runnable set, with its own random stream. Serializable, so a
+/// process killed for real can leave it for the next one to carry on exactly where it was.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Scheduler {
     rng: ChaCha8Rng,
     seed: u64,

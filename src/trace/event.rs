@@ -278,6 +278,20 @@ pub enum Event {
         /// Records visible in the sink's external system.
         visible: usize,
     },
+    /// A fault fired.
+    FaultFired {
+        /// Which kind.
+        fault: FaultKind,
+        /// Where.
+        site: FaultSite,
+    },
+    /// The run grew past a bound of its case and was ended there.
+    ResourceExhausted {
+        /// What grew.
+        resource: Resource,
+        /// The bound.
+        limit: u64,
+    },
     /// The job stopped after its stop-with-savepoint completed.
     JobStopped {
         /// The savepoint.
@@ -489,6 +503,28 @@ pub struct Restored {
     pub no_claim: bool,
     /// Keyed state right after the restore, for the oracle.
     pub state: StateView,
+}
+
+/// What a run may not grow without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Resource {
+    /// Events recorded to the trace.
+    Events,
+    /// Records queued in channels at once.
+    RecordsInFlight,
+    /// Transactions neither committed nor aborted.
+    OpenTransactions,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Resource::Events => "events recorded",
+            Resource::RecordsInFlight => "records in flight",
+            Resource::OpenTransactions => "open transactions",
+        })
+    }
 }
 
 /// When the storage audit ran.

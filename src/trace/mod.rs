@@ -33,7 +33,7 @@ mod render;
 
 pub use event::{
     AbortReason, AuditContext, Event, FailureCause, JobStarted, KeyedFiles, NotificationFate,
-    RestoreFailure, RestoreSource, Restored, Unread,
+    Resource, RestoreFailure, RestoreSource, Restored, Unread,
 };
 
 use std::fmt;

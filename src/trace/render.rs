@@ -160,6 +160,12 @@ impl Display for Event {
                 write!(f, "job finished: {visible} records visible in the sink")
             }
             Event::JobStopped { savepoint } => write!(f, "job stopped with savepoint {savepoint}"),
+            Event::FaultFired { fault, site } => {
+                write!(f, "fault {} fired at {}", fault.name(), site.name())
+            }
+            Event::ResourceExhausted { resource, limit } => {
+                write!(f, "job stopped: {resource} exceeded the bound of {limit}")
+            }
         }
     }
 }

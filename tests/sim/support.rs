@@ -177,7 +177,9 @@ pub fn restore_checkpoint(
         work.path(),
     )
     .unwrap();
-    runtime.restore_for_inspection(id)
+    runtime
+        .restore_for_inspection(id)
+        .map_err(|e| e.to_string())
 }
 
 /// Panics with the verdict and trace when the oracle found a violation.
