@@ -14,7 +14,7 @@
 //! FAULTLINE_CASES=2000 cargo run --release --example running_total
 //! ```
 
-use faultline::campaign::{Scenario, Seams};
+use faultline::campaign::{Case, KillMode, Scenario, Seams};
 use faultline::harness::Harness;
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
@@ -116,10 +116,9 @@ pub fn run_on_tutorial_transactions() -> faultline::campaign::CaseReport {
     let mut seams = Seams::default();
     seams.operators = &operators;
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (report, _fired) = scenario
-        .run_with(dir.path(), seams)
-        .expect("the scenario runs");
-    report
+    Case::new(scenario, seams)
+        .run(dir.path(), &KillMode::Sim)
+        .expect("the scenario runs")
 }
 
 #[allow(dead_code)] // Also compiled into the test suite, which calls `run` instead.

@@ -334,7 +334,9 @@ pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCou
             .replace("SAVEPOINTS", savepoints);
         let scenario = Scenario::from_toml(&text, "corpus").map_err(|e| e.to_string())?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let (report, _) = scenario.run(dir.path(), None).map_err(|e| e.to_string())?;
+        let report = crate::campaign::Case::new(scenario, crate::campaign::Seams::default())
+            .run(dir.path(), &crate::campaign::KillMode::Sim)
+            .map_err(|e| e.to_string())?;
         if !report.verdict.passed() {
             return Err(format!(
                 "the {} corpus run failed: {}",

@@ -25,7 +25,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::campaign::{
-    explore_with, CaseReport, ExploreConfig, ExploreError, ExploreReport, Scenario, Seams,
+    explore_with, Case, CaseError, CaseReport, ExploreConfig, ExploreError, ExploreReport,
+    KillMode, Scenario, Seams,
 };
 use crate::job::user::UserOperator;
 use crate::job::{OutputReader, SinkFactory, SourceFactory};
@@ -205,25 +206,30 @@ impl<'a> Harness<'a> {
     }
 
     /// Re-runs one scenario file (a shrunk failure) with this harness's seams.
-    pub fn replay(&self, scenario_file: &Path) -> Result<CaseReport, ExploreError> {
-        let scenario = Scenario::load(scenario_file).map_err(|e| ExploreError(e.to_string()))?;
-        let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
-        scenario
-            .run_with(dir.path(), self.seams)
-            .map(|(report, _)| report)
-            .map_err(|e| ExploreError(e.to_string()))
+    pub fn replay(&self, scenario_file: &Path) -> Result<CaseReport, CaseError> {
+        let scenario = Scenario::load(scenario_file)?;
+        let dir = tempfile::tempdir().map_err(|source| CaseError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        Case::new(scenario, self.seams).run(dir.path(), &KillMode::Sim)
     }
 }
 
 fn env_u64(name: &str) -> Result<Option<u64>, ExploreError> {
+    let refused = |value: String, reason: String| ExploreError::Env {
+        name: name.to_string(),
+        value,
+        reason,
+    };
     match std::env::var(name) {
         Ok(text) => text
             .trim()
             .parse()
             .map(Some)
-            .map_err(|e| ExploreError(format!("{name}={text:?}: {e}"))),
+            .map_err(|e: std::num::ParseIntError| refused(text.clone(), e.to_string())),
         Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(e) => Err(ExploreError(format!("{name}: {e}"))),
+        Err(e) => Err(refused(String::new(), e.to_string())),
     }
 }
 

@@ -5,7 +5,9 @@
 //! from `(s, i)`. Shards split the case range (`k/n` runs cases with `i % n == k`), so CI job
 //! matrices run a campaign in pieces and [`merge`] combines their JSON reports. Workers run cases
 //! in parallel, each case single-threaded and deterministic; results are ordered by case index,
-//! so the report does not depend on the number of workers.
+//! so the report does not depend on the number of workers. A case that breaks — a violated
+//! property, a panic inside it, a bound it ran past — is a failure of that case, shrunk and
+//! written out; the campaign goes on with the next.
 //!
 //! ```
 //! use faultline::campaign::{explore, ExploreConfig};
@@ -24,7 +26,8 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -32,9 +35,10 @@ use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde::{Deserialize, Serialize};
 
+use super::case::{Case, CaseReport, KillMode};
 use super::scenario::{InputSpec, Scenario};
 use super::strategy::{scenario_strategy, StrategyConfig};
-use super::Seams;
+use super::{CaseError, Seams};
 use crate::fault::{FaultKind, FaultSite};
 use crate::job::SinkFactory;
 
@@ -71,19 +75,6 @@ pub struct ExploreConfig {
     pub check_determinism: bool,
 }
 
-/// How process kills happen.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum KillMode {
-    /// Simulated inside one process.
-    #[default]
-    Sim,
-    /// Real: each case runs in child processes of this binary, aborted at the seeded step.
-    Process {
-        /// The `faultline` binary to run children of.
-        binary: PathBuf,
-    },
-}
-
 impl Default for ExploreConfig {
     fn default() -> Self {
         Self {
@@ -102,20 +93,35 @@ impl Default for ExploreConfig {
     }
 }
 
+/// A property a shrunk case broke, and what broke it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedViolation {
+    /// The property's name ([`crate::check::Violation::property`], or `determinism`).
+    pub property: String,
+    /// What happened, as printed.
+    pub message: String,
+}
+
+impl std::fmt::Display for ReportedViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}] {}", self.property, self.message)
+    }
+}
+
 /// One failing case, shrunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureReport {
     /// The case index.
     pub case: u64,
-    /// Violations of the shrunk case, as printed.
-    pub violations: Vec<String>,
+    /// Violations of the shrunk case.
+    pub violations: Vec<ReportedViolation>,
     /// Faults before and after shrinking.
     pub faults: (usize, usize),
     /// Records before and after shrinking.
     pub records: (u32, u32),
     /// Runs spent shrinking.
     pub shrink_runs: u32,
-    /// The shrunk scenario file.
+    /// The shrunk scenario file, created for this failure alone.
     pub scenario_file: PathBuf,
     /// The shrunk case's trace.
     pub trace: String,
@@ -136,9 +142,9 @@ pub struct ExploreReport {
     pub faults: BTreeMap<String, u64>,
     /// Fault kind x fault point.
     pub coverage: Coverage,
-    /// Restores.
+    /// Restores, every phase of every case.
     pub restores: u64,
-    /// Checkpoints completed.
+    /// Checkpoints completed, every phase of every case.
     pub checkpoints: u64,
     /// Cases that ended failing loudly on corruption, as they must.
     pub loud_failures: u64,
@@ -148,19 +154,82 @@ pub struct ExploreReport {
     pub wall_s: f64,
 }
 
-/// An exploration could not run.
+/// An exploration could not run (as opposed to finding failing cases, which its report holds).
 #[derive(Debug, thiserror::Error)]
-#[error("explore: {0}")]
-pub struct ExploreError(pub String);
+#[non_exhaustive]
+pub enum ExploreError {
+    /// A case could not be run.
+    #[error("case {case} ({name}): {source}")]
+    Case {
+        /// The case index.
+        case: u64,
+        /// The scenario's name.
+        name: String,
+        /// Why.
+        source: CaseError,
+    },
+    /// The generator could not make a case.
+    #[error("case {case}: the generator failed: {reason}")]
+    Generate {
+        /// The case index.
+        case: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The shard is not one of its campaign.
+    #[error("shard {shard}/{shards}: k must be below n")]
+    Shard {
+        /// `k`.
+        shard: u64,
+        /// `n`.
+        shards: u64,
+    },
+    /// The seams cannot be used as given.
+    #[error(transparent)]
+    Seams(CaseError),
+    /// A failing case could not be written out.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An environment override is not a number.
+    #[error("{name}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
 
+/// What one case of the campaign came to.
 struct CaseResult {
     case: u64,
-    scenario: Scenario,
+    backend: String,
     fired: Vec<(FaultKind, FaultSite)>,
     restores: u64,
     checkpoints: u64,
     loud: bool,
     failure: Option<FailureReport>,
+}
+
+/// A run of a case and the properties it broke (none when every one held).
+struct Judged {
+    report: CaseReport,
+    found: Vec<ReportedViolation>,
+}
+
+/// The failing scenario shrinking has got to so far.
+struct Shrunk {
+    scenario: Scenario,
+    found: Vec<ReportedViolation>,
+    trace: String,
+    runs: u32,
 }
 
 fn case_rng(seed: u64, case: u64) -> TestRng {
@@ -180,68 +249,92 @@ pub fn generate(
     let mut runner = TestRunner::new_with_rng(Config::default(), case_rng(seed, case));
     let tree = scenario_strategy(strategy.clone())
         .new_tree(&mut runner)
-        .map_err(|e| ExploreError(e.to_string()))?;
+        .map_err(|reason| ExploreError::Generate {
+            case,
+            reason: reason.to_string(),
+        })?;
     let mut scenario = tree.current();
     scenario.name = format!("seed {seed} case {case}");
     Ok((scenario, tree))
 }
 
 fn records(scenario: &Scenario) -> u32 {
-    match scenario.input {
-        InputSpec::Generated { records, .. } => records,
+    match &scenario.input {
+        InputSpec::Generated { records, .. } => *records,
+        InputSpec::Records { records } => u32::try_from(records.len()).unwrap_or(u32::MAX),
         InputSpec::Csv { .. } => 0,
     }
 }
 
-/// A run's violations (`None` when every property held), its report, and the faults that fired.
-type Judged = (
-    Option<Vec<String>>,
-    crate::campaign::CaseReport,
-    Vec<(FaultKind, FaultSite)>,
-);
-
-/// Runs a scenario in a fresh directory and judges it.
-fn violations(
+/// Runs `scenario` once, in a fresh directory.
+fn run_once(
     scenario: &Scenario,
+    case: u64,
+    seams: Seams<'_>,
+    mode: &KillMode,
+) -> Result<CaseReport, ExploreError> {
+    let failed = |source| ExploreError::Case {
+        case,
+        name: scenario.name.clone(),
+        source,
+    };
+    let dir = tempfile::tempdir().map_err(|source| {
+        failed(CaseError::Io {
+            path: std::env::temp_dir(),
+            source,
+        })
+    })?;
+    Case::new(scenario.clone(), seams)
+        .run(dir.path(), mode)
+        .map_err(failed)
+}
+
+/// Runs `scenario` (twice, checking determinism) and collects what it broke.
+fn judged(
+    scenario: &Scenario,
+    case: u64,
     seams: Seams<'_>,
     config: &ExploreConfig,
 ) -> Result<Judged, ExploreError> {
-    let run = || -> Result<_, ExploreError> {
-        let dir = tempfile::tempdir().map_err(|e| ExploreError(e.to_string()))?;
-        let ran = match &config.kill_mode {
-            KillMode::Sim => scenario.run_with(dir.path(), seams),
-            KillMode::Process { binary } => {
-                super::run_with_process_kills(scenario, dir.path(), binary)
-            }
-        };
-        ran.map_err(|e| ExploreError(format!("{}: {e}", scenario.name)))
-    };
-    let (report, fired) = run()?;
-    let mut found: Vec<String> = report
+    let report = run_once(scenario, case, seams, &config.kill_mode)?;
+    let mut found: Vec<ReportedViolation> = report
         .verdict
         .violations
         .iter()
-        .map(|v| format!("[{}] {v}", v.property()))
+        .map(|violation| ReportedViolation {
+            property: violation.property().to_string(),
+            message: violation.to_string(),
+        })
         .collect();
     if config.check_determinism {
-        let (again, _) = run()?;
-        if let Some(index) = report.outcome.trace.first_divergence(&again.outcome.trace) {
-            let event = |report: &crate::campaign::CaseReport| {
-                report
-                    .outcome
-                    .trace
-                    .events()
-                    .get(index)
-                    .map_or_else(|| "(the trace ended)".to_string(), |e| e.to_string())
-            };
-            found.push(format!(
-                "[determinism] the same seed gave two traces; first difference at event {index}: {} / {}",
-                event(&report),
-                event(&again)
-            ));
-        }
+        let again = run_once(scenario, case, seams, &config.kill_mode)?;
+        found.extend(divergence(&report, &again));
     }
-    Ok(((!found.is_empty()).then_some(found), report, fired))
+    Ok(Judged { report, found })
+}
+
+/// The first event two runs of one seed disagree on, as a `determinism` violation.
+fn divergence(first: &CaseReport, second: &CaseReport) -> Option<ReportedViolation> {
+    let index = first
+        .outcome
+        .trace
+        .first_divergence(&second.outcome.trace)?;
+    let event = |report: &CaseReport| {
+        report
+            .outcome
+            .trace
+            .events()
+            .get(index)
+            .map_or_else(|| "(the trace ended)".to_string(), ToString::to_string)
+    };
+    Some(ReportedViolation {
+        property: "determinism".into(),
+        message: format!(
+            "the same seed gave two traces; first difference at event {index}: {} / {}",
+            event(first),
+            event(second)
+        ),
+    })
 }
 
 fn run_case(
@@ -250,66 +343,113 @@ fn run_case(
     seams: Seams<'_>,
 ) -> Result<CaseResult, ExploreError> {
     let (scenario, mut tree) = generate(&config.strategy, config.seed, case)?;
-    let (found, report, fired) = violations(&scenario, seams, config)?;
-    let outcome = &report.outcome;
+    let Judged { report, found } = judged(&scenario, case, seams, config)?;
     let mut result = CaseResult {
         case,
-        scenario: scenario.clone(),
-        fired,
-        restores: outcome.restores.len() as u64,
-        checkpoints: outcome.stats.checkpoints_completed,
+        backend: scenario.backend.name().to_string(),
+        fired: report.fired(),
+        restores: report.outcome.restores.len() as u64,
+        checkpoints: report.outcome.stats.checkpoints_completed,
         loud: report.verdict.failed_loudly(),
         failure: None,
     };
-    let Some(mut best_violations) = found else {
+    if found.is_empty() {
         return Ok(result);
-    };
-    // Shrink: simplify while the case still fails, complicate back when it passes.
-    let mut best = scenario.clone();
-    let mut best_trace = outcome.trace.render();
-    let mut runs = 0;
-    if tree.simplify() {
-        while runs < config.shrink_runs_max {
-            runs += 1;
-            let mut candidate = tree.current();
-            candidate.name = scenario.name.clone();
-            let (found, report, _) = violations(&candidate, seams, config)?;
-            match found {
-                Some(found) => {
-                    best = candidate;
-                    best_violations = found;
-                    best_trace = report.outcome.trace.render();
-                    if !tree.simplify() {
-                        break;
-                    }
-                }
-                None => {
-                    if !tree.complicate() {
-                        break;
-                    }
-                }
-            }
-        }
     }
-    std::fs::create_dir_all(&config.failures_dir)
-        .map_err(|e| ExploreError(format!("{}: {e}", config.failures_dir.display())))?;
-    let file = config
-        .failures_dir
-        .join(format!("seed{}-case{case}.toml", config.seed));
-    std::fs::write(&file, best.to_toml())
-        .map_err(|e| ExploreError(format!("{}: {e}", file.display())))?;
+    let first = Shrunk {
+        scenario: scenario.clone(),
+        found,
+        trace: report.outcome.trace.render(),
+        runs: 0,
+    };
+    let best = shrink(&mut tree, first, case, seams, config)?;
+    let file = write_failure(&config.failures_dir, config.seed, case, &best.scenario)?;
     result.failure = Some(FailureReport {
         case,
-        violations: best_violations,
-        faults: (scenario.faults.len(), best.faults.len()),
-        records: (records(&scenario), records(&best)),
-        shrink_runs: runs,
+        violations: best.found,
+        faults: (scenario.faults.len(), best.scenario.faults.len()),
+        records: (records(&scenario), records(&best.scenario)),
+        shrink_runs: best.runs,
         replay: format!("faultline replay {}", file.display()),
         scenario_file: file,
-        trace: best_trace,
+        trace: best.trace,
     });
     Ok(result)
 }
+
+/// Shrinks a failing case: simplifies while it still fails, complicates back when it passes.
+fn shrink(
+    tree: &mut impl ValueTree<Value = Scenario>,
+    mut best: Shrunk,
+    case: u64,
+    seams: Seams<'_>,
+    config: &ExploreConfig,
+) -> Result<Shrunk, ExploreError> {
+    let mut more = tree.simplify();
+    while more && best.runs < config.shrink_runs_max {
+        best.runs += 1;
+        let mut candidate = tree.current();
+        candidate.name = best.scenario.name.clone();
+        let Judged { report, found } = judged(&candidate, case, seams, config)?;
+        if found.is_empty() {
+            more = tree.complicate();
+        } else {
+            best = Shrunk {
+                scenario: candidate,
+                found,
+                trace: report.outcome.trace.render(),
+                runs: best.runs,
+            };
+            more = tree.simplify();
+        }
+    }
+    Ok(best)
+}
+
+/// Writes a shrunk scenario to a file of its own in `dir`: created exclusively, so workers,
+/// shards and tests sharing the directory never overwrite each other's failures.
+fn write_failure(
+    dir: &Path,
+    seed: u64,
+    case: u64,
+    scenario: &Scenario,
+) -> Result<PathBuf, ExploreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ExploreError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for copy in 1..=FAILURE_COPIES_MAX {
+        let name = match copy {
+            1 => format!("seed{seed}-case{case}.toml"),
+            n => format!("seed{seed}-case{case}-{n}.toml"),
+        };
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path);
+        match file {
+            Ok(mut file) => {
+                file.write_all(scenario.to_toml().as_bytes())
+                    .map_err(io(&path))?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Err(ExploreError::Io {
+        path: dir.join(format!("seed{seed}-case{case}-{FAILURE_COPIES_MAX}.toml")),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "every name for this failing case is taken: clear the failures directory",
+        ),
+    })
+}
+
+/// Files one failing case may have in one directory before the names run out.
+const FAILURE_COPIES_MAX: u32 = 10_000;
 
 /// Runs the campaign; `progress(done, failures)` is called after every case.
 pub fn explore(
@@ -327,53 +467,58 @@ pub fn explore(
     )
 }
 
-/// [`explore`] with a user's sink and state backend in place of the built-in ones.
+/// [`explore`] with a user's seams in place of the built-in parts.
 pub fn explore_with(
     config: &ExploreConfig,
     seams: Seams<'_>,
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<ExploreReport, ExploreError> {
-    let user_seam = seams.sink.is_some()
-        || seams.backend.is_some()
-        || seams.source.is_some()
-        || seams.output.is_some();
-    if user_seam && config.kill_mode != KillMode::Sim {
-        return Err(ExploreError(
-            "a user's source, sink or backend lives in this process; real process kills need the built-in ones"
-                .into(),
-        ));
-    }
-    if seams.output.is_some() && seams.sink.is_none() {
-        return Err(ExploreError(
-            "an output reader reads a user's sink's external system: give the sink too".into(),
-        ));
-    }
+    seams
+        .usable(&config.kill_mode)
+        .map_err(ExploreError::Seams)?;
     let (shard, shards) = config.shard;
     if shards == 0 || shard >= shards {
-        return Err(ExploreError(format!(
-            "shard {shard}/{shards}: k must be below n"
-        )));
+        return Err(ExploreError::Shard { shard, shards });
     }
     let cases: Vec<u64> = (0..config.cases).filter(|i| i % shards == shard).collect();
     #[allow(clippy::disallowed_methods)]
     // Wall time bounds the campaign and is reported; no case reads it.
     let started = std::time::Instant::now();
+    let mut results = run_all(config, &cases, seams, progress, started)?;
+    results.sort_by_key(|r| r.case);
+    let mut report = ExploreReport {
+        seed: config.seed,
+        ..ExploreReport::default()
+    };
+    for result in results {
+        report.add(result);
+    }
+    report.wall_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Runs `cases` on `config.jobs` workers that share only the queue: cases are independent and
+/// each is single-threaded.
+fn run_all(
+    config: &ExploreConfig,
+    cases: &[u64],
+    seams: Seams<'_>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    started: std::time::Instant,
+) -> Result<Vec<CaseResult>, ExploreError> {
     let next = AtomicU64::new(0);
     let results: Mutex<Vec<Result<CaseResult, ExploreError>>> = Mutex::new(Vec::new());
     let failures = AtomicU64::new(0);
     let done = AtomicU64::new(0);
     let worker = || loop {
-        if config
+        let out_of_time = config
             .time_limit_s
-            .is_some_and(|limit| started.elapsed().as_secs_f64() > limit)
-        {
-            return;
-        }
-        if config.stop_at_first_failure && failures.load(Ordering::SeqCst) > 0 {
-            return;
-        }
+            .is_some_and(|limit| started.elapsed().as_secs_f64() > limit);
+        let stop = config.stop_at_first_failure && failures.load(Ordering::SeqCst) > 0;
         let slot = next.fetch_add(1, Ordering::SeqCst) as usize;
-        let Some(&case) = cases.get(slot) else { return };
+        let Some(&case) = cases.get(slot).filter(|_| !out_of_time && !stop) else {
+            return;
+        };
         let result = run_case(config, case, seams);
         if result.as_ref().map_or(true, |r| r.failure.is_some()) {
             failures.fetch_add(1, Ordering::SeqCst);
@@ -387,46 +532,39 @@ pub fn explore_with(
             failures.load(Ordering::SeqCst),
         );
     };
-    // Cases are independent and each is single-threaded; workers only share the queue.
     std::thread::scope(|scope| {
         for _ in 1..config.jobs.max(1) {
             scope.spawn(worker);
         }
         worker();
     });
-    let mut results = results
+    results
         .into_inner()
         .expect("workers finished")
         .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    results.sort_by_key(|r| r.case);
-    let mut report = ExploreReport {
-        seed: config.seed,
-        ..ExploreReport::default()
-    };
-    for result in results {
-        report.cases += 1;
-        *report
-            .backends
-            .entry(result.scenario.backend.name().to_string())
-            .or_default() += 1;
+        .collect()
+}
+
+impl ExploreReport {
+    /// Counts one case in.
+    fn add(&mut self, result: CaseResult) {
+        self.cases += 1;
+        *self.backends.entry(result.backend).or_default() += 1;
         for (kind, site) in &result.fired {
             let kind = kind.name().to_string();
-            *report.faults.entry(kind.clone()).or_default() += 1;
-            *report
+            *self.faults.entry(kind.clone()).or_default() += 1;
+            *self
                 .coverage
                 .entry(kind)
                 .or_default()
                 .entry(site.name().to_string())
                 .or_default() += 1;
         }
-        report.restores += result.restores;
-        report.checkpoints += result.checkpoints;
-        report.loud_failures += u64::from(result.loud);
-        report.failures.extend(result.failure);
+        self.restores += result.restores;
+        self.checkpoints += result.checkpoints;
+        self.loud_failures += u64::from(result.loud);
+        self.failures.extend(result.failure);
     }
-    report.wall_s = started.elapsed().as_secs_f64();
-    Ok(report)
 }
 
 /// Combines shard reports into one.
@@ -527,4 +665,41 @@ impl ExploreReport {
 
 fn shorten(point: &str) -> String {
     point.chars().take(8).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str) -> Scenario {
+        let (mut scenario, _) = generate(&StrategyConfig::default(), 1, 0).unwrap();
+        scenario.name = name.into();
+        scenario
+    }
+
+    #[test]
+    fn failure_files_never_overwrite_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..8).map(|i| format!("writer {i}")).collect();
+        // Writers racing for the same case's name, as shards and tests sharing a directory do.
+        let paths: Vec<PathBuf> = std::thread::scope(|scope| {
+            let writers: Vec<_> = names
+                .iter()
+                .map(|name| scope.spawn(|| write_failure(dir.path(), 1, 0, &scenario(name))))
+                .collect();
+            writers
+                .into_iter()
+                .map(|writer| writer.join().unwrap().unwrap())
+                .collect()
+        });
+        let distinct: std::collections::BTreeSet<&PathBuf> = paths.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{paths:?}");
+        assert!(paths.contains(&dir.path().join("seed1-case0.toml")));
+        let mut written: Vec<String> = paths
+            .iter()
+            .map(|path| Scenario::load(path).unwrap().name)
+            .collect();
+        written.sort();
+        assert_eq!(written, names, "every writer's scenario survives whole");
+    }
 }

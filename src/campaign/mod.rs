@@ -1,73 +1,77 @@
 //! Cases: a job, its input, a run configuration, a fault plan and a backend, run end to end on
-//! real checkpoint storage and judged by the oracle; scenarios (cases as files), the proptest
-//! strategies that generate them, and exploration with shrinking.
+//! real checkpoint storage and judged by the oracle; scenarios (cases as files), the one case
+//! runner ([`Case`]) for both kill modes, the proptest strategies that generate scenarios, and
+//! exploration with shrinking.
 //!
 //! ```
-//! use faultline::campaign::run_case;
-//! use faultline::fault::{Fault, FaultSchedule};
-//! use faultline::job::{Input, InputRecord, JobSpec, RestartStrategy};
-//! use faultline::checkpoint::CheckpointConfig;
-//! use faultline::engine::RunConfig;
-//! use faultline::state::MemoryBackendFactory;
+//! use faultline::campaign::{Case, InputSpec, KillMode, Scenario, Seams};
+//! use faultline::fault::Fault;
 //!
-//! let job: JobSpec = toml::from_str(
+//! let mut scenario = Scenario::from_toml(
 //!     r#"
+//! name = "max"
+//! seed = 3
+//! backend = "memory"
+//! checkpoint = { interval_ms = 4 }
+//! restart = { kind = "fixed-delay", attempts = 3, delay_ms = 5 }
+//!
+//! [job]
 //! name = "max"
 //! source = { parallelism = 1 }
 //! sink = { kind = "two-phase-commit" }
 //! stages = [{ name = "max", op = { kind = "max" }, parallelism = 2 }]
+//!
+//! [input]
+//! kind = "generated"
+//! records = 30
+//! keys = 5
+//! min_value = 0
+//! max_value = 10
 //! "#,
+//!     "doc example",
 //! )?;
-//! let records: Vec<InputRecord> = (0..30)
-//!     .map(|i| InputRecord { id: format!("r{i}"), key: format!("k{}", i % 5), value: (i * 7) % 11 })
-//!     .collect();
-//! let input = Input::partitioned(&records, 1);
-//! let config = RunConfig::new(
-//!     3,
-//!     CheckpointConfig::every(4),
-//!     RestartStrategy::FixedDelay { attempts: 3, delay_ms: 5 },
-//! );
 //! // A process kill at scheduler step 40: the run restarts from the last checkpoint.
-//! let mut faults = FaultSchedule::with_seed(vec![Fault::Kill { step: 40 }], 3);
+//! scenario.faults = vec![Fault::Kill { step: 40 }];
 //! let dir = tempfile::tempdir()?;
-//! let report = run_case(&job, &input, &config, &MemoryBackendFactory, &mut faults, dir.path())?;
-//! assert_eq!(faults.fired().len(), 1);
+//! let case = Case::new(scenario, Seams::default());
+//! let report = case.run(dir.path(), &KillMode::Sim)?;
+//! assert_eq!(report.fired().len(), 1);
 //! assert!(report.verdict.passed(), "{}", report.verdict);
 //! // The same seed gives the same trace.
 //! let again = tempfile::tempdir()?;
-//! let mut faults = FaultSchedule::with_seed(vec![Fault::Kill { step: 40 }], 3);
-//! let replay = run_case(&job, &input, &config, &MemoryBackendFactory, &mut faults, again.path())?;
-//! assert_eq!(report.trace_hash, replay.trace_hash);
+//! assert_eq!(report.trace_hash, case.run(again.path(), &KillMode::Sim)?.trace_hash);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod case;
 mod explore;
+mod panic;
 mod process;
 mod scenario;
 mod strategy;
 
+pub use case::{Case, CaseReport, KillMode};
 pub use explore::{
     explore, explore_with, generate, merge, Coverage, ExploreConfig, ExploreError, ExploreReport,
-    FailureReport, KillMode,
+    FailureReport, ReportedViolation,
 };
-pub use process::{child_main, run_with_process_kills};
-pub use scenario::{InputSpec, Rescale, Scenario, ScenarioError};
+pub use panic::Panic;
+pub use process::child_main;
+pub use scenario::{InputSpec, Phase, Rescale, Scenario, ScenarioError, RESCALE_SAVEPOINT};
 pub use strategy::{scenario_strategy, StrategyConfig, ALL_FAULT_KINDS};
 
-use std::path::Path;
-
 use crate::check::{self, Verdict};
-use crate::checkpoint::{Durability, FsCheckpointStorage, StorageError};
-use crate::engine::{RunConfig, RunError, RunOutcome, Runtime};
-use crate::fault::FaultPlan;
+use crate::checkpoint::StorageError;
+use crate::engine::{RunError, RunOutcome};
 use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
-use crate::job::{ExternalStore, Input, JobSpec, OutputReader, SinkFactory};
+use crate::job::{ExternalStore, OutputReader, SinkFactory};
 use crate::state::StateBackendFactory;
-use crate::trace::TraceHash;
 
-/// A case could not be run.
+/// A case could not be run (as opposed to running and breaking a property, which is a
+/// violation in its report).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CaseError {
     /// The checkpoint root could not be set up.
     #[error("checkpoint storage: {0}")]
@@ -75,12 +79,29 @@ pub enum CaseError {
     /// The run could not be carried out.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The scenario file cannot be used.
+    #[error(transparent)]
+    ScenarioFile(#[from] ScenarioError),
     /// The scenario cannot be turned into a run.
     #[error("scenario: {0}")]
     Scenario(String),
-    /// A user's output reader could not read the external system.
-    #[error("reading the sink's output: {0}")]
-    Output(String),
+    /// The seams cannot be used as given.
+    #[error("seams: {0}")]
+    Seams(String),
+    /// The case's own directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A child process of the process-kill mode failed other than by its kill.
+    #[error("process mode: {0}")]
+    Child(String),
+    /// The durable external store cannot be read.
+    #[error("external store: {0}")]
+    Store(String),
 }
 
 /// A user's implementations, plugged into every case in place of the built-in ones. Start from
@@ -117,7 +138,7 @@ pub(crate) fn judge(
     let dir = outcome
         .store
         .dir()
-        .ok_or_else(|| CaseError::Output("the store has no directory".into()))?
+        .ok_or_else(|| CaseError::Seams("the external store has no directory".into()))?
         .to_path_buf();
     let seen = match reader(&dir) {
         Ok(output) => output,
@@ -135,6 +156,33 @@ pub(crate) fn judge(
     Ok(verdict)
 }
 
+impl Seams<'_> {
+    /// Whether these seams can run in `mode`: real process kills run the built-in parts in a
+    /// child process, and an output reader reads what a user's sink wrote.
+    pub fn usable(&self, mode: &KillMode) -> Result<(), CaseError> {
+        if *mode != KillMode::Sim && self.any() {
+            return Err(CaseError::Seams(
+                "a user's source, sink, backend or operator lives in this process; real process kills need the built-in ones".into(),
+            ));
+        }
+        if self.output.is_some() && self.sink.is_none() {
+            return Err(CaseError::Seams(
+                "an output reader reads a user's sink's external system: give the sink too".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether any user code is plugged in.
+    pub fn any(&self) -> bool {
+        self.sink.is_some()
+            || self.backend.is_some()
+            || self.source.is_some()
+            || self.output.is_some()
+            || !self.operators.is_empty()
+    }
+}
+
 impl std::fmt::Debug for Seams<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Seams")
@@ -145,129 +193,4 @@ impl std::fmt::Debug for Seams<'_> {
             .field("output", &self.output.map(|_| "user output reader"))
             .finish()
     }
-}
-
-/// One run and its verdict.
-#[derive(Debug)]
-pub struct CaseReport {
-    /// What the run produced.
-    pub outcome: RunOutcome,
-    /// The oracle's findings.
-    pub verdict: Verdict,
-    /// Hash of the trace: equal for equal seeds.
-    pub trace_hash: TraceHash,
-}
-
-/// Runs `job` over `input` with checkpoints under `<dir>/checkpoints` and backend working
-/// directories under `<dir>/work`, then checks the outcome.
-pub fn run_case(
-    job: &JobSpec,
-    input: &Input,
-    config: &RunConfig,
-    backends: &dyn StateBackendFactory,
-    faults: &mut dyn FaultPlan,
-    dir: &Path,
-) -> Result<CaseReport, CaseError> {
-    run_case_with_store(
-        job,
-        input,
-        config,
-        backends,
-        faults,
-        dir,
-        ExternalStore::new(),
-    )
-}
-
-/// [`run_case`] against an external system an earlier run wrote to, as a run started from that
-/// run's savepoint writes to the same Kafka topic or database.
-pub fn run_case_with_store(
-    job: &JobSpec,
-    input: &Input,
-    config: &RunConfig,
-    backends: &dyn StateBackendFactory,
-    faults: &mut dyn FaultPlan,
-    dir: &Path,
-    store: ExternalStore,
-) -> Result<CaseReport, CaseError> {
-    run_case_with(job, input, config, backends, faults, dir, store, None)
-}
-
-/// The general case runner: an existing external store, and optionally a user's sink instead
-/// of the job's built-in one.
-#[allow(clippy::too_many_arguments)] // Each is a seam a caller may choose; see the wrappers above.
-pub fn run_case_with(
-    job: &JobSpec,
-    input: &Input,
-    config: &RunConfig,
-    backends: &dyn StateBackendFactory,
-    faults: &mut dyn FaultPlan,
-    dir: &Path,
-    store: ExternalStore,
-    sink: Option<&SinkFactory>,
-) -> Result<CaseReport, CaseError> {
-    let seams = Seams {
-        sink,
-        ..Seams::default()
-    };
-    run_case_seams(job, input, config, backends, faults, dir, store, seams)
-}
-
-/// [`run_case_with`] with every seam: user operators (judged by their models), sink and source.
-#[allow(clippy::too_many_arguments)] // The general runner's seams, one more.
-pub(crate) fn run_case_seams(
-    job: &JobSpec,
-    input: &Input,
-    config: &RunConfig,
-    backends: &dyn StateBackendFactory,
-    faults: &mut dyn FaultPlan,
-    dir: &Path,
-    store: ExternalStore,
-    seams: Seams<'_>,
-) -> Result<CaseReport, CaseError> {
-    let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
-    // The external system's directory outlives every attempt, and the rescale's second phase.
-    let store = match store.dir() {
-        Some(_) => store,
-        None => {
-            let external = dir.join("external");
-            std::fs::create_dir_all(&external)
-                .map_err(|e| CaseError::Scenario(format!("{}: {e}", external.display())))?;
-            store.with_dir(external)
-        }
-    };
-    let mut runtime = Runtime::new(
-        job,
-        input,
-        config.clone(),
-        backends,
-        &mut storage,
-        faults,
-        &dir.join("work"),
-    )?
-    .with_store(store)
-    .with_operators(seams.operators);
-    if let Some(factory) = seams.sink {
-        runtime = runtime.with_sink(factory);
-    }
-    if let Some(factory) = seams.source {
-        runtime = runtime.with_source(factory);
-    }
-    let mut outcome = runtime.run()?;
-    let verdict = judge(&mut outcome, seams, |outcome| {
-        check::check_run_with(
-            job,
-            input,
-            config.checkpoint.mode,
-            config.seed,
-            outcome,
-            seams.operators,
-        )
-    })?;
-    let trace_hash = outcome.trace.hash();
-    Ok(CaseReport {
-        outcome,
-        verdict,
-        trace_hash,
-    })
 }

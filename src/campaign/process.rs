@@ -1,13 +1,14 @@
-//! The real process-kill mode. A case runs in a child process of the same binary
-//! (`faultline case-child`), which aborts itself — `std::process::abort`, a real SIGABRT, no
-//! unwinding, no flushing — at a seeded scheduler step. The parent restarts it on the same
-//! directories with the next attempt number and the virtual time the dead process reached; the
-//! restarted child restores from checkpoint storage exactly as after a simulated kill.
+//! The real process-kill mode. Each phase of a case runs in child processes of the same binary
+//! (`faultline case-child`); a kill at a scheduler step really aborts the child (SIGABRT: no
+//! unwinding, no flushing), after it wrote down the harness's own state (see
+//! [`crate::engine::ResumeState`]). The parent starts the next child on the same directories,
+//! which resumes exactly as a simulated kill would have — so a case's trace, and its hash, are
+//! the same in both modes, rescaled cases included.
 //!
-//! What must survive the kill is made durable as it happens: checkpoint files (atomic writes),
-//! the external store (written through on every operation), and the trace and restores (streamed
-//! as JSON lines). In this mode the scenario's first step-kill fault becomes the real abort; its
-//! other faults run as usual inside the children.
+//! What must survive a kill is made durable as it happens: checkpoint files (atomic writes),
+//! the external store (written through on every operation), and the events (streamed as JSON
+//! lines, one child's file after another's). A phase after a rescale starts in a fresh child
+//! that takes over the fault plan's state where the phase before left it.
 //!
 //! ```no_run
 //! use faultline::campaign::{explore, ExploreConfig, KillMode};
@@ -22,144 +23,174 @@
 //! ```
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CaseError, CaseReport, Scenario};
-use crate::check;
+use super::case::{next_phase, Walked};
+use super::panic::{self, Panic};
+use super::{CaseError, Scenario};
 use crate::checkpoint::{Durability, FsCheckpointStorage};
-use crate::engine::{PhaseEnd, RunOutcome, Runtime};
-use crate::fault::{
-    Corruption, Effect, Fault, FaultAction, FaultKind, FaultPlan, FaultPoint, FaultSchedule,
-    FaultSite, NotifyFate,
-};
+use crate::engine::{PhaseEnd, ResumeState, Runtime};
+use crate::fault::{FaultPlan, FaultSchedule};
 use crate::job::ExternalStore;
-use crate::trace::{Event, FailureCause, Stamped, Trace};
+use crate::trace::{Stamped, Trace};
 
-/// Restarts after real kills before the parent gives up on a case.
-const PROCESS_RESTARTS_MAX: u32 = 8;
+/// Children a phase may take (each real kill starts one more) before the parent gives up.
+const CHILDREN_MAX: u32 = 64;
 
-/// What a child that ran to the end reports (its events were streamed).
+/// How a child that did not die ended.
 #[derive(Debug, Serialize, Deserialize)]
-struct ChildOutcome {
-    end: PhaseEnd,
-    fired: Vec<(FaultKind, FaultSite)>,
+enum ChildEnd {
+    /// Its phase ended; the fault plan's state goes to the next phase.
+    Ended {
+        end: Box<PhaseEnd>,
+        plan: Option<serde_json::Value>,
+    },
+    /// A panic inside it.
+    Panicked(Panic),
 }
 
-/// Aborts the process at one scheduler step; every other fault point goes to `inner`.
-struct AbortAt {
-    inner: FaultSchedule,
-    step: Option<u64>,
+/// Where one child of a case keeps what it leaves behind.
+struct ChildFiles {
+    dir: PathBuf,
+    phase: usize,
+    generation: u32,
 }
 
-impl FaultPlan for AbortAt {
-    fn at(&mut self, point: &FaultPoint<'_>) -> Option<FaultAction> {
-        if let (FaultPoint::Step { step }, Some(at)) = (point, self.step) {
-            if *step == at {
-                // The real thing: no unwinding, no destructors, no flush.
-                std::process::abort();
-            }
-        }
-        self.inner.at(point)
+impl ChildFiles {
+    fn events(&self) -> PathBuf {
+        self.dir
+            .join(format!("events-{}-{}.jsonl", self.phase, self.generation))
     }
 
-    fn notification(&mut self, checkpoint: u64, task: &str) -> NotifyFate {
-        self.inner.notification(checkpoint, task)
+    /// The state this child leaves if it is killed.
+    fn kill_state(&self) -> PathBuf {
+        self.dir
+            .join(format!("kill-{}-{}.json", self.phase, self.generation))
     }
 
-    fn corrupt(
-        &mut self,
-        storage: &mut dyn crate::checkpoint::CheckpointStorage,
-        attempt: u32,
-    ) -> Vec<Corruption> {
-        self.inner.corrupt(storage, attempt)
+    /// The state the child killed before this one left.
+    fn resume_from(&self) -> Option<PathBuf> {
+        let before = self.generation.checked_sub(1)?;
+        Some(self.dir.join(format!("kill-{}-{before}.json", self.phase)))
     }
 
-    fn draw(&mut self, bound: u64) -> u64 {
-        self.inner.draw(bound)
+    fn end(&self) -> PathBuf {
+        self.dir.join(format!("end-{}.json", self.phase))
+    }
+
+    /// The fault plan's state a phase leaves to the next.
+    fn plan(dir: &Path, phase: usize) -> PathBuf {
+        dir.join(format!("plan-{phase}.json"))
     }
 }
 
-/// The step at which the first child aborts, and the scenario's other faults.
-fn split_faults(scenario: &Scenario) -> (Option<u64>, Vec<Fault>) {
-    let mut abort = None;
-    let mut others = Vec::new();
-    for fault in &scenario.faults {
-        match fault {
-            Fault::Kill { step } if abort.is_none() => abort = Some(*step),
-            other => others.push(other.clone()),
-        }
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaseError + '_ {
+    move |source| CaseError::Io {
+        path: path.to_path_buf(),
+        source,
     }
-    (abort, others)
 }
 
-/// The child: runs `scenario` in `dir` from `first_attempt` at `start_ms`, aborting at
-/// `abort_at_step` if given. Called by `faultline case-child`.
-pub fn child_main(
+/// The parent: runs `scenario`'s phases in child processes of `binary` in `dir`, each phase's
+/// children one after another until one ends it, every child's events into `trace`.
+pub(super) fn walk(
     scenario: &Scenario,
     dir: &Path,
+    binary: &Path,
+    trace: &mut Trace,
+) -> Result<Result<Walked, Panic>, CaseError> {
+    let scenario_file = dir.join("scenario.toml");
+    std::fs::write(&scenario_file, scenario.to_toml()).map_err(io(&scenario_file))?;
+    let phases = scenario.phases();
+    let (mut ends, mut real_kills) = (Vec::new(), 0);
+    while let Some(phase) = next_phase(&phases, &ends) {
+        let index = ends.len();
+        let mut files = ChildFiles {
+            dir: dir.to_path_buf(),
+            phase: index,
+            generation: 0,
+        };
+        let end = loop {
+            let (first_attempt, start_ms) = (phase.config.first_attempt, phase.config.start_ms);
+            let status = run_child(binary, &scenario_file, &files, first_attempt, start_ms)?;
+            read_events(&files.events(), trace)?;
+            if status.success() {
+                break read_end(&files)?;
+            }
+            let killed = killed_by_abort(&status) && files.kill_state().exists();
+            if !killed || files.generation + 1 >= CHILDREN_MAX {
+                return Err(CaseError::Child(format!(
+                    "{} of phase {index} failed ({status})",
+                    files.events().display()
+                )));
+            }
+            real_kills += 1;
+            files.generation += 1;
+        };
+        match end {
+            ChildEnd::Ended { end, plan } => {
+                let path = ChildFiles::plan(dir, index);
+                let bytes = serde_json::to_vec(&plan).expect("a plan's state serializes");
+                std::fs::write(&path, bytes).map_err(io(&path))?;
+                ends.push(*end);
+            }
+            ChildEnd::Panicked(panic) => return Ok(Err(panic)),
+        }
+    }
+    let last = ends.last_mut().expect("a case runs at least one phase");
+    last.store = durable_store(dir)?;
+    Ok(Ok(Walked { ends, real_kills }))
+}
+
+/// Runs one child to its end (or its death) and returns how it exited.
+fn run_child(
+    binary: &Path,
+    scenario_file: &Path,
+    files: &ChildFiles,
     first_attempt: u32,
     start_ms: u64,
-    abort_at_step: Option<u64>,
-) -> Result<(), CaseError> {
-    let scenario_error = |e: String| CaseError::Scenario(e);
-    let input = scenario
-        .input()
-        .map_err(|e| scenario_error(e.to_string()))?;
-    let backends = scenario.backend.factory().map_err(scenario_error)?;
-    let (_, others) = split_faults(scenario);
-    let mut faults = AbortAt {
-        inner: FaultSchedule::with_seed(others, scenario.seed),
-        step: abort_at_step,
-    };
-    let mut config = scenario.run_config();
-    config.first_attempt = first_attempt;
-    config.start_ms = start_ms;
-    let store = ExternalStore::durable(&dir.join("store.json")).map_err(scenario_error)?;
-    let log = std::fs::File::create(dir.join(format!("events-{first_attempt}.jsonl")))
-        .map_err(|e| scenario_error(e.to_string()))?;
-    let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
-    let work = dir.join(format!("work-{first_attempt}"));
-    let outcome = Runtime::new(
-        &scenario.job,
-        &input,
-        config,
-        backends.as_ref(),
-        &mut storage,
-        &mut faults,
-        &work,
-    )?
-    .with_store(store)
-    .with_event_log(log)
-    .run()?;
-    let child = ChildOutcome {
-        end: PhaseEnd {
-            status: outcome.status,
-            final_state: outcome.final_state,
-            final_state_error: outcome.final_state_error,
-            store: ExternalStore::new(),
-            stats: outcome.stats,
-            retained_checkpoints: outcome.retained_checkpoints,
-            savepoints: outcome.savepoints,
-            end_positions: outcome.end_positions,
-        },
-        fired: faults.inner.fired().to_vec(),
-    };
-    let json = serde_json::to_vec(&child).map_err(|e| scenario_error(e.to_string()))?;
-    std::fs::write(dir.join(format!("outcome-{first_attempt}.json")), json)
-        .map_err(|e| scenario_error(e.to_string()))?;
-    Ok(())
+) -> Result<std::process::ExitStatus, CaseError> {
+    let output = Command::new(binary)
+        .arg("case-child")
+        .arg(scenario_file)
+        .arg("--dir")
+        .arg(&files.dir)
+        .arg("--phase")
+        .arg(files.phase.to_string())
+        .arg("--generation")
+        .arg(files.generation.to_string())
+        .arg("--first-attempt")
+        .arg(first_attempt.to_string())
+        .arg("--start-ms")
+        .arg(start_ms.to_string())
+        .output()
+        .map_err(io(binary))?;
+    if !output.status.success() && !killed_by_abort(&output.status) {
+        return Err(CaseError::Child(format!(
+            "child process failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    Ok(output.status)
+}
+
+fn read_end(files: &ChildFiles) -> Result<ChildEnd, CaseError> {
+    let path = files.end();
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    serde_json::from_slice(&bytes).map_err(|e| CaseError::Child(format!("{}: {e}", path.display())))
 }
 
 /// Reads a child's streamed events into `trace`.
 fn read_events(path: &Path, trace: &mut Trace) -> Result<(), CaseError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| CaseError::Scenario(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(io(path))?;
     for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(|e| CaseError::Scenario(e.to_string()))?;
-        // The last line may be torn by the abort; everything before it is whole.
+        let line = line.map_err(io(path))?;
+        // Each line is pushed whole before the next event; a child that dies mid-line leaves
+        // a torn last line, and everything before it is whole.
         let Ok(stamped) = serde_json::from_str::<Stamped>(&line) else {
             break;
         };
@@ -168,118 +199,92 @@ fn read_events(path: &Path, trace: &mut Trace) -> Result<(), CaseError> {
     Ok(())
 }
 
-/// The parent: runs `scenario` in child processes of `binary` in `dir`, restarting them after
-/// each real abort, then judges the whole case.
-pub fn run_with_process_kills(
-    scenario: &Scenario,
+/// The case's external system, as the children left it.
+fn durable_store(dir: &Path) -> Result<ExternalStore, CaseError> {
+    let store = ExternalStore::durable(&dir.join("store.json")).map_err(CaseError::Store)?;
+    Ok(store.with_dir(dir.join("external")))
+}
+
+/// The child: runs phase `phase` of the scenario in `scenario_file`, in `dir`, as child
+/// `generation` of that phase (above 0: resuming where the one killed before it left off), from
+/// attempt `first_attempt` at `start_ms`. Called by `faultline case-child`.
+pub fn child_main(
+    scenario_file: &Path,
     dir: &Path,
-    binary: &Path,
-) -> Result<(CaseReport, Vec<(FaultKind, FaultSite)>), CaseError> {
-    let (mut abort_at, _) = split_faults(scenario);
-    let scenario_file = dir.join("scenario.toml");
-    std::fs::write(&scenario_file, scenario.to_toml())
-        .map_err(|e| CaseError::Scenario(e.to_string()))?;
-    let mut trace = Trace::new();
-    let mut kills = 0;
-    let mut fired = Vec::new();
-    let (mut attempt, mut start_ms) = (0u32, 0u64);
-    let child = loop {
-        let mut command = Command::new(binary);
-        command
-            .arg("case-child")
-            .arg(&scenario_file)
-            .arg("--dir")
-            .arg(dir)
-            .arg("--first-attempt")
-            .arg(attempt.to_string())
-            .arg("--start-ms")
-            .arg(start_ms.to_string());
-        if let Some(step) = abort_at {
-            command.arg("--abort-at-step").arg(step.to_string());
-        }
-        let output = command
-            .output()
-            .map_err(|e| CaseError::Scenario(format!("{}: {e}", binary.display())))?;
-        let before = trace.events().len();
-        read_events(&dir.join(format!("events-{attempt}.jsonl")), &mut trace)?;
-        if output.status.success() {
-            let path = dir.join(format!("outcome-{attempt}.json"));
-            let bytes = std::fs::read(&path)
-                .map_err(|e| CaseError::Scenario(format!("{}: {e}", path.display())))?;
-            break serde_json::from_slice::<ChildOutcome>(&bytes)
-                .map_err(|e| CaseError::Scenario(e.to_string()))?;
-        }
-        let aborted = abort_at.is_some() && killed_by_abort(&output.status);
-        if !aborted || kills >= PROCESS_RESTARTS_MAX {
-            return Err(CaseError::Scenario(format!(
-                "child process failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            )));
-        }
-        let last = trace
-            .events()
-            .get(before..)
-            .and_then(|events| events.last())
-            .cloned();
-        let (step, time_ms) = last.as_ref().map_or((0, start_ms), |e| (e.step, e.time_ms));
-        // The attempts the dead child reached.
-        let reached = trace.events()[before..]
-            .iter()
-            .filter_map(|stamped| match stamped.event {
-                Event::AttemptStarted { attempt, .. } => Some(attempt),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(attempt);
-        let detail = format!(
-            "process aborted at step {} (real SIGABRT, exit {}); restarted on the same directories",
-            abort_at.unwrap_or(0),
-            output.status
-        );
-        trace.record(
-            step,
-            time_ms,
-            Event::Failure {
-                attempt: reached,
-                task: "process".into(),
-                cause: FailureCause::Injected {
-                    fault: FaultKind::Kill,
-                    site: FaultSite::Step,
-                    effect: Effect::Kill,
-                    detail,
-                },
-            },
-        );
-        kills += 1;
-        fired.push((FaultKind::Kill, FaultSite::Step));
-        attempt = reached + 1;
-        start_ms = time_ms;
-        abort_at = None;
+    phase: usize,
+    generation: u32,
+    first_attempt: u32,
+    start_ms: u64,
+) -> Result<(), CaseError> {
+    let scenario = Scenario::load(scenario_file)?;
+    let files = ChildFiles {
+        dir: dir.to_path_buf(),
+        phase,
+        generation,
     };
-    fired.extend(child.fired);
-    let mut end = child.end;
-    end.store = ExternalStore::durable(&dir.join("store.json")).map_err(CaseError::Scenario)?;
-    let trace_hash = trace.hash();
-    let input = scenario
-        .input()
-        .map_err(|e| CaseError::Scenario(e.to_string()))?;
-    let outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
-    let verdict = check::check_run(
-        &scenario.job,
+    let end = match panic::catch(|| run_phase(&scenario, &files, first_attempt, start_ms)) {
+        Ok(ended) => ended?,
+        Err(panic) => ChildEnd::Panicked(panic),
+    };
+    let path = files.end();
+    let bytes = serde_json::to_vec(&end).expect("a child's end serializes");
+    std::fs::write(&path, bytes).map_err(io(&path))
+}
+
+/// Runs the child's part of its phase, and the fault plan's state at its end.
+fn run_phase(
+    scenario: &Scenario,
+    files: &ChildFiles,
+    first_attempt: u32,
+    start_ms: u64,
+) -> Result<ChildEnd, CaseError> {
+    let input = scenario.input()?;
+    let backends = scenario.backend.factory().map_err(CaseError::Scenario)?;
+    let mut phase = scenario
+        .phases()
+        .into_iter()
+        .nth(files.phase)
+        .ok_or_else(|| CaseError::Child(format!("the scenario has no phase {}", files.phase)))?;
+    phase.config.first_attempt = first_attempt;
+    phase.config.start_ms = start_ms;
+    let mut faults = FaultSchedule::with_seed(scenario.faults.clone(), scenario.seed);
+    if files.generation == 0 && files.phase > 0 {
+        let path = ChildFiles::plan(&files.dir, files.phase - 1);
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let state: Option<serde_json::Value> = serde_json::from_slice(&bytes)
+            .map_err(|e| CaseError::Child(format!("{}: {e}", path.display())))?;
+        if let Some(state) = state {
+            faults
+                .load(state)
+                .map_err(|e| CaseError::Child(format!("{}: {e}", path.display())))?;
+        }
+    }
+    let mut storage =
+        FsCheckpointStorage::new(files.dir.join("checkpoints"), Durability::PageCache)?;
+    let log = std::fs::File::create(files.events()).map_err(io(&files.events()))?;
+    let runtime = Runtime::new(
+        &phase.job,
         &input,
-        scenario.checkpoint.mode,
-        scenario.seed,
-        &outcome,
-    );
-    Ok((
-        CaseReport {
-            outcome,
-            verdict,
-            trace_hash,
-        },
-        fired,
-    ))
+        phase.config,
+        backends.as_ref(),
+        &mut storage,
+        &mut faults,
+        &files.dir.join("work"),
+    )?
+    .with_store(durable_store(&files.dir)?)
+    .with_event_log(log)
+    .with_real_kills(&files.kill_state());
+    let runtime = match files.resume_from() {
+        Some(path) => runtime.resuming(ResumeState::read(&path)?)?,
+        None => runtime,
+    };
+    // The events went to the log as they happened; the parent reads them from there.
+    let mut trace = Trace::new();
+    let end = runtime.run_into(&mut trace)?;
+    Ok(ChildEnd::Ended {
+        end: Box::new(end),
+        plan: faults.save(),
+    })
 }
 
 #[cfg(unix)]

@@ -3,7 +3,7 @@
 //! runs one; `fixtures/scenarios/` holds named ones whose traces are snapshot-tested.
 //!
 //! ```
-//! use faultline::campaign::Scenario;
+//! use faultline::campaign::{Case, KillMode, Scenario, Seams};
 //!
 //! let scenario = Scenario::from_toml(
 //!     r#"
@@ -30,8 +30,8 @@
 //!     "doc example",
 //! )?;
 //! let dir = tempfile::tempdir()?;
-//! let (report, fired) = scenario.run(dir.path(), None)?;
-//! assert_eq!(fired.len(), 1, "the panic fired");
+//! let report = Case::new(scenario, Seams::default()).run(dir.path(), &KillMode::Sim)?;
+//! assert_eq!(report.fired().len(), 1, "the panic fired");
 //! assert!(report.verdict.passed(), "{}", report.verdict);
 //! assert_eq!(report.outcome.restores.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -42,16 +42,12 @@ use std::path::Path;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{run_case_seams, CaseError, CaseReport, Seams};
-use crate::check;
 use crate::checkpoint::{CheckpointConfig, SavepointRequest};
-use crate::engine::RunConfig;
-use crate::engine::{JobStatus, RunOutcome};
-use crate::fault::{Fault, FaultKind, FaultSchedule, FaultSite};
-use crate::job::{ExternalStore, Input, InputRecord, JobSpec, RestartStrategy, SinkFactory};
+use crate::engine::{RunConfig, Sabotage};
+use crate::fault::Fault;
+use crate::job::{Input, InputRecord, JobSpec, RestartStrategy};
 use crate::sim::{RngStreams, StreamName};
-use crate::state::SavepointFormat;
-use crate::state::{BackendKind, StateBackendFactory};
+use crate::state::{BackendKind, SavepointFormat};
 
 /// Where a scenario's records come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +69,11 @@ pub enum InputSpec {
     Csv {
         /// The file.
         path: std::path::PathBuf,
+    },
+    /// These records, in order.
+    Records {
+        /// The records.
+        records: Vec<InputRecord>,
     },
 }
 
@@ -125,6 +126,18 @@ pub struct Scenario {
     /// reads them (default true; see [`RunConfig::verify_restored_files`]).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub verify_restored_files: bool,
+    /// A savepoint or retained checkpoint directory the job starts from (NO_CLAIM; see
+    /// [`RunConfig::initial_snapshot`]). Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_snapshot: Option<std::path::PathBuf>,
+    /// Audit the whole checkpoint root after every completion and restore (default true; the
+    /// demos, which tell a story, leave it off).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub audit_storage: bool,
+    /// Deliberate engine defects, for the harness's own tests (see [`RunConfig::sabotage`]).
+    #[doc(hidden)]
+    #[serde(default, skip_serializing_if = "Sabotage::is_none")]
+    pub sabotage: Sabotage,
 }
 
 /// A restore at another parallelism, in the middle of a case.
@@ -253,6 +266,7 @@ impl Scenario {
                     })?
                     .records
             }
+            InputSpec::Records { records } => records.clone(),
         };
         Ok(Input::partitioned(
             &records,
@@ -260,128 +274,71 @@ impl Scenario {
         ))
     }
 
-    /// The run configuration (storage audits on).
+    /// The run configuration of the case's first phase.
     pub fn run_config(&self) -> RunConfig {
         let mut config = RunConfig::new(self.seed, self.checkpoint.clone(), self.restart.clone());
         config.channel_capacity = self.channel_capacity;
         config.savepoints = self.savepoints.clone();
-        config.audit_storage = true;
+        config.audit_storage = self.audit_storage;
         config.verify_restored_files = self.verify_restored_files;
+        config.initial_snapshot = self.initial_snapshot.clone();
+        config.sabotage = self.sabotage;
         config
     }
 
-    /// Runs the scenario in `dir` (optionally with a user's sink) and checks it; also returns
-    /// the faults that fired, as (kind, point). With a rescale, the job is stopped with a
-    /// canonical savepoint and resumed at the new parallelism on the same checkpoint root and
-    /// external store; one fault schedule spans both phases and the oracle judges them as one
-    /// run.
-    pub fn run(
-        &self,
-        dir: &Path,
-        sink: Option<&SinkFactory>,
-    ) -> Result<(CaseReport, Vec<(FaultKind, FaultSite)>), CaseError> {
-        self.run_with(
-            dir,
-            Seams {
-                sink,
-                ..Seams::default()
-            },
-        )
-    }
-
-    /// [`Scenario::run`] with a user's sink and state backend in place of the built-in ones.
-    pub fn run_with(
-        &self,
-        dir: &Path,
-        seams: Seams<'_>,
-    ) -> Result<(CaseReport, Vec<(FaultKind, FaultSite)>), CaseError> {
-        let input = self
-            .input()
-            .map_err(|e| CaseError::Scenario(e.to_string()))?;
-        let built_in;
-        let backends: &dyn StateBackendFactory = match seams.backend {
-            Some(user) => user,
-            None => {
-                built_in = self.backend.factory().map_err(CaseError::Scenario)?;
-                built_in.as_ref()
-            }
-        };
-        let mut faults = FaultSchedule::with_seed(self.faults.clone(), self.seed);
+    /// The case's phases, in order: the job runs; with a rescale it is stopped with a
+    /// canonical savepoint, and the second phase resumes it at the new parallelism on the same
+    /// checkpoint root and external system. A later phase runs only if the one before stopped
+    /// with its savepoint.
+    pub fn phases(&self) -> Vec<Phase> {
         let mut first = self.run_config();
-        if let Some(rescale) = &self.rescale {
-            first.savepoints.push(SavepointRequest {
-                at_ms: rescale.at_ms,
-                name: "rescale".into(),
-                format: SavepointFormat::Canonical,
-                stop: true,
-            });
-        }
-        let before = run_case_seams(
-            &self.job,
-            &input,
-            &first,
-            backends,
-            &mut faults,
-            dir,
-            ExternalStore::new(),
-            seams,
-        )?;
-        let rescale = match &self.rescale {
-            Some(rescale) if matches!(&before.outcome.status, JobStatus::Stopped { savepoint } if savepoint == "rescale") => {
-                rescale
-            }
-            // No rescale, or finished before the rescale point, or failed: the first phase is
-            // the whole case.
-            _ => return Ok((before, faults.fired().to_vec())),
+        let Some(rescale) = &self.rescale else {
+            return vec![Phase {
+                job: self.job.clone(),
+                config: first,
+                then: None,
+            }];
         };
+        first.savepoints.push(SavepointRequest {
+            at_ms: rescale.at_ms,
+            name: RESCALE_SAVEPOINT.into(),
+            format: SavepointFormat::Canonical,
+            stop: true,
+        });
         let mut job = self.job.clone();
         for (stage, parallelism) in job.stages.iter_mut().zip(&rescale.parallelism) {
             stage.parallelism = *parallelism;
         }
         let mut second = self.run_config();
-        // Attempt numbers and time continue, so faults keyed by attempt fire once overall.
-        second.first_attempt = before.outcome.stats.attempts;
-        second.start_ms = before.outcome.stats.time_ms;
-        let store = before.outcome.store.clone();
-        let after = run_case_seams(
-            &job,
-            &input,
-            &second,
-            backends,
-            &mut faults,
-            dir,
-            store,
-            seams,
-        )?;
-        let partitions = input.partitions().len();
-        let (mut trace, first_end) = before.outcome.into_parts();
-        let (second_trace, mut end) = after.outcome.into_parts();
-        trace.extend(second_trace);
-        if end.final_state_error.is_none() {
-            end.final_state_error = first_end.final_state_error;
-        }
-        let mut outcome = RunOutcome::from_trace(trace, end, partitions);
-        // The restored state is judged by the stage names it has in both phases; the final
-        // state and output are those of the whole input.
-        let verdict = super::judge(&mut outcome, seams, |outcome| {
-            check::check_rescaled_run_with(
-                &self.job,
-                &job,
-                &input,
-                self.checkpoint.mode,
-                self.seed,
-                outcome,
-                seams.operators,
-            )
-        })?;
-        let trace_hash = outcome.trace.hash();
-        Ok((
-            CaseReport {
-                outcome,
-                verdict,
-                trace_hash,
+        // The resumed job restores from the rescale savepoint in its own root, not from where
+        // the first phase started.
+        second.initial_snapshot = None;
+        vec![
+            Phase {
+                job: self.job.clone(),
+                config: first,
+                then: Some(RESCALE_SAVEPOINT.into()),
             },
-            faults.fired().to_vec(),
-        ))
+            Phase {
+                job,
+                config: second,
+                then: None,
+            },
+        ]
     }
+}
+
+/// The name of the stop-with-savepoint a rescale takes.
+pub const RESCALE_SAVEPOINT: &str = "rescale";
+
+/// One phase of a case: `job` runs with `config` (whose first attempt and start time the case
+/// runner sets, continuing the phase before).
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// The job, at this phase's parallelism.
+    pub job: JobSpec,
+    /// How it runs.
+    pub config: RunConfig,
+    /// The savepoint the phase must stop with for the next phase to run, if one follows.
+    pub then: Option<String>,
 }

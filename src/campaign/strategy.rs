@@ -31,6 +31,7 @@ use proptest::prelude::*;
 use super::scenario::{InputSpec, Rescale, Scenario};
 use crate::checkpoint::SavepointRequest;
 use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
+use crate::engine::Sabotage;
 use crate::fault::{CorruptionKind, Fault, Phase, Unsynced};
 use crate::job::{
     JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
@@ -70,6 +71,10 @@ pub struct StrategyConfig {
     /// Whether the engine checks restored files before backends read them. Default true; off
     /// puts a backend's own checks under corruption faults.
     pub verify_restored_files: bool,
+    /// Deliberate engine defects every case carries, for the harness's own tests (see
+    /// [`crate::engine::RunConfig::sabotage`]). Default none.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
 }
 
 impl Default for StrategyConfig {
@@ -81,6 +86,7 @@ impl Default for StrategyConfig {
             faults_max: 4,
             user_operators: Vec::new(),
             verify_restored_files: true,
+            sabotage: Sabotage::default(),
         }
     }
 }
@@ -243,6 +249,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     let kinds = config.fault_kinds.clone();
     let users = config.user_operators.clone();
     let verify_restored_files = config.verify_restored_files;
+    let sabotage = config.sabotage;
     let raw_fault = (any::<u8>(), 0u64..1000, 0u64..1000, 0u64..1000, 0u64..1000);
     (
         job_strategy(),
@@ -287,6 +294,9 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                 channel_capacity: 4,
                 rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism }),
                 verify_restored_files,
+                initial_snapshot: None,
+                audit_storage: true,
+                sabotage,
             }
         })
 }

@@ -35,8 +35,9 @@ use crate::engine::{JobStatus, RunOutcome};
 use crate::job::user::UserOperator;
 use crate::job::{Input, JobSpec, Record, SinkKind};
 use crate::model;
+use crate::state::StateView;
 use crate::state::{StateAddr, StateValue};
-use crate::trace::{AuditContext, FailureCause, RestoreFailure};
+use crate::trace::{AuditContext, Event, FailureCause, Resource, RestoreFailure};
 
 /// A broken property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,6 +146,22 @@ pub enum Violation {
         /// The corrupted file.
         path: String,
     },
+    /// A panic inside the case: an engine invariant that broke (an assertion fired), or a
+    /// user's operator, sink, backend or model that panicked where nothing supervises it.
+    Assertion {
+        /// The panic's message.
+        message: String,
+        /// Where it was raised.
+        location: Option<String>,
+    },
+    /// The run grew past a bound of its case (events, records in flight, open transactions)
+    /// and was ended there.
+    Resource {
+        /// What grew.
+        resource: Resource,
+        /// The bound.
+        limit: u64,
+    },
 }
 
 fn show(value: &Option<StateValue>) -> String {
@@ -233,13 +250,23 @@ impl fmt::Display for Violation {
             Violation::NotificationFailed { task, reason } => {
                 write!(f, "a completion notification failed {task}: {reason}")
             }
+            Violation::Assertion { message, location } => match location {
+                Some(location) => write!(f, "panicked at {location}: {message}"),
+                None => write!(f, "panicked: {message}"),
+            },
+            Violation::Resource { resource, limit } => {
+                write!(
+                    f,
+                    "the run grew past its bound: {resource} exceeded {limit}"
+                )
+            }
         }
     }
 }
 
 impl Violation {
     /// The property this violation breaks: `state`, `output`, `liveness`, `notification`,
-    /// `transactions`, `storage` or `corruption`.
+    /// `transactions`, `reuse`, `storage`, `corruption`, `assertion` or `resource`.
     pub fn property(&self) -> &'static str {
         match self {
             Violation::RestoredState { .. } | Violation::FinalState { .. } => "state",
@@ -254,6 +281,8 @@ impl Violation {
             Violation::OutputUnreadable { .. } => "output",
             Violation::Storage { .. } => "storage",
             Violation::CorruptRestored { .. } => "corruption",
+            Violation::Assertion { .. } => "assertion",
+            Violation::Resource { .. } => "resource",
         }
     }
 }
@@ -374,6 +403,37 @@ fn record_key(record: &Record) -> RecordKey {
     (record.id.clone(), record.key.clone(), record.value)
 }
 
+/// What a case is judged against: the jobs its phases ran (the same stages, at each phase's
+/// parallelism; the model evaluates the last), its input, checkpointing mode, seed, and the
+/// models of the user operators it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct CaseSpec<'a> {
+    /// The job of each phase, in order.
+    pub jobs: &'a [&'a JobSpec],
+    /// The input.
+    pub input: &'a Input,
+    /// Aligned or not.
+    pub mode: CheckpointingMode,
+    /// The root seed, for messages.
+    pub seed: u64,
+    /// The user operators the jobs name, judged by their models.
+    pub users: &'a [UserOperator],
+}
+
+impl CaseSpec<'_> {
+    /// The job the model evaluates: the last phase's (every phase has the same stages).
+    fn job(&self) -> &JobSpec {
+        self.jobs.last().expect("a case has a phase")
+    }
+
+    /// Whether restored state and output values are exact: always in exactly-once mode; in
+    /// at-least-once mode only without fan-in in any phase (a snapshot taken in one phase is
+    /// restored in the next).
+    fn values_exact(&self) -> bool {
+        self.mode == CheckpointingMode::ExactlyOnce || !self.jobs.iter().any(|j| j.has_fan_in())
+    }
+}
+
 /// Checks every property of a run of `job` over `input`.
 pub fn check_run(
     job: &JobSpec,
@@ -382,93 +442,97 @@ pub fn check_run(
     seed: u64,
     outcome: &RunOutcome,
 ) -> Verdict {
-    check_run_with(job, input, mode, seed, outcome, &[])
-}
-
-/// [`check_run`] for a job with user operators, judged by their models.
-pub fn check_run_with(
-    job: &JobSpec,
-    input: &Input,
-    mode: CheckpointingMode,
-    seed: u64,
-    outcome: &RunOutcome,
-    users: &[UserOperator],
-) -> Verdict {
-    check_phases(job, job.has_fan_in(), input, mode, seed, outcome, users)
-}
-
-/// Checks a run that was stopped with a savepoint and resumed as `after` (the same stages at
-/// other parallelisms). Snapshots taken while running as `before` carry its fan-in into the
-/// second phase's restores, so state is exact only if neither phase has fan-in.
-pub fn check_rescaled_run(
-    before: &JobSpec,
-    after: &JobSpec,
-    input: &Input,
-    mode: CheckpointingMode,
-    seed: u64,
-    outcome: &RunOutcome,
-) -> Verdict {
-    check_rescaled_run_with(before, after, input, mode, seed, outcome, &[])
-}
-
-/// [`check_rescaled_run`] for a job with user operators, judged by their models.
-pub fn check_rescaled_run_with(
-    before: &JobSpec,
-    after: &JobSpec,
-    input: &Input,
-    mode: CheckpointingMode,
-    seed: u64,
-    outcome: &RunOutcome,
-    users: &[UserOperator],
-) -> Verdict {
-    let fan_in = before.has_fan_in() || after.has_fan_in();
-    check_phases(after, fan_in, input, mode, seed, outcome, users)
-}
-
-fn check_phases(
-    job: &JobSpec,
-    fan_in: bool,
-    input: &Input,
-    mode: CheckpointingMode,
-    seed: u64,
-    outcome: &RunOutcome,
-    users: &[UserOperator],
-) -> Verdict {
-    let mut verdict = Verdict {
+    let jobs = [job];
+    let case = CaseSpec {
+        jobs: &jobs,
+        input,
+        mode,
         seed,
+        users: &[],
+    };
+    check_case(&case, outcome)
+}
+
+/// Checks every property of a whole case — all its phases, judged once.
+pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
+    let mut verdict = Verdict {
+        seed: case.seed,
         ..Verdict::default()
     };
-    let state_exact = mode == CheckpointingMode::ExactlyOnce || !fan_in;
-    if !state_exact {
+    let exact = case.values_exact();
+    if exact {
+        check_restores(case, outcome, &mut verdict);
+    } else {
         verdict.notes.push(Note::ValuesNotCompared);
     }
+    let end = model::evaluate_with(case.job(), case.input, &outcome.end_positions, case.users);
+    check_end(&end.state, exact, outcome, &mut verdict);
+    check_reported(outcome, &mut verdict);
+    let finished = matches!(
+        outcome.status,
+        JobStatus::Finished | JobStatus::Stopped { .. }
+    );
+    let exactly_once = case.job().sink.kind == SinkKind::TwoPhaseCommit
+        && case.mode == CheckpointingMode::ExactlyOnce;
+    // Output of records before the start positions came from the run that took the initial
+    // snapshot; this run owes only the rest.
+    let start = &outcome.start_positions;
+    let owed: Vec<Record> = end
+        .outputs
+        .into_iter()
+        .filter(|r| {
+            start
+                .0
+                .get(r.origin.partition as usize)
+                .is_none_or(|p| r.origin.offset >= *p)
+        })
+        .collect();
+    let all = model::evaluate_with(
+        case.job(),
+        case.input,
+        &case.input.end_positions(),
+        case.users,
+    )
+    .outputs;
+    let rules = OutputRules {
+        finished,
+        exactly_once,
+        values_exact: exact,
+    };
+    check_output(&mut verdict, &owed, &all, outcome, rules);
+    verdict
+}
 
-    if state_exact {
-        let before = verdict.violations.len();
-        for restore in &outcome.restores {
-            let expected = model::evaluate_with(job, input, &restore.positions, users).state;
-            for (addr, expected, actual) in expected.differences(&restore.state) {
-                verdict.violations.push(Violation::RestoredState {
-                    attempt: restore.attempt,
-                    checkpoint_id: restore.checkpoint_id,
-                    addr: addr.clone(),
-                    expected: expected.cloned(),
-                    actual: actual.cloned(),
-                });
-            }
-        }
-        let differing = verdict.violations.len() - before;
-        if !outcome.restores.is_empty() && differing == 0 {
-            verdict.notes.push(Note::RestoredStateMatched {
-                restores: outcome.restores.len(),
+/// Property 1: after every restore, keyed state equals the model at the restored positions.
+fn check_restores(case: &CaseSpec<'_>, outcome: &RunOutcome, verdict: &mut Verdict) {
+    let before = verdict.violations.len();
+    for restore in &outcome.restores {
+        let expected =
+            model::evaluate_with(case.job(), case.input, &restore.positions, case.users).state;
+        for (addr, expected, actual) in expected.differences(&restore.state) {
+            verdict.violations.push(Violation::RestoredState {
+                attempt: restore.attempt,
+                checkpoint_id: restore.checkpoint_id,
+                addr: addr.clone(),
+                expected: expected.cloned(),
+                actual: actual.cloned(),
             });
         }
     }
+    if !outcome.restores.is_empty() && verdict.violations.len() == before {
+        verdict.notes.push(Note::RestoredStateMatched {
+            restores: outcome.restores.len(),
+        });
+    }
+}
 
-    let end = model::evaluate_with(job, input, &outcome.end_positions, users);
+/// Properties 2 and 4: the final state equals the model's over the input read; a job that
+/// failed did so loudly on corruption, or broke liveness (or a bound of its case); a finished
+/// job left no records stranded in open transactions.
+fn check_end(expected: &StateView, exact: bool, outcome: &RunOutcome, verdict: &mut Verdict) {
     match (&outcome.status, &outcome.final_state) {
-        (JobStatus::Finished | JobStatus::Stopped { .. }, Some(state)) if state_exact => {
-            for (addr, expected, actual) in end.state.differences(state) {
+        (JobStatus::Finished | JobStatus::Stopped { .. }, Some(state)) if exact => {
+            for (addr, expected, actual) in expected.differences(state) {
                 verdict.violations.push(Violation::FinalState {
                     addr: addr.clone(),
                     expected: expected.cloned(),
@@ -477,13 +541,21 @@ fn check_phases(
             }
         }
         (JobStatus::Failed { reason }, _) => {
+            let exhausted = outcome.trace.events().iter().find_map(|s| match s.event {
+                Event::ResourceExhausted { resource, limit } => Some((resource, limit)),
+                _ => None,
+            });
             // Corruption must fail loudly: a restore that names a corrupted file is the
             // expected end, not a liveness failure.
             let loud = outcome
                 .failures
                 .last()
                 .is_some_and(|failure| names_a_corrupted_file(&failure.cause, outcome));
-            if loud {
+            if let Some((resource, limit)) = exhausted {
+                verdict
+                    .violations
+                    .push(Violation::Resource { resource, limit });
+            } else if loud {
                 verdict.notes.push(Note::FailedLoudly {
                     reason: reason.clone(),
                 });
@@ -495,7 +567,6 @@ fn check_phases(
         }
         _ => {}
     }
-
     if matches!(outcome.status, JobStatus::Finished) {
         for (txn, records) in outcome.store.stranded() {
             verdict
@@ -503,12 +574,16 @@ fn check_phases(
                 .push(Violation::TransactionStranded { txn, records });
         }
     }
-
     if let Some(reason) = &outcome.final_state_error {
         verdict.violations.push(Violation::StateUnreadable {
             reason: reason.clone(),
         });
     }
+}
+
+/// What the run reported along the way: refused reuses, notifications that failed a task,
+/// storage problems no fault explains, and corrupted checkpoints that were restored.
+fn check_reported(outcome: &RunOutcome, verdict: &mut Verdict) {
     for refused in &outcome.refused_reuses {
         verdict.violations.push(Violation::ReuseRefused {
             checkpoint: refused.checkpoint,
@@ -516,7 +591,6 @@ fn check_phases(
             error: refused.error.clone(),
         });
     }
-
     for failure in &outcome.failures {
         if matches!(failure.cause, FailureCause::Notification { .. }) {
             verdict.violations.push(Violation::NotificationFailed {
@@ -525,7 +599,6 @@ fn check_phases(
             });
         }
     }
-
     for (found_at, context, problem) in &outcome.audit_problems {
         // Damage a fault did on purpose explains what the audit finds after it.
         let injected = outcome
@@ -542,45 +615,27 @@ fn check_phases(
     for (_, corruption) in &outcome.corruptions {
         // Corruption is applied just before an attempt restores; restoring the damaged
         // checkpoint afterwards means its damage went unnoticed.
-        if outcome.restores.iter().any(|r| {
+        let restored = outcome.restores.iter().any(|r| {
             r.checkpoint_id == Some(corruption.checkpoint) && r.attempt >= corruption.attempt
-        }) {
+        });
+        if restored {
             verdict.violations.push(Violation::CorruptRestored {
                 checkpoint: corruption.checkpoint,
                 path: corruption.path.clone(),
             });
         }
     }
-    let finished = matches!(
-        outcome.status,
-        JobStatus::Finished | JobStatus::Stopped { .. }
-    );
-    let exactly_once =
-        job.sink.kind == SinkKind::TwoPhaseCommit && mode == CheckpointingMode::ExactlyOnce;
-    // Output of records before the start positions came from the run that took the initial
-    // snapshot; this run owes only the rest.
-    let start = &outcome.start_positions;
-    let owed: Vec<Record> = end
-        .outputs
-        .into_iter()
-        .filter(|r| {
-            start
-                .0
-                .get(r.origin.partition as usize)
-                .is_none_or(|p| r.origin.offset >= *p)
-        })
-        .collect();
-    let all = model::evaluate_with(job, input, &input.end_positions(), users).outputs;
-    check_output(
-        &mut verdict,
-        &owed,
-        &all,
-        outcome,
-        finished,
-        exactly_once,
-        state_exact,
-    );
-    verdict
+}
+
+/// How visible output is judged.
+#[derive(Debug, Clone, Copy)]
+struct OutputRules {
+    /// The run owed its whole output: nothing of it may be lost.
+    finished: bool,
+    /// Each record visible at most once (an exactly-once sink in exactly-once mode).
+    exactly_once: bool,
+    /// Values are compared with the model's.
+    values_exact: bool,
 }
 
 /// Checks visible output. `expected` is what the run owed (nothing of it may be lost when it
@@ -592,9 +647,7 @@ fn check_output(
     expected: &[Record],
     model_all: &[Record],
     outcome: &RunOutcome,
-    finished: bool,
-    exactly_once: bool,
-    values_exact: bool,
+    rules: OutputRules,
 ) {
     let mut model_by_id: BTreeMap<&str, &Record> = BTreeMap::new();
     for record in model_all {
@@ -639,14 +692,14 @@ fn check_output(
         let model_record = model_by_id.get(id).copied();
         for copy in copies {
             let matches_model = model_record.is_some_and(|m| record_key(m) == record_key(copy));
-            if values_exact && !matches_model {
+            if rules.values_exact && !matches_model {
                 verdict.violations.push(Violation::OutputUnexpected {
                     record: (*copy).clone(),
                     expected: model_record.cloned(),
                 });
             }
         }
-        let allowed = if exactly_once {
+        let allowed = if rules.exactly_once {
             1
         } else {
             1 + replays(copies[0])
@@ -661,7 +714,7 @@ fn check_output(
             verdict.replayed.push(copies[0].clone());
         }
     }
-    if finished {
+    if rules.finished {
         for record in expected {
             if !visible.contains_key(record.id.as_str()) {
                 verdict.violations.push(Violation::OutputLost {
@@ -672,7 +725,7 @@ fn check_output(
     }
     let total: usize = visible.values().map(Vec::len).sum();
     verdict.notes.push(Note::Output {
-        exactly_once,
+        exactly_once: rules.exactly_once,
         owed: expected.len(),
         visible: total,
         replayed: total - visible.len(),

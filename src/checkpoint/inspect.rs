@@ -3,7 +3,7 @@
 //! and describes it: id, kind, format, key groups, states, files, and what is wrong.
 //!
 //! ```
-//! use faultline::campaign::Scenario;
+//! use faultline::campaign::{Case, KillMode, Scenario, Seams};
 //! use faultline::checkpoint::inspect::inspect;
 //!
 //! let scenario = Scenario::from_toml(
@@ -30,7 +30,7 @@
 //!     "doc example",
 //! )?;
 //! let dir = tempfile::tempdir()?;
-//! let (report, _) = scenario.run(dir.path(), None)?;
+//! let report = Case::new(scenario, Seams::default()).run(dir.path(), &KillMode::Sim)?;
 //! let latest = report.outcome.retained_checkpoints.last().copied().expect("one is retained");
 //! let inspected = inspect(&dir.path().join("checkpoints").join(format!("chk-{latest}")))?;
 //! assert!(inspected.states.contains("sum.sum (Value)"), "{:?}", inspected.states);

@@ -8,16 +8,16 @@
 //!   not recomputed from scratch.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::campaign::{run_case, CaseReport};
+use crate::campaign::{Case, CaseReport, InputSpec, KillMode, Scenario, Seams};
+use crate::check::Violation;
 use crate::checkpoint::CheckpointConfig;
-use crate::engine::{JobStatus, RunConfig};
-use crate::fault::NoFaults;
+use crate::engine::JobStatus;
 use crate::job::csv::{parse_transactions, CsvInput};
 use crate::job::{
-    FailCounter, Input, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec,
-    StageSpec,
+    FailCounter, InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec,
+    SourceSpec, StageSpec,
 };
 use crate::state::BackendKind;
 use crate::trace::Event;
@@ -119,8 +119,9 @@ pub enum DemoError {
 pub struct DemoReport {
     /// The story and verdicts, as printed.
     pub text: String,
-    /// Whether the corrected run passed every check (and, for `recovery`, the as-written run
-    /// failed as the tutorial's bug predicts).
+    /// Whether the corrected run passed every check of the oracle (state restored and at the
+    /// end equal to the model's, no output lost or duplicated). The as-written run of `recovery`
+    /// is told, not judged: it fails as the tutorial's bug predicts.
     pub ok: bool,
     /// Simulated time of all runs.
     pub simulated_ms: u64,
@@ -207,27 +208,45 @@ fn is_story(event: &Event) -> bool {
     )
 }
 
+/// The demo's case: `job` over `records` with the options' seed, backend, checkpoint interval
+/// and restart strategy, and no faults beyond what the job's own operators do.
+pub(super) fn scenario(job: &JobSpec, records: &[InputRecord], options: &DemoOptions) -> Scenario {
+    Scenario {
+        name: job.name.clone(),
+        seed: options.seed,
+        backend: options.backend,
+        swarm: Vec::new(),
+        job: job.clone(),
+        input: InputSpec::Records {
+            records: records.to_vec(),
+        },
+        checkpoint: CheckpointConfig::every(options.interval_ms),
+        restart: options.restart.clone(),
+        faults: Vec::new(),
+        savepoints: Vec::new(),
+        channel_capacity: 4,
+        rescale: None,
+        verify_restored_files: true,
+        initial_snapshot: None,
+        // A story, not a campaign: the oracle judges the run, the audit's lines stay out.
+        audit_storage: false,
+        sabotage: Default::default(),
+    }
+}
+
+/// Runs `scenario` in `dir` and judges it.
+pub(super) fn run_case(scenario: Scenario, dir: &Path) -> Result<CaseReport, DemoError> {
+    Ok(Case::new(scenario, Seams::default()).run(dir, &KillMode::Sim)?)
+}
+
 fn run_part(
     job: &JobSpec,
-    input: &Input,
+    records: &[InputRecord],
     options: &DemoOptions,
     text: &mut String,
 ) -> Result<CaseReport, DemoError> {
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
-    let config = RunConfig::new(
-        options.seed,
-        CheckpointConfig::every(options.interval_ms),
-        options.restart.clone(),
-    );
-    let backends = options.backend.factory().map_err(DemoError::Backend)?;
-    let report = run_case(
-        job,
-        input,
-        &config,
-        backends.as_ref(),
-        &mut NoFaults,
-        dir.path(),
-    )?;
+    let report = run_case(scenario(job, records, options), dir.path())?;
     for event in report.outcome.trace.events() {
         if options.full_trace || is_story(&event.event) {
             writeln!(text, "  {event}").expect("writing to a String");
@@ -236,10 +255,8 @@ fn run_part(
     Ok(report)
 }
 
-/// Runs a demo and renders its story.
-pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoError> {
-    let (label, csv) = load_input(options)?;
-    let input = Input::partitioned(&csv.records, 1);
+/// The demo's title, input and configuration lines.
+fn header(kind: DemoKind, options: &DemoOptions, label: &str, csv: &CsvInput) -> String {
     let mut text = String::new();
     let title = match kind {
         DemoKind::Recovery => {
@@ -274,50 +291,77 @@ pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoErro
         options.sink, options.fail_at, options.processing_ms, options.backend, options.interval_ms, options.restart, options.seed
     )
     .expect("writing to a String");
+    text
+}
 
-    let mut ok = true;
-    let mut simulated_ms = 0;
-    if kind == DemoKind::Recovery {
-        writeln!(
+/// Part 1 of `recovery`: the map as the tutorial wrote it, told; returns its simulated time.
+fn as_written(
+    options: &DemoOptions,
+    records: &[InputRecord],
+    text: &mut String,
+) -> Result<u64, DemoError> {
+    writeln!(
+        text,
+        "\n== 1. as the tutorial wrote it: the record count lives in a plain field =="
+    )
+    .expect("writing to a String");
+    let job = job_for(DemoKind::Recovery, options, FailCounter::PlainField);
+    let report = run_part(&job, records, options, text)?;
+    match &report.outcome.status {
+        JobStatus::Failed { .. } => writeln!(
             text,
-            "\n== 1. as the tutorial wrote it: the record count lives in a plain field =="
+            "-> as in Flink, it never recovers: each restart builds the operator anew, its counter starts again at 0,\n   and record #{} fails again on every one of {} attempts. State kept outside checkpointed state is lost on restart.",
+            options.fail_at, report.outcome.stats.attempts
         )
-        .expect("writing to a String");
-        let job = job_for(kind, options, FailCounter::PlainField);
-        let report = run_part(&job, &input, options, &mut text)?;
-        simulated_ms += report.outcome.stats.time_ms;
-        match &report.outcome.status {
-            JobStatus::Failed { .. } => writeln!(
-                text,
-                "-> as in Flink, it never recovers: each restart builds the operator anew, its counter starts again at 0,\n   and record #{} fails again on every one of {} attempts. State kept outside checkpointed state is lost on restart.",
-                options.fail_at, report.outcome.stats.attempts
-            )
-            .expect("writing to a String"),
-            JobStatus::Finished | JobStatus::Stopped { .. } => {
-                writeln!(text, "-> it finished: with fewer than {} records the failure never fires", options.fail_at).expect("writing to a String");
-            }
+        .expect("writing to a String"),
+        JobStatus::Finished | JobStatus::Stopped { .. } => {
+            writeln!(text, "-> it finished: with fewer than {} records the failure never fires", options.fail_at).expect("writing to a String");
         }
-        writeln!(
-            text,
-            "\n== 2. corrected: the map fails on the first attempt only =="
-        )
-        .expect("writing to a String");
-    } else {
-        writeln!(text).expect("writing to a String");
     }
-    let job = job_for(kind, options, FailCounter::FirstAttempt);
-    let report = run_part(&job, &input, options, &mut text)?;
-    simulated_ms += report.outcome.stats.time_ms;
-    write!(text, "{}", report.verdict).expect("writing to a String");
-    ok &= report.verdict.passed();
+    writeln!(
+        text,
+        "\n== 2. corrected: the map fails on the first attempt only =="
+    )
+    .expect("writing to a String");
+    Ok(report.outcome.stats.time_ms)
+}
+
+/// What the corrected run's verdict says of its restores and its output, in words: each claim
+/// is made only when the oracle checked it and it held.
+fn summary(report: &CaseReport, records_in: usize, text: &mut String) {
     let outcome = &report.outcome;
+    let violations = &report.verdict.violations;
     for restore in &outcome.restores {
         let from = restore.checkpoint_id.map_or_else(
             || "no completed checkpoint: the source started over".to_string(),
             |id| format!("chk-{id}"),
         );
-        writeln!(text, "restore at {} ms: {from}; sources at {}; {} keyed values restored, equal to the model's", restore.time_ms, restore.positions, restore.state.len()).expect("writing to a String");
+        let differs = violations.iter().any(|v| {
+            matches!(v, Violation::RestoredState { attempt, .. } if *attempt == restore.attempt)
+        });
+        let judged = if differs {
+            "NOT equal to the model's (see the violations above)"
+        } else {
+            "equal to the model's"
+        };
+        writeln!(
+            text,
+            "restore at {} ms: {from}; sources at {}; {} keyed values restored, {judged}",
+            restore.time_ms,
+            restore.positions,
+            restore.state.len()
+        )
+        .expect("writing to a String");
     }
+    let lost = violations
+        .iter()
+        .filter(|v| matches!(v, Violation::OutputLost { .. }))
+        .count();
+    let output = match lost {
+        0 if report.verdict.passed() => "nothing lost".to_string(),
+        0 => "see the violations above".to_string(),
+        n => format!("{n} record(s) LOST"),
+    };
     let replayed: Vec<&str> = report
         .verdict
         .replayed
@@ -326,8 +370,7 @@ pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoErro
         .collect();
     writeln!(
         text,
-        "summary: {} records in, {} visible in the sink, nothing lost; replayed after the restore: {}",
-        input.len(),
+        "summary: {records_in} records in, {} visible in the sink, {output}; replayed after the restore: {}",
         outcome.store.visible().len(),
         if replayed.is_empty() { "none".to_string() } else { replayed.join(" ") }
     )
@@ -340,9 +383,81 @@ pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoErro
         outcome.stats.time_ms
     )
     .expect("writing to a String");
+}
+
+/// Runs a demo and renders its story.
+pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoError> {
+    let (label, csv) = load_input(options)?;
+    let mut text = header(kind, options, &label, &csv);
+    let mut simulated_ms = 0;
+    if kind == DemoKind::Recovery {
+        simulated_ms += as_written(options, &csv.records, &mut text)?;
+    } else {
+        writeln!(text).expect("writing to a String");
+    }
+    let job = job_for(kind, options, FailCounter::FirstAttempt);
+    let report = run_part(&job, &csv.records, options, &mut text)?;
+    simulated_ms += report.outcome.stats.time_ms;
+    write!(text, "{}", report.verdict).expect("writing to a String");
+    summary(&report, csv.records.len(), &mut text);
     Ok(DemoReport {
         text,
-        ok,
+        ok: report.verdict.passed(),
         simulated_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::StateAddr;
+
+    /// The stateful demo's corrected run: it restores once and passes.
+    fn corrected() -> (CaseReport, usize) {
+        let options = DemoOptions::defaults(DemoKind::Stateful);
+        let (_, csv) = load_input(&options).unwrap();
+        let job = job_for(DemoKind::Stateful, &options, FailCounter::FirstAttempt);
+        let dir = tempfile::tempdir().unwrap();
+        let report = run_case(scenario(&job, &csv.records, &options), dir.path()).unwrap();
+        assert!(report.verdict.passed(), "{}", report.verdict);
+        assert_eq!(report.outcome.restores.len(), 1);
+        (report, csv.records.len())
+    }
+
+    fn summarized(report: &CaseReport, records_in: usize) -> String {
+        let mut text = String::new();
+        summary(report, records_in, &mut text);
+        text
+    }
+
+    #[test]
+    fn the_summary_claims_what_the_verdict_checked() {
+        let (mut report, records_in) = corrected();
+        let passed = summarized(&report, records_in);
+        assert!(passed.contains("nothing lost"), "{passed}");
+        assert!(passed.contains("equal to the model's"), "{passed}");
+
+        let attempt = report.outcome.restores[0].attempt;
+        let lost = report.outcome.store.visible()[0].clone();
+        report.verdict.violations = vec![
+            Violation::RestoredState {
+                attempt,
+                checkpoint_id: report.outcome.restores[0].checkpoint_id,
+                addr: StateAddr {
+                    stage: "sum".into(),
+                    state: "sum".into(),
+                    key: lost.key.clone(),
+                    user_key: None,
+                },
+                expected: None,
+                actual: None,
+            },
+            Violation::OutputLost { record: lost },
+        ];
+        let failed = summarized(&report, records_in);
+        assert!(!failed.contains("nothing lost"), "{failed}");
+        assert!(failed.contains("1 record(s) LOST"), "{failed}");
+        assert!(!failed.contains(", equal to the model's"), "{failed}");
+        assert!(failed.contains("NOT equal to the model's"), "{failed}");
+    }
 }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::campaign::{
-    explore, generate, merge, ExploreConfig, ExploreReport, KillMode, Scenario, StrategyConfig,
-    ALL_FAULT_KINDS,
+    explore, generate, merge, Case, ExploreConfig, ExploreReport, KillMode, Scenario, Seams,
+    StrategyConfig, ALL_FAULT_KINDS,
 };
 use crate::state::BackendKind;
 
@@ -150,15 +150,10 @@ pub fn run_replay(
                 .0
         }
     };
+    let case = Case::new(scenario.clone(), Seams::default());
     let run = || -> Result<crate::campaign::CaseReport, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let ran = match mode {
-            KillMode::Sim => scenario.run(dir.path(), None),
-            KillMode::Process { binary } => {
-                crate::campaign::run_with_process_kills(&scenario, dir.path(), binary)
-            }
-        };
-        Ok(ran.map_err(|e| e.to_string())?.0)
+        case.run(dir.path(), mode).map_err(|e| e.to_string())
     };
     let report = run()?;
     println!(

@@ -73,15 +73,18 @@ pub enum Command {
         /// The case directory (checkpoints, external store, event logs).
         #[arg(long)]
         dir: PathBuf,
-        /// The attempt this process starts at.
+        /// The phase of the case this process runs.
+        #[arg(long, default_value_t = 0)]
+        phase: usize,
+        /// Children of this phase before this one (each was killed).
+        #[arg(long, default_value_t = 0)]
+        generation: u32,
+        /// The attempt the phase starts at.
         #[arg(long, default_value_t = 0)]
         first_attempt: u32,
-        /// The virtual time this process starts at.
+        /// The virtual time the phase starts at.
         #[arg(long, default_value_t = 0)]
         start_ms: u64,
-        /// Abort (SIGABRT) at this scheduler step.
-        #[arg(long)]
-        abort_at_step: Option<u64>,
     },
     /// Regenerate the fuzz targets' seed corpora from real checkpoints and savepoints.
     FuzzCorpus {
@@ -414,16 +417,15 @@ pub fn main() -> ExitCode {
         Command::CaseChild {
             scenario,
             dir,
+            phase,
+            generation,
             first_attempt,
             start_ms,
-            abort_at_step,
-        } => crate::campaign::Scenario::load(&scenario)
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                crate::campaign::child_main(&s, &dir, first_attempt, start_ms, abort_at_step)
-                    .map_err(|e| e.to_string())
-            })
-            .map(|()| ExitCode::SUCCESS),
+        } => {
+            crate::campaign::child_main(&scenario, &dir, phase, generation, first_attempt, start_ms)
+                .map_err(|e| e.to_string())
+                .map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -10,16 +10,15 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::demo::{load_input, DemoError, DemoOptions};
-use crate::campaign::{run_case, CaseReport};
+use super::demo::{self, load_input, DemoError, DemoOptions};
+use crate::campaign::CaseReport;
 use crate::checkpoint::inspect;
-use crate::checkpoint::{CheckpointConfig, SavepointRequest};
-use crate::engine::{JobStatus, RunConfig};
-use crate::fault::NoFaults;
+use crate::checkpoint::SavepointRequest;
+use crate::engine::JobStatus;
 use crate::job::{
-    Input, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
+    JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
-use crate::state::{BackendKind, SavepointFormat};
+use crate::state::SavepointFormat;
 use crate::trace::Event;
 
 /// The job: source -> key_by(account) sum -> print sink, the sum at `parallelism`.
@@ -64,20 +63,6 @@ pub enum SavepointError {
     NotStopped(String),
 }
 
-fn case(
-    job: &JobSpec,
-    input: &Input,
-    config: &RunConfig,
-    backend: BackendKind,
-    dir: &Path,
-) -> Result<CaseReport, SavepointError> {
-    let backends = backend.factory().map_err(DemoError::Backend)?;
-    Ok(
-        run_case(job, input, config, backends.as_ref(), &mut NoFaults, dir)
-            .map_err(DemoError::Case)?,
-    )
-}
-
 fn story(report: &CaseReport, text: &mut String) {
     for stamped in report.outcome.trace.events() {
         let flow = matches!(
@@ -112,21 +97,16 @@ pub fn take(
         });
     }
     let (_, csv) = load_input(options)?;
-    let input = Input::partitioned(&csv.records, 1);
-    let job = savepoint_job(1);
-    let mut config = RunConfig::new(
-        options.seed,
-        CheckpointConfig::every(options.interval_ms),
-        RestartStrategy::None,
-    );
-    config.savepoints = vec![SavepointRequest {
+    let mut scenario = demo::scenario(&savepoint_job(1), &csv.records, options);
+    scenario.restart = RestartStrategy::None;
+    scenario.savepoints = vec![SavepointRequest {
         at_ms,
         name: "savepoint".into(),
         format,
         stop: true,
     }];
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
-    let report = case(&job, &input, &config, options.backend, dir.path())?;
+    let report = demo::run_case(scenario, dir.path())?;
     let mut text = String::new();
     story(&report, &mut text);
     if !matches!(report.outcome.status, JobStatus::Stopped { .. }) {
@@ -186,16 +166,10 @@ pub fn resume(
     parallelism: u16,
 ) -> Result<(String, bool), SavepointError> {
     let (_, csv) = load_input(options)?;
-    let input = Input::partitioned(&csv.records, 1);
-    let job = savepoint_job(parallelism);
-    let mut config = RunConfig::new(
-        options.seed,
-        CheckpointConfig::every(options.interval_ms),
-        options.restart.clone(),
-    );
-    config.initial_snapshot = Some(savepoint.to_path_buf());
+    let mut scenario = demo::scenario(&savepoint_job(parallelism), &csv.records, options);
+    scenario.initial_snapshot = Some(savepoint.to_path_buf());
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
-    let report = case(&job, &input, &config, options.backend, dir.path())?;
+    let report = demo::run_case(scenario, dir.path())?;
     let mut text = String::new();
     story(&report, &mut text);
     write!(text, "{}", report.verdict).expect("writing to a String");

@@ -132,6 +132,10 @@ impl Runtime<'_> {
         runnable: &[usize],
     ) -> Result<Option<Failure>, Halt> {
         let step = self.scheduler.tick()?;
+        assert!(
+            self.config.sabotage.broken_invariant_at_step != Some(step),
+            "engine invariant broken on purpose at step {step} (test sabotage)"
+        );
         if let Some(action) = self.fault(&FaultPoint::Step { step }) {
             if action.effect == Effect::Kill && self.real_kills.is_some() {
                 self.die(execution.attempt, action);

@@ -93,11 +93,21 @@ impl Default for CaseLimits {
 
 /// Deliberate engine defects (see [`RunConfig::sabotage`]); none is on by default.
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Sabotage {
     /// Exactly-once alignment never blocks an input whose barrier arrived, so records after a
     /// barrier reach the snapshot.
     pub alignment_never_blocks: bool,
+    /// An engine invariant breaks (an assertion fires) at this scheduler step.
+    pub broken_invariant_at_step: Option<u64>,
+}
+
+impl Sabotage {
+    /// Whether no defect is on.
+    pub fn is_none(&self) -> bool {
+        *self == Sabotage::default()
+    }
 }
 
 impl RunConfig {

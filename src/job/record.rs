@@ -56,7 +56,8 @@ impl fmt::Display for Record {
 }
 
 /// One input row, before it is assigned a partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InputRecord {
     /// The record id.
     pub id: String,

@@ -7,9 +7,14 @@
 use std::collections::BTreeSet;
 
 use crate::catalogue::commits_in_snapshot;
-use faultline::campaign::{explore, generate, ExploreConfig, Scenario, StrategyConfig};
-use faultline::fault::Phase;
+use faultline::campaign::{
+    explore, generate, Case, CaseReport, ExploreConfig, KillMode, Rescale, Scenario, Seams,
+    StrategyConfig,
+};
+use faultline::check::Violation;
+use faultline::fault::{Fault, Phase};
 use faultline::state::BackendKind;
+use faultline::trace::Event;
 
 fn campaign(
     backends: Vec<BackendKind>,
@@ -80,11 +85,12 @@ fn generated_cases_replay_to_the_same_trace_hash_on_every_backend() {
                 scenario, again,
                 "case {case} is a function of seed and index"
             );
+            let case = Case::new(scenario, Seams::default());
             let hash = || {
                 let dir = tempfile::tempdir().unwrap();
-                scenario.run(dir.path(), None).unwrap().0.trace_hash
+                case.run(dir.path(), &KillMode::Sim).unwrap().trace_hash
             };
-            assert_eq!(hash(), hash(), "{backend} case {case}");
+            assert_eq!(hash(), hash(), "{backend} {}", case.scenario().name);
         }
     }
 }
@@ -101,10 +107,7 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
         .first()
         .unwrap_or_else(|| panic!("the broken sink was not caught:\n{}", report.summary()));
     assert!(
-        failure
-            .violations
-            .iter()
-            .any(|v| v.contains("[output] output duplicated")),
+        failure.violations.iter().any(|v| v.property == "output"),
         "{:?}",
         failure.violations
     );
@@ -120,18 +123,27 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
     );
     assert!(failure.faults.1 <= failure.faults.0 && failure.records.1 <= failure.records.0);
 
-    // The replay line names a scenario file; running it again gives the same failure, event
-    // for event.
-    let file = failure
-        .replay
-        .strip_prefix("faultline replay ")
-        .expect("a replay command");
-    let scenario = Scenario::load(std::path::Path::new(file)).unwrap();
+    // The scenario file the failure names gives the same failure again, event for event.
+    let scenario = Scenario::load(&failure.scenario_file).unwrap();
+    assert_eq!(
+        failure.replay,
+        format!("faultline replay {}", failure.scenario_file.display())
+    );
+    let mut seams = Seams::default();
+    seams.sink = Some(&commits_in_snapshot);
     let run = tempfile::tempdir().unwrap();
-    let (replayed, _) = scenario
-        .run(run.path(), Some(&commits_in_snapshot))
+    let replayed = Case::new(scenario, seams)
+        .run(run.path(), &KillMode::Sim)
         .unwrap();
-    assert!(!replayed.verdict.passed());
+    assert!(
+        replayed
+            .verdict
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::OutputDuplicated { .. })),
+        "{}",
+        replayed.verdict
+    );
     assert_eq!(
         replayed.outcome.trace.render(),
         failure.trace,
@@ -139,38 +151,88 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
     );
 }
 
+/// The process-kill mode of `binary`, the suite's own build of the CLI.
+fn process_mode() -> KillMode {
+    KillMode::Process {
+        binary: env!("CARGO_BIN_EXE_faultline").into(),
+    }
+}
+
+/// Runs `scenario` in both kill modes: the real one must kill children, recover, and tell the
+/// simulation's story event for event.
+fn assert_both_modes_agree(scenario: &Scenario) -> CaseReport {
+    let case = Case::new(scenario.clone(), Seams::default());
+    let run = |mode: &KillMode| {
+        let dir = tempfile::tempdir().unwrap();
+        case.run(dir.path(), mode).unwrap()
+    };
+    let real = run(&process_mode());
+    let name = &scenario.name;
+    assert!(real.verdict.passed(), "{name}: {}", real.verdict);
+    assert!(real.real_kills > 0, "{name}: no child was killed for real");
+    assert!(
+        real.outcome
+            .restores
+            .iter()
+            .any(|r| r.checkpoint_id.is_some()),
+        "{name}: a restarted child restored a checkpoint"
+    );
+    let simulated = run(&KillMode::Sim);
+    assert_eq!(simulated.real_kills, 0);
+    assert_eq!(
+        simulated.outcome.trace.render(),
+        real.outcome.trace.render(),
+        "{name}: the real kills tell the simulated story"
+    );
+    assert_eq!(simulated.trace_hash, real.trace_hash, "{name}");
+    assert_eq!(simulated.outcome.stats, real.outcome.stats, "{name}");
+    real
+}
+
 #[test]
-fn real_process_kills_recover_and_replay_on_every_backend() {
-    // The child aborts itself (SIGABRT) at the scenario's kill step; the parent restarts it on the
-    // same directories, and the restarted child's trace continues the same story.
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_faultline"));
+fn real_process_kills_recover_and_match_the_simulation_on_every_backend() {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
     let mut scenario = Scenario::load(&fixtures.join("panic-and-kill-memory.toml")).unwrap();
     for backend in BackendKind::all() {
         scenario.backend = backend;
-        let run = || {
-            let dir = tempfile::tempdir().unwrap();
-            faultline::campaign::run_with_process_kills(&scenario, dir.path(), binary)
-                .unwrap()
-                .0
-        };
-        let first = run();
-        assert!(first.verdict.passed(), "{backend}: {}", first.verdict);
-        let trace = first.outcome.trace.render();
-        assert!(
-            trace.contains("(real SIGABRT"),
-            "{backend}: a real abort happened:\n{trace}"
-        );
-        assert!(
-            trace.contains("restore from chk-"),
-            "{backend}: the restarted child restored:\n{trace}"
-        );
-        assert_eq!(
-            first.trace_hash,
-            run().trace_hash,
-            "{backend}: process mode replays bit for bit"
-        );
+        scenario.name = format!("panic-and-kill on {backend}");
+        assert_both_modes_agree(&scenario);
     }
+}
+
+#[test]
+fn a_rescaled_case_runs_both_phases_under_real_kills() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut scenario = Scenario::load(&fixtures.join("panic-and-kill-memory.toml")).unwrap();
+    scenario.name = "rescaled under real kills".into();
+    // Killed in each phase: step 30 falls before the stop-with-savepoint at 40 ms, step 140
+    // after it.
+    scenario.faults = vec![Fault::Kill { step: 30 }, Fault::Kill { step: 140 }];
+    scenario.rescale = Some(Rescale {
+        at_ms: 40,
+        parallelism: vec![3, 1],
+    });
+    let report = assert_both_modes_agree(&scenario);
+    assert_eq!(report.real_kills, 2, "a child died in each phase");
+    let started: Vec<Vec<(String, u16)>> = report
+        .outcome
+        .trace
+        .events()
+        .iter()
+        .filter_map(|stamped| match &stamped.event {
+            Event::JobStarted(started) => Some(started.stages.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 2, "the job ran, then resumed rescaled");
+    let parallelism =
+        |stages: &[(String, u16)]| -> Vec<u16> { stages[1..3].iter().map(|(_, p)| *p).collect() };
+    assert_eq!(parallelism(&started[0]), vec![2, 2]);
+    assert_eq!(
+        parallelism(&started[1]),
+        vec![3, 1],
+        "the second phase ran at the new parallelism"
+    );
 }
 
 #[test]
@@ -178,9 +240,7 @@ fn a_process_kill_campaign_finds_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = campaign(vec![BackendKind::Memory], 12, 31, dir.path());
     config.strategy.fault_kinds = vec!["kill".into(), "panic".into(), "drop-notification".into()];
-    config.kill_mode = faultline::campaign::KillMode::Process {
-        binary: env!("CARGO_BIN_EXE_faultline").into(),
-    };
+    config.kill_mode = process_mode();
     let report = explore(&config, None, &|_, _| {}).unwrap();
     assert!(report.failures.is_empty(), "{}", report.summary());
     assert!(

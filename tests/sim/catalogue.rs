@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::examples::running_total::running_total_model;
 use crate::support::{delegate_cell_access, delete_cells, TwistedFactory};
-use faultline::campaign::ExploreReport;
+use faultline::campaign::{ExploreReport, ReportedViolation};
 use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle, NamedFile};
 use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, StoreError, TwoPhaseCommitSink, TxnEvent};
@@ -609,7 +609,7 @@ struct Caught {
     cases: u64,
     faults: usize,
     records: u32,
-    violations: Vec<String>,
+    violations: Vec<ReportedViolation>,
 }
 
 fn caught(report: &ExploreReport) -> Option<Caught> {
@@ -649,9 +649,10 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'
         };
         assert!(caught.faults <= 3, "{class}, seed {seed}: {caught:?}");
         assert!(
-            caught.violations.iter().any(|v| properties
+            caught
+                .violations
                 .iter()
-                .any(|property| v.starts_with(&format!("[{property}]")))),
+                .any(|v| properties.contains(&v.property.as_str())),
             "{class}, seed {seed}: expected a violation of {properties:?}, got {caught:?}"
         );
         if std::env::var("FAULTLINE_CATALOGUE_DEBUG").is_ok() {
@@ -669,7 +670,7 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'
     let named: BTreeSet<&str> = found
         .iter()
         .flat_map(|c| &c.violations)
-        .filter_map(|v| v.strip_prefix('[')?.split(']').next())
+        .map(|v| v.property.as_str())
         .collect();
     eprintln!(
         "catalogue {class}: {} seeds, caught on {}, cases until caught median {median}, shrunk to <= {faults} faults, records {records:?}, missed seeds {missed:?}, properties {named:?}",
@@ -897,7 +898,7 @@ fn a_reader_finishing_with_records_unread_is_caught() {
         failure
             .violations
             .iter()
-            .any(|v| v.starts_with("[output]") || v.starts_with("[state]")),
+            .any(|v| v.property == "output" || v.property == "state"),
         "{:?}",
         failure.violations
     );

@@ -130,7 +130,7 @@ fn a_file_sink_losing_pre_committed_files_on_restore_is_caught_through_its_files
         .unwrap();
     let failure = report.failures.first().expect("caught within 200 cases");
     assert!(
-        failure.violations.iter().any(|v| v.starts_with("[output]")),
+        failure.violations.iter().any(|v| v.property == "output"),
         "{:?}",
         failure.violations
     );
@@ -141,7 +141,7 @@ mod own_proptest_block {
     //! The exported strategies inside a user's own `proptest!` block: scenarios drawn from
     //! `scenario_strategy`, run with a user operator, judged by the oracle.
 
-    use faultline::campaign::{scenario_strategy, Seams, StrategyConfig};
+    use faultline::campaign::{scenario_strategy, Case, KillMode, Seams, StrategyConfig};
     use proptest::prelude::*;
 
     proptest! {
@@ -160,7 +160,7 @@ mod own_proptest_block {
             let dir = tempfile::tempdir().unwrap();
             let mut seams = Seams::default();
             seams.operators = &operators;
-            let (report, _) = scenario.run_with(dir.path(), seams).unwrap();
+            let report = Case::new(scenario, seams).run(dir.path(), &KillMode::Sim).unwrap();
             prop_assert!(report.verdict.passed(), "{}", report.verdict);
         }
     }

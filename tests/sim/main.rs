@@ -1,8 +1,12 @@
 //! faultline's integration tests: one binary, one module per part.
 //!
-//! - `support`: job shapes, seeded inputs and a case runner shared by the parts.
+//! - `support`: job shapes, seeded inputs and a runner of one phase shared by the parts.
 //! - `campaign`: generated scenarios — sweeps with every fault kind, phase coverage, replayed
-//!   hashes, and a broken sink caught, shrunk and replayed from its scenario file.
+//!   hashes, a broken sink caught, shrunk and replayed from its scenario file, and real
+//!   process kills (rescaled cases included) telling the simulated story event for event.
+//! - `case`: the one case runner — an engine assertion, a panicking model, a flooding operator
+//!   and a sink that never settles each become a typed violation of their case (the campaign
+//!   goes on); a rescaled case's phases add up to one judged run.
 //! - `determinism`: the same seed gives the same trace hash; different seeds, other schedules.
 //! - `restore`: restoring each retained checkpoint of a run equals the model at that checkpoint;
 //!   runs with injected panics and kills pass the oracle.
@@ -34,6 +38,7 @@
 
 mod alignment;
 mod campaign;
+mod case;
 mod catalogue;
 mod cli;
 mod coordinator;

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use crate::support::{config, delete_cells, kills, linear_job, TwistedFactory};
-use faultline::campaign::run_case;
 use faultline::check::Violation;
 use faultline::state::StateBackendFactory;
 
@@ -18,15 +17,15 @@ static FORGETFUL: TwistedFactory = TwistedFactory {
 fn run_with(backends: &dyn StateBackendFactory, dir: &Path) -> faultline::campaign::CaseReport {
     let job = linear_job();
     let input = crate::support::input_for(&job, 60, 3, 17);
-    run_case(
+    crate::support::run_phase(
         &job,
         &input,
         &config(23, 10),
         backends,
         &mut kills(&[80]),
         dir,
+        faultline::job::ExternalStore::new(),
     )
-    .unwrap()
 }
 
 #[test]

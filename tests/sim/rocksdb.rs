@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::support::{
     assert_passed, config, fan_in_job, input_for, kills, restore_checkpoint, run_on,
 };
-use faultline::campaign::{run_case_with_store, CaseReport};
+use faultline::campaign::CaseReport;
 use faultline::checkpoint::canonical::Compression;
 use faultline::checkpoint::{registry, Durability, FsCheckpointStorage, KeyedStateHandle};
 use faultline::checkpoint::{CheckpointConfig, SavepointRequest};
@@ -260,7 +260,7 @@ fn run_chained(
 ) -> (CaseReport, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let factory = backend.factory().unwrap();
-    let report = run_case_with_store(
+    let report = crate::support::run_phase(
         job,
         input,
         config,
@@ -268,8 +268,7 @@ fn run_chained(
         &mut FaultSchedule::default(),
         dir.path(),
         store,
-    )
-    .unwrap();
+    );
     (report, dir)
 }
 

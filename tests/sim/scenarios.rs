@@ -2,7 +2,7 @@
 //! require the oracle to pass and every listed fault to fire, and keep each recovery trace as
 //! an insta snapshot. A change to recovery shows up as a readable diff of the story.
 
-use faultline::campaign::Scenario;
+use faultline::campaign::{Case, KillMode, Scenario, Seams};
 use faultline::fault::FaultKind;
 
 fn scenario_files() -> Vec<std::path::PathBuf> {
@@ -33,7 +33,10 @@ fn named_scenarios_recover_and_their_traces_are_snapshots() {
         }
         backends.insert(scenario.backend);
         let dir = tempfile::tempdir().unwrap();
-        let (report, fired) = scenario.run(dir.path(), None).unwrap();
+        let report = Case::new(scenario.clone(), Seams::default())
+            .run(dir.path(), &KillMode::Sim)
+            .unwrap();
+        let fired = report.fired();
         assert!(
             report.verdict.passed(),
             "{}: {}",
@@ -213,7 +216,9 @@ fn campaign_regressions_replay_and_pass() {
     for file in files {
         let scenario = Scenario::load(&file).unwrap();
         let run = tempfile::tempdir().unwrap();
-        let (report, _) = scenario.run(run.path(), None).unwrap();
+        let report = Case::new(scenario, Seams::default())
+            .run(run.path(), &KillMode::Sim)
+            .unwrap();
         assert!(
             report.verdict.passed(),
             "{}: {}",

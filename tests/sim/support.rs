@@ -1,16 +1,18 @@
-//! Shared fixtures: job shapes, seeded inputs, and a runner that keeps its directory alive.
+//! Shared fixtures: job shapes, seeded inputs, and a runner of one phase with any run
+//! configuration that keeps its directory alive.
 
-use faultline::campaign::{run_case, CaseReport};
+use faultline::campaign::CaseReport;
+use faultline::check::check_run;
 use faultline::checkpoint::CheckpointConfig;
 use faultline::checkpoint::CheckpointStorage;
 use faultline::checkpoint::{Durability, FsCheckpointStorage};
 use faultline::engine::RunConfig;
 use faultline::engine::{RestoreRecord, Runtime};
 use faultline::fault::NoFaults;
-use faultline::fault::{Fault, FaultSchedule};
+use faultline::fault::{Fault, FaultPlan, FaultSchedule};
 use faultline::job::{
-    Input, InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec,
-    StageSpec,
+    ExternalStore, Input, InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec,
+    SourceSpec, StageSpec,
 };
 use faultline::state::{
     BackendContext, BackendKind, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
@@ -149,9 +151,60 @@ pub fn run_on(
 ) -> (CaseReport, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let factory = backend.factory().expect("the backend is built in");
-    let report =
-        run_case(job, input, config, factory.as_ref(), faults, dir.path()).expect("the case runs");
+    let report = run_phase(
+        job,
+        input,
+        config,
+        factory.as_ref(),
+        faults,
+        dir.path(),
+        ExternalStore::new(),
+    );
     (report, dir)
+}
+
+/// One phase of a case, any run configuration and fault plan, run in `dir` against `store` (an
+/// external system an earlier run may have written to) and judged by the oracle: what the
+/// engine's tests need beyond a [`faultline::campaign::Case`]'s scenario.
+pub fn run_phase(
+    job: &JobSpec,
+    input: &Input,
+    config: &RunConfig,
+    backends: &dyn StateBackendFactory,
+    faults: &mut dyn FaultPlan,
+    dir: &std::path::Path,
+    store: ExternalStore,
+) -> CaseReport {
+    let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)
+        .expect("the checkpoint root");
+    let store = match store.dir() {
+        Some(_) => store,
+        None => {
+            let external = dir.join("external");
+            std::fs::create_dir_all(&external).expect("the external system's directory");
+            store.with_dir(external)
+        }
+    };
+    let outcome = Runtime::new(
+        job,
+        input,
+        config.clone(),
+        backends,
+        &mut storage,
+        faults,
+        &dir.join("work"),
+    )
+    .expect("the job is valid")
+    .with_store(store)
+    .run()
+    .expect("the case runs");
+    let verdict = check_run(job, input, config.checkpoint.mode, config.seed, &outcome);
+    CaseReport {
+        trace_hash: outcome.trace.hash(),
+        outcome,
+        verdict,
+        real_kills: 0,
+    }
 }
 
 /// Restores checkpoint `id` from the root `checkpoints` with `backend`, without running.

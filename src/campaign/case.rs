@@ -1,0 +1,274 @@
+//! [`Case`]: a scenario and the user's seams, and its one way to run — used by `explore`,
+//! `replay`, the named scenarios, the [`crate::harness::Harness`], the demos, and both kill
+//! modes. A case is phases the runner walks (the job runs; with a rescale, it stops with a
+//! savepoint and resumes at another parallelism on the same checkpoint root and external
+//! system), each phase recording into the one trace of the case; the oracle then judges the
+//! whole case once. A panic anywhere inside — an engine assertion, a user's code — is that
+//! case's `assertion` violation, with the trace up to it.
+
+use std::path::{Path, PathBuf};
+
+use super::panic::{self, Panic};
+use super::{CaseError, Phase, Scenario, Seams};
+use crate::check::{self, CaseSpec, Verdict, Violation};
+use crate::checkpoint::{Durability, FsCheckpointStorage};
+use crate::engine::{JobStatus, PhaseEnd, RunOutcome, RunStats, Runtime};
+use crate::fault::{FaultKind, FaultSchedule, FaultSite};
+use crate::job::{ExternalStore, Input, Positions};
+use crate::state::StateBackendFactory;
+use crate::trace::{Event, Trace, TraceHash};
+
+/// How process kills happen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KillMode {
+    /// Simulated inside one process.
+    #[default]
+    Sim,
+    /// Real: each phase of a case runs in child processes of `binary` (a `faultline` build),
+    /// and every kill at a scheduler step aborts the child (SIGABRT); the next child resumes on
+    /// the same directories.
+    Process {
+        /// The `faultline` binary to run children of.
+        binary: PathBuf,
+    },
+}
+
+/// A case: a scenario and the seams plugged into it.
+#[derive(Debug, Clone)]
+pub struct Case<'a> {
+    scenario: Scenario,
+    seams: Seams<'a>,
+}
+
+/// One run of a case and its verdict.
+#[derive(Debug)]
+pub struct CaseReport {
+    /// What the case produced, its phases together.
+    pub outcome: RunOutcome,
+    /// The oracle's findings.
+    pub verdict: Verdict,
+    /// Hash of the trace: equal for equal seeds, in either kill mode.
+    pub trace_hash: TraceHash,
+    /// Child processes killed for real (process mode).
+    pub real_kills: u32,
+}
+
+impl CaseReport {
+    /// The faults that fired, in order, as (kind, site): read from the trace, so it is the same
+    /// in either kill mode.
+    pub fn fired(&self) -> Vec<(FaultKind, FaultSite)> {
+        self.outcome
+            .trace
+            .events()
+            .iter()
+            .filter_map(|stamped| match stamped.event {
+                Event::FaultFired { fault, site } => Some((fault, site)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// What the phases run so far left.
+pub(super) struct Walked {
+    pub(super) ends: Vec<PhaseEnd>,
+    pub(super) real_kills: u32,
+}
+
+impl<'a> Case<'a> {
+    /// `scenario`, with `seams` plugged in.
+    pub fn new(scenario: Scenario, seams: Seams<'a>) -> Self {
+        Self { scenario, seams }
+    }
+
+    /// The scenario.
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// Runs the case in `dir` (checkpoints, the external system, backends' work) and judges it.
+    pub fn run(&self, dir: &Path, mode: &KillMode) -> Result<CaseReport, CaseError> {
+        self.seams.usable(mode)?;
+        let input = self.scenario.input()?;
+        let mut trace = Trace::new();
+        let walked = match mode {
+            KillMode::Sim => panic::catch(|| self.walk(dir, &input, &mut trace)),
+            KillMode::Process { binary } => {
+                let walked = super::process::walk(&self.scenario, dir, binary, &mut trace)?;
+                walked.map(Ok)
+            }
+        };
+        match walked {
+            Ok(walked) => self.judge(trace, walked?, &input),
+            Err(panic) => Ok(self.panicked(trace, panic, &input, 0)),
+        }
+    }
+
+    /// Runs the phases in this process, each recording into `trace`.
+    fn walk(&self, dir: &Path, input: &Input, trace: &mut Trace) -> Result<Walked, CaseError> {
+        let built_in;
+        let backends: &dyn StateBackendFactory = match self.seams.backend {
+            Some(user) => user,
+            None => {
+                built_in = self
+                    .scenario
+                    .backend
+                    .factory()
+                    .map_err(CaseError::Scenario)?;
+                built_in.as_ref()
+            }
+        };
+        // One fault schedule spans every phase: a fault fires once in the whole case.
+        let mut faults = FaultSchedule::with_seed(self.scenario.faults.clone(), self.scenario.seed);
+        let mut storage = FsCheckpointStorage::new(dir.join("checkpoints"), Durability::PageCache)?;
+        // The external system's directory outlives every attempt, and every phase.
+        let external = dir.join("external");
+        std::fs::create_dir_all(&external).map_err(|e| CaseError::Io {
+            path: external.clone(),
+            source: e,
+        })?;
+        let mut store = ExternalStore::new().with_dir(external);
+        let phases = self.scenario.phases();
+        let mut ends: Vec<PhaseEnd> = Vec::new();
+        while let Some(phase) = next_phase(&phases, &ends) {
+            let runtime = Runtime::new(
+                &phase.job,
+                input,
+                phase.config,
+                backends,
+                &mut storage,
+                &mut faults,
+                &dir.join("work"),
+            )?
+            .with_store(store)
+            .with_operators(self.seams.operators);
+            let runtime = match self.seams.sink {
+                Some(factory) => runtime.with_sink(factory),
+                None => runtime,
+            };
+            let runtime = match self.seams.source {
+                Some(factory) => runtime.with_source(factory),
+                None => runtime,
+            };
+            let mut end = runtime.run_into(trace)?;
+            store = std::mem::take(&mut end.store);
+            ends.push(end);
+        }
+        let last = ends.last_mut().expect("a case runs at least one phase");
+        last.store = store;
+        Ok(Walked {
+            ends,
+            real_kills: 0,
+        })
+    }
+
+    /// Judges the walked phases once, as one run.
+    fn judge(&self, trace: Trace, walked: Walked, input: &Input) -> Result<CaseReport, CaseError> {
+        let jobs: Vec<_> = self.scenario.phases().into_iter().map(|p| p.job).collect();
+        let jobs: Vec<&_> = jobs.iter().take(walked.ends.len()).collect();
+        let end = merge(walked.ends);
+        let mut outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
+        let spec = CaseSpec {
+            jobs: &jobs,
+            input,
+            mode: self.scenario.checkpoint.mode,
+            seed: self.scenario.seed,
+            users: self.seams.operators,
+        };
+        let verdict = panic::catch(|| {
+            super::judge(&mut outcome, self.seams, |o| check::check_case(&spec, o))
+        });
+        let verdict = match verdict {
+            Ok(verdict) => verdict?,
+            Err(panic) => {
+                let (trace, _) = outcome.into_parts();
+                return Ok(self.panicked(trace, panic, input, walked.real_kills));
+            }
+        };
+        let trace_hash = outcome.trace.hash();
+        Ok(CaseReport {
+            outcome,
+            verdict,
+            trace_hash,
+            real_kills: walked.real_kills,
+        })
+    }
+
+    /// The report of a case a panic ended: its trace so far, and the panic as its violation.
+    fn panicked(&self, trace: Trace, panic: Panic, input: &Input, real_kills: u32) -> CaseReport {
+        let end = PhaseEnd {
+            status: JobStatus::Failed {
+                reason: format!("panicked: {}", panic.message),
+            },
+            final_state: None,
+            final_state_error: None,
+            store: ExternalStore::new(),
+            stats: RunStats::default(),
+            retained_checkpoints: Vec::new(),
+            savepoints: Vec::new(),
+            end_positions: Positions::start(input.partitions().len()),
+        };
+        let outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
+        let verdict = Verdict {
+            seed: self.scenario.seed,
+            violations: vec![Violation::Assertion {
+                message: panic.message,
+                location: panic.location,
+            }],
+            ..Verdict::default()
+        };
+        let trace_hash = outcome.trace.hash();
+        CaseReport {
+            outcome,
+            verdict,
+            trace_hash,
+            real_kills,
+        }
+    }
+}
+
+/// The phase to run after those that ended as `ends`, or none when the case is over: a later
+/// phase runs only if the one before stopped with the savepoint it resumes from. Its attempt
+/// numbers and virtual time continue the phases before, so faults keyed by attempt fire once
+/// overall.
+pub(super) fn next_phase(phases: &[Phase], ends: &[PhaseEnd]) -> Option<Phase> {
+    if let (Some(end), Some(before)) = (ends.last(), phases.get(ends.len().wrapping_sub(1))) {
+        let stopped = matches!(
+            (&end.status, &before.then),
+            (JobStatus::Stopped { savepoint }, Some(then)) if savepoint == then
+        );
+        if !stopped {
+            return None;
+        }
+    }
+    let mut phase = phases.get(ends.len())?.clone();
+    phase.config.first_attempt = ends.iter().map(|end| end.stats.attempts).sum();
+    phase.config.start_ms = ends.last().map_or(0, |end| end.stats.time_ms);
+    Some(phase)
+}
+
+/// The phases' ends as one: how the last ended, the counters of all.
+fn merge(ends: Vec<PhaseEnd>) -> PhaseEnd {
+    let mut stats = RunStats::default();
+    for end in &ends {
+        let s = &end.stats;
+        stats.steps += s.steps;
+        stats.attempts += s.attempts;
+        stats.checkpoints_completed += s.checkpoints_completed;
+        stats.checkpoints_aborted += s.checkpoints_aborted;
+        stats.records_processed += s.records_processed;
+        stats.files_written += s.files_written;
+        stats.files_reused += s.files_reused;
+        stats.bytes_written += s.bytes_written;
+    }
+    let error = ends.iter().find_map(|end| end.final_state_error.clone());
+    let mut last = ends
+        .into_iter()
+        .last()
+        .expect("a case runs at least one phase");
+    stats.time_ms = last.stats.time_ms;
+    last.stats = stats;
+    last.final_state_error = last.final_state_error.or(error);
+    last
+}

@@ -1,0 +1,286 @@
+//! Method: run cases through the one case runner and break them from inside — an engine
+//! invariant broken on purpose, a user's model that panics, an operator that floods its
+//! channel, a sink that never settles — and check that each becomes a typed violation of its
+//! case (with the trace up to it, shrunk and written out under a campaign) while the campaign
+//! goes on; and that a rescaled case's phases add up to one judged run.
+
+use faultline::campaign::{explore, Case, CaseReport, ExploreConfig, KillMode, Scenario, Seams};
+use faultline::check::Violation;
+use faultline::checkpoint::{Durability, FsCheckpointStorage};
+use faultline::engine::{JobStatus, Runtime};
+use faultline::fault::NoFaults;
+use faultline::job::sink::{StoreError, TwoPhaseCommitSink, TxnEvent};
+use faultline::job::user::{ModelState, UserOperator};
+use faultline::job::{ExternalStore, Operator, OperatorContext, OperatorError, Record, Sink};
+use faultline::state::{BackendKind, MemoryBackendFactory};
+use faultline::trace::{Event, Resource};
+
+const USER_STAGE: &str = r#"
+name = "NAME"
+seed = 4
+backend = "memory"
+checkpoint = { interval_ms = 5 }
+restart = { kind = "fixed-delay", attempts = 3, delay_ms = 5 }
+
+[job]
+name = "user"
+source = { parallelism = 1, emit_ms = 1 }
+sink = { kind = "two-phase-commit" }
+stages = [{ name = "user", op = { kind = "user", name = "NAME", keyed = false }, parallelism = 1 }]
+
+[input]
+kind = "generated"
+records = 6
+keys = 2
+min_value = 0
+max_value = 9
+"#;
+
+fn user_case(name: &str) -> Scenario {
+    Scenario::from_toml(&USER_STAGE.replace("NAME", name), name).unwrap()
+}
+
+fn run(case: &Case<'_>) -> CaseReport {
+    let dir = tempfile::tempdir().unwrap();
+    case.run(dir.path(), &KillMode::Sim).unwrap()
+}
+
+/// Passes every record through unchanged.
+struct Identity;
+
+impl Operator for Identity {
+    fn process(
+        &mut self,
+        record: Record,
+        _: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        out.push(record);
+        Ok(())
+    }
+}
+
+#[test]
+fn an_engine_assertion_is_a_violation_of_its_case_shrunk_and_the_campaign_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ExploreConfig::default();
+    config.cases = 4;
+    config.seed = 2;
+    config.strategy.backends = vec![BackendKind::Memory];
+    config.strategy.sabotage.broken_invariant_at_step = Some(40);
+    config.shrink_runs_max = 40;
+    config.failures_dir = dir.path().to_path_buf();
+    let report = explore(&config, None, &|_, _| {}).unwrap();
+    assert_eq!(report.cases, 4, "every case ran: {}", report.summary());
+    assert!(report.failures.len() >= 2, "{}", report.summary());
+    for failure in &report.failures {
+        assert!(
+            failure.violations.iter().all(|v| v.property == "assertion"),
+            "{:?}",
+            failure.violations
+        );
+        assert!(failure.records.1 <= failure.records.0);
+        assert!(!failure.trace.is_empty(), "the trace up to the assertion");
+        // The file replays to the same assertion, at the same place in the engine.
+        let scenario = Scenario::load(&failure.scenario_file).unwrap();
+        let replayed = run(&Case::new(scenario, Seams::default()));
+        let location = replayed.verdict.violations.iter().find_map(|v| match v {
+            Violation::Assertion { location, .. } => location.clone(),
+            _ => None,
+        });
+        assert!(
+            location.is_some_and(|at| at.starts_with("src/engine/")),
+            "{}",
+            replayed.verdict
+        );
+        assert_eq!(replayed.outcome.trace.render(), failure.trace);
+    }
+}
+
+#[test]
+fn a_panicking_model_is_an_assertion_violation_not_a_crash() {
+    let operators = [UserOperator::new(
+        "bad-model",
+        false,
+        |_| Box::new(Identity),
+        |_: &mut ModelState, _: Record| -> Vec<Record> { panic!("the model gave up") },
+    )];
+    let mut seams = Seams::default();
+    seams.operators = &operators;
+    let report = run(&Case::new(user_case("bad-model"), seams));
+    assert_eq!(
+        report.verdict.violations,
+        vec![Violation::Assertion {
+            message: "the model gave up".into(),
+            location: report.verdict.violations.iter().find_map(|v| match v {
+                Violation::Assertion { location, .. } => location.clone(),
+                _ => None,
+            }),
+        }]
+    );
+    assert!(
+        report
+            .outcome
+            .trace
+            .events()
+            .iter()
+            .any(|e| matches!(e.event, Event::JobFinished { .. })),
+        "the run itself finished before the oracle's model panicked"
+    );
+}
+
+/// Emits more records for each record than a case may hold in flight.
+struct Flood;
+
+const FLOOD_RECORDS: usize = 150_000;
+
+impl Operator for Flood {
+    fn process(
+        &mut self,
+        record: Record,
+        _: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        out.extend(flood(record));
+        Ok(())
+    }
+}
+
+fn flood(record: Record) -> impl Iterator<Item = Record> {
+    (0..FLOOD_RECORDS).map(move |i| Record {
+        id: format!("{}.{i}", record.id),
+        ..record.clone()
+    })
+}
+
+fn flood_model(_: &mut ModelState, record: Record) -> Vec<Record> {
+    flood(record).collect()
+}
+
+#[test]
+fn a_case_that_floods_its_channels_fails_at_the_bound_as_a_resource_violation() {
+    let operators = [UserOperator::new(
+        "flood",
+        false,
+        |_| Box::new(Flood),
+        flood_model,
+    )];
+    let mut seams = Seams::default();
+    seams.operators = &operators;
+    let report = run(&Case::new(user_case("flood"), seams));
+    assert!(
+        report.verdict.violations.contains(&Violation::Resource {
+            resource: Resource::RecordsInFlight,
+            limit: 100_000,
+        }),
+        "{}",
+        report.verdict
+    );
+    assert!(matches!(report.outcome.status, JobStatus::Failed { .. }));
+}
+
+/// A two-phase-commit sink that never reports its transactions settled.
+struct NeverSettles(TwoPhaseCommitSink);
+
+impl Sink for NeverSettles {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
+        self.0.write(record, store)
+    }
+    fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
+        self.0.snapshot(checkpoint_id, store)
+    }
+    fn pending_transactions(&self) -> usize {
+        1
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        checkpoint_id: u64,
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
+        self.0.notify_checkpoint_complete(checkpoint_id, store)
+    }
+    fn restore(
+        &mut self,
+        states: &[Vec<u8>],
+        store: &mut ExternalStore,
+    ) -> Result<Vec<TxnEvent>, StoreError> {
+        self.0.restore(states, store)
+    }
+}
+
+#[test]
+fn re_sending_notifications_to_a_sink_that_never_settles_is_bounded_by_the_steps() {
+    let job = crate::support::linear_job();
+    let input = crate::support::input_for(&job, 10, 3, 1);
+    let mut config = crate::support::config(3, 5);
+    config.steps_max = 5_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut storage =
+        FsCheckpointStorage::new(dir.path().join("checkpoints"), Durability::PageCache).unwrap();
+    let sink =
+        |subtask: u16| Box::new(NeverSettles(TwoPhaseCommitSink::new(subtask))) as Box<dyn Sink>;
+    let outcome = Runtime::new(
+        &job,
+        &input,
+        config,
+        &MemoryBackendFactory,
+        &mut storage,
+        &mut NoFaults,
+        &dir.path().join("work"),
+    )
+    .unwrap()
+    .with_sink(&sink)
+    .run()
+    .unwrap();
+    assert!(matches!(outcome.status, JobStatus::Failed { .. }));
+    assert!(outcome.stats.steps <= 5_000, "{}", outcome.stats.steps);
+    let again = outcome
+        .trace
+        .events()
+        .iter()
+        .filter(|e| matches!(e.event, Event::NotifyAgain { .. }))
+        .count();
+    assert!(
+        again > 100,
+        "the loop ran ({again} re-sends) and the bound ended it"
+    );
+}
+
+#[test]
+fn a_rescaled_case_is_one_run_whose_counters_cover_both_phases() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut scenario = Scenario::load(&fixtures.join("panic-and-kill-memory.toml")).unwrap();
+    scenario.rescale = Some(faultline::campaign::Rescale {
+        at_ms: 100,
+        parallelism: vec![3, 1],
+    });
+    let report = run(&Case::new(scenario, Seams::default()));
+    assert!(report.verdict.passed(), "{}", report.verdict);
+    let events = report.outcome.trace.events();
+    let count = |wanted: fn(&Event) -> bool, from: usize| {
+        events[from..].iter().filter(|e| wanted(&e.event)).count() as u64
+    };
+    let second_phase = events
+        .iter()
+        .rposition(|e| matches!(e.event, Event::JobStarted(_)))
+        .unwrap();
+    assert!(second_phase > 0, "the case ran two phases");
+    let completed = |e: &Event| matches!(e, Event::CheckpointCompleted { .. });
+    let started = |e: &Event| matches!(e, Event::AttemptStarted { .. });
+    let stats = &report.outcome.stats;
+    assert!(
+        count(completed, 0) > count(completed, second_phase),
+        "{}",
+        report.outcome.trace.render()
+    );
+    assert_eq!(stats.checkpoints_completed, count(completed, 0));
+    assert_eq!(u64::from(stats.attempts), count(started, 0));
+}
