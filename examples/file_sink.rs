@@ -84,11 +84,39 @@ fn parse_file_name(name: &str) -> Option<(u16, &str, Stage)> {
     Some((owner, txn, stage))
 }
 
+/// The sink's files cannot be read: what [`read_output`] answers the oracle with.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// A file or the directory cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A line of a transaction file is not a record.
+    #[error("{}: {source}", path.display())]
+    Record {
+        /// The transaction file.
+        path: PathBuf,
+        /// What the decoder said.
+        source: serde_json::Error,
+    },
+}
+
+fn read_error(path: &Path) -> impl Fn(std::io::Error) -> ReadError + '_ {
+    move |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Every transaction file in `dir`, in name order.
-fn transaction_files(dir: &Path) -> Result<Vec<(u16, String, Stage)>, String> {
+fn transaction_files(dir: &Path) -> Result<Vec<(u16, String, Stage)>, ReadError> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
+        let entry = entry.map_err(read_error(dir))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if let Some((owner, txn, stage)) = parse_file_name(&name) {
@@ -276,7 +304,8 @@ impl Sink for FileSink {
                 owners.contains(&owner)
             }
         };
-        let files = transaction_files(&dir).map_err(StoreError::External)?;
+        let files =
+            transaction_files(&dir).map_err(|error| StoreError::External(error.to_string()))?;
         for (owner, txn, stage) in files {
             if stage != Stage::Committed && clears(owner) {
                 let path = file(&dir, &txn, stage);
@@ -291,7 +320,9 @@ impl Sink for FileSink {
 
 /// What a reader of the sink's directory sees: the committed files' records, and the
 /// unfinished files as transactions in flight.
-pub fn read_output(external: &Path) -> Result<ExternalOutput, String> {
+pub fn read_output(
+    external: &Path,
+) -> Result<ExternalOutput, Box<dyn std::error::Error + Send + Sync>> {
     let dir = external.join("files");
     let mut output = ExternalOutput::default();
     if !dir.exists() {
@@ -299,12 +330,16 @@ pub fn read_output(external: &Path) -> Result<ExternalOutput, String> {
     }
     for (_, txn, stage) in transaction_files(&dir)? {
         let path = file(&dir, &txn, stage);
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(&path).map_err(read_error(&path))?;
         let records = text
             .lines()
-            .map(|line| serde_json::from_str(line).map_err(|e| format!("{}: {e}", path.display())))
-            .collect::<Result<Vec<Record>, String>>()?;
+            .map(|line| {
+                serde_json::from_str(line).map_err(|source| ReadError::Record {
+                    path: path.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<Record>, ReadError>>()?;
         match stage {
             Stage::Committed => output.committed.extend(records),
             Stage::InProgress | Stage::Pending => output.in_flight.push((txn, records)),

@@ -17,19 +17,148 @@
 //! }
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arbitrary::Unstructured;
 
-use crate::campaign::Scenario;
+use crate::campaign::{CaseError, Scenario, ScenarioError};
+use crate::check::Verdict;
 use crate::checkpoint::metadata::{decode_keyed_handle, encode_keyed_handle};
-use crate::checkpoint::{canonical, inspect, CheckpointMetadata, RelPath};
-use crate::job::csv;
+use crate::checkpoint::{canonical, inspect, CheckpointMetadata, FormatError, RelPath};
+use crate::job::csv::{self, CsvError};
 use crate::job::keygroup::MAX_PARALLELISM_LIMIT;
-use crate::state::{KeyGroupRange, StateDescriptor, StateEntry, StateKind, ValueType};
+use crate::state::{BackendKind, KeyGroupRange, StateDescriptor, StateEntry, StateKind, ValueType};
+
+/// Why a fuzz target rejected its input: the decoder's own error. A rejection is the answer a
+/// decoder must give to bytes it does not fully understand; only a panic is a finding.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejected {
+    /// A binary format's decoder rejected the bytes.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// The bytes are not a usable scenario.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// The bytes are not a transactions CSV.
+    #[error(transparent)]
+    Csv(#[from] CsvError),
+    /// A text target's bytes are not UTF-8.
+    #[error("not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    /// The bytes are not [`pack`]'s format.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    /// The unpacked savepoint holds no file.
+    #[error("no files")]
+    NoFiles,
+    /// The unpacked savepoint cannot be inspected at all.
+    #[error(transparent)]
+    Inspect(#[from] inspect::InspectError),
+    /// The unpacked savepoint names a file that is missing or damaged.
+    #[error("{path}: {problem}")]
+    Damaged {
+        /// The file, relative to the savepoint.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The bytes ran out before the round-trip target built its state.
+    #[error("{0}")]
+    Unstructured(arbitrary::Error),
+    /// The savepoint target's temporary directory could not be made (the environment failed,
+    /// not the input).
+    #[error("temporary directory: {0}")]
+    TempDir(std::io::Error),
+    /// An unpacked file could not be written into the temporary directory.
+    #[error("{path}: {source}")]
+    Unpack {
+        /// The file, relative to the savepoint.
+        path: RelPath,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Why bytes are not [`pack`]'s format (see [`unpack`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// A length says more bytes follow than remain.
+    #[error("{what}: {wanted} bytes wanted, {remain} remain")]
+    Short {
+        /// What was being read.
+        what: &'static str,
+        /// Bytes it needed.
+        wanted: usize,
+        /// Bytes that were left.
+        remain: usize,
+    },
+    /// More files than a packed directory may hold.
+    #[error("more than {max} files")]
+    TooManyFiles {
+        /// The limit.
+        max: usize,
+    },
+    /// A path that is not UTF-8.
+    #[error("path: {0}")]
+    PathNotUtf8(std::str::Utf8Error),
+    /// A path that is not a safe relative path.
+    #[error(transparent)]
+    UnsafePath(FormatError),
+    /// The same path twice.
+    #[error("{path}: packed twice")]
+    Duplicate {
+        /// The path.
+        path: RelPath,
+    },
+}
+
+/// The seed corpora could not be written (see [`write_seed_corpus`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorpusError {
+    /// A corpus scenario does not parse.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// A temporary directory for a corpus run could not be made.
+    #[error("{0}")]
+    TempDir(std::io::Error),
+    /// A corpus run could not be carried out.
+    #[error(transparent)]
+    Case(#[from] CaseError),
+    /// A corpus run broke a property: its snapshots are no seeds.
+    #[error("the {backend} corpus run failed: {verdict}")]
+    RunFailed {
+        /// The backend of the run.
+        backend: BackendKind,
+        /// The oracle's findings.
+        verdict: Box<Verdict>,
+    },
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A seed file could not be written.
+    #[error("{name}: {source}")]
+    WriteSeed {
+        /// The seed's file name in its target's directory.
+        name: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A corpus run's `_metadata` does not decode.
+    #[error(transparent)]
+    Metadata(#[from] FormatError),
+}
 
 /// One fuzz target: a decoder and the bytes it reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Target {
     /// A checkpoint's or savepoint's `_metadata`.
     Metadata,
@@ -74,7 +203,7 @@ impl Target {
 
     /// Feeds `data` to the target's decoder: `Ok` if it was accepted, the decoder's error if
     /// not. Panics only if accepted bytes do not survive a round trip.
-    pub fn run(self, data: &[u8]) -> Result<(), String> {
+    pub fn run(self, data: &[u8]) -> Result<(), Rejected> {
         match self {
             Target::Metadata => metadata(data),
             Target::Canonical => canonical_snapshot(data),
@@ -88,8 +217,8 @@ impl Target {
 }
 
 /// Decodes `_metadata` bytes; accepted metadata must re-encode to bytes that decode equal.
-pub fn metadata(data: &[u8]) -> Result<(), String> {
-    let decoded = CheckpointMetadata::decode(data).map_err(|e| e.to_string())?;
+pub fn metadata(data: &[u8]) -> Result<(), Rejected> {
+    let decoded = CheckpointMetadata::decode(data)?;
     let again = CheckpointMetadata::decode(&decoded.encode())
         .expect("re-encoded metadata decodes (round trip)");
     assert_eq!(again, decoded, "metadata round trip");
@@ -103,8 +232,8 @@ const ALL_KEY_GROUPS: KeyGroupRange = KeyGroupRange {
 };
 
 /// Decodes a canonical snapshot file; accepted files must re-encode to an equal snapshot.
-pub fn canonical_snapshot(data: &[u8]) -> Result<(), String> {
-    let decoded = canonical::decode(data, ALL_KEY_GROUPS).map_err(|e| e.to_string())?;
+pub fn canonical_snapshot(data: &[u8]) -> Result<(), Rejected> {
+    let decoded = canonical::decode(data, ALL_KEY_GROUPS)?;
     let encoded = canonical::encode(
         &decoded.states,
         decoded.key_groups,
@@ -117,8 +246,8 @@ pub fn canonical_snapshot(data: &[u8]) -> Result<(), String> {
 }
 
 /// Decodes a bare keyed-state handle; accepted handles must re-encode to the same bytes.
-pub fn native_handle(data: &[u8]) -> Result<(), String> {
-    let decoded = decode_keyed_handle(data).map_err(|e| e.to_string())?;
+pub fn native_handle(data: &[u8]) -> Result<(), Rejected> {
+    let decoded = decode_keyed_handle(data)?;
     assert_eq!(
         encode_keyed_handle(decoded.as_ref()),
         data,
@@ -129,24 +258,35 @@ pub fn native_handle(data: &[u8]) -> Result<(), String> {
 
 /// Unpacks `data` ([`pack`]'s format) into a fresh savepoint directory and loads it as
 /// `inspect` and restore do: decode `_metadata`, then validate every file it names.
-pub fn savepoint(data: &[u8]) -> Result<(), String> {
-    let temporary = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+pub fn savepoint(data: &[u8]) -> Result<(), Rejected> {
+    let temporary = tempfile::tempdir().map_err(Rejected::TempDir)?;
     // One level down: metadata claiming to be a checkpoint is read relative to the parent
     // directory, which must still be this one.
     let dir = temporary.path().join("savepoint");
     for (path, bytes) in unpack(data)? {
         let full = path.under(&dir);
+        let environment = |source| Rejected::Unpack {
+            path: path.clone(),
+            source,
+        };
         if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{path}: {e}"))?;
+            std::fs::create_dir_all(parent).map_err(environment)?;
         }
-        std::fs::write(&full, bytes).map_err(|e| format!("{path}: {e}"))?;
+        std::fs::write(&full, bytes).map_err(environment)?;
     }
     if !dir.is_dir() {
-        return Err("no files".into());
+        return Err(Rejected::NoFiles);
     }
-    let report = inspect::inspect(&dir).map_err(|e| e.to_string())?;
-    match report.problems().first() {
-        Some(problem) => Err(problem.clone()),
+    let report = inspect::inspect(&dir)?;
+    let damaged = report.files.into_iter().find_map(|file| {
+        let problem = file.problem?;
+        Some(Rejected::Damaged {
+            path: file.path,
+            problem,
+        })
+    });
+    match damaged {
+        Some(rejected) => Err(rejected),
         None => Ok(()),
     }
 }
@@ -171,10 +311,18 @@ pub fn pack(files: &[(RelPath, Vec<u8>)]) -> Vec<u8> {
 
 /// Reads [`pack`]'s format from untrusted bytes: every path must be a valid [`RelPath`] (so
 /// nothing lands outside the directory), no length may exceed what remains, at most 64 files.
-pub fn unpack(mut data: &[u8]) -> Result<Vec<(RelPath, &[u8])>, String> {
-    fn take<'a>(data: &mut &'a [u8], len: usize, what: &str) -> Result<&'a [u8], String> {
+pub fn unpack(mut data: &[u8]) -> Result<Vec<(RelPath, &[u8])>, PackError> {
+    fn take<'a>(
+        data: &mut &'a [u8],
+        len: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], PackError> {
         if len > data.len() {
-            return Err(format!("{what}: {len} bytes wanted, {} remain", data.len()));
+            return Err(PackError::Short {
+                what,
+                wanted: len,
+                remain: data.len(),
+            });
         }
         let (taken, rest) = data.split_at(len);
         *data = rest;
@@ -183,15 +331,17 @@ pub fn unpack(mut data: &[u8]) -> Result<Vec<(RelPath, &[u8])>, String> {
     let mut files = Vec::new();
     while !data.is_empty() {
         if files.len() == PACKED_FILES_MAX {
-            return Err(format!("more than {PACKED_FILES_MAX} files"));
+            return Err(PackError::TooManyFiles {
+                max: PACKED_FILES_MAX,
+            });
         }
         let name_len = take(&mut data, 2, "path length")?;
         let name_len = usize::from(u16::from_le_bytes([name_len[0], name_len[1]]));
         let name = take(&mut data, name_len, "path")?;
-        let name = std::str::from_utf8(name).map_err(|e| format!("path: {e}"))?;
-        let path = RelPath::new(name).map_err(|e| e.to_string())?;
+        let name = std::str::from_utf8(name).map_err(PackError::PathNotUtf8)?;
+        let path = RelPath::new(name).map_err(PackError::UnsafePath)?;
         if files.iter().any(|(seen, _)| *seen == path) {
-            return Err(format!("{path}: packed twice"));
+            return Err(PackError::Duplicate { path });
         }
         let len = take(&mut data, 4, "file length")?;
         let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
@@ -201,9 +351,9 @@ pub fn unpack(mut data: &[u8]) -> Result<Vec<(RelPath, &[u8])>, String> {
 }
 
 /// Parses a scenario file; accepted scenarios must survive `to_toml` and parse equal.
-pub fn scenario(data: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
-    let parsed = Scenario::from_toml(text, "fuzz").map_err(|e| e.to_string())?;
+pub fn scenario(data: &[u8]) -> Result<(), Rejected> {
+    let text = std::str::from_utf8(data).map_err(Rejected::NotUtf8)?;
+    let parsed = Scenario::from_toml(text, "fuzz")?;
     let again = Scenario::from_toml(&parsed.to_toml(), "fuzz round trip")
         .expect("a re-serialized scenario parses");
     assert_eq!(again, parsed, "scenario round trip");
@@ -211,19 +361,18 @@ pub fn scenario(data: &[u8]) -> Result<(), String> {
 }
 
 /// Parses a transactions CSV.
-pub fn transactions(data: &[u8]) -> Result<(), String> {
-    let text = std::str::from_utf8(data).map_err(|e| format!("not UTF-8: {e}"))?;
-    csv::parse_transactions(text)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+pub fn transactions(data: &[u8]) -> Result<(), Rejected> {
+    let text = std::str::from_utf8(data).map_err(Rejected::NotUtf8)?;
+    csv::parse_transactions(text)?;
+    Ok(())
 }
 
 /// Builds keyed state from `data` (states, a key-group range, entries in it), encodes it in
 /// the canonical format, with and without compression, and requires the decoder to give back
 /// exactly what was encoded.
-pub fn roundtrip(data: &[u8]) -> Result<(), String> {
+pub fn roundtrip(data: &[u8]) -> Result<(), Rejected> {
     let mut u = Unstructured::new(data);
-    let (states, range, entries) = arbitrary_state(&mut u).map_err(|e| e.to_string())?;
+    let (states, range, entries) = arbitrary_state(&mut u).map_err(Rejected::Unstructured)?;
     for compression in [canonical::Compression::None, canonical::Compression::Lz4] {
         let encoded = canonical::encode(&states, range, &entries, compression);
         let decoded = canonical::decode(&encoded, range).expect("encoded state decodes");
@@ -320,7 +469,11 @@ max_value = 50
 /// every built-in backend, the named scenarios in `scenarios_dir`, and the embedded
 /// transactions CSV. Files are named by a hash of their contents, so rerunning adds only new
 /// seeds. RocksDB files carry unique ids, so native seeds differ from run to run.
-pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCount>, String> {
+pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCount>, CorpusError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CorpusError::Io { path, source }
+    };
     let mut seeds: Vec<(Target, Vec<u8>)> = Vec::new();
     for backend in crate::state::BackendKind::all() {
         let native = backend != crate::state::BackendKind::Memory;
@@ -332,30 +485,28 @@ pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCou
         let text = CORPUS_SCENARIO
             .replace("BACKEND", backend.name())
             .replace("SAVEPOINTS", savepoints);
-        let scenario = Scenario::from_toml(&text, "corpus").map_err(|e| e.to_string())?;
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let scenario = Scenario::from_toml(&text, "corpus")?;
+        let dir = tempfile::tempdir().map_err(CorpusError::TempDir)?;
         let report = crate::campaign::Case::new(scenario, crate::campaign::Seams::default())
-            .run(dir.path(), &crate::campaign::KillMode::Sim)
-            .map_err(|e| e.to_string())?;
+            .run(dir.path(), &crate::campaign::KillMode::Sim)?;
         if !report.verdict.passed() {
-            return Err(format!(
-                "the {} corpus run failed: {}",
-                backend.name(),
-                report.verdict
-            ));
+            return Err(CorpusError::RunFailed {
+                backend,
+                verdict: Box::new(report.verdict),
+            });
         }
         seeds.push((Target::Scenario, text.into_bytes()));
         collect_snapshot_seeds(&dir.path().join("checkpoints"), &mut seeds)?;
     }
     let mut names: Vec<_> = std::fs::read_dir(scenarios_dir)
-        .map_err(|e| format!("{}: {e}", scenarios_dir.display()))?
+        .map_err(io(scenarios_dir))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
         .collect();
     names.sort();
     for path in names {
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
         seeds.push((Target::Scenario, bytes));
     }
     seeds.push((
@@ -371,11 +522,14 @@ pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCou
     let mut counts = Vec::new();
     for target in Target::ALL {
         let dir = out.join(target.name());
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let mut written = std::collections::BTreeSet::new();
         for (_, bytes) in seeds.iter().filter(|(t, _)| *t == target) {
             let name = format!("seed-{:016x}", xxhash_rust::xxh3::xxh3_64(bytes));
-            std::fs::write(dir.join(&name), bytes).map_err(|e| format!("{name}: {e}"))?;
+            std::fs::write(dir.join(&name), bytes).map_err(|source| CorpusError::WriteSeed {
+                name: name.clone(),
+                source,
+            })?;
             written.insert(name);
         }
         counts.push(SeedCount {
@@ -387,11 +541,18 @@ pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCou
 }
 
 /// Seeds from every retained checkpoint and savepoint in a checkpoint root.
-fn collect_snapshot_seeds(root: &Path, seeds: &mut Vec<(Target, Vec<u8>)>) -> Result<(), String> {
-    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+fn collect_snapshot_seeds(
+    root: &Path,
+    seeds: &mut Vec<(Target, Vec<u8>)>,
+) -> Result<(), CorpusError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CorpusError::Io { path, source }
+    };
+    let read = |path: &Path| std::fs::read(path).map_err(io(path));
     let mut snapshot_dirs = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(root)
-        .map_err(|e| format!("{}: {e}", root.display()))?
+        .map_err(io(root))?
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .collect();
@@ -407,7 +568,7 @@ fn collect_snapshot_seeds(root: &Path, seeds: &mut Vec<(Target, Vec<u8>)>) -> Re
     }
     for dir in snapshot_dirs {
         let bytes = read(&dir.join("_metadata"))?;
-        let metadata = CheckpointMetadata::decode(&bytes).map_err(|e| e.to_string())?;
+        let metadata = CheckpointMetadata::decode(&bytes)?;
         for stage in &metadata.stages {
             for subtask in &stage.subtasks {
                 seeds.push((

@@ -55,7 +55,7 @@ use crate::state::{
     SnapshotPurpose, SnapshotTarget, StateBackend, ValueState,
 };
 
-pub use chart::draw_chart;
+pub use chart::{draw_chart, ChartError};
 
 /// The workload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -228,12 +228,7 @@ fn run_backend(
     let uploader = uploader_storage.map(|mut storage| {
         let uploads = bench.uploads.clone();
         crate::sync::thread::spawn(move || {
-            uploads.run_uploader(&mut |path, bytes| {
-                storage
-                    .write(path, bytes)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            });
+            uploads.run_uploader(&mut |path, bytes| storage.write(path, bytes).map(|_| ()));
         })
     });
     let (outcome, total) = timed(|| bench.checkpoints(uploader.is_some()));
@@ -279,7 +274,7 @@ impl<'a> Bench<'a> {
             backend: kind.name().to_string(),
             reason,
         };
-        let factory = kind.factory().map_err(fail)?;
+        let factory = kind.factory().map_err(|e| fail(e.to_string()))?;
         let durability = if params.fsync {
             Durability::Fsync
         } else {
@@ -421,12 +416,8 @@ impl<'a> Bench<'a> {
                 .map_err(|e| self.fail(e))?;
             if !uploader {
                 let storage = &mut self.storage;
-                self.uploads.upload_next(&mut |path, bytes| {
-                    storage
-                        .write(path, bytes)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                });
+                self.uploads
+                    .upload_next(&mut |path, bytes| storage.write(path, bytes).map(|_| ()));
             }
             Ok(result)
         });

@@ -111,11 +111,7 @@ impl<'a> Case<'a> {
         let backends: &dyn StateBackendFactory = match self.seams.backend {
             Some(user) => user,
             None => {
-                built_in = self
-                    .scenario
-                    .backend
-                    .factory()
-                    .map_err(CaseError::Scenario)?;
+                built_in = self.scenario.backend.factory()?;
                 built_in.as_ref()
             }
         };

@@ -63,10 +63,11 @@ pub use strategy::{scenario_strategy, StrategyConfig, ALL_FAULT_KINDS};
 use crate::check::{self, Verdict};
 use crate::checkpoint::StorageError;
 use crate::engine::{RunError, RunOutcome};
+use crate::job::sink::DurableStoreError;
 use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
 use crate::job::{ExternalStore, OutputReader, SinkFactory};
-use crate::state::StateBackendFactory;
+use crate::state::{BackendUnavailable, StateBackendFactory};
 
 /// A case could not be run (as opposed to running and breaking a property, which is a
 /// violation in its report).
@@ -82,9 +83,9 @@ pub enum CaseError {
     /// The scenario file cannot be used.
     #[error(transparent)]
     ScenarioFile(#[from] ScenarioError),
-    /// The scenario cannot be turned into a run.
+    /// The scenario names a backend this build lacks.
     #[error("scenario: {0}")]
-    Scenario(String),
+    Scenario(#[from] BackendUnavailable),
     /// The seams cannot be used as given.
     #[error("seams: {0}")]
     Seams(String),
@@ -101,7 +102,7 @@ pub enum CaseError {
     Child(String),
     /// The durable external store cannot be read.
     #[error("external store: {0}")]
-    Store(String),
+    Store(#[from] DurableStoreError),
 }
 
 /// A user's implementations, plugged into every case in place of the built-in ones. Start from
@@ -142,11 +143,11 @@ pub(crate) fn judge(
         .to_path_buf();
     let seen = match reader(&dir) {
         Ok(output) => output,
-        Err(reason) => {
+        Err(error) => {
             let mut verdict = check(outcome);
-            verdict
-                .violations
-                .push(check::Violation::OutputUnreadable { reason });
+            verdict.violations.push(check::Violation::OutputUnreadable {
+                reason: error.to_string(),
+            });
             return Ok(verdict);
         }
     };

@@ -201,7 +201,7 @@ fn read_events(path: &Path, trace: &mut Trace) -> Result<(), CaseError> {
 
 /// The case's external system, as the children left it.
 fn durable_store(dir: &Path) -> Result<ExternalStore, CaseError> {
-    let store = ExternalStore::durable(&dir.join("store.json")).map_err(CaseError::Store)?;
+    let store = ExternalStore::durable(&dir.join("store.json"))?;
     Ok(store.with_dir(dir.join("external")))
 }
 
@@ -239,7 +239,7 @@ fn run_phase(
     start_ms: u64,
 ) -> Result<ChildEnd, CaseError> {
     let input = scenario.input()?;
-    let backends = scenario.backend.factory().map_err(CaseError::Scenario)?;
+    let backends = scenario.backend.factory()?;
     let mut phase = scenario
         .phases()
         .into_iter()

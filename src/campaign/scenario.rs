@@ -52,6 +52,7 @@ use crate::state::{BackendKind, SavepointFormat};
 /// Where a scenario's records come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum InputSpec {
     /// `records` records over `keys` keys (`k0`, `k1`, ...) with values in
     /// `min_value..=max_value`, drawn from the scenario seed's workload stream.
@@ -152,6 +153,7 @@ pub struct Rescale {
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScenarioError {
     /// Not readable.
     #[error("{path}: {source}")]
@@ -177,6 +179,14 @@ pub enum ScenarioError {
         /// Why.
         message: String,
     },
+    /// Valid TOML, but its restart strategy's parameters are out of range.
+    #[error("{path}: {source}")]
+    Restart {
+        /// The file.
+        path: String,
+        /// What is out of range.
+        source: crate::job::InvalidRestart,
+    },
 }
 
 impl Scenario {
@@ -194,7 +204,13 @@ impl Scenario {
             .job
             .validate()
             .map_err(|e| invalid(e.to_string()))?;
-        scenario.restart.validate().map_err(invalid)?;
+        scenario
+            .restart
+            .validate()
+            .map_err(|source| ScenarioError::Restart {
+                path: origin.to_string(),
+                source,
+            })?;
         if let Some(rescale) = &scenario.rescale {
             let mut job = scenario.job.clone();
             for (stage, parallelism) in job.stages.iter_mut().zip(&rescale.parallelism) {

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use super::registry::{self, Keep};
 use super::{
     CheckpointConfig, CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, RelPath,
-    SavepointRequest, SnapshotKind, StageSnapshot, SubtaskSnapshot,
+    SavepointRequest, SnapshotKind, StageSnapshot, StorageError, SubtaskSnapshot,
 };
 
 /// Why a checkpoint was aborted.
@@ -211,12 +211,37 @@ pub struct PendingCheckpoint {
     metadata: Option<CheckpointMetadata>,
 }
 
-/// A retained checkpoint and the shared files it references (`None`: its metadata could not
+/// A retained checkpoint and the shared files it references (an error: its metadata could not
 /// be read, so nothing is known to be unreferenced).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Retained {
     id: u64,
-    shared: Result<BTreeSet<RelPath>, String>,
+    shared: Result<BTreeSet<RelPath>, UnreadableMetadata>,
+}
+
+/// A retained checkpoint whose `_metadata` could not be read at a restore: garbage collection
+/// then keeps every shared file, since any of them might be one it needs. It renders as the
+/// storage error did (`{path}: {problem}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct UnreadableMetadata {
+    /// The checkpoint.
+    pub checkpoint: u64,
+    /// The file that could not be read, relative to the checkpoint root.
+    pub path: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl UnreadableMetadata {
+    /// Checkpoint `checkpoint`'s metadata failed to read with `error`.
+    pub fn new(checkpoint: u64, error: &StorageError) -> Self {
+        Self {
+            checkpoint,
+            path: error.path().to_string(),
+            problem: error.problem(),
+        }
+    }
 }
 
 /// What a [`Coordinator`] keeps across attempts.
@@ -293,7 +318,10 @@ impl Coordinator {
     /// At a restore: the retained checkpoints found in storage, oldest first, each with the
     /// shared files its metadata references (or why that metadata is unreadable). Returns the
     /// garbage collection that follows.
-    pub fn restored(&mut self, retained: Vec<(u64, Result<BTreeSet<RelPath>, String>)>) -> Command {
+    pub fn restored(
+        &mut self,
+        retained: Vec<(u64, Result<BTreeSet<RelPath>, UnreadableMetadata>)>,
+    ) -> Command {
         self.retained = retained
             .into_iter()
             .map(|(id, shared)| Retained { id, shared })
@@ -1046,12 +1074,17 @@ mod tests {
     #[test]
     fn an_unreadable_retained_metadata_keeps_every_shared_file() {
         let mut coordinator = Coordinator::new(CheckpointConfig::every(5), Vec::new(), layout(), 1);
-        let collection = coordinator.restored(vec![(3, Err("torn".into()))]);
+        let unreadable = UnreadableMetadata {
+            checkpoint: 3,
+            path: "chk-3/_metadata".into(),
+            problem: "torn".into(),
+        };
+        let collection = coordinator.restored(vec![(3, Err(unreadable))]);
         assert_eq!(
             collection,
             Command::CollectGarbage {
                 keep: Keep::Everything {
-                    reason: "chk-3 unreadable: torn".into()
+                    reason: "chk-3 unreadable: chk-3/_metadata: torn".into()
                 }
             }
         );

@@ -167,7 +167,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
                             );
                             None
                         }
-                        Err(error) => Some(strip_path(&error, file.path.as_str())),
+                        Err(error) => Some(error.problem()),
                     };
                     report.files.push(InspectedFile {
                         path: file.path.to_string(),
@@ -181,7 +181,7 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
                         for named in list {
                             let problem = read_verified(&storage, &named.file)
                                 .err()
-                                .map(|e| strip_path(&e, named.file.path.as_str()));
+                                .map(|e| e.problem());
                             report.files.push(InspectedFile {
                                 path: named.file.path.to_string(),
                                 scope,
@@ -196,14 +196,6 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
         }
     }
     Ok(report)
-}
-
-/// The error text without a leading `path: ` (the report prints the path itself).
-fn strip_path(error: &StorageError, path: &str) -> String {
-    let text = error.to_string();
-    text.strip_prefix(&format!("{path}: "))
-        .map(str::to_string)
-        .unwrap_or(text)
 }
 
 impl fmt::Display for InspectReport {

@@ -78,6 +78,7 @@ pub struct NamedFile {
 
 /// Where a subtask's keyed state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyedStateHandle {
     /// One file in the canonical full-snapshot format ([`super::canonical`]).
     Canonical(FileRef),

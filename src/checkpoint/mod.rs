@@ -41,6 +41,7 @@ pub use storage::{
 
 /// A decoder rejected bytes: what field, where, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     /// The input ended before a field did.
     #[error("{what}: truncated at byte {offset}: needs {needed} bytes, {remaining} remain")]
@@ -108,6 +109,7 @@ pub enum FormatError {
 
 /// A storage operation failed; the error names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StorageError {
     /// An I/O error from the file system (or injected by a fault plan).
     #[error("{path}: {source}")]
@@ -158,6 +160,19 @@ impl StorageError {
             | StorageError::Missing { path }
             | StorageError::NotRegularFile { path, .. }
             | StorageError::Mismatch { path, .. } => path,
+        }
+    }
+
+    /// What is wrong, without the path (for reports that print the path themselves).
+    pub fn problem(&self) -> String {
+        match self {
+            StorageError::Io { source, .. } => source.to_string(),
+            StorageError::Format { source, .. } => source.to_string(),
+            StorageError::Missing { .. } => "missing".to_string(),
+            StorageError::NotRegularFile { kind, .. } => {
+                format!("not a regular file inside the checkpoint root ({kind})")
+            }
+            StorageError::Mismatch { reason, .. } => reason.clone(),
         }
     }
 

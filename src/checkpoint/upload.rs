@@ -93,6 +93,7 @@ pub struct Submission {
 
 /// The outcome of one submission's upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum UploadEvent {
     /// Every file is written: once all its parts are, the coordinator may complete (or abort)
     /// the checkpoint.
@@ -120,6 +121,7 @@ impl UploadEvent {
 
 /// A request the hand-off refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UploadError {
     /// The checkpoint has no part here: never submitted, or already gone.
     #[error("checkpoint {0} is not known to the uploader (never submitted, or already gone)")]
@@ -228,7 +230,7 @@ impl std::fmt::Debug for Uploads {
 }
 
 /// What writes one staged file to storage.
-pub type WriteFile<'a> = dyn FnMut(&RelPath, &[u8]) -> Result<(), String> + 'a;
+pub type WriteFile<'a> = dyn FnMut(&RelPath, &[u8]) -> Result<(), StorageError> + 'a;
 
 impl Uploads {
     /// An empty hand-off.
@@ -316,8 +318,8 @@ impl Uploads {
             if aborted {
                 break;
             }
-            if let Err(reason) = write(path, bytes) {
-                failure = Some(reason);
+            if let Err(error) = write(path, bytes) {
+                failure = Some(error.to_string());
                 break;
             }
         }
@@ -748,7 +750,12 @@ mod tests {
         uploads.submit(submission(2, &["shared/b"])).unwrap();
         uploads.abort(1).unwrap();
         assert_eq!(uploads.abort(1), Err(UploadError::Unknown(1)));
-        let mut failing = |_: &RelPath, _: &[u8]| Err("disk full".to_string());
+        let mut failing = |path: &RelPath, _: &[u8]| {
+            Err(StorageError::Io {
+                path: path.to_string(),
+                source: std::io::Error::other("disk full"),
+            })
+        };
         assert!(uploads.upload_next(&mut failing));
         assert_eq!(
             uploads.take_events(),
@@ -756,7 +763,7 @@ mod tests {
                 UploadEvent::Aborted(part(1)),
                 UploadEvent::Failed {
                     id: part(2),
-                    reason: "disk full".into()
+                    reason: "shared/b: disk full".into()
                 }
             ]
         );

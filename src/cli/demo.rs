@@ -83,6 +83,7 @@ impl DemoOptions {
 
 /// A demo could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DemoError {
     /// The input file could not be read.
     #[error("cannot read {path}: {source}")]
@@ -110,8 +111,8 @@ pub enum DemoError {
     #[error("temporary directory: {0}")]
     TempDir(std::io::Error),
     /// The backend is not in this build.
-    #[error("{0}")]
-    Backend(String),
+    #[error(transparent)]
+    Backend(#[from] crate::state::BackendUnavailable),
 }
 
 /// What a demo printed, and whether its verdicts came out as they should.

@@ -3,31 +3,81 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
+
 use crate::campaign::{
     explore, generate, merge, Case, ExploreConfig, ExploreReport, KillMode, Scenario, Seams,
     StrategyConfig, ALL_FAULT_KINDS,
 };
 use crate::state::BackendKind;
 
+/// A `--shard` value that is not `k/n` with `0 <= k < n`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    /// No `/`.
+    #[error("shard {text:?} is not k/n")]
+    NotAFraction {
+        /// The value given.
+        text: String,
+    },
+    /// `k` is not a whole number.
+    #[error("shard {text:?}: k is not a number")]
+    BadK {
+        /// The value given.
+        text: String,
+    },
+    /// `n` is not a whole number.
+    #[error("shard {text:?}: n is not a number")]
+    BadN {
+        /// The value given.
+        text: String,
+    },
+    /// `k` is not below `n`.
+    #[error("shard {text:?}: needs 0 <= k < n")]
+    OutOfRange {
+        /// The value given.
+        text: String,
+        /// `k`.
+        k: u64,
+        /// `n`.
+        n: u64,
+    },
+}
+
+/// A `--faults` entry that names no fault kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown fault kind {kind:?}; kinds: {}", ALL_FAULT_KINDS.join(", "))]
+pub struct UnknownFaultKind {
+    /// The entry given.
+    pub kind: String,
+}
+
 /// Parses `k/n`.
-pub fn parse_shard(text: &str) -> Result<(u64, u64), String> {
+pub fn parse_shard(text: &str) -> Result<(u64, u64), ShardError> {
     let (k, n) = text
         .split_once('/')
-        .ok_or_else(|| format!("shard {text:?} is not k/n"))?;
-    let k: u64 = k
-        .parse()
-        .map_err(|_| format!("shard {text:?}: k is not a number"))?;
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("shard {text:?}: n is not a number"))?;
+        .ok_or_else(|| ShardError::NotAFraction {
+            text: text.to_string(),
+        })?;
+    let k: u64 = k.parse().map_err(|_| ShardError::BadK {
+        text: text.to_string(),
+    })?;
+    let n: u64 = n.parse().map_err(|_| ShardError::BadN {
+        text: text.to_string(),
+    })?;
     if n == 0 || k >= n {
-        return Err(format!("shard {text:?}: needs 0 <= k < n"));
+        return Err(ShardError::OutOfRange {
+            text: text.to_string(),
+            k,
+            n,
+        });
     }
     Ok((k, n))
 }
 
 /// Parses a comma-separated list of fault kinds (`all` for every kind).
-pub fn parse_faults(text: &str) -> Result<Vec<String>, String> {
+pub fn parse_faults(text: &str) -> Result<Vec<String>, UnknownFaultKind> {
     if text == "all" {
         return Ok(ALL_FAULT_KINDS.iter().map(|k| k.to_string()).collect());
     }
@@ -37,17 +87,16 @@ pub fn parse_faults(text: &str) -> Result<Vec<String>, String> {
             if ALL_FAULT_KINDS.contains(&kind) {
                 Ok(kind.to_string())
             } else {
-                Err(format!(
-                    "unknown fault kind {kind:?}; kinds: {}",
-                    ALL_FAULT_KINDS.join(", ")
-                ))
+                Err(UnknownFaultKind {
+                    kind: kind.to_string(),
+                })
             }
         })
         .collect()
 }
 
 /// Runs a campaign with a progress bar and prints its summary; writes JSON if asked.
-pub fn run_explore(config: &ExploreConfig, json: Option<&Path>) -> Result<ExitCode, String> {
+pub fn run_explore(config: &ExploreConfig, json: Option<&Path>) -> anyhow::Result<ExitCode> {
     println!(
         "explore: seed {}, {} cases (shard {}/{}), backends {}, faults {}",
         config.seed,
@@ -64,24 +113,22 @@ pub fn run_explore(config: &ExploreConfig, json: Option<&Path>) -> Result<ExitCo
         config.strategy.fault_kinds.join(",")
     );
     let bar = indicatif::ProgressBar::new(config.cases.div_ceil(config.shard.1));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cases, {per_sec}, {msg}")
-            .map_err(|e| e.to_string())?,
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} cases, {per_sec}, {msg}",
+    )?);
     let report = explore(config, None, &|_, failures| {
         bar.inc(1);
         bar.set_message(format!("{failures} failing"));
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     bar.finish_and_clear();
     finish(&report, json)
 }
 
-fn finish(report: &ExploreReport, json: Option<&Path>) -> Result<ExitCode, String> {
+fn finish(report: &ExploreReport, json: Option<&Path>) -> anyhow::Result<ExitCode> {
     print!("{}", report.summary());
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text).with_context(|| path.display().to_string())?;
         println!("wrote {}", path.display());
     }
     if let Some(first) = report.failures.first() {
@@ -95,13 +142,13 @@ fn finish(report: &ExploreReport, json: Option<&Path>) -> Result<ExitCode, Strin
 }
 
 /// Merges shard reports.
-pub fn run_merge(files: &[PathBuf], json: Option<&Path>) -> Result<ExitCode, String> {
+pub fn run_merge(files: &[PathBuf], json: Option<&Path>) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
         reports.push(
             serde_json::from_str::<ExploreReport>(&text)
-                .map_err(|e| format!("{}: not an explore report: {e}", file.display()))?,
+                .with_context(|| format!("{}: not an explore report", file.display()))?,
         );
     }
     finish(&merge(&reports), json)
@@ -131,9 +178,9 @@ pub fn run_replay(
     source: &ReplaySource,
     check_determinism: bool,
     mode: &KillMode,
-) -> Result<ExitCode, String> {
+) -> anyhow::Result<ExitCode> {
     let scenario = match source {
-        ReplaySource::File(path) => Scenario::load(path).map_err(|e| e.to_string())?,
+        ReplaySource::File(path) => Scenario::load(path)?,
         ReplaySource::Case {
             seed,
             case,
@@ -145,15 +192,13 @@ pub fn run_replay(
                 fault_kinds: faults.clone(),
                 ..StrategyConfig::default()
             };
-            generate(&strategy, *seed, *case)
-                .map_err(|e| e.to_string())?
-                .0
+            generate(&strategy, *seed, *case)?.0
         }
     };
     let case = Case::new(scenario.clone(), Seams::default());
-    let run = || -> Result<crate::campaign::CaseReport, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        case.run(dir.path(), mode).map_err(|e| e.to_string())
+    let run = || -> anyhow::Result<crate::campaign::CaseReport> {
+        let dir = tempfile::tempdir()?;
+        Ok(case.run(dir.path(), mode)?)
     };
     let report = run()?;
     println!(

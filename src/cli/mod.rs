@@ -20,6 +20,7 @@ pub mod savepoint;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{self, BenchParams};
@@ -319,12 +320,11 @@ pub enum KillModeFlag {
 }
 
 impl KillModeFlag {
-    fn mode(self) -> Result<crate::campaign::KillMode, String> {
+    fn mode(self) -> anyhow::Result<crate::campaign::KillMode> {
         Ok(match self {
             KillModeFlag::Sim => crate::campaign::KillMode::Sim,
             KillModeFlag::Process => crate::campaign::KillMode::Process {
-                binary: std::env::current_exe()
-                    .map_err(|e| format!("cannot find this binary: {e}"))?,
+                binary: std::env::current_exe().context("cannot find this binary")?,
             },
         })
     }
@@ -406,12 +406,14 @@ pub fn main() -> ExitCode {
         } => run_bench(flags),
         Command::Explore(flags) => run_explore(flags),
         Command::FuzzCorpus { out, scenarios } => {
-            crate::fuzzing::write_seed_corpus(&out, &scenarios).map(|counts| {
-                for count in counts {
-                    println!("{:<14} {} seed file(s)", count.target.name(), count.files);
-                }
-                ExitCode::SUCCESS
-            })
+            crate::fuzzing::write_seed_corpus(&out, &scenarios)
+                .map(|counts| {
+                    for count in counts {
+                        println!("{:<14} {} seed file(s)", count.target.name(), count.files);
+                    }
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
         }
         Command::Replay(flags) => run_replay(flags),
         Command::CaseChild {
@@ -423,20 +425,35 @@ pub fn main() -> ExitCode {
             start_ms,
         } => {
             crate::campaign::child_main(&scenario, &dir, phase, generation, first_attempt, start_ms)
-                .map_err(|e| e.to_string())
                 .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from)
         }
     };
     match result {
         Ok(code) => code,
-        Err(message) => {
-            eprintln!("error: {message}");
+        Err(error) => {
+            eprintln!("error: {}", render(&error));
             ExitCode::from(2)
         }
     }
 }
 
-fn run_demo(which: DemoWhich, flags: DemoFlags) -> Result<ExitCode, String> {
+/// An error and its causes on one line, `outer: inner: ...`, as `{error:#}` prints them, but
+/// with each cause only once: the library's errors already end their messages with their
+/// source's (`path: the I/O error`), and saying it twice would not say more.
+fn render(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
+fn run_demo(which: DemoWhich, flags: DemoFlags) -> anyhow::Result<ExitCode> {
     let kind = match which {
         DemoWhich::Recovery => DemoKind::Recovery,
         DemoWhich::Stateful => DemoKind::Stateful,
@@ -444,7 +461,7 @@ fn run_demo(which: DemoWhich, flags: DemoFlags) -> Result<ExitCode, String> {
     let options = flags.options(kind);
     #[allow(clippy::disallowed_methods)] // Wall time is reported, never fed into the simulation.
     let started = std::time::Instant::now();
-    let report = demo::run(kind, &options).map_err(|e| e.to_string())?;
+    let report = demo::run(kind, &options)?;
     let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
     print!("{}", report.text);
     println!(
@@ -468,8 +485,8 @@ fn run_demo(which: DemoWhich, flags: DemoFlags) -> Result<ExitCode, String> {
     })
 }
 
-fn run_inspect(dir: &std::path::Path) -> Result<ExitCode, String> {
-    let report = inspect::inspect(dir).map_err(|e| e.to_string())?;
+fn run_inspect(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let report = inspect::inspect(dir)?;
     print!("{report}");
     Ok(if report.problems().is_empty() {
         ExitCode::SUCCESS
@@ -487,7 +504,7 @@ fn stateful_options(backend: BackendFlag, seed: u64, input: Option<PathBuf>) -> 
     options
 }
 
-fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
+fn run_savepoint(action: SavepointAction) -> anyhow::Result<ExitCode> {
     match action {
         SavepointAction::Take {
             out,
@@ -502,7 +519,7 @@ fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
                 FormatFlag::Canonical => SavepointFormat::Canonical,
                 FormatFlag::Native => SavepointFormat::Native,
             };
-            let text = savepoint::take(&options, at_ms, format, &out).map_err(|e| e.to_string())?;
+            let text = savepoint::take(&options, at_ms, format, &out)?;
             print!("{text}");
             println!(
                 "resume: faultline savepoint resume {} --backend {}",
@@ -519,8 +536,7 @@ fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
             input,
         } => {
             let options = stateful_options(backend, seed, input);
-            let (text, passed) =
-                savepoint::resume(&options, &dir, parallelism).map_err(|e| e.to_string())?;
+            let (text, passed) = savepoint::resume(&options, &dir, parallelism)?;
             print!("{text}");
             Ok(if passed {
                 ExitCode::SUCCESS
@@ -531,12 +547,12 @@ fn run_savepoint(action: SavepointAction) -> Result<ExitCode, String> {
     }
 }
 
-fn run_bench(flags: BenchFlags) -> Result<ExitCode, String> {
+fn run_bench(flags: BenchFlags) -> anyhow::Result<ExitCode> {
     if !(0.0..=1.0).contains(&flags.changed_fraction) {
-        return Err(format!(
+        bail!(
             "--changed-fraction {} is outside 0..=1",
             flags.changed_fraction
-        ));
+        );
     }
     let mut params = BenchParams {
         keys: flags.keys,
@@ -556,36 +572,31 @@ fn run_bench(flags: BenchFlags) -> Result<ExitCode, String> {
             .collect();
         params.backends.dedup();
     }
-    std::fs::create_dir_all(&flags.out).map_err(|e| format!("{}: {e}", flags.out.display()))?;
-    let work = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    std::fs::create_dir_all(&flags.out).with_context(|| flags.out.display().to_string())?;
+    let work = tempfile::tempdir().context("temporary directory")?;
     let bar = indicatif::ProgressBar::new(params.backends.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} backends {msg}")
-            .map_err(|e| e.to_string())?,
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} backends {msg}",
+    )?);
     let report = bench::run(&params, work.path(), &mut |backend| {
         // Called as each backend starts: the previous one is done.
         if !bar.message().is_empty() {
             bar.inc(1);
         }
         bar.set_message(backend.to_string());
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     bar.finish_and_clear();
     print!("{}", report.table());
     let json = flags.out.join("bench.json");
     let svg = flags.out.join("bench.svg");
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| format!("{}: {e}", json.display()))?;
-    bench::draw_chart(&report, &svg).map_err(|e| format!("{}: {e}", svg.display()))?;
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| json.display().to_string())?;
+    bench::draw_chart(&report, &svg)?;
     println!("wrote {} and {}", json.display(), svg.display());
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_explore(flags: ExploreFlags) -> Result<ExitCode, String> {
+fn run_explore(flags: ExploreFlags) -> anyhow::Result<ExitCode> {
     if !flags.merge.is_empty() {
         return explore::run_merge(&flags.merge, flags.json.as_deref());
     }
@@ -593,7 +604,7 @@ fn run_explore(flags: ExploreFlags) -> Result<ExitCode, String> {
         .time_limit
         .is_some_and(|limit| limit.is_nan() || limit <= 0.0)
     {
-        return Err("--time-limit must be a positive number of seconds".into());
+        bail!("--time-limit must be a positive number of seconds");
     }
     let defaults = crate::campaign::ExploreConfig::default();
     let strategy = crate::campaign::StrategyConfig {
@@ -615,7 +626,7 @@ fn run_explore(flags: ExploreFlags) -> Result<ExitCode, String> {
     explore::run_explore(&config, flags.json.as_deref())
 }
 
-fn run_replay(flags: ReplayFlags) -> Result<ExitCode, String> {
+fn run_replay(flags: ReplayFlags) -> anyhow::Result<ExitCode> {
     let source = match (flags.file, flags.seed, flags.case) {
         (Some(file), None, None) => explore::ReplaySource::File(file),
         (None, Some(seed), Some(case)) => explore::ReplaySource::Case {
@@ -624,7 +635,27 @@ fn run_replay(flags: ReplayFlags) -> Result<ExitCode, String> {
             backends: flags.backend.kinds(),
             faults: flags.faults,
         },
-        _ => return Err("replay takes a scenario file, or --seed S --case I".into()),
+        _ => bail!("replay takes a scenario file, or --seed S --case I"),
     };
     explore::run_replay(&source, flags.check_determinism, &flags.kill_mode.mode()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_error_names_each_cause_once() {
+        let storage = crate::checkpoint::StorageError::Io {
+            path: "chk-1/_metadata".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        let case = crate::campaign::CaseError::from(storage);
+        assert_eq!(
+            render(&anyhow::Error::from(case)),
+            "checkpoint storage: chk-1/_metadata: disk on fire"
+        );
+        let read = Err::<(), _>(std::io::Error::other("gone")).context("out/bench.json");
+        assert_eq!(render(&read.unwrap_err()), "out/bench.json: gone");
+    }
 }

@@ -46,6 +46,7 @@ pub fn savepoint_job(parallelism: u16) -> JobSpec {
 
 /// A savepoint flow failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SavepointError {
     /// Input or case failure.
     #[error(transparent)]

@@ -167,7 +167,8 @@ impl Runtime<'_> {
             Some(reader) => {
                 reader.ensure_open(&task.name, &source.positions)?;
                 let stored = guarded(&task.name, || reader.source.snapshot(checkpoint))?;
-                reader.check_stored(&stored).map_err(|problem| {
+                reader.check_stored(&stored).map_err(|error| {
+                    let problem = error.to_string();
                     Failure::new(
                         &task.name,
                         FailureCause::SourceContract {
@@ -690,12 +691,9 @@ impl Runtime<'_> {
         }
         self.storage.writing_for(Some(checkpoint));
         let storage = &mut self.storage;
-        let uploaded = self.uploads.upload_next(&mut |path, bytes| {
-            storage
-                .write(path, bytes)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        });
+        let uploaded = self
+            .uploads
+            .upload_next(&mut |path, bytes| storage.write(path, bytes).map(|_| ()));
         self.storage.writing_for(None);
         assert!(uploaded, "the part just submitted is queued");
         self.crashed()?;

@@ -169,7 +169,7 @@ impl Recorder<'_> {
 fn validate(job: &JobSpec, input: &Input, config: &RunConfig) -> Result<(), RunError> {
     job.validate()
         .map_err(|e| RunError::Invalid(e.to_string()))?;
-    config.restart.validate().map_err(RunError::Invalid)?;
+    config.restart.validate()?;
     if config.checkpoint.interval_ms == 0 {
         return Err(RunError::Invalid(
             "the checkpoint interval must be positive".into(),

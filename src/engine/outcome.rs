@@ -14,6 +14,7 @@ use crate::trace::{AuditContext, Event, FailureCause, RestoreSource, Trace};
 
 /// The run could not be carried out (as opposed to the job failing, which is an outcome).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RunError {
     /// The step bound was hit.
     #[error(transparent)]
@@ -21,6 +22,9 @@ pub enum RunError {
     /// The configuration or job cannot run.
     #[error("invalid run: {0}")]
     Invalid(String),
+    /// The restart strategy's parameters are out of range.
+    #[error("invalid run: {0}")]
+    Restart(#[from] crate::job::InvalidRestart),
     /// A restore made for inspection failed.
     #[error("restore: {0}")]
     Restore(String),
@@ -44,6 +48,7 @@ pub enum RunError {
 
 /// How the job ended.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum JobStatus {
     /// All input processed, a final checkpoint completed and was notified.
     Finished,

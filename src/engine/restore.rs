@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::task::*;
 use super::Runtime;
-use crate::checkpoint::coordinator::Command;
+use crate::checkpoint::coordinator::{Command, UnreadableMetadata};
 use crate::checkpoint::restore::{choose_restore, Candidate, RestorePlan, SnapshotRef};
 use crate::checkpoint::{
     registry, CheckpointMetadata, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
@@ -127,7 +127,7 @@ impl Runtime<'_> {
                 self.record(Event::CheckpointDiscarded { checkpoint: id });
             }
         }
-        let retained: Vec<(u64, Result<BTreeSet<RelPath>, String>)> =
+        let retained: Vec<(u64, Result<BTreeSet<RelPath>, UnreadableMetadata>)> =
             registry::retained(&self.storage)
                 .map_err(storage_error)?
                 .into_iter()
@@ -135,7 +135,7 @@ impl Runtime<'_> {
                     let shared = checkpoint
                         .metadata
                         .map(|metadata| metadata.shared_paths())
-                        .map_err(|error| error.to_string());
+                        .map_err(|error| UnreadableMetadata::new(checkpoint.id, &error));
                     (checkpoint.id, shared)
                 })
                 .collect();

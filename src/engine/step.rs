@@ -77,7 +77,8 @@ impl<'a> Runtime<'a> {
                 self.record(event);
                 return Ok(());
             };
-            reader.check_named(partition, offset).map_err(|problem| {
+            reader.check_named(partition, offset).map_err(|error| {
+                let problem = error.to_string();
                 Failure::new(
                     &task.name,
                     FailureCause::SourceContract {

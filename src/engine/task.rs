@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
+use crate::checkpoint::FormatError;
 use crate::fault::{Effect, FaultAction};
 use crate::job::operator::Operator;
 use crate::job::sink::Sink;
@@ -77,22 +78,27 @@ impl UserReader {
     }
 
     /// The reader stored a position for each partition it reads, each within its partition.
-    pub(super) fn check_stored(&self, stored: &BTreeMap<u32, u64>) -> Result<(), String> {
-        if let Some(partition) = self.lengths.keys().find(|p| !stored.contains_key(p)) {
-            return Err(format!("the reader stored no position for p{partition}"));
+    pub(super) fn check_stored(
+        &self,
+        stored: &BTreeMap<u32, u64>,
+    ) -> Result<(), SourceContractError> {
+        if let Some(&partition) = self.lengths.keys().find(|p| !stored.contains_key(p)) {
+            return Err(SourceContractError::NoPositionStored { partition });
         }
-        for (partition, offset) in stored {
-            match self.lengths.get(partition) {
+        for (&partition, &offset) in stored {
+            match self.lengths.get(&partition) {
                 None => {
-                    return Err(format!(
-                        "the reader stored a position for p{partition}, which is not assigned to this subtask (it reads {})",
-                        self.assigned()
-                    ))
+                    return Err(SourceContractError::StoredForeign {
+                        partition,
+                        assigned: self.assigned(),
+                    })
                 }
-                Some(len) if offset > len => {
-                    return Err(format!(
-                        "the reader stored p{partition}@{offset}, past the partition's end {len}"
-                    ))
+                Some(&len) if offset > len => {
+                    return Err(SourceContractError::StoredPastEnd {
+                        partition,
+                        offset,
+                        len,
+                    })
                 }
                 Some(_) => {}
             }
@@ -101,27 +107,29 @@ impl UserReader {
     }
 
     /// The record the reader named, or why there is none.
-    pub(super) fn check_named(&self, partition: u32, offset: u64) -> Result<(), String> {
+    pub(super) fn check_named(
+        &self,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), SourceContractError> {
         match self.lengths.get(&partition) {
-            None => Err(format!(
-                "the reader named p{partition}@{offset}, but p{partition} is not assigned to this subtask (it reads {})",
-                self.assigned()
-            )),
-            Some(len) if offset >= *len => Err(format!(
-                "the reader named p{partition}@{offset}, past the partition's end {len}"
-            )),
+            None => Err(SourceContractError::NamedForeign {
+                partition,
+                offset,
+                assigned: self.assigned(),
+            }),
+            Some(&len) if offset >= len => Err(SourceContractError::NamedPastEnd {
+                partition,
+                offset,
+                len,
+            }),
             Some(_) => Ok(()),
         }
     }
 
-    /// The partitions this subtask reads, for messages.
-    fn assigned(&self) -> String {
-        let names: Vec<String> = self.lengths.keys().map(|p| format!("p{p}")).collect();
-        if names.is_empty() {
-            "none".into()
-        } else {
-            names.join(", ")
-        }
+    /// The partitions this subtask reads.
+    fn assigned(&self) -> Vec<u32> {
+        self.lengths.keys().copied().collect()
     }
 
     /// Partitions the reader left unread.
@@ -134,6 +142,60 @@ impl UserReader {
             })
             .collect()
     }
+}
+
+/// How a user's reader broke the source contract: the problem of a
+/// [`FailureCause::SourceContract`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum SourceContractError {
+    /// At a barrier, it stored no position for a partition it reads.
+    #[error("the reader stored no position for p{partition}")]
+    NoPositionStored { partition: u32 },
+    /// At a barrier, it stored a position for a partition of another subtask.
+    #[error("the reader stored a position for p{partition}, which is not assigned to this subtask (it reads {})", partition_list(assigned))]
+    StoredForeign { partition: u32, assigned: Vec<u32> },
+    /// At a barrier, it stored a position past its partition's end.
+    #[error("the reader stored p{partition}@{offset}, past the partition's end {len}")]
+    StoredPastEnd {
+        partition: u32,
+        offset: u64,
+        len: u64,
+    },
+    /// It named a record of a partition of another subtask.
+    #[error("the reader named p{partition}@{offset}, but p{partition} is not assigned to this subtask (it reads {})", partition_list(assigned))]
+    NamedForeign {
+        partition: u32,
+        offset: u64,
+        assigned: Vec<u32>,
+    },
+    /// It named a record past its partition's end.
+    #[error("the reader named p{partition}@{offset}, past the partition's end {len}")]
+    NamedPastEnd {
+        partition: u32,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// Partitions as messages name them: `p0, p2`, or `none`.
+fn partition_list(partitions: &[u32]) -> String {
+    if partitions.is_empty() {
+        "none".into()
+    } else {
+        let names: Vec<String> = partitions.iter().map(|p| format!("p{p}")).collect();
+        names.join(", ")
+    }
+}
+
+/// Why a source's stored positions do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum PositionsError {
+    /// The bytes are not the encoding.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A partition appears twice.
+    #[error("partition {partition} listed twice")]
+    Duplicate { partition: u32 },
 }
 
 /// Runs a call into a user's code, turning a panic into a failure of `task`, as the supervisor
@@ -263,18 +325,18 @@ pub(super) fn encode_positions(positions: &BTreeMap<u32, u64>) -> Vec<u8> {
     e.finish()
 }
 
-pub(super) fn decode_positions(bytes: &[u8]) -> Result<BTreeMap<u32, u64>, String> {
+pub(super) fn decode_positions(bytes: &[u8]) -> Result<BTreeMap<u32, u64>, PositionsError> {
     let mut d = Decoder::new(bytes);
-    let count = d.count("source positions", 12).map_err(|e| e.to_string())?;
+    let count = d.count("source positions", 12)?;
     let mut positions = BTreeMap::new();
     for _ in 0..count {
-        let partition = d.u32("partition").map_err(|e| e.to_string())?;
-        let offset = d.u64("offset").map_err(|e| e.to_string())?;
+        let partition = d.u32("partition")?;
+        let offset = d.u64("offset")?;
         if positions.insert(partition, offset).is_some() {
-            return Err(format!("partition {partition} listed twice"));
+            return Err(PositionsError::Duplicate { partition });
         }
     }
-    d.finish("source positions").map_err(|e| e.to_string())?;
+    d.finish("source positions")?;
     Ok(positions)
 }
 

@@ -10,7 +10,7 @@ use crate::job::keygroup::key_group_range;
 use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
 use crate::job::spec::SinkKind;
 use crate::job::{operator, user, OperatorSpec};
-use crate::state::{BackendContext, KeyGroupRange};
+use crate::state::{BackendContext, KeyGroupRange, StateError};
 use crate::trace::{Event, FailureCause};
 
 impl Runtime<'_> {
@@ -82,7 +82,10 @@ impl Runtime<'_> {
                     .join(format!("{name}-{subtask}")),
             });
             self.build_operator(stage, subtask, context)
-                .map_err(|error| Failure::new(&task_name, FailureCause::Backend { error }))?
+                .map_err(|error| {
+                    let error = error.to_string();
+                    Failure::new(&task_name, FailureCause::Backend { error })
+                })?
         };
         Ok(Task {
             name: task_name,
@@ -140,10 +143,10 @@ impl Runtime<'_> {
         stage: usize,
         subtask: u16,
         context: Option<BackendContext>,
-    ) -> Result<Body, String> {
+    ) -> Result<Body, StateError> {
         let spec = &self.job.stages[stage - 1];
         let backend = match context {
-            Some(context) => Some(self.backends.create(context).map_err(|e| e.to_string())?),
+            Some(context) => Some(self.backends.create(context)?),
             None => None,
         };
         let op = match &spec.op {

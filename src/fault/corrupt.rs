@@ -11,6 +11,7 @@ use crate::sim::HostDetail;
 /// How a file is damaged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum CorruptionKind {
     /// One bit flipped.
     BitFlip,

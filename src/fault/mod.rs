@@ -126,6 +126,7 @@ pub enum FaultPoint<'a> {
 /// What a fault does to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Effect {
     /// The operator (or task) fails, as if it panicked: the job restarts.
     Panic,

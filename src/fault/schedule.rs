@@ -28,6 +28,7 @@ use crate::sim::{RngStreams, StreamName};
 /// A checkpoint phase where a simulated kill can fire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Phase {
     /// Just after the barrier was injected at the sources.
     BarrierAtSource,
@@ -186,6 +187,7 @@ impl FaultSite {
 /// One scheduled fault.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum Fault {
     /// An operator fails before its `record_index`-th record of `attempt`.
     Panic {

@@ -43,8 +43,26 @@ pub struct CsvError {
 
 const COLUMNS: [&str; 3] = ["transaction_id", "account", "amount"];
 
+/// An amount that [`parse_cents`] rejects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AmountError {
+    /// Not digits with at most two decimals.
+    #[error("{text:?} is not an amount like 2500.0 (at most two decimals)")]
+    NotAnAmount {
+        /// The text given.
+        text: String,
+    },
+    /// More cents than an `i64` holds.
+    #[error("{text:?} is too large")]
+    TooLarge {
+        /// The text given.
+        text: String,
+    },
+}
+
 /// Parses an amount like `2500.0`, `12.34` or `-7` into cents, exactly (no floating point).
-pub fn parse_cents(text: &str) -> Result<i64, String> {
+pub fn parse_cents(text: &str) -> Result<i64, AmountError> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -52,18 +70,19 @@ pub fn parse_cents(text: &str) -> Result<i64, String> {
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let is_digits = |s: &str| s.chars().all(|c| c.is_ascii_digit());
     if whole.is_empty() || !is_digits(whole) || !is_digits(fraction) || fraction.len() > 2 {
-        return Err(format!(
-            "{text:?} is not an amount like 2500.0 (at most two decimals)"
-        ));
+        return Err(AmountError::NotAnAmount {
+            text: text.to_string(),
+        });
     }
-    let whole: i64 = whole
-        .parse()
-        .map_err(|_| format!("{text:?} is too large"))?;
+    let too_large = || AmountError::TooLarge {
+        text: text.to_string(),
+    };
+    let whole: i64 = whole.parse().map_err(|_| too_large())?;
     let fraction: i64 = format!("{fraction:0<2}").parse().expect("two ASCII digits");
     let cents = whole
         .checked_mul(100)
         .and_then(|c| c.checked_add(fraction))
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+        .ok_or_else(too_large)?;
     Ok(if negative { -cents } else { cents })
 }
 
@@ -110,10 +129,10 @@ pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
             skipped_lines.push(line);
             continue;
         }
-        let value = parse_cents(&row[2]).map_err(|reason| CsvError {
+        let value = parse_cents(&row[2]).map_err(|error| CsvError {
             line,
             column: Some("amount".into()),
-            reason,
+            reason: error.to_string(),
         })?;
         records.push(InputRecord {
             id: row[0].to_string(),

@@ -15,7 +15,7 @@ pub mod user;
 
 pub use operator::{Operator, OperatorContext, OperatorError};
 pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record};
-pub use restart::{RestartDecision, RestartStrategy, RestartTracker};
+pub use restart::{InvalidRestart, RestartDecision, RestartStrategy, RestartTracker};
 pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink, SinkFactory};
 pub use source::{Source, SourceFactory};
 pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};

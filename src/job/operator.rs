@@ -42,6 +42,7 @@ use crate::state::{KeyedContext, ListState, MapState, StateBackend, StateError, 
 
 /// An operator failed while processing, snapshotting or restoring.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum OperatorError {
     /// The operator's own logic failed (Flink: the user function threw).
     #[error("{0}")]

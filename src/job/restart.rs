@@ -186,17 +186,48 @@ impl FromStr for RestartStrategy {
             }
             other => return Err(fail(format!("unknown strategy {other:?}"))),
         };
-        strategy.validate().map_err(fail)?;
+        strategy
+            .validate()
+            .map_err(|error| fail(error.to_string()))?;
         Ok(strategy)
     }
 }
 
+/// A restart strategy whose parameters are out of range (see [`RestartStrategy::validate`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidRestart {
+    /// A failure-rate strategy over an empty interval.
+    #[error("the interval must be positive")]
+    ZeroInterval,
+    /// An exponential delay whose first backoff exceeds its largest.
+    #[error("initial backoff {initial_ms} exceeds max backoff {max_ms}")]
+    InitialAboveMax {
+        /// The first backoff.
+        initial_ms: u64,
+        /// The largest backoff.
+        max_ms: u64,
+    },
+    /// An exponential delay that would shrink (or is not a number).
+    #[error("multiplier {multiplier} is below 1")]
+    MultiplierBelowOne {
+        /// The multiplier.
+        multiplier: f64,
+    },
+    /// Jitter that is not a fraction of the backoff.
+    #[error("jitter {jitter} is outside 0..=1")]
+    JitterOutOfRange {
+        /// The jitter.
+        jitter: f64,
+    },
+}
+
 impl RestartStrategy {
     /// Checks the parameters' ranges.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
+    pub fn validate(&self) -> Result<(), InvalidRestart> {
+        match *self {
             RestartStrategy::FailureRate { interval_ms: 0, .. } => {
-                Err("the interval must be positive".into())
+                Err(InvalidRestart::ZeroInterval)
             }
             RestartStrategy::ExponentialDelay {
                 initial_ms,
@@ -206,13 +237,11 @@ impl RestartStrategy {
                 ..
             } => {
                 if initial_ms > max_ms {
-                    Err(format!(
-                        "initial backoff {initial_ms} exceeds max backoff {max_ms}"
-                    ))
-                } else if multiplier.is_nan() || *multiplier < 1.0 {
-                    Err(format!("multiplier {multiplier} is below 1"))
-                } else if !(0.0..=1.0).contains(jitter) {
-                    Err(format!("jitter {jitter} is outside 0..=1"))
+                    Err(InvalidRestart::InitialAboveMax { initial_ms, max_ms })
+                } else if multiplier.is_nan() || multiplier < 1.0 {
+                    Err(InvalidRestart::MultiplierBelowOne { multiplier })
+                } else if !(0.0..=1.0).contains(&jitter) {
+                    Err(InvalidRestart::JitterOutOfRange { jitter })
                 } else {
                     Ok(())
                 }
@@ -224,6 +253,7 @@ impl RestartStrategy {
 
 /// What the strategy decided about a failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RestartDecision {
     /// Restart after `delay_ms`; `restart` counts restarts since the job started.
     Restart {

@@ -130,8 +130,33 @@ pub struct ExternalOutput {
 }
 
 /// Reads a user's external system, kept under [`ExternalStore::dir`], as its readers would see
-/// it: how the oracle judges a sink that writes somewhere other than the simulated store.
-pub type OutputReader = dyn Fn(&std::path::Path) -> Result<ExternalOutput, String> + Send + Sync;
+/// it: how the oracle judges a sink that writes somewhere other than the simulated store. The
+/// error is the user's own type; the oracle reports its message as an unreadable output.
+pub type OutputReader = dyn Fn(&std::path::Path) -> Result<ExternalOutput, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync;
+
+/// The file of a durable [`ExternalStore`] cannot be read back (see [`ExternalStore::durable`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DurableStoreError {
+    /// The file exists but cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file does not hold a store.
+    #[error("{}: {source}", path.display())]
+    Decode {
+        /// The store's file.
+        path: std::path::PathBuf,
+        /// What the decoder said.
+        source: serde_json::Error,
+    },
+}
 
 impl ExternalStore {
     /// An empty store.
@@ -142,13 +167,21 @@ impl ExternalStore {
     /// The store kept in the file `path` (empty if the file does not exist yet): every
     /// operation is written through before it returns, as a real external system makes it
     /// durable, so the store survives a process that aborts.
-    pub fn durable(path: &std::path::Path) -> Result<Self, String> {
+    pub fn durable(path: &std::path::Path) -> Result<Self, DurableStoreError> {
         let mut store: ExternalStore = match std::fs::read(path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?
+                serde_json::from_slice(&bytes).map_err(|source| DurableStoreError::Decode {
+                    path: path.to_path_buf(),
+                    source,
+                })?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ExternalStore::new(),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(source) => {
+                return Err(DurableStoreError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
         };
         store.durable_at = Some(path.to_path_buf());
         Ok(store)

@@ -110,6 +110,7 @@ pub struct StageSpec {
 /// The built-in operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
 pub enum OperatorSpec {
     /// `value * factor`.
     Scale {

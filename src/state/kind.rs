@@ -8,7 +8,7 @@
 //! assert_eq!(kind.to_string(), "rocksdb-incremental");
 //! assert!("leveldb".parse::<BackendKind>().is_err());
 //! assert!(BackendKind::all().contains(&BackendKind::Memory));
-//! # Ok::<(), String>(())
+//! # Ok::<(), faultline::state::UnknownBackend>(())
 //! ```
 
 use std::fmt;
@@ -32,6 +32,22 @@ pub enum BackendKind {
     RocksDbIncremental,
 }
 
+/// A built-in backend this build does not have (RocksDB without the `rocksdb` feature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{backend} needs the `rocksdb` feature, which this build lacks")]
+pub struct BackendUnavailable {
+    /// The backend asked for.
+    pub backend: BackendKind,
+}
+
+/// A backend name that is none of the built-in ones.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown backend {name:?}: memory, rocksdb-full or rocksdb-incremental")]
+pub struct UnknownBackend {
+    /// The name given.
+    pub name: String,
+}
+
 impl BackendKind {
     /// Every built-in backend this build has.
     pub fn all() -> Vec<BackendKind> {
@@ -52,7 +68,7 @@ impl BackendKind {
     }
 
     /// A factory for it, or an error when this build lacks RocksDB.
-    pub fn factory(self) -> Result<Box<dyn StateBackendFactory>, String> {
+    pub fn factory(self) -> Result<Box<dyn StateBackendFactory>, BackendUnavailable> {
         match self {
             BackendKind::Memory => Ok(Box::new(MemoryBackendFactory)),
             #[cfg(feature = "rocksdb")]
@@ -64,10 +80,7 @@ impl BackendKind {
                 super::RocksDbMode::Incremental,
             ))),
             #[cfg(not(feature = "rocksdb"))]
-            other => Err(format!(
-                "{} needs the `rocksdb` feature, which this build lacks",
-                other.name()
-            )),
+            backend => Err(BackendUnavailable { backend }),
         }
     }
 }
@@ -79,7 +92,7 @@ impl fmt::Display for BackendKind {
 }
 
 impl FromStr for BackendKind {
-    type Err = String;
+    type Err = UnknownBackend;
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         [
@@ -89,8 +102,8 @@ impl FromStr for BackendKind {
         ]
         .into_iter()
         .find(|kind| kind.name() == name)
-        .ok_or_else(|| {
-            format!("unknown backend {name:?}: memory, rocksdb-full or rocksdb-incremental")
+        .ok_or_else(|| UnknownBackend {
+            name: name.to_string(),
         })
     }
 }

@@ -43,7 +43,7 @@ mod view;
 #[cfg(feature = "rocksdb")]
 pub use self::rocksdb::{CompactionPolicy, RocksDbBackend, RocksDbFactory, RocksDbMode};
 pub use keyed::{KeyedContext, ListState, MapState, StateCodec, ValueState};
-pub use kind::BackendKind;
+pub use kind::{BackendKind, BackendUnavailable, UnknownBackend};
 pub use memory::{MemoryBackend, MemoryBackendFactory};
 pub use view::{StateAddr, StateValue, StateView};
 

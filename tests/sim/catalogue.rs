@@ -589,6 +589,7 @@ impl StateBackend for OwnFormat {
                     })?;
                     stats.files += 1;
                 }
+                _ => return Err(self.error("a keyed-state handle of an unknown kind")),
             }
         }
         Ok(stats)

@@ -28,6 +28,7 @@ fn delays(decisions: &[RestartDecision]) -> Vec<Option<u64>> {
         .map(|d| match d {
             RestartDecision::Restart { delay_ms, .. } => Some(*delay_ms),
             RestartDecision::GiveUp { .. } => None,
+            other => panic!("an unknown decision {other:?}"),
         })
         .collect()
 }

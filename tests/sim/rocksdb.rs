@@ -28,6 +28,7 @@ fn ssts(result: &SnapshotResult) -> usize {
     match &result.handle {
         KeyedStateHandle::Native { shared, .. } => shared.len(),
         KeyedStateHandle::Canonical(_) => 0,
+        other => panic!("an unknown handle {other:?}"),
     }
 }
 
