@@ -174,13 +174,15 @@ impl<'a> Runtime<'a> {
                             },
                         )
                     })?;
-                self.record(written);
+                // What the write did to transactions (beginning one) came before the record
+                // was written.
                 for event in events {
                     self.record(Event::Txn {
                         task: name.clone(),
                         event,
                     });
                 }
+                self.record(written);
                 Ok(())
             }
             Body::Operator(op) => {

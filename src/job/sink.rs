@@ -451,40 +451,6 @@ pub enum TxnAbort {
     Other(String),
 }
 
-impl std::fmt::Display for TxnEvent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let count = |records: &Option<usize>| match records {
-            Some(records) => format!(" ({records} records)"),
-            None => String::new(),
-        };
-        match self {
-            TxnEvent::Begun { txn } => write!(f, "begin {txn}"),
-            TxnEvent::PreCommitted {
-                txn,
-                checkpoint,
-                records,
-            } => write!(f, "pre-commit {txn}{} for chk-{checkpoint}", count(records)),
-            TxnEvent::Committed {
-                txn,
-                checkpoint,
-                records,
-            } => write!(f, "commit {txn}{} for chk-{checkpoint}", count(records)),
-            TxnEvent::AlreadyCommitted { txn, checkpoint } => {
-                write!(f, "commit {txn} for chk-{checkpoint}: already committed")
-            }
-            TxnEvent::Aborted { txn, why } => match why {
-                TxnAbort::InProgress => write!(f, "abort {txn} (in progress at the checkpoint)"),
-                TxnAbort::Lingering => write!(f, "abort {txn} (lingering)"),
-                TxnAbort::Other(reason) => write!(f, "abort {txn} ({reason})"),
-            },
-            TxnEvent::AbortFoundCommitted { txn } => write!(
-                f,
-                "abort {txn}: already committed by a later checkpoint or savepoint; this restore goes back past committed output"
-            ),
-        }
-    }
-}
-
 /// The `Sink` seam: writes records to the external store and takes part in checkpoints. A
 /// user's sink implements it and is tested the same way. Every method reports what it did to
 /// transactions, for the trace (a sink without transactions reports nothing).
@@ -584,11 +550,19 @@ impl TwoPhaseCommitSink {
         Ok(store.begin(self.subtask))
     }
 
-    fn current(&mut self, store: &mut ExternalStore) -> Result<String, StoreError> {
-        if self.current.is_none() {
-            self.current = Some(self.begin(store)?);
+    /// The open transaction, begun now (and reported in `events`) if there is none.
+    fn current(
+        &mut self,
+        store: &mut ExternalStore,
+        events: &mut Vec<TxnEvent>,
+    ) -> Result<String, StoreError> {
+        if let Some(txn) = &self.current {
+            return Ok(txn.clone());
         }
-        Ok(self.current.clone().expect("set above"))
+        let txn = self.begin(store)?;
+        events.push(TxnEvent::Begun { txn: txn.clone() });
+        self.current = Some(txn.clone());
+        Ok(txn)
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -627,9 +601,10 @@ impl Sink for TwoPhaseCommitSink {
         record: Record,
         store: &mut ExternalStore,
     ) -> Result<Vec<TxnEvent>, StoreError> {
-        let txn = self.current(store)?;
+        let mut events = Vec::new();
+        let txn = self.current(store, &mut events)?;
         store.write(&txn, record)?;
-        Ok(Vec::new())
+        Ok(events)
     }
 
     fn snapshot(
@@ -637,20 +612,24 @@ impl Sink for TwoPhaseCommitSink {
         checkpoint_id: u64,
         store: &mut ExternalStore,
     ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
-        let txn = self.current(store)?;
+        let mut events = Vec::new();
+        let txn = self.current(store, &mut events)?;
         let count = store.pre_commit(&txn)?;
         debug_assert!(
             self.pending.keys().all(|id| *id < checkpoint_id),
             "barriers arrive in order"
         );
         self.pending.insert(checkpoint_id, txn.clone());
-        self.current = Some(self.begin(store)?);
-        let event = TxnEvent::PreCommitted {
+        events.push(TxnEvent::PreCommitted {
             txn,
             checkpoint: checkpoint_id,
             records: Some(count),
-        };
-        Ok((self.encode(), vec![event]))
+        });
+        // The next records go to a transaction of their own, begun with the checkpoint.
+        self.current = None;
+        let next = self.current(store, &mut events)?;
+        debug_assert_ne!(Some(&next), self.pending.get(&checkpoint_id));
+        Ok((self.encode(), events))
     }
 
     fn notify_checkpoint_complete(

@@ -517,16 +517,6 @@ pub enum Resource {
     OpenTransactions,
 }
 
-impl std::fmt::Display for Resource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Resource::Events => "events recorded",
-            Resource::RecordsInFlight => "records in flight",
-            Resource::OpenTransactions => "open transactions",
-        })
-    }
-}
-
 /// When the storage audit ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]

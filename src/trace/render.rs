@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Display, Formatter};
 
 use super::event::{
-    AbortReason, AuditContext, Event, FailureCause, JobStarted, NotificationFate, RestoreSource,
-    Restored, Unread,
+    AbortReason, AuditContext, Event, FailureCause, JobStarted, NotificationFate, Resource,
+    RestoreSource, Restored, Unread,
 };
 use crate::checkpoint::CheckpointingMode;
+use crate::job::sink::{TxnAbort, TxnEvent};
 use crate::job::Record;
 
 impl Display for Event {
@@ -344,5 +345,49 @@ impl Display for Partitions<'_> {
             write!(f, "p{partition}@{offset}")?;
         }
         Ok(())
+    }
+}
+
+impl Display for TxnEvent {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        let count = |records: &Option<usize>| match records {
+            Some(records) => format!(" ({records} records)"),
+            None => String::new(),
+        };
+        match self {
+            TxnEvent::Begun { txn } => write!(f, "begin {txn}"),
+            TxnEvent::PreCommitted {
+                txn,
+                checkpoint,
+                records,
+            } => write!(f, "pre-commit {txn}{} for chk-{checkpoint}", count(records)),
+            TxnEvent::Committed {
+                txn,
+                checkpoint,
+                records,
+            } => write!(f, "commit {txn}{} for chk-{checkpoint}", count(records)),
+            TxnEvent::AlreadyCommitted { txn, checkpoint } => {
+                write!(f, "commit {txn} for chk-{checkpoint}: already committed")
+            }
+            TxnEvent::Aborted { txn, why } => match why {
+                TxnAbort::InProgress => write!(f, "abort {txn} (in progress at the checkpoint)"),
+                TxnAbort::Lingering => write!(f, "abort {txn} (lingering)"),
+                TxnAbort::Other(reason) => write!(f, "abort {txn} ({reason})"),
+            },
+            TxnEvent::AbortFoundCommitted { txn } => write!(
+                f,
+                "abort {txn}: already committed by a later checkpoint or savepoint; this restore goes back past committed output"
+            ),
+        }
+    }
+}
+
+impl Display for Resource {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::Events => "events recorded",
+            Resource::RecordsInFlight => "records in flight",
+            Resource::OpenTransactions => "open transactions",
+        })
     }
 }

@@ -284,3 +284,29 @@ fn a_rescaled_case_is_one_run_whose_counters_cover_both_phases() {
     assert_eq!(stats.checkpoints_completed, count(completed, 0));
     assert_eq!(u64::from(stats.attempts), count(started, 0));
 }
+
+#[test]
+fn the_trace_follows_every_transaction_from_its_beginning() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let scenario = Scenario::load(&fixtures.join("panic-and-kill-memory.toml")).unwrap();
+    let report = run(&Case::new(scenario, Seams::default()));
+    assert!(report.verdict.passed(), "{}", report.verdict);
+    let mut begun = std::collections::BTreeSet::new();
+    let mut ended = 0;
+    for stamped in report.outcome.trace.events() {
+        let Event::Txn { event, .. } = &stamped.event else {
+            continue;
+        };
+        match event {
+            TxnEvent::Begun { txn } => assert!(begun.insert(txn.clone()), "{txn} begun twice"),
+            TxnEvent::PreCommitted { txn, .. }
+            | TxnEvent::Committed { txn, .. }
+            | TxnEvent::Aborted { txn, .. } => {
+                assert!(begun.contains(txn), "{txn} ended before it began");
+                ended += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(begun.len() > 2 && ended > begun.len(), "{begun:?}");
+}
