@@ -171,6 +171,8 @@ fn show(value: &Option<StateValue>) -> String {
 }
 
 impl fmt::Display for Violation {
+    // One arm per violation, exhaustive, each the sentence a failure report leads with.
+    #[allow(clippy::too_many_lines)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Violation::RestoredState {

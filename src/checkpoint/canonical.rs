@@ -147,6 +147,47 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
     }
     let (body, trailer) = bytes.split_at(bytes.len() - 4);
     let mut d = Decoder::new(body);
+    let compression = decode_header(&mut d)?;
+    let stored = u32::from_le_bytes(trailer.try_into().expect("split at len - 4"));
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(FormatError::ChecksumMismatch {
+            what: FORMAT.to_string(),
+            stored,
+            computed,
+        });
+    }
+    let states = decode_states(&mut d)?;
+    let key_groups = decode_key_groups(&mut d)?;
+    let group_count = d.count("key group table", TABLE_ROW_LEN)?;
+    let mut expected_offset = (d.position() + group_count * TABLE_ROW_LEN) as u64;
+    let mut previous_group: Option<u16> = None;
+    let mut entries = Vec::new();
+    for _ in 0..group_count {
+        let row = TableRow::read(&mut d)?;
+        let block = row.check(body, key_groups, previous_group, expected_offset)?;
+        previous_group = Some(row.group);
+        expected_offset = row.offset + row.len;
+        if wanted.contains(row.group) {
+            row.decode_block(block, compression, states.len(), &mut entries)?;
+        }
+    }
+    if expected_offset != body.len() as u64 {
+        return Err(invalid(
+            "blocks",
+            expected_offset,
+            "bytes after the last block",
+        ));
+    }
+    Ok(CanonicalSnapshot {
+        states,
+        key_groups,
+        entries,
+    })
+}
+
+/// Magic, version and compression.
+fn decode_header(d: &mut Decoder<'_>) -> Result<Compression, FormatError> {
     let magic = d.take(4, "magic")?;
     if magic != MAGIC {
         return Err(FormatError::BadMagic {
@@ -163,27 +204,19 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
             supported: VERSION,
         });
     }
-    let compression = match d.u8("compression")? {
-        0 => Compression::None,
-        1 => Compression::Lz4,
-        other => {
-            return Err(invalid(
-                "compression",
-                6,
-                &format!("unknown compression {other}"),
-            ))
-        }
-    };
-    let stored = u32::from_le_bytes(trailer.try_into().expect("split at len - 4"));
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(FormatError::ChecksumMismatch {
-            what: FORMAT.to_string(),
-            stored,
-            computed,
-        });
+    match d.u8("compression")? {
+        0 => Ok(Compression::None),
+        1 => Ok(Compression::Lz4),
+        other => Err(invalid(
+            "compression",
+            6,
+            &format!("unknown compression {other}"),
+        )),
     }
+}
 
+/// The declared states, each name once.
+fn decode_states(d: &mut Decoder<'_>) -> Result<Vec<StateDescriptor>, FormatError> {
     let state_count = d.u16("state count")?;
     let mut states = Vec::with_capacity(usize::from(state_count).min(d.remaining() / 6));
     for _ in 0..state_count {
@@ -202,6 +235,11 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
             value_type,
         });
     }
+    Ok(states)
+}
+
+/// The writer's key-group range.
+fn decode_key_groups(d: &mut Decoder<'_>) -> Result<KeyGroupRange, FormatError> {
     let range_offset = d.position() as u64;
     let key_groups = KeyGroupRange {
         start: d.u16("key group start")?,
@@ -210,107 +248,125 @@ pub fn decode(bytes: &[u8], wanted: KeyGroupRange) -> Result<CanonicalSnapshot, 
     if key_groups.start > key_groups.end {
         return Err(invalid("key groups", range_offset, "start after end"));
     }
-    let group_count = d.count("key group table", TABLE_ROW_LEN)?;
-    let mut expected_offset = (d.position() + group_count * TABLE_ROW_LEN) as u64;
-    let mut previous_group: Option<u16> = None;
-    let mut entries = Vec::new();
-    for _ in 0..group_count {
-        let row_offset = d.position() as u64;
-        let group = d.u16("key group")?;
-        let offset = d.u64("block offset")?;
-        let len = d.u64("block length")?;
-        let raw_len = d.u64("block raw length")?;
-        let count = d.u32("block entries")?;
-        let crc = d.u32("block checksum")?;
-        if !key_groups.contains(group) {
-            return Err(invalid(
-                "key group",
-                row_offset,
-                "outside the writer's range",
-            ));
+    Ok(key_groups)
+}
+
+/// One row of the key-group table: where a group's block lies and what it holds.
+struct TableRow {
+    /// Where the row starts, for errors.
+    at: u64,
+    group: u16,
+    offset: u64,
+    len: u64,
+    raw_len: u64,
+    count: u32,
+    crc: u32,
+}
+
+impl TableRow {
+    fn read(d: &mut Decoder<'_>) -> Result<Self, FormatError> {
+        Ok(Self {
+            at: d.position() as u64,
+            group: d.u16("key group")?,
+            offset: d.u64("block offset")?,
+            len: d.u64("block length")?,
+            raw_len: d.u64("block raw length")?,
+            count: d.u32("block entries")?,
+            crc: d.u32("block checksum")?,
+        })
+    }
+
+    /// Checks the row against the range, the row before and the file, and returns its block,
+    /// checksum verified.
+    fn check<'b>(
+        &self,
+        body: &'b [u8],
+        key_groups: KeyGroupRange,
+        previous_group: Option<u16>,
+        expected_offset: u64,
+    ) -> Result<&'b [u8], FormatError> {
+        if !key_groups.contains(self.group) {
+            return Err(invalid("key group", self.at, "outside the writer's range"));
         }
-        if previous_group.is_some_and(|previous| previous >= group) {
+        if previous_group.is_some_and(|previous| previous >= self.group) {
             return Err(invalid(
                 "key group",
-                row_offset,
+                self.at,
                 "table not in increasing group order",
             ));
         }
-        previous_group = Some(group);
-        if offset != expected_offset {
+        if self.offset != expected_offset {
             return Err(invalid(
                 "block offset",
-                row_offset,
+                self.at,
                 "blocks are not contiguous",
             ));
         }
-        let end = offset
-            .checked_add(len)
+        let end = self
+            .offset
+            .checked_add(self.len)
             .filter(|end| *end <= body.len() as u64)
             .ok_or_else(|| {
                 invalid(
                     "block length",
-                    row_offset,
+                    self.at,
                     "block runs past the end of the file",
                 )
             })?;
-        expected_offset = end;
-        let block = &body[offset as usize..end as usize];
+        let block = &body[self.offset as usize..end as usize];
         let computed = crc32c::crc32c(block);
-        if computed != crc {
+        if computed != self.crc {
             return Err(FormatError::ChecksumMismatch {
-                what: format!("key group {group} block"),
-                stored: crc,
+                what: format!("key group {} block", self.group),
+                stored: self.crc,
                 computed,
             });
         }
-        if wanted.contains(group) {
-            match compression {
-                Compression::None if raw_len == len => {
-                    decode_block(block, group, count, states.len(), &mut entries)?
-                }
-                Compression::None => {
+        Ok(block)
+    }
+
+    /// Decompresses the row's block if it must, never past what its lengths allow, and
+    /// decodes its entries.
+    fn decode_block(
+        &self,
+        block: &[u8],
+        compression: Compression,
+        states: usize,
+        entries: &mut Vec<StateEntry>,
+    ) -> Result<(), FormatError> {
+        match compression {
+            Compression::None if self.raw_len == self.len => {
+                decode_block(block, self.group, self.count, states, entries)
+            }
+            Compression::None => Err(invalid(
+                "block raw length",
+                self.at,
+                "differs from the stored length of an uncompressed block",
+            )),
+            Compression::Lz4 => {
+                if self.raw_len > self.len.saturating_mul(LZ4_RATIO_MAX)
+                    || self.raw_len > BLOCK_RAW_MAX
+                {
                     return Err(invalid(
                         "block raw length",
-                        row_offset,
-                        "differs from the stored length of an uncompressed block",
-                    ))
+                        self.at,
+                        "more than LZ4 can expand the stored bytes to",
+                    ));
                 }
-                Compression::Lz4 => {
-                    if raw_len > len.saturating_mul(LZ4_RATIO_MAX) || raw_len > BLOCK_RAW_MAX {
-                        return Err(invalid(
-                            "block raw length",
-                            row_offset,
-                            "more than LZ4 can expand the stored bytes to",
-                        ));
-                    }
-                    let mut raw = vec![0u8; raw_len as usize];
-                    let written = lz4_flex::block::decompress_into(block, &mut raw)
-                        .map_err(|e| invalid("block", row_offset, &format!("LZ4: {e}")))?;
-                    if written as u64 != raw_len {
-                        return Err(invalid(
-                            "block",
-                            row_offset,
-                            "decompressed to another length than recorded",
-                        ));
-                    }
-                    decode_block(&raw, group, count, states.len(), &mut entries)?;
+                let mut raw = vec![0u8; self.raw_len as usize];
+                let written = lz4_flex::block::decompress_into(block, &mut raw)
+                    .map_err(|e| invalid("block", self.at, &format!("LZ4: {e}")))?;
+                if written as u64 != self.raw_len {
+                    return Err(invalid(
+                        "block",
+                        self.at,
+                        "decompressed to another length than recorded",
+                    ));
                 }
+                decode_block(&raw, self.group, self.count, states, entries)
             }
         }
     }
-    if expected_offset != body.len() as u64 {
-        return Err(invalid(
-            "blocks",
-            expected_offset,
-            "bytes after the last block",
-        ));
-    }
-    Ok(CanonicalSnapshot {
-        states,
-        key_groups,
-        entries,
-    })
 }
 
 fn invalid(what: &'static str, offset: u64, reason: &str) -> FormatError {

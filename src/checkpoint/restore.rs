@@ -215,10 +215,24 @@ mod tests {
         }
     }
 
+    /// Candidates, the completion record's latest id, the policy, and the plan's summary.
+    type Row = (Vec<Candidate>, Option<u64>, RestorePolicy, &'static str);
+
+    fn check_table(rows: Vec<Row>) {
+        for (candidates, recorded, policy, expected) in rows {
+            let listed: Vec<String> = candidates.iter().map(|c| c.snapshot.label()).collect();
+            let plan = summary(choose_restore(candidates, recorded, policy));
+            assert_eq!(
+                plan, expected,
+                "{listed:?}, recorded {recorded:?}, {policy:?}"
+            );
+        }
+    }
+
     #[test]
-    fn every_candidate_and_damage_combination_under_both_policies() {
+    fn every_checkpoint_and_damage_combination_under_both_policies() {
         use RestorePolicy::{FailLoudly as Loud, FallbackToLatestValid as Fallback};
-        let cases: Vec<(Vec<Candidate>, Option<u64>, RestorePolicy, &str)> = vec![
+        check_table(vec![
             (vec![], None, Loud, "nothing"),
             (vec![], None, Fallback, "nothing"),
             (
@@ -257,6 +271,13 @@ mod tests {
                 Loud,
                 "fail \"chk-3/x.kv\": chk-3: checksum differs",
             ),
+        ]);
+    }
+
+    #[test]
+    fn savepoints_and_a_missing_metadata_under_both_policies() {
+        use RestorePolicy::{FailLoudly as Loud, FallbackToLatestValid as Fallback};
+        check_table(vec![
             // A savepoint newer than every checkpoint is restored before them (FLINK-10354).
             (
                 vec![good(checkpoint(2)), good(savepoint(4))],
@@ -302,14 +323,6 @@ mod tests {
                 "chk-2 skipping []",
             ),
             (vec![], Some(3), Fallback, "nothing"),
-        ];
-        for (candidates, recorded, policy, expected) in cases {
-            let listed: Vec<String> = candidates.iter().map(|c| c.snapshot.label()).collect();
-            let plan = summary(choose_restore(candidates, recorded, policy));
-            assert_eq!(
-                plan, expected,
-                "{listed:?}, recorded {recorded:?}, {policy:?}"
-            );
-        }
+        ]);
     }
 }

@@ -664,33 +664,10 @@ impl Applying<'_> {
             (true, _) => Vec::new(),
         };
         match &mut task.body {
-            Body::Source(source) => {
-                for partition in &source.partitions {
-                    let offset = *positions
-                        .get(partition)
-                        .ok_or_else(|| bad(format!("no position for partition {partition}")))?;
-                    let len = self.input.partitions()[*partition as usize].len() as u64;
-                    if offset > len {
-                        return Err(bad(format!(
-                            "partition {partition} position {offset} is past its end {len}"
-                        )));
-                    }
-                    source.positions.insert(*partition, offset);
-                }
-            }
+            Body::Source(source) => restore_positions(source, positions, self.input)?,
             Body::Operator(op) => {
                 if let Some(backend) = op.backend.as_deref_mut() {
-                    let handles: Vec<RestoreHandle> = snapshot
-                        .subtasks
-                        .iter()
-                        .filter(|s| s.key_groups.intersects(&task.key_groups))
-                        .filter_map(|s| {
-                            s.keyed.clone().map(|handle| RestoreHandle {
-                                key_groups: s.key_groups,
-                                handle,
-                            })
-                        })
-                        .collect();
+                    let handles = handles_for(snapshot, task.key_groups);
                     let (storage, mode) = (self.storage, self.mode);
                     let stats = guarded(&task.name, || backend.restore(&handles, storage, mode))
                         .map_err(|f| bad(format!("{}: {}", task.name, f.cause)))?
@@ -723,6 +700,43 @@ impl Applying<'_> {
         }
         Ok(())
     }
+}
+
+/// A source task's positions, each checked against its partition's length.
+fn restore_positions(
+    source: &mut SourceTask,
+    positions: &BTreeMap<u32, u64>,
+    input: &Input,
+) -> Result<(), ApplyError> {
+    for partition in &source.partitions {
+        let offset = *positions
+            .get(partition)
+            .ok_or_else(|| bad(format!("no position for partition {partition}")))?;
+        let len = input.partitions()[*partition as usize].len() as u64;
+        if offset > len {
+            return Err(bad(format!(
+                "partition {partition} position {offset} is past its end {len}"
+            )));
+        }
+        source.positions.insert(*partition, offset);
+    }
+    Ok(())
+}
+
+/// The keyed state handles of `snapshot` whose key groups overlap `key_groups`: all a
+/// subtask owning those key groups now restores, whatever the parallelism was.
+fn handles_for(snapshot: &StageSnapshot, key_groups: KeyGroupRange) -> Vec<RestoreHandle> {
+    snapshot
+        .subtasks
+        .iter()
+        .filter(|s| s.key_groups.intersects(&key_groups))
+        .filter_map(|s| {
+            s.keyed.clone().map(|handle| RestoreHandle {
+                key_groups: s.key_groups,
+                handle,
+            })
+        })
+        .collect()
 }
 
 /// Where the chosen snapshot's files are read from.

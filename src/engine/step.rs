@@ -154,101 +154,114 @@ impl<'a> Runtime<'a> {
         record: Record,
     ) -> Result<(), Failure> {
         self.stats.records_processed += 1;
+        match &execution.tasks[index].body {
+            Body::Sink(_) => self.write_to_sink(execution, index, record),
+            Body::Operator(_) => self.process_in_operator(execution, index, record),
+            Body::Source(_) => unreachable!("sources have no inputs"),
+        }
+    }
+
+    /// A sink task writes `record` to the external system.
+    fn write_to_sink(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        record: Record,
+    ) -> Result<(), Failure> {
+        let task = &mut execution.tasks[index];
+        let Body::Sink(sink) = &mut task.body else {
+            unreachable!("process_record sends only sink tasks here")
+        };
+        let name = task.name.clone();
+        let written = Event::RecordWritten {
+            task: name.clone(),
+            record: record.clone(),
+        };
+        let (user, store) = (self.sink_factory.is_some(), &mut self.store);
+        let events = guarded_if(user, &name, || sink.write(record, store))?.map_err(|e| {
+            Failure::new(
+                &name,
+                FailureCause::SinkWrite {
+                    error: e.to_string(),
+                },
+            )
+        })?;
+        // What the write did to transactions (beginning one) came before the record was
+        // written.
+        for event in events {
+            self.record(Event::Txn {
+                task: name.clone(),
+                event,
+            });
+        }
+        self.record(written);
+        Ok(())
+    }
+
+    /// An operator task processes `record` (a fault may fire before it) and routes what it
+    /// emits. The operator runs under the supervisor: its panic fails the task, as in Flink.
+    fn process_in_operator(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        record: Record,
+    ) -> Result<(), Failure> {
         let attempt = execution.attempt;
         let max_parallelism = self.job.max_parallelism;
         let task = &mut execution.tasks[index];
+        let Body::Operator(op) = &mut task.body else {
+            unreachable!("process_record sends only operator tasks here")
+        };
         let name = task.name.clone();
-        match &mut task.body {
-            Body::Sink(sink) => {
-                let written = Event::RecordWritten {
-                    task: name.clone(),
-                    record: record.clone(),
-                };
-                let (user, store) = (self.sink_factory.is_some(), &mut self.store);
-                let events =
-                    guarded_if(user, &name, || sink.write(record, store))?.map_err(|e| {
-                        Failure::new(
-                            &name,
-                            FailureCause::SinkWrite {
-                                error: e.to_string(),
-                            },
-                        )
-                    })?;
-                // What the write did to transactions (beginning one) came before the record
-                // was written.
-                for event in events {
-                    self.record(Event::Txn {
-                        task: name.clone(),
-                        event,
-                    });
-                }
-                self.record(written);
-                Ok(())
-            }
-            Body::Operator(op) => {
-                op.processed += 1;
-                let job = self.job;
-                let stage = &job.stages[task.stage - 1].name;
-                let point = FaultPoint::Record {
-                    stage,
-                    subtask: task.subtask,
-                    attempt,
-                    record_index: op.processed,
-                    record: &record,
-                };
-                if let Some(action) = self.fault(&point) {
-                    return Err(Failure::from_action(&name, action));
-                }
-                let key = record.key.clone();
-                let group = key_group_for(&key, max_parallelism);
-                let processed = record.clone();
-                let mut out = Vec::new();
-                let keyed = match op.backend.as_deref_mut() {
-                    Some(backend) => {
-                        assert!(
-                            backend.key_groups().contains(group),
-                            "{name}: key {key:?} (group {group}) routed outside {}",
-                            backend.key_groups()
-                        );
-                        Some(KeyedContext::new(backend, group, key.as_bytes()))
-                    }
-                    None => None,
-                };
-                let mut ctx = OperatorContext::new(attempt, task.subtask, keyed);
-                #[allow(clippy::disallowed_methods)]
-                // The supervisor is the one place that catches operator panics.
-                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    op.op.process(record, &mut ctx, &mut out)
-                }));
-                self.clock.advance_ms(op.processing_ms);
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        return Err(Failure::new(
-                            &name,
-                            FailureCause::Operator {
-                                error: error.to_string(),
-                            },
-                        ))
-                    }
-                    Err(payload) => {
-                        return Err(Failure::new(
-                            &name,
-                            FailureCause::Panicked {
-                                message: panic_message(&*payload),
-                            },
-                        ))
-                    }
-                }
-                self.record(Event::RecordProcessed {
-                    task: name,
-                    record: processed,
-                    outputs: out.iter().map(|r| r.value).collect(),
-                });
-                self.route(execution, index, out);
-                Ok(())
-            }
-            Body::Source(_) => unreachable!("sources have no inputs"),
+        op.processed += 1;
+        let job = self.job;
+        let point = FaultPoint::Record {
+            stage: &job.stages[task.stage - 1].name,
+            subtask: task.subtask,
+            attempt,
+            record_index: op.processed,
+            record: &record,
+        };
+        if let Some(action) = self.fault(&point) {
+            return Err(Failure::from_action(&name, action));
         }
+        let key = record.key.clone();
+        let group = key_group_for(&key, max_parallelism);
+        let processed = record.clone();
+        let mut out = Vec::new();
+        let keyed = op.backend.as_deref_mut().map(|backend| {
+            assert!(
+                backend.key_groups().contains(group),
+                "{name}: key {key:?} (group {group}) routed outside {}",
+                backend.key_groups()
+            );
+            KeyedContext::new(backend, group, key.as_bytes())
+        });
+        let mut ctx = OperatorContext::new(attempt, task.subtask, keyed);
+        #[allow(clippy::disallowed_methods)]
+        // The supervisor is the one place that catches operator panics.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            op.op.process(record, &mut ctx, &mut out)
+        }));
+        self.clock.advance_ms(op.processing_ms);
+        let cause = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(error)) => Some(FailureCause::Operator {
+                error: error.to_string(),
+            }),
+            Err(payload) => Some(FailureCause::Panicked {
+                message: panic_message(&*payload),
+            }),
+        };
+        if let Some(cause) = cause {
+            return Err(Failure::new(&name, cause));
+        }
+        self.record(Event::RecordProcessed {
+            task: name,
+            record: processed,
+            outputs: out.iter().map(|r| r.value).collect(),
+        });
+        self.route(execution, index, out);
+        Ok(())
     }
 }

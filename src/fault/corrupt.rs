@@ -77,93 +77,143 @@ pub fn corrupt_retained(
     kind: CorruptionKind,
     draw: &mut dyn FnMut(u64) -> u64,
 ) -> Option<Corruption> {
-    let retained = registry::retained(storage).ok()?;
-    let ids: Vec<u64> = retained.iter().map(|r| r.id).collect();
-    let (checkpoint, metadata) = retained
-        .into_iter()
-        .rev()
-        .find_map(|r| r.metadata.ok().map(|m| (r.id, m)))?;
-    let older: Vec<u64> = ids.into_iter().filter(|id| *id != checkpoint).collect();
-    let metadata_path = registry::metadata_path(checkpoint);
-    let mut files: Vec<RelPath> = metadata.files().iter().map(|f| f.path.clone()).collect();
-    let path = match kind {
-        CorruptionKind::TornMetadata => metadata_path.clone(),
-        _ => {
-            files.push(metadata_path.clone());
-            files[draw(files.len() as u64) as usize].clone()
-        }
+    let target = Target::pick(storage, kind, draw)?;
+    let corruption = |detail: &str| Corruption {
+        attempt: 0,
+        checkpoint: target.checkpoint,
+        path: target.path.to_string(),
+        kind,
+        detail: HostDetail(detail.to_string()),
     };
-    let mut bytes = storage.read(&path).ok()?;
-    let len = bytes.len() as u64;
+    let mut bytes = storage.read(&target.path).ok()?;
     let detail = match kind {
         CorruptionKind::Delete => {
-            storage.remove_file(&path).ok()?;
-            return Some(Corruption {
-                attempt: 0,
-                checkpoint,
-                path: path.to_string(),
-                kind,
-                detail: HostDetail("deleted".into()),
-            });
+            storage.remove_file(&target.path).ok()?;
+            return Some(corruption("deleted"));
         }
-        CorruptionKind::BitFlip if len > 0 => {
+        CorruptionKind::StaleFile => {
+            let (stale, detail) = target.stale_bytes(storage, &bytes, draw)?;
+            bytes = stale;
+            detail
+        }
+        _ => damage_in_place(kind, &mut bytes, draw)?,
+    };
+    storage.write(&target.path, &bytes).ok()?;
+    Some(corruption(&detail))
+}
+
+/// The file a corruption damages, and what a stale copy of it may come from.
+struct Target {
+    /// The latest retained checkpoint with readable metadata.
+    checkpoint: u64,
+    /// The file: `_metadata` or one its metadata names.
+    path: RelPath,
+    /// Every file of the checkpoint, `_metadata` included.
+    files: Vec<RelPath>,
+    /// The other retained checkpoints.
+    older: Vec<u64>,
+}
+
+impl Target {
+    fn pick(
+        storage: &dyn CheckpointStorage,
+        kind: CorruptionKind,
+        draw: &mut dyn FnMut(u64) -> u64,
+    ) -> Option<Self> {
+        let retained = registry::retained(storage).ok()?;
+        let ids: Vec<u64> = retained.iter().map(|r| r.id).collect();
+        let (checkpoint, metadata) = retained
+            .into_iter()
+            .rev()
+            .find_map(|r| r.metadata.ok().map(|m| (r.id, m)))?;
+        let older = ids.into_iter().filter(|id| *id != checkpoint).collect();
+        let metadata_path = registry::metadata_path(checkpoint);
+        let mut files: Vec<RelPath> = metadata.files().iter().map(|f| f.path.clone()).collect();
+        files.push(metadata_path.clone());
+        let path = match kind {
+            CorruptionKind::TornMetadata => metadata_path,
+            _ => files[draw(files.len() as u64) as usize].clone(),
+        };
+        Some(Self {
+            checkpoint,
+            path,
+            files,
+            older,
+        })
+    }
+
+    /// Other bytes for the file: preferably a same-named file of another retained checkpoint
+    /// (chk-4/sum-0.kv for chk-5/sum-0.kv), else another file of this one (a misdirected
+    /// write). `None` when there is none, or it holds the same bytes.
+    fn stale_bytes(
+        &self,
+        storage: &dyn CheckpointStorage,
+        bytes: &[u8],
+        draw: &mut dyn FnMut(u64) -> u64,
+    ) -> Option<(Vec<u8>, String)> {
+        let name = self
+            .path
+            .as_str()
+            .split_once('/')
+            .map_or(self.path.as_str(), |(_, rest)| rest);
+        let same_named: Vec<RelPath> = self
+            .older
+            .iter()
+            .filter_map(|id| RelPath::new(&format!("chk-{id}/{name}")).ok())
+            .filter(|p| storage.exists(p))
+            .collect();
+        let others: Vec<&RelPath> = if same_named.is_empty() {
+            self.files
+                .iter()
+                .filter(|other| **other != self.path)
+                .collect()
+        } else {
+            same_named.iter().collect()
+        };
+        if others.is_empty() {
+            return None;
+        }
+        let source = others[draw(others.len() as u64) as usize];
+        let stale = storage.read(source).ok()?;
+        (stale != bytes).then(|| (stale, format!("replaced by the bytes of {source}")))
+    }
+}
+
+/// Damages `bytes` in place as `kind` does, and says how; `None` for an empty file or a kind
+/// that does not damage in place.
+fn damage_in_place(
+    kind: CorruptionKind,
+    bytes: &mut Vec<u8>,
+    draw: &mut dyn FnMut(u64) -> u64,
+) -> Option<String> {
+    let len = bytes.len() as u64;
+    if len == 0 {
+        return None;
+    }
+    match kind {
+        CorruptionKind::BitFlip => {
             let position = draw(len);
             let bit = draw(8);
             bytes[position as usize] ^= 1 << bit;
-            format!("bit {bit} of byte {position} flipped")
+            Some(format!("bit {bit} of byte {position} flipped"))
         }
-        CorruptionKind::Truncate | CorruptionKind::TornMetadata if len > 0 => {
+        CorruptionKind::Truncate | CorruptionKind::TornMetadata => {
             let keep = draw(len);
             bytes.truncate(keep as usize);
-            format!("cut to {keep} of {len} bytes")
+            Some(format!("cut to {keep} of {len} bytes"))
         }
-        CorruptionKind::ZeroBlock if len > 0 => {
+        CorruptionKind::ZeroBlock => {
             let start = draw(len);
             let end = (start + 1 + draw(4096)).min(len);
-            if bytes[start as usize..end as usize].iter().all(|b| *b == 0) {
+            let block = &mut bytes[start as usize..end as usize];
+            if block.iter().all(|b| *b == 0) {
                 // Zeros over zeros change nothing: flip the first byte of the block as well.
-                bytes[start as usize] = 0xff;
+                block[0] = 0xff;
             } else {
-                bytes[start as usize..end as usize].fill(0);
+                block.fill(0);
             }
-            format!("bytes {start}..{end} zeroed")
+            Some(format!("bytes {start}..{end} zeroed"))
         }
-        CorruptionKind::StaleFile => {
-            // Prefer a same-named file of another retained checkpoint (chk-4/sum-0.kv for
-            // chk-5/sum-0.kv); else another file of this one (a misdirected write).
-            let name = path
-                .as_str()
-                .split_once('/')
-                .map_or(path.as_str(), |(_, rest)| rest);
-            let same_named: Vec<RelPath> = older
-                .iter()
-                .filter_map(|id| RelPath::new(&format!("chk-{id}/{name}")).ok())
-                .filter(|p| storage.exists(p))
-                .collect();
-            let others: Vec<&RelPath> = if same_named.is_empty() {
-                files.iter().filter(|other| **other != path).collect()
-            } else {
-                same_named.iter().collect()
-            };
-            if others.is_empty() {
-                return None;
-            }
-            let source = others[draw(others.len() as u64) as usize].clone();
-            let stale = storage.read(&source).ok()?;
-            if stale == bytes {
-                return None;
-            }
-            bytes = stale;
-            format!("replaced by the bytes of {source}")
-        }
-        _ => return None,
-    };
-    storage.write(&path, &bytes).ok()?;
-    Some(Corruption {
-        attempt: 0,
-        checkpoint,
-        path: path.to_string(),
-        kind,
-        detail: HostDetail(detail),
-    })
+        _ => None,
+    }
 }

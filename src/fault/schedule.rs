@@ -363,6 +363,52 @@ impl FaultSchedule {
         })
     }
 
+    /// A panic before an operator's record (`point` is a [`FaultPoint::Record`]).
+    fn panic_at_record(&mut self, point: &FaultPoint<'_>) -> Option<FaultAction> {
+        let FaultPoint::Record {
+            stage,
+            subtask,
+            attempt,
+            record_index,
+            record,
+        } = *point
+        else {
+            return None;
+        };
+        self.act(
+            FaultSite::Record,
+            Effect::Panic,
+            |f| {
+                matches!(f, Fault::Panic { stage: s, subtask: t, attempt: a, record_index: r }
+                    if s == stage && *t == subtask && *a == attempt && *r == record_index)
+            },
+            || {
+                format!(
+                    "injected panic before record #{record_index} ({})",
+                    record.id
+                )
+            },
+        )
+    }
+
+    /// A kill in, or an I/O error of, the `nth` write of `checkpoint` (its `_metadata` when
+    /// `metadata`).
+    fn at_write(&mut self, checkpoint: u64, nth: u32, metadata: bool) -> Option<FaultAction> {
+        let phase = if metadata {
+            Phase::MetadataWrite
+        } else {
+            Phase::FileUpload
+        };
+        self.kill_at(phase, checkpoint).or_else(|| {
+            self.act(
+                FaultSite::Phase(phase),
+                Effect::IoError,
+                |f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth),
+                || format!("injected I/O error on write #{nth} of chk-{checkpoint}"),
+            )
+        })
+    }
+
     fn kill_at(&mut self, phase: Phase, checkpoint: u64) -> Option<FaultAction> {
         self.act(
             FaultSite::Phase(phase),
@@ -376,26 +422,7 @@ impl FaultSchedule {
 impl FaultPlan for FaultSchedule {
     fn at(&mut self, point: &FaultPoint<'_>) -> Option<FaultAction> {
         match *point {
-            FaultPoint::Record {
-                stage,
-                subtask,
-                attempt,
-                record_index,
-                record,
-            } => self.act(
-                FaultSite::Record,
-                Effect::Panic,
-                |f| {
-                    matches!(f, Fault::Panic { stage: s, subtask: t, attempt: a, record_index: r }
-                        if s == stage && *t == subtask && *a == attempt && *r == record_index)
-                },
-                || {
-                    format!(
-                        "injected panic before record #{record_index} ({})",
-                        record.id
-                    )
-                },
-            ),
+            FaultPoint::Record { .. } => self.panic_at_record(point),
             FaultPoint::Step { step } => self.act(
                 FaultSite::Step,
                 Effect::Kill,
@@ -425,21 +452,7 @@ impl FaultPlan for FaultSchedule {
                 checkpoint,
                 nth,
                 metadata,
-            } => {
-                let phase = if metadata {
-                    Phase::MetadataWrite
-                } else {
-                    Phase::FileUpload
-                };
-                self.kill_at(phase, checkpoint).or_else(|| {
-                    self.act(
-                        FaultSite::Phase(phase),
-                        Effect::IoError,
-                        |f| matches!(f, Fault::IoError { checkpoint: c, nth_write: n } if *c == checkpoint && *n == nth),
-                        || format!("injected I/O error on write #{nth} of chk-{checkpoint}"),
-                    )
-                })
-            }
+            } => self.at_write(checkpoint, nth, metadata),
             FaultPoint::BeforeNotify { checkpoint } => {
                 self.kill_at(Phase::BeforeNotify, checkpoint)
             }

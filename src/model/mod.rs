@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 
 use crate::job::user::{self, ModelState, UserOperator};
-use crate::job::{Input, JobSpec, OperatorSpec, Positions, Record};
+use crate::job::{Input, JobSpec, OperatorSpec, Positions, Record, StageSpec};
 use crate::state::{StateAddr, StateValue, StateView};
 
 /// What a correct execution has produced after reading the input up to some positions.
@@ -191,60 +191,68 @@ pub fn evaluate_with(
         }
     }
     let mut view = StateView::new();
-    for (stage, user_state) in job.stages.iter().zip(&user_states) {
-        if let OperatorSpec::User { keyed: true, .. } = stage.op {
-            for ((state, key, user_key), value) in user_state.cells() {
-                let addr = StateAddr {
-                    stage: stage.name.clone(),
-                    state: state.clone(),
-                    key: key.clone(),
-                    user_key: user_key.clone(),
-                };
-                view.0.insert(addr, value.clone());
-            }
-        }
-    }
-    for (stage, state) in job.stages.iter().zip(states) {
-        let addr = |name: &str, key: &str, user_key: Option<String>| StateAddr {
-            stage: stage.name.clone(),
-            state: name.to_string(),
-            key: key.to_string(),
-            user_key,
-        };
+    for ((stage, state), user_state) in job.stages.iter().zip(states).zip(&user_states) {
         match stage.op {
-            OperatorSpec::Sum | OperatorSpec::Max => {
-                let name = if stage.op == OperatorSpec::Sum {
-                    "sum"
-                } else {
-                    "max"
-                };
-                for (key, value) in state.values {
-                    view.0
-                        .insert(addr(name, &key, None), StateValue::Int(value));
-                }
-            }
-            OperatorSpec::Stats => {
-                for (key, count) in state.counts {
-                    view.0
-                        .insert(addr("count", &key, None), StateValue::Int(count));
-                }
-                for (key, recent) in state.recent {
-                    let list = recent.into_iter().map(StateValue::Int).collect();
-                    view.0
-                        .insert(addr("recent", &key, None), StateValue::List(list));
-                }
-                for ((key, bucket), count) in state.buckets {
-                    view.0.insert(
-                        addr("buckets", &key, Some(bucket.to_string())),
-                        StateValue::Int(count),
-                    );
-                }
-            }
-            _ => {}
+            OperatorSpec::User { keyed: true, .. } => add_user_state(&mut view, stage, user_state),
+            _ => add_built_in_state(&mut view, stage, state),
         }
     }
     ModelOutcome {
         state: view,
         outputs,
+    }
+}
+
+/// A keyed user operator's model state, as the engine's state view names it.
+fn add_user_state(view: &mut StateView, stage: &StageSpec, user_state: &ModelState) {
+    for ((state, key, user_key), value) in user_state.cells() {
+        let addr = StateAddr {
+            stage: stage.name.clone(),
+            state: state.clone(),
+            key: key.clone(),
+            user_key: user_key.clone(),
+        };
+        view.0.insert(addr, value.clone());
+    }
+}
+
+/// A built-in operator's state, under the names its engine operator declares.
+fn add_built_in_state(view: &mut StateView, stage: &StageSpec, state: StageState) {
+    let addr = |name: &str, key: &str, user_key: Option<String>| StateAddr {
+        stage: stage.name.clone(),
+        state: name.to_string(),
+        key: key.to_string(),
+        user_key,
+    };
+    match stage.op {
+        OperatorSpec::Sum | OperatorSpec::Max => {
+            let name = if stage.op == OperatorSpec::Sum {
+                "sum"
+            } else {
+                "max"
+            };
+            for (key, value) in state.values {
+                view.0
+                    .insert(addr(name, &key, None), StateValue::Int(value));
+            }
+        }
+        OperatorSpec::Stats => {
+            for (key, count) in state.counts {
+                view.0
+                    .insert(addr("count", &key, None), StateValue::Int(count));
+            }
+            for (key, recent) in state.recent {
+                let list = recent.into_iter().map(StateValue::Int).collect();
+                view.0
+                    .insert(addr("recent", &key, None), StateValue::List(list));
+            }
+            for ((key, bucket), count) in state.buckets {
+                view.0.insert(
+                    addr("buckets", &key, Some(bucket.to_string())),
+                    StateValue::Int(count),
+                );
+            }
+        }
+        _ => {}
     }
 }

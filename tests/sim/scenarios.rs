@@ -126,47 +126,11 @@ fn explore_shards_merge_into_the_whole_campaign() {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
-    run(&[
-        "explore",
-        "--cases",
-        "30",
-        "--backend",
-        "memory",
-        "--shard",
-        "0/2",
-        "--json",
-        "a.json",
-    ]);
-    run(&[
-        "explore",
-        "--cases",
-        "30",
-        "--backend",
-        "memory",
-        "--shard",
-        "1/2",
-        "--json",
-        "b.json",
-        "--jobs",
-        "2",
-    ]);
-    let whole = run(&[
-        "explore",
-        "--cases",
-        "30",
-        "--backend",
-        "memory",
-        "--json",
-        "whole.json",
-    ]);
-    let merged = run(&[
-        "explore",
-        "--merge",
-        "a.json",
-        "b.json",
-        "--json",
-        "merged.json",
-    ]);
+    let explore = |args: &str| run(&args.split_whitespace().collect::<Vec<_>>());
+    explore("explore --cases 30 --backend memory --shard 0/2 --json a.json");
+    explore("explore --cases 30 --backend memory --shard 1/2 --json b.json --jobs 2");
+    let whole = explore("explore --cases 30 --backend memory --json whole.json");
+    let merged = explore("explore --merge a.json b.json --json merged.json");
     assert!(
         whole.contains("coverage") && merged.starts_with("30 cases"),
         "{merged}"
@@ -188,6 +152,11 @@ fn explore_shards_merge_into_the_whole_campaign() {
             "{field}: shards add up to the whole campaign"
         );
     }
+}
+
+#[test]
+fn explore_refuses_a_bad_shard_or_fault_kind() {
+    let binary = env!("CARGO_BIN_EXE_faultline");
     for (args, says) in [
         (vec!["explore", "--shard", "2/2"], "needs 0 <= k < n"),
         (

@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{Direction, IteratorMode};
@@ -78,31 +78,8 @@ pub(crate) fn snapshot(
     target: &SnapshotTarget,
     storage: &mut dyn CheckpointStorage,
 ) -> Result<SnapshotResult, StateError> {
-    let staging = backend
-        .working_dir
-        .join(format!("staging-{}", target.checkpoint_id));
-    if staging.exists() {
-        fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
-    }
-    // log_size_for_flush 0: memtables are flushed first. Writes skip the WAL, so with any other
-    // value the checkpoint could miss them.
-    Checkpoint::new(backend.open_db()?)
-        .and_then(|checkpoint| checkpoint.create_checkpoint_with_log_size(&staging, 0))
-        .map_err(rocks)?;
-    let mut names = Vec::new();
-    for entry in fs::read_dir(&staging).map_err(|e| io(&staging, e))? {
-        names.push(
-            entry
-                .map_err(|e| io(&staging, e))?
-                .file_name()
-                .to_string_lossy()
-                .into_owned(),
-        );
-    }
-    names.sort();
-
+    let (staging, names) = stage(backend, target)?;
     let share = target.purpose == SnapshotPurpose::Checkpoint;
-    let task = &backend.task_name;
     let (mut shared, mut private) = (Vec::new(), Vec::new());
     let mut referenced = BTreeMap::new();
     let (mut files_written, mut files_reused, mut bytes_written) = (0u32, 0u32, 0u64);
@@ -114,26 +91,7 @@ pub(crate) fn snapshot(
                 file.clone()
             }
             _ => {
-                let path = if share && is_sst {
-                    // The checkpoint id makes every upload a new file: a file a retained checkpoint references
-                    // is never overwritten, so a torn upload cannot damage it.
-                    relpath(format!(
-                        "shared/{task}-{}-c{}-{name}",
-                        backend.instance, target.checkpoint_id
-                    ))?
-                } else {
-                    target
-                        .dir
-                        .join(task)
-                        .and_then(|dir| dir.join(&name))
-                        .map_err(|e| StateError::Backend {
-                            backend: "rocksdb",
-                            reason: e.to_string(),
-                        })?
-                };
-                let bytes =
-                    fs::read(staging.join(&name)).map_err(|e| io(&staging.join(&name), e))?;
-                let file = storage.write(&path, &bytes)?;
+                let file = upload(backend, target, storage, &staging, &name, share && is_sst)?;
                 files_written += 1;
                 bytes_written += file.size;
                 file
@@ -167,6 +125,69 @@ pub(crate) fn snapshot(
         files_reused,
         bytes_written,
     })
+}
+
+/// Makes a RocksDB checkpoint of the backend in a staging directory of the working dir and
+/// lists its files, sorted.
+fn stage(
+    backend: &mut RocksDbBackend,
+    target: &SnapshotTarget,
+) -> Result<(PathBuf, Vec<String>), StateError> {
+    let staging = backend
+        .working_dir
+        .join(format!("staging-{}", target.checkpoint_id));
+    if staging.exists() {
+        fs::remove_dir_all(&staging).map_err(|e| io(&staging, e))?;
+    }
+    // log_size_for_flush 0: memtables are flushed first. Writes skip the WAL, so with any other
+    // value the checkpoint could miss them.
+    Checkpoint::new(backend.open_db()?)
+        .and_then(|checkpoint| checkpoint.create_checkpoint_with_log_size(&staging, 0))
+        .map_err(rocks)?;
+    let mut names = Vec::new();
+    for entry in fs::read_dir(&staging).map_err(|e| io(&staging, e))? {
+        names.push(
+            entry
+                .map_err(|e| io(&staging, e))?
+                .file_name()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    names.sort();
+    Ok((staging, names))
+}
+
+/// Writes the staged file `name` to checkpoint storage: into `shared/` when it is a shared
+/// SST file, else into the checkpoint's own directory.
+fn upload(
+    backend: &RocksDbBackend,
+    target: &SnapshotTarget,
+    storage: &mut dyn CheckpointStorage,
+    staging: &Path,
+    name: &str,
+    shared: bool,
+) -> Result<FileRef, StateError> {
+    let task = &backend.task_name;
+    let path = if shared {
+        // The checkpoint id makes every upload a new file: a file a retained checkpoint
+        // references is never overwritten, so a torn upload cannot damage it.
+        relpath(format!(
+            "shared/{task}-{}-c{}-{name}",
+            backend.instance, target.checkpoint_id
+        ))?
+    } else {
+        target
+            .dir
+            .join(task)
+            .and_then(|dir| dir.join(name))
+            .map_err(|e| StateError::Backend {
+                backend: "rocksdb",
+                reason: e.to_string(),
+            })?
+    };
+    let bytes = fs::read(staging.join(name)).map_err(|e| io(&staging.join(name), e))?;
+    Ok(storage.write(&path, &bytes)?)
 }
 
 /// Copies every file of a native handle into `dir`, verifying each against its recorded size
