@@ -14,7 +14,7 @@ use crate::check::{self, CaseSpec, Verdict, Violation};
 use crate::checkpoint::{Durability, FsCheckpointStorage};
 use crate::engine::{JobStatus, PhaseEnd, RunOutcome, RunStats, Runtime};
 use crate::fault::{FaultKind, FaultSchedule, FaultSite};
-use crate::job::{ExternalStore, Input, Positions};
+use crate::job::{ExternalStore, Input};
 use crate::state::StateBackendFactory;
 use crate::trace::{Event, Trace, TraceHash};
 
@@ -193,18 +193,8 @@ impl<'a> Case<'a> {
 
     /// The report of a case a panic ended: its trace so far, and the panic as its violation.
     fn panicked(&self, trace: Trace, panic: Panic, input: &Input, real_kills: u32) -> CaseReport {
-        let end = PhaseEnd {
-            status: JobStatus::Failed {
-                reason: format!("panicked: {}", panic.message),
-            },
-            final_state: None,
-            final_state_error: None,
-            store: ExternalStore::new(),
-            stats: RunStats::default(),
-            retained_checkpoints: Vec::new(),
-            savepoints: Vec::new(),
-            end_positions: Positions::start(input.partitions().len()),
-        };
+        let partitions = input.partitions().len();
+        let end = PhaseEnd::failed(format!("panicked: {}", panic.message), partitions);
         let outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
         let verdict = Verdict {
             seed: self.scenario.seed,

@@ -754,9 +754,9 @@ mod tests {
     //! Judgements read typed causes: rewording a failure's message must change no verdict.
 
     use super::*;
-    use crate::engine::{PhaseEnd, RunStats};
+    use crate::engine::PhaseEnd;
     use crate::fault::{Corruption, CorruptionKind};
-    use crate::job::{ExternalStore, InputRecord, Positions};
+    use crate::job::InputRecord;
     use crate::sim::HostDetail;
     use crate::trace::{Event, Trace};
 
@@ -787,18 +787,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         for event in events {
             trace.record(0, 0, event);
         }
-        let end = PhaseEnd {
-            status: JobStatus::Failed {
-                reason: "gave up".into(),
-            },
-            final_state: None,
-            final_state_error: None,
-            store: ExternalStore::new(),
-            stats: RunStats::default(),
-            retained_checkpoints: Vec::new(),
-            savepoints: Vec::new(),
-            end_positions: Positions(vec![0]),
-        };
+        let end = PhaseEnd::failed("gave up".into(), 1);
         let outcome = RunOutcome::from_trace(trace, end, 1);
         check_run(
             &job(),

@@ -20,7 +20,6 @@ use crate::job::{
     SourceSpec, StageSpec,
 };
 use crate::state::BackendKind;
-use crate::trace::Event;
 
 /// The embedded default input: `fixtures/transactions.csv`.
 pub const TRANSACTIONS_CSV: &str = include_str!("../../fixtures/transactions.csv");
@@ -194,21 +193,6 @@ fn job_for(kind: DemoKind, options: &DemoOptions, counter: FailCounter) -> JobSp
     }
 }
 
-/// Whether an event belongs to the story the demo tells: everything but records flowing,
-/// barriers travelling and snapshots taken (`--trace` shows those too).
-fn is_story(event: &Event) -> bool {
-    !matches!(
-        event,
-        Event::RecordEmitted { .. }
-            | Event::RecordProcessed { .. }
-            | Event::BarrierInjected { .. }
-            | Event::BarrierReceived { .. }
-            | Event::BarrierAligned { .. }
-            | Event::Snapshot { .. }
-            | Event::Stored { .. }
-    )
-}
-
 /// The demo's case: `job` over `records` with the options' seed, backend, checkpoint interval
 /// and restart strategy, and no faults beyond what the job's own operators do.
 pub(super) fn scenario(job: &JobSpec, records: &[InputRecord], options: &DemoOptions) -> Scenario {
@@ -249,7 +233,8 @@ fn run_part(
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
     let report = run_case(scenario(job, records, options), dir.path())?;
     for event in report.outcome.trace.events() {
-        if options.full_trace || is_story(&event.event) {
+        // The story: everything but the data flowing (`--trace` shows that too).
+        if options.full_trace || !event.event.is_flow() {
             writeln!(text, "  {event}").expect("writing to a String");
         }
     }

@@ -66,17 +66,7 @@ pub enum SavepointError {
 
 fn story(report: &CaseReport, text: &mut String) {
     for stamped in report.outcome.trace.events() {
-        let flow = matches!(
-            stamped.event,
-            Event::RecordEmitted { .. }
-                | Event::RecordProcessed { .. }
-                | Event::RecordWritten { .. }
-                | Event::BarrierInjected { .. }
-                | Event::BarrierReceived { .. }
-                | Event::BarrierAligned { .. }
-                | Event::Snapshot { .. }
-                | Event::Stored { .. }
-        );
+        let flow = stamped.event.is_flow() || matches!(stamped.event, Event::RecordWritten { .. });
         if !flow {
             writeln!(text, "  {stamped}").expect("writing to a String");
         }

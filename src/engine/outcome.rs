@@ -153,6 +153,23 @@ pub struct PhaseEnd {
     pub end_positions: Positions,
 }
 
+impl PhaseEnd {
+    /// The end of a run that failed for `reason` before it could say more: no state, no
+    /// counters, sources at the start of each of `partitions`.
+    pub fn failed(reason: String, partitions: usize) -> Self {
+        Self {
+            status: JobStatus::Failed { reason },
+            final_state: None,
+            final_state_error: None,
+            store: ExternalStore::new(),
+            stats: RunStats::default(),
+            retained_checkpoints: Vec::new(),
+            savepoints: Vec::new(),
+            end_positions: Positions::start(partitions),
+        }
+    }
+}
+
 /// Everything a run produced: its trace, and what the oracle reads, gathered from the trace's
 /// typed events and the run's end.
 #[derive(Debug)]

@@ -318,6 +318,23 @@ pub struct JobStarted {
     pub restart: RestartStrategy,
 }
 
+impl Event {
+    /// Whether the event is the data flowing rather than the story of the run: records
+    /// emitted and processed, barriers travelling, snapshots taken and their files stored.
+    pub fn is_flow(&self) -> bool {
+        matches!(
+            self,
+            Event::RecordEmitted { .. }
+                | Event::RecordProcessed { .. }
+                | Event::BarrierInjected { .. }
+                | Event::BarrierReceived { .. }
+                | Event::BarrierAligned { .. }
+                | Event::Snapshot { .. }
+                | Event::Stored { .. }
+        )
+    }
+}
+
 /// A partition a reader left unread: it stopped `at` of `len` records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unread {

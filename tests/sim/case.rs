@@ -9,9 +9,9 @@ use faultline::check::Violation;
 use faultline::checkpoint::{Durability, FsCheckpointStorage};
 use faultline::engine::{JobStatus, Runtime};
 use faultline::fault::NoFaults;
-use faultline::job::sink::{StoreError, TwoPhaseCommitSink, TxnEvent};
+use faultline::job::sink::{TwoPhaseCommitSink, TxnEvent};
 use faultline::job::user::{ModelState, UserOperator};
-use faultline::job::{ExternalStore, Operator, OperatorContext, OperatorError, Record, Sink};
+use faultline::job::{Operator, OperatorContext, OperatorError, Record, Sink};
 use faultline::state::{BackendKind, MemoryBackendFactory};
 use faultline::trace::{Event, Resource};
 
@@ -183,36 +183,9 @@ fn a_case_that_floods_its_channels_fails_at_the_bound_as_a_resource_violation() 
 struct NeverSettles(TwoPhaseCommitSink);
 
 impl Sink for NeverSettles {
-    fn write(
-        &mut self,
-        record: Record,
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.write(record, store)
-    }
-    fn snapshot(
-        &mut self,
-        checkpoint_id: u64,
-        store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
-        self.0.snapshot(checkpoint_id, store)
-    }
+    crate::support::delegate_sink!(0; write, snapshot, notify_checkpoint_complete, restore);
     fn pending_transactions(&self) -> usize {
         1
-    }
-    fn notify_checkpoint_complete(
-        &mut self,
-        checkpoint_id: u64,
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.notify_checkpoint_complete(checkpoint_id, store)
-    }
-    fn restore(
-        &mut self,
-        states: &[Vec<u8>],
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.restore(states, store)
     }
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::examples::running_total::running_total_model;
-use crate::support::{delegate_cell_access, delete_cells, TwistedFactory};
+use crate::support::{delegate_cell_access, delegate_sink, delete_cells, TwistedFactory};
 use faultline::campaign::{ExploreReport, ReportedViolation};
 use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle, NamedFile};
 use faultline::harness::Harness;
@@ -32,13 +32,7 @@ const CASES_MAX: u64 = 200;
 struct CommitsInSnapshot(TwoPhaseCommitSink);
 
 impl Sink for CommitsInSnapshot {
-    fn write(
-        &mut self,
-        record: Record,
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.write(record, store)
-    }
+    delegate_sink!(0; write, restore);
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
@@ -54,13 +48,6 @@ impl Sink for CommitsInSnapshot {
         _: &mut ExternalStore,
     ) -> Result<Vec<TxnEvent>, StoreError> {
         Ok(Vec::new())
-    }
-    fn restore(
-        &mut self,
-        states: &[Vec<u8>],
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.restore(states, store)
     }
 }
 
@@ -217,13 +204,7 @@ struct StrictNotifications {
 }
 
 impl Sink for StrictNotifications {
-    fn write(
-        &mut self,
-        record: Record,
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.inner.write(record, store)
-    }
+    delegate_sink!(inner; write, pending_transactions);
     fn snapshot(
         &mut self,
         checkpoint_id: u64,
@@ -231,9 +212,6 @@ impl Sink for StrictNotifications {
     ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
         self.pending.push(checkpoint_id);
         self.inner.snapshot(checkpoint_id, store)
-    }
-    fn pending_transactions(&self) -> usize {
-        self.inner.pending_transactions()
     }
     fn notify_checkpoint_complete(
         &mut self,
@@ -271,30 +249,7 @@ fn strict_notifications(subtask: u16) -> Box<dyn Sink> {
 struct SkipsAbortOnRestore(TwoPhaseCommitSink);
 
 impl Sink for SkipsAbortOnRestore {
-    fn write(
-        &mut self,
-        record: Record,
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.write(record, store)
-    }
-    fn snapshot(
-        &mut self,
-        checkpoint_id: u64,
-        store: &mut ExternalStore,
-    ) -> Result<(Vec<u8>, Vec<TxnEvent>), StoreError> {
-        self.0.snapshot(checkpoint_id, store)
-    }
-    fn pending_transactions(&self) -> usize {
-        self.0.pending_transactions()
-    }
-    fn notify_checkpoint_complete(
-        &mut self,
-        checkpoint_id: u64,
-        store: &mut ExternalStore,
-    ) -> Result<Vec<TxnEvent>, StoreError> {
-        self.0.notify_checkpoint_complete(checkpoint_id, store)
-    }
+    delegate_sink!(0; write, snapshot, pending_transactions, notify_checkpoint_complete);
     fn restore(
         &mut self,
         states: &[Vec<u8>],

@@ -298,6 +298,59 @@ macro_rules! delegate_cell_access {
 }
 pub(crate) use delegate_cell_access;
 
+/// The `Sink` methods named, delegated to the wrapped sink in field `$field`: the suite's
+/// broken sinks each change one or two methods of a correct one and list the rest here.
+macro_rules! delegate_sink {
+    ($field:tt; $($method:ident),* $(,)?) => {
+        $(crate::support::delegate_sink!(@ $field $method);)*
+    };
+    (@ $field:tt write) => {
+        fn write(
+            &mut self,
+            record: faultline::job::Record,
+            store: &mut faultline::job::ExternalStore,
+        ) -> Result<Vec<faultline::job::sink::TxnEvent>, faultline::job::sink::StoreError> {
+            self.$field.write(record, store)
+        }
+    };
+    (@ $field:tt snapshot) => {
+        fn snapshot(
+            &mut self,
+            checkpoint_id: u64,
+            store: &mut faultline::job::ExternalStore,
+        ) -> Result<
+            (Vec<u8>, Vec<faultline::job::sink::TxnEvent>),
+            faultline::job::sink::StoreError,
+        > {
+            self.$field.snapshot(checkpoint_id, store)
+        }
+    };
+    (@ $field:tt pending_transactions) => {
+        fn pending_transactions(&self) -> usize {
+            self.$field.pending_transactions()
+        }
+    };
+    (@ $field:tt notify_checkpoint_complete) => {
+        fn notify_checkpoint_complete(
+            &mut self,
+            checkpoint_id: u64,
+            store: &mut faultline::job::ExternalStore,
+        ) -> Result<Vec<faultline::job::sink::TxnEvent>, faultline::job::sink::StoreError> {
+            self.$field.notify_checkpoint_complete(checkpoint_id, store)
+        }
+    };
+    (@ $field:tt restore) => {
+        fn restore(
+            &mut self,
+            states: &[Vec<u8>],
+            store: &mut faultline::job::ExternalStore,
+        ) -> Result<Vec<faultline::job::sink::TxnEvent>, faultline::job::sink::StoreError> {
+            self.$field.restore(states, store)
+        }
+    };
+}
+pub(crate) use delegate_sink;
+
 /// A deliberately broken backend: the memory backend, with `after_restore` applied to its cells
 /// after every restore. The suite's broken backends are each one such twist.
 pub struct TwistedFactory {
