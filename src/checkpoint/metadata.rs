@@ -1,5 +1,5 @@
 //! `_metadata`: the commit point of a checkpoint or savepoint. It names every file the snapshot
-//! needs (by relative path, with size and CRC32C) and holds each subtask's operator state
+//! needs (by relative path, with size and XXH3-64 checksum) and holds each subtask's operator state
 //! (source positions, sink transactions). Written last; a checkpoint without a valid
 //! `_metadata` does not exist.
 //!
