@@ -1,6 +1,6 @@
 //! Method: run cases through the one case runner and break them from inside — an engine
 //! invariant broken on purpose, a user's model that panics, an operator that floods its
-//! channel, a sink that never settles — and check that each becomes a typed violation of its
+//! channel, a sink that never settles or leaks transactions, a trace past its bound — and check that each becomes a typed violation of its
 //! case (with the trace up to it, shrunk and written out under a campaign) while the campaign
 //! goes on; and that a rescaled case's phases add up to one judged run.
 
@@ -282,4 +282,93 @@ fn the_trace_follows_every_transaction_from_its_beginning() {
         }
     }
     assert!(begun.len() > 2 && ended > begun.len(), "{begun:?}");
+}
+
+/// Begins a transaction for every record and never ends one.
+struct LeaksTransactions(u16);
+
+impl Sink for LeaksTransactions {
+    fn write(
+        &mut self,
+        record: Record,
+        store: &mut faultline::job::ExternalStore,
+    ) -> Result<Vec<TxnEvent>, faultline::job::sink::StoreError> {
+        let txn = store.begin(self.0);
+        store.write(&txn, record)?;
+        Ok(vec![TxnEvent::Begun { txn }])
+    }
+    fn snapshot(
+        &mut self,
+        _: u64,
+        _: &mut faultline::job::ExternalStore,
+    ) -> Result<(Vec<u8>, Vec<TxnEvent>), faultline::job::sink::StoreError> {
+        Ok((Vec::new(), Vec::new()))
+    }
+    fn notify_checkpoint_complete(
+        &mut self,
+        _: u64,
+        _: &mut faultline::job::ExternalStore,
+    ) -> Result<Vec<TxnEvent>, faultline::job::sink::StoreError> {
+        Ok(Vec::new())
+    }
+    fn restore(
+        &mut self,
+        _: &[Vec<u8>],
+        _: &mut faultline::job::ExternalStore,
+    ) -> Result<Vec<TxnEvent>, faultline::job::sink::StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A resource and how to set a low bound on it.
+type Bound = (Resource, fn(&mut faultline::engine::CaseLimits));
+
+#[test]
+fn each_case_bound_ends_a_runaway_as_a_resource_violation() {
+    let job = crate::support::linear_job();
+    let input = crate::support::input_for(&job, 40, 3, 1);
+    let leaks = |subtask: u16| Box::new(LeaksTransactions(subtask)) as Box<dyn Sink>;
+    let bounds: [Bound; 2] = [
+        (Resource::Events, |limits| limits.events_max = 60),
+        (Resource::OpenTransactions, |limits| {
+            limits.open_transactions_max = 5;
+        }),
+    ];
+    for (resource, bound) in bounds {
+        let mut config = crate::support::config(3, 5);
+        bound(&mut config.limits);
+        let dir = tempfile::tempdir().unwrap();
+        let mut storage =
+            FsCheckpointStorage::new(dir.path().join("checkpoints"), Durability::PageCache)
+                .unwrap();
+        let mut faults = NoFaults;
+        let mut runtime = Runtime::new(
+            &job,
+            &input,
+            config.clone(),
+            &MemoryBackendFactory,
+            &mut storage,
+            &mut faults,
+            &dir.path().join("work"),
+        )
+        .unwrap();
+        if resource == Resource::OpenTransactions {
+            runtime = runtime.with_sink(&leaks);
+        }
+        let outcome = runtime.run().unwrap();
+        let verdict =
+            faultline::check::check_run(&job, &input, config.checkpoint.mode, 3, &outcome);
+        let limit = match resource {
+            Resource::Events => 60,
+            _ => 5,
+        };
+        assert!(
+            verdict
+                .violations
+                .contains(&Violation::Resource { resource, limit }),
+            "{resource}: {verdict}"
+        );
+        let last = outcome.trace.events().last().map(|e| e.event.clone());
+        assert_eq!(last, Some(Event::ResourceExhausted { resource, limit }));
+    }
 }
