@@ -16,7 +16,8 @@
 //! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
 //!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks.
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
-//! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named.
+//! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named;
+//!   a backend reporting damage fails loudly only when it names the checkpoint file.
 //! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
 //! - `crash`: a simulated machine crash after every create, write, sync and rename of every
 //!   checkpoint and savepoint write, with unsynced data lost, torn or kept: the restart restores

@@ -1,12 +1,18 @@
 //! Method: plug a deliberately broken state backend into the public `StateBackend` seam — it
 //! forgets one key whenever it restores — and check that the oracle reports it, naming the
 //! seed, the checkpoint, the key and both values; the same run on the correct backend passes.
+//! Then a backend that checks its own files: naming the damaged checkpoint file, its restore
+//! fails loudly as it must; naming its own local copy instead, it is caught.
 
 use std::path::Path;
 
 use crate::support::{config, delete_cells, kills, linear_job, TwistedFactory};
 use faultline::check::Violation;
-use faultline::state::StateBackendFactory;
+use faultline::checkpoint::CheckpointStorage;
+use faultline::state::{
+    BackendContext, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats, SnapshotResult,
+    SnapshotTarget, StateBackend, StateBackendFactory, StateError,
+};
 
 /// The memory backend, but key `k0`'s cells are dropped after every restore.
 static FORGETFUL: TwistedFactory = TwistedFactory {
@@ -79,5 +85,93 @@ fn the_oracle_names_a_backend_that_forgets_a_key_on_restore() {
             .iter()
             .any(|v| matches!(v, Violation::FinalState { .. })),
         "the loss also shows at the end"
+    );
+}
+
+/// The memory backend, reporting damage it finds on restore as `StateError::DamagedFile`, as a
+/// backend that checks its own files does: naming the checkpoint file, or (the broken twin)
+/// naming its own local copy of it, as RocksDB's own errors do.
+struct ReportsDamage {
+    names_local_copy: bool,
+}
+
+impl StateBackendFactory for ReportsDamage {
+    fn name(&self) -> &'static str {
+        "reports-damage"
+    }
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(DamageReporter {
+            inner: MemoryBackend::new(context.task_name, context.key_groups),
+            names_local_copy: self.names_local_copy,
+        }))
+    }
+}
+
+struct DamageReporter {
+    inner: MemoryBackend,
+    names_local_copy: bool,
+}
+
+impl StateBackend for DamageReporter {
+    fn name(&self) -> &'static str {
+        "reports-damage"
+    }
+    crate::support::delegate_cell_access!();
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        self.inner.snapshot(target, storage)
+    }
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        self.inner.restore(handles, storage, mode).map_err(|error| {
+            let Some(file) = error.file().map(str::to_string) else {
+                return error;
+            };
+            let file = match file.rsplit_once('/') {
+                Some((_, name)) if self.names_local_copy => format!("db-restored/{name}"),
+                _ => file,
+            };
+            StateError::DamagedFile {
+                file,
+                reason: "the restored copy is damaged".into(),
+            }
+        })
+    }
+}
+
+fn reporting_damage(names_local_copy: bool) -> faultline::campaign::ExploreReport {
+    let factory = ReportsDamage { names_local_copy };
+    let dir = tempfile::tempdir().unwrap();
+    faultline::harness::Harness::new()
+        .cases(150)
+        .backend(&factory)
+        .backend_verifies_files()
+        .faults(&["corrupt", "panic", "kill"])
+        .failures_dir(dir.path())
+        .try_run()
+        .unwrap()
+}
+
+#[test]
+fn a_backend_naming_the_damaged_checkpoint_file_fails_loudly_and_one_naming_its_copy_does_not() {
+    let named = reporting_damage(false);
+    assert!(named.failures.is_empty(), "{}", named.summary());
+    assert!(named.loud_failures > 0, "{}", named.summary());
+
+    // The damage is the same; only the file the error names differs. A loud failure must name
+    // the checkpoint's file, so this is the job failing for no reason the oracle accepts.
+    let local = reporting_damage(true);
+    let failure = local.failures.first().expect("caught");
+    assert!(
+        failure.violations.iter().any(|v| v.property == "liveness"),
+        "{:?}",
+        failure.violations
     );
 }
