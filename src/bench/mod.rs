@@ -491,7 +491,6 @@ impl<'a> Bench<'a> {
             }
             Command::Notify { checkpoint } => {
                 self.backend.notify_checkpoint_complete(checkpoint);
-                self.coordinator.confirmed(checkpoint);
             }
             Command::RecordCompleted { checkpoint } => {
                 registry::record_completed(&mut self.storage, checkpoint)

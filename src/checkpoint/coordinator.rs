@@ -6,8 +6,10 @@
 //!
 //! Inputs: [`Coordinator::tick`] (time passes), [`Coordinator::acknowledge`] (a task's
 //! snapshot is uploaded), [`Coordinator::metadata_written`] (the commit point), [`Coordinator::abort`],
-//! [`Coordinator::confirmed`] (a completion notification was delivered), and
-//! [`Coordinator::restored`] / [`Coordinator::start_attempt`] at each attempt's restore.
+//! and [`Coordinator::restored`] / [`Coordinator::start_attempt`] at each attempt's restore.
+//! Completion notifications go out as [`Command::Notify`]; what a late or lost one may do to
+//! an incremental base is the backend's to get right (as in Flink, the backend keeps its own
+//! base), and the harness delivers them late, twice or never on purpose to test that.
 //!
 //! A savepoint travels as a barrier like a checkpoint, but its files and `_metadata` live in
 //! `savepoints/<name>/` with paths relative to that directory (so it can be moved), it is never
@@ -250,7 +252,6 @@ pub struct CoordinatorState {
     next_id: u64,
     savepoints_taken: Vec<String>,
     consecutive_failures: u32,
-    confirmed: Option<u64>,
 }
 
 /// The coordinator (see the module doc).
@@ -264,7 +265,6 @@ pub struct Coordinator {
     retained: VecDeque<Retained>,
     savepoints_taken: Vec<String>,
     consecutive_failures: u32,
-    confirmed: Option<u64>,
     pending: BTreeMap<u64, PendingCheckpoint>,
     next_trigger_ms: u64,
     final_completed: bool,
@@ -290,7 +290,6 @@ impl Coordinator {
             retained: VecDeque::new(),
             savepoints_taken: Vec::new(),
             consecutive_failures: 0,
-            confirmed: None,
             pending: BTreeMap::new(),
             next_trigger_ms: 0,
             final_completed: false,
@@ -572,20 +571,13 @@ impl Coordinator {
         commands
     }
 
-    /// A completion notification of `checkpoint` was delivered: the incremental base (the
-    /// newest checkpoint confirmed) moves to it, never backwards.
-    pub fn confirmed(&mut self, checkpoint: u64) {
-        self.confirmed = self.confirmed.max(Some(checkpoint));
-    }
-
-    /// What outlives an attempt (ids, taken savepoints, failures in a row, the base), for a
+    /// What outlives an attempt (ids, taken savepoints, failures in a row), for a
     /// process killed for real to leave to the next; the rest is read back at the restore.
     pub fn save(&self) -> CoordinatorState {
         CoordinatorState {
             next_id: self.next_id,
             savepoints_taken: self.savepoints_taken.clone(),
             consecutive_failures: self.consecutive_failures,
-            confirmed: self.confirmed,
         }
     }
 
@@ -594,12 +586,6 @@ impl Coordinator {
         self.next_id = state.next_id;
         self.savepoints_taken = state.savepoints_taken;
         self.consecutive_failures = state.consecutive_failures;
-        self.confirmed = state.confirmed;
-    }
-
-    /// The newest checkpoint whose completion was confirmed.
-    pub fn base(&self) -> Option<u64> {
-        self.confirmed
     }
 
     fn collect_garbage(&self) -> Command {
@@ -754,9 +740,6 @@ mod tests {
         Abort {
             which: usize,
         },
-        Confirm {
-            checkpoint: u64,
-        },
         Restart {
             highest: u64,
         },
@@ -769,7 +752,6 @@ mod tests {
             3 => (0usize..4, any::<bool>()).prop_map(|(which, reuse)| Input::AckRest { which, reuse }),
             3 => (0usize..4).prop_map(|which| Input::Written { which }),
             1 => (0usize..4).prop_map(|which| Input::Abort { which }),
-            2 => (0u64..30).prop_map(|checkpoint| Input::Confirm { checkpoint }),
             1 => (0u64..40).prop_map(|highest| Input::Restart { highest }),
         ]
     }
@@ -932,7 +914,7 @@ mod tests {
             let mut coordinator = Coordinator::new(config, vec![savepoint], layout(), 2);
             coordinator.start_attempt(0);
             let mut observed = Observed::default();
-            let (mut now, mut base) = (0, None);
+            let mut now = 0;
             for input in inputs {
                 let pending: Vec<u64> = coordinator.pending().map(|p| p.id).collect();
                 let pick = |which: usize| pending.get(which % pending.len().max(1)).copied();
@@ -971,14 +953,6 @@ mod tests {
                         }
                         None => Vec::new(),
                     },
-                    Input::Confirm { checkpoint } => {
-                        coordinator.confirmed(checkpoint);
-                        let before = base;
-                        base = base.max(Some(checkpoint));
-                        prop_assert!(coordinator.base() >= before, "a late notification never moves the base back");
-                        prop_assert_eq!(coordinator.base(), base);
-                        Vec::new()
-                    }
                     Input::Restart { highest } => {
                         // A restart: nothing in flight, the retained checkpoints read back.
                         observed.writing.clear();
@@ -1062,7 +1036,36 @@ mod tests {
                 })
                 .collect()
         };
+        let writes_metadata_at_trigger = |commands: Vec<Command>| {
+            let mut out = Vec::new();
+            for command in commands {
+                if let Command::Trigger { checkpoint, .. } = &command {
+                    let checkpoint = *checkpoint;
+                    out.push(command);
+                    out.push(Command::WriteMetadata {
+                        checkpoint,
+                        metadata: CheckpointMetadata {
+                            checkpoint_id: checkpoint,
+                            kind: SnapshotKind::Checkpoint,
+                            trigger_time_ms: 0,
+                            job_fingerprint: 7,
+                            max_parallelism: 128,
+                            backend: "memory".into(),
+                            stages: Vec::new(),
+                        },
+                        dir: registry::checkpoint_dir(checkpoint),
+                    });
+                } else {
+                    out.push(command);
+                }
+            }
+            out
+        };
         for (twin, broken) in [
+            (
+                "writes metadata before every ack",
+                five_checkpoints(writes_metadata_at_trigger),
+            ),
             ("repeats an id", five_checkpoints(repeats_an_id)),
             ("never subsumes", five_checkpoints(never_subsumes)),
             ("forgets a file", five_checkpoints(forgets_a_file)),

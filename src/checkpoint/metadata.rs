@@ -43,14 +43,18 @@ pub struct FileRef {
 }
 
 impl FileRef {
-    /// The reference of `bytes` stored at `path`: their size and checksum. The one place a
-    /// checkpoint file's checksum is computed.
+    /// The reference of `bytes` stored at `path`: their size and checksum.
     pub fn of(path: RelPath, bytes: &[u8]) -> Self {
         Self {
             path,
             size: bytes.len() as u64,
-            checksum: xxhash_rust::xxh3::xxh3_64(bytes),
+            checksum: Self::checksum_of(bytes),
         }
+    }
+
+    /// The one place a checkpoint file's checksum is computed.
+    fn checksum_of(bytes: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(bytes)
     }
 
     /// Why `bytes` are not the file this refers to, if they are not. The reasons carry no sizes
@@ -59,7 +63,7 @@ impl FileRef {
     pub fn mismatch(&self, bytes: &[u8]) -> Option<&'static str> {
         if bytes.len() as u64 != self.size {
             Some("size differs from the one recorded in the metadata")
-        } else if xxhash_rust::xxh3::xxh3_64(bytes) != self.checksum {
+        } else if Self::checksum_of(bytes) != self.checksum {
             Some("checksum differs from the one recorded in the metadata")
         } else {
             None

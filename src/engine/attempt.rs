@@ -4,7 +4,7 @@
 
 use super::task::*;
 use super::Runtime;
-use crate::fault::{Effect, FaultPoint};
+use crate::fault::FaultPoint;
 use crate::sim::StepLimit;
 use crate::trace::{Event, FailureCause, Resource};
 
@@ -137,9 +137,6 @@ impl Runtime<'_> {
             "engine invariant broken on purpose at step {step} (test sabotage)"
         );
         if let Some(action) = self.fault(&FaultPoint::Step { step }) {
-            if action.effect == Effect::Kill && self.real_kills.is_some() {
-                self.die(execution.attempt, action);
-            }
             return Ok(Some(Failure::from_action("process", action)));
         }
         let task = self

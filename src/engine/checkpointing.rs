@@ -404,7 +404,6 @@ impl Runtime<'_> {
                 });
                 continue;
             }
-            self.coordinator.confirmed(checkpoint);
             self.notify(execution, task, checkpoint)?;
         }
         Ok(())

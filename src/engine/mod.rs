@@ -323,6 +323,12 @@ impl<'a> Runtime<'a> {
     /// Records `event` at the current step and time (and streams it, if asked), after the
     /// checkpoint files stored and the storage faults fired since the last event.
     fn record(&mut self, event: Event) {
+        self.record_storage_events();
+        self.stamp(event);
+    }
+
+    /// Records the storage faults fired and the checkpoint files stored since the last event.
+    fn record_storage_events(&mut self) {
         for action in self.storage.take_fired() {
             self.stamp(fired(&action));
         }
@@ -331,7 +337,6 @@ impl<'a> Runtime<'a> {
                 path: path.to_string(),
             });
         }
-        self.stamp(event);
     }
 
     fn stamp(&mut self, event: Event) {

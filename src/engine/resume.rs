@@ -11,9 +11,10 @@ use std::path::Path;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::task::Failure;
 use super::{RunError, RunStats, Runtime};
 use crate::checkpoint::coordinator::CoordinatorState;
-use crate::fault::{FaultAction, InjectorState};
+use crate::fault::InjectorState;
 use crate::job::restart::RestartTracker;
 use crate::sim::Scheduler;
 
@@ -23,8 +24,8 @@ use crate::sim::Scheduler;
 pub struct ResumeState {
     /// The attempt the kill ended.
     pub attempt: u32,
-    /// The kill.
-    pub kill: FaultAction,
+    /// The kill, as the failure of that attempt.
+    pub(super) failure: Failure,
     /// Virtual time at the kill.
     pub time_ms: u64,
     /// Events recorded before the kill, for the case's bound on events.
@@ -50,16 +51,18 @@ impl ResumeState {
 }
 
 impl Runtime<'_> {
-    /// The process dies, for real, at a kill of attempt `attempt`: the state to resume from is
-    /// written where the runtime was told, then it aborts.
-    pub(super) fn die(&mut self, attempt: u32, kill: FaultAction) -> ! {
+    /// The process dies, for real, at a kill that failed attempt `attempt`: the state to
+    /// resume from is written where the runtime was told, then it aborts.
+    pub(super) fn die(&mut self, attempt: u32, failure: Failure) -> ! {
         let path = self
             .real_kills
             .clone()
             .expect("only a runtime with real kills dies");
+        // What storage did up to the kill is part of the story the next process continues.
+        self.record_storage_events();
         let state = ResumeState {
             attempt,
-            kill,
+            failure,
             time_ms: self.clock.now_ms(),
             events: self.events,
             scheduler: self.scheduler.clone(),

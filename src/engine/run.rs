@@ -31,10 +31,7 @@ impl Runtime<'_> {
     /// Runs attempts until the job ends, and returns how it ended.
     pub(super) fn execute(&mut self) -> Result<PhaseEnd, RunError> {
         let (mut attempt, mut failure) = match self.resume.take() {
-            Some(state) => (
-                state.attempt,
-                Some(Failure::from_action("process", state.kill)),
-            ),
+            Some(state) => (state.attempt, Some(state.failure)),
             None => {
                 self.start();
                 (self.config.first_attempt, None)
@@ -52,6 +49,11 @@ impl Runtime<'_> {
                     } => {
                         end_positions = positions;
                         break (status, final_state);
+                    }
+                    // Every kill (at a step, a checkpoint phase, inside a write, a machine
+                    // crash) kills this process for real when the run was told to.
+                    Attempted::Failed(failure) if failure.killed() && self.real_kills.is_some() => {
+                        self.die(attempt, failure)
                     }
                     Attempted::Failed(failure) => failure,
                     Attempted::Halted(halt) => break (self.halted(halt), None),

@@ -262,7 +262,7 @@ pub(super) struct Execution {
 }
 
 /// A failure inside an attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Failure {
     pub(super) task: String,
     pub(super) cause: FailureCause,

@@ -12,7 +12,7 @@ use faultline::campaign::{
     StrategyConfig,
 };
 use faultline::check::Violation;
-use faultline::fault::{Fault, Phase};
+use faultline::fault::{Fault, FaultKind, Phase, Unsynced};
 use faultline::state::BackendKind;
 use faultline::trace::Event;
 
@@ -198,6 +198,42 @@ fn real_process_kills_recover_and_match_the_simulation_on_every_backend() {
         scenario.name = format!("panic-and-kill on {backend}");
         assert_both_modes_agree(&scenario);
     }
+}
+
+#[test]
+fn kills_at_checkpoint_phases_and_inside_writes_are_real_kills_too() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let mut scenario =
+        Scenario::load(&fixtures.join("kill-phases-rocksdb-incremental.toml")).unwrap();
+    scenario.backend = BackendKind::Memory;
+    scenario.restart = faultline::job::RestartStrategy::FixedDelay {
+        attempts: 10,
+        delay_ms: 10,
+    };
+    // A kill at every checkpoint phase, one checkpoint after another, and a machine crash
+    // after the 100th write step.
+    scenario.faults = Phase::ALL
+        .iter()
+        .zip(1..)
+        .map(|(&phase, checkpoint)| Fault::KillAt { phase, checkpoint })
+        .chain([Fault::Crash {
+            after_step: 100,
+            unsynced: Unsynced::Torn,
+        }])
+        .collect();
+    let report = assert_both_modes_agree(&scenario);
+    let fired: Vec<FaultKind> = report.fired().iter().map(|(kind, _)| *kind).collect();
+    assert_eq!(
+        fired.len(),
+        scenario.faults.len(),
+        "every fault fired: {fired:?}"
+    );
+    assert!(fired.contains(&FaultKind::Crash), "{fired:?}");
+    assert_eq!(
+        report.real_kills as usize,
+        fired.len(),
+        "each kill killed a child"
+    );
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub(crate) struct Uploads {
     pending: BTreeMap<u64, BTreeMap<String, FileRef>>,
     /// SSTs of the last confirmed checkpoint: the only ones a new checkpoint may reuse.
     base: BTreeMap<String, FileRef>,
+    /// That checkpoint.
+    base_of: Option<u64>,
 }
 
 impl Uploads {
@@ -55,7 +57,10 @@ impl Uploads {
                 files.retain(|name, file| later.get(name) == Some(file));
             }
             self.base = files;
+            self.base_of = Some(id);
         }
+        // Older snapshots are covered: a notification for one of them, coming later still,
+        // finds nothing and leaves the base where it is.
         self.pending.retain(|pending, _| *pending > id);
     }
 
@@ -294,6 +299,107 @@ mod tests {
             .iter()
             .map(|(name, path)| (name.to_string(), stored(path)))
             .collect()
+    }
+
+    /// What a test does to the uploads: snapshot, or confirm or forget one of the snapshots
+    /// taken so far (the `which`-th, confirmed late or twice as it may be).
+    #[derive(Debug, Clone)]
+    enum Op {
+        Snapshot { changed: [bool; 3] },
+        Confirm { which: usize },
+        Forget { which: usize },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => any::<[bool; 3]>().prop_map(|changed| Op::Snapshot { changed }),
+            3 => any::<usize>().prop_map(|which| Op::Confirm { which }),
+            1 => any::<usize>().prop_map(|which| Op::Forget { which }),
+        ]
+    }
+
+    /// Runs `ops`, confirming through `confirm`, and checks after each that the base never
+    /// moved back to an older checkpoint and holds only files its checkpoint stored.
+    fn base_stays_newest(ops: &[Op], confirm: impl Fn(&mut Uploads, u64)) -> Result<(), String> {
+        let mut uploads = Uploads::default();
+        let mut taken: Vec<u64> = Vec::new();
+        let mut uploaded: BTreeMap<u64, BTreeMap<String, FileRef>> = BTreeMap::new();
+        for op in ops {
+            let before = uploads.base_of;
+            match *op {
+                Op::Snapshot { changed } => {
+                    // As `snapshot` does: an unchanged SST of the base is reused, any other
+                    // is uploaded anew under this checkpoint's id.
+                    let id = taken.last().map_or(1, |last| last + 1);
+                    let files: BTreeMap<String, FileRef> = (0..3)
+                        .map(|sst| {
+                            let name = format!("{sst}.sst");
+                            let file = match uploads.base.get(&name) {
+                                Some(file) if !changed[sst] => file.clone(),
+                                _ => stored(&format!("shared/c{id}-{name}")),
+                            };
+                            (name, file)
+                        })
+                        .collect();
+                    uploads.pending.insert(id, files.clone());
+                    uploaded.insert(id, files);
+                    taken.push(id);
+                }
+                Op::Confirm { which } if !taken.is_empty() => {
+                    confirm(&mut uploads, taken[which % taken.len()]);
+                }
+                Op::Forget { which } if !taken.is_empty() => {
+                    uploads.forget(taken[which % taken.len()]);
+                }
+                _ => {}
+            }
+            if uploads.base_of < before {
+                return Err(format!(
+                    "the base moved back from {before:?} to {:?}",
+                    uploads.base_of
+                ));
+            }
+            if let Some(base) = uploads.base_of {
+                let own = &uploaded[&base];
+                if uploads
+                    .base
+                    .iter()
+                    .any(|(name, file)| own.get(name) != Some(file))
+                {
+                    return Err(format!("the base holds a file chk-{base} did not store"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_late_notification_never_moves_the_base_backwards(ops in proptest::collection::vec(op(), 1..60)) {
+            let held = base_stays_newest(&ops, Uploads::confirm);
+            proptest::prop_assert!(held.is_ok(), "{:?}", held);
+        }
+    }
+
+    /// The property can fail: a twin that keeps older snapshots pending after a confirmation
+    /// lets a late notification of one of them become the base.
+    #[test]
+    fn a_base_that_follows_late_notifications_is_caught() {
+        let keeps_older = |uploads: &mut Uploads, id: u64| {
+            if let Some(files) = uploads.pending.remove(&id) {
+                uploads.base = files;
+                uploads.base_of = Some(id);
+            }
+        };
+        let ops = [
+            Op::Snapshot { changed: [true; 3] },
+            Op::Snapshot { changed: [true; 3] },
+            Op::Confirm { which: 1 },
+            Op::Confirm { which: 0 },
+        ];
+        assert_eq!(base_stays_newest(&ops, Uploads::confirm), Ok(()));
+        assert!(base_stays_newest(&ops, keeps_older).is_err());
     }
 
     #[test]
