@@ -71,6 +71,7 @@ impl CaseReport {
 }
 
 /// What the phases run so far left.
+#[derive(Default)]
 pub(super) struct Walked {
     pub(super) ends: Vec<PhaseEnd>,
     pub(super) real_kills: u32,
@@ -87,26 +88,39 @@ impl<'a> Case<'a> {
         &self.scenario
     }
 
-    /// Runs the case in `dir` (checkpoints, the external system, backends' work) and judges it.
+    /// Runs the case in `dir` (checkpoints, the external system, backends' work: an empty or
+    /// new directory) and judges it.
     pub fn run(&self, dir: &Path, mode: &KillMode) -> Result<CaseReport, CaseError> {
         self.seams.usable(mode)?;
+        fresh(dir)?;
         let input = self.scenario.input()?;
         let mut trace = Trace::new();
-        let walked = match mode {
-            KillMode::Sim => panic::catch(|| self.walk(dir, &input, &mut trace)),
+        let mut walked = Walked::default();
+        let panicked = match mode {
+            KillMode::Sim => match panic::catch(|| self.walk(dir, &input, &mut trace, &mut walked))
+            {
+                Ok(ran) => ran.map(|()| None)?,
+                Err(panic) => Some(panic),
+            },
             KillMode::Process { binary } => {
-                let walked = super::process::walk(&self.scenario, dir, binary, &mut trace)?;
-                walked.map(Ok)
+                super::process::walk(&self.scenario, dir, binary, &mut trace, &mut walked)?
             }
         };
-        match walked {
-            Ok(walked) => self.judge(trace, walked?, &input),
-            Err(panic) => Ok(self.panicked(trace, panic, &input, 0)),
+        match panicked {
+            None => self.judge(trace, walked, &input),
+            Some(panic) => Ok(self.panicked(trace, panic, &input, walked)),
         }
     }
 
-    /// Runs the phases in this process, each recording into `trace`.
-    fn walk(&self, dir: &Path, input: &Input, trace: &mut Trace) -> Result<Walked, CaseError> {
+    /// Runs the phases in this process, each recording into `trace` and leaving its end in
+    /// `walked` (so a panic in a later phase keeps what the earlier ones did).
+    fn walk(
+        &self,
+        dir: &Path,
+        input: &Input,
+        trace: &mut Trace,
+        walked: &mut Walked,
+    ) -> Result<(), CaseError> {
         let built_in;
         let backends: &dyn StateBackendFactory = match self.seams.backend {
             Some(user) => user,
@@ -126,8 +140,8 @@ impl<'a> Case<'a> {
         })?;
         let mut store = ExternalStore::new().with_dir(external);
         let phases = self.scenario.phases();
-        let mut ends: Vec<PhaseEnd> = Vec::new();
-        while let Some(phase) = next_phase(&phases, &ends) {
+        let ends = &mut walked.ends;
+        while let Some(phase) = next_phase(&phases, ends) {
             let runtime = Runtime::new(
                 &phase.job,
                 input,
@@ -151,18 +165,17 @@ impl<'a> Case<'a> {
             store = std::mem::take(&mut end.store);
             ends.push(end);
         }
+        // `next_phase` always gives a first phase, so one ran.
         let last = ends.last_mut().expect("a case runs at least one phase");
         last.store = store;
-        Ok(Walked {
-            ends,
-            real_kills: 0,
-        })
+        Ok(())
     }
 
     /// Judges the walked phases once, as one run.
     fn judge(&self, trace: Trace, walked: Walked, input: &Input) -> Result<CaseReport, CaseError> {
         let jobs: Vec<_> = self.scenario.phases().into_iter().map(|p| p.job).collect();
         let jobs: Vec<&_> = jobs.iter().take(walked.ends.len()).collect();
+        let real_kills = walked.real_kills;
         let end = merge(walked.ends);
         let mut outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
         let spec = CaseSpec {
@@ -178,8 +191,9 @@ impl<'a> Case<'a> {
         let verdict = match verdict {
             Ok(verdict) => verdict?,
             Err(panic) => {
+                let stats = outcome.stats.clone();
                 let (trace, _) = outcome.into_parts();
-                return Ok(self.panicked(trace, panic, input, walked.real_kills));
+                return Ok(self.report_panic(trace, panic, input, stats, real_kills));
             }
         };
         let trace_hash = outcome.trace.hash();
@@ -187,15 +201,32 @@ impl<'a> Case<'a> {
             outcome,
             verdict,
             trace_hash,
-            real_kills: walked.real_kills,
+            real_kills,
         })
     }
 
+    /// The report of a case a panic ended while it ran: the phases run so far count.
+    fn panicked(&self, trace: Trace, panic: Panic, input: &Input, walked: Walked) -> CaseReport {
+        let stats = match walked.ends.is_empty() {
+            true => RunStats::default(),
+            false => merge(walked.ends).stats,
+        };
+        self.report_panic(trace, panic, input, stats, walked.real_kills)
+    }
+
     /// The report of a case a panic ended: its trace so far, and the panic as its violation.
-    fn panicked(&self, trace: Trace, panic: Panic, input: &Input, real_kills: u32) -> CaseReport {
+    fn report_panic(
+        &self,
+        trace: Trace,
+        panic: Panic,
+        input: &Input,
+        stats: RunStats,
+        real_kills: u32,
+    ) -> CaseReport {
         let partitions = input.partitions().len();
-        let end = PhaseEnd::failed(format!("panicked: {}", panic.message), partitions);
-        let outcome = RunOutcome::from_trace(trace, end, input.partitions().len());
+        let mut end = PhaseEnd::failed(format!("panicked: {}", panic.message), partitions);
+        end.stats = stats;
+        let outcome = RunOutcome::from_trace(trace, end, partitions);
         let verdict = Verdict {
             seed: self.scenario.seed,
             violations: vec![Violation::Assertion {
@@ -211,6 +242,22 @@ impl<'a> Case<'a> {
             trace_hash,
             real_kills,
         }
+    }
+}
+
+/// Refuses a case directory holding anything: checkpoints or an external system left there
+/// would be taken up as this case's own.
+fn fresh(dir: &Path) -> Result<(), CaseError> {
+    match std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()) {
+        Ok(true) => Err(CaseError::DirNotEmpty {
+            path: dir.to_path_buf(),
+        }),
+        Ok(false) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CaseError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -25,7 +25,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -377,7 +377,9 @@ fn run_case(
     Ok(result)
 }
 
-/// Shrinks a failing case: simplifies while it still fails, complicates back when it passes.
+/// Shrinks a failing case: simplifies while it still breaks a property the original case
+/// broke, complicates back when it does not (passing, or failing another way: shrinking must
+/// not drift from one bug to another).
 fn shrink(
     tree: &mut impl ValueTree<Value = Scenario>,
     mut best: Shrunk,
@@ -385,13 +387,14 @@ fn shrink(
     seams: Seams<'_>,
     config: &ExploreConfig,
 ) -> Result<Shrunk, ExploreError> {
+    let wanted: BTreeSet<String> = best.found.iter().map(|v| v.property.clone()).collect();
     let mut more = tree.simplify();
     while more && best.runs < config.shrink_runs_max {
         best.runs += 1;
         let mut candidate = tree.current();
         candidate.name = best.scenario.name.clone();
         let Judged { report, found } = judged(&candidate, case, seams, config)?;
-        if found.is_empty() {
+        if !found.iter().any(|v| wanted.contains(&v.property)) {
             more = tree.complicate();
         } else {
             best = Shrunk {

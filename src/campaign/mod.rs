@@ -89,6 +89,12 @@ pub enum CaseError {
     /// The seams cannot be used as given.
     #[error("seams: {0}")]
     Seams(String),
+    /// The case's directory holds something already.
+    #[error("{path}: a case runs in an empty or new directory")]
+    DirNotEmpty {
+        /// The directory.
+        path: std::path::PathBuf,
+    },
     /// The case's own directory failed.
     #[error("{path}: {source}")]
     Io {
@@ -97,9 +103,38 @@ pub enum CaseError {
         /// The error.
         source: std::io::Error,
     },
-    /// A child process of the process-kill mode failed other than by its kill.
-    #[error("process mode: {0}")]
-    Child(String),
+    /// A child process of the process-kill mode died other than by a real kill.
+    #[error("process mode: the child of phase {phase} died ({status}): {stderr}")]
+    ChildDied {
+        /// The phase it ran.
+        phase: usize,
+        /// How it exited.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A phase was killed for real more often than process mode starts children for it.
+    #[error("process mode: phase {phase} was killed {children} times; no more children start")]
+    ChildrenExhausted {
+        /// The phase.
+        phase: usize,
+        /// Children started for it.
+        children: u32,
+    },
+    /// A file a child left (its events, its end, the fault plan's state) does not parse.
+    #[error("process mode: {path}: {source}")]
+    ChildFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// A child was asked for a phase the scenario does not have.
+    #[error("process mode: the scenario has no phase {phase}")]
+    NoSuchPhase {
+        /// The phase asked for.
+        phase: usize,
+    },
     /// The durable external store cannot be read.
     #[error("external store: {0}")]
     Store(#[from] DurableStoreError),

@@ -48,6 +48,9 @@ fn install() {
 /// Runs `case`; a panic inside it is returned as a [`Panic`] instead of unwinding further.
 pub fn catch<T>(case: impl FnOnce() -> T) -> Result<T, Panic> {
     install();
+    // The hook keeps the last panic of the thread; the one that ends this case is the last
+    // raised inside it, so none from before may stand in for it.
+    CAUGHT.with(|caught| caught.borrow_mut().take());
     QUIET.with(|quiet| quiet.set(quiet.get() + 1));
     #[allow(clippy::disallowed_methods)]
     // The case runner is the one place besides the engine's supervisor that catches panics: a

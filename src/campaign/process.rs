@@ -22,7 +22,6 @@
 //! # Ok::<(), faultline::campaign::ExploreError>(())
 //! ```
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{next_phase, Walked};
 use super::panic::{self, Panic};
+use super::scenario::Phase;
 use super::{CaseError, Scenario};
 use crate::checkpoint::{Durability, FsCheckpointStorage};
 use crate::engine::{PhaseEnd, ResumeState, Runtime};
@@ -95,63 +95,86 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaseError + '_ {
 }
 
 /// The parent: runs `scenario`'s phases in child processes of `binary` in `dir`, each phase's
-/// children one after another until one ends it, every child's events into `trace`.
+/// children one after another until one ends it, every child's events into `trace`, every
+/// phase's end into `walked`. A panic in a child ends the case: it is returned.
 pub(super) fn walk(
     scenario: &Scenario,
     dir: &Path,
     binary: &Path,
     trace: &mut Trace,
-) -> Result<Result<Walked, Panic>, CaseError> {
+    walked: &mut Walked,
+) -> Result<Option<Panic>, CaseError> {
     let scenario_file = dir.join("scenario.toml");
     std::fs::write(&scenario_file, scenario.to_toml()).map_err(io(&scenario_file))?;
     let phases = scenario.phases();
-    let (mut ends, mut real_kills) = (Vec::new(), 0);
-    while let Some(phase) = next_phase(&phases, &ends) {
-        let index = ends.len();
+    while let Some(phase) = next_phase(&phases, &walked.ends) {
         let mut files = ChildFiles {
             dir: dir.to_path_buf(),
-            phase: index,
+            phase: walked.ends.len(),
             generation: 0,
         };
-        let end = loop {
-            let (first_attempt, start_ms) = (phase.config.first_attempt, phase.config.start_ms);
-            let status = run_child(binary, &scenario_file, &files, first_attempt, start_ms)?;
-            read_events(&files.events(), trace)?;
-            if status.success() {
-                break read_end(&files)?;
-            }
-            let killed = killed_by_abort(&status) && files.kill_state().exists();
-            if !killed || files.generation + 1 >= CHILDREN_MAX {
-                return Err(CaseError::Child(format!(
-                    "{} of phase {index} failed ({status})",
-                    files.events().display()
-                )));
-            }
-            real_kills += 1;
-            files.generation += 1;
-        };
-        match end {
+        let ended = run_phase_children(binary, &scenario_file, &phase, &mut files, trace)?;
+        walked.real_kills += files.generation;
+        match ended {
             ChildEnd::Ended { end, plan } => {
-                let path = ChildFiles::plan(dir, index);
-                let bytes = serde_json::to_vec(&plan).expect("a plan's state serializes");
+                let path = ChildFiles::plan(dir, files.phase);
+                let bytes = serde_json::to_vec(&plan).map_err(|source| CaseError::ChildFile {
+                    path: path.clone(),
+                    source,
+                })?;
                 std::fs::write(&path, bytes).map_err(io(&path))?;
-                ends.push(*end);
+                walked.ends.push(*end);
             }
-            ChildEnd::Panicked(panic) => return Ok(Err(panic)),
+            ChildEnd::Panicked(panic) => return Ok(Some(panic)),
         }
     }
-    let last = ends.last_mut().expect("a case runs at least one phase");
+    // `next_phase` always gives a first phase, so one ran.
+    let last = walked
+        .ends
+        .last_mut()
+        .expect("a case runs at least one phase");
     last.store = durable_store(dir)?;
-    Ok(Ok(Walked { ends, real_kills }))
+    Ok(None)
 }
 
-/// Runs one child to its end (or its death) and returns how it exited.
+/// Runs children of one phase until one ends it: each killed for real is followed by the next
+/// generation, resuming where it died. `files.generation` ends as the number killed.
+fn run_phase_children(
+    binary: &Path,
+    scenario_file: &Path,
+    phase: &Phase,
+    files: &mut ChildFiles,
+    trace: &mut Trace,
+) -> Result<ChildEnd, CaseError> {
+    loop {
+        let status = run_child(binary, scenario_file, files, phase)?;
+        read_events(&files.events(), trace)?;
+        if status.success() {
+            return read_end(files);
+        }
+        if !files.kill_state().exists() {
+            return Err(CaseError::ChildDied {
+                phase: files.phase,
+                status: status.to_string(),
+                stderr: String::new(),
+            });
+        }
+        files.generation += 1;
+        if files.generation >= CHILDREN_MAX {
+            return Err(CaseError::ChildrenExhausted {
+                phase: files.phase,
+                children: CHILDREN_MAX,
+            });
+        }
+    }
+}
+
+/// Runs one child to its end (or its death by a real kill) and returns how it exited.
 fn run_child(
     binary: &Path,
     scenario_file: &Path,
     files: &ChildFiles,
-    first_attempt: u32,
-    start_ms: u64,
+    phase: &Phase,
 ) -> Result<std::process::ExitStatus, CaseError> {
     let output = Command::new(binary)
         .arg("case-child")
@@ -163,17 +186,17 @@ fn run_child(
         .arg("--generation")
         .arg(files.generation.to_string())
         .arg("--first-attempt")
-        .arg(first_attempt.to_string())
+        .arg(phase.config.first_attempt.to_string())
         .arg("--start-ms")
-        .arg(start_ms.to_string())
+        .arg(phase.config.start_ms.to_string())
         .output()
         .map_err(io(binary))?;
     if !output.status.success() && !killed_by_abort(&output.status) {
-        return Err(CaseError::Child(format!(
-            "child process failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        )));
+        return Err(CaseError::ChildDied {
+            phase: files.phase,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
     }
     Ok(output.status)
 }
@@ -181,20 +204,26 @@ fn run_child(
 fn read_end(files: &ChildFiles) -> Result<ChildEnd, CaseError> {
     let path = files.end();
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    serde_json::from_slice(&bytes).map_err(|e| CaseError::Child(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(|source| CaseError::ChildFile { path, source })
 }
 
-/// Reads a child's streamed events into `trace`.
+/// Reads a child's streamed events into `trace`. Each line is written whole before the next
+/// event, so only the last line may be torn (the child died writing it); any other line that
+/// does not parse is an error, never a quietly shorter trace.
 fn read_events(path: &Path, trace: &mut Trace) -> Result<(), CaseError> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.map_err(io(path))?;
-        // Each line is pushed whole before the next event; a child that dies mid-line leaves
-        // a torn last line, and everything before it is whole.
-        let Ok(stamped) = serde_json::from_str::<Stamped>(&line) else {
-            break;
-        };
-        trace.push(stamped);
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        match serde_json::from_str::<Stamped>(line) {
+            Ok(stamped) => trace.push(stamped),
+            Err(_) if lines.peek().is_none() => break,
+            Err(source) => {
+                return Err(CaseError::ChildFile {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
     }
     Ok(())
 }
@@ -244,19 +273,22 @@ fn run_phase(
         .phases()
         .into_iter()
         .nth(files.phase)
-        .ok_or_else(|| CaseError::Child(format!("the scenario has no phase {}", files.phase)))?;
+        .ok_or(CaseError::NoSuchPhase { phase: files.phase })?;
     phase.config.first_attempt = first_attempt;
     phase.config.start_ms = start_ms;
     let mut faults = FaultSchedule::with_seed(scenario.faults.clone(), scenario.seed);
     if files.generation == 0 && files.phase > 0 {
         let path = ChildFiles::plan(&files.dir, files.phase - 1);
         let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let state: Option<serde_json::Value> = serde_json::from_slice(&bytes)
-            .map_err(|e| CaseError::Child(format!("{}: {e}", path.display())))?;
+        let state: Option<serde_json::Value> =
+            serde_json::from_slice(&bytes).map_err(|source| CaseError::ChildFile {
+                path: path.clone(),
+                source,
+            })?;
         if let Some(state) = state {
             faults
                 .load(state)
-                .map_err(|e| CaseError::Child(format!("{}: {e}", path.display())))?;
+                .map_err(|source| CaseError::ChildFile { path, source })?;
         }
     }
     let mut storage =
@@ -296,4 +328,35 @@ fn killed_by_abort(status: &std::process::ExitStatus) -> bool {
 #[cfg(not(unix))]
 fn killed_by_abort(status: &std::process::ExitStatus) -> bool {
     !status.success()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Event;
+
+    fn line(step: u64) -> String {
+        let stamped = Stamped {
+            step,
+            time_ms: step,
+            event: Event::NotifyAgain { checkpoint: step },
+        };
+        serde_json::to_string(&stamped).unwrap()
+    }
+
+    #[test]
+    fn only_a_torn_last_line_of_a_child_s_events_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let torn_last = format!("{}\n{}\n{{\"step\":3,\"ti", line(1), line(2));
+        std::fs::write(&path, torn_last).unwrap();
+        let mut trace = Trace::new();
+        read_events(&path, &mut trace).unwrap();
+        assert_eq!(trace.events().len(), 2);
+
+        let torn_middle = format!("{}\n{{\"step\":2\n{}\n", line(1), line(3));
+        std::fs::write(&path, torn_middle).unwrap();
+        let error = read_events(&path, &mut Trace::new()).unwrap_err();
+        assert!(matches!(error, CaseError::ChildFile { .. }), "{error}");
+    }
 }

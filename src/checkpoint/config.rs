@@ -98,6 +98,7 @@ impl CheckpointConfig {
 /// What restore does when the latest checkpoint cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum RestorePolicy {
     /// Fail the attempt with an error naming the checkpoint and file (the restart strategy
     /// decides what follows). The default, as in Flink since FLINK-22502: a silent fallback to

@@ -163,6 +163,7 @@ pub struct Collection {
 
 /// Which shared files garbage collection must keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Keep {
     /// These (the retained checkpoints reference them); every other shared file is garbage.
     Files(BTreeSet<RelPath>),

@@ -26,6 +26,7 @@ use super::{registry, CheckpointMetadata, RestorePolicy};
 
 /// A snapshot a restore may start from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum SnapshotRef {
     /// A retained checkpoint.
     Checkpoint(u64),

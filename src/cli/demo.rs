@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::campaign::{Case, CaseReport, InputSpec, KillMode, Scenario, Seams};
-use crate::check::Violation;
+use crate::check::{Note, Violation};
 use crate::checkpoint::CheckpointConfig;
 use crate::engine::JobStatus;
 use crate::job::csv::{parse_transactions, CsvInput};
@@ -325,10 +325,15 @@ fn summary(report: &CaseReport, records_in: usize, text: &mut String) {
         let differs = violations.iter().any(|v| {
             matches!(v, Violation::RestoredState { attempt, .. } if *attempt == restore.attempt)
         });
-        let judged = if differs {
-            "NOT equal to the model's (see the violations above)"
-        } else {
-            "equal to the model's"
+        let matched = report
+            .verdict
+            .notes
+            .iter()
+            .any(|note| matches!(note, Note::RestoredStateMatched { .. }));
+        let judged = match (differs, matched) {
+            (true, _) => "NOT equal to the model's (see the violations above)",
+            (false, true) => "equal to the model's",
+            (false, false) => "not compared with the model",
         };
         writeln!(
             text,
@@ -445,5 +450,15 @@ mod tests {
         assert!(failed.contains("1 record(s) LOST"), "{failed}");
         assert!(!failed.contains(", equal to the model's"), "{failed}");
         assert!(failed.contains("NOT equal to the model's"), "{failed}");
+
+        // A restore the oracle did not compare is claimed neither way.
+        report.verdict.violations.clear();
+        report.verdict.notes.clear();
+        let unchecked = summarized(&report, records_in);
+        assert!(
+            unchecked.contains("not compared with the model"),
+            "{unchecked}"
+        );
+        assert!(!unchecked.contains(", equal to the model's"), "{unchecked}");
     }
 }

@@ -130,6 +130,8 @@ pub struct Runtime<'a> {
     /// Where trace events are streamed as they happen (JSON lines), so a process that aborts
     /// leaves its story behind.
     event_log: Option<std::fs::File>,
+    /// The first failure to write the event log; the run reports it at its end.
+    log_error: Option<std::io::Error>,
     /// Where a real kill leaves the state the next process resumes from; `None`: kills are
     /// simulated.
     real_kills: Option<PathBuf>,
@@ -251,6 +253,7 @@ impl<'a> Runtime<'a> {
             source_factory: None,
             user_operators: &[],
             event_log: None,
+            log_error: None,
             real_kills: None,
             resume: None,
             final_state_error: None,
@@ -346,7 +349,12 @@ impl<'a> Runtime<'a> {
             event,
         };
         if let Some(log) = &mut self.event_log {
-            log_line(log, &stamped);
+            if let Err(error) = log_line(log, &stamped) {
+                // The log is the harness's, not a fault under test: stop writing it, and
+                // fail the run with the error once it ends.
+                self.event_log = None;
+                self.log_error.get_or_insert(error);
+            }
         }
         self.trace.push(stamped);
         self.events += 1;
@@ -388,12 +396,11 @@ fn fired(action: &FaultAction) -> Event {
 
 /// Writes one event as a JSON line and pushes it to the file at once: the process may abort
 /// next.
-fn log_line(log: &mut std::fs::File, stamped: &Stamped) {
+fn log_line(log: &mut std::fs::File, stamped: &Stamped) -> std::io::Result<()> {
     use std::io::Write;
-    let mut line = serde_json::to_string(stamped).expect("an event always serializes");
+    let mut line = serde_json::to_string(stamped)?;
     line.push('\n');
     log.write_all(line.as_bytes())
-        .expect("the case's event log is writable");
 }
 
 /// The job as the coordinator assembles its metadata: its stages, fingerprint and backend.

@@ -36,6 +36,9 @@ pub enum RunError {
         /// Why.
         reason: String,
     },
+    /// The event log (process mode) could not be written.
+    #[error("event log: {0}")]
+    EventLog(std::io::Error),
     /// The engine's own working directory failed.
     #[error("working directory {path}: {source}")]
     WorkDir {

@@ -52,12 +52,13 @@ impl ResumeState {
 
 impl Runtime<'_> {
     /// The process dies, for real, at a kill that failed attempt `attempt`: the state to
-    /// resume from is written where the runtime was told, then it aborts.
-    pub(super) fn die(&mut self, attempt: u32, failure: Failure) -> ! {
-        let path = self
-            .real_kills
-            .clone()
-            .expect("only a runtime with real kills dies");
+    /// resume from is written where the runtime was told, then it aborts. It returns only when
+    /// that state cannot be written (the harness's own directory failing, not a fault under
+    /// test), with the error.
+    pub(super) fn die(&mut self, attempt: u32, failure: Failure) -> RunError {
+        let Some(path) = self.real_kills.clone() else {
+            return RunError::Invalid("a kill to die of, but no real kills asked for".into());
+        };
         // What storage did up to the kill is part of the story the next process continues.
         self.record_storage_events();
         let state = ResumeState {
@@ -72,12 +73,24 @@ impl Runtime<'_> {
             coordinator: self.coordinator.save(),
             stats: self.stats.clone(),
         };
-        let bytes = serde_json::to_vec(&state).expect("the resume state serializes");
+        let failed = |reason: String| RunError::Resume {
+            path: path.clone(),
+            reason,
+        };
+        let bytes = match serde_json::to_vec(&state) {
+            Ok(bytes) => bytes,
+            Err(error) => return failed(error.to_string()),
+        };
+        if let Some(error) = self.log_error.take() {
+            return RunError::EventLog(error);
+        }
         // Written whole before the abort, by rename: the next process finds it or none.
         let temporary = path.with_extension("tmp");
-        std::fs::write(&temporary, bytes)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .expect("the case directory is writable");
+        if let Err(error) =
+            std::fs::write(&temporary, bytes).and_then(|()| std::fs::rename(&temporary, &path))
+        {
+            return failed(error.to_string());
+        }
         // The real thing: no unwinding, no destructors, no flush.
         std::process::abort()
     }

@@ -53,7 +53,7 @@ impl Runtime<'_> {
                     // Every kill (at a step, a checkpoint phase, inside a write, a machine
                     // crash) kills this process for real when the run was told to.
                     Attempted::Failed(failure) if failure.killed() && self.real_kills.is_some() => {
-                        self.die(attempt, failure)
+                        return Err(self.die(attempt, failure));
                     }
                     Attempted::Failed(failure) => failure,
                     Attempted::Halted(halt) => break (self.halted(halt), None),
@@ -64,7 +64,11 @@ impl Runtime<'_> {
                 None => attempt += 1,
             }
         };
-        Ok(self.finish(status, final_state, end_positions))
+        let end = self.finish(status, final_state, end_positions);
+        match self.log_error.take() {
+            Some(error) => Err(RunError::EventLog(error)),
+            None => Ok(end),
+        }
     }
 
     /// The run starts: where a continuing case left off (after a rescale), its ids after any

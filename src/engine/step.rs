@@ -3,7 +3,6 @@
 //! group.
 
 use super::Runtime;
-use std::panic::AssertUnwindSafe;
 
 use super::task::*;
 
@@ -238,24 +237,18 @@ impl<'a> Runtime<'a> {
             KeyedContext::new(backend, group, key.as_bytes())
         });
         let mut ctx = OperatorContext::new(attempt, task.subtask, keyed);
-        #[allow(clippy::disallowed_methods)]
-        // The supervisor is the one place that catches operator panics.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            op.op.process(record, &mut ctx, &mut out)
-        }));
+        // Every operator runs supervised, built-in ones too: a panicking map is a task failure
+        // the restart strategy handles, as in Flink.
+        let result = guarded(&name, || op.op.process(record, &mut ctx, &mut out));
         self.clock.advance_ms(op.processing_ms);
-        let cause = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(error)) => Some(FailureCause::Operator {
-                error: error.to_string(),
-            }),
-            Err(payload) => Some(FailureCause::Panicked {
-                message: panic_message(&*payload),
-            }),
-        };
-        if let Some(cause) = cause {
-            return Err(Failure::new(&name, cause));
-        }
+        result?.map_err(|error| {
+            Failure::new(
+                &name,
+                FailureCause::Operator {
+                    error: error.to_string(),
+                },
+            )
+        })?;
         self.record(Event::RecordProcessed {
             task: name,
             record: processed,

@@ -203,7 +203,8 @@ pub(super) enum PositionsError {
 /// engine invariant still stops the run.
 pub(super) fn guarded<T>(task: &str, call: impl FnOnce() -> T) -> Result<T, Failure> {
     #[allow(clippy::disallowed_methods)]
-    // The supervisor is the one place that catches panics of user code.
+    // The supervisor is the one place in the engine that catches panics (the case runner
+    // catches what escapes it).
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|payload| {
         Failure::new(
             task,

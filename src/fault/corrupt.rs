@@ -47,13 +47,14 @@ pub struct Corruption {
 impl Corruption {
     /// Whether this damage accounts for a problem the storage audit found.
     pub fn explains(&self, problem: &AuditProblem) -> bool {
-        let snapshot_name = format!("chk-{}", self.checkpoint);
+        let dir = registry::checkpoint_dir(self.checkpoint);
+        let snapshot_name = dir.as_str();
         let metadata_damaged = self.path == registry::metadata_path(self.checkpoint).as_str();
         match problem {
             // Damaged metadata may name anything (a stale copy names another checkpoint's
             // files), so every complaint about that snapshot comes from the damage.
             AuditProblem::Unreadable { snapshot, .. } | AuditProblem::BadFile { snapshot, .. }
-                if *snapshot == snapshot_name =>
+                if snapshot == snapshot_name =>
             {
                 true
             }
@@ -62,9 +63,10 @@ impl Corruption {
             AuditProblem::Orphan { path } => {
                 *path == self.path
                     || (metadata_damaged
-                        && path.rsplit_once('/').map(|(dir, _)| dir) == Some(&snapshot_name))
+                        && std::path::Path::new(path).parent()
+                            == Some(std::path::Path::new(snapshot_name)))
             }
-            AuditProblem::Incomplete { dir } => metadata_damaged && *dir == snapshot_name,
+            AuditProblem::Incomplete { dir } => metadata_damaged && dir == snapshot_name,
             _ => false,
         }
     }

@@ -68,12 +68,12 @@ fn aligned_barriers_give_exactly_once_output() {
 }
 
 /// The broken twin: an engine whose alignment never blocks an input. The check above must fail
-/// on it — no input is ever blocked — and the oracle must see records after a barrier reach a
-/// snapshot, so some seed's output is wrong.
+/// on it: records after a barrier reach a snapshot, so in some seed the output is not exactly
+/// the model's, or the oracle finds restored state that differs from it. (The blocked receipts
+/// are the engine's own account, so they are no evidence here; the output and state are.)
 #[test]
 fn the_alignment_check_fails_on_an_engine_that_never_blocks() {
-    let (blocked_waits, wrong) = aligned_runs(true);
-    assert_eq!(blocked_waits, 0, "no input blocked");
+    let (_, wrong) = aligned_runs(true);
     assert!(
         !wrong.is_empty(),
         "unaligned snapshots broke exactly-once output in some seed"

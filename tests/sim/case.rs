@@ -108,15 +108,15 @@ fn a_panicking_model_is_an_assertion_violation_not_a_crash() {
     let mut seams = Seams::default();
     seams.operators = &operators;
     let report = run(&Case::new(user_case("bad-model"), seams));
-    assert_eq!(
-        report.verdict.violations,
-        vec![Violation::Assertion {
-            message: "the model gave up".into(),
-            location: report.verdict.violations.iter().find_map(|v| match v {
-                Violation::Assertion { location, .. } => location.clone(),
-                _ => None,
-            }),
-        }]
+    let [Violation::Assertion { message, location }] = &report.verdict.violations[..] else {
+        panic!("one assertion violation: {}", report.verdict);
+    };
+    assert_eq!(message, "the model gave up");
+    assert!(
+        location
+            .as_deref()
+            .is_some_and(|at| at.starts_with("tests/sim/case.rs")),
+        "the panic's place in the model: {location:?}"
     );
     assert!(
         report
@@ -371,4 +371,18 @@ fn each_case_bound_ends_a_runaway_as_a_resource_violation() {
         let last = outcome.trace.events().last().map(|e| e.event.clone());
         assert_eq!(last, Some(Event::ResourceExhausted { resource, limit }));
     }
+}
+
+#[test]
+fn a_case_refuses_a_directory_another_run_left_behind() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios");
+    let scenario = Scenario::load(&fixtures.join("panic-and-kill-memory.toml")).unwrap();
+    let case = Case::new(scenario, Seams::default());
+    let dir = tempfile::tempdir().unwrap();
+    case.run(dir.path(), &KillMode::Sim).unwrap();
+    let again = case.run(dir.path(), &KillMode::Sim).unwrap_err();
+    assert!(
+        matches!(again, faultline::campaign::CaseError::DirNotEmpty { .. }),
+        "{again}"
+    );
 }
