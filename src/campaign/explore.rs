@@ -528,7 +528,7 @@ fn run_all(
         }
         results
             .lock()
-            .expect("a worker panicked while holding the results")
+            .expect("no worker panics holding the lock: a case's panics are its violations")
             .push(result);
         progress(
             done.fetch_add(1, Ordering::SeqCst) + 1,
@@ -543,7 +543,7 @@ fn run_all(
     });
     results
         .into_inner()
-        .expect("workers finished")
+        .expect("no worker panicked holding the lock (see above)")
         .into_iter()
         .collect()
 }

@@ -256,7 +256,10 @@ pub fn child_main(
         Err(panic) => ChildEnd::Panicked(panic),
     };
     let path = files.end();
-    let bytes = serde_json::to_vec(&end).expect("a child's end serializes");
+    let bytes = serde_json::to_vec(&end).map_err(|source| CaseError::ChildFile {
+        path: path.clone(),
+        source,
+    })?;
     std::fs::write(&path, bytes).map_err(io(&path))
 }
 
