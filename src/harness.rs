@@ -28,6 +28,7 @@ use crate::campaign::{
     explore_with, Case, CaseError, CaseReport, ExploreConfig, ExploreError, ExploreReport,
     KillMode, Scenario, Seams,
 };
+use crate::checkpoint::CheckpointingMode;
 use crate::job::user::UserOperator;
 use crate::job::{OutputReader, SinkFactory, SourceFactory};
 use crate::state::{BackendKind, StateBackendFactory};
@@ -89,6 +90,14 @@ impl<'a> Harness<'a> {
     /// (a RocksDB kind also takes native savepoints).
     pub fn backends(mut self, kinds: Vec<BackendKind>) -> Self {
         self.config.strategy.backends = kinds;
+        self
+    }
+
+    /// Checkpointing modes the cases use (default both; exactly-once in four cases of five).
+    /// `&[CheckpointingMode::AtLeastOnce]` puts every case under at-least-once, where snapshots
+    /// may hold records after their barrier and restores replay them.
+    pub fn modes(mut self, modes: &[CheckpointingMode]) -> Self {
+        self.config.strategy.modes = modes.to_vec();
         self
     }
 

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{Case, CaseReport, KillMode};
 use super::scenario::{InputSpec, Scenario};
+use super::strategy::StrategyError;
 use super::strategy::{scenario_strategy, StrategyConfig};
 use super::{CaseError, Seams};
 use crate::fault::{FaultKind, FaultSite};
@@ -187,6 +188,9 @@ pub enum ExploreError {
     /// The seams cannot be used as given.
     #[error(transparent)]
     Seams(CaseError),
+    /// The strategy cannot draw cases.
+    #[error(transparent)]
+    Strategy(#[from] StrategyError),
     /// A failing case could not be written out.
     #[error("{path}: {source}")]
     Io {
@@ -479,6 +483,7 @@ pub fn explore_with(
     seams
         .usable(&config.kill_mode)
         .map_err(ExploreError::Seams)?;
+    config.strategy.validate()?;
     let (shard, shards) = config.shard;
     if shards == 0 || shard >= shards {
         return Err(ExploreError::Shard { shard, shards });

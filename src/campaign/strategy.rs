@@ -64,6 +64,9 @@ pub struct StrategyConfig {
     pub records_max: u32,
     /// Most faults per case. Default 4.
     pub faults_max: usize,
+    /// Checkpointing modes cases use. Default both, exactly-once in four cases of five; with
+    /// one mode, every case uses it.
+    pub modes: Vec<CheckpointingMode>,
     /// User operators (name, keyed) the generated jobs use: keyed stages take the keyed ones
     /// in turn, the optional stateless stage the first stateless one. Default none (only
     /// built-in operators).
@@ -77,6 +80,41 @@ pub struct StrategyConfig {
     pub sabotage: Sabotage,
 }
 
+/// A strategy configuration that cannot draw cases.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StrategyError {
+    /// No backend to draw from.
+    #[error("the strategy names no backend")]
+    NoBackend,
+    /// No checkpointing mode to draw from.
+    #[error("the strategy names no checkpointing mode")]
+    NoMode,
+    /// A fault kind no fault has.
+    #[error("unknown fault kind {0:?} (known: {known})", known = ALL_FAULT_KINDS.join(", "))]
+    UnknownFaultKind(String),
+}
+
+impl StrategyConfig {
+    /// Whether cases can be drawn under this configuration.
+    pub fn validate(&self) -> Result<(), StrategyError> {
+        if self.backends.is_empty() {
+            return Err(StrategyError::NoBackend);
+        }
+        if self.modes.is_empty() {
+            return Err(StrategyError::NoMode);
+        }
+        if let Some(kind) = self
+            .fault_kinds
+            .iter()
+            .find(|kind| !ALL_FAULT_KINDS.contains(&kind.as_str()))
+        {
+            return Err(StrategyError::UnknownFaultKind(kind.clone()));
+        }
+        Ok(())
+    }
+}
+
 impl Default for StrategyConfig {
     fn default() -> Self {
         Self {
@@ -84,6 +122,10 @@ impl Default for StrategyConfig {
             fault_kinds: ALL_FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
             records_max: 80,
             faults_max: 4,
+            modes: vec![
+                CheckpointingMode::ExactlyOnce,
+                CheckpointingMode::AtLeastOnce,
+            ],
             user_operators: Vec::new(),
             verify_restored_files: true,
             sabotage: Sabotage::default(),
@@ -250,6 +292,8 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     let users = config.user_operators.clone();
     let verify_restored_files = config.verify_restored_files;
     let sabotage = config.sabotage;
+    let modes = config.modes.clone();
+    assert!(!modes.is_empty(), "at least one checkpointing mode");
     let raw_fault = (any::<u8>(), 0u64..1000, 0u64..1000, 0u64..1000, 0u64..1000);
     (
         job_strategy(),
@@ -265,6 +309,9 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     )
         .prop_map(move |(mut job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
             use_user_operators(&mut job, &users);
+            // The mode is drawn the same way whatever the modes allowed, so one seed draws the
+            // same cases otherwise.
+            let mode = if modes.contains(&mode) { mode } else { modes[0] };
             let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
             let faults = if swarm.is_empty() {
                 Vec::new()
