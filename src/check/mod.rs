@@ -14,8 +14,11 @@
 //! 4. **Liveness**: the job finishes.
 //!
 //! In at-least-once mode with fan-in, a snapshot may hold records after its barrier, so restored
-//! state and output values legitimately differ from the model: properties 1 and 2 and output
-//! values are then not checked (the verdict says so); loss and replay-only duplication still are.
+//! state and output values legitimately differ from the model over the input. Such a case is
+//! judged by its lineage instead (`lineage.rs`): every stage against the records it actually
+//! received, with the same properties. Only when the lineage cannot be known (a restore from a
+//! snapshot another run took) are state and output values left unchecked (the verdict says
+//! so); loss and replay-only duplication still are.
 //!
 //! ```
 //! use faultline::check::Violation;
@@ -25,6 +28,8 @@
 //! assert_eq!(violation.property(), "liveness");
 //! assert!(violation.to_string().contains("40 restarts used"));
 //! ```
+
+mod lineage;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -85,6 +90,53 @@ pub enum Violation {
         record: Record,
         /// The model's record with the same id, if any.
         expected: Option<Record>,
+    },
+    /// At-least-once lineage: an operator emitted other values than its model does for the
+    /// records the operator received.
+    EmissionUnexpected {
+        /// The task.
+        task: String,
+        /// The record it processed.
+        record: Record,
+        /// The values the model emits.
+        expected: Vec<i64>,
+        /// The values it emitted.
+        actual: Vec<i64>,
+    },
+    /// At-least-once lineage: a task received a record twice within one attempt (only a
+    /// restore may replay a record).
+    ReceivedTwice {
+        /// The task.
+        task: String,
+        /// The record.
+        record: Record,
+    },
+    /// At-least-once lineage: the first stage received a key's record after a later one of the
+    /// same key within one attempt.
+    ReceivedOutOfOrder {
+        /// The task.
+        task: String,
+        /// The record.
+        record: Record,
+        /// The offset it received before.
+        after: u64,
+    },
+    /// At-least-once lineage: a record a stage was owed is missing from the lineage of the
+    /// job's final state: it was lost on the way.
+    NotReceived {
+        /// The stage.
+        stage: String,
+        /// The record.
+        record: Record,
+    },
+    /// The model emits two records with one id over the input. The oracle tells records apart
+    /// by id, so a job's output ids must be unique (a record's id, or an id derived from it,
+    /// as `tx5.1`): a mistake in the model or the operator it describes.
+    OutputIdReused {
+        /// The id.
+        id: String,
+        /// How many of the model's records carry it.
+        count: usize,
     },
     /// The job did not finish.
     JobFailed {
@@ -221,6 +273,33 @@ impl fmt::Display for Violation {
                     "output unexpected: {record} is not in the model's output"
                 ),
             },
+            Violation::EmissionUnexpected {
+                task,
+                record,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "emission wrong: {task} emitted {actual:?} for {record}, its model emits {expected:?} for the records it received"
+            ),
+            Violation::ReceivedTwice { task, record } => {
+                write!(f, "received twice: {task} received {record} twice in one attempt")
+            }
+            Violation::ReceivedOutOfOrder {
+                task,
+                record,
+                after,
+            } => write!(
+                f,
+                "received out of order: {task} received {record} after offset {after} of its key"
+            ),
+            Violation::NotReceived { stage, record } => {
+                write!(f, "record lost: {stage} never received {record} in the lineage of the final state")
+            }
+            Violation::OutputIdReused { id, count } => write!(
+                f,
+                "output ids must be unique: the model emits {count} records with id {id:?}"
+            ),
             Violation::Storage { context, problem } => {
                 write!(f, "storage audit {context}: {problem}")
             }
@@ -267,14 +346,20 @@ impl fmt::Display for Violation {
 }
 
 impl Violation {
-    /// The property this violation breaks: `state`, `output`, `liveness`, `notification`,
-    /// `transactions`, `reuse`, `storage`, `corruption`, `assertion` or `resource`.
+    /// The property this violation breaks: `state`, `output`, `ids`, `liveness`,
+    /// `notification`, `transactions`, `reuse`, `storage`, `corruption`, `assertion` or
+    /// `resource`.
     pub fn property(&self) -> &'static str {
         match self {
             Violation::RestoredState { .. } | Violation::FinalState { .. } => "state",
             Violation::OutputLost { .. }
             | Violation::OutputDuplicated { .. }
-            | Violation::OutputUnexpected { .. } => "output",
+            | Violation::OutputUnexpected { .. }
+            | Violation::EmissionUnexpected { .. }
+            | Violation::ReceivedTwice { .. }
+            | Violation::ReceivedOutOfOrder { .. }
+            | Violation::NotReceived { .. } => "output",
+            Violation::OutputIdReused { .. } => "ids",
             Violation::JobFailed { .. } => "liveness",
             Violation::NotificationFailed { .. } => "notification",
             Violation::TransactionStranded { .. } => "transactions",
@@ -293,8 +378,17 @@ impl Violation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Note {
-    /// At-least-once mode with fan-in: state and output values were not compared.
+    /// At-least-once mode with fan-in, restored from a snapshot this case did not take: state
+    /// and output values were not compared.
     ValuesNotCompared,
+    /// At-least-once mode with fan-in: every stage was judged against the records it received.
+    JudgedByLineage {
+        /// Restores whose state was compared.
+        restores: usize,
+        /// Records the sink owed that the model over the input does not emit: replays changed
+        /// what state decided (each would be "lost" to an oracle judging by the input alone).
+        owed_not_in_model: usize,
+    },
     /// Restored state matched the model at every restore.
     RestoredStateMatched {
         /// Restores checked.
@@ -321,7 +415,8 @@ pub enum Note {
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in: snapshots may hold records after their barrier, so state and output values are not compared (loss and replay-only duplication are)"),
+            Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in, restored from a snapshot this case did not take: state and output values are not compared (loss and replay-only duplication are)"),
+            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "at-least-once mode with fan-in: each stage judged against the records it received ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
             Note::RestoredStateMatched { restores } => {
                 write!(f, "restored state matched the model at {restores} restore(s)")
             }
@@ -461,34 +556,12 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         seed: case.seed,
         ..Verdict::default()
     };
-    let exact = case.values_exact();
-    if exact {
-        check_restores(case, outcome, &mut verdict);
-    } else {
-        verdict.notes.push(Note::ValuesNotCompared);
-    }
-    let end = model::evaluate_with(case.job(), case.input, &outcome.end_positions, case.users);
-    check_end(&end.state, exact, outcome, &mut verdict);
-    check_reported(outcome, &mut verdict);
     let finished = matches!(
         outcome.status,
         JobStatus::Finished | JobStatus::Stopped { .. }
     );
     let exactly_once = case.job().sink.kind == SinkKind::TwoPhaseCommit
         && case.mode == CheckpointingMode::ExactlyOnce;
-    // Output of records before the start positions came from the run that took the initial
-    // snapshot; this run owes only the rest.
-    let start = &outcome.start_positions;
-    let owed: Vec<Record> = end
-        .outputs
-        .into_iter()
-        .filter(|r| {
-            start
-                .0
-                .get(r.origin.partition as usize)
-                .is_none_or(|p| r.origin.offset >= *p)
-        })
-        .collect();
     let all = model::evaluate_with(
         case.job(),
         case.input,
@@ -496,13 +569,89 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         case.users,
     )
     .outputs;
+    check_ids_unique(&all, &mut verdict);
+    let lineage = if case.values_exact() {
+        None
+    } else {
+        lineage::follow(case, outcome)
+    };
     let rules = OutputRules {
         finished,
         exactly_once,
-        values_exact: exact,
+        values_exact: case.values_exact() || lineage.is_some(),
+        lineage: lineage.is_some(),
     };
-    check_output(&mut verdict, &owed, &all, outcome, rules);
+    match lineage {
+        Some(lineage) => {
+            verdict.violations.extend(lineage.violations);
+            let in_model: std::collections::BTreeSet<RecordKey> =
+                all.iter().map(record_key).collect();
+            verdict.notes.push(Note::JudgedByLineage {
+                restores: lineage.restores,
+                owed_not_in_model: lineage
+                    .owed
+                    .iter()
+                    .filter(|r| !in_model.contains(&record_key(r)))
+                    .count(),
+            });
+            check_end(&lineage.state, true, outcome, &mut verdict);
+            check_reported(outcome, &mut verdict);
+            check_output(
+                &mut verdict,
+                &lineage.owed,
+                &lineage.emitted,
+                outcome,
+                rules,
+            );
+        }
+        None => {
+            let exact = case.values_exact();
+            if exact {
+                check_restores(case, outcome, &mut verdict);
+            } else {
+                verdict.notes.push(Note::ValuesNotCompared);
+            }
+            let end =
+                model::evaluate_with(case.job(), case.input, &outcome.end_positions, case.users);
+            check_end(&end.state, exact, outcome, &mut verdict);
+            check_reported(outcome, &mut verdict);
+            let owed = owed_since_start(end.outputs, outcome);
+            check_output(&mut verdict, &owed, &all, outcome, rules);
+        }
+    }
     verdict
+}
+
+/// Output of records before the start positions came from the run that took the initial
+/// snapshot; this run owes only the rest.
+fn owed_since_start(outputs: Vec<Record>, outcome: &RunOutcome) -> Vec<Record> {
+    let start = &outcome.start_positions;
+    outputs
+        .into_iter()
+        .filter(|r| {
+            start
+                .0
+                .get(r.origin.partition as usize)
+                .is_none_or(|p| r.origin.offset >= *p)
+        })
+        .collect()
+}
+
+/// The oracle tells records apart by id: a model emitting one id twice is a user's mistake,
+/// reported as such rather than judged.
+fn check_ids_unique(model_all: &[Record], verdict: &mut Verdict) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for record in model_all {
+        *counts.entry(&record.id).or_default() += 1;
+    }
+    for (id, count) in counts {
+        if count > 1 {
+            verdict.violations.push(Violation::OutputIdReused {
+                id: id.to_string(),
+                count,
+            });
+        }
+    }
 }
 
 /// Property 1: after every restore, keyed state equals the model at the restored positions.
@@ -638,6 +787,9 @@ struct OutputRules {
     exactly_once: bool,
     /// Values are compared with the model's.
     values_exact: bool,
+    /// The model's records are the at-least-once lineage's: a record is lost unless a copy
+    /// with its value is visible (an id may carry other values in other attempts).
+    lineage: bool,
 }
 
 /// Checks visible output. `expected` is what the run owed (nothing of it may be lost when it
@@ -651,14 +803,9 @@ fn check_output(
     outcome: &RunOutcome,
     rules: OutputRules,
 ) {
-    let mut model_by_id: BTreeMap<&str, &Record> = BTreeMap::new();
+    let mut model_by_id: BTreeMap<&str, Vec<&Record>> = BTreeMap::new();
     for record in model_all {
-        let previous = model_by_id.insert(&record.id, record);
-        assert!(
-            previous.is_none(),
-            "the model emits each id once: {}",
-            record.id
-        );
+        model_by_id.entry(&record.id).or_default().push(record);
     }
     // Records before the start positions were made visible by the run that took the initial
     // snapshot; this run cannot have produced them.
@@ -691,13 +838,15 @@ fn check_output(
             .count()
     };
     for (id, copies) in &visible {
-        let model_record = model_by_id.get(id).copied();
+        let model_records = model_by_id.get(id).map_or(&[][..], Vec::as_slice);
         for copy in copies {
-            let matches_model = model_record.is_some_and(|m| record_key(m) == record_key(copy));
+            let matches_model = model_records
+                .iter()
+                .any(|m| record_key(m) == record_key(copy));
             if rules.values_exact && !matches_model {
                 verdict.violations.push(Violation::OutputUnexpected {
                     record: (*copy).clone(),
-                    expected: model_record.cloned(),
+                    expected: model_records.first().map(|m| (*m).clone()),
                 });
             }
         }
@@ -718,7 +867,13 @@ fn check_output(
     }
     if rules.finished {
         for record in expected {
-            if !visible.contains_key(record.id.as_str()) {
+            let copies = visible.get(record.id.as_str());
+            let found = if rules.lineage {
+                copies.is_some_and(|c| c.iter().any(|v| record_key(v) == record_key(record)))
+            } else {
+                copies.is_some()
+            };
+            if !found {
                 verdict.violations.push(Violation::OutputLost {
                     record: record.clone(),
                 });
@@ -876,5 +1031,42 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
                 .any(|v| matches!(v, Violation::NotificationFailed { .. })),
             "{verdict}"
         );
+    }
+
+    #[test]
+    fn a_model_emitting_one_id_twice_is_a_violation_of_the_case_not_a_panic() {
+        let job: JobSpec = toml::from_str(
+            r#"
+name = "twice"
+source = { parallelism = 1 }
+sink = { kind = "print" }
+stages = [{ name = "twice", op = { kind = "user", name = "twice", keyed = true }, parallelism = 1 }]
+"#,
+        )
+        .expect("a valid job");
+        let users = [UserOperator::new(
+            "twice",
+            true,
+            |_| crate::job::operator::build(&crate::job::OperatorSpec::Sum),
+            |_: &mut crate::job::user::ModelState, record: Record| vec![record.clone(), record],
+        )];
+        let jobs = [&job];
+        let case = CaseSpec {
+            jobs: &jobs,
+            input: &input(),
+            mode: CheckpointingMode::ExactlyOnce,
+            seed: 1,
+            users: &users,
+        };
+        let outcome = RunOutcome::from_trace(Trace::new(), PhaseEnd::failed("x".into(), 1), 1);
+        let verdict = check_case(&case, &outcome);
+        assert!(
+            verdict.violations.contains(&Violation::OutputIdReused {
+                id: "r0".into(),
+                count: 2
+            }),
+            "{verdict}"
+        );
+        assert_eq!(verdict.violations[0].property(), "ids");
     }
 }

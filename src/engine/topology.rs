@@ -66,7 +66,7 @@ impl Runtime<'_> {
                 end: job.max_parallelism - 1,
             }
         };
-        let task_name = format!("{name}[{subtask}]");
+        let task_name = crate::job::task_name(name, subtask);
         let body = if stage == 0 {
             Body::Source(self.build_source(parallelism, subtask))
         } else if stage == job.stages.len() + 1 {

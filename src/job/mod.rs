@@ -18,4 +18,6 @@ pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Recor
 pub use restart::{InvalidRestart, RestartDecision, RestartStrategy, RestartTracker};
 pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink, SinkFactory};
 pub use source::{Source, SourceFactory};
-pub use spec::{FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec};
+pub use spec::{
+    task_name, FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec,
+};

@@ -69,6 +69,12 @@ fn default_processing_ms() -> u64 {
     1
 }
 
+/// The name of subtask `subtask` of the stage named `stage` (`sum[1]`): traces, events and the
+/// oracle's lineage all name tasks by it.
+pub fn task_name(stage: &str, subtask: u16) -> String {
+    format!("{stage}[{subtask}]")
+}
+
 /// The source: reads the input's partitions and snapshots its position at each barrier.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -49,8 +49,8 @@ pub struct ModelOutcome {
     pub outputs: Vec<Record>,
 }
 
-/// Per-stage model state.
-#[derive(Debug, Default)]
+/// Per-stage state of a built-in operator.
+#[derive(Debug, Clone, Default)]
 struct StageState {
     values: BTreeMap<String, i64>,
     counts: BTreeMap<String, i64>,
@@ -140,6 +140,45 @@ fn apply(op: &OperatorSpec, state: &mut StageState, record: Record) -> Vec<Recor
     }
 }
 
+/// One stage's model: the state its operator holds after the records applied so far. The
+/// at-least-once oracle keeps one per stage and key, fed the records that stage actually
+/// received.
+#[derive(Debug, Clone, Default)]
+pub struct StageModel {
+    built_in: StageState,
+    user: ModelState,
+}
+
+impl StageModel {
+    /// Applies `record` to `stage`'s state and returns what the stage emits.
+    ///
+    /// # Panics
+    /// If the stage is a user operator `users` lacks (the runtime fails such a job loudly
+    /// first, so the oracle never gets here with one).
+    pub fn apply(
+        &mut self,
+        stage: &StageSpec,
+        users: &[UserOperator],
+        record: Record,
+    ) -> Vec<Record> {
+        match &stage.op {
+            OperatorSpec::User { name, .. } => user::find(users, name)
+                .unwrap_or_else(|| panic!("no model for user operator {name:?}"))
+                .model
+                .apply(&mut self.user, record),
+            op => apply(op, &mut self.built_in, record),
+        }
+    }
+
+    /// Adds the keyed state this stage holds to `view`, under the names the engine reports.
+    pub fn add_state(&self, stage: &StageSpec, view: &mut StateView) {
+        match stage.op {
+            OperatorSpec::User { keyed: true, .. } => add_user_state(view, stage, &self.user),
+            _ => add_built_in_state(view, stage, &self.built_in),
+        }
+    }
+}
+
 /// Evaluates `job` over `input` read up to `positions`.
 pub fn evaluate(job: &JobSpec, input: &Input, positions: &Positions) -> ModelOutcome {
     evaluate_with(job, input, positions, &[])
@@ -160,42 +199,24 @@ pub fn evaluate_with(
         input.partitions().len(),
         "one position per partition"
     );
-    let mut states: Vec<StageState> = job.stages.iter().map(|_| StageState::default()).collect();
-    let mut user_states: Vec<ModelState> =
-        job.stages.iter().map(|_| ModelState::default()).collect();
+    let mut stages: Vec<StageModel> = job.stages.iter().map(|_| StageModel::default()).collect();
     let mut outputs = Vec::new();
     for (partition, records) in input.partitions().iter().enumerate() {
         let end = usize::try_from(positions.0[partition]).expect("positions fit in memory");
         for record in &records[..end.min(records.len())] {
             let mut batch = vec![record.clone()];
-            for ((stage, state), user_state) in
-                job.stages.iter().zip(&mut states).zip(&mut user_states)
-            {
-                batch = match &stage.op {
-                    OperatorSpec::User { name, .. } => {
-                        let model = &user::find(users, name)
-                            .unwrap_or_else(|| panic!("no model for user operator {name:?}"))
-                            .model;
-                        batch
-                            .into_iter()
-                            .flat_map(|r| model.apply(user_state, r))
-                            .collect()
-                    }
-                    op => batch
-                        .into_iter()
-                        .flat_map(|r| apply(op, state, r))
-                        .collect(),
-                };
+            for (stage, model) in job.stages.iter().zip(&mut stages) {
+                batch = batch
+                    .into_iter()
+                    .flat_map(|r| model.apply(stage, users, r))
+                    .collect();
             }
             outputs.extend(batch);
         }
     }
     let mut view = StateView::new();
-    for ((stage, state), user_state) in job.stages.iter().zip(states).zip(&user_states) {
-        match stage.op {
-            OperatorSpec::User { keyed: true, .. } => add_user_state(&mut view, stage, user_state),
-            _ => add_built_in_state(&mut view, stage, state),
-        }
+    for (stage, model) in job.stages.iter().zip(&stages) {
+        model.add_state(stage, &mut view);
     }
     ModelOutcome {
         state: view,
@@ -217,7 +238,7 @@ fn add_user_state(view: &mut StateView, stage: &StageSpec, user_state: &ModelSta
 }
 
 /// A built-in operator's state, under the names its engine operator declares.
-fn add_built_in_state(view: &mut StateView, stage: &StageSpec, state: StageState) {
+fn add_built_in_state(view: &mut StateView, stage: &StageSpec, state: &StageState) {
     let addr = |name: &str, key: &str, user_key: Option<String>| StateAddr {
         stage: stage.name.clone(),
         state: name.to_string(),
@@ -231,25 +252,25 @@ fn add_built_in_state(view: &mut StateView, stage: &StageSpec, state: StageState
             } else {
                 "max"
             };
-            for (key, value) in state.values {
+            for (key, value) in &state.values {
                 view.0
-                    .insert(addr(name, &key, None), StateValue::Int(value));
+                    .insert(addr(name, key, None), StateValue::Int(*value));
             }
         }
         OperatorSpec::Stats => {
-            for (key, count) in state.counts {
+            for (key, count) in &state.counts {
                 view.0
-                    .insert(addr("count", &key, None), StateValue::Int(count));
+                    .insert(addr("count", key, None), StateValue::Int(*count));
             }
-            for (key, recent) in state.recent {
-                let list = recent.into_iter().map(StateValue::Int).collect();
+            for (key, recent) in &state.recent {
+                let list = recent.iter().copied().map(StateValue::Int).collect();
                 view.0
-                    .insert(addr("recent", &key, None), StateValue::List(list));
+                    .insert(addr("recent", key, None), StateValue::List(list));
             }
-            for ((key, bucket), count) in state.buckets {
+            for ((key, bucket), count) in &state.buckets {
                 view.0.insert(
-                    addr("buckets", &key, Some(bucket.to_string())),
-                    StateValue::Int(count),
+                    addr("buckets", key, Some((*bucket).to_string())),
+                    StateValue::Int(*count),
                 );
             }
         }

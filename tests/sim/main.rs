@@ -12,6 +12,8 @@
 //!   runs with injected panics and kills pass the oracle.
 //! - `alignment`: aligned barriers give exactly-once output; at-least-once mode duplicates
 //!   only replays, and the oracle rejects any other duplicate.
+//! - `at_least_once`: a detector whose alerts depend on its state passes at-least-once cases
+//!   with fan-in, judged against the records each stage received; its broken twins are caught.
 //! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
 //! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
 //!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks.
@@ -38,6 +40,7 @@
 //!   flags and malformed CSV.
 
 mod alignment;
+mod at_least_once;
 mod campaign;
 mod case;
 mod catalogue;

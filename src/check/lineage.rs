@@ -1,0 +1,541 @@
+//! The at-least-once oracle: each stage judged against the records it actually received.
+//!
+//! In at-least-once mode with fan-in a task does not block a channel whose barrier has arrived,
+//! so its snapshot may hold records after the barrier, which a restore then replays. Restored
+//! state is then not the model at the restored source positions, and an operator whose
+//! emissions depend on its state (an alert at an account's third large transaction) emits on
+//! other records than the model over the input does. Judging such a run against the model over
+//! the input raises false alarms; not judging it hides real bugs.
+//!
+//! So this module follows the run's events instead. It keeps one model per stage and key, feeds
+//! it the records that stage processed, in the order it processed them, captures the models of
+//! a task's keys when the task snapshots, and puts them back when an attempt restores that
+//! checkpoint. It then holds the run to this:
+//! - every emission equals the model's for the records the stage received;
+//! - restored and final keyed state equal the models';
+//! - no task receives a record twice within one attempt, and the first stage receives each
+//!   key's records in input order within an attempt (a replay starts a new attempt);
+//! - a job that finished (or stopped) received everything: the first stage every input record
+//!   up to the end positions, every later stage every record the stage before it emitted; the
+//!   sink's output must hold every record the last stage emitted (checked by `check`'s output
+//!   rules with what this module returns).
+//!
+//! Operators must keep a record's key, as the built-in ones do: a key's records then take one
+//! path through the tasks, so a key's model lives in exactly one task at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{CaseSpec, Violation};
+use crate::engine::{JobStatus, RunOutcome};
+use crate::job::keygroup::{key_group_for, subtask_for_key_group};
+use crate::job::{task_name, JobSpec, Record};
+use crate::model::StageModel;
+use crate::state::StateView;
+use crate::trace::{Event, RestoreSource, Restored};
+
+/// What following the events found.
+#[derive(Debug, Default)]
+pub(super) struct Lineage {
+    /// Broken properties, in the order found.
+    pub violations: Vec<Violation>,
+    /// The keyed state the models hold at the end.
+    pub state: StateView,
+    /// What the last stage emitted along the lineage of the final state: what the sink owes.
+    pub owed: Vec<Record>,
+    /// Everything the last stage emitted in any attempt: the values a visible record may have.
+    pub emitted: Vec<Record>,
+    /// Restores whose state was compared.
+    pub restores: usize,
+}
+
+/// One stage's view of one key: its model and what reached it along the current lineage.
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    model: StageModel,
+    /// The source partition of the key's records: where its path through the tasks starts.
+    partition: u32,
+    /// Records received, in order.
+    received: Vec<Record>,
+    /// Records the model emitted for them, in order.
+    emitted: Vec<Record>,
+}
+
+/// Cells by stage index (0 is the first operator) and key.
+type Cells = BTreeMap<(usize, String), Cell>;
+
+/// Follows `outcome`'s events; `None` when the lineage cannot be known (a restore from a
+/// snapshot this case did not take, or of a checkpoint whose snapshots it never saw).
+pub(super) fn follow(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Option<Lineage> {
+    let mut walk = Walk::new(case);
+    for stamped in outcome.trace.events() {
+        walk.event(&stamped.event)?;
+    }
+    if matches!(
+        outcome.status,
+        JobStatus::Finished | JobStatus::Stopped { .. }
+    ) {
+        walk.check_complete(outcome);
+    }
+    Some(walk.finish())
+}
+
+/// The walk over one case's events.
+struct Walk<'c> {
+    case: &'c CaseSpec<'c>,
+    /// The phase running (an index into the case's jobs), once one started.
+    phase: Option<usize>,
+    /// Operator tasks of the phase: stage index and subtask.
+    tasks: BTreeMap<String, (usize, u16)>,
+    cells: Cells,
+    /// The cells each checkpoint's snapshots captured, by checkpoint id.
+    snapshots: BTreeMap<u64, Cells>,
+    /// Records (by stage and id) received in the current attempt.
+    seen: BTreeSet<(usize, String)>,
+    /// The offset the first stage last received per key in the current attempt.
+    offsets: BTreeMap<String, u64>,
+    lineage: Lineage,
+}
+
+impl<'c> Walk<'c> {
+    fn new(case: &'c CaseSpec<'c>) -> Self {
+        Self {
+            case,
+            phase: None,
+            tasks: BTreeMap::new(),
+            cells: Cells::new(),
+            snapshots: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            offsets: BTreeMap::new(),
+            lineage: Lineage::default(),
+        }
+    }
+
+    fn job(&self) -> &'c JobSpec {
+        let jobs = self.case.jobs;
+        jobs[self.phase.unwrap_or(0).min(jobs.len() - 1)]
+    }
+
+    /// Takes one event in; `None` when the lineage can no longer be known.
+    fn event(&mut self, event: &Event) -> Option<()> {
+        match event {
+            Event::JobStarted(_) => self.start_phase(),
+            Event::AttemptStarted { .. } => self.start_attempt(),
+            Event::Restored(restored) => self.restore(restored)?,
+            Event::RecordProcessed {
+                task,
+                record,
+                outputs,
+            } => self.process(task, record, outputs),
+            Event::Snapshot {
+                checkpoint, task, ..
+            } => self.snapshot(*checkpoint, task),
+            _ => {}
+        }
+        Some(())
+    }
+
+    fn start_phase(&mut self) {
+        self.phase = Some(self.phase.map_or(0, |phase| phase + 1));
+        let job = self.job();
+        self.tasks = job
+            .stages
+            .iter()
+            .enumerate()
+            .flat_map(|(index, stage)| {
+                (0..stage.parallelism)
+                    .map(move |subtask| (task_name(&stage.name, subtask), (index, subtask)))
+            })
+            .collect();
+        self.cells.clear();
+        self.start_attempt();
+    }
+
+    fn start_attempt(&mut self) {
+        self.seen.clear();
+        self.offsets.clear();
+    }
+
+    fn restore(&mut self, restored: &Restored) -> Option<()> {
+        self.start_attempt();
+        self.cells = match &restored.from {
+            RestoreSource::Nothing => Cells::new(),
+            RestoreSource::Checkpoint(checkpoint) | RestoreSource::Savepoint { checkpoint, .. } => {
+                self.snapshots.get(checkpoint)?.clone()
+            }
+            RestoreSource::External { .. } => return None,
+        };
+        let expected = self.state();
+        for (addr, expected, actual) in expected.differences(&restored.state) {
+            self.lineage.violations.push(Violation::RestoredState {
+                attempt: restored.attempt,
+                checkpoint_id: restored.from.checkpoint_id(),
+                addr: addr.clone(),
+                expected: expected.cloned(),
+                actual: actual.cloned(),
+            });
+        }
+        self.lineage.restores += 1;
+        Some(())
+    }
+
+    fn process(&mut self, task: &str, record: &Record, outputs: &[i64]) {
+        let Some(&(stage, _)) = self.tasks.get(task) else {
+            return;
+        };
+        if !self.seen.insert((stage, record.id.clone())) {
+            self.lineage.violations.push(Violation::ReceivedTwice {
+                task: task.to_string(),
+                record: record.clone(),
+            });
+        } else if stage == 0 {
+            let last = self
+                .offsets
+                .insert(record.key.clone(), record.origin.offset);
+            if let Some(after) = last.filter(|last| *last > record.origin.offset) {
+                self.lineage.violations.push(Violation::ReceivedOutOfOrder {
+                    task: task.to_string(),
+                    record: record.clone(),
+                    after,
+                });
+            }
+        }
+        let job = self.job();
+        let cell = self
+            .cells
+            .entry((stage, record.key.clone()))
+            .or_insert_with(|| Cell {
+                partition: record.origin.partition,
+                ..Cell::default()
+            });
+        let emitted = cell
+            .model
+            .apply(&job.stages[stage], self.case.users, record.clone());
+        let values: Vec<i64> = emitted.iter().map(|r| r.value).collect();
+        if values != outputs {
+            self.lineage.violations.push(Violation::EmissionUnexpected {
+                task: task.to_string(),
+                record: record.clone(),
+                expected: values,
+                actual: outputs.to_vec(),
+            });
+        }
+        cell.received.push(record.clone());
+        if stage + 1 == job.stages.len() {
+            self.lineage.emitted.extend(emitted.iter().cloned());
+        }
+        cell.emitted.extend(emitted);
+    }
+
+    fn snapshot(&mut self, checkpoint: u64, task: &str) {
+        let Some(&(stage, subtask)) = self.tasks.get(task) else {
+            return;
+        };
+        let job = self.job();
+        let captured = self.snapshots.entry(checkpoint).or_default();
+        // A later snapshot of the same task and id replaces an earlier one's cells.
+        captured.retain(|(s, key), cell| {
+            *s != stage || owner(job, stage, key, cell.partition) != subtask
+        });
+        for ((s, key), cell) in &self.cells {
+            if *s == stage && owner(job, stage, key, cell.partition) == subtask {
+                captured.insert((stage, key.clone()), cell.clone());
+            }
+        }
+    }
+
+    /// A finished (or stopped) job's lineage holds everything: the first stage received every
+    /// input record up to the end positions, each later stage everything the one before
+    /// emitted.
+    fn check_complete(&mut self, outcome: &RunOutcome) {
+        let job = self.job();
+        let owed_input = self.case.input.partitions().iter().flat_map(|records| {
+            records.iter().filter(|r| {
+                let partition = r.origin.partition as usize;
+                let after_start = outcome
+                    .start_positions
+                    .0
+                    .get(partition)
+                    .is_none_or(|p| r.origin.offset >= *p);
+                let before_end = outcome
+                    .end_positions
+                    .0
+                    .get(partition)
+                    .is_some_and(|p| r.origin.offset < *p);
+                after_start && before_end
+            })
+        });
+        let mut owed: Vec<Record> = owed_input.cloned().collect();
+        for (stage, spec) in job.stages.iter().enumerate() {
+            let received: BTreeSet<String> = self
+                .stage_cells(stage)
+                .flat_map(|cell| &cell.received)
+                .map(|r| r.id.clone())
+                .collect();
+            for record in &owed {
+                if !received.contains(&record.id) {
+                    self.lineage.violations.push(Violation::NotReceived {
+                        stage: spec.name.clone(),
+                        record: record.clone(),
+                    });
+                }
+            }
+            owed = self
+                .stage_cells(stage)
+                .flat_map(|cell| cell.emitted.iter().cloned())
+                .collect();
+        }
+        self.lineage.owed = owed;
+    }
+
+    fn stage_cells(&self, stage: usize) -> impl Iterator<Item = &Cell> {
+        self.cells
+            .iter()
+            .filter(move |((s, _), _)| *s == stage)
+            .map(|(_, cell)| cell)
+    }
+
+    /// The keyed state the models hold now, under the engine's names.
+    fn state(&self) -> StateView {
+        let job = self.job();
+        let mut view = StateView::new();
+        for ((stage, _), cell) in &self.cells {
+            cell.model.add_state(&job.stages[*stage], &mut view);
+        }
+        view
+    }
+
+    fn finish(mut self) -> Lineage {
+        self.lineage.state = self.state();
+        self.lineage
+    }
+}
+
+/// The subtask of stage `stage` that a key's records reach: a forward edge keeps the upstream
+/// subtask (the source's is the partition's), any other edge routes by key group, as the
+/// engine's channels do.
+fn owner(job: &JobSpec, stage: usize, key: &str, partition: u32) -> u16 {
+    let parallelisms = job.stage_parallelisms();
+    // Task-order stages: 0 is the source, so operator `stage` is `stage + 1`.
+    let mut subtask = (partition % u32::from(parallelisms[0])) as u16;
+    for (downstream, parallelism) in parallelisms.iter().enumerate().take(stage + 2).skip(1) {
+        if !job.edge_is_forward(downstream) {
+            let group = key_group_for(key, job.max_parallelism);
+            subtask = subtask_for_key_group(job.max_parallelism, *parallelism, group);
+        }
+    }
+    subtask
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each lineage rule on a hand-written event stream: a sum over one key behind a fan-in,
+    //! at-least-once.
+
+    use super::super::{check_case, Violation};
+    use super::*;
+    use crate::checkpoint::CheckpointingMode;
+    use crate::engine::PhaseEnd;
+    use crate::job::{Input, InputRecord, RestartStrategy};
+    use crate::state::{StateAddr, StateValue};
+    use crate::trace::{JobStarted, Trace};
+
+    fn job() -> JobSpec {
+        toml::from_str(
+            r#"
+name = "sum"
+source = { parallelism = 2 }
+sink = { kind = "print" }
+stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
+"#,
+        )
+        .expect("a valid job")
+    }
+
+    fn input() -> Input {
+        let records: Vec<InputRecord> = (0..3)
+            .map(|i| InputRecord {
+                id: format!("r{i}"),
+                key: "k".into(),
+                value: 10_i64.pow(i),
+            })
+            .collect();
+        Input::partitioned(&records, 2)
+    }
+
+    fn record(i: usize) -> Record {
+        input()
+            .partitions()
+            .iter()
+            .flatten()
+            .find(|r| r.id == format!("r{i}"))
+            .cloned()
+            .expect("an input record")
+    }
+
+    fn sum(value: i64) -> StateView {
+        let mut view = StateView::new();
+        let addr = StateAddr {
+            stage: "sum".into(),
+            state: "sum".into(),
+            key: "k".into(),
+            user_key: None,
+        };
+        view.0.insert(addr, StateValue::Int(value));
+        view
+    }
+
+    fn started() -> Vec<Event> {
+        vec![
+            Event::JobStarted(JobStarted {
+                job: "sum".into(),
+                seed: 1,
+                backend: "memory".into(),
+                stages: vec![],
+                interval_ms: 10,
+                mode: CheckpointingMode::AtLeastOnce,
+                restart: RestartStrategy::None,
+            }),
+            Event::AttemptStarted {
+                attempt: 0,
+                tasks: 4,
+                channels: 3,
+            },
+        ]
+    }
+
+    /// `sum[0]` processed record `i`, having summed to `total` with it.
+    fn processed(i: usize, total: i64) -> Event {
+        Event::RecordProcessed {
+            task: "sum[0]".into(),
+            record: record(i),
+            outputs: vec![total],
+        }
+    }
+
+    fn snapshot(checkpoint: u64) -> Event {
+        Event::Snapshot {
+            checkpoint,
+            task: "sum[0]".into(),
+            keyed: None,
+        }
+    }
+
+    fn restored(attempt: u32, checkpoint: u64, state: StateView) -> Vec<Event> {
+        vec![
+            Event::AttemptStarted {
+                attempt,
+                tasks: 4,
+                channels: 3,
+            },
+            Event::Restored(Restored {
+                attempt,
+                from: RestoreSource::Checkpoint(checkpoint),
+                positions: crate::job::Positions(vec![0, 0]),
+                entries: 1,
+                files: 1,
+                no_claim: false,
+                state,
+            }),
+        ]
+    }
+
+    /// The lineage findings (state and lineage violations; output is judged elsewhere) of a
+    /// finished run with `events` and final sum `total`.
+    fn judge(events: Vec<Event>, total: i64) -> Vec<Violation> {
+        let mut trace = Trace::new();
+        for event in events {
+            trace.record(0, 0, event);
+        }
+        let input = input();
+        let end = PhaseEnd {
+            status: JobStatus::Finished,
+            final_state: Some(sum(total)),
+            end_positions: input.end_positions(),
+            ..PhaseEnd::failed(String::new(), 2)
+        };
+        let outcome = RunOutcome::from_trace(trace, end, 2);
+        let job = job();
+        let jobs = [&job];
+        let case = CaseSpec {
+            jobs: &jobs,
+            input: &input,
+            mode: CheckpointingMode::AtLeastOnce,
+            seed: 1,
+            users: &[],
+        };
+        check_case(&case, &outcome)
+            .violations
+            .into_iter()
+            .filter(|v| !matches!(v, Violation::OutputLost { .. }))
+            .collect()
+    }
+
+    #[test]
+    fn a_replay_of_what_a_snapshot_already_counted_passes() {
+        // chk-1 is taken after r0 and r1 reached the sum (r1 after the barrier: at-least-once);
+        // the restore puts 11 back and the source replays r1 and r2 onto it.
+        let mut events = started();
+        events.extend([processed(0, 1), processed(1, 11), snapshot(1)]);
+        events.extend(restored(1, 1, sum(11)));
+        events.extend([processed(1, 21), processed(2, 121)]);
+        assert_eq!(judge(events, 121), []);
+    }
+
+    #[test]
+    fn restored_state_other_than_the_snapshot_s_is_caught() {
+        let mut events = started();
+        events.extend([processed(0, 1), snapshot(1), processed(1, 11)]);
+        events.extend(restored(1, 1, sum(11)));
+        events.extend([processed(1, 21), processed(2, 121)]);
+        let violations = judge(events, 121);
+        assert!(
+            matches!(violations[0], Violation::RestoredState { .. }),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_received_twice_in_one_attempt_is_caught() {
+        let mut events = started();
+        events.extend([processed(0, 1), processed(0, 2), processed(1, 12)]);
+        events.extend([processed(2, 112)]);
+        let violations = judge(events, 112);
+        assert!(
+            matches!(&violations[0], Violation::ReceivedTwice { record, .. } if record.id == "r0"),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_s_records_out_of_input_order_are_caught() {
+        let mut events = started();
+        events.extend([processed(1, 10), processed(0, 11), processed(2, 111)]);
+        let violations = judge(events, 111);
+        assert!(
+            matches!(&violations[0], Violation::ReceivedOutOfOrder { record, .. } if record.id == "r0"),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_missing_from_the_final_lineage_is_caught() {
+        let mut events = started();
+        events.extend([processed(0, 1), processed(2, 101)]);
+        let violations = judge(events, 101);
+        assert!(
+            matches!(&violations[..], [Violation::NotReceived { record, .. }] if record.id == "r1"),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn an_emission_other_than_the_model_s_is_caught() {
+        let mut events = started();
+        events.extend([processed(0, 1), processed(1, 12), processed(2, 112)]);
+        let violations = judge(events, 111);
+        assert!(
+            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [11] && *actual == [12]),
+            "{violations:?}"
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! Method: a fraud detector whose emissions depend on its state — an alert at an account's
+//! third large transaction — run under at-least-once checkpointing only, where fan-in lets a
+//! snapshot count a record its restore then replays, so the alert fires on another record than
+//! the model over the input says. The correct detector must pass, judged against the records
+//! each stage received, and at least one case must have shown such a shifted alert; its broken
+//! twins (the count in a plain field, a record dropped after every restore) must be caught.
+
+use faultline::campaign::{scenario_strategy, Case, KillMode, Seams, StrategyConfig};
+use faultline::check::Note;
+use faultline::checkpoint::CheckpointingMode;
+use faultline::harness::Harness;
+use faultline::job::user::{ModelState, UserOperator};
+use faultline::job::{Operator, OperatorContext, OperatorError, Record};
+use faultline::state::{BackendKind, StateBackend, StateValue, ValueState};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, TestRunner};
+
+/// What counts as a large transaction.
+const LARGE: i64 = 250;
+/// The large transactions that raise the alert.
+const ALERT_AT: i64 = 3;
+
+fn alert(record: &Record, count: i64) -> Record {
+    Record {
+        id: format!("{}.alert", record.id),
+        value: count,
+        ..record.clone()
+    }
+}
+
+/// The correct detector: the count of large transactions per account in `ValueState`.
+#[derive(Default)]
+struct ThirdLargeAlert {
+    large: Option<ValueState<i64>>,
+}
+
+impl Operator for ThirdLargeAlert {
+    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
+        let backend = backend.ok_or_else(|| OperatorError::Failed("keyed: needs state".into()))?;
+        self.large = Some(ValueState::declare(backend, "large")?);
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        if record.value < LARGE {
+            return Ok(());
+        }
+        let large = self
+            .large
+            .as_ref()
+            .ok_or_else(|| OperatorError::Failed("process before open".into()))?;
+        let keyed = ctx.keyed()?;
+        let count = large.get(keyed)?.unwrap_or(0) + 1;
+        large.set(keyed, &count)?;
+        if count == ALERT_AT {
+            out.push(alert(&record, count));
+        }
+        Ok(())
+    }
+}
+
+fn third_large_model(state: &mut ModelState, record: Record) -> Vec<Record> {
+    if record.value < LARGE {
+        return Vec::new();
+    }
+    let count = match state.get("large", &record.key) {
+        Some(StateValue::Int(count)) => count + 1,
+        _ => 1,
+    };
+    state.set("large", &record.key, StateValue::Int(count));
+    if count == ALERT_AT {
+        vec![alert(&record, count)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Broken twin: the count in a plain field, which no snapshot holds.
+#[derive(Default)]
+struct PlainFieldAlert {
+    large: std::collections::BTreeMap<String, i64>,
+    state: ThirdLargeAlert,
+}
+
+impl Operator for PlainFieldAlert {
+    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
+        // Declares the state the model describes, and never writes it.
+        self.state.open(backend)
+    }
+
+    fn process(
+        &mut self,
+        record: Record,
+        _: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        if record.value < LARGE {
+            return Ok(());
+        }
+        let count = self.large.entry(record.key.clone()).or_default();
+        *count += 1;
+        if *count == ALERT_AT {
+            out.push(alert(&record, *count));
+        }
+        Ok(())
+    }
+}
+
+/// Broken twin: drops the first record it sees after every (re)start, as a detector that
+/// discards a half-read batch on recovery would.
+#[derive(Default)]
+struct DropsFirstAfterRestart {
+    dropped: bool,
+    inner: ThirdLargeAlert,
+}
+
+impl Operator for DropsFirstAfterRestart {
+    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
+        self.inner.open(backend)
+    }
+
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        if !self.dropped && ctx.attempt > 0 {
+            self.dropped = true;
+            return Ok(());
+        }
+        self.inner.process(record, ctx, out)
+    }
+}
+
+fn detector() -> UserOperator {
+    UserOperator::new(
+        "third-large-alert",
+        true,
+        |_| Box::new(ThirdLargeAlert::default()),
+        third_large_model,
+    )
+}
+
+fn at_least_once() -> StrategyConfig {
+    let mut config = StrategyConfig::default();
+    config.backends = vec![BackendKind::Memory];
+    config.modes = vec![CheckpointingMode::AtLeastOnce];
+    config.user_operators = vec![("third-large-alert".into(), true)];
+    config
+}
+
+#[test]
+fn a_detector_whose_alerts_depend_on_state_passes_at_least_once_with_fan_in() {
+    let operators = [detector()];
+    let mut seams = Seams::default();
+    seams.operators = &operators;
+    let strategy = scenario_strategy(at_least_once());
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    let (mut lineage_judged, mut restored, mut shifted) = (0, 0, 0);
+    for case in 0..400 {
+        let scenario = strategy.new_tree(&mut runner).unwrap().current();
+        let dir = tempfile::tempdir().unwrap();
+        let report = Case::new(scenario.clone(), seams)
+            .run(dir.path(), &KillMode::Sim)
+            .unwrap();
+        assert!(
+            report.verdict.passed(),
+            "case {case}:\n{}\n{}",
+            report.verdict,
+            scenario.to_toml()
+        );
+        for note in &report.verdict.notes {
+            if let Note::JudgedByLineage {
+                restores,
+                owed_not_in_model,
+            } = note
+            {
+                lineage_judged += 1;
+                restored += usize::from(*restores > 0);
+                shifted += usize::from(*owed_not_in_model > 0);
+            }
+        }
+    }
+    eprintln!(
+        "{lineage_judged} of 400 cases judged by lineage, {restored} restored, {shifted} shifted an alert"
+    );
+    assert!(
+        lineage_judged > 20,
+        "{lineage_judged} cases judged by lineage"
+    );
+    assert!(restored > 10, "{restored} lineage-judged cases restored");
+    // The model over the input would have called these cases' output lost.
+    assert!(
+        shifted > 0,
+        "no case shifted an alert ({lineage_judged} judged by lineage, {restored} restored)"
+    );
+}
+
+#[test]
+fn a_detector_counting_in_a_plain_field_is_caught_at_least_once() {
+    let operators = [UserOperator::new(
+        "third-large-alert",
+        true,
+        |_| Box::new(PlainFieldAlert::default()),
+        third_large_model,
+    )];
+    let report = Harness::new()
+        .backends(vec![BackendKind::Memory])
+        .modes(&[CheckpointingMode::AtLeastOnce])
+        .operators(&operators)
+        .try_run()
+        .unwrap();
+    let failure = report.failures.first().expect("the plain field is caught");
+    assert!(
+        failure.violations.iter().any(|v| v.property == "state"),
+        "{:?}",
+        failure.violations
+    );
+}
+
+#[test]
+fn a_detector_dropping_a_record_after_a_restart_is_caught_at_least_once() {
+    let operators = [UserOperator::new(
+        "third-large-alert",
+        true,
+        |_| Box::new(DropsFirstAfterRestart::default()),
+        third_large_model,
+    )];
+    let report = Harness::new()
+        .backends(vec![BackendKind::Memory])
+        .modes(&[CheckpointingMode::AtLeastOnce])
+        .operators(&operators)
+        .try_run()
+        .unwrap();
+    let failure = report
+        .failures
+        .first()
+        .expect("the dropped record is caught");
+    assert!(
+        failure
+            .violations
+            .iter()
+            .any(|v| v.property == "output" || v.property == "state"),
+        "{:?}",
+        failure.violations
+    );
+}
