@@ -10,6 +10,13 @@
 //! Environment overrides, read by [`Harness::run`], so CI can widen a test without editing it:
 //! - `FAULTLINE_SEED`: the root seed (default: the harness's, 1 unless set).
 //! - `FAULTLINE_CASES`: the number of cases (default: the harness's, 200 unless set).
+//! - `FAULTLINE_REPLAY`: a shrunk scenario file: `run` replays that one case with the test's
+//!   seams instead of running the campaign, and fails with its trace if it still fails. The
+//!   failure message prints the command, with the test's own name.
+//!
+//! Shrunk failing cases are written under the target directory
+//! (`target/faultline-failures/`), as proptest and insta keep theirs with the project, so they
+//! outlive the test that wrote them; each file is created once, under a name of its own.
 //!
 //! ```
 //! use faultline::harness::Harness;
@@ -37,6 +44,8 @@ use crate::state::{BackendKind, StateBackendFactory};
 pub const SEED_VAR: &str = "FAULTLINE_SEED";
 /// Case-count override (see the module doc).
 pub const CASES_VAR: &str = "FAULTLINE_CASES";
+/// Replay override (see the module doc).
+pub const REPLAY_VAR: &str = "FAULTLINE_REPLAY";
 
 /// A campaign against a user's seams; see the module doc.
 #[derive(Debug, Clone)]
@@ -54,12 +63,13 @@ impl Default for Harness<'_> {
 impl<'a> Harness<'a> {
     /// A harness with the defaults: 200 cases, seed 1, every fault kind, every built-in
     /// backend, one worker, stopping at the first failing case (shrunk), failing cases
-    /// written under the system's temporary directory (`faultline-failures/`).
+    /// written under the target directory (`faultline-failures/`; the system's temporary
+    /// directory when no target directory is found).
     pub fn new() -> Self {
         let config = ExploreConfig {
             cases: 200,
             stop_at_first_failure: true,
-            failures_dir: std::env::temp_dir().join("faultline-failures"),
+            failures_dir: default_failures_dir(),
             ..ExploreConfig::default()
         };
         Self {
@@ -201,9 +211,14 @@ impl<'a> Harness<'a> {
         explore_with(&self.configured()?, self.seams, &|_, _| {})
     }
 
-    /// Runs the campaign; panics with every shrunk failure (see the module doc).
+    /// Runs the campaign; panics with every shrunk failure (see the module doc). With
+    /// `FAULTLINE_REPLAY` set, replays that scenario file instead and panics if it still
+    /// fails; the report then counts the one case.
     #[track_caller]
     pub fn run(&self) -> ExploreReport {
+        if let Some(file) = std::env::var_os(REPLAY_VAR) {
+            return self.run_replay(Path::new(&file));
+        }
         let report = match self.try_run() {
             Ok(report) => report,
             Err(error) => panic!("faultline harness: {error}"),
@@ -214,6 +229,30 @@ impl<'a> Harness<'a> {
         report
     }
 
+    #[track_caller]
+    fn run_replay(&self, file: &Path) -> ExploreReport {
+        let report = match self.replay(file) {
+            Ok(report) => report,
+            Err(error) => panic!(
+                "faultline harness: {REPLAY_VAR}={}: {error}",
+                file.display()
+            ),
+        };
+        if !report.verdict.passed() {
+            panic!(
+                "faultline: the replayed case {} still fails\n{}\ntrace:\n{}",
+                file.display(),
+                report.verdict,
+                report.outcome.trace.render()
+            );
+        }
+        ExploreReport {
+            cases: 1,
+            requested: 1,
+            ..ExploreReport::default()
+        }
+    }
+
     /// Re-runs one scenario file (a shrunk failure) with this harness's seams.
     pub fn replay(&self, scenario_file: &Path) -> Result<CaseReport, CaseError> {
         let scenario = Scenario::load(scenario_file)?;
@@ -222,6 +261,38 @@ impl<'a> Harness<'a> {
             source,
         })?;
         Case::new(scenario, self.seams).run(dir.path(), &KillMode::Sim)
+    }
+}
+
+/// `faultline-failures/` under the target directory the running binary was built in (a test
+/// or example binary lives in `<target>/<profile>/deps/` or `.../examples/`), else under the
+/// system's temporary directory.
+fn default_failures_dir() -> PathBuf {
+    let built_in = std::env::current_exe().ok().and_then(|exe| {
+        let folder = exe
+            .ancestors()
+            .find(|a| matches!(a.file_name(), Some(n) if n == "deps" || n == "examples"))?
+            .to_path_buf();
+        Some(folder.parent()?.parent()?.to_path_buf())
+    });
+    built_in
+        .unwrap_or_else(std::env::temp_dir)
+        .join("faultline-failures")
+}
+
+/// How to replay a failure's scenario file: the test running now, by its own name, under
+/// `FAULTLINE_REPLAY` (libtest names each test's thread after the test).
+fn replay_command(scenario_file: &Path) -> String {
+    let file = scenario_file.display();
+    match std::thread::current().name() {
+        Some(test) if test != "main" => {
+            format!("{REPLAY_VAR}={file} cargo nextest run -E 'test(={test})'")
+        }
+        _ => {
+            let exe = std::env::current_exe()
+                .map_or_else(|_| "<this binary>".to_string(), |e| e.display().to_string());
+            format!("{REPLAY_VAR}={file} {exe}")
+        }
     }
 }
 
@@ -245,9 +316,10 @@ fn env_u64(name: &str) -> Result<Option<u64>, ExploreError> {
 /// The panic message: every shrunk failure with its violations, trace and replay.
 pub fn failure_message(report: &ExploreReport) -> String {
     let mut text = format!(
-        "faultline: {} of {} cases violated the oracle (seed {})\n",
+        "faultline: {} failing case(s) in {} run of {} requested (seed {}; the campaign stops at its first failure unless told otherwise)\n",
         report.failures.len(),
         report.cases,
+        report.requested,
         report.seed
     );
     for failure in &report.failures {
@@ -259,14 +331,40 @@ pub fn failure_message(report: &ExploreReport) -> String {
             text.push_str(&format!("  violated: {violation}\n"));
         }
         text.push_str(&format!(
-            "  scenario: {}\n  replay in a test: Harness::replay(Path::new({:?})) with the same seams\n  rerun the campaign: {SEED_VAR}={} cargo nextest run <this test>\n  trace:\n",
+            "  scenario: {}\n  replay: {}\n  trace:\n",
             failure.scenario_file.display(),
-            failure.scenario_file.display().to_string(),
-            report.seed
+            replay_command(&failure.scenario_file),
         ));
         for line in failure.trace.lines() {
             text.push_str(&format!("    {line}\n"));
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replayed_scenario_that_passes_counts_one_case() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/scenarios/notifications-memory.toml");
+        let report = Harness::new().run_replay(&file);
+        assert_eq!((report.cases, report.requested), (1, 1));
+    }
+
+    #[test]
+    fn a_replay_of_a_missing_file_names_it() {
+        let missing = Path::new("no-such-scenario.toml");
+        // The test reads the message `run` fails a test with.
+        #[allow(clippy::disallowed_methods)]
+        let panic = std::panic::catch_unwind(|| Harness::new().run_replay(missing))
+            .expect_err("a missing file fails the test");
+        let message = panic.downcast_ref::<String>().expect("a formatted panic");
+        assert!(
+            message.contains("FAULTLINE_REPLAY=no-such-scenario.toml"),
+            "{message}"
+        );
+    }
 }

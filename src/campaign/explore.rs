@@ -137,6 +137,10 @@ pub struct ExploreReport {
     pub seed: u64,
     /// Cases run.
     pub cases: u64,
+    /// Cases asked for (this shard's share): more than run when the campaign stopped at its
+    /// first failure or its time limit.
+    #[serde(default)]
+    pub requested: u64,
     /// Cases per backend.
     pub backends: BTreeMap<String, u64>,
     /// Faults fired, by kind.
@@ -496,6 +500,7 @@ pub fn explore_with(
     results.sort_by_key(|r| r.case);
     let mut report = ExploreReport {
         seed: config.seed,
+        requested: cases.len() as u64,
         ..ExploreReport::default()
     };
     for result in results {
@@ -583,6 +588,7 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
     };
     for report in reports {
         merged.cases += report.cases;
+        merged.requested += report.requested;
         for (backend, n) in &report.backends {
             *merged.backends.entry(backend.clone()).or_default() += n;
         }

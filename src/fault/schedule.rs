@@ -215,7 +215,9 @@ pub enum Fault {
         /// The step.
         step: u64,
     },
-    /// The process is killed at `phase` of checkpoint `checkpoint`.
+    /// The process is killed at `phase` of checkpoint `checkpoint`. Named `kill-at-phase`
+    /// everywhere; scenario files may still say `kill-at`.
+    #[serde(rename = "kill-at-phase", alias = "kill-at")]
     KillAt {
         /// The phase.
         phase: Phase,
@@ -573,4 +575,25 @@ struct ScheduleState {
     notified: BTreeSet<(u64, String)>,
     rng: Option<ChaCha8Rng>,
     fired_log: Vec<(FaultKind, FaultSite)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fault_kind_has_one_name_in_scenario_files_and_everywhere_else() {
+        #[derive(Debug, Deserialize, Serialize)]
+        struct Faults {
+            faults: Vec<Fault>,
+        }
+        let old: Faults = toml::from_str(
+            r#"faults = [{ kind = "kill-at", phase = "sink-commit", checkpoint = 3 }]"#,
+        )
+        .expect("the older name still reads");
+        let fault = &old.faults[0];
+        assert_eq!(fault.kind_name(), FaultKind::KillAtPhase.name());
+        let written = toml::to_string(&old).expect("faults serialize");
+        assert!(written.contains(r#"kind = "kill-at-phase""#), "{written}");
+    }
 }

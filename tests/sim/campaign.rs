@@ -288,3 +288,47 @@ fn a_process_kill_campaign_finds_nothing() {
         report.summary()
     );
 }
+
+#[test]
+fn a_harness_failure_is_kept_under_the_target_directory_with_a_real_replay_command() {
+    use faultline::harness::Harness;
+    let harness = Harness::new()
+        .seed(21)
+        .backends(vec![BackendKind::Memory])
+        .faults(&["kill-at-phase", "kill"])
+        .sink(&commits_in_snapshot);
+    // The test reads the message `run` fails a test with.
+    #[allow(clippy::disallowed_methods)]
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.run()))
+        .expect_err("the broken sink is caught");
+    let message = panic.downcast_ref::<String>().expect("a formatted panic");
+    let file = message
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("scenario: "))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no scenario line in\n{message}"));
+    // The file outlives the test, in the target directory this test binary was built in.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe
+        .ancestors()
+        .find(|a| a.ends_with("deps"))
+        .and_then(|deps| deps.parent()?.parent())
+        .unwrap();
+    assert_eq!(
+        file.parent(),
+        Some(target.join("faultline-failures").as_path())
+    );
+    assert!(file.exists(), "{}", file.display());
+    // The replay line is a command naming this very test.
+    let test = std::thread::current().name().unwrap().to_string();
+    let command = format!(
+        "replay: FAULTLINE_REPLAY={} cargo nextest run -E 'test(={test})'",
+        file.display()
+    );
+    assert!(message.contains(&command), "{command}\nnot in\n{message}");
+    assert!(message.contains("failing case(s) in"), "{message}");
+    // And the file replays the failure with the test's seams.
+    let replayed = harness.replay(&file).unwrap();
+    assert!(!replayed.verdict.passed(), "{}", replayed.verdict);
+    std::fs::remove_file(&file).unwrap();
+}
