@@ -7,7 +7,8 @@
 //! and exactly-once output against the model.
 //!
 //! It then runs the tutorial's own transactions (`fixtures/transactions.csv`) through the
-//! operator with a panic and a process kill on the way.
+//! operator with a panic and a process kill on the way, and drives the operator step by step
+//! with `OperatorHarness`: a checkpoint, then a restore at parallelism two.
 //!
 //! ```sh
 //! cargo run --release --example running_total            # 200 cases, then the tutorial's data
@@ -18,7 +19,8 @@ use faultline::campaign::{Case, KillMode, Scenario, Seams};
 use faultline::harness::Harness;
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-use faultline::state::{StateBackend, StateValue, ValueState};
+use faultline::state::{BackendKind, StateBackend, StateValue, ValueState};
+use faultline::testing::{OperatorHarness, Operators, TestHarnessError};
 
 /// The operator under test: one `ValueState<i64>` "total" per account.
 #[derive(Default)]
@@ -72,6 +74,45 @@ pub fn running_total() -> UserOperator {
         |_subtask| Box::new(RunningTotal::default()),
         running_total_model,
     )
+}
+
+/// What [`step_by_step`] saw: each account's restored total (`None` where the other subtask
+/// owns it), and the totals emitted after the restore.
+pub type StepByStep = (Vec<(String, Option<StateValue>)>, Vec<i64>);
+
+/// The operator driven step by step, as a unit test would: three transactions, a checkpoint,
+/// then a restore into subtask `subtask` of two on RocksDB (incremental), which owns some of the
+/// accounts, and one more transaction per account it owns. Returns each account's total in the
+/// restored instance and what it emitted after the restore.
+pub fn step_by_step(subtask: u16) -> Result<StepByStep, TestHarnessError> {
+    let operator = running_total();
+    let operators = Operators::user(&operator);
+    let mut harness = OperatorHarness::builder(&operators)
+        .backend(BackendKind::RocksDbIncremental)
+        .open()?;
+    for (id, account, cents) in [
+        ("t1", "acct-1", 18_800),
+        ("t2", "acct-2", 52_400),
+        ("t3", "acct-1", 1_200),
+    ] {
+        harness.process_element(Record::new(id, account, cents))?;
+    }
+    let checkpoint = harness.snapshot(1)?;
+    harness.notify_checkpoint_complete(1);
+    let mut restored = OperatorHarness::builder(&operators)
+        .backend(BackendKind::RocksDbIncremental)
+        .subtask(subtask, 2)
+        .initialize_state(&[&checkpoint])?;
+    let mut totals = Vec::new();
+    for account in ["acct-1", "acct-2"] {
+        totals.push((account.to_string(), restored.value(account)?));
+        match restored.process_element(Record::new("t4", account, 100)) {
+            Ok(_) | Err(TestHarnessError::KeyNotOwned { .. }) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let emitted = restored.outputs().iter().map(|r| r.value).collect();
+    Ok((totals, emitted))
 }
 
 /// Runs the campaign: `cases` cases (unless `FAULTLINE_CASES` says otherwise).
@@ -131,4 +172,12 @@ fn main() {
         tutorial.outcome.restores.len(),
         tutorial.verdict
     );
+    for subtask in 0..2 {
+        match step_by_step(subtask) {
+            Ok((totals, emitted)) => {
+                println!("subtask {subtask} of 2 restored {totals:?}, then emitted {emitted:?}")
+            }
+            Err(error) => println!("subtask {subtask} of 2: {error}"),
+        }
+    }
 }

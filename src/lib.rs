@@ -3,7 +3,9 @@
 //! It runs a Flink-style dataflow engine ([`job`]) with keyed state ([`state`]) and aligned
 //! checkpoints ([`checkpoint`]) on a deterministic single-threaded runtime ([`sim`]), injects
 //! faults ([`fault`]) at seeded points, and checks recovered state and committed output against
-//! a reference model ([`model`]) with an oracle ([`check`]). [`campaign`] runs whole cases.
+//! a reference model ([`model`]) with an oracle ([`check`]). [`campaign`] runs whole cases;
+//! [`harness`] runs campaigns over your own code from a test, and [`testing`] drives one
+//! operator step by step.
 //!
 //! ```
 //! use faultline::harness::Harness;
@@ -35,6 +37,7 @@ pub mod model;
 pub mod sim;
 pub mod state;
 mod sync;
+pub mod testing;
 pub mod trace;
 
 /// The README's Rust examples, compiled by `cargo test --doc` so they stay true.

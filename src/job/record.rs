@@ -49,6 +49,22 @@ pub struct Record {
     pub origin: Origin,
 }
 
+impl Record {
+    /// A record with `id`, `key` and `value`, from offset 0 of partition 0 (a test's record;
+    /// the source sets the real origin of what it reads).
+    pub fn new(id: &str, key: &str, value: i64) -> Self {
+        Self {
+            id: id.to_string(),
+            key: key.to_string(),
+            value,
+            origin: Origin {
+                partition: 0,
+                offset: 0,
+            },
+        }
+    }
+}
+
 impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}={}", self.id, self.key, self.value)

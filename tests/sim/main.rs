@@ -18,6 +18,8 @@
 //! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
 //!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks.
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
+//! - `operator_harness`: one operator driven step by step on every backend — snapshots through
+//!   real files, restored split into two subtasks and merged back; wrong routing refused.
 //! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named;
 //!   a backend reporting damage fails loudly only when it names the checkpoint file.
 //! - `keygroups`: key-group assignment matches Flink's, from JVM-computed fixtures.
@@ -52,6 +54,7 @@ mod determinism;
 mod examples;
 mod fuzz_corpus;
 mod keygroups;
+mod operator_harness;
 mod oracle;
 mod paths;
 mod restart;

@@ -1,0 +1,466 @@
+//! [`OperatorHarness`]: one operator driven step by step, as Flink's
+//! `KeyedOneInputStreamOperatorTestHarness` drives one: feed it chosen records, snapshot it,
+//! restore the snapshot into a fresh instance (at another parallelism, splitting or merging key
+//! groups), notify it of completed checkpoints, and look at what it emitted and what its state
+//! holds.
+//!
+//! Nothing is mocked: state lives in a real backend (memory, RocksDB full or incremental, or your
+//! own factory), snapshots are written through that backend's real format into real files of a
+//! checkpoint directory, and a restore reads them back from there. A harness is deterministic
+//! and unit-test sized: no scheduler, no faults, no oracle; the campaign ([`crate::harness`])
+//! is where those come in.
+//!
+//! ```
+//! use faultline::job::Record;
+//! use faultline::testing::{OperatorHarness, Operators};
+//! use faultline::state::{BackendKind, StateValue};
+//!
+//! // The built-in running sum, as any operator would be given.
+//! let sum = Operators::built_in(faultline::job::OperatorSpec::Sum);
+//! let mut harness = OperatorHarness::builder(&sum).backend(BackendKind::Memory).open()?;
+//! harness.process_element(Record::new("t1", "acct-1", 300))?;
+//! harness.process_element(Record::new("t2", "acct-2", 7))?;
+//! let snapshot = harness.snapshot(1)?;
+//! harness.notify_checkpoint_complete(1);
+//! harness.process_element(Record::new("t3", "acct-1", 5))?;
+//! let emitted: Vec<i64> = harness.outputs().iter().map(|r| r.value).collect();
+//! assert_eq!(emitted, [300, 7, 305]);
+//!
+//! // A fresh instance, subtask 1 of 2, restores its half of the key groups from the snapshot:
+//! // acct-1's sum is there (without t3, which came after the snapshot); acct-2's went to the
+//! // other subtask.
+//! let mut restored = OperatorHarness::builder(&sum)
+//!     .subtask(1, 2)
+//!     .initialize_state(&[&snapshot])?;
+//! assert_eq!(restored.value("acct-1")?, Some(StateValue::Int(300)));
+//! assert_eq!(restored.value("acct-2")?, None);
+//! restored.process_element(Record::new("t4", "acct-1", 1))?;
+//! assert_eq!(restored.outputs()[0].value, 301);
+//! # Ok::<(), faultline::testing::TestHarnessError>(())
+//! ```
+
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use crate::checkpoint::canonical::Compression;
+use crate::checkpoint::{Durability, FsCheckpointStorage, KeyedStateHandle, StorageError};
+use crate::job::keygroup::{key_group_for, key_group_range};
+use crate::job::operator::build;
+use crate::job::user::UserOperator;
+use crate::job::{Operator, OperatorContext, OperatorError, OperatorSpec, Record};
+use crate::state::{
+    BackendContext, BackendKind, BackendUnavailable, KeyGroupRange, KeyedContext, RestoreHandle,
+    RestoreMode, SnapshotPurpose, SnapshotTarget, StateBackend, StateBackendFactory, StateError,
+    StateValue, StateView,
+};
+
+/// What the harness drives: a user's operator, or a built-in one.
+pub struct Operators<'a> {
+    build: Box<dyn Fn(u16) -> Box<dyn Operator> + 'a>,
+    keyed: bool,
+    name: String,
+}
+
+impl<'a> Operators<'a> {
+    /// A user's operator, built by its own builder.
+    pub fn user(operator: &'a UserOperator) -> Self {
+        Self {
+            build: Box::new(|subtask| (operator.build)(subtask)),
+            keyed: operator.keyed,
+            name: operator.name.clone(),
+        }
+    }
+
+    /// A built-in operator.
+    pub fn built_in(spec: OperatorSpec) -> Self {
+        let keyed = spec.is_keyed();
+        let name = spec.label();
+        Self {
+            build: Box::new(move |_| build(&spec)),
+            keyed,
+            name,
+        }
+    }
+}
+
+/// Where the harness's state lives.
+enum Backend<'a> {
+    Kind(BackendKind),
+    Factory(&'a dyn StateBackendFactory),
+}
+
+/// A harness that cannot do what it was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TestHarnessError {
+    /// The operator failed.
+    #[error(transparent)]
+    Operator(#[from] OperatorError),
+    /// Its state backend failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The checkpoint directory could not be made or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The backend is not in this build.
+    #[error(transparent)]
+    Unavailable(#[from] BackendUnavailable),
+    /// A temporary directory could not be made.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A record's key belongs to a key group this subtask does not own.
+    #[error(
+        "key {key:?} is in key group {key_group}, which subtask {subtask} does not own ({range})"
+    )]
+    KeyNotOwned {
+        /// The key.
+        key: String,
+        /// Its key group.
+        key_group: u16,
+        /// This subtask.
+        subtask: u16,
+        /// The key groups it owns.
+        range: KeyGroupRange,
+    },
+    /// Key groups or maximum parallelism do not fit together.
+    #[error("{0}")]
+    Shape(String),
+}
+
+/// One subtask's snapshot: its keyed state's handle (its files stay in the harness's checkpoint
+/// directory while any snapshot or harness holds it) and its operator state.
+#[derive(Debug, Clone)]
+pub struct OperatorSnapshot {
+    /// The checkpoint id.
+    pub checkpoint_id: u64,
+    /// The key groups the subtask owned.
+    pub key_groups: KeyGroupRange,
+    /// The maximum parallelism it ran with.
+    pub max_parallelism: u16,
+    /// Its keyed state, as `_metadata` would record it.
+    pub keyed: Option<KeyedStateHandle>,
+    /// Its operator (non-keyed) state.
+    pub operator_state: Vec<u8>,
+    root: Rc<Root>,
+}
+
+/// The checkpoint directory instances share, and how many instances have written to it.
+#[derive(Debug)]
+struct Root {
+    dir: tempfile::TempDir,
+    instances: std::cell::Cell<u32>,
+}
+
+/// How to build a harness; see the module doc.
+pub struct Builder<'a> {
+    operators: &'a Operators<'a>,
+    backend: Backend<'a>,
+    max_parallelism: u16,
+    parallelism: u16,
+    subtask: u16,
+}
+
+impl<'a> Builder<'a> {
+    /// The state backend (default memory).
+    pub fn backend(mut self, kind: BackendKind) -> Self {
+        self.backend = Backend::Kind(kind);
+        self
+    }
+
+    /// Your own backend, in place of a built-in one.
+    pub fn backend_factory(mut self, factory: &'a dyn StateBackendFactory) -> Self {
+        self.backend = Backend::Factory(factory);
+        self
+    }
+
+    /// The maximum parallelism: how many key groups there are (default 128).
+    pub fn max_parallelism(mut self, max_parallelism: u16) -> Self {
+        self.max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Which subtask of how many this instance is (default 0 of 1): it owns that share of the
+    /// key groups, as Flink assigns them.
+    pub fn subtask(mut self, subtask: u16, parallelism: u16) -> Self {
+        self.subtask = subtask;
+        self.parallelism = parallelism;
+        self
+    }
+
+    /// A fresh instance with empty state.
+    pub fn open(self) -> Result<OperatorHarness<'a>, TestHarnessError> {
+        let root = Rc::new(Root {
+            dir: temp_dir()?,
+            instances: std::cell::Cell::new(0),
+        });
+        self.start(root, &[])
+    }
+
+    /// A fresh instance restored from `snapshots` (one per subtask of the run that took them;
+    /// the ones whose key groups overlap this subtask's are read, as after a rescale).
+    pub fn initialize_state(
+        self,
+        snapshots: &[&OperatorSnapshot],
+    ) -> Result<OperatorHarness<'a>, TestHarnessError> {
+        let Some(first) = snapshots.first() else {
+            return self.open();
+        };
+        if let Some(other) = snapshots
+            .iter()
+            .find(|s| s.max_parallelism != self.max_parallelism)
+        {
+            return Err(TestHarnessError::Shape(format!(
+                "a snapshot taken at maximum parallelism {} cannot restore at {} (key groups are fixed for a job's life)",
+                other.max_parallelism, self.max_parallelism
+            )));
+        }
+        let root = Rc::clone(&first.root);
+        self.start(root, snapshots)
+    }
+
+    fn start(
+        self,
+        root: Rc<Root>,
+        snapshots: &[&OperatorSnapshot],
+    ) -> Result<OperatorHarness<'a>, TestHarnessError> {
+        if self.parallelism == 0 || self.subtask >= self.parallelism {
+            return Err(TestHarnessError::Shape(format!(
+                "subtask {} of {} does not exist",
+                self.subtask, self.parallelism
+            )));
+        }
+        if self.parallelism > self.max_parallelism {
+            return Err(TestHarnessError::Shape(format!(
+                "parallelism {} exceeds the maximum parallelism {}",
+                self.parallelism, self.max_parallelism
+            )));
+        }
+        let key_groups = key_group_range(self.max_parallelism, self.parallelism, self.subtask);
+        let storage = FsCheckpointStorage::new(root.dir.path(), Durability::PageCache)?;
+        let work = temp_dir()?;
+        // Unique among the instances writing to one checkpoint directory, so the files they
+        // share never collide.
+        let instance = root.instances.get();
+        root.instances.set(instance + 1);
+        let mut backend = if self.operators.keyed {
+            Some(self.create_backend(key_groups, &work, instance)?)
+        } else {
+            None
+        };
+        if let Some(backend) = backend.as_deref_mut() {
+            let handles: Vec<RestoreHandle> = snapshots
+                .iter()
+                .filter(|s| s.key_groups.intersects(&key_groups))
+                .filter_map(|s| {
+                    s.keyed.clone().map(|handle| RestoreHandle {
+                        key_groups: s.key_groups,
+                        handle,
+                    })
+                })
+                .collect();
+            if !handles.is_empty() {
+                backend.restore(&handles, &storage, RestoreMode::Claim)?;
+            }
+        }
+        let mut operator = (self.operators.build)(self.subtask);
+        operator.open(match &mut backend {
+            Some(backend) => Some(backend.as_mut()),
+            None => None,
+        })?;
+        let states = operator_states(snapshots, self.subtask, self.parallelism);
+        if !states.is_empty() {
+            operator.restore_state(&states)?;
+        }
+        Ok(OperatorHarness {
+            operators: self.operators,
+            max_parallelism: self.max_parallelism,
+            subtask: self.subtask,
+            key_groups,
+            operator,
+            backend,
+            storage,
+            root,
+            _work: work,
+            outputs: Vec::new(),
+            attempt: u32::from(!snapshots.is_empty()),
+        })
+    }
+
+    fn create_backend(
+        &self,
+        key_groups: KeyGroupRange,
+        work: &tempfile::TempDir,
+        instance: u32,
+    ) -> Result<Box<dyn StateBackend>, TestHarnessError> {
+        let context = BackendContext {
+            task_name: format!("{}-{}", self.operators.name, self.subtask),
+            instance: format!("h{instance}"),
+            key_groups,
+            working_dir: work.path().to_path_buf(),
+        };
+        Ok(match &self.backend {
+            Backend::Kind(kind) => kind.factory()?.create(context)?,
+            Backend::Factory(factory) => factory.create(context)?,
+        })
+    }
+}
+
+/// The operator states a subtask restores: its own entry at the same parallelism, every old
+/// subtask's after a change (union redistribution, as the engine does).
+fn operator_states(
+    snapshots: &[&OperatorSnapshot],
+    subtask: u16,
+    parallelism: u16,
+) -> Vec<Vec<u8>> {
+    let same_shape = snapshots.len() == usize::from(parallelism);
+    snapshots
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| !same_shape || *index == usize::from(subtask))
+        .map(|(_, s)| s.operator_state.clone())
+        .filter(|state| !state.is_empty())
+        .collect()
+}
+
+fn temp_dir() -> Result<tempfile::TempDir, TestHarnessError> {
+    tempfile::tempdir().map_err(|source| TestHarnessError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })
+}
+
+/// One operator instance under test; see the module doc.
+pub struct OperatorHarness<'a> {
+    operators: &'a Operators<'a>,
+    max_parallelism: u16,
+    subtask: u16,
+    key_groups: KeyGroupRange,
+    operator: Box<dyn Operator>,
+    backend: Option<Box<dyn StateBackend>>,
+    storage: FsCheckpointStorage,
+    root: Rc<Root>,
+    _work: tempfile::TempDir,
+    outputs: Vec<Record>,
+    attempt: u32,
+}
+
+impl<'a> OperatorHarness<'a> {
+    /// How to build one for `operators`.
+    pub fn builder(operators: &'a Operators<'a>) -> Builder<'a> {
+        Builder {
+            operators,
+            backend: Backend::Kind(BackendKind::Memory),
+            max_parallelism: 128,
+            parallelism: 1,
+            subtask: 0,
+        }
+    }
+
+    /// Feeds one record; what the operator emits is appended to [`OperatorHarness::outputs`]
+    /// and returned. A record whose key this subtask does not own is refused, as the engine's
+    /// routing would never deliver it.
+    pub fn process_element(&mut self, record: Record) -> Result<&[Record], TestHarnessError> {
+        let key_group = key_group_for(&record.key, self.max_parallelism);
+        if self.backend.is_some() && !self.key_groups.contains(key_group) {
+            return Err(TestHarnessError::KeyNotOwned {
+                key: record.key,
+                key_group,
+                subtask: self.subtask,
+                range: self.key_groups,
+            });
+        }
+        let key = record.key.clone();
+        let keyed = self
+            .backend
+            .as_deref_mut()
+            .map(|backend| KeyedContext::new(backend, key_group, key.as_bytes()));
+        let mut ctx = OperatorContext::new(self.attempt, self.subtask, keyed);
+        let before = self.outputs.len();
+        self.operator.process(record, &mut ctx, &mut self.outputs)?;
+        Ok(&self.outputs[before..])
+    }
+
+    /// Everything emitted so far, in order.
+    pub fn outputs(&self) -> &[Record] {
+        &self.outputs
+    }
+
+    /// Takes what was emitted so far, leaving none.
+    pub fn take_outputs(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Snapshots the operator as a checkpoint barrier would: its keyed state through the
+    /// backend into real files under `chk-{checkpoint_id}` of the harness's checkpoint
+    /// directory, and its operator state.
+    pub fn snapshot(&mut self, checkpoint_id: u64) -> Result<OperatorSnapshot, TestHarnessError> {
+        let keyed = match self.backend.as_deref_mut() {
+            Some(backend) => {
+                let target = SnapshotTarget {
+                    checkpoint_id,
+                    dir: crate::checkpoint::registry::checkpoint_dir(checkpoint_id),
+                    purpose: SnapshotPurpose::Checkpoint,
+                    compression: Compression::None,
+                };
+                Some(backend.snapshot(&target, &mut self.storage)?.handle)
+            }
+            None => None,
+        };
+        Ok(OperatorSnapshot {
+            checkpoint_id,
+            key_groups: self.key_groups,
+            max_parallelism: self.max_parallelism,
+            keyed,
+            operator_state: self.operator.snapshot_state(),
+            root: Rc::clone(&self.root),
+        })
+    }
+
+    /// Checkpoint `checkpoint_id` completed: an incremental backend may now reuse its files.
+    pub fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+        if let Some(backend) = self.backend.as_deref_mut() {
+            backend.notify_checkpoint_complete(checkpoint_id);
+        }
+    }
+
+    /// The operator's keyed state now, decoded, under the stage name `operator`.
+    pub fn state(&self) -> Result<StateView, TestHarnessError> {
+        let mut view = StateView::new();
+        if let Some(backend) = self.backend.as_deref() {
+            view.add_entries("operator", backend.states(), &backend.entries()?)?;
+        }
+        Ok(view)
+    }
+
+    /// The value (or list) of value or list state for `key`, when the operator declared exactly
+    /// one state; see [`OperatorHarness::state`] for the rest.
+    pub fn value(&self, key: &str) -> Result<Option<StateValue>, TestHarnessError> {
+        let view = self.state()?;
+        let mut values = view
+            .0
+            .iter()
+            .filter(|(addr, _)| addr.key == key && addr.user_key.is_none());
+        Ok(values.next().map(|(_, value)| value.clone()))
+    }
+
+    /// The key groups this subtask owns.
+    pub fn key_groups(&self) -> KeyGroupRange {
+        self.key_groups
+    }
+
+    /// The checkpoint directory snapshots are written to (shared with every instance restored
+    /// from them).
+    pub fn checkpoint_dir(&self) -> &std::path::Path {
+        self.root.dir.path()
+    }
+
+    /// The operator driven, by name.
+    pub fn operator_name(&self) -> &str {
+        &self.operators.name
+    }
+}

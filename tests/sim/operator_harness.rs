@@ -1,0 +1,148 @@
+//! Method: drive one operator through `faultline::testing::OperatorHarness` on every backend —
+//! records in, a snapshot through the backend's real files, a restore into fresh instances at
+//! another parallelism (split into two subtasks, then merged back into one) — and compare state
+//! and outputs with what the records imply; a record routed to the wrong subtask and a snapshot
+//! of another maximum parallelism are refused with their reasons.
+
+use faultline::job::{OperatorSpec, Record};
+use faultline::state::{BackendKind, StateValue};
+use faultline::testing::{OperatorHarness, Operators, TestHarnessError};
+
+const KEYS: [&str; 6] = ["acct-1", "acct-2", "acct-3", "acct-4", "acct-5", "acct-6"];
+
+fn feed(harness: &mut OperatorHarness<'_>, round: i64) {
+    for (i, key) in KEYS.iter().enumerate() {
+        let value = round * 100 + i as i64;
+        harness
+            .process_element(Record::new(&format!("r{round}-{i}"), key, value))
+            .unwrap();
+    }
+}
+
+/// Each key's sum after rounds 1..=`rounds`.
+fn sum_of(key_index: usize, rounds: i64) -> i64 {
+    (1..=rounds)
+        .map(|round| round * 100 + key_index as i64)
+        .sum()
+}
+
+fn split_and_merge(backend: BackendKind) {
+    let sum = Operators::built_in(OperatorSpec::Sum);
+    let mut harness = OperatorHarness::builder(&sum)
+        .backend(backend)
+        .open()
+        .unwrap();
+    feed(&mut harness, 1);
+    let first = harness.snapshot(1).unwrap();
+    harness.notify_checkpoint_complete(1);
+    feed(&mut harness, 2);
+    let second = harness.snapshot(2).unwrap();
+    assert_eq!(harness.outputs().len(), 2 * KEYS.len());
+    assert_ne!(
+        first.keyed, second.keyed,
+        "{backend:?}: each snapshot its own handle"
+    );
+
+    // Split: two subtasks each restore their key groups of the second snapshot.
+    let halves: Vec<OperatorHarness<'_>> = (0..2)
+        .map(|subtask| {
+            OperatorHarness::builder(&sum)
+                .backend(backend)
+                .subtask(subtask, 2)
+                .initialize_state(&[&second])
+                .unwrap()
+        })
+        .collect();
+    for (i, key) in KEYS.iter().enumerate() {
+        let owners: Vec<Option<StateValue>> =
+            halves.iter().map(|h| h.value(key).unwrap()).collect();
+        let held: Vec<&StateValue> = owners.iter().flatten().collect();
+        assert_eq!(
+            held,
+            [&StateValue::Int(sum_of(i, 2))],
+            "{backend:?}: {key} in one half only"
+        );
+    }
+
+    // Merge: one subtask restores both halves' snapshots, after each half processed a round.
+    let mut halves = halves;
+    let snapshots: Vec<_> = halves
+        .iter_mut()
+        .map(|half| {
+            for (i, key) in KEYS.iter().enumerate() {
+                let record = Record::new(&format!("r3-{i}"), key, 300 + i as i64);
+                match half.process_element(record) {
+                    Ok(_) | Err(TestHarnessError::KeyNotOwned { .. }) => {}
+                    Err(error) => panic!("{backend:?}: {error}"),
+                }
+            }
+            half.snapshot(3).unwrap()
+        })
+        .collect();
+    let refs: Vec<_> = snapshots.iter().collect();
+    let merged = OperatorHarness::builder(&sum)
+        .backend(backend)
+        .initialize_state(&refs)
+        .unwrap();
+    for (i, key) in KEYS.iter().enumerate() {
+        assert_eq!(
+            merged.value(key).unwrap(),
+            Some(StateValue::Int(sum_of(i, 3))),
+            "{backend:?}: {key} after the merge"
+        );
+    }
+
+    // The first snapshot still restores on its own, without the second round.
+    let early = OperatorHarness::builder(&sum)
+        .backend(backend)
+        .initialize_state(&[&first])
+        .unwrap();
+    assert_eq!(
+        early.value("acct-1").unwrap(),
+        Some(StateValue::Int(sum_of(0, 1)))
+    );
+}
+
+#[test]
+fn an_operator_splits_and_merges_through_memory_snapshots() {
+    split_and_merge(BackendKind::Memory);
+}
+
+#[test]
+fn an_operator_splits_and_merges_through_rocksdb_full_snapshots() {
+    split_and_merge(BackendKind::RocksDbFull);
+}
+
+#[test]
+fn an_operator_splits_and_merges_through_rocksdb_incremental_snapshots() {
+    split_and_merge(BackendKind::RocksDbIncremental);
+}
+
+#[test]
+fn a_record_for_another_subtask_and_a_snapshot_of_another_shape_are_refused() {
+    let sum = Operators::built_in(OperatorSpec::Sum);
+    let mut harness = OperatorHarness::builder(&sum).subtask(0, 2).open().unwrap();
+    let foreign = KEYS
+        .iter()
+        .map(|key| {
+            harness
+                .process_element(Record::new("r", key, 1))
+                .map(|_| ())
+        })
+        .find_map(Result::err)
+        .expect("one of the keys belongs to subtask 1");
+    assert!(
+        matches!(foreign, TestHarnessError::KeyNotOwned { subtask: 0, .. }),
+        "{foreign}"
+    );
+    let snapshot = harness.snapshot(1).unwrap();
+    let refused = OperatorHarness::builder(&sum)
+        .max_parallelism(64)
+        .initialize_state(&[&snapshot])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("maximum parallelism 128"),
+        "{refused}"
+    );
+}
