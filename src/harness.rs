@@ -323,8 +323,13 @@ pub fn failure_message(report: &ExploreReport) -> String {
         report.seed
     );
     for failure in &report.failures {
+        let minimum = if failure.local_minimum {
+            "a local minimum: without any one of them it passes"
+        } else {
+            "the run budget ran out before a local minimum"
+        };
         text.push_str(&format!(
-            "\ncase {}: shrunk from {} to {} faults, {} to {} records\n",
+            "\ncase {}: shrunk from {} to {} faults, {} to {} records ({minimum})\n",
             failure.case, failure.faults.0, failure.faults.1, failure.records.0, failure.records.1
         ));
         for violation in &failure.violations {

@@ -64,6 +64,9 @@ pub struct ExploreConfig {
     pub time_limit_s: Option<f64>,
     /// Most runs spent shrinking one failure. Default 300.
     pub shrink_runs_max: u32,
+    /// Most runs spent after shrinking, removing single faults and records, to reach a local
+    /// minimum (removing any one remaining fault or record makes the case pass). Default 400.
+    pub minimize_runs_max: u32,
     /// Where failing scenarios are written. Default `faultline-failures`.
     pub failures_dir: PathBuf,
     /// Simulated kills, or real ones of child processes. Default simulated.
@@ -86,6 +89,7 @@ impl Default for ExploreConfig {
             jobs: 1,
             time_limit_s: None,
             shrink_runs_max: 300,
+            minimize_runs_max: 400,
             failures_dir: PathBuf::from("faultline-failures"),
             kill_mode: KillMode::Sim,
             stop_at_first_failure: false,
@@ -122,6 +126,10 @@ pub struct FailureReport {
     pub records: (u32, u32),
     /// Runs spent shrinking.
     pub shrink_runs: u32,
+    /// Whether the shrunk case is a local minimum: removing any one of its faults, or any one of
+    /// its records, makes it pass (false when the run budget ran out first).
+    #[serde(default)]
+    pub local_minimum: bool,
     /// The shrunk scenario file, created for this failure alone.
     pub scenario_file: PathBuf,
     /// The shrunk case's trace.
@@ -371,6 +379,7 @@ fn run_case(
         runs: 0,
     };
     let best = shrink(&mut tree, first, case, seams, config)?;
+    let (best, local_minimum) = minimize(best, case, seams, config)?;
     let file = write_failure(&config.failures_dir, config.seed, case, &best.scenario)?;
     result.failure = Some(FailureReport {
         case,
@@ -378,6 +387,7 @@ fn run_case(
         faults: (scenario.faults.len(), best.scenario.faults.len()),
         records: (records(&scenario), records(&best.scenario)),
         shrink_runs: best.runs,
+        local_minimum,
         replay: format!("faultline replay {}", file.display()),
         scenario_file: file,
         trace: best.trace,
@@ -415,6 +425,81 @@ fn shrink(
         }
     }
     Ok(best)
+}
+
+/// Takes a shrunk case to a local minimum: removes one fault at a time, then one record at a
+/// time (the input written out as records), keeping each removal after which the case still
+/// breaks a property it first broke, until no single removal does. proptest's shrinking moves
+/// along the strategy's own axes and may stop short of that; this says which faults and records
+/// the failure needs. Returns whether the minimum was reached within the run budget.
+fn minimize(
+    mut best: Shrunk,
+    case: u64,
+    seams: Seams<'_>,
+    config: &ExploreConfig,
+) -> Result<(Shrunk, bool), ExploreError> {
+    let wanted: BTreeSet<String> = best.found.iter().map(|v| v.property.clone()).collect();
+    let mut budget = config.minimize_runs_max;
+    let mut attempt =
+        |candidate: Scenario, best: &mut Shrunk| -> Result<Option<bool>, ExploreError> {
+            if budget == 0 {
+                return Ok(None);
+            }
+            budget -= 1;
+            best.runs += 1;
+            let Judged { report, found } = judged(&candidate, case, seams, config)?;
+            if !found.iter().any(|v| wanted.contains(&v.property)) {
+                return Ok(Some(false));
+            }
+            *best = Shrunk {
+                scenario: candidate,
+                found,
+                trace: report.outcome.trace.render(),
+                runs: best.runs,
+            };
+            Ok(Some(true))
+        };
+    loop {
+        let mut removed = false;
+        let mut index = 0;
+        while index < best.scenario.faults.len() {
+            let mut candidate = best.scenario.clone();
+            candidate.faults.remove(index);
+            match attempt(candidate, &mut best)? {
+                None => return Ok((best, false)),
+                Some(true) => removed = true,
+                Some(false) => index += 1,
+            }
+        }
+        let mut records = best
+            .scenario
+            .input_records()
+            .map_err(|e| ExploreError::Case {
+                case,
+                name: best.scenario.name.clone(),
+                source: e.into(),
+            })?;
+        let mut index = 0;
+        while index < records.len() {
+            let mut fewer = records.clone();
+            fewer.remove(index);
+            let mut candidate = best.scenario.clone();
+            candidate.input = InputSpec::Records {
+                records: fewer.clone(),
+            };
+            match attempt(candidate, &mut best)? {
+                None => return Ok((best, false)),
+                Some(true) => {
+                    records = fewer;
+                    removed = true;
+                }
+                Some(false) => index += 1,
+            }
+        }
+        if !removed {
+            return Ok((best, true));
+        }
+    }
 }
 
 /// Writes a shrunk scenario to a file of its own in `dir`: created exclusively, so workers,

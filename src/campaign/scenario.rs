@@ -254,7 +254,15 @@ impl Scenario {
 
     /// The input records, partitioned as the job's source expects.
     pub fn input(&self) -> Result<Input, ScenarioError> {
-        let records = match &self.input {
+        Ok(Input::partitioned(
+            &self.input_records()?,
+            self.job.source.partition_count(),
+        ))
+    }
+
+    /// The input records in input order, before partitioning.
+    pub fn input_records(&self) -> Result<Vec<InputRecord>, ScenarioError> {
+        Ok(match &self.input {
             InputSpec::Generated {
                 records,
                 keys,
@@ -283,11 +291,7 @@ impl Scenario {
                     .records
             }
             InputSpec::Records { records } => records.clone(),
-        };
-        Ok(Input::partitioned(
-            &records,
-            self.job.source.partition_count(),
-        ))
+        })
     }
 
     /// The run configuration of the case's first phase.

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use crate::catalogue::commits_in_snapshot;
 use faultline::campaign::{
-    explore, generate, Case, CaseReport, ExploreConfig, KillMode, Rescale, Scenario, Seams,
-    StrategyConfig,
+    explore, generate, Case, CaseReport, ExploreConfig, InputSpec, KillMode, Rescale, Scenario,
+    Seams, StrategyConfig,
 };
 use faultline::check::Violation;
 use faultline::fault::{Fault, FaultKind, Phase, Unsynced};
@@ -132,7 +132,7 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
     let mut seams = Seams::default();
     seams.sink = Some(&commits_in_snapshot);
     let run = tempfile::tempdir().unwrap();
-    let replayed = Case::new(scenario, seams)
+    let replayed = Case::new(scenario.clone(), seams)
         .run(run.path(), &KillMode::Sim)
         .unwrap();
     assert!(
@@ -149,6 +149,33 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
         failure.trace,
         "the replay is the shrunk case, bit for bit"
     );
+
+    // A local minimum: without any one of its faults, or any one of its records, it passes.
+    assert!(failure.local_minimum);
+    let passes = |candidate: Scenario| {
+        let run = tempfile::tempdir().unwrap();
+        let report = Case::new(candidate, seams)
+            .run(run.path(), &KillMode::Sim)
+            .unwrap();
+        !report
+            .verdict
+            .violations
+            .iter()
+            .any(|v| v.property() == "output")
+    };
+    for index in 0..scenario.faults.len() {
+        let mut fewer = scenario.clone();
+        fewer.faults.remove(index);
+        assert!(passes(fewer), "fails without fault {index}");
+    }
+    let records = scenario.input_records().unwrap();
+    for index in 0..records.len() {
+        let mut fewer = records.clone();
+        fewer.remove(index);
+        let mut candidate = scenario.clone();
+        candidate.input = InputSpec::Records { records: fewer };
+        assert!(passes(candidate), "fails without record {index}");
+    }
 }
 
 /// The process-kill mode of `binary`, the suite's own build of the CLI.

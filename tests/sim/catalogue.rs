@@ -565,6 +565,7 @@ struct Caught {
     cases: u64,
     faults: usize,
     records: u32,
+    local_minimum: bool,
     violations: Vec<ReportedViolation>,
 }
 
@@ -573,6 +574,7 @@ fn caught(report: &ExploreReport) -> Option<Caught> {
         cases: failure.case + 1,
         faults: failure.faults.1,
         records: failure.records.1,
+        local_minimum: failure.local_minimum,
         violations: failure.violations.clone(),
     })
 }
@@ -623,14 +625,22 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'
     let median = cases[cases.len() / 2];
     let faults = found.iter().map(|c| c.faults).max().unwrap_or(0);
     let records: Vec<u32> = found.iter().map(|c| c.records).collect();
+    let minimal = found.iter().filter(|c| c.local_minimum).count();
+    let mut sizes: Vec<usize> = found
+        .iter()
+        .map(|c| c.faults + c.records as usize)
+        .collect();
+    sizes.sort_unstable();
+    let size_median = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
     let named: BTreeSet<&str> = found
         .iter()
         .flat_map(|c| &c.violations)
         .map(|v| v.property.as_str())
         .collect();
     eprintln!(
-        "catalogue {class}: {} seeds, caught on {}, cases until caught median {median}, shrunk to <= {faults} faults, records {records:?}, missed seeds {missed:?}, properties {named:?}",
+        "catalogue {class}: {} seeds, caught on {}, cases until caught median {median}, shrunk to <= {faults} faults, records {records:?}, at a local minimum {minimal} of {}, faults + records median {size_median}, missed seeds {missed:?}, properties {named:?}",
         seeds(),
+        found.len(),
         found.len(),
     );
     assert!(
