@@ -45,6 +45,10 @@ pub mod trace;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
 
+/// The `proptest` crate faultline's strategies are built with, so a user's own `proptest!` block
+/// over [`campaign::scenario_strategy`] needs no version of its own that could differ.
+pub use proptest;
+
 /// The `rocksdb` crate faultline is built with, so native checkpoints can be opened with plain
 /// RocksDB by the very same build.
 #[cfg(feature = "rocksdb")]

@@ -14,7 +14,7 @@ use crate::check::{self, CaseSpec, Verdict, Violation};
 use crate::checkpoint::{Durability, FsCheckpointStorage};
 use crate::engine::{JobStatus, PhaseEnd, RunOutcome, RunStats, Runtime};
 use crate::fault::{FaultKind, FaultSchedule, FaultSite};
-use crate::job::{ExternalStore, Input};
+use crate::job::{ExternalStore, Input, OperatorSpec};
 use crate::state::StateBackendFactory;
 use crate::trace::{Event, Trace, TraceHash};
 
@@ -83,6 +83,33 @@ impl<'a> Case<'a> {
         Self { scenario, seams }
     }
 
+    /// Every user operator the job names is given, and the operators given are used: a case
+    /// must never fall back to built-in operators silently.
+    fn operators_given(&self) -> Result<(), CaseError> {
+        let given: Vec<String> = self
+            .seams
+            .operators
+            .iter()
+            .map(|op| op.name.clone())
+            .collect();
+        let mut used = false;
+        for stage in &self.scenario.job.stages {
+            if let OperatorSpec::User { name, .. } = &stage.op {
+                if !given.contains(name) {
+                    return Err(CaseError::UnknownOperator {
+                        name: name.clone(),
+                        given,
+                    });
+                }
+                used = true;
+            }
+        }
+        if !given.is_empty() && !used {
+            return Err(CaseError::OperatorsUnused { given });
+        }
+        Ok(())
+    }
+
     /// The scenario.
     pub fn scenario(&self) -> &Scenario {
         &self.scenario
@@ -92,6 +119,7 @@ impl<'a> Case<'a> {
     /// new directory) and judges it.
     pub fn run(&self, dir: &Path, mode: &KillMode) -> Result<CaseReport, CaseError> {
         self.seams.usable(mode)?;
+        self.operators_given()?;
         fresh(dir)?;
         let input = self.scenario.input()?;
         let mut trace = Trace::new();

@@ -89,6 +89,23 @@ pub enum CaseError {
     /// The seams cannot be used as given.
     #[error("seams: {0}")]
     Seams(String),
+    /// The job names a user operator the seams do not hold.
+    #[error(
+        "the job names user operator {name:?}, which is not among the operators given ({given:?})"
+    )]
+    UnknownOperator {
+        /// The name the job uses.
+        name: String,
+        /// The names of the operators given.
+        given: Vec<String>,
+    },
+    /// User operators were given but the job uses none of them, so the case would test only
+    /// built-in ones: a strategy without `user_operators`, or a scenario file of another job.
+    #[error("user operators {given:?} were given, but the job uses none of them (set `StrategyConfig::user_operators`, or use `Harness::operators`)")]
+    OperatorsUnused {
+        /// The names of the operators given.
+        given: Vec<String>,
+    },
     /// The case's directory holds something already.
     #[error("{path}: a case runs in an empty or new directory")]
     DirNotEmpty {

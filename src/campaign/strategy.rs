@@ -260,11 +260,23 @@ fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
 }
 
 /// Puts user operators in place of built-in ones: the keyed ones in turn on keyed stages, the
-/// first stateless one on the stateless stage. The shape stays the drawn one, so shrinking
-/// works the same.
+/// first stateless one on the stateless stage (added in front when the drawn job has none and
+/// no keyed user operator is given, so every job uses one). The shape is otherwise the drawn
+/// one, so shrinking works the same.
 fn use_user_operators(job: &mut JobSpec, users: &[(String, bool)]) {
     let keyed: Vec<&String> = users.iter().filter(|(_, k)| *k).map(|(n, _)| n).collect();
     let stateless = users.iter().find(|(_, k)| !*k).map(|(n, _)| n);
+    if keyed.is_empty() && stateless.is_some() && job.stages.iter().all(|s| s.op.is_keyed()) {
+        job.stages.insert(
+            0,
+            StageSpec {
+                name: "map".into(),
+                op: OperatorSpec::Scale { factor: 1 },
+                parallelism: job.source.parallelism,
+                processing_ms: 1,
+            },
+        );
+    }
     let mut next = 0;
     for stage in &mut job.stages {
         if stage.op.is_keyed() {
@@ -364,6 +376,32 @@ mod tests {
             .current();
         for kind in ALL_FAULT_KINDS {
             assert_eq!(make_fault(kind, &job, (0, 1, 2, 3, 4)).kind_name(), kind);
+        }
+    }
+
+    #[test]
+    fn every_generated_job_uses_a_user_operator_when_one_is_given() {
+        for users in [
+            vec![("mine".to_string(), false)],
+            vec![("mine".to_string(), true)],
+        ] {
+            let config = StrategyConfig {
+                user_operators: users,
+                backends: vec![BackendKind::Memory],
+                ..StrategyConfig::default()
+            };
+            let strategy = scenario_strategy(config);
+            let mut runner = proptest::test_runner::TestRunner::deterministic();
+            for _ in 0..50 {
+                let scenario = strategy.new_tree(&mut runner).unwrap().current();
+                assert!(
+                    scenario.job.stages.iter().any(
+                        |s| matches!(&s.op, OperatorSpec::User { name, .. } if name == "mine")
+                    ),
+                    "{}",
+                    scenario.to_toml()
+                );
+            }
         }
     }
 }

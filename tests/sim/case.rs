@@ -2,7 +2,8 @@
 //! invariant broken on purpose, a user's model that panics, an operator that floods its
 //! channel, a sink that never settles or leaks transactions, a trace past its bound — and check that each becomes a typed violation of its
 //! case (with the trace up to it, shrunk and written out under a campaign) while the campaign
-//! goes on; and that a rescaled case's phases add up to one judged run.
+//! goes on; that a rescaled case's phases add up to one judged run; and that user operators
+//! the job names but the seams lack, or give but the job never uses, are errors naming them.
 
 use faultline::campaign::{explore, Case, CaseReport, ExploreConfig, KillMode, Scenario, Seams};
 use faultline::check::Violation;
@@ -95,6 +96,47 @@ fn an_engine_assertion_is_a_violation_of_its_case_shrunk_and_the_campaign_goes_o
         );
         assert_eq!(replayed.outcome.trace.render(), failure.trace);
     }
+}
+
+#[test]
+fn user_operators_missing_from_the_seams_or_unused_by_the_job_are_errors_naming_them() {
+    use faultline::campaign::CaseError;
+    let operators = [UserOperator::new(
+        "identity",
+        false,
+        |_| Box::new(Identity),
+        |_: &mut ModelState, record: Record| vec![record],
+    )];
+    let dir = tempfile::tempdir().unwrap();
+    // The job names an operator the seams lack: an error, not the built-in operator.
+    let missing = Case::new(user_case("fraud-detector"), Seams::default())
+        .run(dir.path(), &KillMode::Sim)
+        .unwrap_err();
+    assert!(
+        matches!(&missing, CaseError::UnknownOperator { name, .. } if name == "fraud-detector"),
+        "{missing}"
+    );
+    // Operators given to a job of built-in ones (a strategy without `user_operators`).
+    let mut seams = Seams::default();
+    seams.operators = &operators;
+    let built_in = Scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/scenarios/notifications-memory.toml"
+    )))
+    .unwrap();
+    let unused = Case::new(built_in, seams)
+        .run(dir.path(), &KillMode::Sim)
+        .unwrap_err();
+    assert!(
+        matches!(&unused, CaseError::OperatorsUnused { given } if given == &["identity"]),
+        "{unused}"
+    );
+    assert!(
+        unused
+            .to_string()
+            .contains("StrategyConfig::user_operators"),
+        "{unused}"
+    );
 }
 
 #[test]

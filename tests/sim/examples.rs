@@ -173,7 +173,8 @@ mod own_proptest_block {
     //! `scenario_strategy`, run with a user operator, judged by the oracle.
 
     use faultline::campaign::{scenario_strategy, Case, KillMode, Seams, StrategyConfig};
-    use proptest::prelude::*;
+    // The re-exported proptest: the same version the strategies were built with.
+    use faultline::proptest::prelude::*;
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
