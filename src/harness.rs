@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use crate::campaign::{
     explore_with, Case, CaseError, CaseReport, ExploreConfig, ExploreError, ExploreReport,
-    KillMode, Scenario, Seams,
+    InputStrategy, KillMode, Scenario, Seams, UserChaining,
 };
 use crate::checkpoint::CheckpointingMode;
 use crate::job::user::UserOperator;
@@ -111,9 +111,42 @@ impl<'a> Harness<'a> {
         self
     }
 
-    /// Most records per case.
+    /// Most records per case (default 80).
     pub fn records_max(mut self, records: u32) -> Self {
         self.config.strategy.records_max = records;
+        self
+    }
+
+    /// How many records a generated input holds, inclusive (default 5 to 80).
+    pub fn records(mut self, min: u32, max: u32) -> Self {
+        self.config.strategy.records_min = min;
+        self.config.strategy.records_max = max;
+        self
+    }
+
+    /// Most distinct keys a generated input uses (default 12).
+    pub fn keys_max(mut self, keys: u32) -> Self {
+        self.config.strategy.keys_max = keys;
+        self
+    }
+
+    /// The values generated records carry, inclusive (default -50 to 500).
+    pub fn values(mut self, min: i64, max: i64) -> Self {
+        self.config.strategy.values = (min, max);
+        self
+    }
+
+    /// Your input generator, in place of the built-in one: every case's input is drawn from
+    /// it (and shrinks with it).
+    pub fn input(mut self, input: InputStrategy) -> Self {
+        self.config.strategy.input = Some(input);
+        self
+    }
+
+    /// Where your operators may stand in generated jobs (default: next to themselves and to
+    /// built-in operators).
+    pub fn user_chaining(mut self, chaining: UserChaining) -> Self {
+        self.config.strategy.user_chaining = chaining;
         self
     }
 

@@ -70,6 +70,27 @@ impl CaseReport {
     }
 }
 
+impl CaseReport {
+    /// The fault kinds that fired before an attempt restored after a failure: the faults
+    /// that reached recovery.
+    pub fn reached_restore(&self) -> std::collections::BTreeSet<FaultKind> {
+        let mut fired = std::collections::BTreeSet::new();
+        let mut reached = std::collections::BTreeSet::new();
+        for stamped in self.outcome.trace.events() {
+            match &stamped.event {
+                Event::FaultFired { fault, .. } => {
+                    fired.insert(*fault);
+                }
+                Event::Restored(restored) if restored.attempt > 0 => {
+                    reached.extend(fired.iter().copied());
+                }
+                _ => {}
+            }
+        }
+        reached
+    }
+}
+
 /// What the phases run so far left.
 #[derive(Default)]
 pub(super) struct Walked {

@@ -36,6 +36,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde::{Deserialize, Serialize};
 
 use super::case::{Case, CaseReport, KillMode};
+use super::keyspace::{key_space, KeySpace};
 use super::scenario::{InputSpec, Scenario};
 use super::strategy::StrategyError;
 use super::strategy::{scenario_strategy, StrategyConfig};
@@ -155,6 +156,19 @@ pub struct ExploreReport {
     pub faults: BTreeMap<String, u64>,
     /// Fault kind x fault point.
     pub coverage: Coverage,
+    /// Per fault kind, the cases in which it fired and an attempt then restored: the fault
+    /// reached recovery.
+    #[serde(default)]
+    pub reached_restore: BTreeMap<String, u64>,
+    /// Key groups the cases' inputs touched, summed over cases.
+    #[serde(default)]
+    pub key_groups_touched: u64,
+    /// Subtask range boundaries of the cases' keyed stages, summed over cases.
+    #[serde(default)]
+    pub boundaries: u64,
+    /// Of them, crossed (keys on both sides), summed over cases.
+    #[serde(default)]
+    pub boundaries_crossed: u64,
     /// Restores, every phase of every case.
     pub restores: u64,
     /// Checkpoints completed, every phase of every case.
@@ -228,6 +242,8 @@ struct CaseResult {
     case: u64,
     backend: String,
     fired: Vec<(FaultKind, FaultSite)>,
+    reached_restore: BTreeSet<FaultKind>,
+    key_space: KeySpace,
     restores: u64,
     checkpoints: u64,
     loud: bool,
@@ -360,10 +376,17 @@ fn run_case(
 ) -> Result<CaseResult, ExploreError> {
     let (scenario, mut tree) = generate(&config.strategy, config.seed, case)?;
     let Judged { report, found } = judged(&scenario, case, seams, config)?;
+    let key_space = key_space(&scenario).map_err(|e| ExploreError::Case {
+        case,
+        name: scenario.name.clone(),
+        source: e.into(),
+    })?;
     let mut result = CaseResult {
         case,
         backend: scenario.backend.name().to_string(),
         fired: report.fired(),
+        reached_restore: report.reached_restore(),
+        key_space,
         restores: report.outcome.restores.len() as u64,
         checkpoints: report.outcome.stats.checkpoints_completed,
         loud: report.verdict.failed_loudly(),
@@ -658,6 +681,15 @@ impl ExploreReport {
                 .entry(site.name().to_string())
                 .or_default() += 1;
         }
+        for kind in &result.reached_restore {
+            *self
+                .reached_restore
+                .entry(kind.name().to_string())
+                .or_default() += 1;
+        }
+        self.key_groups_touched += u64::from(result.key_space.key_groups_touched);
+        self.boundaries += u64::from(result.key_space.boundaries);
+        self.boundaries_crossed += u64::from(result.key_space.boundaries_crossed);
         self.restores += result.restores;
         self.checkpoints += result.checkpoints;
         self.loud_failures += u64::from(result.loud);
@@ -690,6 +722,12 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
                     .or_default() += n;
             }
         }
+        for (kind, n) in &report.reached_restore {
+            *merged.reached_restore.entry(kind.clone()).or_default() += n;
+        }
+        merged.key_groups_touched += report.key_groups_touched;
+        merged.boundaries += report.boundaries;
+        merged.boundaries_crossed += report.boundaries_crossed;
         merged.restores += report.restores;
         merged.checkpoints += report.checkpoints;
         merged.loud_failures += report.loud_failures;
@@ -700,7 +738,27 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
     merged
 }
 
+/// A table cell: the count, or `-` for none.
+fn count(n: u64) -> String {
+    if n == 0 {
+        "-".to_string()
+    } else {
+        n.to_string()
+    }
+}
+
 impl ExploreReport {
+    /// Key-space coverage per 1,000 cases.
+    fn key_space_line(&self) -> String {
+        let per_thousand = |n: u64| n as f64 * 1000.0 / self.cases.max(1) as f64;
+        format!(
+            "\nkey space, per 1,000 cases: {:.0} key groups touched; {:.0} of {:.0} subtask range boundaries crossed\n",
+            per_thousand(self.key_groups_touched),
+            per_thousand(self.boundaries_crossed),
+            per_thousand(self.boundaries),
+        )
+    }
+
     /// The summary and the coverage table (fault kind x fault point), as printed.
     pub fn summary(&self) -> String {
         let mut text = format!(
@@ -721,7 +779,7 @@ impl ExploreReport {
         for point in &points {
             text.push_str(&format!(" {:>8}", shorten(point)));
         }
-        text.push('\n');
+        text.push_str(&format!(" {:>8}\n", "restored"));
         for kind in super::ALL_FAULT_KINDS {
             text.push_str(&format!("{kind:<20}"));
             for point in &points {
@@ -731,17 +789,12 @@ impl ExploreReport {
                     .and_then(|p| p.get(*point))
                     .copied()
                     .unwrap_or(0);
-                text.push_str(&format!(
-                    " {:>8}",
-                    if n == 0 {
-                        "-".to_string()
-                    } else {
-                        n.to_string()
-                    }
-                ));
+                text.push_str(&format!(" {:>8}", count(n)));
             }
-            text.push('\n');
+            let restored = self.reached_restore.get(kind).copied().unwrap_or(0);
+            text.push_str(&format!(" {:>8}\n", count(restored)));
         }
+        text.push_str(&self.key_space_line());
         text.push_str(&format!("\n{} failing case(s)\n", self.failures.len()));
         for failure in &self.failures {
             text.push_str(&format!(

@@ -45,6 +45,7 @@
 
 mod case;
 mod explore;
+pub mod keyspace;
 mod panic;
 mod process;
 mod scenario;
@@ -58,7 +59,9 @@ pub use explore::{
 pub use panic::Panic;
 pub use process::child_main;
 pub use scenario::{InputSpec, Phase, Rescale, Scenario, ScenarioError, RESCALE_SAVEPOINT};
-pub use strategy::{scenario_strategy, StrategyConfig, StrategyError, ALL_FAULT_KINDS};
+pub use strategy::{
+    scenario_strategy, InputStrategy, StrategyConfig, StrategyError, UserChaining, ALL_FAULT_KINDS,
+};
 
 use crate::check::{self, Verdict};
 use crate::checkpoint::StorageError;

@@ -28,13 +28,15 @@
 
 use proptest::prelude::*;
 
+use std::sync::Arc;
+
 use super::scenario::{InputSpec, Rescale, Scenario};
 use crate::checkpoint::SavepointRequest;
 use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
 use crate::engine::Sabotage;
 use crate::fault::{CorruptionKind, Fault, Phase, Unsynced};
 use crate::job::{
-    JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
+    InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
 use crate::state::{BackendKind, SavepointFormat};
 
@@ -60,8 +62,19 @@ pub struct StrategyConfig {
     pub backends: Vec<BackendKind>,
     /// Fault kinds allowed (names from [`ALL_FAULT_KINDS`]). Default: all.
     pub fault_kinds: Vec<String>,
-    /// Most records per case. Default 80.
+    /// Fewest records per generated input. Default 5.
+    pub records_min: u32,
+    /// Most records per generated input. Default 80.
     pub records_max: u32,
+    /// Most distinct keys per generated input (at least one). Default 12.
+    pub keys_max: u32,
+    /// Values of generated records, inclusive. Default -50 to 500.
+    pub values: (i64, i64),
+    /// Your input generator, used by every scenario instead of the built-in one (the records
+    /// are written into the scenario, so shrinking shrinks them). Default none.
+    pub input: Option<InputStrategy>,
+    /// Where user operators may stand in generated jobs. Default: anywhere.
+    pub user_chaining: UserChaining,
     /// Most faults per case. Default 4.
     pub faults_max: usize,
     /// Checkpointing modes cases use. Default both, exactly-once in four cases of five; with
@@ -80,6 +93,54 @@ pub struct StrategyConfig {
     pub sabotage: Sabotage,
 }
 
+/// A user's input generator for [`StrategyConfig::input`]: builds a fresh strategy of record
+/// lists each time a case is drawn.
+#[derive(Clone)]
+pub struct InputStrategy(Arc<dyn Fn() -> BoxedStrategy<Vec<InputRecord>> + Send + Sync>);
+
+impl InputStrategy {
+    /// From a function making the strategy.
+    pub fn new<S>(make: impl Fn() -> S + Send + Sync + 'static) -> Self
+    where
+        S: Strategy<Value = Vec<InputRecord>> + 'static,
+    {
+        Self(Arc::new(move || make().boxed()))
+    }
+}
+
+impl std::fmt::Debug for InputStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputStrategy(..)")
+    }
+}
+
+impl PartialEq for InputStrategy {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for InputStrategy {}
+
+/// Whether a user operator may stand next to itself or to built-in operators in a generated
+/// job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserChaining {
+    /// More than one stage of the same user operator in a job (default true).
+    pub with_itself: bool,
+    /// Built-in operators before or after it (default true).
+    pub with_built_ins: bool,
+}
+
+impl Default for UserChaining {
+    fn default() -> Self {
+        Self {
+            with_itself: true,
+            with_built_ins: true,
+        }
+    }
+}
+
 /// A strategy configuration that cannot draw cases.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -93,6 +154,14 @@ pub enum StrategyError {
     /// A fault kind no fault has.
     #[error("unknown fault kind {0:?} (known: {known})", known = ALL_FAULT_KINDS.join(", "))]
     UnknownFaultKind(String),
+    /// A range whose bounds are out of order or out of reach.
+    #[error("{what}: {reason}")]
+    Range {
+        /// Which knob.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl StrategyConfig {
@@ -103,6 +172,27 @@ impl StrategyConfig {
         }
         if self.modes.is_empty() {
             return Err(StrategyError::NoMode);
+        }
+        if self.records_min > self.records_max {
+            return Err(StrategyError::Range {
+                what: "records",
+                reason: format!(
+                    "at least {} but at most {}",
+                    self.records_min, self.records_max
+                ),
+            });
+        }
+        if self.keys_max == 0 {
+            return Err(StrategyError::Range {
+                what: "keys",
+                reason: "at most 0: an input needs a key".into(),
+            });
+        }
+        if self.values.0 > self.values.1 {
+            return Err(StrategyError::Range {
+                what: "values",
+                reason: format!("from {} to {}", self.values.0, self.values.1),
+            });
         }
         if let Some(kind) = self
             .fault_kinds
@@ -120,7 +210,12 @@ impl Default for StrategyConfig {
         Self {
             backends: BackendKind::all(),
             fault_kinds: ALL_FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
+            records_min: 5,
             records_max: 80,
+            keys_max: 12,
+            values: (-50, 500),
+            input: None,
+            user_chaining: UserChaining::default(),
             faults_max: 4,
             modes: vec![
                 CheckpointingMode::ExactlyOnce,
@@ -296,6 +391,16 @@ fn use_user_operators(job: &mut JobSpec, users: &[(String, bool)]) {
     }
 }
 
+/// Drops the stages `chaining` rules out: built-in operators next to a user's, and a user
+/// operator's second stage in one job.
+fn keep_chaining(job: &mut JobSpec, chaining: UserChaining) {
+    let mut seen = std::collections::BTreeSet::new();
+    job.stages.retain(|stage| match &stage.op {
+        OperatorSpec::User { name, .. } => chaining.with_itself || seen.insert(name.clone()),
+        _ => chaining.with_built_ins,
+    });
+}
+
 /// Scenarios drawn under `config`.
 pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenario> {
     assert!(!config.backends.is_empty(), "at least one backend");
@@ -306,12 +411,18 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     let sabotage = config.sabotage;
     let modes = config.modes.clone();
     assert!(!modes.is_empty(), "at least one checkpointing mode");
+    let chaining = config.user_chaining;
+    let (min_value, max_value) = config.values;
+    let user_input: BoxedStrategy<Option<Vec<InputRecord>>> = match &config.input {
+        Some(input) => (input.0)().prop_map(Some).boxed(),
+        None => Just(None).boxed(),
+    };
     let raw_fault = (any::<u8>(), 0u64..1000, 0u64..1000, 0u64..1000, 0u64..1000);
     (
         job_strategy(),
         any::<u64>(),
         0..backends.len(),
-        (5u32..=config.records_max.max(5), 1u32..=12),
+        (config.records_min..=config.records_max.max(config.records_min), 1u32..=config.keys_max.max(1), user_input),
         (5u64..=40, prop_oneof![4 => Just(CheckpointingMode::ExactlyOnce), 1 => Just(CheckpointingMode::AtLeastOnce)], 1u32..=3, 0u32..=2),
         (0u64..=30, 0usize..3),
         proptest::collection::vec(any::<bool>(), kinds.len()),
@@ -319,8 +430,11 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
             use_user_operators(&mut job, &users);
+            if !users.is_empty() {
+                keep_chaining(&mut job, chaining);
+            }
             // The mode is drawn the same way whatever the modes allowed, so one seed draws the
             // same cases otherwise.
             let mode = if modes.contains(&mode) { mode } else { modes[0] };
@@ -336,7 +450,10 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                 backend: backends[backend],
                 swarm,
                 job,
-                input: InputSpec::Generated { records, keys, min_value: -50, max_value: 500 },
+                input: match user_input {
+                    Some(records) => InputSpec::Records { records },
+                    None => InputSpec::Generated { records, keys, min_value, max_value },
+                },
                 checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable),
                 // Enough restarts for every must-recover fault, whatever the strategy; only corruption
                 // may end a case.
@@ -403,5 +520,114 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn drawn(config: StrategyConfig, count: usize) -> Vec<Scenario> {
+        let strategy = scenario_strategy(config);
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        (0..count)
+            .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+            .collect()
+    }
+
+    #[test]
+    fn generated_inputs_keep_to_the_record_key_and_value_ranges() {
+        let config = StrategyConfig {
+            records_min: 7,
+            records_max: 9,
+            keys_max: 2,
+            values: (10, 20),
+            ..StrategyConfig::default()
+        };
+        for scenario in drawn(config, 40) {
+            let records = scenario.input_records().unwrap();
+            assert!((7..=9).contains(&records.len()), "{}", records.len());
+            assert!(records.iter().all(|r| (10..=20).contains(&r.value)));
+            assert!(records.iter().all(|r| r.key == "k0" || r.key == "k1"));
+        }
+    }
+
+    #[test]
+    fn a_user_input_strategy_replaces_the_built_in_generator() {
+        let input = InputStrategy::new(|| {
+            proptest::collection::vec(1i64..=3, 1..=4).prop_map(|values| {
+                values
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, value)| InputRecord {
+                        id: format!("t{i}"),
+                        key: "acct".into(),
+                        value,
+                    })
+                    .collect()
+            })
+        });
+        let config = StrategyConfig {
+            input: Some(input),
+            ..StrategyConfig::default()
+        };
+        for scenario in drawn(config, 20) {
+            let InputSpec::Records { records } = &scenario.input else {
+                panic!("the user's records: {:?}", scenario.input);
+            };
+            assert!((1..=4).contains(&records.len()));
+            assert!(records.iter().all(|r| r.key == "acct"));
+        }
+    }
+
+    #[test]
+    fn user_chaining_rules_out_built_in_neighbours_and_repeats() {
+        let alone = UserChaining {
+            with_itself: false,
+            with_built_ins: false,
+        };
+        let config = StrategyConfig {
+            user_operators: vec![("mine".into(), true)],
+            user_chaining: alone,
+            ..StrategyConfig::default()
+        };
+        for scenario in drawn(config, 40) {
+            let stages = &scenario.job.stages;
+            assert_eq!(stages.len(), 1, "{}", scenario.to_toml());
+            assert!(matches!(&stages[0].op, OperatorSpec::User { name, .. } if name == "mine"));
+        }
+        let default = StrategyConfig {
+            user_operators: vec![("mine".into(), true)],
+            ..StrategyConfig::default()
+        };
+        let scenarios = drawn(default, 40);
+        assert!(
+            scenarios.iter().any(|s| s.job.stages.len() > 1),
+            "the default chains"
+        );
+    }
+
+    #[test]
+    fn ranges_out_of_order_are_refused() {
+        let records = StrategyConfig {
+            records_min: 9,
+            records_max: 3,
+            ..StrategyConfig::default()
+        };
+        assert!(matches!(
+            records.validate(),
+            Err(StrategyError::Range {
+                what: "records",
+                ..
+            })
+        ));
+        let values = StrategyConfig {
+            values: (5, 1),
+            ..StrategyConfig::default()
+        };
+        assert!(matches!(
+            values.validate(),
+            Err(StrategyError::Range { what: "values", .. })
+        ));
+        let modes = StrategyConfig {
+            modes: Vec::new(),
+            ..StrategyConfig::default()
+        };
+        assert_eq!(modes.validate(), Err(StrategyError::NoMode));
     }
 }

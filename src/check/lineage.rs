@@ -54,6 +54,10 @@ struct Cell {
     model: StageModel,
     /// The source partition of the key's records: where its path through the tasks starts.
     partition: u32,
+    /// The subtask that processed the key's records in this phase, once one did: a user's
+    /// reader may assign partitions to source subtasks its own way, which a forward edge then
+    /// carries on.
+    subtask: Option<u16>,
     /// Records received, in order.
     received: Vec<Record>,
     /// Records the model emitted for them, in order.
@@ -150,6 +154,13 @@ impl<'c> Walk<'c> {
         self.start_attempt();
     }
 
+    /// A new phase runs at new parallelisms: which subtask processed a key is not known yet.
+    fn forget_subtasks(&mut self) {
+        for cell in self.cells.values_mut() {
+            cell.subtask = None;
+        }
+    }
+
     fn start_attempt(&mut self) {
         self.seen.clear();
         self.offsets.clear();
@@ -164,6 +175,9 @@ impl<'c> Walk<'c> {
             }
             RestoreSource::External { .. } => return None,
         };
+        if restored.attempt == 0 {
+            self.forget_subtasks();
+        }
         let expected = self.state();
         for (addr, expected, actual) in expected.differences(&restored.state) {
             self.lineage.violations.push(Violation::RestoredState {
@@ -179,7 +193,7 @@ impl<'c> Walk<'c> {
     }
 
     fn process(&mut self, task: &str, record: &Record, outputs: &[i64]) {
-        let Some(&(stage, _)) = self.tasks.get(task) else {
+        let Some(&(stage, subtask)) = self.tasks.get(task) else {
             return;
         };
         if !self.seen.insert((stage, record.id.clone())) {
@@ -219,6 +233,7 @@ impl<'c> Walk<'c> {
                 actual: outputs.to_vec(),
             });
         }
+        cell.subtask = Some(subtask);
         cell.received.push(record.clone());
         if stage + 1 == job.stages.len() {
             self.lineage.emitted.extend(emitted.iter().cloned());
@@ -233,11 +248,9 @@ impl<'c> Walk<'c> {
         let job = self.job();
         let captured = self.snapshots.entry(checkpoint).or_default();
         // A later snapshot of the same task and id replaces an earlier one's cells.
-        captured.retain(|(s, key), cell| {
-            *s != stage || owner(job, stage, key, cell.partition) != subtask
-        });
+        captured.retain(|(s, key), cell| *s != stage || owner(job, stage, key, cell) != subtask);
         for ((s, key), cell) in &self.cells {
-            if *s == stage && owner(job, stage, key, cell.partition) == subtask {
+            if *s == stage && owner(job, stage, key, cell) == subtask {
                 captured.insert((stage, key.clone()), cell.clone());
             }
         }
@@ -310,16 +323,22 @@ impl<'c> Walk<'c> {
     }
 }
 
-/// The subtask of stage `stage` that a key's records reach: a forward edge keeps the upstream
-/// subtask (the source's is the partition's), any other edge routes by key group, as the
-/// engine's channels do.
-fn owner(job: &JobSpec, stage: usize, key: &str, partition: u32) -> u16 {
+/// The subtask of stage `stage` that holds a key's cell: for a keyed stage the owner of its key
+/// group, as the engine routes; otherwise the subtask seen processing it in this phase, or
+/// where a forward edge from the source's subtask (the partition's) leads.
+fn owner(job: &JobSpec, stage: usize, key: &str, cell: &Cell) -> u16 {
     let parallelisms = job.stage_parallelisms();
     // Task-order stages: 0 is the source, so operator `stage` is `stage + 1`.
-    let mut subtask = (partition % u32::from(parallelisms[0])) as u16;
+    let group = key_group_for(key, job.max_parallelism);
+    if job.stages[stage].op.is_keyed() {
+        return subtask_for_key_group(job.max_parallelism, parallelisms[stage + 1], group);
+    }
+    if let Some(subtask) = cell.subtask {
+        return subtask;
+    }
+    let mut subtask = (cell.partition % u32::from(parallelisms[0])) as u16;
     for (downstream, parallelism) in parallelisms.iter().enumerate().take(stage + 2).skip(1) {
         if !job.edge_is_forward(downstream) {
-            let group = key_group_for(key, job.max_parallelism);
             subtask = subtask_for_key_group(job.max_parallelism, *parallelism, group);
         }
     }
