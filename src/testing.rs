@@ -140,6 +140,10 @@ pub struct OperatorSnapshot {
     pub checkpoint_id: u64,
     /// The key groups the subtask owned.
     pub key_groups: KeyGroupRange,
+    /// The subtask's index.
+    pub subtask: u16,
+    /// The parallelism it ran at.
+    pub parallelism: u16,
     /// The maximum parallelism it ran with.
     pub max_parallelism: u16,
     /// Its keyed state, as `_metadata` would record it.
@@ -219,6 +223,11 @@ impl<'a> Builder<'a> {
                 other.max_parallelism, self.max_parallelism
             )));
         }
+        if snapshots.iter().any(|s| !Rc::ptr_eq(&s.root, &first.root)) {
+            return Err(TestHarnessError::Shape(
+                "the snapshots come from harnesses with different checkpoint directories: restore instances from one opened harness's snapshots (or from instances restored from them)".into(),
+            ));
+        }
         let root = Rc::clone(&first.root);
         self.start(root, snapshots)
     }
@@ -272,14 +281,14 @@ impl<'a> Builder<'a> {
             Some(backend) => Some(backend.as_mut()),
             None => None,
         })?;
-        let states = operator_states(snapshots, self.subtask, self.parallelism);
-        if !states.is_empty() {
-            operator.restore_state(&states)?;
+        if !snapshots.is_empty() {
+            operator.restore_state(&operator_states(snapshots, self.subtask, self.parallelism))?;
         }
         Ok(OperatorHarness {
             operators: self.operators,
             max_parallelism: self.max_parallelism,
             subtask: self.subtask,
+            parallelism: self.parallelism,
             key_groups,
             operator,
             backend,
@@ -310,21 +319,26 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The operator states a subtask restores: its own entry at the same parallelism, every old
-/// subtask's after a change (union redistribution, as the engine does).
+/// The operator states a subtask restores, as the engine hands them out: at the parallelism
+/// the snapshots were taken at, the subtask's own; after a change, every old subtask's to
+/// subtask 0 (in old-subtask order) and none to the others.
 fn operator_states(
     snapshots: &[&OperatorSnapshot],
     subtask: u16,
     parallelism: u16,
 ) -> Vec<Vec<u8>> {
-    let same_shape = snapshots.len() == usize::from(parallelism);
-    snapshots
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| !same_shape || *index == usize::from(subtask))
-        .map(|(_, s)| s.operator_state.clone())
-        .filter(|state| !state.is_empty())
-        .collect()
+    let rescaled = snapshots.iter().any(|s| s.parallelism != parallelism);
+    let mut ordered: Vec<&&OperatorSnapshot> = snapshots.iter().collect();
+    ordered.sort_by_key(|s| s.subtask);
+    match (rescaled, subtask) {
+        (false, own) => ordered
+            .iter()
+            .filter(|s| s.subtask == own)
+            .map(|s| s.operator_state.clone())
+            .collect(),
+        (true, 0) => ordered.iter().map(|s| s.operator_state.clone()).collect(),
+        (true, _) => Vec::new(),
+    }
 }
 
 fn temp_dir() -> Result<tempfile::TempDir, TestHarnessError> {
@@ -339,6 +353,7 @@ pub struct OperatorHarness<'a> {
     operators: &'a Operators<'a>,
     max_parallelism: u16,
     subtask: u16,
+    parallelism: u16,
     key_groups: KeyGroupRange,
     operator: Box<dyn Operator>,
     backend: Option<Box<dyn StateBackend>>,
@@ -397,7 +412,8 @@ impl<'a> OperatorHarness<'a> {
 
     /// Snapshots the operator as a checkpoint barrier would: its keyed state through the
     /// backend into real files under `chk-{checkpoint_id}` of the harness's checkpoint
-    /// directory, and its operator state.
+    /// directory, and its operator state. Use each id once per instance, as a job does: a
+    /// second snapshot under one id writes over the first's files.
     pub fn snapshot(&mut self, checkpoint_id: u64) -> Result<OperatorSnapshot, TestHarnessError> {
         let keyed = match self.backend.as_deref_mut() {
             Some(backend) => {
@@ -414,6 +430,8 @@ impl<'a> OperatorHarness<'a> {
         Ok(OperatorSnapshot {
             checkpoint_id,
             key_groups: self.key_groups,
+            subtask: self.subtask,
+            parallelism: self.parallelism,
             max_parallelism: self.max_parallelism,
             keyed,
             operator_state: self.operator.snapshot_state(),

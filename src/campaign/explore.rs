@@ -395,6 +395,8 @@ fn run_case(
     if found.is_empty() {
         return Ok(result);
     }
+    // Shrinking keeps to the properties the case first broke: it must not drift to another bug.
+    let wanted: BTreeSet<String> = found.iter().map(|v| v.property.clone()).collect();
     let first = Shrunk {
         scenario: scenario.clone(),
         found,
@@ -402,7 +404,7 @@ fn run_case(
         runs: 0,
     };
     let best = shrink(&mut tree, first, case, seams, config)?;
-    let (best, local_minimum) = minimize(best, case, seams, config)?;
+    let (best, local_minimum) = minimize(best, &wanted, case, seams, config)?;
     let file = write_failure(&config.failures_dir, config.seed, case, &best.scenario)?;
     result.failure = Some(FailureReport {
         case,
@@ -457,11 +459,11 @@ fn shrink(
 /// the failure needs. Returns whether the minimum was reached within the run budget.
 fn minimize(
     mut best: Shrunk,
+    wanted: &BTreeSet<String>,
     case: u64,
     seams: Seams<'_>,
     config: &ExploreConfig,
 ) -> Result<(Shrunk, bool), ExploreError> {
-    let wanted: BTreeSet<String> = best.found.iter().map(|v| v.property.clone()).collect();
     let mut budget = config.minimize_runs_max;
     let mut attempt =
         |candidate: Scenario, best: &mut Shrunk| -> Result<Option<bool>, ExploreError> {

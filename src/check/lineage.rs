@@ -13,8 +13,11 @@
 //! checkpoint. It then holds the run to this:
 //! - every emission equals the model's for the records the stage received;
 //! - restored and final keyed state equal the models';
+//! - every record a stage receives is what the stage before it emitted under that id (the
+//!   input's record, for the first stage);
 //! - no task receives a record twice within one attempt, and the first stage receives each
-//!   key's records in input order within an attempt (a replay starts a new attempt);
+//!   key's records in input order within an attempt (a replay starts a new attempt; later
+//!   stages' order is not checked: their model follows the order they received);
 //! - a job that finished (or stopped) received everything: the first stage every input record
 //!   up to the end positions, every later stage every record the stage before it emitted; the
 //!   sink's output must hold every record the last stage emitted (checked by `check`'s output
@@ -70,7 +73,17 @@ type Cells = BTreeMap<(usize, String), Cell>;
 /// Follows `outcome`'s events; `None` when the lineage cannot be known (a restore from a
 /// snapshot this case did not take, or of a checkpoint whose snapshots it never saw).
 pub(super) fn follow(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Option<Lineage> {
+    // A job of no operators has no stage to follow: its sink reads the input itself.
+    if case.jobs.iter().any(|job| job.stages.is_empty()) {
+        return None;
+    }
     let mut walk = Walk::new(case);
+    for records in case.input.partitions() {
+        for record in records {
+            walk.last_emitted
+                .insert((usize::MAX, record.id.clone()), record.clone());
+        }
+    }
     for stamped in outcome.trace.events() {
         walk.event(&stamped.event)?;
     }
@@ -97,6 +110,12 @@ struct Walk<'c> {
     seen: BTreeSet<(usize, String)>,
     /// The offset the first stage last received per key in the current attempt.
     offsets: BTreeMap<String, u64>,
+    /// What each stage last emitted under each id (the input's records as stage "-1"): what
+    /// the next stage must receive under that id.
+    last_emitted: BTreeMap<(usize, String), Record>,
+    /// Whether the phase running has restored yet: its first restore puts back cells whose
+    /// subtasks were another phase's.
+    phase_restored: bool,
     lineage: Lineage,
 }
 
@@ -110,6 +129,8 @@ impl<'c> Walk<'c> {
             snapshots: BTreeMap::new(),
             seen: BTreeSet::new(),
             offsets: BTreeMap::new(),
+            last_emitted: BTreeMap::new(),
+            phase_restored: false,
             lineage: Lineage::default(),
         }
     }
@@ -151,6 +172,7 @@ impl<'c> Walk<'c> {
             })
             .collect();
         self.cells.clear();
+        self.phase_restored = false;
         self.start_attempt();
     }
 
@@ -175,8 +197,9 @@ impl<'c> Walk<'c> {
             }
             RestoreSource::External { .. } => return None,
         };
-        if restored.attempt == 0 {
+        if !self.phase_restored {
             self.forget_subtasks();
+            self.phase_restored = true;
         }
         let expected = self.state();
         for (addr, expected, actual) in expected.differences(&restored.state) {
@@ -213,6 +236,17 @@ impl<'c> Walk<'c> {
                 });
             }
         }
+        // What the stage before emitted under this id (the input, for the first stage) is what
+        // this one must have received: a key or value changed on the way is caught here.
+        let upstream = stage.checked_sub(1).unwrap_or(usize::MAX);
+        let sent = self.last_emitted.get(&(upstream, record.id.clone()));
+        if sent.is_none_or(|sent| sent.key != record.key || sent.value != record.value) {
+            self.lineage.violations.push(Violation::ReceivedUnexpected {
+                task: task.to_string(),
+                record: record.clone(),
+                sent: sent.cloned(),
+            });
+        }
         let job = self.job();
         let cell = self
             .cells
@@ -237,6 +271,10 @@ impl<'c> Walk<'c> {
         cell.received.push(record.clone());
         if stage + 1 == job.stages.len() {
             self.lineage.emitted.extend(emitted.iter().cloned());
+        }
+        for out in &emitted {
+            self.last_emitted
+                .insert((stage, out.id.clone()), out.clone());
         }
         cell.emitted.extend(emitted);
     }
@@ -554,6 +592,27 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         let violations = judge(events, 111);
         assert!(
             matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [11] && *actual == [12]),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn a_record_other_than_the_one_sent_is_caught() {
+        let mut events = started();
+        let mut changed = record(1);
+        changed.value = 7;
+        events.extend([
+            processed(0, 1),
+            Event::RecordProcessed {
+                task: "sum[0]".into(),
+                record: changed,
+                outputs: vec![8],
+            },
+            processed(2, 108),
+        ]);
+        let violations = judge(events, 108);
+        assert!(
+            matches!(&violations[0], Violation::ReceivedUnexpected { record, sent: Some(sent), .. } if record.value == 7 && sent.value == 10),
             "{violations:?}"
         );
     }

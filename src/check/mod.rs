@@ -111,6 +111,16 @@ pub enum Violation {
         /// The record.
         record: Record,
     },
+    /// At-least-once lineage: a stage received a record other than the one the stage before
+    /// it emitted under that id (or the input's record, for the first stage).
+    ReceivedUnexpected {
+        /// The task.
+        task: String,
+        /// The record received.
+        record: Record,
+        /// What was sent under its id, if anything.
+        sent: Option<Record>,
+    },
     /// At-least-once lineage: the first stage received a key's record after a later one of the
     /// same key within one attempt.
     ReceivedOutOfOrder {
@@ -282,6 +292,10 @@ impl fmt::Display for Violation {
                 f,
                 "emission wrong: {task} emitted {actual:?} for {record}, its model emits {expected:?} for the records it received"
             ),
+            Violation::ReceivedUnexpected { task, record, sent } => match sent {
+                Some(sent) => write!(f, "received wrong: {task} received {record}, the stage before sent {sent}"),
+                None => write!(f, "received unexpected: {task} received {record}, which nothing before it sent"),
+            },
             Violation::ReceivedTwice { task, record } => {
                 write!(f, "received twice: {task} received {record} twice in one attempt")
             }
@@ -357,6 +371,7 @@ impl Violation {
             | Violation::OutputUnexpected { .. }
             | Violation::EmissionUnexpected { .. }
             | Violation::ReceivedTwice { .. }
+            | Violation::ReceivedUnexpected { .. }
             | Violation::ReceivedOutOfOrder { .. }
             | Violation::NotReceived { .. } => "output",
             Violation::OutputIdReused { .. } => "ids",

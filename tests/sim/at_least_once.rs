@@ -256,3 +256,41 @@ fn a_detector_dropping_a_record_after_a_restart_is_caught_at_least_once() {
         failure.violations
     );
 }
+
+#[test]
+fn built_in_operators_pass_at_least_once_cases_judged_by_lineage_rescaled_ones_included() {
+    let mut config = StrategyConfig::default();
+    config.backends = vec![BackendKind::Memory];
+    config.modes = vec![CheckpointingMode::AtLeastOnce];
+    let strategy = scenario_strategy(config);
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+        ),
+    );
+    let mut rescaled = 0;
+    for case in 0..600 {
+        let scenario = strategy.new_tree(&mut runner).unwrap().current();
+        let dir = tempfile::tempdir().unwrap();
+        let report = Case::new(scenario.clone(), Seams::default())
+            .run(dir.path(), &KillMode::Sim)
+            .unwrap();
+        assert!(
+            report.verdict.passed(),
+            "case {case}:\n{}\n{}",
+            report.verdict,
+            scenario.to_toml()
+        );
+        let judged = report
+            .verdict
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::JudgedByLineage { restores, .. } if *restores > 1));
+        rescaled += usize::from(judged && scenario.rescale.is_some());
+    }
+    assert!(
+        rescaled > 10,
+        "{rescaled} rescaled cases restored more than once"
+    );
+}

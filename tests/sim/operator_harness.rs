@@ -146,3 +146,100 @@ fn a_record_for_another_subtask_and_a_snapshot_of_another_shape_are_refused() {
         "{refused}"
     );
 }
+
+/// Counts the records it saw in operator (non-keyed) state.
+#[derive(Default)]
+struct Seen {
+    count: u64,
+    restored: Vec<u64>,
+}
+
+impl faultline::job::Operator for Seen {
+    fn process(
+        &mut self,
+        record: Record,
+        _: &mut faultline::job::OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), faultline::job::OperatorError> {
+        self.count += 1;
+        out.push(record);
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self) -> Vec<u8> {
+        self.count.to_le_bytes().to_vec()
+    }
+
+    fn restore_state(&mut self, states: &[Vec<u8>]) -> Result<(), faultline::job::OperatorError> {
+        self.restored = states
+            .iter()
+            .map(|s| u64::from_le_bytes(s.as_slice().try_into().unwrap()))
+            .collect();
+        self.count = self.restored.iter().sum();
+        Ok(())
+    }
+}
+
+#[test]
+fn operator_state_is_handed_out_as_the_engine_does_and_foreign_snapshots_are_refused() {
+    let user = faultline::job::user::UserOperator::new(
+        "seen",
+        false,
+        |_| Box::new(Seen::default()),
+        |_: &mut faultline::job::user::ModelState, r: Record| vec![r],
+    );
+    let seen = Operators::user(&user);
+    let mut first = OperatorHarness::builder(&seen)
+        .subtask(0, 2)
+        .open()
+        .unwrap();
+    for i in 0..3 {
+        first
+            .process_element(Record::new(&format!("a{i}"), "k", 1))
+            .unwrap();
+    }
+    let zero = first.snapshot(1).unwrap();
+    // A second subtask restored from the first's snapshot shares its checkpoint directory.
+    let mut second = OperatorHarness::builder(&seen)
+        .subtask(1, 2)
+        .initialize_state(&[&zero])
+        .unwrap();
+    second.process_element(Record::new("b", "k", 1)).unwrap();
+    let mut one = second.snapshot(1).unwrap();
+    one.operator_state = 5u64.to_le_bytes().to_vec();
+    // Rescaled to one subtask: it gets every old subtask's state, in subtask order.
+    let merged = OperatorHarness::builder(&seen)
+        .initialize_state(&[&one, &zero])
+        .unwrap();
+    let mut merged = merged;
+    merged.process_element(Record::new("c", "k", 1)).unwrap();
+    assert_eq!(
+        merged.snapshot(2).unwrap().operator_state,
+        9u64.to_le_bytes()
+    );
+    // At the same parallelism each subtask gets its own.
+    let mut again = OperatorHarness::builder(&seen)
+        .subtask(1, 2)
+        .initialize_state(&[&zero, &one])
+        .unwrap();
+    assert_eq!(
+        again.snapshot(3).unwrap().operator_state,
+        5u64.to_le_bytes()
+    );
+    // Snapshots of two separately opened harnesses have no directory in common.
+    let mut other = OperatorHarness::builder(&seen)
+        .subtask(1, 2)
+        .open()
+        .unwrap();
+    let foreign = other.snapshot(1).unwrap();
+    let refused = OperatorHarness::builder(&seen)
+        .initialize_state(&[&zero, &foreign])
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("different checkpoint directories"),
+        "{refused}"
+    );
+}
