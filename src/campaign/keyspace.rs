@@ -4,7 +4,8 @@
 //! in the key groups on both sides of it: a record routed one key group off, or a restore that
 //! reads one key group too few, shows only there.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, OnceLock};
 
 use super::scenario::{Scenario, ScenarioError};
 use crate::job::keygroup::{key_group_for, key_group_range};
@@ -62,4 +63,71 @@ pub(super) fn keyed_parallelisms(scenario: &Scenario) -> BTreeSet<u16> {
         );
     }
     parallelisms
+}
+
+/// `keys` keys for `scenario`'s job, boundary keys first: for every subtask range boundary at
+/// every keyed parallelism, a key in the last key group before it and one in the first after
+/// it, then keys in the first and last key groups, then `k0`, `k1`, ... as needed (fewer
+/// boundary keys when `keys` is smaller). Keys are found by trying `k0`, `k1`, ... in order, so
+/// the same job always gets the same keys.
+pub(super) fn boundary_keys(scenario: &Scenario, keys: u32) -> Vec<String> {
+    let max_parallelism = scenario.job.max_parallelism;
+    let mut targets = Vec::new();
+    for parallelism in keyed_parallelisms(scenario) {
+        for subtask in 1..parallelism {
+            let start = key_group_range(max_parallelism, parallelism, subtask).start;
+            targets.extend([start - 1, start]);
+        }
+    }
+    targets.extend([0, max_parallelism - 1]);
+    let mut found: Vec<String> = Vec::new();
+    for target in targets {
+        if found.len() as u32 >= keys {
+            return found;
+        }
+        if let Some(key) = key_in_group(target, max_parallelism) {
+            if !found.contains(&key) {
+                found.push(key);
+            }
+        }
+    }
+    let mut next = 0u64;
+    while (found.len() as u32) < keys {
+        let key = format!("k{next}");
+        if !found.contains(&key) {
+            found.push(key);
+        }
+        next += 1;
+    }
+    found
+}
+
+/// Keys found per (maximum parallelism, key group).
+type Found = Mutex<BTreeMap<(u16, u16), Option<String>>>;
+
+/// The first of `k0`, `k1`, ... in `key_group`. Every key group holds one well within the
+/// tries allowed; one not found by then is left out rather than searched for without end.
+/// The search takes thousands of hashes at large maximum parallelisms and every run of a case
+/// (shrinking runs one hundreds of times) asks again, so answers are kept: a pure function's,
+/// the same in every thread and run.
+fn key_in_group(key_group: u16, max_parallelism: u16) -> Option<String> {
+    static FOUND: OnceLock<Found> = OnceLock::new();
+    let found = FOUND.get_or_init(Mutex::default);
+    let lookup = |found: &Found| {
+        found
+            .lock()
+            .map(|map| map.get(&(max_parallelism, key_group)).cloned())
+            .ok()
+            .flatten()
+    };
+    if let Some(key) = lookup(found) {
+        return key;
+    }
+    let key = (0..u64::from(max_parallelism) * 64)
+        .map(|i| format!("k{i}"))
+        .find(|key| key_group_for(key, max_parallelism) == key_group);
+    if let Ok(mut map) = found.lock() {
+        map.insert((max_parallelism, key_group), key.clone());
+    }
+    key
 }

@@ -65,6 +65,11 @@ pub enum InputSpec {
         min_value: i64,
         /// Largest value.
         max_value: i64,
+        /// Keys chosen to lie on both sides of every subtask range boundary at every parallelism
+        /// a keyed stage runs at, and in the first and last key groups, rather than drawn
+        /// freely (default false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        boundary_keys: bool,
     },
     /// A transactions CSV (`transaction_id,account,amount`).
     Csv {
@@ -224,6 +229,7 @@ impl Scenario {
             keys,
             min_value,
             max_value,
+            ..
         } = &scenario.input
         {
             if *keys == 0 || *records > 1_000_000 || min_value > max_value {
@@ -268,12 +274,22 @@ impl Scenario {
                 keys,
                 min_value,
                 max_value,
+                boundary_keys,
             } => {
                 let mut rng = RngStreams::new(self.seed).stream(StreamName::Workload);
+                let pool = if *boundary_keys {
+                    super::keyspace::boundary_keys(self, *keys)
+                } else {
+                    Vec::new()
+                };
                 (0..*records)
                     .map(|i| InputRecord {
                         id: format!("r{i}"),
-                        key: format!("k{}", rng.random_range(0..*keys)),
+                        key: if pool.is_empty() {
+                            format!("k{}", rng.random_range(0..*keys))
+                        } else {
+                            pool[rng.random_range(0..pool.len())].clone()
+                        },
                         value: rng.random_range(*min_value..=*max_value),
                     })
                     .collect()

@@ -1,11 +1,15 @@
 //! Proptest strategies for scenarios: job shapes (a stateless stage, one to three keyed stages,
-//! parallelism one to four, so fan-in makes barrier alignment matter), inputs (records, key
-//! skew through the key count, value ranges), configurations (backend, exactly- or
-//! at-least-once, interval, retention, tolerable failures, restart delay) and fault plans.
+//! parallelism one to four, so fan-in makes barrier alignment matter; maximum parallelism 128,
+//! small, large and not a power of two, or 32768), inputs (records; one to hundreds of keys, so
+//! both skew and occupied key groups; keys on both sides of every subtask range boundary in half
+//! the cases; value ranges), configurations (backend, exactly- or at-least-once, interval,
+//! retention, tolerable failures, restart delay) and fault plans.
 //!
 //! Swarm testing: each scenario enables a random subset of the allowed fault kinds and draws its
 //! faults from those only, so some cases hammer one kind and others mix them; the enabled kinds
-//! are recorded in the scenario. Every range shrinks toward the simplest case: fewer faults,
+//! are recorded in the scenario. A fault that fires only after a restart (corruption before a
+//! restore, a panic in one) mostly waits for the first restart, and comes with a kill when
+//! nothing else in its case would restart the job. Every range shrinks toward the simplest case: fewer faults,
 //! fewer records and keys, lower parallelism.
 //!
 //! ```
@@ -66,7 +70,8 @@ pub struct StrategyConfig {
     pub records_min: u32,
     /// Most records per generated input. Default 80.
     pub records_max: u32,
-    /// Most distinct keys per generated input (at least one). Default 12.
+    /// Most distinct keys per generated input (at least one). Default 300: three cases in
+    /// four draw up to 12, the rest up to this.
     pub keys_max: u32,
     /// Values of generated records, inclusive. Default -50 to 500.
     pub values: (i64, i64),
@@ -212,7 +217,7 @@ impl Default for StrategyConfig {
             fault_kinds: ALL_FAULT_KINDS.iter().map(|k| k.to_string()).collect(),
             records_min: 5,
             records_max: 80,
-            keys_max: 12,
+            keys_max: 300,
             values: (-50, 500),
             input: None,
             user_chaining: UserChaining::default(),
@@ -245,6 +250,28 @@ fn keyed_op() -> impl Strategy<Value = OperatorSpec> {
     ]
 }
 
+/// Maximum parallelisms: Flink's default 128, small ones (every key group a boundary's
+/// neighbour), large ones that are no power of two, and the largest, 32768.
+fn max_parallelism() -> impl Strategy<Value = u16> {
+    prop_oneof![3 => Just(128u16), 2 => 4u16..=12, 2 => 13u16..=400, 1 => Just(32768u16)]
+}
+
+/// Key counts: mostly a few (skew: many records per key), sometimes up to `keys_max` (most
+/// keys seen once, most key groups occupied).
+fn key_count(keys_max: u32) -> BoxedStrategy<u32> {
+    let few = keys_max.clamp(1, 12);
+    if keys_max > few {
+        prop_oneof![3 => 1..=few, 1 => few + 1..=keys_max].boxed()
+    } else {
+        (1..=few).boxed()
+    }
+}
+
+/// Kinds whose fault fires only once the job restarts (corruption before a restore, a panic in
+/// a restore) and kinds that make it restart.
+const NEED_A_RESTART: [&str; 2] = ["corrupt", "panic-in-restore"];
+const RESTARTERS: [&str; 4] = ["panic", "kill", "kill-at-phase", "crash"];
+
 /// Job shapes.
 pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
     (
@@ -254,9 +281,18 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
         proptest::collection::vec((keyed_op(), 1u16..=4), 1..=3),
         prop_oneof![3 => Just(SinkKind::TwoPhaseCommit), 1 => Just(SinkKind::Print)],
         1u16..=2,
+        max_parallelism(),
     )
         .prop_map(
-            |(source_parallelism, extra_partitions, stateless, keyed, sink, sink_parallelism)| {
+            |(
+                source_parallelism,
+                extra_partitions,
+                stateless,
+                keyed,
+                sink,
+                sink_parallelism,
+                max_parallelism,
+            )| {
                 let mut stages = Vec::new();
                 if let Some((op, parallelism)) = stateless {
                     stages.push(StageSpec {
@@ -276,7 +312,7 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
                 }
                 JobSpec {
                     name: "generated".into(),
-                    max_parallelism: 128,
+                    max_parallelism,
                     source: SourceSpec {
                         parallelism: source_parallelism,
                         partitions: Some(u32::from(source_parallelism) + extra_partitions),
@@ -306,6 +342,17 @@ const CORRUPTIONS: [CorruptionKind; 6] = [
     CorruptionKind::StaleFile,
 ];
 
+/// The attempt a fault that waits for a restart fires in: the first restart in four cases of
+/// six, the second or third otherwise (each later one needs one more failure before it, so a
+/// case that needs it is bigger).
+fn later_attempt(raw: u64) -> u32 {
+    match raw % 6 {
+        4 => 2,
+        5 => 3,
+        _ => 1,
+    }
+}
+
 fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
     let pick = |n: usize, x: u64| (x % n as u64) as usize;
     match kind {
@@ -322,7 +369,7 @@ fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
             checkpoint: 1 + a % 6,
         },
         "panic-in-restore" => Fault::PanicInRestore {
-            attempt: 1 + (a % 3) as u32,
+            attempt: later_attempt(a),
         },
         "kill" => Fault::Kill { step: 1 + a % 600 },
         "kill-at-phase" => Fault::KillAt {
@@ -341,7 +388,7 @@ fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
             delay_ms: 1 + b % 60,
         },
         "corrupt" => Fault::Corrupt {
-            attempt: 1 + (a % 3) as u32,
+            attempt: later_attempt(a),
             corruption: CORRUPTIONS[pick(CORRUPTIONS.len(), b)],
         },
         "crash" => Fault::Crash {
@@ -391,6 +438,38 @@ fn use_user_operators(job: &mut JobSpec, users: &[(String, bool)]) {
     }
 }
 
+/// The faults of a case: each raw fault of a kind the swarm enables. A fault that fires only
+/// after a restart (corruption, a panic in a restore) comes with a kill at the same raw
+/// position when nothing else in the case would restart the job and a kill is allowed: without
+/// it such faults fired in a few cases in a hundred.
+fn swarm_faults(
+    swarm: &[String],
+    allowed: &[String],
+    job: &JobSpec,
+    raw: Vec<RawFault>,
+) -> Vec<Fault> {
+    if swarm.is_empty() {
+        return Vec::new();
+    }
+    let kinds: Vec<&String> = raw
+        .iter()
+        .map(|r| &swarm[usize::from(r.0) % swarm.len()])
+        .collect();
+    let mut faults: Vec<Fault> = kinds
+        .iter()
+        .zip(&raw)
+        .map(|(kind, r)| make_fault(kind, job, *r))
+        .collect();
+    let restarts = kinds.iter().any(|k| RESTARTERS.contains(&k.as_str()));
+    let needs = kinds
+        .iter()
+        .position(|k| NEED_A_RESTART.contains(&k.as_str()));
+    if let (false, Some(index), true) = (restarts, needs, allowed.iter().any(|k| k == "kill")) {
+        faults.push(make_fault("kill", job, raw[index]));
+    }
+    faults
+}
+
 /// Drops the stages `chaining` rules out: built-in operators next to a user's, and a user
 /// operator's second stage in one job.
 fn keep_chaining(job: &mut JobSpec, chaining: UserChaining) {
@@ -422,7 +501,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         job_strategy(),
         any::<u64>(),
         0..backends.len(),
-        (config.records_min..=config.records_max.max(config.records_min), 1u32..=config.keys_max.max(1), user_input),
+        (config.records_min..=config.records_max.max(config.records_min), key_count(config.keys_max), user_input, any::<bool>()),
         (5u64..=40, prop_oneof![4 => Just(CheckpointingMode::ExactlyOnce), 1 => Just(CheckpointingMode::AtLeastOnce)], 1u32..=3, 0u32..=2),
         (0u64..=30, 0usize..3),
         proptest::collection::vec(any::<bool>(), kinds.len()),
@@ -430,7 +509,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
             use_user_operators(&mut job, &users);
             if !users.is_empty() {
                 keep_chaining(&mut job, chaining);
@@ -439,11 +518,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
             // same cases otherwise.
             let mode = if modes.contains(&mode) { mode } else { modes[0] };
             let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
-            let faults = if swarm.is_empty() {
-                Vec::new()
-            } else {
-                raw_faults.into_iter().map(|raw| make_fault(&swarm[usize::from(raw.0) % swarm.len()], &job, raw)).collect()
-            };
+            let faults = swarm_faults(&swarm, &kinds, &job, raw_faults);
             Scenario {
                 name: "explore".into(),
                 seed,
@@ -452,7 +527,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                 job,
                 input: match user_input {
                     Some(records) => InputSpec::Records { records },
-                    None => InputSpec::Generated { records, keys, min_value, max_value },
+                    None => InputSpec::Generated { records, keys, min_value, max_value, boundary_keys },
                 },
                 checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable),
                 // Enough restarts for every must-recover fault, whatever the strategy; only corruption
@@ -479,6 +554,8 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use crate::fault::FaultKind;
     use proptest::strategy::ValueTree;
@@ -543,7 +620,8 @@ mod tests {
             let records = scenario.input_records().unwrap();
             assert!((7..=9).contains(&records.len()), "{}", records.len());
             assert!(records.iter().all(|r| (10..=20).contains(&r.value)));
-            assert!(records.iter().all(|r| r.key == "k0" || r.key == "k1"));
+            let keys: BTreeSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
+            assert!(keys.len() <= 2, "{keys:?}");
         }
     }
 

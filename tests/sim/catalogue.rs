@@ -729,7 +729,9 @@ fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
 fn a_backend_skipping_checksum_verification_is_caught_by_corruption_faults() {
     check_class(
         "skips checksum verification",
-        &["corruption", "state"],
+        // Damage restored unnoticed (corruption, state), or damage the backend decodes into
+        // an error that names no file, so the job fails without failing loudly (liveness).
+        &["corruption", "state", "liveness"],
         || {
             Harness::new()
                 .backend(&SKIPS_CHECKSUMS)
