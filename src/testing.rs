@@ -262,16 +262,10 @@ impl<'a> Builder<'a> {
             None
         };
         if let Some(backend) = backend.as_deref_mut() {
-            let handles: Vec<RestoreHandle> = snapshots
-                .iter()
-                .filter(|s| s.key_groups.intersects(&key_groups))
-                .filter_map(|s| {
-                    s.keyed.clone().map(|handle| RestoreHandle {
-                        key_groups: s.key_groups,
-                        handle,
-                    })
-                })
-                .collect();
+            let handles = RestoreHandle::overlapping(
+                snapshots.iter().map(|s| (s.key_groups, s.keyed.as_ref())),
+                key_groups,
+            );
             if !handles.is_empty() {
                 backend.restore(&handles, &storage, RestoreMode::Claim)?;
             }

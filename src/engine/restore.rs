@@ -723,20 +723,15 @@ fn restore_positions(
     Ok(())
 }
 
-/// The keyed state handles of `snapshot` whose key groups overlap `key_groups`: all a
-/// subtask owning those key groups now restores, whatever the parallelism was.
+/// The keyed state handles of `snapshot` whose key groups overlap `key_groups`.
 fn handles_for(snapshot: &StageSnapshot, key_groups: KeyGroupRange) -> Vec<RestoreHandle> {
-    snapshot
-        .subtasks
-        .iter()
-        .filter(|s| s.key_groups.intersects(&key_groups))
-        .filter_map(|s| {
-            s.keyed.clone().map(|handle| RestoreHandle {
-                key_groups: s.key_groups,
-                handle,
-            })
-        })
-        .collect()
+    RestoreHandle::overlapping(
+        snapshot
+            .subtasks
+            .iter()
+            .map(|s| (s.key_groups, s.keyed.as_ref())),
+        key_groups,
+    )
 }
 
 /// Where the chosen snapshot's files are read from.

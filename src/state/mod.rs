@@ -245,6 +245,27 @@ pub struct RestoreHandle {
     pub handle: KeyedStateHandle,
 }
 
+impl RestoreHandle {
+    /// The handles among `snapshots` (each: the key groups its writer owned, and its keyed
+    /// state if it had any) whose key groups overlap `key_groups`: everything a subtask owning
+    /// those key groups restores, whatever the parallelism was.
+    pub fn overlapping<'h>(
+        snapshots: impl IntoIterator<Item = (KeyGroupRange, Option<&'h KeyedStateHandle>)>,
+        key_groups: KeyGroupRange,
+    ) -> Vec<RestoreHandle> {
+        snapshots
+            .into_iter()
+            .filter(|(range, _)| range.intersects(&key_groups))
+            .filter_map(|(range, handle)| {
+                handle.map(|handle| RestoreHandle {
+                    key_groups: range,
+                    handle: handle.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
 /// Whether a restored snapshot's files become the base of later incremental checkpoints
 /// (Flink's restore modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
