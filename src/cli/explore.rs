@@ -9,6 +9,7 @@ use crate::campaign::{
     explore, generate, merge, Case, ExploreConfig, ExploreReport, KillMode, Scenario, Seams,
     StrategyConfig, ALL_FAULT_KINDS,
 };
+use crate::checkpoint::CheckpointingMode;
 use crate::state::BackendKind;
 
 /// A `--shard` value that is not `k/n` with `0 <= k < n`.
@@ -169,6 +170,8 @@ pub enum ReplaySource {
         backends: Vec<BackendKind>,
         /// Fault kinds it allowed.
         faults: Vec<String>,
+        /// Checkpointing modes it drew from.
+        modes: Vec<CheckpointingMode>,
     },
 }
 
@@ -186,10 +189,12 @@ pub fn run_replay(
             case,
             backends,
             faults,
+            modes,
         } => {
             let strategy = StrategyConfig {
                 backends: backends.clone(),
                 fault_kinds: faults.clone(),
+                modes: modes.clone(),
                 ..StrategyConfig::default()
             };
             generate(&strategy, *seed, *case)?.0

@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::bench::{self, BenchParams};
-use crate::checkpoint::inspect;
+use crate::checkpoint::{inspect, CheckpointingMode};
 use crate::job::{RestartStrategy, SinkKind};
 use crate::state::{BackendKind, SavepointFormat};
 use demo::{DemoKind, DemoOptions};
@@ -271,6 +271,30 @@ impl CampaignBackend {
     }
 }
 
+/// Checkpointing modes for a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CampaignModes {
+    /// Exactly-once in four cases of five, at-least-once in the rest.
+    Both,
+    /// Every case exactly-once.
+    ExactlyOnce,
+    /// Every case at-least-once.
+    AtLeastOnce,
+}
+
+impl CampaignModes {
+    fn modes(self) -> Vec<CheckpointingMode> {
+        match self {
+            CampaignModes::Both => vec![
+                CheckpointingMode::ExactlyOnce,
+                CheckpointingMode::AtLeastOnce,
+            ],
+            CampaignModes::ExactlyOnce => vec![CheckpointingMode::ExactlyOnce],
+            CampaignModes::AtLeastOnce => vec![CheckpointingMode::AtLeastOnce],
+        }
+    }
+}
+
 /// `explore` parameters.
 #[derive(Debug, Args)]
 pub struct ExploreFlags {
@@ -286,6 +310,9 @@ pub struct ExploreFlags {
     /// Fault kinds allowed, comma-separated, or `all`.
     #[arg(long, default_value = "all", value_parser = explore::parse_faults)]
     pub faults: std::vec::Vec<String>,
+    /// Checkpointing modes the cases use.
+    #[arg(long, value_enum, default_value = "both")]
+    pub modes: CampaignModes,
     /// Run only shard k of n (k/n): cases with index % n == k.
     #[arg(long, default_value = "0/1", value_parser = explore::parse_shard)]
     pub shard: (u64, u64),
@@ -347,6 +374,9 @@ pub struct ReplayFlags {
     /// With --seed/--case: the exploration's fault kinds.
     #[arg(long, default_value = "all", value_parser = explore::parse_faults)]
     pub faults: std::vec::Vec<String>,
+    /// With --seed/--case: the exploration's checkpointing modes.
+    #[arg(long, value_enum, default_value = "both")]
+    pub modes: CampaignModes,
     /// Run twice and report the first event where the traces differ.
     #[arg(long)]
     pub check_determinism: bool,
@@ -610,6 +640,7 @@ fn run_explore(flags: ExploreFlags) -> anyhow::Result<ExitCode> {
     let strategy = crate::campaign::StrategyConfig {
         backends: flags.backend.kinds(),
         fault_kinds: flags.faults,
+        modes: flags.modes.modes(),
         ..defaults.strategy.clone()
     };
     let config = crate::campaign::ExploreConfig {
@@ -634,6 +665,7 @@ fn run_replay(flags: ReplayFlags) -> anyhow::Result<ExitCode> {
             case,
             backends: flags.backend.kinds(),
             faults: flags.faults,
+            modes: flags.modes.modes(),
         },
         _ => bail!("replay takes a scenario file, or --seed S --case I"),
     };

@@ -87,12 +87,59 @@ fn bad_flags_are_rejected_with_a_reason() {
             "--interval-ms",
         ),
         (vec!["demo", "sideways"], "sideways"),
+        (vec!["explore", "--modes", "sometimes"], "at-least-once"),
     ] {
         let output = faultline(&args);
         assert!(!output.status.success(), "{args:?} succeeded");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn explore_keeps_to_one_checkpointing_mode_and_replay_finds_the_same_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let failures = dir.path().join("failures");
+    let failures = failures.to_str().unwrap();
+    let explored = faultline(&[
+        "explore",
+        "--cases",
+        "30",
+        "--backend",
+        "memory",
+        "--modes",
+        "at-least-once",
+        "--failures-dir",
+        failures,
+    ]);
+    assert!(
+        explored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&explored.stderr)
+    );
+    let replay = |modes: &str| {
+        let output = faultline(&[
+            "replay",
+            "--seed",
+            "1",
+            "--case",
+            "7",
+            "--backend",
+            "memory",
+            "--modes",
+            modes,
+        ]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    // The trace's first line names the mode the case ran in.
+    let at_least_once = replay("at-least-once");
+    assert!(at_least_once.contains("at-least-once"), "{at_least_once}");
+    assert!(!replay("exactly-once").contains("at-least-once"));
 }
 
 #[test]
