@@ -6,6 +6,7 @@
 //! whole case once. A panic anywhere inside — an engine assertion, a user's code — is that
 //! case's `assertion` violation, with the trace up to it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::panic::{self, Panic};
@@ -14,7 +15,7 @@ use crate::check::{self, CaseSpec, Verdict, Violation};
 use crate::checkpoint::{Durability, FsCheckpointStorage};
 use crate::engine::{JobStatus, PhaseEnd, RunOutcome, RunStats, Runtime};
 use crate::fault::{FaultKind, FaultSchedule, FaultSite};
-use crate::job::{ExternalStore, Input, OperatorSpec};
+use crate::job::{user, ExternalStore, Input, OperatorSpec};
 use crate::state::StateBackendFactory;
 use crate::trace::{Event, Trace, TraceHash};
 
@@ -73,22 +74,31 @@ impl CaseReport {
 impl CaseReport {
     /// The fault kinds that fired before an attempt restored after a failure: the faults
     /// that reached recovery.
-    pub fn reached_restore(&self) -> std::collections::BTreeSet<FaultKind> {
-        let mut fired = std::collections::BTreeSet::new();
-        let mut reached = std::collections::BTreeSet::new();
-        for stamped in self.outcome.trace.events() {
-            match &stamped.event {
-                Event::FaultFired { fault, .. } => {
-                    fired.insert(*fault);
-                }
-                Event::Restored(restored) if restored.attempt > 0 => {
-                    reached.extend(fired.iter().copied());
-                }
-                _ => {}
-            }
-        }
-        reached
+    pub fn reached_restore(&self) -> BTreeSet<FaultKind> {
+        reached_restore(self.outcome.trace.events().iter().map(|s| &s.event))
     }
+}
+
+/// The fault kinds among `events` that fired before a restore that followed a failure. A
+/// phase's planned restore (from the rescale's savepoint) follows no failure and counts not.
+fn reached_restore<'e>(events: impl Iterator<Item = &'e Event>) -> BTreeSet<FaultKind> {
+    let (mut fired, mut reached) = (BTreeSet::new(), BTreeSet::new());
+    let mut failed = false;
+    for event in events {
+        match event {
+            Event::FaultFired { fault, .. } => {
+                fired.insert(*fault);
+            }
+            Event::Failure { .. } => failed = true,
+            Event::JobStarted(_) => failed = false,
+            Event::Restored(_) if failed => {
+                reached.extend(fired.iter().copied());
+                failed = false;
+            }
+            _ => {}
+        }
+    }
+    reached
 }
 
 /// What the phases run so far left.
@@ -116,7 +126,7 @@ impl<'a> Case<'a> {
         let mut used = false;
         for stage in &self.scenario.job.stages {
             if let OperatorSpec::User { name, .. } = &stage.op {
-                if !given.contains(name) {
+                if user::find(self.seams.operators, name).is_none() {
                     return Err(CaseError::UnknownOperator {
                         name: name.clone(),
                         given,
@@ -353,4 +363,59 @@ fn merge(ends: Vec<PhaseEnd>) -> PhaseEnd {
     last.stats = stats;
     last.final_state_error = last.final_state_error.or(error);
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::CheckpointingMode;
+    use crate::fault::FaultSite;
+    use crate::job::{Positions, RestartStrategy};
+    use crate::state::StateView;
+    use crate::trace::{FailureCause, JobStarted, RestoreSource, Restored};
+
+    fn started() -> Event {
+        Event::JobStarted(JobStarted {
+            job: "j".into(),
+            seed: 1,
+            backend: "memory".into(),
+            stages: vec![],
+            interval_ms: 10,
+            mode: CheckpointingMode::ExactlyOnce,
+            restart: RestartStrategy::None,
+        })
+    }
+
+    fn restored(attempt: u32) -> Event {
+        Event::Restored(Restored {
+            attempt,
+            from: RestoreSource::Checkpoint(1),
+            positions: Positions(vec![0]),
+            entries: 0,
+            files: 0,
+            no_claim: false,
+            state: StateView::new(),
+        })
+    }
+
+    #[test]
+    fn only_a_restore_after_a_failure_counts_as_reaching_recovery() {
+        let fired = Event::FaultFired {
+            fault: FaultKind::Corrupt,
+            site: FaultSite::ALL[0],
+        };
+        let failed = Event::Failure {
+            attempt: 0,
+            task: "sum[0]".into(),
+            cause: FailureCause::Operator { error: "x".into() },
+        };
+        // The rescale's planned restore in a new phase follows no failure.
+        let planned = [started(), fired.clone(), started(), restored(1)];
+        assert!(reached_restore(planned.iter()).is_empty());
+        let recovered = [started(), fired, failed, restored(1)];
+        assert_eq!(
+            reached_restore(recovered.iter()),
+            BTreeSet::from([FaultKind::Corrupt])
+        );
+    }
 }

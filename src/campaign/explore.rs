@@ -41,6 +41,7 @@ use super::scenario::{InputSpec, Scenario};
 use super::strategy::StrategyError;
 use super::strategy::{scenario_strategy, StrategyConfig};
 use super::{CaseError, Seams};
+use crate::check::Property;
 use crate::fault::{FaultKind, FaultSite};
 use crate::job::SinkFactory;
 
@@ -102,8 +103,8 @@ impl Default for ExploreConfig {
 /// A property a shrunk case broke, and what broke it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportedViolation {
-    /// The property's name ([`crate::check::Violation::property`], or `determinism`).
-    pub property: String,
+    /// The property ([`crate::check::Violation::property`], or determinism).
+    pub property: Property,
     /// What happened, as printed.
     pub message: String,
 }
@@ -334,7 +335,7 @@ fn judged(
         .violations
         .iter()
         .map(|violation| ReportedViolation {
-            property: violation.property().to_string(),
+            property: violation.property(),
             message: violation.to_string(),
         })
         .collect();
@@ -360,7 +361,7 @@ fn divergence(first: &CaseReport, second: &CaseReport) -> Option<ReportedViolati
             .map_or_else(|| "(the trace ended)".to_string(), ToString::to_string)
     };
     Some(ReportedViolation {
-        property: "determinism".into(),
+        property: Property::Determinism,
         message: format!(
             "the same seed gave two traces; first difference at event {index}: {} / {}",
             event(first),
@@ -396,7 +397,7 @@ fn run_case(
         return Ok(result);
     }
     // Shrinking keeps to the properties the case first broke: it must not drift to another bug.
-    let wanted: BTreeSet<String> = found.iter().map(|v| v.property.clone()).collect();
+    let wanted: BTreeSet<Property> = found.iter().map(|v| v.property).collect();
     let first = Shrunk {
         scenario: scenario.clone(),
         found,
@@ -430,7 +431,7 @@ fn shrink(
     seams: Seams<'_>,
     config: &ExploreConfig,
 ) -> Result<Shrunk, ExploreError> {
-    let wanted: BTreeSet<String> = best.found.iter().map(|v| v.property.clone()).collect();
+    let wanted: BTreeSet<Property> = best.found.iter().map(|v| v.property).collect();
     let mut more = tree.simplify();
     while more && best.runs < config.shrink_runs_max {
         best.runs += 1;
@@ -459,7 +460,7 @@ fn shrink(
 /// the failure needs. Returns whether the minimum was reached within the run budget.
 fn minimize(
     mut best: Shrunk,
-    wanted: &BTreeSet<String>,
+    wanted: &BTreeSet<Property>,
     case: u64,
     seams: Seams<'_>,
     config: &ExploreConfig,

@@ -80,24 +80,20 @@ pub(super) fn boundary_keys(scenario: &Scenario, keys: u32) -> Vec<String> {
         }
     }
     targets.extend([0, max_parallelism - 1]);
+    // In the order found (boundary keys first), each once.
     let mut found: Vec<String> = Vec::new();
-    for target in targets {
+    let mut taken = BTreeSet::new();
+    let boundary = targets
+        .into_iter()
+        .filter_map(|target| key_in_group(target, max_parallelism));
+    let plain = (0u64..).map(|i| format!("k{i}"));
+    for key in boundary.chain(plain) {
         if found.len() as u32 >= keys {
-            return found;
+            break;
         }
-        if let Some(key) = key_in_group(target, max_parallelism) {
-            if !found.contains(&key) {
-                found.push(key);
-            }
-        }
-    }
-    let mut next = 0u64;
-    while (found.len() as u32) < keys {
-        let key = format!("k{next}");
-        if !found.contains(&key) {
+        if taken.insert(key.clone()) {
             found.push(key);
         }
-        next += 1;
     }
     found
 }

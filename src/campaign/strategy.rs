@@ -38,7 +38,7 @@ use super::scenario::{InputSpec, Rescale, Scenario};
 use crate::checkpoint::SavepointRequest;
 use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
 use crate::engine::Sabotage;
-use crate::fault::{CorruptionKind, Fault, Phase, Unsynced};
+use crate::fault::{CorruptionKind, Fault, FaultKind, Phase, Unsynced};
 use crate::job::{
     InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
@@ -202,7 +202,7 @@ impl StrategyConfig {
         if let Some(kind) = self
             .fault_kinds
             .iter()
-            .find(|kind| !ALL_FAULT_KINDS.contains(&kind.as_str()))
+            .find(|kind| FaultKind::from_name(kind).is_none())
         {
             return Err(StrategyError::UnknownFaultKind(kind.clone()));
         }
@@ -266,11 +266,6 @@ fn key_count(keys_max: u32) -> BoxedStrategy<u32> {
         (1..=few).boxed()
     }
 }
-
-/// Kinds whose fault fires only once the job restarts (corruption before a restore, a panic in
-/// a restore) and kinds that make it restart.
-const NEED_A_RESTART: [&str; 2] = ["corrupt", "panic-in-restore"];
-const RESTARTERS: [&str; 4] = ["panic", "kill", "kill-at-phase", "crash"];
 
 /// Job shapes.
 pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
@@ -460,12 +455,13 @@ fn swarm_faults(
         .zip(&raw)
         .map(|(kind, r)| make_fault(kind, job, *r))
         .collect();
-    let restarts = kinds.iter().any(|k| RESTARTERS.contains(&k.as_str()));
-    let needs = kinds
+    let restarts = faults.iter().any(|f| f.kind().restarts_the_job());
+    let waits = faults.iter().position(|f| f.kind().waits_for_a_restart());
+    let kill_allowed = allowed
         .iter()
-        .position(|k| NEED_A_RESTART.contains(&k.as_str()));
-    if let (false, Some(index), true) = (restarts, needs, allowed.iter().any(|k| k == "kill")) {
-        faults.push(make_fault("kill", job, raw[index]));
+        .any(|k| FaultKind::from_name(k) == Some(FaultKind::Kill));
+    if let (false, Some(index), true) = (restarts, waits, kill_allowed) {
+        faults.push(make_fault(FaultKind::Kill.name(), job, raw[index]));
     }
     faults
 }

@@ -25,7 +25,7 @@
 //!
 //! // Every violation names the property it breaks, which failure reports lead with.
 //! let violation = Violation::JobFailed { reason: "40 restarts used".into() };
-//! assert_eq!(violation.property(), "liveness");
+//! assert_eq!(violation.property(), faultline::check::Property::Liveness);
 //! assert!(violation.to_string().contains("40 restarts used"));
 //! ```
 
@@ -360,12 +360,10 @@ impl fmt::Display for Violation {
 }
 
 impl Violation {
-    /// The property this violation breaks: `state`, `output`, `ids`, `liveness`,
-    /// `notification`, `transactions`, `reuse`, `storage`, `corruption`, `assertion` or
-    /// `resource`.
-    pub fn property(&self) -> &'static str {
+    /// The property this violation breaks.
+    pub fn property(&self) -> Property {
         match self {
-            Violation::RestoredState { .. } | Violation::FinalState { .. } => "state",
+            Violation::RestoredState { .. } | Violation::FinalState { .. } => Property::State,
             Violation::OutputLost { .. }
             | Violation::OutputDuplicated { .. }
             | Violation::OutputUnexpected { .. }
@@ -373,19 +371,78 @@ impl Violation {
             | Violation::ReceivedTwice { .. }
             | Violation::ReceivedUnexpected { .. }
             | Violation::ReceivedOutOfOrder { .. }
-            | Violation::NotReceived { .. } => "output",
-            Violation::OutputIdReused { .. } => "ids",
-            Violation::JobFailed { .. } => "liveness",
-            Violation::NotificationFailed { .. } => "notification",
-            Violation::TransactionStranded { .. } => "transactions",
-            Violation::ReuseRefused { .. } => "reuse",
-            Violation::StateUnreadable { .. } => "state",
-            Violation::OutputUnreadable { .. } => "output",
-            Violation::Storage { .. } => "storage",
-            Violation::CorruptRestored { .. } => "corruption",
-            Violation::Assertion { .. } => "assertion",
-            Violation::Resource { .. } => "resource",
+            | Violation::NotReceived { .. } => Property::Output,
+            Violation::OutputIdReused { .. } => Property::Ids,
+            Violation::JobFailed { .. } => Property::Liveness,
+            Violation::NotificationFailed { .. } => Property::Notification,
+            Violation::TransactionStranded { .. } => Property::Transactions,
+            Violation::ReuseRefused { .. } => Property::Reuse,
+            Violation::StateUnreadable { .. } => Property::State,
+            Violation::OutputUnreadable { .. } => Property::Output,
+            Violation::Storage { .. } => Property::Storage,
+            Violation::CorruptRestored { .. } => Property::Corruption,
+            Violation::Assertion { .. } => Property::Assertion,
+            Violation::Resource { .. } => Property::Resource,
         }
+    }
+}
+
+/// A property of a run, which each violation names and reports lead with (`[state]`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Property {
+    /// Restored and final keyed state.
+    State,
+    /// Visible output: nothing lost, nothing twice, nothing wrong.
+    Output,
+    /// Output ids unique job-wide.
+    Ids,
+    /// The job finishes (or fails loudly on corruption).
+    Liveness,
+    /// Completion notifications never fail a task.
+    Notification,
+    /// No transaction left open at the end.
+    Transactions,
+    /// No reuse of files no live checkpoint holds.
+    Reuse,
+    /// The storage audit finds nothing the faults do not explain.
+    Storage,
+    /// Corrupted checkpoints are never restored.
+    Corruption,
+    /// No panic inside the case.
+    Assertion,
+    /// The case stays within its bounds.
+    Resource,
+    /// The same seed gives the same trace.
+    Determinism,
+}
+
+impl Property {
+    /// Its name, as reports print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Property::State => "state",
+            Property::Output => "output",
+            Property::Ids => "ids",
+            Property::Liveness => "liveness",
+            Property::Notification => "notification",
+            Property::Transactions => "transactions",
+            Property::Reuse => "reuse",
+            Property::Storage => "storage",
+            Property::Corruption => "corruption",
+            Property::Assertion => "assertion",
+            Property::Resource => "resource",
+            Property::Determinism => "determinism",
+        }
+    }
+}
+
+impl fmt::Display for Property {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -1082,6 +1139,6 @@ stages = [{ name = "twice", op = { kind = "user", name = "twice", keyed = true }
             }),
             "{verdict}"
         );
-        assert_eq!(verdict.violations[0].property(), "ids");
+        assert_eq!(verdict.violations[0].property(), Property::Ids);
     }
 }

@@ -130,6 +130,20 @@ impl FaultKind {
     pub fn from_name(name: &str) -> Option<FaultKind> {
         FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
     }
+
+    /// Whether its fault fires only once the job restarts: corruption (just before a
+    /// restore) and a panic in a restore.
+    pub fn waits_for_a_restart(self) -> bool {
+        matches!(self, FaultKind::Corrupt | FaultKind::PanicInRestore)
+    }
+
+    /// Whether its fault fails the job, so that it restarts.
+    pub fn restarts_the_job(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Panic | FaultKind::Kill | FaultKind::KillAtPhase | FaultKind::Crash
+        )
+    }
 }
 
 /// Where a fault fired.

@@ -6,7 +6,7 @@
 //! twins (the count in a plain field, a record dropped after every restore) must be caught.
 
 use faultline::campaign::{scenario_strategy, Case, KillMode, Seams, StrategyConfig};
-use faultline::check::Note;
+use faultline::check::{Note, Property};
 use faultline::checkpoint::CheckpointingMode;
 use faultline::harness::Harness;
 use faultline::job::user::{ModelState, UserOperator};
@@ -209,7 +209,7 @@ fn a_detector_whose_alerts_depend_on_state_passes_at_least_once_with_fan_in() {
 
 /// The properties the first failing case of an at-least-once campaign over the detector that
 /// `build` makes broke (none when every case passed).
-fn caught_at_least_once(build: fn(u16) -> Box<dyn Operator>) -> Vec<String> {
+fn caught_at_least_once(build: fn(u16) -> Box<dyn Operator>) -> Vec<Property> {
     let operators = [UserOperator::new(
         "third-large-alert",
         true,
@@ -225,21 +225,21 @@ fn caught_at_least_once(build: fn(u16) -> Box<dyn Operator>) -> Vec<String> {
     report
         .failures
         .first()
-        .map(|f| f.violations.iter().map(|v| v.property.clone()).collect())
+        .map(|f| f.violations.iter().map(|v| v.property).collect())
         .unwrap_or_default()
 }
 
 #[test]
 fn a_detector_counting_in_a_plain_field_is_caught_at_least_once() {
     let properties = caught_at_least_once(|_| Box::new(PlainFieldAlert::default()));
-    assert!(properties.iter().any(|p| p == "state"), "{properties:?}");
+    assert!(properties.contains(&Property::State), "{properties:?}");
 }
 
 #[test]
 fn a_detector_dropping_a_record_after_a_restart_is_caught_at_least_once() {
     let properties = caught_at_least_once(|_| Box::new(DropsFirstAfterRestart::default()));
     assert!(
-        properties.iter().any(|p| p == "output" || p == "state"),
+        properties.contains(&Property::Output) || properties.contains(&Property::State),
         "{properties:?}"
     );
 }

@@ -11,7 +11,7 @@ use faultline::campaign::{
     explore, generate, Case, CaseReport, ExploreConfig, InputSpec, KillMode, Rescale, Scenario,
     Seams, StrategyConfig,
 };
-use faultline::check::Violation;
+use faultline::check::{Property, Violation};
 use faultline::fault::{Fault, FaultKind, Phase, Unsynced};
 use faultline::state::BackendKind;
 use faultline::trace::Event;
@@ -107,7 +107,10 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
         .first()
         .unwrap_or_else(|| panic!("the broken sink was not caught:\n{}", report.summary()));
     assert!(
-        failure.violations.iter().any(|v| v.property == "output"),
+        failure
+            .violations
+            .iter()
+            .any(|v| v.property == Property::Output),
         "{:?}",
         failure.violations
     );
@@ -161,7 +164,7 @@ fn a_broken_sink_is_caught_shrunk_and_replayed() {
             .verdict
             .violations
             .iter()
-            .any(|v| v.property() == "output")
+            .any(|v| v.property() == Property::Output)
     };
     for index in 0..scenario.faults.len() {
         let mut fewer = scenario.clone();

@@ -6,7 +6,7 @@
 //! the job names but the seams lack, or give but the job never uses, are errors naming them.
 
 use faultline::campaign::{explore, Case, CaseReport, ExploreConfig, KillMode, Scenario, Seams};
-use faultline::check::Violation;
+use faultline::check::{Property, Violation};
 use faultline::checkpoint::{Durability, FsCheckpointStorage};
 use faultline::engine::{JobStatus, Runtime};
 use faultline::fault::NoFaults;
@@ -76,7 +76,10 @@ fn an_engine_assertion_is_a_violation_of_its_case_shrunk_and_the_campaign_goes_o
     assert!(report.failures.len() >= 2, "{}", report.summary());
     for failure in &report.failures {
         assert!(
-            failure.violations.iter().all(|v| v.property == "assertion"),
+            failure
+                .violations
+                .iter()
+                .all(|v| v.property == Property::Assertion),
             "{:?}",
             failure.violations
         );

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::examples::running_total::running_total_model;
 use crate::support::{delegate_cell_access, delegate_sink, delete_cells, TwistedFactory};
 use faultline::campaign::{ExploreReport, ReportedViolation};
+use faultline::check::Property;
 use faultline::checkpoint::{CheckpointStorage, KeyedStateHandle, NamedFile};
 use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, StoreError, TwoPhaseCommitSink, TxnEvent};
@@ -590,7 +591,7 @@ fn seeds() -> u64 {
 /// within `CASES_MAX` cases on at least half the seeds (so the median is within it; with one
 /// seed, on that seed), every catch shrunk to at most three faults and reported as a violation
 /// of one of `properties`.
-fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'static>) {
+fn check_class(class: &str, properties: &[Property], harness: impl Fn() -> Harness<'static>) {
     let dir = tempfile::tempdir().unwrap();
     let mut found = Vec::new();
     let mut missed = Vec::new();
@@ -610,7 +611,7 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'
             caught
                 .violations
                 .iter()
-                .any(|v| properties.contains(&v.property.as_str())),
+                .any(|v| properties.contains(&v.property)),
             "{class}, seed {seed}: expected a violation of {properties:?}, got {caught:?}"
         );
         if std::env::var("FAULTLINE_CATALOGUE_DEBUG").is_ok() {
@@ -635,7 +636,7 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'
     let named: BTreeSet<&str> = found
         .iter()
         .flat_map(|c| &c.violations)
-        .map(|v| v.property.as_str())
+        .map(|v| v.property.name())
         .collect();
     eprintln!(
         "catalogue {class}: {} seeds, caught on {}, cases until caught median {median}, shrunk to <= {faults} faults, records {records:?}, at a local minimum {minimal} of {}, faults + records median {size_median}, missed seeds {missed:?}, properties {named:?}",
@@ -651,16 +652,18 @@ fn check_class(class: &str, properties: &[&str], harness: impl Fn() -> Harness<'
 
 #[test]
 fn a_sink_committing_in_snapshot_is_caught() {
-    check_class("commit in snapshot", &["output"], || {
+    check_class("commit in snapshot", &[Property::Output], || {
         Harness::new().sink(&commits_in_snapshot)
     });
 }
 
 #[test]
 fn a_sink_whose_commit_on_restore_is_not_idempotent_is_caught() {
-    check_class("non-idempotent commit on restore", &["output"], || {
-        Harness::new().sink(&rewrites_on_restore)
-    });
+    check_class(
+        "non-idempotent commit on restore",
+        &[Property::Output],
+        || Harness::new().sink(&rewrites_on_restore),
+    );
 }
 
 #[test]
@@ -675,7 +678,7 @@ fn an_operator_keeping_state_in_a_plain_field_is_caught() {
             running_total_model,
         )]
     });
-    check_class("state in a plain field", &["state"], || {
+    check_class("state in a plain field", &[Property::State], || {
         Harness::new().operators(operators)
     });
 }
@@ -695,32 +698,36 @@ fn an_operator_depending_on_hash_order_is_caught_by_the_determinism_check() {
     // output check may see first.
     check_class(
         "output order from hash-map order",
-        &["determinism", "output"],
+        &[Property::Determinism, Property::Output],
         || Harness::new().operators(operators).check_determinism(),
     );
 }
 
 #[test]
 fn a_sink_failing_on_a_late_or_duplicated_notification_is_caught() {
-    check_class("fails on a late notification", &["notification"], || {
-        Harness::new().sink(&strict_notifications).faults(&[
-            "delay-notification",
-            "drop-notification",
-            "kill",
-        ])
-    });
+    check_class(
+        "fails on a late notification",
+        &[Property::Notification],
+        || {
+            Harness::new().sink(&strict_notifications).faults(&[
+                "delay-notification",
+                "drop-notification",
+                "kill",
+            ])
+        },
+    );
 }
 
 #[test]
 fn a_sink_skipping_the_abort_of_its_transaction_on_restore_is_caught() {
-    check_class("skips abort on restore", &["transactions"], || {
+    check_class("skips abort on restore", &[Property::Transactions], || {
         Harness::new().sink(&skips_abort_on_restore)
     });
 }
 
 #[test]
 fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
-    check_class("drops a key group on rescale", &["state"], || {
+    check_class("drops a key group on rescale", &[Property::State], || {
         Harness::new().backend(&DROPS_KEY_GROUP)
     });
 }
@@ -731,7 +738,7 @@ fn a_backend_skipping_checksum_verification_is_caught_by_corruption_faults() {
         "skips checksum verification",
         // Damage restored unnoticed (corruption, state), or damage the backend decodes into
         // an error that names no file, so the job fails without failing loudly (liveness).
-        &["corruption", "state", "liveness"],
+        &[Property::Corruption, Property::State, Property::Liveness],
         || {
             Harness::new()
                 .backend(&SKIPS_CHECKSUMS)
@@ -773,16 +780,18 @@ fn the_built_in_backends_verify_their_own_files_when_the_engine_does_not() {
 
 #[test]
 fn a_source_not_storing_its_position_is_caught() {
-    check_class("source forgets its position", &["state", "output"], || {
-        Harness::new().source(&forgets_position)
-    });
+    check_class(
+        "source forgets its position",
+        &[Property::State, Property::Output],
+        || Harness::new().source(&forgets_position),
+    );
 }
 
 #[test]
 fn a_source_storing_its_position_after_emitting_is_caught() {
     check_class(
         "source stores its position after emitting",
-        &["state", "output"],
+        &[Property::State, Property::Output],
         || Harness::new().source(&stores_position_after_emitting),
     );
 }
@@ -866,7 +875,7 @@ fn a_reader_finishing_with_records_unread_is_caught() {
         failure
             .violations
             .iter()
-            .any(|v| v.property == "output" || v.property == "state"),
+            .any(|v| v.property == Property::Output || v.property == Property::State),
         "{:?}",
         failure.violations
     );
@@ -905,7 +914,7 @@ mod incremental {
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::PathBuf;
 
-    use super::check_class;
+    use super::{check_class, Property};
     use crate::support::delegate_cell_access;
     use faultline::checkpoint::CheckpointStorage;
     use faultline::harness::Harness;
@@ -1027,7 +1036,7 @@ mod incremental {
     fn a_backend_deleting_files_a_retained_checkpoint_references_is_caught() {
         check_class(
             "deletes shared files still referenced",
-            &["liveness", "storage"],
+            &[Property::Liveness, Property::Storage],
             || {
                 Harness::new()
                     .backend(&DELETES_SUPERSEDED_UPLOADS)
@@ -1038,7 +1047,7 @@ mod incremental {
 
     #[test]
     fn a_backend_reusing_files_of_an_unconfirmed_checkpoint_is_caught() {
-        check_class("reuses unconfirmed files", &["reuse"], || {
+        check_class("reuses unconfirmed files", &[Property::Reuse], || {
             Harness::new()
                 .backend(&CONFIRMS_ITS_OWN_SNAPSHOTS)
                 .backends(vec![BackendKind::RocksDbIncremental])

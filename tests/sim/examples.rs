@@ -161,7 +161,10 @@ fn a_file_sink_losing_pre_committed_files_on_restore_is_caught_through_its_files
         .unwrap();
     let failure = report.failures.first().expect("caught within 200 cases");
     assert!(
-        failure.violations.iter().any(|v| v.property == "output"),
+        failure
+            .violations
+            .iter()
+            .any(|v| v.property == faultline::check::Property::Output),
         "{:?}",
         failure.violations
     );

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::support::{config, delete_cells, kills, linear_job, TwistedFactory};
-use faultline::check::Violation;
+use faultline::check::{Property, Violation};
 use faultline::checkpoint::CheckpointStorage;
 use faultline::state::{
     BackendContext, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats, SnapshotResult,
@@ -170,7 +170,10 @@ fn a_backend_naming_the_damaged_checkpoint_file_fails_loudly_and_one_naming_its_
     let local = reporting_damage(true);
     let failure = local.failures.first().expect("caught");
     assert!(
-        failure.violations.iter().any(|v| v.property == "liveness"),
+        failure
+            .violations
+            .iter()
+            .any(|v| v.property == Property::Liveness),
         "{:?}",
         failure.violations
     );

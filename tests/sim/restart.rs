@@ -2,6 +2,7 @@
 //! every delay and the give-up point; then run a job whose failure repeats on every attempt and
 //! check the restarts' timing in its trace.
 
+use faultline::check::Property;
 use faultline::checkpoint::CheckpointConfig;
 use faultline::engine::{JobStatus, RunConfig};
 use faultline::job::{
@@ -226,5 +227,5 @@ fn a_job_that_always_fails_exhausts_its_restarts_on_the_virtual_clock() {
         .verdict
         .violations
         .iter()
-        .any(|v| v.property() == "liveness"));
+        .any(|v| v.property() == Property::Liveness));
 }
