@@ -1,7 +1,8 @@
 //! A fraud-style running total per account, in `ValueState`, put under faultline's faults.
 //!
-//! The operator keeps each account's total of transaction amounts in keyed state and emits the
-//! new total with every transaction; its model says the same as a pure function. The harness
+//! The operator keeps each account's total of transaction amounts in a `ValueState<i64>` and
+//! emits the new total with every transaction; one function over the tutorial's `Transaction`
+//! is both the operator and its model (run by the oracle on a plain map). The harness
 //! runs generated jobs using it (with the tutorial's transactions shape: records keyed by
 //! account, amounts as values) under every fault kind, and checks restored state, final state
 //! and exactly-once output against the model.
@@ -17,68 +18,39 @@
 
 use faultline::campaign::{Case, KillMode, Scenario, Seams};
 use faultline::harness::Harness;
-use faultline::job::user::{ModelState, UserOperator};
-use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-use faultline::state::{BackendKind, StateBackend, StateValue, ValueState};
+use faultline::job::user::{Output, UserOperator};
+use faultline::job::{OperatorError, Record, Transaction};
+use faultline::state::{BackendKind, KeyedContext, ValueState};
 use faultline::testing::{OperatorHarness, Operators, TestHarnessError};
 
-/// The operator under test: one `ValueState<i64>` "total" per account.
-#[derive(Default)]
-pub struct RunningTotal {
-    total: Option<ValueState<i64>>,
-}
+/// Each account's total, in cents.
+pub const TOTAL: ValueState<i64> = ValueState::new("total");
 
-impl Operator for RunningTotal {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        let backend = backend.ok_or_else(|| OperatorError::Failed("keyed: needs state".into()))?;
-        self.total = Some(ValueState::declare(backend, "total")?);
-        Ok(())
-    }
-
-    fn process(
-        &mut self,
-        mut record: Record,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Vec<Record>,
-    ) -> Result<(), OperatorError> {
-        let total = self
-            .total
-            .as_ref()
-            .ok_or_else(|| OperatorError::Failed("process before open".into()))?;
-        let keyed = ctx.keyed()?;
-        let sum = total.get(keyed)?.unwrap_or(0).wrapping_add(record.value);
-        total.set(keyed, &sum)?;
-        record.value = sum;
-        out.push(record);
-        Ok(())
-    }
-}
-
-/// The model: the same semantics over a plain map.
-pub fn running_total_model(state: &mut ModelState, mut record: Record) -> Vec<Record> {
-    let previous = match state.get("total", &record.key) {
-        Some(StateValue::Int(total)) => *total,
-        _ => 0,
-    };
-    let sum = previous.wrapping_add(record.value);
-    state.set("total", &record.key, StateValue::Int(sum));
-    record.value = sum;
-    vec![record]
+/// The operator's logic: add the amount to the account's total and emit the transaction with
+/// the new total as its amount (so built-in operators may follow it in generated jobs). The
+/// same function is the model: run on a plain map by the oracle, it says what the engine's
+/// recovered state and output must be.
+pub fn running_total_logic(
+    ctx: &mut KeyedContext<'_>,
+    tx: Transaction,
+    out: &mut Output<Transaction>,
+) -> Result<(), OperatorError> {
+    let total = TOTAL.get(ctx)?.unwrap_or(0).wrapping_add(tx.amount_cents);
+    TOTAL.set(ctx, &total)?;
+    out.emit(&Transaction {
+        amount_cents: total,
+        ..tx
+    })
 }
 
 /// The operator, registered for the harness.
 pub fn running_total() -> UserOperator {
-    UserOperator::new(
-        "running-total",
-        true,
-        |_subtask| Box::new(RunningTotal::default()),
-        running_total_model,
-    )
+    UserOperator::keyed("running-total", running_total_logic, running_total_logic)
 }
 
 /// What [`step_by_step`] saw: each account's restored total (`None` where the other subtask
 /// owns it), and the totals emitted after the restore.
-pub type StepByStep = (Vec<(String, Option<StateValue>)>, Vec<i64>);
+pub type StepByStep = (Vec<(String, Option<i64>)>, Vec<i64>);
 
 /// The operator driven step by step, as a unit test would: three transactions, a checkpoint,
 /// then a restore into subtask `subtask` of two on RocksDB (incremental), which owns some of the
@@ -95,7 +67,7 @@ pub fn step_by_step(subtask: u16) -> Result<StepByStep, TestHarnessError> {
         ("t2", "acct-2", 52_400),
         ("t3", "acct-1", 1_200),
     ] {
-        harness.process_element(Record::new(id, account, cents))?;
+        harness.process_element(Record::transaction(id, account, cents))?;
     }
     let checkpoint = harness.snapshot(1)?;
     harness.notify_checkpoint_complete(1);
@@ -105,14 +77,14 @@ pub fn step_by_step(subtask: u16) -> Result<StepByStep, TestHarnessError> {
         .initialize_state(&[&checkpoint])?;
     let mut totals = Vec::new();
     for account in ["acct-1", "acct-2"] {
-        totals.push((account.to_string(), restored.value(account)?));
-        match restored.process_element(Record::new("t4", account, 100)) {
+        totals.push((account.to_string(), restored.get(&TOTAL, account)?));
+        match restored.process_element(Record::transaction("t4", account, 100)) {
             Ok(_) | Err(TestHarnessError::KeyNotOwned { .. }) => {}
             Err(error) => return Err(error),
         }
     }
-    let emitted = restored.outputs().iter().map(|r| r.value).collect();
-    Ok((totals, emitted))
+    let emitted = restored.outputs_as::<Transaction>()?;
+    Ok((totals, emitted.iter().map(|t| t.amount_cents).collect()))
 }
 
 /// Runs the campaign: `cases` cases (unless `FAULTLINE_CASES` says otherwise).

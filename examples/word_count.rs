@@ -1,8 +1,8 @@
 //! A word count in `MapState`, put under faultline's faults.
 //!
-//! Each record's value names a word (`w0` … `w4`, the value modulo 5); the operator counts, per
+//! Each transaction names a word (`w0` … `w4`, the amount modulo 5); the operator counts, per
 //! key, how often it has seen each word, in a `MapState<String, i64>` "words", and emits the
-//! word's new count. Its model says the same over a plain map. `step_by_step` drives the
+//! word's new count. Its model says the same another way over a plain map. `step_by_step` drives the
 //! operator alone through a checkpoint and a restore with `OperatorHarness`.
 //!
 //! ```sh
@@ -11,82 +11,71 @@
 //! ```
 
 use faultline::harness::Harness;
-use faultline::job::user::{ModelState, UserOperator};
-use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-use faultline::state::{BackendKind, MapState, StateBackend, StateValue};
+use faultline::job::user::{Output, UserOperator};
+use faultline::job::{OperatorError, Record, Transaction};
+use faultline::state::{BackendKind, KeyedContext, MapState};
 use faultline::testing::{OperatorHarness, Operators, TestHarnessError};
 
-/// The word a record names.
-pub fn word(record: &Record) -> String {
-    format!("w{}", record.value.rem_euclid(5))
+/// Per key, how often each word was seen.
+pub const WORDS: MapState<String, i64> = MapState::new("words");
+
+/// The word a transaction names.
+pub fn word(tx: &Transaction) -> String {
+    format!("w{}", tx.amount_cents.rem_euclid(5))
 }
 
-/// The operator under test: per key, a count per word.
-#[derive(Default)]
-pub struct WordCount {
-    words: Option<MapState<String, i64>>,
+/// The operator under test: per key, a count per word; emits the word's new count as the
+/// transaction's amount.
+pub fn word_count_logic(
+    ctx: &mut KeyedContext<'_>,
+    tx: Transaction,
+    out: &mut Output<Transaction>,
+) -> Result<(), OperatorError> {
+    let word = word(&tx);
+    let count = WORDS.get(ctx, &word)?.unwrap_or(0) + 1;
+    WORDS.put(ctx, &word, &count)?;
+    out.emit(&Transaction {
+        amount_cents: count,
+        ..tx
+    })
 }
 
-impl Operator for WordCount {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        let backend = backend.ok_or_else(|| OperatorError::Failed("keyed: needs state".into()))?;
-        self.words = Some(MapState::declare(backend, "words")?);
-        Ok(())
-    }
-
-    fn process(
-        &mut self,
-        mut record: Record,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Vec<Record>,
-    ) -> Result<(), OperatorError> {
-        let words = self
-            .words
-            .as_ref()
-            .ok_or_else(|| OperatorError::Failed("process before open".into()))?;
-        let keyed = ctx.keyed()?;
-        let word = word(&record);
-        let count = words.get(keyed, &word)?.unwrap_or(0) + 1;
-        words.put(keyed, &word, &count)?;
-        record.value = count;
-        out.push(record);
-        Ok(())
-    }
-}
-
-/// The model: the same counts over a plain map.
-pub fn word_count_model(state: &mut ModelState, mut record: Record) -> Vec<Record> {
-    let word = word(&record);
-    let count = match state.get_entry("words", &record.key, &word) {
-        Some(StateValue::Int(count)) => count + 1,
-        _ => 1,
-    };
-    state.set_entry("words", &record.key, &word, StateValue::Int(count));
-    record.value = count;
-    vec![record]
+/// The model: the same counts, written without the state API's `get`-then-`put`, over every
+/// entry of the key (an independent statement of the same rule).
+pub fn word_count_model(
+    ctx: &mut KeyedContext<'_>,
+    tx: Transaction,
+    out: &mut Output<Transaction>,
+) -> Result<(), OperatorError> {
+    let word = word(&tx);
+    let seen = WORDS
+        .entries(ctx)?
+        .into_iter()
+        .find(|(w, _)| *w == word)
+        .map_or(0, |(_, count)| count);
+    WORDS.put(ctx, &word, &(seen + 1))?;
+    out.emit(&Transaction {
+        amount_cents: seen + 1,
+        ..tx
+    })
 }
 
 /// The operator, registered for the harness.
 pub fn word_count() -> UserOperator {
-    UserOperator::new(
-        "word-count",
-        true,
-        |_subtask| Box::new(WordCount::default()),
-        word_count_model,
-    )
+    UserOperator::keyed("word-count", word_count_logic, word_count_model)
 }
 
 /// The operator driven step by step on RocksDB (full): one key's words, a checkpoint, a
 /// restore into a fresh instance, and one more word. Returns the word counts the restored
 /// instance holds (map key, count) and the count it emitted for the last word.
-pub fn step_by_step() -> Result<(Vec<(String, StateValue)>, i64), TestHarnessError> {
+pub fn step_by_step() -> Result<(Vec<(String, i64)>, i64), TestHarnessError> {
     let operator = word_count();
     let operators = Operators::user(&operator);
     let mut harness = OperatorHarness::builder(&operators)
         .backend(BackendKind::RocksDbFull)
         .open()?;
-    for (i, value) in [0, 1, 5, 10, 2].into_iter().enumerate() {
-        harness.process_element(Record::new(&format!("r{i}"), "doc-1", value))?;
+    for (i, cents) in [0, 1, 5, 10, 2].into_iter().enumerate() {
+        harness.process_element(Record::transaction(&format!("r{i}"), "doc-1", cents))?;
     }
     let checkpoint = harness.snapshot(1)?;
     let mut restored = OperatorHarness::builder(&operators)
@@ -96,9 +85,10 @@ pub fn step_by_step() -> Result<(Vec<(String, StateValue)>, i64), TestHarnessErr
         .state()?
         .0
         .into_iter()
-        .filter_map(|(addr, count)| Some((addr.user_key?, count)))
+        .filter_map(|(addr, count)| Some((addr.user_key?.get().ok()?, count.get().ok()?)))
         .collect();
-    let emitted = restored.process_element(Record::new("r5", "doc-1", 15))?[0].value;
+    restored.process_element(Record::transaction("r5", "doc-1", 15))?;
+    let emitted = restored.outputs_as::<Transaction>()?[0].amount_cents;
     Ok((counts, emitted))
 }
 

@@ -401,7 +401,12 @@ fn arbitrary_state(u: &mut Unstructured<'_>) -> arbitrary::Result<ArbitraryState
         states.push(StateDescriptor {
             name: format!("s{index}"),
             kind: *u.choose(&[StateKind::Value, StateKind::List, StateKind::Map])?,
-            value_type: *u.choose(&[ValueType::I64, ValueType::Text, ValueType::Bytes])?,
+            value_type: *u.choose(&[
+                ValueType::I64,
+                ValueType::Text,
+                ValueType::Bytes,
+                ValueType::Json,
+            ])?,
         });
     }
     let start = u.int_in_range(0..=ALL_KEY_GROUPS.end)?;

@@ -11,31 +11,32 @@
 //! is where those come in.
 //!
 //! ```
-//! use faultline::job::Record;
+//! use faultline::job::{Record, Transaction};
 //! use faultline::testing::{OperatorHarness, Operators};
-//! use faultline::state::{BackendKind, StateValue};
+//! use faultline::state::{BackendKind, ValueState};
 //!
 //! // The built-in running sum, as any operator would be given.
 //! let sum = Operators::built_in(faultline::job::OperatorSpec::Sum);
 //! let mut harness = OperatorHarness::builder(&sum).backend(BackendKind::Memory).open()?;
-//! harness.process_element(Record::new("t1", "acct-1", 300))?;
-//! harness.process_element(Record::new("t2", "acct-2", 7))?;
+//! harness.process_element(Record::transaction("t1", "acct-1", 300))?;
+//! harness.process_element(Record::transaction("t2", "acct-2", 7))?;
 //! let snapshot = harness.snapshot(1)?;
 //! harness.notify_checkpoint_complete(1);
-//! harness.process_element(Record::new("t3", "acct-1", 5))?;
-//! let emitted: Vec<i64> = harness.outputs().iter().map(|r| r.value).collect();
+//! harness.process_element(Record::transaction("t3", "acct-1", 5))?;
+//! let emitted: Vec<i64> = harness.outputs_as::<Transaction>()?.iter().map(|t| t.amount_cents).collect();
 //! assert_eq!(emitted, [300, 7, 305]);
 //!
 //! // A fresh instance, subtask 1 of 2, restores its half of the key groups from the snapshot:
 //! // acct-1's sum is there (without t3, which came after the snapshot); acct-2's went to the
 //! // other subtask.
+//! const SUM: ValueState<i64> = ValueState::new("sum");
 //! let mut restored = OperatorHarness::builder(&sum)
 //!     .subtask(1, 2)
 //!     .initialize_state(&[&snapshot])?;
-//! assert_eq!(restored.value("acct-1")?, Some(StateValue::Int(300)));
-//! assert_eq!(restored.value("acct-2")?, None);
-//! restored.process_element(Record::new("t4", "acct-1", 1))?;
-//! assert_eq!(restored.outputs()[0].value, 301);
+//! assert_eq!(restored.get(&SUM, "acct-1")?, Some(300));
+//! assert_eq!(restored.get(&SUM, "acct-2")?, None);
+//! restored.process_element(Record::transaction("t4", "acct-1", 1))?;
+//! assert_eq!(restored.outputs_as::<Transaction>()?[0].amount_cents, 301);
 //! # Ok::<(), faultline::testing::TestHarnessError>(())
 //! ```
 
@@ -44,14 +45,16 @@ use std::rc::Rc;
 
 use crate::checkpoint::canonical::Compression;
 use crate::checkpoint::{Durability, FsCheckpointStorage, KeyedStateHandle, StorageError};
-use crate::job::keygroup::{key_group_for, key_group_range};
+use crate::job::keygroup::key_group_range;
 use crate::job::operator::build;
-use crate::job::user::UserOperator;
-use crate::job::{Operator, OperatorContext, OperatorError, OperatorSpec, Record};
+use crate::job::user::{OutputTag, UserOperator};
+use crate::job::{
+    Data, DataError, Datum, Operator, OperatorContext, OperatorError, OperatorSpec, Record,
+};
 use crate::state::{
     BackendContext, BackendKind, BackendUnavailable, KeyGroupRange, KeyedContext, RestoreHandle,
     RestoreMode, SnapshotPurpose, SnapshotTarget, StateBackend, StateBackendFactory, StateError,
-    StateValue, StateView,
+    StateView, ValueState,
 };
 
 /// What the harness drives: a user's operator, or a built-in one.
@@ -96,6 +99,9 @@ pub enum TestHarnessError {
     /// The operator failed.
     #[error(transparent)]
     Operator(#[from] OperatorError),
+    /// A key or value is not of the type asked for.
+    #[error(transparent)]
+    Data(#[from] DataError),
     /// Its state backend failed.
     #[error(transparent)]
     State(#[from] StateError),
@@ -119,7 +125,7 @@ pub enum TestHarnessError {
     )]
     KeyNotOwned {
         /// The key.
-        key: String,
+        key: Datum,
         /// Its key group.
         key_group: u16,
         /// This subtask.
@@ -290,6 +296,7 @@ impl<'a> Builder<'a> {
             root,
             _work: work,
             outputs: Vec::new(),
+            side_outputs: Vec::new(),
             attempt: u32::from(!snapshots.is_empty()),
         })
     }
@@ -355,6 +362,7 @@ pub struct OperatorHarness<'a> {
     root: Rc<Root>,
     _work: tempfile::TempDir,
     outputs: Vec<Record>,
+    side_outputs: Vec<Record>,
     attempt: u32,
 }
 
@@ -374,7 +382,7 @@ impl<'a> OperatorHarness<'a> {
     /// and returned. A record whose key this subtask does not own is refused, as the engine's
     /// routing would never deliver it.
     pub fn process_element(&mut self, record: Record) -> Result<&[Record], TestHarnessError> {
-        let key_group = key_group_for(&record.key, self.max_parallelism);
+        let key_group = record.key.key_group(self.max_parallelism);
         if self.backend.is_some() && !self.key_groups.contains(key_group) {
             return Err(TestHarnessError::KeyNotOwned {
                 key: record.key,
@@ -389,12 +397,38 @@ impl<'a> OperatorHarness<'a> {
             .as_deref_mut()
             .map(|backend| KeyedContext::new(backend, key_group, key.as_bytes()));
         let mut ctx = OperatorContext::new(self.attempt, self.subtask, keyed);
+        let mut emitted = Vec::new();
+        self.operator.process(record, &mut ctx, &mut emitted)?;
         let before = self.outputs.len();
-        self.operator.process(record, &mut ctx, &mut self.outputs)?;
+        for record in emitted {
+            match record.side {
+                None => self.outputs.push(record),
+                Some(_) => self.side_outputs.push(record),
+            }
+        }
         Ok(&self.outputs[before..])
     }
 
-    /// Everything emitted so far, in order.
+    /// The values of the main output so far, as `T`s.
+    pub fn outputs_as<T: Data>(&self) -> Result<Vec<T>, TestHarnessError> {
+        Ok(self
+            .outputs
+            .iter()
+            .map(Record::value_as)
+            .collect::<Result<_, DataError>>()?)
+    }
+
+    /// The values emitted on side output `tag` so far, in order.
+    pub fn side_outputs<T: Data>(&self, tag: &OutputTag<T>) -> Result<Vec<T>, TestHarnessError> {
+        Ok(self
+            .side_outputs
+            .iter()
+            .filter(|r| r.side.as_deref() == Some(tag.name()))
+            .map(Record::value_as)
+            .collect::<Result<_, DataError>>()?)
+    }
+
+    /// The main output's records so far, in order (side outputs are kept apart).
     pub fn outputs(&self) -> &[Record] {
         &self.outputs
     }
@@ -449,15 +483,21 @@ impl<'a> OperatorHarness<'a> {
         Ok(view)
     }
 
-    /// The value (or list) of value or list state for `key`, when the operator declared exactly
-    /// one state; see [`OperatorHarness::state`] for the rest.
-    pub fn value(&self, key: &str) -> Result<Option<StateValue>, TestHarnessError> {
-        let view = self.state()?;
-        let mut values = view
-            .0
-            .iter()
-            .filter(|(addr, _)| addr.key == key && addr.user_key.is_none());
-        Ok(values.next().map(|(_, value)| value.clone()))
+    /// The value of `state` for `key`, read through the descriptor as the operator reads it;
+    /// see [`OperatorHarness::state`] for everything at once.
+    pub fn get<T: Data, K: serde::Serialize + ?Sized>(
+        &mut self,
+        state: &ValueState<T>,
+        key: &K,
+    ) -> Result<Option<T>, TestHarnessError> {
+        let key = Datum::of(key)?;
+        let key_group = key.key_group(self.max_parallelism);
+        match self.backend.as_deref_mut() {
+            Some(backend) if backend.key_groups().contains(key_group) => {
+                Ok(state.get(&KeyedContext::new(backend, key_group, key.as_bytes()))?)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The key groups this subtask owns.

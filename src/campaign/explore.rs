@@ -295,7 +295,7 @@ fn records(scenario: &Scenario) -> u32 {
     match &scenario.input {
         InputSpec::Generated { records, .. } => *records,
         InputSpec::Records { records } => u32::try_from(records.len()).unwrap_or(u32::MAX),
-        InputSpec::Csv { .. } => 0,
+        InputSpec::Csv { .. } | InputSpec::JsonLines { .. } => 0,
     }
 }
 

@@ -27,7 +27,7 @@ pub fn key_space(scenario: &Scenario) -> Result<KeySpace, ScenarioError> {
     let groups: BTreeSet<u16> = scenario
         .input_records()?
         .iter()
-        .map(|r| key_group_for(&r.key, max_parallelism))
+        .map(|r| r.key.key_group(max_parallelism))
         .collect();
     let mut space = KeySpace {
         key_groups_touched: groups.len() as u32,

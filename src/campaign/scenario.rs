@@ -76,6 +76,16 @@ pub enum InputSpec {
         /// The file.
         path: std::path::PathBuf,
     },
+    /// A JSON Lines file of objects, keyed by one of their fields.
+    JsonLines {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The field holding each record's key.
+        key: String,
+        /// The field holding each record's id (text); without one, ids are `r0`, `r1`, ...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
     /// These records, in order.
     Records {
         /// The records.
@@ -283,14 +293,14 @@ impl Scenario {
                     Vec::new()
                 };
                 (0..*records)
-                    .map(|i| InputRecord {
-                        id: format!("r{i}"),
-                        key: if pool.is_empty() {
+                    .map(|i| {
+                        let key = if pool.is_empty() {
                             format!("k{}", rng.random_range(0..*keys))
                         } else {
                             pool[rng.random_range(0..pool.len())].clone()
-                        },
-                        value: rng.random_range(*min_value..=*max_value),
+                        };
+                        let amount = rng.random_range(*min_value..=*max_value);
+                        InputRecord::transaction(&format!("r{i}"), &key, amount)
                     })
                     .collect()
             }
@@ -305,6 +315,18 @@ impl Scenario {
                         message: e.to_string(),
                     })?
                     .records
+            }
+            InputSpec::JsonLines { path, key, id } => {
+                let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                crate::job::jsonl::parse_values(&text, key, id.as_deref()).map_err(|e| {
+                    ScenarioError::Invalid {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    }
+                })?
             }
             InputSpec::Records { records } => records.clone(),
         })

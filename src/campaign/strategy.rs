@@ -111,6 +111,33 @@ impl InputStrategy {
     {
         Self(Arc::new(move || make().boxed()))
     }
+
+    /// From a strategy of values of the user's type `T`, keyed by `key_by`, with ids `r0`,
+    /// `r1`, ... A value that cannot be encoded (a map keyed by a struct, say) becomes a record
+    /// whose value names the error, so the case that draws it fails saying so.
+    pub fn keyed_by<T, K, S>(
+        make: impl Fn() -> S + Send + Sync + 'static,
+        key_by: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> Self
+    where
+        T: serde::Serialize + std::fmt::Debug + 'static,
+        K: serde::Serialize,
+        S: Strategy<Value = Vec<T>> + 'static,
+    {
+        let key_by = Arc::new(key_by);
+        Self::new(move || {
+            let key_by = Arc::clone(&key_by);
+            make().prop_map(move |values| {
+                InputRecord::keyed_by(&values, "r", &*key_by).unwrap_or_else(|error| {
+                    vec![InputRecord {
+                        id: "r0".into(),
+                        key: crate::job::Datum::from("unencodable"),
+                        value: crate::job::Datum::from(error.to_string().as_str()),
+                    }]
+                })
+            })
+        })
+    }
 }
 
 impl std::fmt::Debug for InputStrategy {
@@ -554,6 +581,7 @@ mod tests {
 
     use super::*;
     use crate::fault::FaultKind;
+    use crate::job::Datum;
     use proptest::strategy::ValueTree;
 
     #[test]
@@ -615,7 +643,10 @@ mod tests {
         for scenario in drawn(config, 40) {
             let records = scenario.input_records().unwrap();
             assert!((7..=9).contains(&records.len()), "{}", records.len());
-            assert!(records.iter().all(|r| (10..=20).contains(&r.value)));
+            assert!(records.iter().all(|r| {
+                let tx: crate::job::Transaction = r.value.get().unwrap();
+                (10..=20).contains(&tx.amount_cents)
+            }));
             let keys: BTreeSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
             assert!(keys.len() <= 2, "{keys:?}");
         }
@@ -628,11 +659,7 @@ mod tests {
                 values
                     .into_iter()
                     .enumerate()
-                    .map(|(i, value)| InputRecord {
-                        id: format!("t{i}"),
-                        key: "acct".into(),
-                        value,
-                    })
+                    .map(|(i, value)| InputRecord::transaction(&format!("t{i}"), "acct", value))
                     .collect()
             })
         });
@@ -645,7 +672,7 @@ mod tests {
                 panic!("the user's records: {:?}", scenario.input);
             };
             assert!((1..=4).contains(&records.len()));
-            assert!(records.iter().all(|r| r.key == "acct"));
+            assert!(records.iter().all(|r| r.key == Datum::from("acct")));
         }
     }
 

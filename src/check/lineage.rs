@@ -30,9 +30,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{CaseSpec, Violation};
 use crate::engine::{JobStatus, RunOutcome};
-use crate::job::keygroup::{key_group_for, subtask_for_key_group};
-use crate::job::{task_name, JobSpec, Record};
-use crate::model::StageModel;
+use crate::job::keygroup::subtask_for_key_group;
+use crate::job::{task_name, Datum, JobSpec, Record};
+use crate::model::{ModelFailure, StageModel};
 use crate::state::StateView;
 use crate::trace::{Event, RestoreSource, Restored};
 
@@ -49,6 +49,8 @@ pub(super) struct Lineage {
     pub emitted: Vec<Record>,
     /// Restores whose state was compared.
     pub restores: usize,
+    /// Records a stage's model failed on, along the lineage.
+    pub failures: Vec<ModelFailure>,
 }
 
 /// One stage's view of one key: its model and what reached it along the current lineage.
@@ -68,7 +70,7 @@ struct Cell {
 }
 
 /// Cells by stage index (0 is the first operator) and key.
-type Cells = BTreeMap<(usize, String), Cell>;
+type Cells = BTreeMap<(usize, Datum), Cell>;
 
 /// Follows `outcome`'s events; `None` when the lineage cannot be known (a restore from a
 /// snapshot this case did not take, or of a checkpoint whose snapshots it never saw).
@@ -109,7 +111,7 @@ struct Walk<'c> {
     /// Records (by stage and id) received in the current attempt.
     seen: BTreeSet<(usize, String)>,
     /// The offset the first stage last received per key in the current attempt.
-    offsets: BTreeMap<String, u64>,
+    offsets: BTreeMap<Datum, u64>,
     /// What each stage last emitted under each id (the input's records as stage "-1"): what
     /// the next stage must receive under that id.
     last_emitted: BTreeMap<(usize, String), Record>,
@@ -215,7 +217,7 @@ impl<'c> Walk<'c> {
         Some(())
     }
 
-    fn process(&mut self, task: &str, record: &Record, outputs: &[i64]) {
+    fn process(&mut self, task: &str, record: &Record, outputs: &[Datum]) {
         let Some(&(stage, subtask)) = self.tasks.get(task) else {
             return;
         };
@@ -255,10 +257,17 @@ impl<'c> Walk<'c> {
                 partition: record.origin.partition,
                 ..Cell::default()
             });
-        let emitted = cell
+        let emitted = match cell
             .model
-            .apply(&job.stages[stage], self.case.users, record.clone());
-        let values: Vec<i64> = emitted.iter().map(|r| r.value).collect();
+            .apply(&job.stages[stage], self.case.users, record.clone())
+        {
+            Ok(emitted) => emitted,
+            Err(failure) => {
+                self.lineage.failures.push(failure);
+                Vec::new()
+            }
+        };
+        let values: Vec<Datum> = emitted.iter().map(|r| r.value.clone()).collect();
         if values != outputs {
             self.lineage.violations.push(Violation::EmissionUnexpected {
                 task: task.to_string(),
@@ -269,9 +278,10 @@ impl<'c> Walk<'c> {
         }
         cell.subtask = Some(subtask);
         cell.received.push(record.clone());
-        if stage + 1 == job.stages.len() {
-            self.lineage.emitted.extend(emitted.iter().cloned());
-        }
+        let last = stage + 1 == job.stages.len();
+        self.lineage
+            .emitted
+            .extend(emitted.iter().filter(|r| last || r.side.is_some()).cloned());
         for out in &emitted {
             self.last_emitted
                 .insert((stage, out.id.clone()), out.clone());
@@ -316,6 +326,8 @@ impl<'c> Walk<'c> {
             })
         });
         let mut owed: Vec<Record> = owed_input.cloned().collect();
+        // Side outputs skip the later stages on their way to the sink.
+        let mut side_owed = Vec::new();
         for (stage, spec) in job.stages.iter().enumerate() {
             let received: BTreeSet<String> = self
                 .stage_cells(stage)
@@ -330,11 +342,14 @@ impl<'c> Walk<'c> {
                     });
                 }
             }
-            owed = self
+            let (side, main): (Vec<Record>, Vec<Record>) = self
                 .stage_cells(stage)
                 .flat_map(|cell| cell.emitted.iter().cloned())
-                .collect();
+                .partition(|r| r.side.is_some());
+            side_owed.extend(side);
+            owed = main;
         }
+        owed.extend(side_owed);
         self.lineage.owed = owed;
     }
 
@@ -364,10 +379,10 @@ impl<'c> Walk<'c> {
 /// The subtask of stage `stage` that holds a key's cell: for a keyed stage the owner of its key
 /// group, as the engine routes; otherwise the subtask seen processing it in this phase, or
 /// where a forward edge from the source's subtask (the partition's) leads.
-fn owner(job: &JobSpec, stage: usize, key: &str, cell: &Cell) -> u16 {
+fn owner(job: &JobSpec, stage: usize, key: &Datum, cell: &Cell) -> u16 {
     let parallelisms = job.stage_parallelisms();
     // Task-order stages: 0 is the source, so operator `stage` is `stage + 1`.
-    let group = key_group_for(key, job.max_parallelism);
+    let group = key.key_group(job.max_parallelism);
     if job.stages[stage].op.is_keyed() {
         return subtask_for_key_group(job.max_parallelism, parallelisms[stage + 1], group);
     }
@@ -392,8 +407,8 @@ mod tests {
     use super::*;
     use crate::checkpoint::CheckpointingMode;
     use crate::engine::PhaseEnd;
-    use crate::job::{Input, InputRecord, RestartStrategy};
-    use crate::state::{StateAddr, StateValue};
+    use crate::job::{transaction_datum, Input, InputRecord, RestartStrategy};
+    use crate::state::StateAddr;
     use crate::trace::{JobStarted, Trace};
 
     fn job() -> JobSpec {
@@ -410,11 +425,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
 
     fn input() -> Input {
         let records: Vec<InputRecord> = (0..3)
-            .map(|i| InputRecord {
-                id: format!("r{i}"),
-                key: "k".into(),
-                value: 10_i64.pow(i),
-            })
+            .map(|i| InputRecord::transaction(&format!("r{i}"), "k", 10_i64.pow(i)))
             .collect();
         Input::partitioned(&records, 2)
     }
@@ -434,10 +445,10 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         let addr = StateAddr {
             stage: "sum".into(),
             state: "sum".into(),
-            key: "k".into(),
+            key: Datum::from("k"),
             user_key: None,
         };
-        view.0.insert(addr, StateValue::Int(value));
+        view.0.insert(addr, Datum::from(value));
         view
     }
 
@@ -465,7 +476,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         Event::RecordProcessed {
             task: "sum[0]".into(),
             record: record(i),
-            outputs: vec![total],
+            outputs: vec![transaction_datum("k", total)],
         }
     }
 
@@ -591,7 +602,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         events.extend([processed(0, 1), processed(1, 12), processed(2, 112)]);
         let violations = judge(events, 111);
         assert!(
-            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [11] && *actual == [12]),
+            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [transaction_datum("k", 11)] && *actual == [transaction_datum("k", 12)]),
             "{violations:?}"
         );
     }
@@ -600,19 +611,19 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
     fn a_record_other_than_the_one_sent_is_caught() {
         let mut events = started();
         let mut changed = record(1);
-        changed.value = 7;
+        changed.value = transaction_datum("k", 7);
         events.extend([
             processed(0, 1),
             Event::RecordProcessed {
                 task: "sum[0]".into(),
                 record: changed,
-                outputs: vec![8],
+                outputs: vec![transaction_datum("k", 8)],
             },
             processed(2, 108),
         ]);
         let violations = judge(events, 108);
         assert!(
-            matches!(&violations[0], Violation::ReceivedUnexpected { record, sent: Some(sent), .. } if record.value == 7 && sent.value == 10),
+            matches!(&violations[0], Violation::ReceivedUnexpected { record, sent: Some(sent), .. } if record.value == transaction_datum("k", 7) && sent.value == transaction_datum("k", 10)),
             "{violations:?}"
         );
     }

@@ -38,10 +38,10 @@ use crate::checkpoint::registry::AuditProblem;
 use crate::checkpoint::CheckpointingMode;
 use crate::engine::{JobStatus, RunOutcome};
 use crate::job::user::UserOperator;
+use crate::job::Datum;
 use crate::job::{Input, JobSpec, Record, SinkKind};
 use crate::model;
-use crate::state::StateView;
-use crate::state::{StateAddr, StateValue};
+use crate::state::{StateAddr, StateView};
 use crate::trace::{AuditContext, Event, FailureCause, Resource, RestoreFailure};
 
 /// A broken property.
@@ -57,18 +57,18 @@ pub enum Violation {
         /// Where the values differ.
         addr: StateAddr,
         /// The model's value.
-        expected: Option<StateValue>,
+        expected: Option<Datum>,
         /// The engine's value.
-        actual: Option<StateValue>,
+        actual: Option<Datum>,
     },
     /// Keyed state at the end differs from the model over the whole input.
     FinalState {
         /// Where the values differ.
         addr: StateAddr,
         /// The model's value.
-        expected: Option<StateValue>,
+        expected: Option<Datum>,
         /// The engine's value.
-        actual: Option<StateValue>,
+        actual: Option<Datum>,
     },
     /// A record of the model's output never became visible.
     OutputLost {
@@ -99,9 +99,9 @@ pub enum Violation {
         /// The record it processed.
         record: Record,
         /// The values the model emits.
-        expected: Vec<i64>,
+        expected: Vec<Datum>,
         /// The values it emitted.
-        actual: Vec<i64>,
+        actual: Vec<Datum>,
     },
     /// At-least-once lineage: a task received a record twice within one attempt (only a
     /// restore may replay a record).
@@ -147,6 +147,17 @@ pub enum Violation {
         id: String,
         /// How many of the model's records carry it.
         count: usize,
+    },
+    /// A stage's model failed on a record (a user's model returned an error, or a record is
+    /// not of the type the stage reads): the model cannot say what is right, so the case
+    /// cannot be judged there.
+    ModelFailed {
+        /// The stage.
+        stage: String,
+        /// The record's id.
+        record: String,
+        /// What failed.
+        reason: String,
     },
     /// The job did not finish.
     JobFailed {
@@ -226,7 +237,12 @@ pub enum Violation {
     },
 }
 
-fn show(value: &Option<StateValue>) -> String {
+fn show_all(values: &[Datum]) -> String {
+    let shown: Vec<String> = values.iter().map(ToString::to_string).collect();
+    format!("[{}]", shown.join(", "))
+}
+
+fn show(value: &Option<Datum>) -> String {
     value
         .as_ref()
         .map_or_else(|| "absent".to_string(), ToString::to_string)
@@ -290,7 +306,9 @@ impl fmt::Display for Violation {
                 actual,
             } => write!(
                 f,
-                "emission wrong: {task} emitted {actual:?} for {record}, its model emits {expected:?} for the records it received"
+                "emission wrong: {task} emitted {} for {record}, its model emits {} for the records it received",
+                show_all(actual),
+                show_all(expected),
             ),
             Violation::ReceivedUnexpected { task, record, sent } => match sent {
                 Some(sent) => write!(f, "received wrong: {task} received {record}, the stage before sent {sent}"),
@@ -310,6 +328,11 @@ impl fmt::Display for Violation {
             Violation::NotReceived { stage, record } => {
                 write!(f, "record lost: {stage} never received {record} in the lineage of the final state")
             }
+            Violation::ModelFailed {
+                stage,
+                record,
+                reason,
+            } => write!(f, "model failed: {stage}'s model failed on {record}: {reason}"),
             Violation::OutputIdReused { id, count } => write!(
                 f,
                 "output ids must be unique: the model emits {count} records with id {id:?}"
@@ -373,6 +396,7 @@ impl Violation {
             | Violation::ReceivedOutOfOrder { .. }
             | Violation::NotReceived { .. } => Property::Output,
             Violation::OutputIdReused { .. } => Property::Ids,
+            Violation::ModelFailed { .. } => Property::Model,
             Violation::JobFailed { .. } => Property::Liveness,
             Violation::NotificationFailed { .. } => Property::Notification,
             Violation::TransactionStranded { .. } => Property::Transactions,
@@ -400,6 +424,8 @@ pub enum Property {
     Output,
     /// Output ids unique job-wide.
     Ids,
+    /// The models of the job's stages apply to every record.
+    Model,
     /// The job finishes (or fails loudly on corruption).
     Liveness,
     /// Completion notifications never fail a task.
@@ -427,6 +453,7 @@ impl Property {
             Property::State => "state",
             Property::Output => "output",
             Property::Ids => "ids",
+            Property::Model => "model",
             Property::Liveness => "liveness",
             Property::Notification => "notification",
             Property::Transactions => "transactions",
@@ -566,10 +593,15 @@ impl fmt::Display for Verdict {
     }
 }
 
-type RecordKey = (String, String, i64);
+type RecordKey = (String, Datum, Datum, Option<String>);
 
 fn record_key(record: &Record) -> RecordKey {
-    (record.id.clone(), record.key.clone(), record.value)
+    (
+        record.id.clone(),
+        record.key.clone(),
+        record.value.clone(),
+        record.side.clone(),
+    )
 }
 
 /// What a case is judged against: the jobs its phases ran (the same stages, at each phase's
@@ -634,13 +666,14 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
     );
     let exactly_once = case.job().sink.kind == SinkKind::TwoPhaseCommit
         && case.mode == CheckpointingMode::ExactlyOnce;
-    let all = model::evaluate_with(
+    let over_input = model::evaluate_with(
         case.job(),
         case.input,
         &case.input.end_positions(),
         case.users,
-    )
-    .outputs;
+    );
+    check_model_applies(&over_input.failures, &mut verdict);
+    let all = over_input.outputs;
     check_ids_unique(&all, &mut verdict);
     let lineage = if case.values_exact() {
         None
@@ -656,6 +689,9 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
     match lineage {
         Some(lineage) => {
             verdict.violations.extend(lineage.violations);
+            if over_input.failures.is_empty() {
+                check_model_applies(&lineage.failures, &mut verdict);
+            }
             let in_model: std::collections::BTreeSet<RecordKey> =
                 all.iter().map(record_key).collect();
             verdict.notes.push(Note::JudgedByLineage {
@@ -707,6 +743,21 @@ fn owed_since_start(outputs: Vec<Record>, outcome: &RunOutcome) -> Vec<Record> {
                 .is_none_or(|p| r.origin.offset >= *p)
         })
         .collect()
+}
+
+/// A model that fails on a record cannot say what is right for it: each such record (the
+/// first failure of each stage, the rest being alike) is a violation of its own.
+fn check_model_applies(failures: &[model::ModelFailure], verdict: &mut Verdict) {
+    let mut stages = std::collections::BTreeSet::new();
+    for failure in failures {
+        if stages.insert(failure.stage.as_str()) {
+            verdict.violations.push(Violation::ModelFailed {
+                stage: failure.stage.clone(),
+                record: failure.record.clone(),
+                reason: failure.reason.clone(),
+            });
+        }
+    }
 }
 
 /// The oracle tells records apart by id: a model emitting one id twice is a user's mistake,
@@ -1000,11 +1051,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
     }
 
     fn input() -> Input {
-        let records = [InputRecord {
-            id: "r0".into(),
-            key: "k".into(),
-            value: 1,
-        }];
+        let records = [InputRecord::transaction("r0", "k", 1)];
         Input::partitioned(&records, 1)
     }
 
@@ -1120,7 +1167,7 @@ stages = [{ name = "twice", op = { kind = "user", name = "twice", keyed = true }
             "twice",
             true,
             |_| crate::job::operator::build(&crate::job::OperatorSpec::Sum),
-            |_: &mut crate::job::user::ModelState, record: Record| vec![record.clone(), record],
+            |_: &mut crate::job::user::ModelState, record: Record| Ok(vec![record.clone(), record]),
         )];
         let jobs = [&job];
         let case = CaseSpec {

@@ -68,7 +68,7 @@ use task::*;
 /// "#,
 /// )?;
 /// let records: Vec<InputRecord> = (0..20)
-///     .map(|i| InputRecord { id: format!("r{i}"), key: format!("k{}", i % 4), value: i })
+///     .map(|i| InputRecord::transaction(&format!("r{i}"), &format!("k{}", i % 4), i))
 ///     .collect();
 /// let input = Input::partitioned(&records, 1);
 /// let config = RunConfig::new(

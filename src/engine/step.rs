@@ -7,7 +7,7 @@ use super::Runtime;
 use super::task::*;
 
 use crate::fault::FaultPoint;
-use crate::job::keygroup::{key_group_for, subtask_for_key_group};
+use crate::job::keygroup::subtask_for_key_group;
 use crate::job::operator::OperatorContext;
 use crate::job::source::SourceInput;
 use crate::job::Record;
@@ -133,7 +133,7 @@ impl<'a> Runtime<'a> {
             let channel = if outputs.forward {
                 outputs.channels[0]
             } else {
-                let group = key_group_for(&record.key, max_parallelism);
+                let group = record.key.key_group(max_parallelism);
                 outputs.channels[usize::from(subtask_for_key_group(
                     max_parallelism,
                     outputs.channels.len() as u16,
@@ -205,6 +205,11 @@ impl<'a> Runtime<'a> {
         index: usize,
         record: Record,
     ) -> Result<(), Failure> {
+        // A side output passes the later stages untouched, on its way to the sink.
+        if record.side.is_some() {
+            self.route(execution, index, vec![record]);
+            return Ok(());
+        }
         let attempt = execution.attempt;
         let max_parallelism = self.job.max_parallelism;
         let task = &mut execution.tasks[index];
@@ -225,7 +230,7 @@ impl<'a> Runtime<'a> {
             return Err(Failure::from_action(&name, action));
         }
         let key = record.key.clone();
-        let group = key_group_for(&key, max_parallelism);
+        let group = key.key_group(max_parallelism);
         let processed = record.clone();
         let mut out = Vec::new();
         let keyed = op.backend.as_deref_mut().map(|backend| {
@@ -252,7 +257,7 @@ impl<'a> Runtime<'a> {
         self.record(Event::RecordProcessed {
             task: name,
             record: processed,
-            outputs: out.iter().map(|r| r.value).collect(),
+            outputs: out.iter().map(|r| r.value.clone()).collect(),
         });
         self.route(execution, index, out);
         Ok(())

@@ -1,6 +1,7 @@
-//! CSV input for the replayable source: `transaction_id, account, amount` rows, as in the
-//! tutorials' `data.csv`. Rows with a missing value are skipped and counted (the tutorial's
-//! `dropna`); anything else malformed is an error naming the line and column.
+//! CSV input for the replayable source: the tutorials' `transaction_id, account, amount` rows
+//! as [`Transaction`](super::Transaction)s ([`parse_transactions`]), or rows of a user's own
+//! type ([`parse_rows`]). Transaction rows with a missing value are skipped and counted (the
+//! tutorial's `dropna`); anything else malformed is an error naming the line and column.
 //!
 //! ```
 //! use faultline::job::csv::parse_transactions;
@@ -10,13 +11,16 @@
 //! )?;
 //! // Amounts are cents; the row without an amount is skipped and counted.
 //! assert_eq!(input.records.len(), 2);
-//! assert_eq!(input.records[0].value, 1250);
+//! assert_eq!(input.records[0].value.get::<faultline::job::Transaction>()?.amount_cents, 1250);
 //! assert_eq!(input.skipped_lines, vec![3]);
 //!
 //! let error = parse_transactions("transaction_id,account,amount\ntx1,acc-1,twelve\n").unwrap_err();
 //! assert_eq!(error.line, 2);
-//! # Ok::<(), faultline::job::csv::CsvError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::record::InputRecord;
 
@@ -134,16 +138,50 @@ pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
             column: Some("amount".into()),
             reason: error.to_string(),
         })?;
-        records.push(InputRecord {
-            id: row[0].to_string(),
-            key: row[1].to_string(),
-            value,
-        });
+        records.push(InputRecord::transaction(&row[0], &row[1], value));
     }
     Ok(CsvInput {
         records,
         skipped_lines,
     })
+}
+
+/// Rows of a user's type `T` (a header naming its fields, as the `csv` crate's serde support
+/// reads them), keyed by `key_by`, with ids `r0`, `r1`, ... in file order.
+///
+/// ```
+/// use faultline::job::csv::parse_rows;
+///
+/// #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+/// struct Reading { sensor: String, celsius: i64 }
+///
+/// let rows = parse_rows("sensor,celsius\ns1,20\ns2,21\n", |r: &Reading| r.sensor.clone())?;
+/// assert_eq!(rows[1].value.get::<Reading>()?, Reading { sensor: "s2".into(), celsius: 21 });
+/// let error = parse_rows("sensor,celsius\ns1,warm\n", |r: &Reading| r.sensor.clone()).unwrap_err();
+/// assert_eq!(error.line, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn parse_rows<T: DeserializeOwned + Serialize, K: Serialize>(
+    text: &str,
+    key_by: impl Fn(&T) -> K,
+) -> Result<Vec<InputRecord>, CsvError> {
+    let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+    let mut records = Vec::new();
+    for (index, row) in reader.deserialize::<T>().enumerate() {
+        let row = row.map_err(|e| CsvError {
+            line: e.position().map_or(0, |p| p.line()),
+            column: None,
+            reason: e.to_string(),
+        })?;
+        let record =
+            InputRecord::of(&format!("r{index}"), &key_by(&row), &row).map_err(|e| CsvError {
+                line: index as u64 + 2,
+                column: None,
+                reason: e.to_string(),
+            })?;
+        records.push(record);
+    }
+    Ok(records)
 }
 
 #[cfg(test)]

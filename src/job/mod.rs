@@ -4,6 +4,8 @@
 //! a job.
 
 pub mod csv;
+mod datum;
+pub mod jsonl;
 pub mod keygroup;
 pub mod operator;
 mod record;
@@ -13,8 +15,10 @@ pub mod source;
 pub mod spec;
 pub mod user;
 
+pub use datum::{Data, DataError, Datum};
 pub use operator::{Operator, OperatorContext, OperatorError};
-pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record};
+pub(crate) use record::transaction_datum;
+pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record, Transaction};
 pub use restart::{InvalidRestart, RestartDecision, RestartStrategy, RestartTracker};
 pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink, SinkFactory};
 pub use source::{Source, SourceFactory};

@@ -1,8 +1,11 @@
 //! The `Operator` seam and the built-in operators. A user's operator implements the same trait
 //! and is tested the same way.
 //!
+//! Records carry the user's types in canonical form; an operator reads them with
+//! [`Record::value_as`]. The built-in operators work on the tutorial's [`Transaction`]s.
+//!
 //! ```
-//! use faultline::job::{Operator, OperatorContext, OperatorError, Origin, Record};
+//! use faultline::job::{Operator, OperatorContext, OperatorError, Record, Transaction};
 //!
 //! /// Drops negative amounts; stateless, so it needs no keyed context.
 //! struct DropNegative;
@@ -14,19 +17,14 @@
 //!         _ctx: &mut OperatorContext<'_>,
 //!         out: &mut Vec<Record>,
 //!     ) -> Result<(), OperatorError> {
-//!         if record.value >= 0 {
+//!         if record.value_as::<Transaction>()?.amount_cents >= 0 {
 //!             out.push(record);
 //!         }
 //!         Ok(())
 //!     }
 //! }
 //!
-//! let record = |value| Record {
-//!     id: "r0".into(),
-//!     key: "k".into(),
-//!     value,
-//!     origin: Origin { partition: 0, offset: 0 },
-//! };
+//! let record = |cents| Record::transaction("r0", "acct-1", cents);
 //! let mut op = DropNegative;
 //! let mut ctx = OperatorContext::new(0, 0, None);
 //! let mut out = Vec::new();
@@ -36,7 +34,8 @@
 //! # Ok::<(), OperatorError>(())
 //! ```
 
-use super::record::Record;
+use super::datum::DataError;
+use super::record::{transaction_datum, Record, Transaction};
 use super::spec::{FailCounter, OperatorSpec};
 use crate::state::{KeyedContext, ListState, MapState, StateBackend, StateError, ValueState};
 
@@ -50,6 +49,22 @@ pub enum OperatorError {
     /// Its state backend failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A record or value is not of the type the operator reads or cannot be written.
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+/// A record's transaction, for the built-in operators.
+fn transaction(record: &Record) -> Result<Transaction, OperatorError> {
+    Ok(record.value_as()?)
+}
+
+/// `record` with its transaction's amount replaced.
+fn with_amount(record: Record, tx: &Transaction, amount_cents: i64) -> Record {
+    Record {
+        value: transaction_datum(&tx.account, amount_cents),
+        ..record
+    }
 }
 
 /// What an operator sees while processing one record.
@@ -128,16 +143,14 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
         OperatorSpec::FilterMin { min } => Box::new(FilterMin { min }),
         OperatorSpec::Split { parts } => Box::new(Split { parts }),
         OperatorSpec::Sum => Box::new(Running {
-            name: "sum",
-            state: None,
+            state: ValueState::new("sum"),
             combine: i64::wrapping_add,
         }),
         OperatorSpec::Max => Box::new(Running {
-            name: "max",
-            state: None,
+            state: ValueState::new("max"),
             combine: i64::max,
         }),
-        OperatorSpec::Stats => Box::new(Stats::default()),
+        OperatorSpec::Stats => Box::new(Stats),
         // The runtime builds registered user operators itself; one not registered fails loudly.
         OperatorSpec::User { name, .. } => Box::new(Unregistered { name }),
         OperatorSpec::FailingMap { fail_at, counter } => Box::new(FailingMap {
@@ -148,18 +161,19 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
     }
 }
 
-/// A stateless value map.
+/// A stateless map of the amount.
 struct MapOp<F>(F);
 
 impl<F: FnMut(i64) -> i64> Operator for MapOp<F> {
     fn process(
         &mut self,
-        mut record: Record,
+        record: Record,
         _: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        record.value = (self.0)(record.value);
-        out.push(record);
+        let tx = transaction(&record)?;
+        let amount = (self.0)(tx.amount_cents);
+        out.push(with_amount(record, &tx, amount));
         Ok(())
     }
 }
@@ -175,7 +189,7 @@ impl Operator for FilterMin {
         _: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        if record.value >= self.min {
+        if transaction(&record)?.amount_cents >= self.min {
             out.push(record);
         }
         Ok(())
@@ -193,16 +207,18 @@ impl Operator for Split {
         _: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
+        let tx = transaction(&record)?;
         let parts = i64::from(self.parts);
-        let share = record.value.div_euclid(parts);
-        let remainder = record.value.rem_euclid(parts);
+        let share = tx.amount_cents.div_euclid(parts);
+        let remainder = tx.amount_cents.rem_euclid(parts);
         for part in 0..parts {
             // The first part takes the remainder, so the parts sum to the original exactly.
             let value = if part == 0 { share + remainder } else { share };
             out.push(Record {
                 id: format!("{}.{part}", record.id),
                 key: record.key.clone(),
-                value,
+                value: transaction_datum(&tx.account, value),
+                side: None,
                 origin: record.origin,
             });
         }
@@ -210,39 +226,28 @@ impl Operator for Split {
     }
 }
 
-/// A keyed running aggregate in one `ValueState<i64>`; emits the new value.
+/// A keyed running aggregate of amounts in one `ValueState<i64>`; emits the new value as the
+/// transaction's amount.
 struct Running {
-    name: &'static str,
-    state: Option<ValueState<i64>>,
+    state: ValueState<i64>,
     combine: fn(i64, i64) -> i64,
 }
 
 impl Operator for Running {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        let backend = backend
-            .ok_or_else(|| OperatorError::Failed("a keyed operator needs a backend".into()))?;
-        self.state = Some(ValueState::declare(backend, self.name)?);
-        Ok(())
-    }
-
     fn process(
         &mut self,
-        mut record: Record,
+        record: Record,
         ctx: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        let state = self
-            .state
-            .as_ref()
-            .ok_or_else(|| OperatorError::Failed("process before open".into()))?;
+        let tx = transaction(&record)?;
         let keyed = ctx.keyed()?;
-        let value = match state.get(keyed)? {
-            None => record.value,
-            Some(previous) => (self.combine)(previous, record.value),
+        let value = match self.state.get(keyed)? {
+            None => tx.amount_cents,
+            Some(previous) => (self.combine)(previous, tx.amount_cents),
         };
-        state.set(keyed, &value)?;
-        record.value = value;
-        out.push(record);
+        self.state.set(keyed, &value)?;
+        out.push(with_amount(record, &tx, value));
         Ok(())
     }
 }
@@ -260,60 +265,35 @@ pub fn stats_bucket(value: i64) -> &'static str {
 /// How many recent values `Stats` keeps.
 pub const STATS_RECENT_MAX: usize = 3;
 
-struct StatsHandles {
-    count: ValueState<i64>,
-    recent: ListState<i64>,
-    buckets: MapState<String, i64>,
-}
+const STATS_COUNT: ValueState<i64> = ValueState::new("count");
+const STATS_RECENT: ListState<i64> = ListState::new("recent");
+const STATS_BUCKETS: MapState<String, i64> = MapState::new("buckets");
 
-#[derive(Default)]
-struct Stats {
-    handles: Option<StatsHandles>,
-}
+/// Per account: how many transactions, the last few amounts, and how many fell in each bucket;
+/// emits the count as the amount.
+struct Stats;
 
 impl Operator for Stats {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        let backend = backend
-            .ok_or_else(|| OperatorError::Failed("a keyed operator needs a backend".into()))?;
-        let count = ValueState::declare(backend, "count")?;
-        let recent = ListState::declare(backend, "recent")?;
-        let buckets = MapState::declare(backend, "buckets")?;
-        self.handles = Some(StatsHandles {
-            count,
-            recent,
-            buckets,
-        });
-        Ok(())
-    }
-
     fn process(
         &mut self,
-        mut record: Record,
+        record: Record,
         ctx: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        let StatsHandles {
-            count,
-            recent,
-            buckets,
-        } = self
-            .handles
-            .as_ref()
-            .ok_or_else(|| OperatorError::Failed("process before open".into()))?;
-        let keyed = ctx.keyed()?;
-        let new_count = count.get(keyed)?.unwrap_or(0) + 1;
-        count.set(keyed, &new_count)?;
-        let mut values = recent.get(keyed)?;
-        values.push(record.value);
+        let tx = transaction(&record)?;
+        let keyed: &mut KeyedContext<'_> = ctx.keyed()?;
+        let new_count = STATS_COUNT.get(keyed)?.unwrap_or(0) + 1;
+        STATS_COUNT.set(keyed, &new_count)?;
+        let mut values = STATS_RECENT.get(keyed)?;
+        values.push(tx.amount_cents);
         if values.len() > STATS_RECENT_MAX {
             values.remove(0);
         }
-        recent.update(keyed, &values)?;
-        let bucket = stats_bucket(record.value).to_string();
-        let in_bucket = buckets.get(keyed, &bucket)?.unwrap_or(0) + 1;
-        buckets.put(keyed, &bucket, &in_bucket)?;
-        record.value = new_count;
-        out.push(record);
+        STATS_RECENT.update(keyed, &values)?;
+        let bucket = stats_bucket(tx.amount_cents).to_string();
+        let in_bucket = STATS_BUCKETS.get(keyed, &bucket)?.unwrap_or(0) + 1;
+        STATS_BUCKETS.put(keyed, &bucket, &in_bucket)?;
+        out.push(with_amount(record, &tx, new_count));
         Ok(())
     }
 }

@@ -1,25 +1,35 @@
-//! The record that flows through a job, and the input a source replays.
+//! The record that flows through a job, the tutorial's [`Transaction`] the built-in operators
+//! work on, and the input a source replays.
+//!
+//! A record's key and value are [`Datum`]s: a user's own types in canonical form, read back
+//! with [`Record::value_as`]. Input is keyed like a Kafka topic's: every record has a key and a
+//! value, and the source partitions by key.
 //!
 //! ```
-//! use faultline::job::{partition_for_key, Input, InputRecord};
+//! use faultline::job::{partition_for_key, Datum, Input, InputRecord, Transaction};
 //!
 //! let records: Vec<InputRecord> = (0..6)
-//!     .map(|i| InputRecord { id: format!("r{i}"), key: format!("k{}", i % 3), value: i })
+//!     .map(|i| InputRecord::transaction(&format!("r{i}"), &format!("k{}", i % 3), i))
 //!     .collect();
 //! let input = Input::partitioned(&records, 2);
 //! assert_eq!(input.len(), 6);
 //! // Every record of a key lives in one partition, in input order.
-//! let partition = partition_for_key("k1", 2) as usize;
-//! let k1: Vec<&str> = input.partitions()[partition]
-//!     .iter()
-//!     .filter(|r| r.key == "k1")
-//!     .map(|r| r.id.as_str())
-//!     .collect();
-//! assert_eq!(k1, ["r1", "r4"]);
+//! let k1 = Datum::from("k1");
+//! let partition = partition_for_key(&k1, 2) as usize;
+//! let of_k1: Vec<_> = input.partitions()[partition].iter().filter(|r| r.key == k1).collect();
+//! let ids: Vec<&str> = of_k1.iter().map(|r| r.id.as_str()).collect();
+//! assert_eq!(ids, ["r1", "r4"]);
+//! let first: Transaction = of_k1[0].value_as()?;
+//! assert_eq!(first.amount_cents, 1);
 //! assert_eq!(input.end_positions().total(), 6);
+//! # Ok::<(), faultline::job::DataError>(())
 //! ```
 
 use std::fmt;
+
+use serde::Serialize;
+
+use super::datum::{Data, DataError, Datum};
 
 /// Where a record came from: the source partition and its offset there. Every record a job
 /// emits carries its origin, which is how the oracle tells a replay from a duplicate.
@@ -33,8 +43,21 @@ pub struct Origin {
     pub offset: u64,
 }
 
+/// The tutorial's transaction: an account and an amount in cents (so sums are exact). The
+/// built-in operators read and write it; a user's operators use their own types.
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Transaction {
+    /// The account, which the built-in jobs key by.
+    pub account: String,
+    /// The amount in cents.
+    pub amount_cents: i64,
+}
+
 /// A keyed record: an id (from the input, suffixed by operators that emit several records per
-/// input), a key, and an integer value (amounts are in cents, so sums are exact).
+/// input), a key and a value of the user's types in canonical form, and, for a side output, the
+/// tag it was emitted under.
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -42,45 +65,139 @@ pub struct Record {
     /// Identifies the record and its lineage (`tx1005`, `tx1005.1`).
     pub id: String,
     /// The partitioning key.
-    pub key: String,
+    pub key: Datum,
     /// The payload.
-    pub value: i64,
+    pub value: Datum,
+    /// The side output it belongs to; `None` for the main output. Later stages forward a
+    /// side output unchanged and the sink commits it with the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
     /// The input record it derives from.
     pub origin: Origin,
 }
 
 impl Record {
-    /// A record with `id`, `key` and `value`, from offset 0 of partition 0 (a test's record;
-    /// the source sets the real origin of what it reads).
-    pub fn new(id: &str, key: &str, value: i64) -> Self {
-        Self {
+    /// A record with `id`, `key` and `value` (of the user's types), from offset 0 of partition
+    /// 0 (a test's record; the source sets the real origin of what it reads).
+    pub fn of<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        id: &str,
+        key: &K,
+        value: &V,
+    ) -> Result<Self, DataError> {
+        Ok(Self {
             id: id.to_string(),
-            key: key.to_string(),
-            value,
+            key: Datum::of(key)?,
+            value: Datum::of(value)?,
+            side: None,
+            origin: Origin {
+                partition: 0,
+                offset: 0,
+            },
+        })
+    }
+
+    /// A transaction of `amount_cents` on `account`, keyed by the account (a test's record).
+    pub fn transaction(id: &str, account: &str, amount_cents: i64) -> Self {
+        let input = InputRecord::transaction(id, account, amount_cents);
+        Self {
+            id: input.id,
+            key: input.key,
+            value: input.value,
+            side: None,
             origin: Origin {
                 partition: 0,
                 offset: 0,
             },
         }
     }
+
+    /// The value as a `T`.
+    pub fn value_as<T: Data>(&self) -> Result<T, DataError> {
+        self.value.get()
+    }
+
+    /// The key as a `K`.
+    pub fn key_as<K: Data>(&self) -> Result<K, DataError> {
+        self.key.get()
+    }
+
+    /// This record with another value, of the same lineage, key and output.
+    pub fn with_value<V: Serialize + ?Sized>(self, value: &V) -> Result<Self, DataError> {
+        Ok(Self {
+            value: Datum::of(value)?,
+            ..self
+        })
+    }
 }
 
 impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}={}", self.id, self.key, self.value)
+        write!(f, "{} {} {}", self.id, self.key, self.value)?;
+        if let Some(side) = &self.side {
+            write!(f, " (side {side})")?;
+        }
+        Ok(())
     }
 }
 
-/// One input row, before it is assigned a partition.
+/// One input row, before it is assigned a partition: an id, and a key and value of the user's
+/// types. Scenario files write the key and value as TOML values
+/// (`{ id = "tx1", key = "acct-1", value = { account = "acct-1", amount_cents = 1250 } }`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputRecord {
     /// The record id.
     pub id: String,
     /// The key.
-    pub key: String,
+    pub key: Datum,
     /// The value.
-    pub value: i64,
+    pub value: Datum,
+}
+
+impl InputRecord {
+    /// A row of the user's types.
+    pub fn of<K: Serialize + ?Sized, V: Serialize + ?Sized>(
+        id: &str,
+        key: &K,
+        value: &V,
+    ) -> Result<Self, DataError> {
+        Ok(Self {
+            id: id.to_string(),
+            key: Datum::of(key)?,
+            value: Datum::of(value)?,
+        })
+    }
+
+    /// Rows of `values`, keyed by `key_by`, with ids `{prefix}{index}`.
+    pub fn keyed_by<T: Serialize, K: Serialize>(
+        values: &[T],
+        prefix: &str,
+        key_by: impl Fn(&T) -> K,
+    ) -> Result<Vec<Self>, DataError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(index, value)| Self::of(&format!("{prefix}{index}"), &key_by(value), value))
+            .collect()
+    }
+
+    /// A transaction of `amount_cents` on `account`, keyed by the account.
+    pub fn transaction(id: &str, account: &str, amount_cents: i64) -> Self {
+        Self {
+            id: id.to_string(),
+            key: Datum::from(account),
+            value: transaction_datum(account, amount_cents),
+        }
+    }
+}
+
+/// The canonical form of a transaction, written directly: the built-in operators and input
+/// generator make one per record. Keys sort `account` before `amount_cents`.
+pub(crate) fn transaction_datum(account: &str, amount_cents: i64) -> Datum {
+    let account = serde_json::Value::String(account.to_string());
+    Datum::from_canonical(format!(
+        r#"{{"account":{account},"amount_cents":{amount_cents}}}"#
+    ))
 }
 
 /// The whole input of a job, split into partitions by key, as a keyed Kafka topic would be:
@@ -101,7 +218,8 @@ impl Input {
             list.push(Record {
                 id: record.id.clone(),
                 key: record.key.clone(),
-                value: record.value,
+                value: record.value.clone(),
+                side: None,
                 origin: Origin {
                     partition,
                     offset: list.len() as u64,
@@ -133,8 +251,8 @@ impl Input {
 }
 
 /// The partition a key lives in: Flink's key hash, modulo the partition count.
-pub fn partition_for_key(key: &str, partition_count: u32) -> u32 {
-    let hash = super::keygroup::murmur_hash(super::keygroup::java_string_hash(key));
+pub fn partition_for_key(key: &Datum, partition_count: u32) -> u32 {
+    let hash = super::keygroup::murmur_hash(key.hash_code());
     hash as u32 % partition_count
 }
 

@@ -9,14 +9,9 @@
 //!
 //! ```
 //! use faultline::job::sink::{CommitOutcome, TxnState};
-//! use faultline::job::{ExternalStore, Origin, Record};
+//! use faultline::job::{ExternalStore, Record};
 //!
-//! let record = Record {
-//!     id: "r0".into(),
-//!     key: "k0".into(),
-//!     value: 5,
-//!     origin: Origin { partition: 0, offset: 0 },
-//! };
+//! let record = Record::transaction("r0", "k0", 5);
 //! let mut store = ExternalStore::new();
 //! let txn = store.begin(0);
 //! store.write(&txn, record)?;

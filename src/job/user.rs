@@ -1,121 +1,218 @@
 //! A user's operators, plugged into jobs by name ([`crate::job::OperatorSpec::User`]): the
-//! operator itself, built fresh for each subtask and attempt and written against the keyed-state
-//! API, and its model — the same semantics as a pure function over a plain map — which the
-//! oracle evaluates instead of the engine's code.
+//! operator itself, built fresh for each subtask and attempt, and its model — the same
+//! semantics over a plain map ([`ModelState`]) — which the oracle evaluates instead of the
+//! engine's code.
+//!
+//! Most operators are a function of the user's own types: [`UserOperator::keyed`] takes one
+//! for the operator and one for the model, with the same signature. Both read and write keyed
+//! state through the same descriptors, so they may well be the same function — the harness
+//! then checks that the engine recovers the state the function wrote. [`UserOperator::new`]
+//! takes a hand-written [`Operator`] (for operator state, say) and a record-level model.
 //!
 //! ```
-//! use faultline::job::user::{ModelState, UserOperator};
-//! use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-//! use faultline::state::StateValue;
+//! use faultline::job::user::{Output, UserOperator};
+//! use faultline::job::{OperatorError, Record, Transaction};
+//! use faultline::state::{KeyedContext, ModelState, ValueState};
 //!
-//! /// Doubles every value; stateless, so its model needs no state.
-//! struct Double;
+//! const TOTAL: ValueState<i64> = ValueState::new("total");
 //!
-//! impl Operator for Double {
-//!     fn process(
-//!         &mut self,
-//!         mut record: Record,
-//!         _: &mut OperatorContext<'_>,
-//!         out: &mut Vec<Record>,
-//!     ) -> Result<(), OperatorError> {
-//!         record.value = record.value.wrapping_mul(2);
-//!         out.push(record);
-//!         Ok(())
-//!     }
+//! /// Each account's running total, emitted with every transaction.
+//! fn total(ctx: &mut KeyedContext<'_>, tx: Transaction, out: &mut Output<i64>) -> Result<(), OperatorError> {
+//!     let sum = TOTAL.get(ctx)?.unwrap_or(0) + tx.amount_cents;
+//!     TOTAL.set(ctx, &sum)?;
+//!     out.emit(&sum)
 //! }
 //!
-//! let double = UserOperator::new(
-//!     "double",
-//!     false,
-//!     |_subtask| Box::new(Double),
-//!     |_: &mut ModelState, mut record: Record| {
-//!         record.value = record.value.wrapping_mul(2);
-//!         vec![record]
-//!     },
-//! );
-//! assert!(!double.keyed);
+//! let running_total = UserOperator::keyed("running-total", total, total);
+//! assert!(running_total.keyed);
 //!
-//! // A keyed model records what the operator's keyed state must hold.
+//! // The model applied to two records of one account.
 //! let mut state = ModelState::default();
-//! state.set("total", "account-1", StateValue::Int(42));
-//! assert_eq!(state.get("total", "account-1"), Some(&StateValue::Int(42)));
+//! let first = running_total.model.apply(&mut state, Record::transaction("t1", "a", 5))?;
+//! let second = running_total.model.apply(&mut state, Record::transaction("t2", "a", 7))?;
+//! assert_eq!(second[0].value_as::<i64>()?, 12);
+//! assert_eq!(first[0].id, "t1");
+//! # Ok::<(), OperatorError>(())
 //! ```
 
-use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
-use super::operator::Operator;
+use super::datum::{Data, Datum};
+use super::operator::{Operator, OperatorContext, OperatorError};
 use super::record::Record;
-use crate::state::StateValue;
+use crate::state::KeyedContext;
+pub use crate::state::ModelState;
 
-/// The model's view of one keyed stage's state: for each (state name, record key, map key) the
-/// value the operator's keyed state must hold. Values use the forms the engine reports:
-/// `ValueState<i64>` as [`StateValue::Int`], text as [`StateValue::Text`], a `ListState` as
-/// [`StateValue::List`], a `MapState` entry under its map key (as text).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ModelState {
-    cells: BTreeMap<(String, String, Option<String>), StateValue>,
+/// A side output's tag and type (Flink's `OutputTag`): records emitted under it go to the
+/// sink marked with its name, and later stages forward them unchanged.
+#[derive(Debug)]
+pub struct OutputTag<T> {
+    name: &'static str,
+    _type: PhantomData<fn() -> T>,
 }
 
-impl ModelState {
-    /// The value of value or list state `state` for `key`.
-    pub fn get(&self, state: &str, key: &str) -> Option<&StateValue> {
-        self.cells.get(&(state.to_string(), key.to_string(), None))
+impl<T: Data> OutputTag<T> {
+    /// The tag `name`.
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            _type: PhantomData,
+        }
     }
 
-    /// Sets value or list state `state` for `key`.
-    pub fn set(&mut self, state: &str, key: &str, value: StateValue) {
-        self.cells
-            .insert((state.to_string(), key.to_string(), None), value);
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// What a typed operator or model emits for one input record: values of its output type, and
+/// side outputs. Every output keeps the input's key and origin; the first keeps its id, the
+/// n-th after it is `{id}.{n}`, so operator and model name their outputs alike.
+#[derive(Debug)]
+pub struct Output<Out> {
+    input: Record,
+    emitted: Vec<Record>,
+    _type: PhantomData<fn(Out)>,
+}
+
+impl<Out: Data> Output<Out> {
+    fn new(input: Record) -> Self {
+        Self {
+            input,
+            emitted: Vec::new(),
+            _type: PhantomData,
+        }
     }
 
-    /// The entry `user_key` of map state `state` for `key`.
-    pub fn get_entry(&self, state: &str, key: &str, user_key: &str) -> Option<&StateValue> {
-        self.cells.get(&(
-            state.to_string(),
-            key.to_string(),
-            Some(user_key.to_string()),
-        ))
-    }
-
-    /// Sets the entry `user_key` of map state `state` for `key`.
-    pub fn set_entry(&mut self, state: &str, key: &str, user_key: &str, value: StateValue) {
-        self.cells.insert(
-            (
-                state.to_string(),
-                key.to_string(),
-                Some(user_key.to_string()),
-            ),
+    fn push(&mut self, value: Datum, side: Option<&str>) {
+        let id = match self.emitted.len() {
+            0 => self.input.id.clone(),
+            n => format!("{}.{n}", self.input.id),
+        };
+        self.emitted.push(Record {
+            id,
+            key: self.input.key.clone(),
             value,
-        );
+            side: side.map(str::to_string),
+            origin: self.input.origin,
+        });
     }
 
-    /// Clears a value, a list, or (with `user_key`) one map entry.
-    pub fn remove(&mut self, state: &str, key: &str, user_key: Option<&str>) {
-        self.cells.remove(&(
-            state.to_string(),
-            key.to_string(),
-            user_key.map(str::to_string),
-        ));
+    /// Emits `value` on the main output.
+    pub fn emit(&mut self, value: &Out) -> Result<(), OperatorError> {
+        self.push(Datum::of(value)?, None);
+        Ok(())
     }
 
-    /// Every cell: ((state, key, map key), value), in order.
-    pub fn cells(&self) -> impl Iterator<Item = (&(String, String, Option<String>), &StateValue)> {
-        self.cells.iter()
+    /// Emits `value` on the side output `tag`.
+    pub fn side<T: Data>(&mut self, tag: &OutputTag<T>, value: &T) -> Result<(), OperatorError> {
+        self.push(Datum::of(value)?, Some(tag.name));
+        Ok(())
+    }
+}
+
+/// A keyed operator's logic over the user's types (operator and model alike).
+pub trait KeyedFn<In, Out>:
+    Fn(&mut KeyedContext<'_>, In, &mut Output<Out>) -> Result<(), OperatorError> + Send + Sync + 'static
+{
+}
+
+impl<In, Out, F> KeyedFn<In, Out> for F where
+    F: Fn(&mut KeyedContext<'_>, In, &mut Output<Out>) -> Result<(), OperatorError>
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A stateless operator's logic over the user's types (operator and model alike).
+pub trait StatelessFn<In, Out>:
+    Fn(In, &mut Output<Out>) -> Result<(), OperatorError> + Send + Sync + 'static
+{
+}
+
+impl<In, Out, F> StatelessFn<In, Out> for F where
+    F: Fn(In, &mut Output<Out>) -> Result<(), OperatorError> + Send + Sync + 'static
+{
+}
+
+/// Runs a typed function on one record: decodes the input, collects the outputs.
+fn run_typed<In: Data, Out: Data>(
+    record: Record,
+    body: impl FnOnce(In, &mut Output<Out>) -> Result<(), OperatorError>,
+) -> Result<Vec<Record>, OperatorError> {
+    let value: In = record.value_as()?;
+    let mut output = Output::new(record);
+    body(value, &mut output)?;
+    Ok(output.emitted)
+}
+
+/// The engine side of a typed keyed function.
+struct KeyedOperator<F, In, Out>(Arc<F>, PhantomData<fn(In) -> Out>);
+
+impl<F: KeyedFn<In, Out>, In: Data, Out: Data> Operator for KeyedOperator<F, In, Out> {
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let keyed = ctx.keyed()?;
+        out.extend(run_typed(record, |value, output| {
+            (self.0)(keyed, value, output)
+        })?);
+        Ok(())
+    }
+}
+
+/// The engine side of a typed stateless function.
+struct StatelessOperator<F, In, Out>(Arc<F>, PhantomData<fn(In) -> Out>);
+
+impl<F: StatelessFn<In, Out>, In: Data, Out: Data> Operator for StatelessOperator<F, In, Out> {
+    fn process(
+        &mut self,
+        record: Record,
+        _: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        out.extend(run_typed(record, &*self.0)?);
+        Ok(())
     }
 }
 
 /// The pure semantics of a user's operator, for the oracle.
 pub trait OperatorModel: Send + Sync {
-    /// Applies one record to the stage's state and returns what the operator emits.
-    fn apply(&self, state: &mut ModelState, record: Record) -> Vec<Record>;
+    /// Applies one record to the stage's state and returns what the operator emits; an error
+    /// is the model's own failure, reported as a violation of the case.
+    fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError>;
 }
 
 impl<F> OperatorModel for F
 where
-    F: Fn(&mut ModelState, Record) -> Vec<Record> + Send + Sync,
+    F: Fn(&mut ModelState, Record) -> Result<Vec<Record>, OperatorError> + Send + Sync,
 {
-    fn apply(&self, state: &mut ModelState, record: Record) -> Vec<Record> {
+    fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
         self(state, record)
+    }
+}
+
+struct KeyedModel<F, In, Out>(F, PhantomData<fn(In) -> Out>);
+
+impl<F: KeyedFn<In, Out>, In: Data, Out: Data> OperatorModel for KeyedModel<F, In, Out> {
+    fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
+        let key = record.key.clone();
+        let mut ctx = state.keyed(&key);
+        run_typed(record, |value, output| (self.0)(&mut ctx, value, output))
+    }
+}
+
+struct StatelessModel<F, In, Out>(F, PhantomData<fn(In) -> Out>);
+
+impl<F: StatelessFn<In, Out>, In: Data, Out: Data> OperatorModel for StatelessModel<F, In, Out> {
+    fn apply(&self, _: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
+        run_typed(record, &self.0)
     }
 }
 
@@ -135,7 +232,7 @@ pub struct UserOperator {
 }
 
 impl UserOperator {
-    /// A user operator from its name, whether it is keyed, a builder and a model.
+    /// A hand-written operator from its name, whether it is keyed, a builder and a model.
     pub fn new(
         name: &str,
         keyed: bool,
@@ -148,6 +245,37 @@ impl UserOperator {
             build: Box::new(build),
             model: Box::new(model),
         }
+    }
+
+    /// A keyed operator over the user's types: `operator` runs in the engine against its
+    /// state backend, `model` in the oracle against a plain map.
+    pub fn keyed<In: Data, Out: Data>(
+        name: &str,
+        operator: impl KeyedFn<In, Out>,
+        model: impl KeyedFn<In, Out>,
+    ) -> Self {
+        let operator = Arc::new(operator);
+        Self::new(
+            name,
+            true,
+            move |_| Box::new(KeyedOperator(Arc::clone(&operator), PhantomData)),
+            KeyedModel(model, PhantomData),
+        )
+    }
+
+    /// A stateless operator over the user's types.
+    pub fn stateless<In: Data, Out: Data>(
+        name: &str,
+        operator: impl StatelessFn<In, Out>,
+        model: impl StatelessFn<In, Out>,
+    ) -> Self {
+        let operator = Arc::new(operator);
+        Self::new(
+            name,
+            false,
+            move |_| Box::new(StatelessOperator(Arc::clone(&operator), PhantomData)),
+            StatelessModel(model, PhantomData),
+        )
     }
 }
 

@@ -9,7 +9,7 @@
 //! `job::operator`: an oracle that called the engine's code would agree with its bugs.
 //!
 //! ```
-//! use faultline::job::{Input, InputRecord, JobSpec};
+//! use faultline::job::{Input, InputRecord, JobSpec, Transaction};
 //! use faultline::model::evaluate;
 //!
 //! let job: JobSpec = toml::from_str(
@@ -23,22 +23,30 @@
 //! let records: Vec<InputRecord> = [3, 4, 5]
 //!     .iter()
 //!     .enumerate()
-//!     .map(|(i, v)| InputRecord { id: format!("r{i}"), key: "k".into(), value: *v })
+//!     .map(|(i, v)| InputRecord::transaction(&format!("r{i}"), "k", *v))
 //!     .collect();
 //! let input = Input::partitioned(&records, 1);
 //! // The model over the whole input: one running sum per record.
 //! let model = evaluate(&job, &input, &input.end_positions());
-//! let sums: Vec<i64> = model.outputs.iter().map(|r| r.value).collect();
+//! let sums: Vec<i64> = model
+//!     .outputs
+//!     .iter()
+//!     .map(|r| r.value_as::<Transaction>().map(|t| t.amount_cents))
+//!     .collect::<Result<_, _>>()?;
 //! assert_eq!(sums, [3, 7, 12]);
 //! assert_eq!(model.state.len(), 1);
-//! # Ok::<(), toml::de::Error>(())
+//! assert!(model.failures.is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::collections::BTreeMap;
 
 use crate::job::user::{self, ModelState, UserOperator};
-use crate::job::{Input, JobSpec, OperatorSpec, Positions, Record, StageSpec};
-use crate::state::{StateAddr, StateValue, StateView};
+use crate::job::{
+    transaction_datum, Datum, Input, JobSpec, OperatorError, OperatorSpec, Positions, Record,
+    StageSpec, Transaction,
+};
+use crate::state::{StateAddr, StateEntry, StateView};
 
 /// What a correct execution has produced after reading the input up to some positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +55,29 @@ pub struct ModelOutcome {
     pub state: StateView,
     /// Records the sink received, per partition in input order.
     pub outputs: Vec<Record>,
+    /// Records a stage's model failed on (they emit nothing): a user's model or a record of a
+    /// type a built-in operator does not read.
+    pub failures: Vec<ModelFailure>,
+}
+
+/// A model failed on a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFailure {
+    /// The stage.
+    pub stage: String,
+    /// The record's id.
+    pub record: String,
+    /// What failed.
+    pub reason: String,
 }
 
 /// Per-stage state of a built-in operator.
 #[derive(Debug, Clone, Default)]
 struct StageState {
-    values: BTreeMap<String, i64>,
-    counts: BTreeMap<String, i64>,
-    recent: BTreeMap<String, Vec<i64>>,
-    buckets: BTreeMap<(String, &'static str), i64>,
+    values: BTreeMap<Datum, i64>,
+    counts: BTreeMap<Datum, i64>,
+    recent: BTreeMap<Datum, Vec<i64>>,
+    buckets: BTreeMap<(Datum, &'static str), i64>,
 }
 
 const RECENT_MAX: usize = 3;
@@ -72,18 +94,29 @@ fn bucket(value: i64) -> &'static str {
     }
 }
 
-fn apply(op: &OperatorSpec, state: &mut StageState, record: Record) -> Vec<Record> {
-    match op {
-        OperatorSpec::Scale { factor } => vec![Record {
-            value: record.value.wrapping_mul(*factor),
-            ..record
-        }],
-        OperatorSpec::Offset { delta } => vec![Record {
-            value: record.value.wrapping_add(*delta),
-            ..record
-        }],
+fn with_amount(record: Record, tx: &Transaction, amount_cents: i64) -> Record {
+    Record {
+        value: transaction_datum(&tx.account, amount_cents),
+        ..record
+    }
+}
+
+fn apply(
+    op: &OperatorSpec,
+    state: &mut StageState,
+    record: Record,
+) -> Result<Vec<Record>, OperatorError> {
+    let tx: Transaction = record.value_as()?;
+    let amount = tx.amount_cents;
+    Ok(match op {
+        OperatorSpec::Scale { factor } => {
+            vec![with_amount(record, &tx, amount.wrapping_mul(*factor))]
+        }
+        OperatorSpec::Offset { delta } => {
+            vec![with_amount(record, &tx, amount.wrapping_add(*delta))]
+        }
         OperatorSpec::FilterMin { min } => {
-            if record.value >= *min {
+            if amount >= *min {
                 vec![record]
             } else {
                 vec![]
@@ -91,53 +124,51 @@ fn apply(op: &OperatorSpec, state: &mut StageState, record: Record) -> Vec<Recor
         }
         OperatorSpec::Split { parts } => {
             let n = i64::from(*parts);
-            let base = record.value.div_euclid(n);
-            let extra = record.value - base * n;
+            let base = amount.div_euclid(n);
+            let extra = amount - base * n;
             (0..n)
                 .map(|i| Record {
                     id: format!("{}.{i}", record.id),
                     key: record.key.clone(),
-                    value: if i == 0 { base + extra } else { base },
+                    value: transaction_datum(&tx.account, if i == 0 { base + extra } else { base }),
+                    side: None,
                     origin: record.origin,
                 })
                 .collect()
         }
         OperatorSpec::Sum | OperatorSpec::Max => {
-            let entry = state.values.entry(record.key.clone());
-            let value = match (op, entry) {
-                (_, std::collections::btree_map::Entry::Vacant(slot)) => *slot.insert(record.value),
+            let slot = state.values.entry(record.key.clone());
+            let value = match (op, slot) {
+                (_, std::collections::btree_map::Entry::Vacant(slot)) => *slot.insert(amount),
                 (OperatorSpec::Sum, std::collections::btree_map::Entry::Occupied(mut slot)) => {
-                    *slot.get_mut() = slot.get().wrapping_add(record.value);
+                    *slot.get_mut() = slot.get().wrapping_add(amount);
                     *slot.get()
                 }
                 (_, std::collections::btree_map::Entry::Occupied(mut slot)) => {
-                    *slot.get_mut() = (*slot.get()).max(record.value);
+                    *slot.get_mut() = (*slot.get()).max(amount);
                     *slot.get()
                 }
             };
-            vec![Record { value, ..record }]
+            vec![with_amount(record, &tx, value)]
         }
         OperatorSpec::Stats => {
             let count = state.counts.entry(record.key.clone()).or_insert(0);
             *count += 1;
             let count = *count;
             let recent = state.recent.entry(record.key.clone()).or_default();
-            recent.push(record.value);
+            recent.push(amount);
             if recent.len() > RECENT_MAX {
                 recent.drain(..recent.len() - RECENT_MAX);
             }
             *state
                 .buckets
-                .entry((record.key.clone(), bucket(record.value)))
+                .entry((record.key.clone(), bucket(amount)))
                 .or_insert(0) += 1;
-            vec![Record {
-                value: count,
-                ..record
-            }]
+            vec![with_amount(record, &tx, count)]
         }
         OperatorSpec::FailingMap { .. } => vec![record],
         OperatorSpec::User { .. } => unreachable!("user operators are applied by their models"),
-    }
+    })
 }
 
 /// One stage's model: the state its operator holds after the records applied so far. The
@@ -150,24 +181,43 @@ pub struct StageModel {
 }
 
 impl StageModel {
-    /// Applies `record` to `stage`'s state and returns what the stage emits.
+    /// Applies `record` to `stage`'s state and returns what the stage emits. A side output
+    /// passes through unchanged, as it does in the engine.
     ///
     /// # Panics
-    /// If the stage is a user operator `users` lacks (the runtime fails such a job loudly
-    /// first, so the oracle never gets here with one).
+    /// If the stage is a user operator `users` lacks (a case refuses such a job before it
+    /// runs, so the oracle never gets here with one).
     pub fn apply(
         &mut self,
         stage: &StageSpec,
         users: &[UserOperator],
         record: Record,
-    ) -> Vec<Record> {
-        match &stage.op {
+    ) -> Result<Vec<Record>, ModelFailure> {
+        if record.side.is_some() {
+            return Ok(vec![record]);
+        }
+        let id = record.id.clone();
+        let applied = match &stage.op {
             OperatorSpec::User { name, .. } => user::find(users, name)
                 .unwrap_or_else(|| panic!("no model for user operator {name:?}"))
                 .model
                 .apply(&mut self.user, record),
             op => apply(op, &mut self.built_in, record),
-        }
+        };
+        applied.map_err(|error| ModelFailure {
+            stage: stage.name.clone(),
+            record: id,
+            reason: error.to_string(),
+        })
+    }
+
+    /// Forgets everything this stage's model holds for `key`.
+    pub fn forget_key(&mut self, key: &Datum) {
+        self.built_in.values.remove(key);
+        self.built_in.counts.remove(key);
+        self.built_in.recent.remove(key);
+        self.built_in.buckets.retain(|(k, _), _| k != key);
+        self.user.clear_key(key.as_bytes());
     }
 
     /// Adds the keyed state this stage holds to `view`, under the names the engine reports.
@@ -201,15 +251,20 @@ pub fn evaluate_with(
     );
     let mut stages: Vec<StageModel> = job.stages.iter().map(|_| StageModel::default()).collect();
     let mut outputs = Vec::new();
+    let mut failures = Vec::new();
     for (partition, records) in input.partitions().iter().enumerate() {
         let end = usize::try_from(positions.0[partition]).expect("positions fit in memory");
         for record in &records[..end.min(records.len())] {
             let mut batch = vec![record.clone()];
             for (stage, model) in job.stages.iter().zip(&mut stages) {
-                batch = batch
-                    .into_iter()
-                    .flat_map(|r| model.apply(stage, users, r))
-                    .collect();
+                let mut next = Vec::new();
+                for record in batch {
+                    match model.apply(stage, users, record) {
+                        Ok(emitted) => next.extend(emitted),
+                        Err(failure) => failures.push(failure),
+                    }
+                }
+                batch = next;
             }
             outputs.extend(batch);
         }
@@ -221,28 +276,34 @@ pub fn evaluate_with(
     ModelOutcome {
         state: view,
         outputs,
+        failures,
     }
 }
 
-/// A keyed user operator's model state, as the engine's state view names it.
+/// A keyed user operator's model state, decoded as the engine's state view decodes a
+/// backend's cells.
 fn add_user_state(view: &mut StateView, stage: &StageSpec, user_state: &ModelState) {
-    for ((state, key, user_key), value) in user_state.cells() {
-        let addr = StateAddr {
-            stage: stage.name.clone(),
-            state: state.clone(),
+    let entries: Vec<StateEntry> = user_state
+        .cells()
+        .map(|((state, key, user_key), value)| StateEntry {
+            key_group: 0,
+            state: *state,
             key: key.clone(),
             user_key: user_key.clone(),
-        };
-        view.0.insert(addr, value.clone());
-    }
+            value: value.clone(),
+        })
+        .collect();
+    // The model's cells were written by the typed API, so they always decode; a failure here
+    // would be a bug of this crate, shown as the differences it causes.
+    let _ = view.add_entries(&stage.name, user_state.states(), &entries);
 }
 
 /// A built-in operator's state, under the names its engine operator declares.
 fn add_built_in_state(view: &mut StateView, stage: &StageSpec, state: &StageState) {
-    let addr = |name: &str, key: &str, user_key: Option<String>| StateAddr {
+    let addr = |name: &str, key: &Datum, user_key: Option<Datum>| StateAddr {
         stage: stage.name.clone(),
         state: name.to_string(),
-        key: key.to_string(),
+        key: key.clone(),
         user_key,
     };
     match stage.op {
@@ -253,24 +314,21 @@ fn add_built_in_state(view: &mut StateView, stage: &StageSpec, state: &StageStat
                 "max"
             };
             for (key, value) in &state.values {
-                view.0
-                    .insert(addr(name, key, None), StateValue::Int(*value));
+                view.0.insert(addr(name, key, None), Datum::from(*value));
             }
         }
         OperatorSpec::Stats => {
             for (key, count) in &state.counts {
-                view.0
-                    .insert(addr("count", key, None), StateValue::Int(*count));
+                view.0.insert(addr("count", key, None), Datum::from(*count));
             }
             for (key, recent) in &state.recent {
-                let list = recent.iter().copied().map(StateValue::Int).collect();
-                view.0
-                    .insert(addr("recent", key, None), StateValue::List(list));
+                let list = Datum::of(recent).expect("a list of integers always encodes");
+                view.0.insert(addr("recent", key, None), list);
             }
             for ((key, bucket), count) in &state.buckets {
                 view.0.insert(
-                    addr("buckets", key, Some((*bucket).to_string())),
-                    StateValue::Int(*count),
+                    addr("buckets", key, Some(Datum::from(*bucket))),
+                    Datum::from(*count),
                 );
             }
         }

@@ -4,7 +4,7 @@
 //! ```
 //! use faultline::checkpoint::canonical::Compression;
 //! use faultline::checkpoint::{Durability, FsCheckpointStorage, RelPath};
-//! use faultline::job::keygroup::key_group_for;
+//! use faultline::job::Datum;
 //! use faultline::state::{
 //!     KeyGroupRange, KeyedContext, MemoryBackend, RestoreHandle, RestoreMode, SnapshotPurpose,
 //!     SnapshotTarget, StateBackend, ValueState,
@@ -12,9 +12,10 @@
 //!
 //! let owned = KeyGroupRange { start: 0, end: 127 };
 //! let mut backend = MemoryBackend::new("sum-0", owned);
-//! let total: ValueState<i64> = ValueState::declare(&mut backend, "total")?;
-//! let group = key_group_for("k", 128);
-//! total.set(&mut KeyedContext::new(&mut backend, group, b"k"), &42)?;
+//! const TOTAL: ValueState<i64> = ValueState::new("total");
+//! let key = Datum::from("k");
+//! let group = key.key_group(128);
+//! TOTAL.set(&mut KeyedContext::new(&mut backend, group, key.as_bytes()), &42)?;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let mut storage = FsCheckpointStorage::new(dir.path(), Durability::PageCache)?;
@@ -31,8 +32,7 @@
 //! let handle = RestoreHandle { key_groups: owned, handle: snapshot.handle };
 //! let stats = restored.restore(&[handle], &storage, RestoreMode::Claim)?;
 //! assert_eq!(stats.entries, 1);
-//! let total: ValueState<i64> = ValueState::declare(&mut restored, "total")?;
-//! assert_eq!(total.get(&KeyedContext::new(&mut restored, group, b"k"))?, Some(42));
+//! assert_eq!(TOTAL.get(&KeyedContext::new(&mut restored, group, key.as_bytes()))?, Some(42));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -232,9 +232,9 @@ mod tests {
     #[test]
     fn typed_state_round_trips_and_ownership_is_enforced() {
         let mut backend = MemoryBackend::new("op-0", KeyGroupRange { start: 0, end: 9 });
-        let sum = ValueState::<i64>::declare(&mut backend, "sum").unwrap();
-        let recent = ListState::<i64>::declare(&mut backend, "recent").unwrap();
-        let seen = MapState::<String, i64>::declare(&mut backend, "seen").unwrap();
+        let sum = ValueState::<i64>::new("sum");
+        let recent = ListState::<i64>::new("recent");
+        let seen = MapState::<String, i64>::new("seen");
         {
             let mut ctx = KeyedContext::new(&mut backend, 3, b"a");
             sum.set(&mut ctx, &5).unwrap();

@@ -42,10 +42,12 @@ mod view;
 
 #[cfg(feature = "rocksdb")]
 pub use self::rocksdb::{CompactionPolicy, RocksDbBackend, RocksDbFactory, RocksDbMode};
-pub use keyed::{KeyedContext, ListState, MapState, StateCodec, ValueState};
+pub use keyed::{
+    AggregatingState, KeyedContext, ListState, MapState, ModelState, ReducingState, ValueState,
+};
 pub use kind::{BackendKind, BackendUnavailable, UnknownBackend};
 pub use memory::{MemoryBackend, MemoryBackendFactory};
-pub use view::{StateAddr, StateValue, StateView};
+pub use view::{StateAddr, StateView};
 
 use std::fmt;
 use std::path::PathBuf;
@@ -118,6 +120,8 @@ pub enum ValueType {
     Text,
     /// Opaque bytes (a user's own encoding).
     Bytes,
+    /// Canonical [`crate::job::Datum`] text: what the typed state API writes for every type.
+    Json,
 }
 
 impl ValueType {
@@ -127,14 +131,20 @@ impl ValueType {
             ValueType::I64 => 0,
             ValueType::Text => 1,
             ValueType::Bytes => 2,
+            ValueType::Json => 3,
         }
     }
 
     /// The type a tag encodes, if any.
     pub fn from_tag(tag: u8) -> Option<Self> {
-        [ValueType::I64, ValueType::Text, ValueType::Bytes]
-            .into_iter()
-            .find(|t| t.tag() == tag)
+        [
+            ValueType::I64,
+            ValueType::Text,
+            ValueType::Bytes,
+            ValueType::Json,
+        ]
+        .into_iter()
+        .find(|t| t.tag() == tag)
     }
 }
 
@@ -327,6 +337,9 @@ pub enum StateError {
     /// A stored value does not decode as its declared type.
     #[error("state value does not decode: {0}")]
     Codec(String),
+    /// A value of the user's type does not encode, or a stored one is not of the type asked.
+    #[error(transparent)]
+    Data(#[from] crate::job::DataError),
     /// A checkpoint file does not hold what it should. A backend that checks the files it
     /// restores itself reports damage so, naming the file: that is how a restore that refuses
     /// corrupted state is told from any other failure.

@@ -1,14 +1,23 @@
 //! A readable, backend-independent view of keyed state: what the oracle compares. The engine
 //! decodes its backends' cells into it; the model builds it directly from its own evaluation.
 //!
-//! ```
-//! use faultline::state::{StateAddr, StateValue, StateView};
+//! Keys, map keys and values are [`Datum`]s: whatever the user's types, the view compares and
+//! shows their canonical text.
 //!
-//! let addr = StateAddr { stage: "sum".into(), state: "sum".into(), key: "k0".into(), user_key: None };
+//! ```
+//! use faultline::job::Datum;
+//! use faultline::state::{StateAddr, StateView};
+//!
+//! let addr = StateAddr {
+//!     stage: "sum".into(),
+//!     state: "sum".into(),
+//!     key: Datum::from("k0"),
+//!     user_key: None,
+//! };
 //! let mut engine = StateView::new();
-//! engine.0.insert(addr.clone(), StateValue::Int(7));
+//! engine.0.insert(addr.clone(), Datum::from(7));
 //! let mut model = StateView::new();
-//! model.0.insert(addr.clone(), StateValue::Int(12));
+//! model.0.insert(addr.clone(), Datum::from(12));
 //! let differences = model.differences(&engine);
 //! assert_eq!(differences.len(), 1);
 //! assert_eq!(differences[0].0, &addr);
@@ -19,6 +28,7 @@ use std::fmt;
 
 use super::keyed::decode_list;
 use super::{StateDescriptor, StateEntry, StateError, StateKind, ValueType};
+use crate::job::Datum;
 
 /// Where a state value lives: stage, state name, key, and map key for map state.
 #[derive(
@@ -30,9 +40,9 @@ pub struct StateAddr {
     /// The state's name within the operator.
     pub state: String,
     /// The record key.
-    pub key: String,
+    pub key: Datum,
     /// The map key, for map state.
-    pub user_key: Option<String>,
+    pub user_key: Option<Datum>,
 }
 
 impl fmt::Display for StateAddr {
@@ -45,47 +55,9 @@ impl fmt::Display for StateAddr {
     }
 }
 
-/// A decoded state value.
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum StateValue {
-    /// An integer.
-    Int(i64),
-    /// Text.
-    Text(String),
-    /// Bytes of a user-defined encoding.
-    Bytes(Vec<u8>),
-    /// A list.
-    List(Vec<StateValue>),
-}
-
-impl fmt::Display for StateValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StateValue::Int(value) => write!(f, "{value}"),
-            StateValue::Text(text) => write!(f, "{text:?}"),
-            StateValue::Bytes(bytes) => {
-                f.write_str("0x")?;
-                bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
-            }
-            StateValue::List(values) => {
-                f.write_str("[")?;
-                for (index, value) in values.iter().enumerate() {
-                    if index > 0 {
-                        f.write_str(", ")?;
-                    }
-                    write!(f, "{value}")?;
-                }
-                f.write_str("]")
-            }
-        }
-    }
-}
-
 /// Keyed state of a whole job, in canonical order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StateView(pub BTreeMap<StateAddr, StateValue>);
+pub struct StateView(pub BTreeMap<StateAddr, Datum>);
 
 // JSON maps need string keys: a view crosses process boundaries as a list of pairs.
 impl serde::Serialize for StateView {
@@ -96,7 +68,7 @@ impl serde::Serialize for StateView {
 
 impl<'de> serde::Deserialize<'de> for StateView {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let pairs: Vec<(StateAddr, StateValue)> = serde::Deserialize::deserialize(deserializer)?;
+        let pairs: Vec<(StateAddr, Datum)> = serde::Deserialize::deserialize(deserializer)?;
         Ok(StateView(pairs.into_iter().collect()))
     }
 }
@@ -121,11 +93,7 @@ impl StateView {
     pub fn differences<'a>(
         &'a self,
         actual: &'a StateView,
-    ) -> Vec<(
-        &'a StateAddr,
-        Option<&'a StateValue>,
-        Option<&'a StateValue>,
-    )> {
+    ) -> Vec<(&'a StateAddr, Option<&'a Datum>, Option<&'a Datum>)> {
         let mut differences = Vec::new();
         for (addr, expected) in &self.0 {
             match actual.0.get(addr) {
@@ -154,22 +122,20 @@ impl StateView {
                 StateError::Codec(format!("cell of undeclared state #{}", entry.state))
             })?;
             let value = match descriptor.kind {
-                StateKind::List => StateValue::List(
-                    decode_list(&entry.value)?
-                        .iter()
-                        .map(|e| decode_value(descriptor.value_type, e))
-                        .collect(),
-                ),
+                StateKind::List => list_datum(descriptor.value_type, &entry.value)?,
                 StateKind::Value | StateKind::Map => {
                     decode_value(descriptor.value_type, &entry.value)
                 }
             };
-            let user_key = (descriptor.kind == StateKind::Map)
-                .then(|| String::from_utf8_lossy(&entry.user_key).into_owned());
+            let user_key =
+                (descriptor.kind == StateKind::Map).then(|| match descriptor.value_type {
+                    ValueType::Json => canonical_or_bytes(&entry.user_key),
+                    _ => Datum::from(String::from_utf8_lossy(&entry.user_key).as_ref()),
+                });
             let addr = StateAddr {
                 stage: stage.to_string(),
                 state: descriptor.name.clone(),
-                key: String::from_utf8_lossy(&entry.key).into_owned(),
+                key: canonical_or_bytes(&entry.key),
                 user_key,
             };
             if self.0.insert(addr.clone(), value).is_some() {
@@ -180,16 +146,43 @@ impl StateView {
     }
 }
 
-fn decode_value(value_type: ValueType, bytes: &[u8]) -> StateValue {
+/// A list cell as one JSON array of its elements.
+fn list_datum(value_type: ValueType, bytes: &[u8]) -> Result<Datum, StateError> {
+    let elements: Vec<serde_json::Value> = decode_list(bytes)?
+        .iter()
+        .map(|e| {
+            let datum = decode_value(value_type, e);
+            // Canonical text always parses back: it was written from a JSON value.
+            serde_json::from_str(datum.as_str()).expect("canonical text is JSON")
+        })
+        .collect();
+    Ok(Datum::of(&elements)?)
+}
+
+/// Canonical text as written by the typed API; anything else (a hand-written backend's key,
+/// damaged bytes) shown as its bytes rather than dropped.
+fn canonical_or_bytes(bytes: &[u8]) -> Datum {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| Datum::parse(text).ok())
+        .unwrap_or_else(|| bytes_datum(bytes))
+}
+
+fn bytes_datum(bytes: &[u8]) -> Datum {
+    Datum::of(bytes).unwrap_or_else(|_| Datum::from("<bytes>"))
+}
+
+fn decode_value(value_type: ValueType, bytes: &[u8]) -> Datum {
     match value_type {
         ValueType::I64 => match <[u8; 8]>::try_from(bytes) {
-            Ok(array) => StateValue::Int(i64::from_le_bytes(array)),
-            Err(_) => StateValue::Bytes(bytes.to_vec()),
+            Ok(array) => Datum::from(i64::from_le_bytes(array)),
+            Err(_) => bytes_datum(bytes),
         },
         ValueType::Text => match std::str::from_utf8(bytes) {
-            Ok(text) => StateValue::Text(text.to_string()),
-            Err(_) => StateValue::Bytes(bytes.to_vec()),
+            Ok(text) => Datum::from(text),
+            Err(_) => bytes_datum(bytes),
         },
-        ValueType::Bytes => StateValue::Bytes(bytes.to_vec()),
+        ValueType::Bytes => bytes_datum(bytes),
+        ValueType::Json => canonical_or_bytes(bytes),
     }
 }

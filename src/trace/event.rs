@@ -10,7 +10,7 @@ pub use crate::checkpoint::AbortReason;
 use crate::checkpoint::CheckpointingMode;
 use crate::fault::{Corruption, Effect, FaultKind, FaultSite};
 use crate::job::sink::TxnEvent;
-use crate::job::{Positions, Record, RestartStrategy};
+use crate::job::{Datum, Positions, Record, RestartStrategy};
 use crate::state::{SavepointFormat, StateView};
 
 /// Everything a run does.
@@ -42,7 +42,7 @@ pub enum Event {
         /// The record it processed.
         record: Record,
         /// The values of what it emitted, in order.
-        outputs: Vec<i64>,
+        outputs: Vec<Datum>,
     },
     /// A sink received a record.
     RecordWritten {

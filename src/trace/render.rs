@@ -10,7 +10,7 @@ use super::event::{
 };
 use crate::checkpoint::CheckpointingMode;
 use crate::job::sink::{TxnAbort, TxnEvent};
-use crate::job::Record;
+use crate::job::{Datum, Record};
 
 impl Display for Event {
     // One arm per event, exhaustive, so that no event can go unrendered; the arms that need
@@ -171,7 +171,7 @@ impl Display for Event {
     }
 }
 
-fn processed(f: &mut Formatter<'_>, task: &str, record: &Record, outputs: &[i64]) -> fmt::Result {
+fn processed(f: &mut Formatter<'_>, task: &str, record: &Record, outputs: &[Datum]) -> fmt::Result {
     write!(f, "process {task} {record} -> [")?;
     for (index, value) in outputs.iter().enumerate() {
         if index > 0 {

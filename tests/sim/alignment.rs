@@ -23,7 +23,7 @@ fn aligned_runs(alignment_never_blocks: bool) -> (usize, Vec<u64>) {
     let mut expected: Vec<_> = model::evaluate(&job, &input, &input.end_positions())
         .outputs
         .iter()
-        .map(|r| (r.id.clone(), r.value))
+        .map(|r| (r.id.clone(), r.value.clone()))
         .collect();
     expected.sort();
     let (mut blocked_waits, mut wrong) = (0, Vec::new());
@@ -37,7 +37,7 @@ fn aligned_runs(alignment_never_blocks: bool) -> (usize, Vec<u64>) {
             .store
             .visible()
             .iter()
-            .map(|r| (r.id.clone(), r.value))
+            .map(|r| (r.id.clone(), r.value.clone()))
             .collect();
         visible.sort();
         if visible != expected || !report.verdict.passed() {

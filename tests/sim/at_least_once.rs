@@ -9,9 +9,9 @@ use faultline::campaign::{scenario_strategy, Case, KillMode, Seams, StrategyConf
 use faultline::check::{Note, Property};
 use faultline::checkpoint::CheckpointingMode;
 use faultline::harness::Harness;
-use faultline::job::user::{ModelState, UserOperator};
-use faultline::job::{Operator, OperatorContext, OperatorError, Record};
-use faultline::state::{BackendKind, StateBackend, StateValue, ValueState};
+use faultline::job::user::{Output, UserOperator};
+use faultline::job::{Datum, Operator, OperatorContext, OperatorError, Record, Transaction};
+use faultline::state::{BackendKind, KeyedContext, ValueState};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
 
@@ -19,86 +19,45 @@ use proptest::test_runner::{Config, TestRunner};
 const LARGE: i64 = 250;
 /// The large transactions that raise the alert.
 const ALERT_AT: i64 = 3;
-
-fn alert(record: &Record, count: i64) -> Record {
-    Record {
-        id: format!("{}.alert", record.id),
-        value: count,
-        ..record.clone()
-    }
-}
+/// Large transactions per account.
+const LARGE_COUNT: ValueState<i64> = ValueState::new("large");
 
 /// The detector's rule, whoever keeps the count: a large transaction counts, and the third
-/// raises the alert. `count` is the key's count before `record`; returns the count after it.
-fn count_large(record: &Record, count: i64, out: &mut Vec<Record>) -> i64 {
-    if record.value < LARGE {
-        return count;
+/// raises the alert (the transaction, with the count as its amount). `count` is the key's
+/// count before `tx`; returns the count after it, and the alert if one is raised.
+fn count_large(tx: &Transaction, count: i64) -> (i64, Option<Transaction>) {
+    if tx.amount_cents < LARGE {
+        return (count, None);
     }
-    if count + 1 == ALERT_AT {
-        out.push(alert(record, count + 1));
-    }
-    count + 1
+    let alert = (count + 1 == ALERT_AT).then(|| Transaction {
+        amount_cents: count + 1,
+        ..tx.clone()
+    });
+    (count + 1, alert)
 }
 
-/// The correct detector: the count of large transactions per account in `ValueState`.
-#[derive(Default)]
-struct ThirdLargeAlert {
-    large: Option<ValueState<i64>>,
-}
-
-impl Operator for ThirdLargeAlert {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        let backend = backend.ok_or_else(|| OperatorError::Failed("keyed: needs state".into()))?;
-        self.large = Some(ValueState::declare(backend, "large")?);
-        Ok(())
-    }
-
-    fn process(
-        &mut self,
-        record: Record,
-        ctx: &mut OperatorContext<'_>,
-        out: &mut Vec<Record>,
-    ) -> Result<(), OperatorError> {
-        let large = self
-            .large
-            .as_ref()
-            .ok_or_else(|| OperatorError::Failed("process before open".into()))?;
-        let keyed = ctx.keyed()?;
-        let before = large.get(keyed)?.unwrap_or(0);
-        let after = count_large(&record, before, out);
-        if after != before {
-            large.set(keyed, &after)?;
-        }
-        Ok(())
-    }
-}
-
-fn third_large_model(state: &mut ModelState, record: Record) -> Vec<Record> {
-    let before = match state.get("large", &record.key) {
-        Some(StateValue::Int(count)) => *count,
-        _ => 0,
-    };
-    let mut out = Vec::new();
-    let after = count_large(&record, before, &mut out);
+/// The correct detector, and its model: the count of large transactions per account in
+/// `ValueState`.
+fn third_large(
+    ctx: &mut KeyedContext<'_>,
+    tx: Transaction,
+    out: &mut Output<Transaction>,
+) -> Result<(), OperatorError> {
+    let before = LARGE_COUNT.get(ctx)?.unwrap_or(0);
+    let (after, alert) = count_large(&tx, before);
     if after != before {
-        state.set("large", &record.key, StateValue::Int(after));
+        LARGE_COUNT.set(ctx, &after)?;
     }
-    out
+    alert.map_or(Ok(()), |alert| out.emit(&alert))
 }
 
 /// Broken twin: the count in a plain field, which no snapshot holds.
 #[derive(Default)]
 struct PlainFieldAlert {
-    large: std::collections::BTreeMap<String, i64>,
-    state: ThirdLargeAlert,
+    large: std::collections::BTreeMap<Datum, i64>,
 }
 
 impl Operator for PlainFieldAlert {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        // Declares the state the model describes, and never writes it.
-        self.state.open(backend)
-    }
-
     fn process(
         &mut self,
         record: Record,
@@ -106,24 +65,23 @@ impl Operator for PlainFieldAlert {
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
         let count = self.large.entry(record.key.clone()).or_default();
-        *count = count_large(&record, *count, out);
+        let (after, alert) = count_large(&record.value_as()?, *count);
+        *count = after;
+        if let Some(alert) = alert {
+            out.push(record.with_value(&alert)?);
+        }
         Ok(())
     }
 }
 
 /// Broken twin: drops the first record it sees after every (re)start, as a detector that
 /// discards a half-read batch on recovery would.
-#[derive(Default)]
 struct DropsFirstAfterRestart {
     dropped: bool,
-    inner: ThirdLargeAlert,
+    inner: Box<dyn Operator>,
 }
 
 impl Operator for DropsFirstAfterRestart {
-    fn open(&mut self, backend: Option<&mut dyn StateBackend>) -> Result<(), OperatorError> {
-        self.inner.open(backend)
-    }
-
     fn process(
         &mut self,
         record: Record,
@@ -139,12 +97,7 @@ impl Operator for DropsFirstAfterRestart {
 }
 
 fn detector() -> UserOperator {
-    UserOperator::new(
-        "third-large-alert",
-        true,
-        |_| Box::new(ThirdLargeAlert::default()),
-        third_large_model,
-    )
+    UserOperator::keyed("third-large-alert", third_large, third_large)
 }
 
 fn at_least_once() -> StrategyConfig {
@@ -210,12 +163,11 @@ fn a_detector_whose_alerts_depend_on_state_passes_at_least_once_with_fan_in() {
 /// The properties the first failing case of an at-least-once campaign over the detector that
 /// `build` makes broke (none when every case passed).
 fn caught_at_least_once(build: fn(u16) -> Box<dyn Operator>) -> Vec<Property> {
-    let operators = [UserOperator::new(
-        "third-large-alert",
-        true,
-        build,
-        third_large_model,
-    )];
+    let correct = detector();
+    let operators = [UserOperator {
+        build: Box::new(build),
+        ..correct
+    }];
     let report = Harness::new()
         .backends(vec![BackendKind::Memory])
         .modes(&[CheckpointingMode::AtLeastOnce])
@@ -237,7 +189,12 @@ fn a_detector_counting_in_a_plain_field_is_caught_at_least_once() {
 
 #[test]
 fn a_detector_dropping_a_record_after_a_restart_is_caught_at_least_once() {
-    let properties = caught_at_least_once(|_| Box::new(DropsFirstAfterRestart::default()));
+    let properties = caught_at_least_once(|subtask| {
+        Box::new(DropsFirstAfterRestart {
+            dropped: false,
+            inner: (detector().build)(subtask),
+        })
+    });
     assert!(
         properties.contains(&Property::Output) || properties.contains(&Property::State),
         "{properties:?}"

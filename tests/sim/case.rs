@@ -108,7 +108,7 @@ fn user_operators_missing_from_the_seams_or_unused_by_the_job_are_errors_naming_
         "identity",
         false,
         |_| Box::new(Identity),
-        |_: &mut ModelState, record: Record| vec![record],
+        |_: &mut ModelState, record: Record| Ok(vec![record]),
     )];
     let dir = tempfile::tempdir().unwrap();
     // The job names an operator the seams lack: an error, not the built-in operator.
@@ -148,7 +148,9 @@ fn a_panicking_model_is_an_assertion_violation_not_a_crash() {
         "bad-model",
         false,
         |_| Box::new(Identity),
-        |_: &mut ModelState, _: Record| -> Vec<Record> { panic!("the model gave up") },
+        |_: &mut ModelState, _: Record| -> Result<Vec<Record>, OperatorError> {
+            panic!("the model gave up")
+        },
     )];
     let mut seams = Seams::default();
     seams.operators = &operators;
@@ -198,8 +200,8 @@ fn flood(record: Record) -> impl Iterator<Item = Record> {
     })
 }
 
-fn flood_model(_: &mut ModelState, record: Record) -> Vec<Record> {
-    flood(record).collect()
+fn flood_model(_: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
+    Ok(flood(record).collect())
 }
 
 #[test]

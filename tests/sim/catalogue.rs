@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::examples::running_total::running_total_model;
+use crate::examples::running_total::running_total;
 use crate::support::{delegate_cell_access, delegate_sink, delete_cells, TwistedFactory};
 use faultline::campaign::{ExploreReport, ReportedViolation};
 use faultline::check::Property;
@@ -18,7 +18,7 @@ use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, StoreError, TwoPhaseCommitSink, TxnEvent};
 use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
-use faultline::job::{Operator, OperatorContext, OperatorError, Record};
+use faultline::job::{Datum, Operator, OperatorContext, OperatorError, Record, Transaction};
 use faultline::state::{
     BackendContext, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
     SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
@@ -136,20 +136,21 @@ static DROPS_KEY_GROUP: TwistedFactory = TwistedFactory {
 ///    `FailingMapFunction` mistake, made with state).
 #[derive(Default)]
 struct PlainFieldTotal {
-    totals: BTreeMap<String, i64>,
+    totals: BTreeMap<Datum, i64>,
 }
 
 impl Operator for PlainFieldTotal {
     fn process(
         &mut self,
-        mut record: Record,
+        record: Record,
         _: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
+        let tx: Transaction = record.value_as()?;
         let total = self.totals.entry(record.key.clone()).or_insert(0);
-        *total = total.wrapping_add(record.value);
-        record.value = *total;
-        out.push(record);
+        *total = total.wrapping_add(tx.amount_cents);
+        let amount_cents = *total;
+        out.push(record.with_value(&Transaction { amount_cents, ..tx })?);
         Ok(())
     }
 }
@@ -170,7 +171,7 @@ impl Operator for HashOrderSplit {
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
         let mut parts = std::collections::HashMap::new();
-        for (suffix, value) in [("a", record.value), ("b", 0)] {
+        for (suffix, value) in split_parts(&record)? {
             parts.insert(
                 suffix,
                 Record {
@@ -185,15 +186,25 @@ impl Operator for HashOrderSplit {
     }
 }
 
-fn split_model(_: &mut ModelState, record: Record) -> Vec<Record> {
-    ["a", "b"]
+/// The two parts of a record: the whole amount, and nothing.
+fn split_parts(record: &Record) -> Result<[(&'static str, Datum); 2], OperatorError> {
+    let tx: Transaction = record.value_as()?;
+    let nothing = Transaction {
+        amount_cents: 0,
+        ..tx.clone()
+    };
+    Ok([("a", Datum::of(&tx)?), ("b", Datum::of(&nothing)?)])
+}
+
+fn split_model(_: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
+    Ok(split_parts(&record)?
         .into_iter()
-        .map(|suffix| Record {
+        .map(|(suffix, value)| Record {
             id: format!("{}.{suffix}", record.id),
-            value: if suffix == "a" { record.value } else { 0 },
+            value,
             ..record.clone()
         })
-        .collect()
+        .collect())
 }
 
 /// 6. A two-phase sink that fails on a notification for a checkpoint it holds nothing for — a
@@ -670,13 +681,12 @@ fn a_sink_whose_commit_on_restore_is_not_idempotent_is_caught() {
 fn an_operator_keeping_state_in_a_plain_field_is_caught() {
     static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
     let operators = OPERATORS.get_or_init(|| {
-        [UserOperator::new(
-            "plain-field-total",
-            true,
-            |_| Box::new(PlainFieldTotal::default()),
-            // The semantics the broken operator claims: the example's correct model.
-            running_total_model,
-        )]
+        // The semantics the broken operator claims: the example's correct model.
+        [UserOperator {
+            name: "plain-field-total".into(),
+            build: Box::new(|_| Box::new(PlainFieldTotal::default())),
+            ..running_total()
+        }]
     });
     check_class("state in a plain field", &[Property::State], || {
         Harness::new().operators(operators)

@@ -28,6 +28,9 @@
 //!   the previous or the new snapshot, equal to the model, and output stays exactly once.
 //! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
 //! - `examples`: each example of `examples/` run as a module under the harness.
+//! - `typed`: a user's own record, key and state types end to end — reducing, aggregating and
+//!   map state, a side output, the user's input strategy, typed scenario files — with a broken
+//!   twin caught and a failing model reported as the case's violation.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.
@@ -63,3 +66,4 @@ mod restore;
 mod rocksdb;
 mod scenarios;
 mod support;
+mod typed;

@@ -5,8 +5,11 @@
 //! of another maximum parallelism are refused with their reasons.
 
 use faultline::job::{OperatorSpec, Record};
-use faultline::state::{BackendKind, StateValue};
+use faultline::state::{BackendKind, ValueState};
 use faultline::testing::{OperatorHarness, Operators, TestHarnessError};
+
+/// The built-in sum's state.
+const SUM: ValueState<i64> = ValueState::new("sum");
 
 const KEYS: [&str; 6] = ["acct-1", "acct-2", "acct-3", "acct-4", "acct-5", "acct-6"];
 
@@ -14,7 +17,7 @@ fn feed(harness: &mut OperatorHarness<'_>, round: i64) {
     for (i, key) in KEYS.iter().enumerate() {
         let value = round * 100 + i as i64;
         harness
-            .process_element(Record::new(&format!("r{round}-{i}"), key, value))
+            .process_element(Record::transaction(&format!("r{round}-{i}"), key, value))
             .unwrap();
     }
 }
@@ -44,7 +47,7 @@ fn split_and_merge(backend: BackendKind) {
     );
 
     // Split: two subtasks each restore their key groups of the second snapshot.
-    let halves: Vec<OperatorHarness<'_>> = (0..2)
+    let mut halves: Vec<OperatorHarness<'_>> = (0..2)
         .map(|subtask| {
             OperatorHarness::builder(&sum)
                 .backend(backend)
@@ -54,23 +57,21 @@ fn split_and_merge(backend: BackendKind) {
         })
         .collect();
     for (i, key) in KEYS.iter().enumerate() {
-        let owners: Vec<Option<StateValue>> =
-            halves.iter().map(|h| h.value(key).unwrap()).collect();
-        let held: Vec<&StateValue> = owners.iter().flatten().collect();
-        assert_eq!(
-            held,
-            [&StateValue::Int(sum_of(i, 2))],
-            "{backend:?}: {key} in one half only"
-        );
+        let owners: Vec<Option<i64>> = halves
+            .iter_mut()
+            .map(|h| h.get(&SUM, key).unwrap())
+            .collect();
+        let held: Vec<i64> = owners.into_iter().flatten().collect();
+        assert_eq!(held, [sum_of(i, 2)], "{backend:?}: {key} in one half only");
     }
 
     // Merge: one subtask restores both halves' snapshots, after each half processed a round.
-    let mut halves = halves;
+
     let snapshots: Vec<_> = halves
         .iter_mut()
         .map(|half| {
             for (i, key) in KEYS.iter().enumerate() {
-                let record = Record::new(&format!("r3-{i}"), key, 300 + i as i64);
+                let record = Record::transaction(&format!("r3-{i}"), key, 300 + i as i64);
                 match half.process_element(record) {
                     Ok(_) | Err(TestHarnessError::KeyNotOwned { .. }) => {}
                     Err(error) => panic!("{backend:?}: {error}"),
@@ -80,27 +81,24 @@ fn split_and_merge(backend: BackendKind) {
         })
         .collect();
     let refs: Vec<_> = snapshots.iter().collect();
-    let merged = OperatorHarness::builder(&sum)
+    let mut merged = OperatorHarness::builder(&sum)
         .backend(backend)
         .initialize_state(&refs)
         .unwrap();
     for (i, key) in KEYS.iter().enumerate() {
         assert_eq!(
-            merged.value(key).unwrap(),
-            Some(StateValue::Int(sum_of(i, 3))),
+            merged.get(&SUM, key).unwrap(),
+            Some(sum_of(i, 3)),
             "{backend:?}: {key} after the merge"
         );
     }
 
     // The first snapshot still restores on its own, without the second round.
-    let early = OperatorHarness::builder(&sum)
+    let mut early = OperatorHarness::builder(&sum)
         .backend(backend)
         .initialize_state(&[&first])
         .unwrap();
-    assert_eq!(
-        early.value("acct-1").unwrap(),
-        Some(StateValue::Int(sum_of(0, 1)))
-    );
+    assert_eq!(early.get(&SUM, "acct-1").unwrap(), Some(sum_of(0, 1)));
 }
 
 #[test]
@@ -126,7 +124,7 @@ fn a_record_for_another_subtask_and_a_snapshot_of_another_shape_are_refused() {
         .iter()
         .map(|key| {
             harness
-                .process_element(Record::new("r", key, 1))
+                .process_element(Record::transaction("r", key, 1))
                 .map(|_| ())
         })
         .find_map(Result::err)
@@ -186,7 +184,7 @@ fn operator_state_is_handed_out_as_the_engine_does_and_foreign_snapshots_are_ref
         "seen",
         false,
         |_| Box::new(Seen::default()),
-        |_: &mut faultline::job::user::ModelState, r: Record| vec![r],
+        |_: &mut faultline::job::user::ModelState, r: Record| Ok(vec![r]),
     );
     let seen = Operators::user(&user);
     let mut first = OperatorHarness::builder(&seen)
@@ -195,7 +193,7 @@ fn operator_state_is_handed_out_as_the_engine_does_and_foreign_snapshots_are_ref
         .unwrap();
     for i in 0..3 {
         first
-            .process_element(Record::new(&format!("a{i}"), "k", 1))
+            .process_element(Record::transaction(&format!("a{i}"), "k", 1))
             .unwrap();
     }
     let zero = first.snapshot(1).unwrap();
@@ -204,7 +202,9 @@ fn operator_state_is_handed_out_as_the_engine_does_and_foreign_snapshots_are_ref
         .subtask(1, 2)
         .initialize_state(&[&zero])
         .unwrap();
-    second.process_element(Record::new("b", "k", 1)).unwrap();
+    second
+        .process_element(Record::transaction("b", "k", 1))
+        .unwrap();
     let mut one = second.snapshot(1).unwrap();
     one.operator_state = 5u64.to_le_bytes().to_vec();
     // Rescaled to one subtask: it gets every old subtask's state, in subtask order.
@@ -212,7 +212,9 @@ fn operator_state_is_handed_out_as_the_engine_does_and_foreign_snapshots_are_ref
         .initialize_state(&[&one, &zero])
         .unwrap();
     let mut merged = merged;
-    merged.process_element(Record::new("c", "k", 1)).unwrap();
+    merged
+        .process_element(Record::transaction("c", "k", 1))
+        .unwrap();
     assert_eq!(
         merged.snapshot(2).unwrap().operator_state,
         9u64.to_le_bytes()

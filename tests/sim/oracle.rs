@@ -17,7 +17,8 @@ use faultline::state::{
 /// The memory backend, but key `k0`'s cells are dropped after every restore.
 static FORGETFUL: TwistedFactory = TwistedFactory {
     name: "forgetful",
-    after_restore: |backend, _| delete_cells(backend, |entry| entry.key == b"k0"),
+    // Keys are stored as their canonical text: the string `k0` in quotes.
+    after_restore: |backend, _| delete_cells(backend, |entry| entry.key == br#""k0""#),
 };
 
 fn run_with(backends: &dyn StateBackendFactory, dir: &Path) -> faultline::campaign::CaseReport {
@@ -67,8 +68,12 @@ fn the_oracle_names_a_backend_that_forgets_a_key_on_restore() {
         forgotten.expect("the restored-state check fired");
     assert_eq!(checkpoint_id, Some(checkpoint));
     assert_eq!(
-        (addr.stage.as_str(), addr.state.as_str(), addr.key.as_str()),
-        ("sum", "sum", "k0")
+        (
+            addr.stage.as_str(),
+            addr.state.as_str(),
+            addr.key.to_string()
+        ),
+        ("sum", "sum", "k0".to_string())
     );
     assert!(expected.is_some() && actual.is_none());
     let text = broken.verdict.to_string();

@@ -21,7 +21,7 @@ use faultline::model;
 use faultline::state::{
     BackendContext, BackendKind, CompactionPolicy, KeyGroupRange, KeyedContext, RocksDbFactory,
     RocksDbMode, SavepointFormat, SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend,
-    StateBackendFactory, StateValue, ValueState,
+    StateBackendFactory, ValueState,
 };
 
 fn ssts(result: &SnapshotResult) -> usize {
@@ -49,11 +49,12 @@ fn an_incremental_checkpoint_uploads_only_new_ssts_of_confirmed_bases() {
         working_dir: work.path().join("db"),
     };
     let mut backend = factory.create(context).unwrap();
-    let state = ValueState::<i64>::declare(backend.as_mut(), "sum").unwrap();
+    let state = ValueState::<i64>::new("sum");
+    state.declare(backend.as_mut()).unwrap();
     let write = |backend: &mut dyn StateBackend, from: i64, to: i64, value: i64| {
         for i in from..to {
-            let key = format!("k{i}");
-            let group = faultline::job::keygroup::key_group_for(&key, 128);
+            let key = faultline::job::Datum::from(format!("k{i}").as_str());
+            let group = key.key_group(128);
             state
                 .set(
                     &mut KeyedContext::new(backend, group, key.as_bytes()),
@@ -136,8 +137,11 @@ fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
             compaction: CompactionPolicy::never(),
         };
         let mut backend = factory.create(context(&format!("{mode:?}"))).unwrap();
-        let early = ValueState::<i64>::declare(backend.as_mut(), "early").unwrap();
-        let _unused = ValueState::<i64>::declare(backend.as_mut(), "unused").unwrap();
+        let early = ValueState::<i64>::new("early");
+        early.declare(backend.as_mut()).unwrap();
+        ValueState::<i64>::new("unused")
+            .declare(backend.as_mut())
+            .unwrap();
         let ctx = KeyedContext::new(backend.as_mut(), group, key.as_bytes());
         assert_eq!(early.get(&ctx).unwrap(), None, "nothing written yet");
         early
@@ -147,7 +151,8 @@ fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
             )
             .unwrap();
         // Declared once the database is open: its column family is created on the spot.
-        let late = ValueState::<i64>::declare(backend.as_mut(), "late").unwrap();
+        let late = ValueState::<i64>::new("late");
+        late.declare(backend.as_mut()).unwrap();
         late.set(
             &mut KeyedContext::new(backend.as_mut(), group, key.as_bytes()),
             &9,
@@ -178,9 +183,12 @@ fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
         let mut names: Vec<_> = restored.states().iter().map(|s| s.name.clone()).collect();
         names.sort();
         assert_eq!(names, ["early", "late", "unused"], "{mode:?}");
-        let early = ValueState::<i64>::declare(restored.as_mut(), "early").unwrap();
-        let late = ValueState::<i64>::declare(restored.as_mut(), "late").unwrap();
-        let unused = ValueState::<i64>::declare(restored.as_mut(), "unused").unwrap();
+        let early = ValueState::<i64>::new("early");
+        early.declare(restored.as_mut()).unwrap();
+        let late = ValueState::<i64>::new("late");
+        late.declare(restored.as_mut()).unwrap();
+        let unused = ValueState::<i64>::new("unused");
+        unused.declare(restored.as_mut()).unwrap();
         let ctx = KeyedContext::new(restored.as_mut(), group, key.as_bytes());
         assert_eq!(early.get(&ctx).unwrap(), Some(7), "{mode:?}");
         assert_eq!(late.get(&ctx).unwrap(), Some(9), "{mode:?}");
@@ -546,17 +554,15 @@ fn native_checkpoints_open_with_plain_rocksdb() {
         let (key, value) = item.unwrap();
         // key_group (2 bytes) ‖ key ‖ 00 00: keys here hold no 00 bytes.
         let name = String::from_utf8(key[2..key.len() - 2].to_vec()).unwrap();
-        found.insert(name, i64::from_le_bytes(value.as_ref().try_into().unwrap()));
+        let value = faultline::job::Datum::parse(std::str::from_utf8(&value).unwrap()).unwrap();
+        found.insert(name, value.get::<i64>().unwrap());
     }
     let expected: std::collections::BTreeMap<String, i64> =
         model::evaluate(&job, &input, &input.end_positions())
             .state
             .0
             .into_iter()
-            .map(|(addr, value)| match value {
-                StateValue::Int(v) => (addr.key, v),
-                other => panic!("sum holds integers, found {other}"),
-            })
+            .map(|(addr, value)| (addr.key.as_str().to_string(), value.get::<i64>().unwrap()))
             .collect();
     assert_eq!(found, expected);
 }

@@ -103,10 +103,9 @@ pub fn job_shapes() -> Vec<JobSpec> {
 pub fn input_for(job: &JobSpec, records: usize, keys: usize, seed: u64) -> Input {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rows: Vec<InputRecord> = (0..records)
-        .map(|i| InputRecord {
-            id: format!("r{i}"),
-            key: format!("k{}", rng.random_range(0..keys)),
-            value: rng.random_range(-20..200),
+        .map(|i| {
+            let key = format!("k{}", rng.random_range(0..keys));
+            InputRecord::transaction(&format!("r{i}"), &key, rng.random_range(-20..200))
         })
         .collect();
     Input::partitioned(&rows, job.source.partition_count())

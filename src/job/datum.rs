@@ -1,0 +1,293 @@
+//! [`Datum`]: a value of a user's own type, carried through the engine in canonical form.
+//!
+//! The engine, the snapshot formats, the trace hash, the oracle and the process-mode child all
+//! work on one record type, so a user's types are erased at the seams into their canonical
+//! encoding — compact JSON with object keys sorted — and read back with typed access
+//! ([`Datum::get`]). Two equal values of a type always have the same canonical text, whatever
+//! order a struct declares its fields in or a scenario file writes them, so comparing data is
+//! comparing text, and the text is what traces show.
+//!
+//! ```
+//! use faultline::job::Datum;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+//! struct Txn { to: String, amount_cents: i64 }
+//!
+//! let txn = Txn { to: "acct-1".into(), amount_cents: 1250 };
+//! let datum = Datum::of(&txn)?;
+//! // Canonical: keys sorted, no whitespace.
+//! assert_eq!(datum.as_str(), r#"{"amount_cents":1250,"to":"acct-1"}"#);
+//! assert_eq!(datum.get::<Txn>()?, txn);
+//! // Reading it as another type is an error naming both, never a panic.
+//! assert!(datum.get::<i64>().is_err());
+//! # Ok::<(), faultline::job::DataError>(())
+//! ```
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::keygroup::{java_string_hash, murmur_hash};
+
+/// The bounds a user's record, key or state type needs: serde both ways, and equality, so the
+/// oracle can compare what the engine holds with what the model says.
+pub trait Data: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + 'static {}
+
+impl<T> Data for T where T: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + 'static {}
+
+/// A value that cannot be put into, or read out of, canonical form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The value cannot be written as canonical JSON (a map keyed by a struct, say).
+    #[error("cannot encode a {type_name}: {reason}")]
+    Encode {
+        /// The Rust type.
+        type_name: &'static str,
+        /// What serde said.
+        reason: String,
+    },
+    /// The canonical text is not a value of the type asked for.
+    #[error("{text} is not a {type_name}: {reason}")]
+    Decode {
+        /// The canonical text.
+        text: String,
+        /// The Rust type asked for.
+        type_name: &'static str,
+        /// What serde said.
+        reason: String,
+    },
+}
+
+/// A value in canonical form: compact JSON, object keys sorted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Datum(String);
+
+impl Datum {
+    /// The canonical form of `value`.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, DataError> {
+        let encode = |error: serde_json::Error| DataError::Encode {
+            type_name: std::any::type_name::<T>(),
+            reason: error.to_string(),
+        };
+        // Through `Value`, whose objects are sorted maps: the order of a struct's fields never
+        // shows in the canonical text.
+        let tree = serde_json::to_value(value).map_err(encode)?;
+        Ok(Self::from_tree(&tree))
+    }
+
+    /// Text already in canonical form, as the crate's own encoders write it.
+    pub(crate) fn from_canonical(text: String) -> Self {
+        debug_assert_eq!(
+            Self::parse(&text).ok().as_ref().map(Datum::as_str),
+            Some(text.as_str())
+        );
+        Self(text)
+    }
+
+    fn from_tree(tree: &serde_json::Value) -> Self {
+        // A `Value` always serializes: its map keys are strings and its numbers finite.
+        Self(tree.to_string())
+    }
+
+    /// Reads the value as a `T`.
+    pub fn get<T: DeserializeOwned>(&self) -> Result<T, DataError> {
+        serde_json::from_str(&self.0).map_err(|error| DataError::Decode {
+            text: self.0.clone(),
+            type_name: std::any::type_name::<T>(),
+            reason: error.to_string(),
+        })
+    }
+
+    /// Parses JSON text (from a snapshot cell or a JSON Lines file) into canonical form.
+    pub fn parse(text: &str) -> Result<Self, DataError> {
+        let tree: serde_json::Value =
+            serde_json::from_str(text).map_err(|error| DataError::Decode {
+                text: text.chars().take(80).collect(),
+                type_name: "JSON value",
+                reason: error.to_string(),
+            })?;
+        Ok(Self::from_tree(&tree))
+    }
+
+    /// The canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The canonical bytes (the text's UTF-8), as keyed state stores them.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    /// The text of a string value, if this is one.
+    pub fn as_text(&self) -> Option<String> {
+        self.0
+            .starts_with('"')
+            .then(|| serde_json::from_str::<String>(&self.0).ok())
+            .flatten()
+    }
+
+    /// The key's 32-bit hash code, Flink's first step to a key group: Java's `String.hashCode`
+    /// for a string key (so string keys land where a Flink job puts them), and Java's
+    /// `Arrays.hashCode(byte[])` over the canonical bytes for any other key.
+    pub fn hash_code(&self) -> i32 {
+        match self.as_text() {
+            Some(text) => java_string_hash(&text),
+            None => self.0.bytes().fold(1i32, |hash, byte| {
+                hash.wrapping_mul(31).wrapping_add(i32::from(byte as i8))
+            }),
+        }
+    }
+
+    /// The key group of this key under `max_parallelism`.
+    pub fn key_group(&self, max_parallelism: u16) -> u16 {
+        assert!(max_parallelism > 0, "max parallelism is at least 1");
+        let group = murmur_hash(self.hash_code()) % i32::from(max_parallelism);
+        debug_assert!(group >= 0, "murmur_hash is non-negative");
+        group as u16
+    }
+}
+
+impl From<&str> for Datum {
+    fn from(text: &str) -> Self {
+        Self::from_tree(&serde_json::Value::String(text.to_string()))
+    }
+}
+
+impl From<i64> for Datum {
+    fn from(value: i64) -> Self {
+        Self(value.to_string())
+    }
+}
+
+impl fmt::Display for Datum {
+    /// Readable, for traces and reports: strings of plain characters without quotes (`acct-1`),
+    /// objects as `{account: acct-1, amount_cents: 1250}`, lists as `[1, 2]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match serde_json::from_str::<serde_json::Value>(&self.0) {
+            Ok(tree) => render(&tree, f),
+            Err(_) => f.write_str(&self.0),
+        }
+    }
+}
+
+fn is_plain(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':'))
+}
+
+fn render(tree: &serde_json::Value, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    use serde_json::Value;
+    match tree {
+        Value::String(text) if is_plain(text) => f.write_str(text),
+        Value::Array(items) => {
+            f.write_str("[")?;
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    f.write_str(", ")?;
+                }
+                render(item, f)?;
+            }
+            f.write_str("]")
+        }
+        Value::Object(fields) => {
+            f.write_str("{")?;
+            for (index, (name, value)) in fields.iter().enumerate() {
+                if index > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{name}: ")?;
+                render(value, f)?;
+            }
+            f.write_str("}")
+        }
+        other => write!(f, "{other}"),
+    }
+}
+
+// Readable formats (scenario and failure files, process mode's JSON lines) carry the value
+// itself; binary ones (the trace hash's postcard) carry the canonical text.
+impl Serialize for Datum {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            let tree: serde_json::Value =
+                serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+            tree.serialize(serializer)
+        } else {
+            serializer.serialize_str(&self.0)
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Datum {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let tree = serde_json::Value::deserialize(deserializer)?;
+            Ok(Self::from_tree(&tree))
+        } else {
+            let text = String::deserialize(deserializer)?;
+            Self::parse(&text).map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize)]
+    struct Late {
+        z: i64,
+        a: i64,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Early {
+        a: i64,
+        z: i64,
+    }
+
+    #[test]
+    fn canonical_text_ignores_field_order() {
+        let late = Datum::of(&Late { z: 1, a: 2 }).unwrap();
+        let early = Datum::of(&Early { a: 2, z: 1 }).unwrap();
+        assert_eq!(late, early);
+        assert_eq!(Datum::parse(r#"{ "z": 1, "a": 2 }"#).unwrap(), late);
+    }
+
+    #[test]
+    fn string_keys_hash_as_java_strings() {
+        let key = Datum::from("account-1");
+        assert_eq!(key.hash_code(), java_string_hash("account-1"));
+        assert_eq!(
+            key.key_group(128),
+            super::super::keygroup::key_group_for("account-1", 128)
+        );
+        // Another shape hashes its canonical bytes: stable, and not the string's hash.
+        assert_ne!(Datum::from(7).hash_code(), java_string_hash("7"));
+        assert_eq!(Datum::from(7).hash_code(), 31 + i32::from(b'7'));
+    }
+
+    #[test]
+    fn toml_values_become_the_same_datum_as_rust_values() {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            value: Datum,
+        }
+        let row: Row = toml::from_str("value = { z = 1, a = 2 }").unwrap();
+        assert_eq!(row.value, Datum::of(&Early { a: 2, z: 1 }).unwrap());
+        #[derive(serde::Serialize)]
+        struct Out {
+            value: Datum,
+        }
+        let text = toml::to_string(&Out {
+            value: Datum::from(5),
+        })
+        .unwrap();
+        assert_eq!(text.trim(), "value = 5");
+    }
+}
