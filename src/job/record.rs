@@ -194,10 +194,16 @@ impl InputRecord {
 /// The canonical form of a transaction, written directly: the built-in operators and input
 /// generator make one per record. Keys sort `account` before `amount_cents`.
 pub(crate) fn transaction_datum(account: &str, amount_cents: i64) -> Datum {
-    let account = serde_json::Value::String(account.to_string());
-    Datum::from_canonical(format!(
-        r#"{{"account":{account},"amount_cents":{amount_cents}}}"#
-    ))
+    let plain = account
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+    let text = if plain {
+        format!(r#"{{"account":"{account}","amount_cents":{amount_cents}}}"#)
+    } else {
+        let account = serde_json::Value::String(account.to_string());
+        format!(r#"{{"account":{account},"amount_cents":{amount_cents}}}"#)
+    };
+    Datum::from_canonical(text)
 }
 
 /// The whole input of a job, split into partitions by key, as a keyed Kafka topic would be:
@@ -284,5 +290,21 @@ impl fmt::Display for Positions {
             write!(f, "p{partition}@{offset}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_written_directly_is_its_canonical_form() {
+        for (account, cents) in [("acct-1", 5), ("a \"quoted\" one", -7), ("", i64::MIN)] {
+            let tx = Transaction {
+                account: account.to_string(),
+                amount_cents: cents,
+            };
+            assert_eq!(transaction_datum(account, cents), Datum::of(&tx).unwrap());
+        }
     }
 }

@@ -70,13 +70,21 @@ pub(crate) fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
 }
 
 fn encode<T: Data>(value: &T) -> Result<Vec<u8>, StateError> {
-    Ok(Datum::of(value)?.as_bytes().to_vec())
+    // Text without an object is canonical as written (see `Datum::of`), and most state is.
+    match serde_json::to_vec(value) {
+        Ok(bytes) if !bytes.contains(&b'{') => Ok(bytes),
+        _ => Ok(Datum::of(value)?.as_bytes().to_vec()),
+    }
 }
 
 fn decode<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| StateError::Codec("a state value is not canonical text".into()))?;
-    Ok(Datum::parse(text)?.get()?)
+    serde_json::from_slice(bytes).map_err(|error| {
+        StateError::Data(crate::job::DataError::Decode {
+            text: String::from_utf8_lossy(bytes).chars().take(80).collect(),
+            type_name: std::any::type_name::<T>(),
+            reason: error.to_string(),
+        })
+    })
 }
 
 /// A model cell's address: (state, key, user key), each as the backend stores it.
@@ -172,7 +180,9 @@ impl<'a> KeyedContext<'a> {
         };
         match states.iter().position(|s| s.name == name) {
             None => Ok(None),
-            Some(index) if states[index] == Self::descriptor(name, kind) => {
+            Some(index)
+                if states[index].kind == kind && states[index].value_type == ValueType::Json =>
+            {
                 Ok(Some(index as StateId))
             }
             Some(index) => Err(StateError::Declaration {
@@ -183,6 +193,9 @@ impl<'a> KeyedContext<'a> {
     }
 
     fn declare(&mut self, name: &str, kind: StateKind) -> Result<StateId, StateError> {
+        if let Some(state) = self.find(name, kind)? {
+            return Ok(state);
+        }
         let descriptor = Self::descriptor(name, kind);
         match &mut self.cells {
             Cells::Backend { backend, .. } => backend.register_state(&descriptor),
