@@ -130,7 +130,7 @@ impl<'a> Harness<'a> {
         self
     }
 
-    /// The values generated records carry, inclusive (default -50 to 500).
+    /// The amounts, in cents, of the generated transactions, inclusive (default -50 to 500).
     pub fn values(mut self, min: i64, max: i64) -> Self {
         self.config.strategy.values = (min, max);
         self

@@ -12,7 +12,7 @@
 //!
 //! ```
 //! use faultline::job::{Record, Transaction};
-//! use faultline::testing::{OperatorHarness, Operators};
+//! use faultline::testing::{OperatorHarness, Operators, TestHarnessError};
 //! use faultline::state::{BackendKind, ValueState};
 //!
 //! // The built-in running sum, as any operator would be given.
@@ -34,7 +34,7 @@
 //!     .subtask(1, 2)
 //!     .initialize_state(&[&snapshot])?;
 //! assert_eq!(restored.get(&SUM, "acct-1")?, Some(300));
-//! assert_eq!(restored.get(&SUM, "acct-2")?, None);
+//! assert!(matches!(restored.get(&SUM, "acct-2"), Err(TestHarnessError::KeyNotOwned { .. })));
 //! restored.process_element(Record::transaction("t4", "acct-1", 1))?;
 //! assert_eq!(restored.outputs_as::<Transaction>()?[0].amount_cents, 301);
 //! # Ok::<(), faultline::testing::TestHarnessError>(())
@@ -378,8 +378,9 @@ impl<'a> OperatorHarness<'a> {
         }
     }
 
-    /// Feeds one record; what the operator emits is appended to [`OperatorHarness::outputs`]
-    /// and returned. A record whose key this subtask does not own is refused, as the engine's
+    /// Feeds one record; what the operator emits on its main output is appended to
+    /// [`OperatorHarness::outputs`] and returned, what it emits on side outputs is kept for
+    /// [`OperatorHarness::side_outputs`]. A record whose key this subtask does not own is refused, as the engine's
     /// routing would never deliver it.
     pub fn process_element(&mut self, record: Record) -> Result<&[Record], TestHarnessError> {
         let key_group = record.key.key_group(self.max_parallelism);
@@ -483,7 +484,8 @@ impl<'a> OperatorHarness<'a> {
         Ok(view)
     }
 
-    /// The value of `state` for `key`, read through the descriptor as the operator reads it;
+    /// The value of `state` for `key`, read through the descriptor as the operator reads it
+    /// (a key another subtask owns is refused, as in [`OperatorHarness::process_element`]);
     /// see [`OperatorHarness::state`] for everything at once.
     pub fn get<T: Data, K: serde::Serialize + ?Sized>(
         &mut self,
@@ -496,7 +498,13 @@ impl<'a> OperatorHarness<'a> {
             Some(backend) if backend.key_groups().contains(key_group) => {
                 Ok(state.get(&KeyedContext::new(backend, key_group, key.as_bytes()))?)
             }
-            _ => Ok(None),
+            Some(_) => Err(TestHarnessError::KeyNotOwned {
+                key,
+                key_group,
+                subtask: self.subtask,
+                range: self.key_groups,
+            }),
+            None => Ok(None),
         }
     }
 

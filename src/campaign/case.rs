@@ -125,11 +125,18 @@ impl<'a> Case<'a> {
             .collect();
         let mut used = false;
         for stage in &self.scenario.job.stages {
-            if let OperatorSpec::User { name, .. } = &stage.op {
-                if user::find(self.seams.operators, name).is_none() {
+            if let OperatorSpec::User { name, keyed } = &stage.op {
+                let Some(registered) = user::find(self.seams.operators, name) else {
                     return Err(CaseError::UnknownOperator {
                         name: name.clone(),
                         given,
+                    });
+                };
+                if registered.keyed != *keyed {
+                    return Err(CaseError::KeyedMismatch {
+                        name: name.clone(),
+                        in_job: *keyed,
+                        registered: registered.keyed,
                     });
                 }
                 used = true;

@@ -102,6 +102,16 @@ pub enum CaseError {
         /// The names of the operators given.
         given: Vec<String>,
     },
+    /// The job says a user operator is keyed, or not, and the operator given says otherwise.
+    #[error("the job uses user operator {name:?} with keyed = {in_job}, but it is registered with keyed = {registered}")]
+    KeyedMismatch {
+        /// The operator.
+        name: String,
+        /// What the job says.
+        in_job: bool,
+        /// What the registered operator says.
+        registered: bool,
+    },
     /// User operators were given but the job uses none of them, so the case would test only
     /// built-in ones: a strategy without `user_operators`, or a scenario file of another job.
     #[error("user operators {given:?} were given, but the job uses none of them (set `StrategyConfig::user_operators`, or use `Harness::operators`)")]

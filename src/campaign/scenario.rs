@@ -54,8 +54,9 @@ use crate::state::{BackendKind, SavepointFormat};
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum InputSpec {
-    /// `records` records over `keys` keys (`k0`, `k1`, ...) with values in
-    /// `min_value..=max_value`, drawn from the scenario seed's workload stream.
+    /// `records` [`Transaction`](crate::job::Transaction)s over `keys` accounts (`k0`, `k1`,
+    /// ...), keyed by account, with amounts in `min_value..=max_value` cents, drawn from the
+    /// scenario seed's workload stream.
     Generated {
         /// Number of records.
         records: u32,

@@ -73,7 +73,7 @@ pub struct StrategyConfig {
     /// Most distinct keys per generated input (at least one). Default 300: three cases in
     /// four draw up to 12, the rest up to this.
     pub keys_max: u32,
-    /// Values of generated records, inclusive. Default -50 to 500.
+    /// Amounts (cents) of the generated transactions, inclusive. Default -50 to 500.
     pub values: (i64, i64),
     /// Your input generator, used by every scenario instead of the built-in one (the records
     /// are written into the scenario, so shrinking shrinks them). Default none.

@@ -33,6 +33,11 @@ use super::keygroup::{java_string_hash, murmur_hash};
 
 /// The bounds a user's record, key or state type needs: serde both ways, and equality, so the
 /// oracle can compare what the engine holds with what the model says.
+///
+/// Values are compared by their canonical text, so a type must write equal values alike: use
+/// ordered collections (`BTreeMap`, `BTreeSet`), not hash-ordered ones, and no floats that are
+/// NaN (JSON writes it as `null`) or `-0.0` (written apart from `0.0`). Integers up to 64
+/// bits are exact everywhere.
 pub trait Data: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + 'static {}
 
 impl<T> Data for T where T: Serialize + DeserializeOwned + Clone + fmt::Debug + PartialEq + 'static {}
@@ -79,7 +84,7 @@ impl Datum {
         if !text.contains('{') {
             return Ok(Self(text.into()));
         }
-        let tree: serde_json::Value = serde_json::from_str(&text).map_err(encode)?;
+        let tree = serde_json::to_value(value).map_err(encode)?;
         Ok(Self::from_tree(&tree))
     }
 
@@ -216,16 +221,38 @@ fn render(tree: &serde_json::Value, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     }
 }
 
+/// The key under which a readable format holds a value it cannot write natively.
+const AS_JSON: &str = "$json";
+
+/// Whether every readable format writes `tree` natively: TOML has no null and no integer past
+/// `i64::MAX`.
+fn writes_natively(tree: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match tree {
+        Value::Null => false,
+        Value::Number(number) => number.is_i64() || number.is_f64(),
+        Value::Array(items) => items.iter().all(writes_natively),
+        Value::Object(fields) => fields.values().all(writes_natively),
+        Value::Bool(_) | Value::String(_) => true,
+    }
+}
+
 // Readable formats (scenario and failure files, process mode's JSON lines) carry the value
-// itself; binary ones (the trace hash's postcard) carry the canonical text.
+// itself, or `{ "$json" = "<canonical text>" }` for one they cannot write (an `Option` that is
+// `None`, a `u64` past `i64::MAX`); binary ones (the trace hash's postcard) carry the text.
 impl Serialize for Datum {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            let tree: serde_json::Value =
-                serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        if !serializer.is_human_readable() {
+            return serializer.serialize_str(&self.0);
+        }
+        let tree: serde_json::Value =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        if writes_natively(&tree) {
             tree.serialize(serializer)
         } else {
-            serializer.serialize_str(&self.0)
+            let mut escaped = std::collections::BTreeMap::new();
+            escaped.insert(AS_JSON, self.as_str());
+            escaped.serialize(serializer)
         }
     }
 }
@@ -234,7 +261,13 @@ impl<'de> serde::Deserialize<'de> for Datum {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if deserializer.is_human_readable() {
             let tree = serde_json::Value::deserialize(deserializer)?;
-            Ok(Self::from_tree(&tree))
+            match tree.as_object().and_then(|fields| match fields.len() {
+                1 => fields.get(AS_JSON)?.as_str(),
+                _ => None,
+            }) {
+                Some(text) => Self::parse(text).map_err(serde::de::Error::custom),
+                None => Ok(Self::from_tree(&tree)),
+            }
         } else {
             let text = String::deserialize(deserializer)?;
             Self::parse(&text).map_err(serde::de::Error::custom)
@@ -277,6 +310,32 @@ mod tests {
         // Another shape hashes its canonical bytes: stable, and not the string's hash.
         assert_ne!(Datum::from(7).hash_code(), java_string_hash("7"));
         assert_eq!(Datum::from(7).hash_code(), 31 + i32::from(b'7'));
+    }
+
+    #[test]
+    fn values_toml_cannot_hold_round_trip_through_it() {
+        #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+        struct Row {
+            value: Datum,
+            big: Datum,
+        }
+        #[derive(serde::Serialize)]
+        struct Maybe {
+            note: Option<String>,
+        }
+        let row = Row {
+            value: Datum::of(&Maybe { note: None }).unwrap(),
+            big: Datum::of(&u64::MAX).unwrap(),
+        };
+        let text = toml::to_string(&row).unwrap();
+        assert!(text.contains("$json"), "{text}");
+        assert_eq!(toml::from_str::<Row>(&text).unwrap(), row);
+        // Past 64 bits inside a struct: an error, not a silently rounded float.
+        #[derive(serde::Serialize)]
+        struct Wide {
+            n: u128,
+        }
+        assert!(Datum::of(&Wide { n: u128::MAX }).is_err());
     }
 
     #[test]

@@ -84,21 +84,16 @@ impl Record {
         key: &K,
         value: &V,
     ) -> Result<Self, DataError> {
-        Ok(Self {
-            id: id.to_string(),
-            key: Datum::of(key)?,
-            value: Datum::of(value)?,
-            side: None,
-            origin: Origin {
-                partition: 0,
-                offset: 0,
-            },
-        })
+        Ok(Self::at_start(InputRecord::of(id, key, value)?))
     }
 
     /// A transaction of `amount_cents` on `account`, keyed by the account (a test's record).
     pub fn transaction(id: &str, account: &str, amount_cents: i64) -> Self {
-        let input = InputRecord::transaction(id, account, amount_cents);
+        Self::at_start(InputRecord::transaction(id, account, amount_cents))
+    }
+
+    /// `input` as read from offset 0 of partition 0, on the main output.
+    fn at_start(input: InputRecord) -> Self {
         Self {
             id: input.id,
             key: input.key,

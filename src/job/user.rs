@@ -68,8 +68,10 @@ impl<T: Data> OutputTag<T> {
 }
 
 /// What a typed operator or model emits for one input record: values of its output type, and
-/// side outputs. Every output keeps the input's key and origin; the first keeps its id, the
-/// n-th after it is `{id}.{n}`, so operator and model name their outputs alike.
+/// side outputs. Every output keeps the input's key and origin. A single output keeps the
+/// input's id; several are `{id}.0`, `{id}.1`, ... in emission order, as the built-in `split`
+/// names its parts. Operator and model name their outputs alike, and ids stay unique through
+/// any chain of stages: no id is ever both kept and extended.
 #[derive(Debug)]
 pub struct Output<Out> {
     input: Record,
@@ -87,12 +89,8 @@ impl<Out: Data> Output<Out> {
     }
 
     fn push(&mut self, value: Datum, side: Option<&str>) {
-        let id = match self.emitted.len() {
-            0 => self.input.id.clone(),
-            n => format!("{}.{n}", self.input.id),
-        };
         self.emitted.push(Record {
-            id,
+            id: String::new(),
             key: self.input.key.clone(),
             value,
             side: side.map(str::to_string),
@@ -110,6 +108,20 @@ impl<Out: Data> Output<Out> {
     pub fn side<T: Data>(&mut self, tag: &OutputTag<T>, value: &T) -> Result<(), OperatorError> {
         self.push(Datum::of(value)?, Some(tag.name));
         Ok(())
+    }
+
+    /// The outputs, named by the rule above.
+    fn finish(self) -> Vec<Record> {
+        let mut emitted = self.emitted;
+        let single = emitted.len() == 1;
+        for (index, record) in emitted.iter_mut().enumerate() {
+            record.id = if single {
+                self.input.id.clone()
+            } else {
+                format!("{}.{index}", self.input.id)
+            };
+        }
+        emitted
     }
 }
 
@@ -146,7 +158,7 @@ fn run_typed<In: Data, Out: Data>(
     let value: In = record.value_as()?;
     let mut output = Output::new(record);
     body(value, &mut output)?;
-    Ok(output.emitted)
+    Ok(output.finish())
 }
 
 /// The engine side of a typed keyed function.

@@ -211,15 +211,6 @@ impl StageModel {
         })
     }
 
-    /// Forgets everything this stage's model holds for `key`.
-    pub fn forget_key(&mut self, key: &Datum) {
-        self.built_in.values.remove(key);
-        self.built_in.counts.remove(key);
-        self.built_in.recent.remove(key);
-        self.built_in.buckets.retain(|(k, _), _| k != key);
-        self.user.clear_key(key.as_bytes());
-    }
-
     /// Adds the keyed state this stage holds to `view`, under the names the engine reports.
     pub fn add_state(&self, stage: &StageSpec, view: &mut StateView) {
         match stage.op {

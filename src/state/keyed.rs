@@ -116,11 +116,6 @@ impl ModelState {
     pub fn cells(&self) -> impl Iterator<Item = (&ModelCell, &Vec<u8>)> {
         self.cells.iter()
     }
-
-    /// Forgets every cell of `key` (the at-least-once oracle's fresh start for a key).
-    pub fn clear_key(&mut self, key: &[u8]) {
-        self.cells.retain(|(_, cell_key, _), _| cell_key != key);
-    }
 }
 
 enum Cells<'a> {
@@ -187,7 +182,10 @@ impl<'a> KeyedContext<'a> {
             }
             Some(index) => Err(StateError::Declaration {
                 name: name.to_string(),
-                reason: format!("declared as {:?}, now used as {kind:?}", states[index]),
+                reason: format!(
+                    "declared as {:?}, now used as a typed {kind:?} state",
+                    states[index]
+                ),
             }),
         }
     }
@@ -300,8 +298,8 @@ impl<T: Data> ValueState<T> {
     }
 
     /// Declares the state in `backend` before any value is written (as a Flink operator's
-    /// `open` does), so its snapshots name it even while it holds nothing. Reading and writing
-    /// declare it too.
+    /// `open` does), so its snapshots name it even while it holds nothing. A first write
+    /// declares it too.
     pub fn declare(&self, backend: &mut dyn StateBackend) -> Result<(), StateError> {
         declare(backend, self.name, StateKind::Value)
     }

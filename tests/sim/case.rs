@@ -102,7 +102,7 @@ fn an_engine_assertion_is_a_violation_of_its_case_shrunk_and_the_campaign_goes_o
 }
 
 #[test]
-fn user_operators_missing_from_the_seams_or_unused_by_the_job_are_errors_naming_them() {
+fn user_operators_missing_unused_or_misdeclared_are_errors_naming_them() {
     use faultline::campaign::CaseError;
     let operators = [UserOperator::new(
         "identity",
@@ -139,6 +139,23 @@ fn user_operators_missing_from_the_seams_or_unused_by_the_job_are_errors_naming_
             .to_string()
             .contains("StrategyConfig::user_operators"),
         "{unused}"
+    );
+    // The job calls a keyed operator stateless: the registration decides, and the mismatch is
+    // an error before anything runs, not a failing job.
+    let keyed = [UserOperator::new(
+        "identity",
+        true,
+        |_| Box::new(Identity),
+        |_: &mut ModelState, record: Record| Ok(vec![record]),
+    )];
+    let mut seams = Seams::default();
+    seams.operators = &keyed;
+    let mismatch = Case::new(user_case("identity"), seams)
+        .run(dir.path(), &KillMode::Sim)
+        .unwrap_err();
+    assert!(
+        matches!(&mismatch, CaseError::KeyedMismatch { name, in_job: false, registered: true } if name == "identity"),
+        "{mismatch}"
     );
 }
 

@@ -10,9 +10,11 @@ use faultline::campaign::{Case, InputStrategy, KillMode, Scenario, Seams, UserCh
 use faultline::check::Property;
 use faultline::harness::Harness;
 use faultline::job::user::{Output, OutputTag, UserOperator};
-use faultline::job::{Datum, Operator, OperatorContext, OperatorError, Record};
+use faultline::job::{Datum, Operator, OperatorContext, OperatorError, Record, Transaction};
 use faultline::proptest::prelude::*;
-use faultline::state::{AggregatingState, BackendKind, KeyedContext, MapState, ReducingState};
+use faultline::state::{
+    AggregatingState, BackendKind, KeyedContext, MapState, ReducingState, ValueState,
+};
 use faultline::testing::{OperatorHarness, Operators};
 use serde::{Deserialize, Serialize};
 
@@ -172,6 +174,39 @@ fn a_typed_operator_with_side_outputs_passes_the_campaign() {
     assert!(report.restores > 0, "the cases restored state");
 }
 
+/// Transactions of 400 cents or more, on the side.
+const LARGE_TX: OutputTag<Transaction> = OutputTag::new("large-tx");
+/// Transactions per account.
+const SEEN: ValueState<i64> = ValueState::new("seen");
+
+/// Passes each transaction on, counting it, and copies a large one to the side.
+fn flag_large(
+    ctx: &mut KeyedContext<'_>,
+    tx: Transaction,
+    out: &mut Output<Transaction>,
+) -> Result<(), OperatorError> {
+    let seen = SEEN.get(ctx)?.unwrap_or(0) + 1;
+    SEEN.set(ctx, &seen)?;
+    if tx.amount_cents >= 400 {
+        out.side(&LARGE_TX, &tx)?;
+    }
+    out.emit(&tx)
+}
+
+#[test]
+fn side_outputs_pass_chained_stages_in_both_modes() {
+    // Default chaining: next to itself and to built-in operators (a `split` after it names
+    // its parts as `Output` names two outputs), exactly-once and at-least-once with fan-in.
+    let operators = [UserOperator::keyed("flag-large", flag_large, flag_large)];
+    let report = Harness::new()
+        .cases(120)
+        .backends(vec![BackendKind::Memory])
+        .operators(&operators)
+        .run();
+    assert_eq!(report.cases, 120);
+    assert!(report.restores > 0, "the cases restored state");
+}
+
 /// Broken twin: the largest payment in a plain field, which no snapshot holds.
 #[derive(Default)]
 struct PlainLargest {
@@ -192,12 +227,16 @@ impl Operator for PlainLargest {
         // Keeps the reducing state the model describes in step, so only the field is wrong.
         LARGEST.add(ctx.keyed()?, &payment.cents)?;
         let figures = summary(ctx.keyed()?, &payment, largest)?;
-        out.push(record.clone().with_value(&figures)?);
+        let mut main = record.clone().with_value(&figures)?;
         if payment.cents >= 900 {
-            let mut side = record.with_value(&payment)?;
-            side.id = format!("{}.1", side.id);
+            // Two outputs: both ids suffixed, as `Output` names them.
+            main.id = format!("{}.0", record.id);
+            let mut side = record.clone().with_value(&payment)?;
+            side.id = format!("{}.1", record.id);
             side.side = Some(LARGE.name().to_string());
-            out.push(side);
+            out.extend([main, side]);
+        } else {
+            out.push(main);
         }
         Ok(())
     }
@@ -322,7 +361,8 @@ fn scenario_files_carry_typed_records_inline_and_as_json_lines() {
         ids.sort();
         ids
     };
-    // Both inputs are the same records: the same committed output ids (side outputs included).
+    // Both inputs are the same payments (the JSON Lines values carry their id besides): the
+    // same committed output ids, side outputs included.
     assert_eq!(visible(&from_toml), visible(&from_lines));
     assert!(
         visible(&from_toml).iter().any(|id| id.ends_with(".1")),
