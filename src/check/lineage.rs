@@ -34,7 +34,7 @@ use crate::job::keygroup::subtask_for_key_group;
 use crate::job::{task_name, Datum, JobSpec, Record};
 use crate::model::{ModelFailure, StageModel};
 use crate::state::StateView;
-use crate::trace::{Event, RestoreSource, Restored};
+use crate::trace::{Emission, Event, RestoreSource, Restored};
 
 /// What following the events found.
 #[derive(Debug, Default)]
@@ -217,7 +217,7 @@ impl<'c> Walk<'c> {
         Some(())
     }
 
-    fn process(&mut self, task: &str, record: &Record, outputs: &[Datum]) {
+    fn process(&mut self, task: &str, record: &Record, outputs: &[Emission]) {
         let Some(&(stage, subtask)) = self.tasks.get(task) else {
             return;
         };
@@ -267,7 +267,7 @@ impl<'c> Walk<'c> {
                 Vec::new()
             }
         };
-        let values: Vec<Datum> = emitted.iter().map(|r| r.value.clone()).collect();
+        let values: Vec<Emission> = emitted.iter().map(Emission::of).collect();
         if values != outputs {
             self.lineage.violations.push(Violation::EmissionUnexpected {
                 task: task.to_string(),
@@ -471,12 +471,21 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         ]
     }
 
+    /// What `sum[0]` emits for record `i` when the sum is `total`.
+    fn emitted(i: usize, total: i64) -> Emission {
+        Emission {
+            id: format!("r{i}"),
+            value: transaction_datum("k", total),
+            side: None,
+        }
+    }
+
     /// `sum[0]` processed record `i`, having summed to `total` with it.
     fn processed(i: usize, total: i64) -> Event {
         Event::RecordProcessed {
             task: "sum[0]".into(),
             record: record(i),
-            outputs: vec![transaction_datum("k", total)],
+            outputs: vec![emitted(i, total)],
         }
     }
 
@@ -602,7 +611,28 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         events.extend([processed(0, 1), processed(1, 12), processed(2, 112)]);
         let violations = judge(events, 111);
         assert!(
-            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [transaction_datum("k", 11)] && *actual == [transaction_datum("k", 12)]),
+            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [emitted(1, 11)] && *actual == [emitted(1, 12)]),
+            "{violations:?}"
+        );
+    }
+
+    #[test]
+    fn the_right_value_on_the_wrong_output_is_caught() {
+        let mut events = started();
+        let mut on_the_side = emitted(1, 11);
+        on_the_side.side = Some("late".into());
+        events.extend([
+            processed(0, 1),
+            Event::RecordProcessed {
+                task: "sum[0]".into(),
+                record: record(1),
+                outputs: vec![on_the_side.clone()],
+            },
+            processed(2, 111),
+        ]);
+        let violations = judge(events, 111);
+        assert!(
+            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [emitted(1, 11)] && *actual == [on_the_side]),
             "{violations:?}"
         );
     }
@@ -617,7 +647,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
             Event::RecordProcessed {
                 task: "sum[0]".into(),
                 record: changed,
-                outputs: vec![transaction_datum("k", 8)],
+                outputs: vec![emitted(1, 8)],
             },
             processed(2, 108),
         ]);

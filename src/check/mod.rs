@@ -42,7 +42,7 @@ use crate::job::Datum;
 use crate::job::{Input, JobSpec, Record, SinkKind};
 use crate::model;
 use crate::state::{StateAddr, StateView};
-use crate::trace::{AuditContext, Event, FailureCause, Resource, RestoreFailure};
+use crate::trace::{AuditContext, Emission, Event, FailureCause, Resource, RestoreFailure};
 
 /// A broken property.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,10 +98,10 @@ pub enum Violation {
         task: String,
         /// The record it processed.
         record: Record,
-        /// The values the model emits.
-        expected: Vec<Datum>,
-        /// The values it emitted.
-        actual: Vec<Datum>,
+        /// What the model emits.
+        expected: Vec<Emission>,
+        /// What it emitted.
+        actual: Vec<Emission>,
     },
     /// At-least-once lineage: a task received a record twice within one attempt (only a
     /// restore may replay a record).
@@ -237,7 +237,7 @@ pub enum Violation {
     },
 }
 
-fn show_all(values: &[Datum]) -> String {
+fn show_all(values: &[Emission]) -> String {
     let shown: Vec<String> = values.iter().map(ToString::to_string).collect();
     format!("[{}]", shown.join(", "))
 }

@@ -12,7 +12,7 @@ use crate::job::operator::OperatorContext;
 use crate::job::source::SourceInput;
 use crate::job::Record;
 use crate::state::KeyedContext;
-use crate::trace::{Event, FailureCause};
+use crate::trace::{Emission, Event, FailureCause};
 
 impl<'a> Runtime<'a> {
     pub(super) fn step_task(
@@ -257,7 +257,7 @@ impl<'a> Runtime<'a> {
         self.record(Event::RecordProcessed {
             task: name,
             record: processed,
-            outputs: out.iter().map(|r| r.value.clone()).collect(),
+            outputs: out.iter().map(Emission::of).collect(),
         });
         self.route(execution, index, out);
         Ok(())

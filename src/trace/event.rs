@@ -35,14 +35,14 @@ pub enum Event {
         /// The record.
         record: Record,
     },
-    /// An operator processed a record and emitted records with these values.
+    /// An operator processed a record and emitted these records.
     RecordProcessed {
         /// The operator task.
         task: String,
         /// The record it processed.
         record: Record,
-        /// The values of what it emitted, in order.
-        outputs: Vec<Datum>,
+        /// What it emitted, in order.
+        outputs: Vec<Emission>,
     },
     /// A sink received a record.
     RecordWritten {
@@ -297,6 +297,40 @@ pub enum Event {
         /// The savepoint.
         savepoint: String,
     },
+}
+
+/// One record an operator emitted: its id, value and the side output it went to (`None`: the
+/// main output). Its key and origin are the processed record's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Emission {
+    /// The record's id.
+    pub id: String,
+    /// Its value.
+    pub value: Datum,
+    /// Its side output, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side: Option<String>,
+}
+
+impl Emission {
+    /// What `record` says of itself.
+    pub fn of(record: &Record) -> Self {
+        Self {
+            id: record.id.clone(),
+            value: record.value.clone(),
+            side: record.side.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Emission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.value)?;
+        match &self.side {
+            Some(side) => write!(f, " (side {side})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The start of a run: what runs, and how.

@@ -32,8 +32,8 @@ mod event;
 mod render;
 
 pub use event::{
-    AbortReason, AuditContext, Event, FailureCause, JobStarted, KeyedFiles, NotificationFate,
-    Resource, RestoreFailure, RestoreSource, Restored, Unread,
+    AbortReason, AuditContext, Emission, Event, FailureCause, JobStarted, KeyedFiles,
+    NotificationFate, Resource, RestoreFailure, RestoreSource, Restored, Unread,
 };
 
 use std::fmt;

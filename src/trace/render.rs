@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Display, Formatter};
 
 use super::event::{
-    AbortReason, AuditContext, Event, FailureCause, JobStarted, NotificationFate, Resource,
-    RestoreSource, Restored, Unread,
+    AbortReason, AuditContext, Emission, Event, FailureCause, JobStarted, NotificationFate,
+    Resource, RestoreSource, Restored, Unread,
 };
 use crate::checkpoint::CheckpointingMode;
 use crate::job::sink::{TxnAbort, TxnEvent};
-use crate::job::{Datum, Record};
+use crate::job::Record;
 
 impl Display for Event {
     // One arm per event, exhaustive, so that no event can go unrendered; the arms that need
@@ -171,7 +171,12 @@ impl Display for Event {
     }
 }
 
-fn processed(f: &mut Formatter<'_>, task: &str, record: &Record, outputs: &[Datum]) -> fmt::Result {
+fn processed(
+    f: &mut Formatter<'_>,
+    task: &str,
+    record: &Record,
+    outputs: &[Emission],
+) -> fmt::Result {
     write!(f, "process {task} {record} -> [")?;
     for (index, value) in outputs.iter().enumerate() {
         if index > 0 {
