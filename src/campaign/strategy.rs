@@ -133,6 +133,7 @@ impl InputStrategy {
                         id: "r0".into(),
                         key: crate::job::Datum::from("unencodable"),
                         value: crate::job::Datum::from(error.to_string().as_str()),
+                        timestamp_ms: None,
                     }]
                 })
             })

@@ -90,13 +90,39 @@ pub fn parse_cents(text: &str) -> Result<i64, AmountError> {
     Ok(if negative { -cents } else { cents })
 }
 
-/// Parses transactions CSV text.
-pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
+/// A timestamp that [`parse_timestamp_ms`] rejects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is neither milliseconds since the epoch nor an ISO-8601 instant like 2024-05-01T12:00:00Z: {reason}")]
+pub struct TimestampError {
+    /// The text given.
+    pub text: String,
+    /// What the ISO-8601 parser said.
+    pub reason: String,
+}
+
+/// Parses an event time: milliseconds since the epoch (`1714564800000`), or an ISO-8601 /
+/// RFC 3339 instant with its offset (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`).
+pub fn parse_timestamp_ms(text: &str) -> Result<i64, TimestampError> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map_err(|e: std::num::ParseIntError| TimestampError {
+                text: text.to_string(),
+                reason: e.to_string(),
+            });
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|instant| instant.as_millisecond())
+        .map_err(|e| TimestampError {
+            text: text.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Reads the header: the three tutorial columns, optionally followed by `timestamp`. Returns
+/// whether the timestamp column is there.
+fn read_header(reader: &mut csv::Reader<&[u8]>) -> Result<bool, CsvError> {
     let headers = reader
         .headers()
         .map_err(|e| CsvError {
@@ -106,13 +132,45 @@ pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
         })?
         .clone();
     let header: Vec<&str> = headers.iter().collect();
-    if header != COLUMNS {
-        return Err(CsvError {
+    match header.as_slice() {
+        [columns @ .., "timestamp"] if columns == COLUMNS => Ok(true),
+        columns if columns == COLUMNS => Ok(false),
+        _ => Err(CsvError {
             line: 1,
             column: None,
-            reason: format!("header is {header:?}, expected {COLUMNS:?}"),
-        });
+            reason: format!(
+                "header is {header:?}, expected {COLUMNS:?}, optionally then \"timestamp\""
+            ),
+        }),
     }
+}
+
+/// One complete row as a record.
+fn transaction_row(row: &csv::StringRecord, line: u64) -> Result<InputRecord, CsvError> {
+    let value = parse_cents(&row[2]).map_err(|error| CsvError {
+        line,
+        column: Some("amount".into()),
+        reason: error.to_string(),
+    })?;
+    let mut record = InputRecord::transaction(&row[0], &row[1], value);
+    if let Some(text) = row.get(3) {
+        record.timestamp_ms = Some(parse_timestamp_ms(text).map_err(|error| CsvError {
+            line,
+            column: Some("timestamp".into()),
+            reason: error.to_string(),
+        })?);
+    }
+    Ok(record)
+}
+
+/// Parses transactions CSV text.
+pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let columns = COLUMNS.len() + usize::from(read_header(&mut reader)?);
     let mut records = Vec::new();
     let mut skipped_lines = Vec::new();
     for row in reader.records() {
@@ -122,23 +180,18 @@ pub fn parse_transactions(text: &str) -> Result<CsvInput, CsvError> {
             reason: e.to_string(),
         })?;
         let line = row.position().map_or(0, |p| p.line());
-        if row.len() != COLUMNS.len() {
+        if row.len() != columns {
             return Err(CsvError {
                 line,
                 column: None,
-                reason: format!("{} fields, expected {}", row.len(), COLUMNS.len()),
+                reason: format!("{} fields, expected {columns}", row.len()),
             });
         }
         if row.iter().any(str::is_empty) {
             skipped_lines.push(line);
             continue;
         }
-        let value = parse_cents(&row[2]).map_err(|error| CsvError {
-            line,
-            column: Some("amount".into()),
-            reason: error.to_string(),
-        })?;
-        records.push(InputRecord::transaction(&row[0], &row[1], value));
+        records.push(transaction_row(&row, line)?);
     }
     Ok(CsvInput {
         records,
@@ -196,6 +249,36 @@ mod tests {
         for bad in ["", "1.234", "abc", "1e5", ".5", "--1", "1.2.3"] {
             assert!(parse_cents(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    #[test]
+    fn event_times_are_epoch_milliseconds_or_iso_8601_instants() {
+        assert_eq!(parse_timestamp_ms("1714564800000"), Ok(1_714_564_800_000));
+        assert_eq!(parse_timestamp_ms("-5"), Ok(-5));
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T12:00:00Z"),
+            Ok(1_714_564_800_000)
+        );
+        assert_eq!(
+            parse_timestamp_ms("2024-05-01T14:00:00.250+02:00"),
+            Ok(1_714_564_800_250)
+        );
+        for bad in ["yesterday", "2024-05-01", "2024-13-01T00:00:00Z", "12:00"] {
+            assert!(parse_timestamp_ms(bad).is_err(), "{bad:?} parsed");
+        }
+        let parsed = parse_transactions(
+            "transaction_id,account,amount,timestamp\ntx1,a,1.5,1000\ntx2,b,2,2024-05-01T12:00:00Z\ntx3,c,3,\n",
+        )
+        .unwrap();
+        let times: Vec<Option<i64>> = parsed.records.iter().map(|r| r.timestamp_ms).collect();
+        assert_eq!(times, [Some(1000), Some(1_714_564_800_000)]);
+        assert_eq!(parsed.skipped_lines, vec![4]);
+        let error = parse_transactions("transaction_id,account,amount,timestamp\ntx1,a,1.5,noon\n")
+            .unwrap_err();
+        assert_eq!(
+            (error.line, error.column.as_deref()),
+            (2, Some("timestamp"))
+        );
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub fn parse_values(
                 id,
                 key: datum(key)?,
                 value: datum(&value)?,
+                timestamp_ms: None,
             })
         })
         .collect()

@@ -219,6 +219,7 @@ impl Operator for Split {
                 key: record.key.clone(),
                 value: transaction_datum(&tx.account, value),
                 side: None,
+                timestamp_ms: record.timestamp_ms,
                 origin: record.origin,
             });
         }

@@ -72,6 +72,10 @@ pub struct Record {
     /// side output unchanged and the sink commits it with the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub side: Option<String>,
+    /// Its event time, in milliseconds since the epoch, if the input gave one; what it emits
+    /// keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
     /// The input record it derives from.
     pub origin: Origin,
 }
@@ -99,6 +103,7 @@ impl Record {
             key: input.key,
             value: input.value,
             side: None,
+            timestamp_ms: input.timestamp_ms,
             origin: Origin {
                 partition: 0,
                 offset: 0,
@@ -128,6 +133,9 @@ impl Record {
 impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {}", self.id, self.key, self.value)?;
+        if let Some(timestamp_ms) = self.timestamp_ms {
+            write!(f, " @{timestamp_ms}")?;
+        }
         if let Some(side) = &self.side {
             write!(f, " (side {side})")?;
         }
@@ -147,6 +155,9 @@ pub struct InputRecord {
     pub key: Datum,
     /// The value.
     pub value: Datum,
+    /// The event time, in milliseconds since the epoch (`timestamp_ms = 1700000000000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
 }
 
 impl InputRecord {
@@ -160,6 +171,7 @@ impl InputRecord {
             id: id.to_string(),
             key: Datum::of(key)?,
             value: Datum::of(value)?,
+            timestamp_ms: None,
         })
     }
 
@@ -182,6 +194,7 @@ impl InputRecord {
             id: id.to_string(),
             key: Datum::from(account),
             value: transaction_datum(account, amount_cents),
+            timestamp_ms: None,
         }
     }
 }
@@ -221,6 +234,7 @@ impl Input {
                 key: record.key.clone(),
                 value: record.value.clone(),
                 side: None,
+                timestamp_ms: record.timestamp_ms,
                 origin: Origin {
                     partition,
                     offset: list.len() as u64,

@@ -94,6 +94,7 @@ impl<Out: Data> Output<Out> {
             key: self.input.key.clone(),
             value,
             side: side.map(str::to_string),
+            timestamp_ms: self.input.timestamp_ms,
             origin: self.input.origin,
         });
     }

@@ -132,6 +132,7 @@ fn apply(
                     key: record.key.clone(),
                     value: transaction_datum(&tx.account, if i == 0 { base + extra } else { base }),
                     side: None,
+                    timestamp_ms: record.timestamp_ms,
                     origin: record.origin,
                 })
                 .collect()

@@ -4,7 +4,8 @@
 //! operator harness, then a campaign of generated jobs, which must pass. Its broken twin (the
 //! largest payment in a plain field) must be caught, and a model that fails on a record must
 //! be reported as a model violation of that case. Scenario files carry typed records as TOML
-//! values and JSON Lines, and a later stage lets the side output pass to the sink.
+//! values and JSON Lines, and a later stage lets the side output pass to the sink; records'
+//! event times travel from a scenario file through built-in stages to the sink.
 
 use faultline::campaign::{Case, InputStrategy, KillMode, Scenario, Seams, UserChaining};
 use faultline::check::Property;
@@ -379,4 +380,63 @@ fn scenario_files_carry_typed_records_inline_and_as_json_lines() {
         error.contains("line 1") && error.contains("nobody"),
         "{error}"
     );
+}
+
+#[test]
+fn event_times_travel_from_a_scenario_file_to_the_sink() {
+    let mut records = String::new();
+    for i in 0..12 {
+        records.push_str(&format!(
+            "  {{ id = \"t{i}\", key = \"k{}\", value = {{ account = \"k{}\", amount_cents = {} }}, timestamp_ms = {} }},\n",
+            i % 3,
+            i % 3,
+            i * 10,
+            1_000 + i * 250
+        ));
+    }
+    let text = format!(
+        r#"
+name = "event-times"
+seed = 5
+backend = "memory"
+checkpoint = {{ interval_ms = 3 }}
+restart = {{ kind = "fixed-delay", attempts = 3, delay_ms = 5 }}
+faults = [{{ kind = "kill", step = 30 }}]
+
+[job]
+name = "times"
+source = {{ parallelism = 1, partitions = 2, emit_ms = 1 }}
+sink = {{ kind = "two-phase-commit" }}
+stages = [
+  {{ name = "sum", op = {{ kind = "sum" }}, parallelism = 2 }},
+  {{ name = "split", op = {{ kind = "split", parts = 2 }}, parallelism = 1 }},
+]
+
+[input]
+kind = "records"
+records = [
+{records}]
+"#
+    );
+    let scenario = Scenario::from_toml(&text, "event-times").unwrap();
+    // The scenario file round-trips its event times.
+    assert_eq!(
+        Scenario::from_toml(&scenario.to_toml(), "again").unwrap(),
+        scenario
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let report = Case::new(scenario, Seams::default())
+        .run(dir.path(), &KillMode::Sim)
+        .unwrap();
+    assert!(report.verdict.passed(), "{}", report.verdict);
+    let visible = report.outcome.store.visible();
+    assert_eq!(visible.len(), 24, "two parts of each of the 12 records");
+    for record in visible {
+        let input: usize = record.id[1..].split('.').next().unwrap().parse().unwrap();
+        assert_eq!(
+            record.timestamp_ms,
+            Some(1_000 + input as i64 * 250),
+            "{record}"
+        );
+    }
 }
