@@ -44,6 +44,7 @@
 //! ```
 
 mod case;
+pub mod eventtime;
 mod explore;
 pub mod keyspace;
 mod panic;

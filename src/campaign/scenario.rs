@@ -56,7 +56,8 @@ use crate::state::{BackendKind, SavepointFormat};
 pub enum InputSpec {
     /// `records` [`Transaction`](crate::job::Transaction)s over `keys` accounts (`k0`, `k1`,
     /// ...), keyed by account, with amounts in `min_value..=max_value` cents, drawn from the
-    /// scenario seed's workload stream.
+    /// scenario seed's workload stream, and event times with bounded disorder and some late
+    /// records from its event-time stream ([`super::eventtime`]).
     Generated {
         /// Number of records.
         records: u32,
@@ -293,7 +294,7 @@ impl Scenario {
                 } else {
                     Vec::new()
                 };
-                (0..*records)
+                let mut generated: Vec<InputRecord> = (0..*records)
                     .map(|i| {
                         let key = if pool.is_empty() {
                             format!("k{}", rng.random_range(0..*keys))
@@ -303,7 +304,9 @@ impl Scenario {
                         let amount = rng.random_range(*min_value..=*max_value);
                         InputRecord::transaction(&format!("r{i}"), &key, amount)
                     })
-                    .collect()
+                    .collect();
+                super::eventtime::assign(&mut generated, self.seed);
+                generated
             }
             InputSpec::Csv { path } => {
                 let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {

@@ -31,6 +31,8 @@ pub enum StreamName {
     Faults,
     /// Generated inputs and job shapes.
     Workload,
+    /// Event times of generated inputs.
+    EventTime,
 }
 
 impl StreamName {
@@ -42,6 +44,7 @@ impl StreamName {
             StreamName::RestartJitter => "restart-jitter",
             StreamName::Faults => "faults",
             StreamName::Workload => "workload",
+            StreamName::EventTime => "event-time",
         }
     }
 }
