@@ -385,12 +385,7 @@ impl<'a> OperatorHarness<'a> {
     pub fn process_element(&mut self, record: Record) -> Result<&[Record], TestHarnessError> {
         let key_group = record.key.key_group(self.max_parallelism);
         if self.backend.is_some() && !self.key_groups.contains(key_group) {
-            return Err(TestHarnessError::KeyNotOwned {
-                key: record.key,
-                key_group,
-                subtask: self.subtask,
-                range: self.key_groups,
-            });
+            return Err(self.not_owned(record.key, key_group));
         }
         let key = record.key.clone();
         let keyed = self
@@ -427,6 +422,15 @@ impl<'a> OperatorHarness<'a> {
             .filter(|r| r.side.as_deref() == Some(tag.name()))
             .map(Record::value_as)
             .collect::<Result<_, DataError>>()?)
+    }
+
+    fn not_owned(&self, key: Datum, key_group: u16) -> TestHarnessError {
+        TestHarnessError::KeyNotOwned {
+            key,
+            key_group,
+            subtask: self.subtask,
+            range: self.key_groups,
+        }
     }
 
     /// The main output's records so far, in order (side outputs are kept apart).
@@ -498,12 +502,7 @@ impl<'a> OperatorHarness<'a> {
             Some(backend) if backend.key_groups().contains(key_group) => {
                 Ok(state.get(&KeyedContext::new(backend, key_group, key.as_bytes()))?)
             }
-            Some(_) => Err(TestHarnessError::KeyNotOwned {
-                key,
-                key_group,
-                subtask: self.subtask,
-                range: self.key_groups,
-            }),
+            Some(_) => Err(self.not_owned(key, key_group)),
             None => Ok(None),
         }
     }

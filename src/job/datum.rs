@@ -71,21 +71,35 @@ pub enum DataError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Datum(Arc<str>);
 
+/// The canonical text of `value`: what [`Datum::of`] holds and keyed state stores.
+pub(crate) fn canonical_text<T: Serialize + ?Sized>(value: &T) -> Result<String, DataError> {
+    let encode = |error: serde_json::Error| DataError::Encode {
+        type_name: std::any::type_name::<T>(),
+        reason: error.to_string(),
+    };
+    let text = serde_json::to_string(value).map_err(encode)?;
+    // Text without an object is canonical as written; an object goes through `Value`, whose
+    // objects are sorted maps, so the order of a struct's fields never shows.
+    if !text.contains('{') {
+        return Ok(text);
+    }
+    // A `Value` always serializes: its map keys are strings and its numbers finite.
+    Ok(serde_json::to_value(value).map_err(encode)?.to_string())
+}
+
+/// Reads canonical text (a `Datum`'s, or a state cell's) as a `T`.
+pub(crate) fn read_canonical<T: DeserializeOwned>(text: &[u8]) -> Result<T, DataError> {
+    serde_json::from_slice(text).map_err(|error| DataError::Decode {
+        text: String::from_utf8_lossy(text).chars().take(80).collect(),
+        type_name: std::any::type_name::<T>(),
+        reason: error.to_string(),
+    })
+}
+
 impl Datum {
     /// The canonical form of `value`.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Result<Self, DataError> {
-        let encode = |error: serde_json::Error| DataError::Encode {
-            type_name: std::any::type_name::<T>(),
-            reason: error.to_string(),
-        };
-        let text = serde_json::to_string(value).map_err(encode)?;
-        // Text without an object is canonical as written; an object goes through `Value`,
-        // whose objects are sorted maps, so the order of a struct's fields never shows.
-        if !text.contains('{') {
-            return Ok(Self(text.into()));
-        }
-        let tree = serde_json::to_value(value).map_err(encode)?;
-        Ok(Self::from_tree(&tree))
+        Ok(Self(canonical_text(value)?.into()))
     }
 
     /// Text already in canonical form, as the crate's own encoders write it (their unit
@@ -101,11 +115,7 @@ impl Datum {
 
     /// Reads the value as a `T`.
     pub fn get<T: DeserializeOwned>(&self) -> Result<T, DataError> {
-        serde_json::from_str(&self.0).map_err(|error| DataError::Decode {
-            text: self.0.to_string(),
-            type_name: std::any::type_name::<T>(),
-            reason: error.to_string(),
-        })
+        read_canonical(self.as_bytes())
     }
 
     /// Parses JSON text (from a snapshot cell or a JSON Lines file) into canonical form.

@@ -15,6 +15,7 @@ pub mod source;
 pub mod spec;
 pub mod user;
 
+pub(crate) use datum::{canonical_text, read_canonical};
 pub use datum::{Data, DataError, Datum};
 pub use operator::{Operator, OperatorContext, OperatorError};
 pub(crate) use record::transaction_datum;

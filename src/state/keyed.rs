@@ -70,21 +70,11 @@ pub(crate) fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
 }
 
 fn encode<T: Data>(value: &T) -> Result<Vec<u8>, StateError> {
-    // Text without an object is canonical as written (see `Datum::of`), and most state is.
-    match serde_json::to_vec(value) {
-        Ok(bytes) if !bytes.contains(&b'{') => Ok(bytes),
-        _ => Ok(Datum::of(value)?.as_bytes().to_vec()),
-    }
+    Ok(crate::job::canonical_text(value)?.into_bytes())
 }
 
 fn decode<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
-    serde_json::from_slice(bytes).map_err(|error| {
-        StateError::Data(crate::job::DataError::Decode {
-            text: String::from_utf8_lossy(bytes).chars().take(80).collect(),
-            type_name: std::any::type_name::<T>(),
-            reason: error.to_string(),
-        })
-    })
+    Ok(crate::job::read_canonical(bytes)?)
 }
 
 /// A model cell's address: (state, key, user key), each as the backend stores it.

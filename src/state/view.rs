@@ -148,15 +148,13 @@ impl StateView {
 
 /// A list cell as one JSON array of its elements.
 fn list_datum(value_type: ValueType, bytes: &[u8]) -> Result<Datum, StateError> {
-    let elements: Vec<serde_json::Value> = decode_list(bytes)?
+    let elements: Vec<Datum> = decode_list(bytes)?
         .iter()
-        .map(|e| {
-            let datum = decode_value(value_type, e);
-            // Canonical text always parses back: it was written from a JSON value.
-            serde_json::from_str(datum.as_str()).expect("canonical text is JSON")
-        })
+        .map(|e| decode_value(value_type, e))
         .collect();
-    Ok(Datum::of(&elements)?)
+    // Canonical elements joined compactly are the list's canonical text.
+    let texts: Vec<&str> = elements.iter().map(Datum::as_str).collect();
+    Ok(Datum::from_canonical(format!("[{}]", texts.join(","))))
 }
 
 /// Canonical text as written by the typed API; anything else (a hand-written backend's key,
