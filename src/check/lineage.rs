@@ -471,10 +471,9 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         ]
     }
 
-    /// What `sum[0]` emits for record `i` when the sum is `total`.
-    fn emitted(i: usize, total: i64) -> Emission {
+    /// What `sum[0]` emits when the sum is `total`.
+    fn emitted(total: i64) -> Emission {
         Emission {
-            id: format!("r{i}"),
             value: transaction_datum("k", total),
             side: None,
         }
@@ -485,7 +484,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         Event::RecordProcessed {
             task: "sum[0]".into(),
             record: record(i),
-            outputs: vec![emitted(i, total)],
+            outputs: vec![emitted(total)],
         }
     }
 
@@ -611,7 +610,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         events.extend([processed(0, 1), processed(1, 12), processed(2, 112)]);
         let violations = judge(events, 111);
         assert!(
-            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [emitted(1, 11)] && *actual == [emitted(1, 12)]),
+            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [emitted(11)] && *actual == [emitted(12)]),
             "{violations:?}"
         );
     }
@@ -619,7 +618,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
     #[test]
     fn the_right_value_on_the_wrong_output_is_caught() {
         let mut events = started();
-        let mut on_the_side = emitted(1, 11);
+        let mut on_the_side = emitted(11);
         on_the_side.side = Some("late".into());
         events.extend([
             processed(0, 1),
@@ -632,7 +631,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
         ]);
         let violations = judge(events, 111);
         assert!(
-            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [emitted(1, 11)] && *actual == [on_the_side]),
+            matches!(&violations[0], Violation::EmissionUnexpected { expected, actual, .. } if *expected == [emitted(11)] && *actual == [on_the_side]),
             "{violations:?}"
         );
     }
@@ -647,7 +646,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
             Event::RecordProcessed {
                 task: "sum[0]".into(),
                 record: changed,
-                outputs: vec![emitted(1, 8)],
+                outputs: vec![emitted(8)],
             },
             processed(2, 108),
         ]);

@@ -299,12 +299,11 @@ pub enum Event {
     },
 }
 
-/// One record an operator emitted: its id, value and the side output it went to (`None`: the
-/// main output). Its key and origin are the processed record's.
+/// One record an operator emitted: its value and the side output it went to (`None`: the main
+/// output). Its key and origin are the processed record's; its id is checked where the next
+/// stage or the sink receives it, so the step loop does not copy it here.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Emission {
-    /// The record's id.
-    pub id: String,
     /// Its value.
     pub value: Datum,
     /// Its side output, if any.
@@ -316,7 +315,6 @@ impl Emission {
     /// What `record` says of itself.
     pub fn of(record: &Record) -> Self {
         Self {
-            id: record.id.clone(),
             value: record.value.clone(),
             side: record.side.clone(),
         }
