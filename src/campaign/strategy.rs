@@ -34,6 +34,7 @@ use proptest::prelude::*;
 
 use std::sync::Arc;
 
+use super::eventtime::DISORDER_MS;
 use super::scenario::{InputSpec, Rescale, Scenario};
 use crate::checkpoint::SavepointRequest;
 use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
@@ -41,6 +42,7 @@ use crate::engine::Sabotage;
 use crate::fault::{CorruptionKind, Fault, FaultKind, Phase, Unsynced};
 use crate::job::{
     InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
+    WatermarkSpec,
 };
 use crate::state::{BackendKind, SavepointFormat};
 
@@ -340,6 +342,7 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
                         parallelism: source_parallelism,
                         partitions: Some(u32::from(source_parallelism) + extra_partitions),
                         emit_ms: 1,
+                        watermarks: None,
                     },
                     stages,
                     sink: SinkSpec {
@@ -349,6 +352,26 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
                 }
             },
         )
+}
+
+/// Event time for half the generated jobs: a bounded out-of-orderness up to the generated
+/// inputs' disorder, a periodic interval, and an idleness timeout for some.
+fn watermark_spec() -> impl Strategy<Value = Option<WatermarkSpec>> {
+    let spec = (
+        prop_oneof![Just(0i64), Just(DISORDER_MS / 2), Just(DISORDER_MS)],
+        1u64..=20,
+        proptest::option::weighted(0.5, 5u64..=60),
+    );
+    proptest::option::weighted(
+        0.5,
+        spec.prop_map(
+            |(out_of_orderness_ms, interval_ms, idle_timeout_ms)| WatermarkSpec {
+                out_of_orderness_ms,
+                interval_ms,
+                idle_timeout_ms,
+            },
+        ),
+    )
 }
 
 /// A fault drawn as raw numbers, mapped onto a job by [`make_fault`]: drawing it independently
@@ -532,8 +555,11 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::collection::vec(raw_fault, 0..=config.faults_max),
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
+        // Drawn last, so that every draw before it is what it was without event time.
+        watermark_spec(),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale)| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, watermarks)| {
+            job.source.watermarks = watermarks;
             use_user_operators(&mut job, &users);
             if !users.is_empty() {
                 keep_chaining(&mut job, chaining);

@@ -30,6 +30,9 @@
 //! ```
 
 mod lineage;
+mod watermark;
+
+pub use watermark::WatermarkViolation;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -235,6 +238,8 @@ pub enum Violation {
         /// The bound.
         limit: u64,
     },
+    /// A task's event-time watermark broke a rule (`check::watermark`).
+    Watermark(WatermarkViolation),
 }
 
 fn show_all(values: &[Emission]) -> String {
@@ -378,6 +383,7 @@ impl fmt::Display for Violation {
                     "the run grew past its bound: {resource} exceeded {limit}"
                 )
             }
+            Violation::Watermark(violation) => violation.fmt(f),
         }
     }
 }
@@ -407,6 +413,7 @@ impl Violation {
             Violation::CorruptRestored { .. } => Property::Corruption,
             Violation::Assertion { .. } => Property::Assertion,
             Violation::Resource { .. } => Property::Resource,
+            Violation::Watermark(_) => Property::Watermark,
         }
     }
 }
@@ -444,6 +451,8 @@ pub enum Property {
     Resource,
     /// The same seed gives the same trace.
     Determinism,
+    /// Watermarks grow, never run ahead of their inputs, and reach the end of input.
+    Watermark,
 }
 
 impl Property {
@@ -463,6 +472,7 @@ impl Property {
             Property::Assertion => "assertion",
             Property::Resource => "resource",
             Property::Determinism => "determinism",
+            Property::Watermark => "watermark",
         }
     }
 }
@@ -673,6 +683,11 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         case.users,
     );
     check_model_applies(&over_input.failures, &mut verdict);
+    let ran_out = outcome.status == JobStatus::Finished;
+    let marks = watermark::check(case.jobs, outcome.trace.events(), ran_out);
+    verdict
+        .violations
+        .extend(marks.into_iter().map(Violation::Watermark));
     let all = over_input.outputs;
     check_ids_unique(&all, &mut verdict);
     let lineage = if case.values_exact() {

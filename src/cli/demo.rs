@@ -184,6 +184,7 @@ fn job_for(kind: DemoKind, options: &DemoOptions, counter: FailCounter) -> JobSp
             parallelism: 1,
             partitions: None,
             emit_ms: 0,
+            watermarks: None,
         },
         stages,
         sink: SinkSpec {

@@ -30,6 +30,7 @@ pub fn savepoint_job(parallelism: u16) -> JobSpec {
             parallelism: 1,
             partitions: None,
             emit_ms: 0,
+            watermarks: None,
         },
         stages: vec![StageSpec {
             name: "sum".into(),

@@ -47,6 +47,7 @@ impl Runtime<'_> {
             RestoreTarget::Latest
         };
         let mut execution = self.new_execution(attempt, target)?;
+        self.end_of_input_at_start(&mut execution);
         for task in &mut execution.tasks {
             if let Body::Operator(op) = &mut task.body {
                 op.op.open(backend_mut(&mut op.backend)).map_err(|e| {
@@ -243,7 +244,15 @@ impl Runtime<'_> {
 
     /// Whether every source has emitted all it reads.
     pub(super) fn sources_exhausted(&self, execution: &Execution) -> bool {
-        execution.tasks.iter().all(|task| match &task.body {
+        (0..execution.tasks.len()).all(|index| {
+            !matches!(execution.tasks[index].body, Body::Source(_))
+                || self.source_exhausted(execution, index)
+        })
+    }
+
+    /// Whether task `index` is a source that has emitted all it reads.
+    pub(super) fn source_exhausted(&self, execution: &Execution, index: usize) -> bool {
+        match &execution.tasks[index].body {
             Body::Source(SourceTask {
                 reader: Some(reader),
                 ..
@@ -252,8 +261,8 @@ impl Runtime<'_> {
                 .partitions
                 .iter()
                 .all(|p| source.positions[p] >= self.input.partitions()[*p as usize].len() as u64),
-            _ => true,
-        })
+            _ => false,
+        }
     }
 
     /// The tasks that can take a step now, in task order.

@@ -20,6 +20,7 @@ mod resume;
 mod run;
 mod step;
 mod task;
+mod time;
 mod topology;
 
 pub use config::{CaseLimits, RunConfig, Sabotage};

@@ -43,6 +43,10 @@ impl<'a> Runtime<'a> {
             .expect("open inputs are not empty");
         match element {
             Element::Record(record) => self.process_record(execution, index, record),
+            Element::Mark(mark) => {
+                self.on_mark(execution, index, input, mark);
+                Ok(())
+            }
             Element::Barrier(id) => {
                 assert!(
                     id > execution.channels[channel].last_barrier,
@@ -74,6 +78,7 @@ impl<'a> Runtime<'a> {
                     unread: reader.unread(&source.positions),
                 };
                 self.record(event);
+                self.marks_after_record(execution, index, true);
                 return Ok(());
             };
             reader.check_named(partition, offset).map_err(|error| {
@@ -91,6 +96,7 @@ impl<'a> Runtime<'a> {
             // how it moves.
             source.positions.insert(partition, offset + 1);
             self.emit(execution, index, record);
+            self.marks_after_record(execution, index, false);
             return Ok(());
         }
         let count = source.partitions.len();
@@ -108,20 +114,21 @@ impl<'a> Runtime<'a> {
         source.positions.insert(partition, offset + 1);
         source.cursor = (slot + 1) % count;
         self.emit(execution, index, record);
+        let exhausted = self.source_exhausted(execution, index);
+        self.marks_after_record(execution, index, exhausted);
         Ok(())
     }
 
-    /// Source task `index` emits `record`.
+    /// Source task `index` emits `record` (after the mark that it is active, if it was idle).
     fn emit(&mut self, execution: &mut Execution, index: usize, record: Record) {
+        self.clock.advance_ms(self.job.source.emit_ms);
+        let (partition, at) = (record.origin.partition, record.timestamp_ms);
+        self.marks_before_record(execution, index, partition, at);
         let task = &execution.tasks[index];
-        let Body::Source(source) = &task.body else {
-            unreachable!("only sources emit")
-        };
         let event = Event::RecordEmitted {
             task: task.name.clone(),
             record: record.clone(),
         };
-        self.clock.advance_ms(source.emit_ms);
         self.record(event);
         self.route(execution, index, vec![record]);
     }

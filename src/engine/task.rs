@@ -10,6 +10,7 @@ use crate::fault::{Effect, FaultAction};
 use crate::job::operator::Operator;
 use crate::job::sink::Sink;
 use crate::job::source::Source;
+use crate::job::watermark::{Mark, SourceWatermarks, Valve};
 use crate::job::Record;
 use crate::state::{KeyGroupRange, StateBackend};
 use crate::trace::{FailureCause, RestoreFailure, Unread};
@@ -18,6 +19,8 @@ use crate::trace::{FailureCause, RestoreFailure, Unread};
 pub(super) enum Element {
     Record(Record),
     Barrier(u64),
+    /// A watermark or a change of the sender's idleness.
+    Mark(Mark),
 }
 
 #[derive(Debug, Default)]
@@ -47,9 +50,10 @@ pub(super) struct SourceTask {
     /// whatever a user's reader stores).
     pub(super) positions: BTreeMap<u32, u64>,
     pub(super) cursor: usize,
-    pub(super) emit_ms: u64,
     /// A user's reader in place of the built-in round robin.
     pub(super) reader: Option<UserReader>,
+    /// The watermark generator, when the job has event time.
+    pub(super) watermarks: Option<SourceWatermarks>,
 }
 
 /// A user's source reader and what the runtime knows of it.
@@ -249,6 +253,8 @@ pub(super) struct Task {
     pub(super) inputs: Vec<usize>,
     pub(super) outputs: Outputs,
     pub(super) alignment: Alignment,
+    /// Combines the inputs' watermarks (sources have none).
+    pub(super) valve: Valve,
     pub(super) body: Body,
 }
 

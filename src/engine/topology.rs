@@ -9,6 +9,7 @@ use super::Runtime;
 use crate::job::keygroup::key_group_range;
 use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
 use crate::job::spec::SinkKind;
+use crate::job::watermark::{SourceWatermarks, Valve};
 use crate::job::{operator, user, OperatorSpec};
 use crate::state::{BackendContext, KeyGroupRange, StateError};
 use crate::trace::{Event, FailureCause};
@@ -30,6 +31,7 @@ impl Runtime<'_> {
         let channels = self.wire(&mut tasks, &stage_tasks);
         for task in &mut tasks {
             task.alignment.received = vec![false; task.inputs.len()];
+            task.valve = Valve::new(task.inputs.len());
         }
         let execution = Execution {
             attempt,
@@ -98,6 +100,7 @@ impl Runtime<'_> {
                 forward: false,
             },
             alignment: Alignment::default(),
+            valve: Valve::new(0),
             body,
         })
     }
@@ -118,12 +121,15 @@ impl Runtime<'_> {
             opened: false,
             finished: false,
         });
+        let now_ms = self.clock.now_ms();
+        let watermarks = (self.job.source.watermarks.as_ref())
+            .map(|spec| SourceWatermarks::new(spec, &partitions, now_ms));
         SourceTask {
             partitions,
             positions,
             cursor: 0,
-            emit_ms: self.job.source.emit_ms,
             reader,
+            watermarks,
         }
     }
 

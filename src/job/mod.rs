@@ -1,5 +1,5 @@
 //! The dataflow job: its graph, operators, key groups and partitioning, records and input,
-//! sources, sinks and the external system they write to, and restart strategies. The seams a
+//! sources, sinks and the external system they write to, watermarks, and restart strategies. The seams a
 //! user plugs code into (`Operator`, `Source`, `Sink`) are defined here; [`crate::engine`] runs
 //! a job.
 
@@ -14,6 +14,7 @@ pub mod sink;
 pub mod source;
 pub mod spec;
 pub mod user;
+pub mod watermark;
 
 pub(crate) use datum::{canonical_text, read_canonical};
 pub use datum::{Data, DataError, Datum};
@@ -26,3 +27,4 @@ pub use source::{Source, SourceFactory};
 pub use spec::{
     task_name, FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec,
 };
+pub use watermark::WatermarkSpec;

@@ -88,6 +88,9 @@ pub struct SourceSpec {
     /// Simulated time to emit one record (default 0).
     #[serde(default)]
     pub emit_ms: u64,
+    /// How it makes event-time watermarks (absent: the job has no event time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermarks: Option<super::WatermarkSpec>,
 }
 
 impl SourceSpec {
@@ -264,6 +267,9 @@ impl JobSpec {
                     "{name}: parallelism {parallelism} outside 1..={limit}"
                 ));
             }
+        }
+        if let Some(problem) = self.source.watermarks.as_ref().and_then(|w| w.problem()) {
+            return fail(format!("source: watermarks: {problem}"));
         }
         if self.source.partition_count() == 0 || self.source.partition_count() > 1024 {
             return fail(format!(

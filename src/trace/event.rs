@@ -10,6 +10,7 @@ pub use crate::checkpoint::AbortReason;
 use crate::checkpoint::CheckpointingMode;
 use crate::fault::{Corruption, Effect, FaultKind, FaultSite};
 use crate::job::sink::TxnEvent;
+use crate::job::watermark::Mark;
 use crate::job::{Datum, Positions, Record, RestartStrategy};
 use crate::state::{SavepointFormat, StateView};
 
@@ -50,6 +51,13 @@ pub enum Event {
         task: String,
         /// The record.
         record: Record,
+    },
+    /// A task sent a watermark or a change of its idleness downstream (a sink: took it in).
+    Watermark {
+        /// The source, operator or sink task.
+        task: String,
+        /// What it sent.
+        mark: Mark,
     },
     /// A user's reader said nothing is left to read.
     SourceFinished {
@@ -358,6 +366,7 @@ impl Event {
             self,
             Event::RecordEmitted { .. }
                 | Event::RecordProcessed { .. }
+                | Event::Watermark { .. }
                 | Event::BarrierInjected { .. }
                 | Event::BarrierReceived { .. }
                 | Event::BarrierAligned { .. }

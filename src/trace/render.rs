@@ -10,6 +10,7 @@ use super::event::{
 };
 use crate::checkpoint::CheckpointingMode;
 use crate::job::sink::{TxnAbort, TxnEvent};
+use crate::job::watermark::{Mark, END_OF_INPUT};
 use crate::job::Record;
 
 impl Display for Event {
@@ -31,6 +32,7 @@ impl Display for Event {
                 outputs,
             } => processed(f, task, record, outputs),
             Event::RecordWritten { task, record } => write!(f, "write {task} {record}"),
+            Event::Watermark { task, mark } => watermark(f, task, *mark),
             Event::SourceFinished { task, unread } => source_finished(f, task, unread),
             Event::CheckpointTriggered {
                 checkpoint,
@@ -320,6 +322,15 @@ impl Display for AuditContext {
                 write!(f, "after restore (attempt {attempt})")
             }
         }
+    }
+}
+
+fn watermark(f: &mut Formatter<'_>, task: &str, mark: Mark) -> fmt::Result {
+    match mark {
+        Mark::At(END_OF_INPUT) => write!(f, "watermark {task} end of input"),
+        Mark::At(at_ms) => write!(f, "watermark {task} {at_ms} ms"),
+        Mark::Idle => write!(f, "watermark {task} idle"),
+        Mark::Active => write!(f, "watermark {task} active"),
     }
 }
 

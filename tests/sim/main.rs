@@ -31,6 +31,9 @@
 //! - `typed`: a user's own record, key and state types end to end — reducing, aggregating and
 //!   map state, a side output, the user's input strategy, typed scenario files — with a broken
 //!   twin caught and a failing model reported as the case's violation.
+//! - `time`: event-time watermarks per partition, combined by every task, idle partitions left
+//!   out after their timeout, regenerated after a restore; the watermark judgement's broken
+//!   twins (a real trace with one mark changed) caught.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.
@@ -66,4 +69,5 @@ mod restore;
 mod rocksdb;
 mod scenarios;
 mod support;
+mod time;
 mod typed;

@@ -39,6 +39,7 @@ pub fn linear_job() -> JobSpec {
             parallelism: 1,
             partitions: None,
             emit_ms: 1,
+            watermarks: None,
         },
         stages: vec![stage("sum", OperatorSpec::Sum, 1)],
         sink: SinkSpec {
@@ -58,6 +59,7 @@ pub fn fan_in_job() -> JobSpec {
             parallelism: 2,
             partitions: Some(4),
             emit_ms: 1,
+            watermarks: None,
         },
         stages: vec![
             stage("scale", OperatorSpec::Scale { factor: 3 }, 2),
@@ -81,6 +83,7 @@ pub fn split_job() -> JobSpec {
             parallelism: 3,
             partitions: None,
             emit_ms: 1,
+            watermarks: None,
         },
         stages: vec![
             stage("split", OperatorSpec::Split { parts: 3 }, 3),
