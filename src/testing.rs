@@ -46,15 +46,16 @@ use std::rc::Rc;
 use crate::checkpoint::canonical::Compression;
 use crate::checkpoint::{Durability, FsCheckpointStorage, KeyedStateHandle, StorageError};
 use crate::job::keygroup::key_group_range;
-use crate::job::operator::build;
+use crate::job::operator::{build, fire_timer, TimerSite};
 use crate::job::user::{OutputTag, UserOperator};
 use crate::job::{
     Data, DataError, Datum, Operator, OperatorContext, OperatorError, OperatorSpec, Record,
 };
+use crate::state::timers::{TimeDomain, TimerQueue};
 use crate::state::{
     BackendContext, BackendKind, BackendUnavailable, KeyGroupRange, KeyedContext, RestoreHandle,
-    RestoreMode, SnapshotPurpose, SnapshotTarget, StateBackend, StateBackendFactory, StateError,
-    StateView, ValueState,
+    RestoreMode, SavepointFormat, SnapshotPurpose, SnapshotTarget, StateBackend,
+    StateBackendFactory, StateError, StateView, ValueState,
 };
 
 /// What the harness drives: a user's operator, or a built-in one.
@@ -276,6 +277,10 @@ impl<'a> Builder<'a> {
                 backend.restore(&handles, &storage, RestoreMode::Claim)?;
             }
         }
+        let timers = match backend.as_deref() {
+            Some(backend) => TimerQueue::from_backend(backend)?,
+            None => TimerQueue::default(),
+        };
         let mut operator = (self.operators.build)(self.subtask);
         operator.open(match &mut backend {
             Some(backend) => Some(backend.as_mut()),
@@ -298,6 +303,9 @@ impl<'a> Builder<'a> {
             outputs: Vec::new(),
             side_outputs: Vec::new(),
             attempt: u32::from(!snapshots.is_empty()),
+            timers,
+            watermark_ms: i64::MIN,
+            now_ms: 0,
         })
     }
 
@@ -364,6 +372,9 @@ pub struct OperatorHarness<'a> {
     outputs: Vec<Record>,
     side_outputs: Vec<Record>,
     attempt: u32,
+    timers: TimerQueue,
+    watermark_ms: i64,
+    now_ms: u64,
 }
 
 impl<'a> OperatorHarness<'a> {
@@ -392,9 +403,19 @@ impl<'a> OperatorHarness<'a> {
             .backend
             .as_deref_mut()
             .map(|backend| KeyedContext::new(backend, key_group, key.as_bytes()));
-        let mut ctx = OperatorContext::new(self.attempt, self.subtask, keyed);
+        let mut ctx = OperatorContext::new(self.attempt, self.subtask, keyed)
+            .at(self.watermark_ms, self.now_ms);
         let mut emitted = Vec::new();
-        self.operator.process(record, &mut ctx, &mut emitted)?;
+        let result = self.operator.process(record, &mut ctx, &mut emitted);
+        for change in ctx.take_timer_changes() {
+            self.timers.apply(&key, &change);
+        }
+        result?;
+        Ok(self.keep(emitted))
+    }
+
+    /// Keeps what one call emitted; returns its main output.
+    fn keep(&mut self, emitted: Vec<Record>) -> &[Record] {
         let before = self.outputs.len();
         for record in emitted {
             match record.side {
@@ -402,7 +423,56 @@ impl<'a> OperatorHarness<'a> {
                 Some(_) => self.side_outputs.push(record),
             }
         }
-        Ok(&self.outputs[before..])
+        &self.outputs[before..]
+    }
+
+    /// A watermark arrives: the event-time timers at or before it fire, in order (timestamp,
+    /// then key), as they would in the engine; returns the main output they emitted. A
+    /// watermark not past the current one changes nothing.
+    pub fn process_watermark(&mut self, watermark_ms: i64) -> Result<&[Record], TestHarnessError> {
+        if watermark_ms <= self.watermark_ms {
+            return Ok(&[]);
+        }
+        self.watermark_ms = watermark_ms;
+        self.fire(TimeDomain::EventTime, watermark_ms)
+    }
+
+    /// The virtual clock moves to `now_ms` (never back): the processing-time timers due fire.
+    pub fn set_processing_time(&mut self, now_ms: u64) -> Result<&[Record], TestHarnessError> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let due = i64::try_from(self.now_ms).unwrap_or(i64::MAX);
+        self.fire(TimeDomain::ProcessingTime, due)
+    }
+
+    /// The timers waiting, of both clocks.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    fn fire(&mut self, domain: TimeDomain, time_ms: i64) -> Result<&[Record], TestHarnessError> {
+        let mut emitted = Vec::new();
+        while let Some(timer) = self.timers.pop_due(domain, time_ms) {
+            let Some(backend) = self.backend.as_deref_mut() else {
+                break;
+            };
+            let site = TimerSite {
+                attempt: self.attempt,
+                subtask: self.subtask,
+                watermark_ms: self.watermark_ms,
+                now_ms: self.now_ms,
+                max_parallelism: self.max_parallelism,
+            };
+            let operator = self.operator.as_mut();
+            fire_timer(
+                operator,
+                backend,
+                &mut self.timers,
+                &timer,
+                site,
+                &mut emitted,
+            )??;
+        }
+        Ok(self.keep(emitted))
     }
 
     /// The values of the main output so far, as `T`s.
@@ -448,12 +518,35 @@ impl<'a> OperatorHarness<'a> {
     /// directory, and its operator state. Use each id once per instance, as a job does: a
     /// second snapshot under one id writes over the first's files.
     pub fn snapshot(&mut self, checkpoint_id: u64) -> Result<OperatorSnapshot, TestHarnessError> {
+        let dir = crate::checkpoint::registry::checkpoint_dir(checkpoint_id);
+        self.snapshot_as(checkpoint_id, dir, SnapshotPurpose::Checkpoint)
+    }
+
+    /// Takes a savepoint in `format` under `savepoints/sp-{checkpoint_id}`: a canonical one
+    /// restores into any backend (timers included), a native one into the backend that wrote
+    /// it.
+    pub fn savepoint(
+        &mut self,
+        checkpoint_id: u64,
+        format: SavepointFormat,
+    ) -> Result<OperatorSnapshot, TestHarnessError> {
+        let dir = crate::checkpoint::RelPath::new(&format!("savepoints/sp-{checkpoint_id}"))
+            .expect("savepoints/sp-<id> is a valid relative path");
+        self.snapshot_as(checkpoint_id, dir, SnapshotPurpose::Savepoint(format))
+    }
+
+    fn snapshot_as(
+        &mut self,
+        checkpoint_id: u64,
+        dir: crate::checkpoint::RelPath,
+        purpose: SnapshotPurpose,
+    ) -> Result<OperatorSnapshot, TestHarnessError> {
         let keyed = match self.backend.as_deref_mut() {
             Some(backend) => {
                 let target = SnapshotTarget {
                     checkpoint_id,
-                    dir: crate::checkpoint::registry::checkpoint_dir(checkpoint_id),
-                    purpose: SnapshotPurpose::Checkpoint,
+                    dir,
+                    purpose,
                     compression: Compression::None,
                 };
                 Some(backend.snapshot(&target, &mut self.storage)?.handle)

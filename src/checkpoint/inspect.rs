@@ -73,6 +73,8 @@ pub struct InspectedSubtask {
     pub format: &'static str,
     /// Cells in a canonical file (native files are not opened).
     pub entries: Option<usize>,
+    /// Of them, keyed timers, each decoded.
+    pub timers: Option<usize>,
     /// Bytes of operator state.
     pub operator_state_bytes: usize,
 }
@@ -147,28 +149,21 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
                 key_groups: subtask.key_groups,
                 format: subtask.keyed.as_ref().map_or("-", KeyedStateHandle::format),
                 entries: None,
+                timers: None,
                 operator_state_bytes: subtask.operator_state.len(),
             };
             match &subtask.keyed {
                 None => {}
                 Some(KeyedStateHandle::Canonical(file)) => {
-                    let result = read_verified(&storage, file).and_then(|bytes| {
-                        canonical::decode(&bytes, subtask.key_groups)
-                            .map_err(|e| StorageError::format(&file.path, e))
-                    });
-                    let problem = match result {
-                        Ok(snapshot) => {
-                            inspected.entries = Some(snapshot.entries.len());
-                            report.states.extend(
-                                snapshot
-                                    .states
-                                    .into_iter()
-                                    .map(|s| format!("{}.{} ({:?})", stage.name, s.name, s.kind)),
-                            );
-                            None
-                        }
-                        Err(error) => Some(error.problem()),
-                    };
+                    let key_groups = subtask.key_groups;
+                    let problem = inspect_canonical(&storage, file, key_groups, &mut inspected)
+                        .map(|states| {
+                            let named = states
+                                .into_iter()
+                                .map(|s| format!("{}.{} ({:?})", stage.name, s.name, s.kind));
+                            report.states.extend(named);
+                        })
+                        .err();
                     report.files.push(InspectedFile {
                         path: file.path.to_string(),
                         scope: "canonical",
@@ -196,6 +191,25 @@ pub fn inspect(dir: &Path) -> Result<InspectReport, InspectError> {
         }
     }
     Ok(report)
+}
+
+/// Reads and decodes one canonical file, counting its cells and timers into `inspected`;
+/// returns the states it declares, or what is wrong with it.
+fn inspect_canonical(
+    storage: &FsCheckpointStorage,
+    file: &crate::checkpoint::FileRef,
+    key_groups: KeyGroupRange,
+    inspected: &mut InspectedSubtask,
+) -> Result<Vec<crate::state::StateDescriptor>, String> {
+    let snapshot = read_verified(storage, file)
+        .and_then(|bytes| {
+            canonical::decode(&bytes, key_groups).map_err(|e| StorageError::format(&file.path, e))
+        })
+        .map_err(|error| error.problem())?;
+    inspected.entries = Some(snapshot.entries.len());
+    inspected.timers =
+        Some(crate::state::timers::count_stored(&snapshot.states, &snapshot.entries)?);
+    Ok(snapshot.states)
 }
 
 impl fmt::Display for InspectReport {
@@ -241,6 +255,11 @@ impl fmt::Display for InspectReport {
             let entries = subtask
                 .entries
                 .map_or_else(String::new, |n| format!(", {n} entries"));
+            let timers = subtask
+                .timers
+                .filter(|n| *n > 0)
+                .map_or_else(String::new, |n| format!(" ({n} timers)"));
+            let entries = entries + &timers;
             writeln!(
                 f,
                 "  {:<16} key groups {:<9} {:<9}{entries}, {} bytes of operator state",

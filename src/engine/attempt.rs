@@ -6,6 +6,7 @@ use super::task::*;
 use super::Runtime;
 use crate::fault::FaultPoint;
 use crate::sim::StepLimit;
+use crate::state::timers::TimerQueue;
 use crate::trace::{Event, FailureCause, Resource};
 
 /// How an attempt ended.
@@ -50,6 +51,12 @@ impl Runtime<'_> {
         self.end_of_input_at_start(&mut execution);
         for task in &mut execution.tasks {
             if let Body::Operator(op) = &mut task.body {
+                if let Some(backend) = &op.backend {
+                    op.timers = TimerQueue::from_backend(backend.as_ref()).map_err(|e| {
+                        let error = e.to_string();
+                        Failure::new(&task.name, FailureCause::Backend { error })
+                    })?;
+                }
                 op.op.open(backend_mut(&mut op.backend)).map_err(|e| {
                     let error = e.to_string();
                     Failure::new(&task.name, FailureCause::Open { error })
@@ -291,10 +298,11 @@ impl Runtime<'_> {
                 }
                 _ => {
                     outputs_free
-                        && task.inputs.iter().any(|c| {
-                            !execution.channels[*c].blocked
-                                && !execution.channels[*c].queue.is_empty()
-                        })
+                        && (self.processing_timer_due(execution, index)
+                            || task.inputs.iter().any(|c| {
+                                !execution.channels[*c].blocked
+                                    && !execution.channels[*c].queue.is_empty()
+                            }))
                 }
             };
             if ready {

@@ -23,6 +23,9 @@ impl<'a> Runtime<'a> {
         if matches!(execution.tasks[index].body, Body::Source(_)) {
             return self.step_source(execution, index);
         }
+        if self.processing_timer_due(execution, index) {
+            return self.fire_processing_timers(execution, index);
+        }
         let open: Vec<usize> = execution.tasks[index]
             .inputs
             .iter()
@@ -43,10 +46,7 @@ impl<'a> Runtime<'a> {
             .expect("open inputs are not empty");
         match element {
             Element::Record(record) => self.process_record(execution, index, record),
-            Element::Mark(mark) => {
-                self.on_mark(execution, index, input, mark);
-                Ok(())
-            }
+            Element::Mark(mark) => self.on_mark(execution, index, input, mark),
             Element::Barrier(id) => {
                 assert!(
                     id > execution.channels[channel].last_barrier,
@@ -248,10 +248,15 @@ impl<'a> Runtime<'a> {
             );
             KeyedContext::new(backend, group, key.as_bytes())
         });
-        let mut ctx = OperatorContext::new(attempt, task.subtask, keyed);
+        let now_ms = self.clock.now_ms();
+        let mut ctx =
+            OperatorContext::new(attempt, task.subtask, keyed).at(task.valve.current(), now_ms);
         // Every operator runs supervised, built-in ones too: a panicking map is a task failure
         // the restart strategy handles, as in Flink.
         let result = guarded(&name, || op.op.process(record, &mut ctx, &mut out));
+        for change in ctx.take_timer_changes() {
+            op.timers.apply(&key, &change);
+        }
         self.clock.advance_ms(op.processing_ms);
         result?.map_err(|error| {
             Failure::new(

@@ -12,6 +12,7 @@ use crate::job::sink::Sink;
 use crate::job::source::Source;
 use crate::job::watermark::{Mark, SourceWatermarks, Valve};
 use crate::job::Record;
+use crate::state::timers::TimerQueue;
 use crate::state::{KeyGroupRange, StateBackend};
 use crate::trace::{FailureCause, RestoreFailure, Unread};
 
@@ -235,6 +236,8 @@ pub(super) fn guarded_if<T>(
 pub(super) struct OperatorTask {
     pub(super) op: Box<dyn Operator>,
     pub(super) backend: Option<Box<dyn StateBackend>>,
+    /// The backend's timers in firing order, rebuilt from its cells at every start.
+    pub(super) timers: TimerQueue,
     pub(super) processing_ms: u64,
     pub(super) processed: u64,
 }

@@ -1,13 +1,19 @@
-//! Watermarks through the tasks: a source's generator runs as it emits (an idle subtask turns
+//! Time through the tasks — watermarks and keyed timers. Watermarks: a source's generator runs as it emits (an idle subtask turns
 //! active before its record goes out, the periodic emit after it, the end of input once all it
 //! reads is out); an operator or sink passes each mark it takes through its valve, and sends on
 //! what the valve outputs. Marks travel every output channel, like barriers, behind the records
-//! sent before them; nothing of them is checkpointed (see `job::watermark`).
+//! sent before them; nothing of them is checkpointed (see `job::watermark`). Timers: an
+//! operator's event-time timers fire when its valve lets a watermark through, before the
+//! watermark goes on; its processing-time timers fire at its next step once the virtual clock
+//! passes them. Each firing clears the timer's cell and runs `on_timer` under the supervisor.
 
 use super::task::*;
 use super::Runtime;
+use crate::job::operator::{fire_timer, TimerSite};
 use crate::job::watermark::Mark;
-use crate::trace::Event;
+use crate::job::Record;
+use crate::state::timers::{TimeDomain, Timer};
+use crate::trace::{Emission, Event, FailureCause};
 
 impl Runtime<'_> {
     /// Source task `index` is about to emit a record of `partition` with `timestamp_ms`.
@@ -59,16 +65,123 @@ impl Runtime<'_> {
         }
     }
 
-    /// Task `index` took `mark` from input `input`.
+    /// Task `index` took `mark` from input `input`: a watermark its valve lets through first
+    /// fires the event-time timers it passed, whose outputs go before it.
     pub(super) fn on_mark(
         &mut self,
         execution: &mut Execution,
         index: usize,
         input: usize,
         mark: Mark,
-    ) {
+    ) -> Result<(), Failure> {
         let marks = execution.tasks[index].valve.on_mark(input, mark);
-        self.send_marks(execution, index, marks);
+        for mark in marks {
+            if let Mark::At(watermark) = mark {
+                self.fire_due(execution, index, TimeDomain::EventTime, watermark)?;
+            }
+            self.send_marks(execution, index, vec![mark]);
+        }
+        Ok(())
+    }
+
+    /// Whether operator task `index` has a processing-time timer due on the virtual clock.
+    pub(super) fn processing_timer_due(&self, execution: &Execution, index: usize) -> bool {
+        let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        match &execution.tasks[index].body {
+            Body::Operator(op) => op.timers.is_due(TimeDomain::ProcessingTime, now_ms),
+            _ => false,
+        }
+    }
+
+    /// Fires every processing-time timer of task `index` due on the virtual clock: those that
+    /// fell due while the job was down fire once, at the first step after the restore.
+    pub(super) fn fire_processing_timers(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+    ) -> Result<(), Failure> {
+        let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        self.fire_due(execution, index, TimeDomain::ProcessingTime, now_ms)
+    }
+
+    /// Fires task `index`'s timers of `domain` due at `time_ms`, in order (timestamp, key,
+    /// namespace), including those a callback registers at or before `time_ms` (as Flink's
+    /// loop re-peeks its queue). A callback that keeps registering due timers runs into the
+    /// case's event bound: the loop stops there, and the attempt's next bound check ends the
+    /// run as a resource violation.
+    fn fire_due(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        domain: TimeDomain,
+        time_ms: i64,
+    ) -> Result<(), Failure> {
+        while self.events <= self.config.limits.events_max {
+            let Some((timer, outputs)) = self.fire_one(execution, index, domain, time_ms)? else {
+                return Ok(());
+            };
+            let task = execution.tasks[index].name.clone();
+            let emitted = outputs.iter().map(Emission::of).collect();
+            self.record(Event::TimerFired {
+                task,
+                timer,
+                outputs: emitted,
+            });
+            self.route(execution, index, outputs);
+        }
+        Ok(())
+    }
+
+    /// Pops the first due timer of task `index`, clears its cell and runs the operator's
+    /// `on_timer` for it, supervised; `None` when none is due.
+    fn fire_one(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        domain: TimeDomain,
+        time_ms: i64,
+    ) -> Result<Option<(Timer, Vec<Record>)>, Failure> {
+        let (attempt, now_ms) = (execution.attempt, self.clock.now_ms());
+        let max_parallelism = self.job.max_parallelism;
+        let task = &mut execution.tasks[index];
+        let (name, subtask, watermark) = (task.name.clone(), task.subtask, task.valve.current());
+        let Body::Operator(op) = &mut task.body else {
+            return Ok(None);
+        };
+        let Some(timer) = op.timers.pop_due(domain, time_ms) else {
+            return Ok(None);
+        };
+        let backend = op
+            .backend
+            .as_deref_mut()
+            .expect("only a keyed operator's backend holds timers");
+        let site = TimerSite {
+            attempt,
+            subtask,
+            watermark_ms: watermark,
+            now_ms,
+            max_parallelism,
+        };
+        let mut out = Vec::new();
+        let fired = guarded(&name, || {
+            fire_timer(
+                op.op.as_mut(),
+                backend,
+                &mut op.timers,
+                &timer,
+                site,
+                &mut out,
+            )
+        })?;
+        let result = fired.map_err(|e| {
+            let error = e.to_string();
+            Failure::new(&name, FailureCause::Backend { error })
+        })?;
+        result.map_err(|error| {
+            let error = error.to_string();
+            Failure::new(&name, FailureCause::Operator { error })
+        })?;
+        Ok(Some((timer, out)))
     }
 
     /// Records each of `marks` as task `index`'s and puts it on every output channel.

@@ -11,6 +11,7 @@ use crate::job::sink::{PrintSink, Sink, TwoPhaseCommitSink};
 use crate::job::spec::SinkKind;
 use crate::job::watermark::{SourceWatermarks, Valve};
 use crate::job::{operator, user, OperatorSpec};
+use crate::state::timers::TimerQueue;
 use crate::state::{BackendContext, KeyGroupRange, StateError};
 use crate::trace::{Event, FailureCause};
 
@@ -165,6 +166,7 @@ impl Runtime<'_> {
         Ok(Body::Operator(OperatorTask {
             op,
             backend,
+            timers: TimerQueue::default(),
             processing_ms: spec.processing_ms,
             processed: 0,
         }))

@@ -37,6 +37,7 @@
 use super::datum::DataError;
 use super::record::{transaction_datum, Record, Transaction};
 use super::spec::{FailCounter, OperatorSpec};
+use crate::state::timers::Timer;
 use crate::state::{KeyedContext, ListState, MapState, StateBackend, StateError, ValueState};
 
 /// An operator failed while processing, snapshotting or restoring.
@@ -73,17 +74,41 @@ pub struct OperatorContext<'a> {
     pub attempt: u32,
     /// This subtask's index.
     pub subtask: u16,
+    /// The subtask's current watermark (`i64::MIN` before any, and after every restore).
+    pub watermark_ms: i64,
+    /// The virtual clock: processing time.
+    pub now_ms: u64,
     keyed: Option<KeyedContext<'a>>,
 }
 
 impl<'a> OperatorContext<'a> {
-    /// A context; `keyed` is the state of the record's key for keyed operators.
+    /// A context; `keyed` is the state of the record's key for keyed operators. Its time is
+    /// none yet: see [`OperatorContext::at`].
     pub fn new(attempt: u32, subtask: u16, keyed: Option<KeyedContext<'a>>) -> Self {
         Self {
             attempt,
             subtask,
+            watermark_ms: i64::MIN,
+            now_ms: 0,
             keyed,
         }
+    }
+
+    /// The context at watermark `watermark_ms` and virtual time `now_ms`.
+    pub fn at(self, watermark_ms: i64, now_ms: u64) -> Self {
+        Self {
+            watermark_ms,
+            now_ms,
+            ..self
+        }
+    }
+
+    /// What the callback did to the current key's timers.
+    pub(crate) fn take_timer_changes(&mut self) -> Vec<crate::state::timers::TimerChange> {
+        self.keyed
+            .as_mut()
+            .map(KeyedContext::take_timer_changes)
+            .unwrap_or_default()
     }
 
     /// The keyed state of the current record's key.
@@ -107,7 +132,8 @@ impl std::fmt::Debug for OperatorContext<'_> {
 ///
 /// Lifecycle per attempt: built fresh, `open` (declare keyed state, after the backend restored
 /// it), `restore_state` (operator state from the restored checkpoint, if any), then `process`
-/// per record and `snapshot_state` per checkpoint barrier.
+/// per record, `on_timer` per timer due (registered through the keyed context, kept as keyed
+/// state) and `snapshot_state` per checkpoint barrier.
 pub trait Operator {
     /// Declares keyed state in `backend` (present exactly for keyed operators). Stateless
     /// operators need not implement it.
@@ -123,6 +149,17 @@ pub trait Operator {
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError>;
 
+    /// A timer of the context's key fired (its cell is gone already); outputs go to `out`, as
+    /// from `process`. Default: nothing (an operator that registers no timer).
+    fn on_timer(
+        &mut self,
+        _timer: &Timer,
+        _ctx: &mut OperatorContext<'_>,
+        _out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        Ok(())
+    }
+
     /// Operator (non-keyed) state to checkpoint; default none.
     fn snapshot_state(&mut self) -> Vec<u8> {
         Vec::new()
@@ -133,6 +170,42 @@ pub trait Operator {
     fn restore_state(&mut self, _states: &[Vec<u8>]) -> Result<(), OperatorError> {
         Ok(())
     }
+}
+
+/// Where and when a timer fires: the subtask, its attempt, and its clocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimerSite {
+    pub(crate) attempt: u32,
+    pub(crate) subtask: u16,
+    pub(crate) watermark_ms: i64,
+    pub(crate) now_ms: u64,
+    pub(crate) max_parallelism: u16,
+}
+
+/// Fires `timer`, already taken from `timers`: clears its cell, runs `op.on_timer` in its
+/// key's context, and applies what the callback did to that key's timers. The outer error is
+/// the backend's; the inner, the operator's.
+pub(crate) fn fire_timer(
+    op: &mut dyn Operator,
+    backend: &mut dyn StateBackend,
+    timers: &mut crate::state::timers::TimerQueue,
+    timer: &Timer,
+    site: TimerSite,
+    out: &mut Vec<Record>,
+) -> Result<Result<(), OperatorError>, StateError> {
+    let group = timer.key.key_group(site.max_parallelism);
+    let mut keyed = KeyedContext::new(backend, group, timer.key.as_bytes());
+    let stored = timer.stored();
+    keyed.delete_timer(stored.domain, stored.timestamp_ms, &stored.namespace)?;
+    // The queue gave the timer up already.
+    let _ = keyed.take_timer_changes();
+    let mut ctx = OperatorContext::new(site.attempt, site.subtask, Some(keyed))
+        .at(site.watermark_ms, site.now_ms);
+    let result = op.on_timer(timer, &mut ctx, out);
+    for change in ctx.take_timer_changes() {
+        timers.apply(&timer.key, &change);
+    }
+    Ok(result)
 }
 
 /// Builds the built-in operator a spec describes.

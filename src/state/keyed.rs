@@ -40,6 +40,7 @@
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
 
+use super::timers::{TimeDomain, TimerChange, TimerKey, TIMER_STATE};
 use super::{
     CellRef, StateBackend, StateDescriptor, StateError, StateId, StateKind, UserEntries, ValueType,
 };
@@ -94,6 +95,7 @@ impl ModelState {
         KeyedContext {
             cells: Cells::Model(self),
             key: key.as_bytes(),
+            timer_changes: Vec::new(),
         }
     }
 
@@ -120,6 +122,8 @@ enum Cells<'a> {
 pub struct KeyedContext<'a> {
     cells: Cells<'a>,
     key: &'a [u8],
+    /// What the callback did to this key's timers, for the subtask's queue.
+    timer_changes: Vec<TimerChange>,
 }
 
 impl std::fmt::Debug for KeyedContext<'_> {
@@ -140,12 +144,65 @@ impl<'a> KeyedContext<'a> {
         Self {
             cells: Cells::Backend { backend, key_group },
             key,
+            timer_changes: Vec::new(),
         }
     }
 
     /// The current key's canonical bytes.
     pub fn key(&self) -> &[u8] {
         self.key
+    }
+
+    /// Registers a timer of the current key: it fires once the watermark (`EventTime`) or
+    /// the virtual clock (`ProcessingTime`) reaches `timestamp_ms`. The same timer registered
+    /// twice fires once.
+    pub fn register_timer(
+        &mut self,
+        domain: TimeDomain,
+        timestamp_ms: i64,
+        namespace: &str,
+    ) -> Result<(), StateError> {
+        let timer = TimerKey {
+            domain,
+            timestamp_ms,
+            namespace: namespace.to_string(),
+        };
+        if TIMERS.contains(self, &timer)? {
+            return Ok(());
+        }
+        TIMERS.put(self, &timer, &())?;
+        self.timer_changes.push(TimerChange::Registered(timer));
+        Ok(())
+    }
+
+    /// Deletes a timer of the current key (a timer not registered is no error).
+    pub fn delete_timer(
+        &mut self,
+        domain: TimeDomain,
+        timestamp_ms: i64,
+        namespace: &str,
+    ) -> Result<(), StateError> {
+        let timer = TimerKey {
+            domain,
+            timestamp_ms,
+            namespace: namespace.to_string(),
+        };
+        if !TIMERS.contains(self, &timer)? {
+            return Ok(());
+        }
+        TIMERS.remove(self, &timer)?;
+        self.timer_changes.push(TimerChange::Deleted(timer));
+        Ok(())
+    }
+
+    /// The current key's timers, in order.
+    pub fn timers(&self) -> Result<Vec<TimerKey>, StateError> {
+        Ok(TIMERS.entries(self)?.into_iter().map(|(t, ())| t).collect())
+    }
+
+    /// Takes what callbacks did to this key's timers since the last call.
+    pub(crate) fn take_timer_changes(&mut self) -> Vec<TimerChange> {
+        std::mem::take(&mut self.timer_changes)
     }
 
     fn descriptor(name: &str, kind: StateKind) -> StateDescriptor {
@@ -524,6 +581,9 @@ impl<In, Acc: Data, Out> AggregatingState<In, Acc, Out> {
         ValueState::<Acc>::new(self.name).clear(ctx)
     }
 }
+
+/// The reserved state every key's timers are kept in.
+const TIMERS: MapState<TimerKey, ()> = MapState::new(TIMER_STATE);
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,7 @@ mod memory;
 #[cfg(feature = "rocksdb")]
 mod rocksdb;
 pub mod snapshot;
+pub mod timers;
 mod view;
 
 #[cfg(feature = "rocksdb")]

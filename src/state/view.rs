@@ -121,6 +121,11 @@ impl StateView {
             let descriptor = states.get(usize::from(entry.state)).ok_or_else(|| {
                 StateError::Codec(format!("cell of undeclared state #{}", entry.state))
             })?;
+            // Timers are judged by when they fire, not as cells: a model has no clock to fire
+            // (and so delete) them by.
+            if descriptor.name == super::timers::TIMER_STATE {
+                continue;
+            }
             let value = match descriptor.kind {
                 StateKind::List => list_datum(descriptor.value_type, &entry.value)?,
                 StateKind::Value | StateKind::Map => {

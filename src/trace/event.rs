@@ -12,6 +12,7 @@ use crate::fault::{Corruption, Effect, FaultKind, FaultSite};
 use crate::job::sink::TxnEvent;
 use crate::job::watermark::Mark;
 use crate::job::{Datum, Positions, Record, RestartStrategy};
+use crate::state::timers::Timer;
 use crate::state::{SavepointFormat, StateView};
 
 /// Everything a run does.
@@ -58,6 +59,15 @@ pub enum Event {
         task: String,
         /// What it sent.
         mark: Mark,
+    },
+    /// A keyed timer fired in an operator task.
+    TimerFired {
+        /// The operator task.
+        task: String,
+        /// The timer, with its key.
+        timer: Timer,
+        /// What the operator emitted, in order.
+        outputs: Vec<Emission>,
     },
     /// A user's reader said nothing is left to read.
     SourceFinished {
@@ -367,6 +377,7 @@ impl Event {
             Event::RecordEmitted { .. }
                 | Event::RecordProcessed { .. }
                 | Event::Watermark { .. }
+                | Event::TimerFired { .. }
                 | Event::BarrierInjected { .. }
                 | Event::BarrierReceived { .. }
                 | Event::BarrierAligned { .. }

@@ -12,6 +12,7 @@ use crate::checkpoint::CheckpointingMode;
 use crate::job::sink::{TxnAbort, TxnEvent};
 use crate::job::watermark::{Mark, END_OF_INPUT};
 use crate::job::Record;
+use crate::state::timers::{TimeDomain, Timer};
 
 impl Display for Event {
     // One arm per event, exhaustive, so that no event can go unrendered; the arms that need
@@ -33,6 +34,11 @@ impl Display for Event {
             } => processed(f, task, record, outputs),
             Event::RecordWritten { task, record } => write!(f, "write {task} {record}"),
             Event::Watermark { task, mark } => watermark(f, task, *mark),
+            Event::TimerFired {
+                task,
+                timer,
+                outputs,
+            } => timer_fired(f, task, timer, outputs),
             Event::SourceFinished { task, unread } => source_finished(f, task, unread),
             Event::CheckpointTriggered {
                 checkpoint,
@@ -180,6 +186,34 @@ fn processed(
     outputs: &[Emission],
 ) -> fmt::Result {
     write!(f, "process {task} {record} -> [")?;
+    for (index, value) in outputs.iter().enumerate() {
+        if index > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{value}")?;
+    }
+    f.write_str("]")
+}
+
+fn timer_fired(
+    f: &mut Formatter<'_>,
+    task: &str,
+    timer: &Timer,
+    outputs: &[Emission],
+) -> fmt::Result {
+    let clock = match timer.domain {
+        TimeDomain::EventTime => "event",
+        TimeDomain::ProcessingTime => "processing",
+    };
+    write!(
+        f,
+        "timer {task} {} {clock} {} ms",
+        timer.key, timer.timestamp_ms
+    )?;
+    if !timer.namespace.is_empty() {
+        write!(f, " ({})", timer.namespace)?;
+    }
+    f.write_str(" -> [")?;
     for (index, value) in outputs.iter().enumerate() {
         if index > 0 {
             f.write_str(", ")?;

@@ -34,6 +34,10 @@
 //! - `time`: event-time watermarks per partition, combined by every task, idle partitions left
 //!   out after their timeout, regenerated after a restore; the watermark judgement's broken
 //!   twins (a real trace with one mark changed) caught.
+//! - `timers`: keyed timers through the keyed context on every backend — deduplicated, deleted,
+//!   fired in order by watermarks and the virtual clock, snapshotted and restored across
+//!   backends and parallelisms; in the engine fired once the watermark passes them, never
+//!   twice in an attempt, restored after a kill, overdue processing timers fired once.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.
@@ -70,4 +74,5 @@ mod rocksdb;
 mod scenarios;
 mod support;
 mod time;
+mod timers;
 mod typed;

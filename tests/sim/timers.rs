@@ -1,0 +1,430 @@
+//! Keyed timers: registered through the keyed context, kept as keyed state on every backend,
+//! deduplicated, deletable, fired in order (timestamp, then key) by watermarks and the virtual
+//! clock, snapshotted and restored across backends and parallelisms; in the engine, fired only
+//! once the watermark passes them, never twice in an attempt, and restored after a failure.
+
+use faultline::campaign::{Case, KillMode, Scenario, Seams};
+use faultline::job::user::UserOperator;
+use faultline::job::watermark::{Mark, END_OF_INPUT};
+use faultline::job::{Operator, OperatorContext, OperatorError, Record, Transaction};
+use faultline::state::timers::{TimeDomain, Timer};
+use faultline::state::{BackendKind, SavepointFormat, StateError, ValueState};
+use faultline::testing::{OperatorHarness, OperatorSnapshot, Operators};
+use faultline::trace::Event;
+
+/// How long a key may be silent before its session closes.
+const GAP_MS: i64 = 1_000;
+const LAST_SEEN: ValueState<i64> = ValueState::new("last-seen");
+
+/// A session detector, as a `KeyedProcessFunction`: each record moves its key's event-time
+/// timer to `timestamp + GAP_MS` (deleting the old one); the timer closes the session, emitting
+/// when it was last seen. Each record also sets a processing-time reminder 50 ms on.
+struct Sessions;
+
+fn state_error(error: StateError) -> OperatorError {
+    OperatorError::Failed(error.to_string())
+}
+
+impl Operator for Sessions {
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        _out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let at = record.timestamp_ms.unwrap_or(0);
+        let now_ms = i64::try_from(ctx.now_ms).unwrap_or(i64::MAX);
+        let keyed = ctx.keyed()?;
+        if let Some(last) = LAST_SEEN.get(keyed).map_err(state_error)? {
+            keyed
+                .delete_timer(TimeDomain::EventTime, last + GAP_MS, "session")
+                .map_err(state_error)?;
+        }
+        let last = LAST_SEEN
+            .get(keyed)
+            .map_err(state_error)?
+            .map_or(at, |l| l.max(at));
+        LAST_SEEN.set(keyed, &last).map_err(state_error)?;
+        for _ in 0..2 {
+            // Registered twice: it must fire once.
+            keyed
+                .register_timer(TimeDomain::EventTime, last + GAP_MS, "session")
+                .map_err(state_error)?;
+        }
+        keyed
+            .register_timer(TimeDomain::ProcessingTime, now_ms + 50, "reminder")
+            .map_err(state_error)
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        if timer.domain == TimeDomain::ProcessingTime {
+            return Ok(());
+        }
+        let keyed = ctx.keyed()?;
+        let last = LAST_SEEN
+            .get(keyed)
+            .map_err(state_error)?
+            .unwrap_or_default();
+        LAST_SEEN.clear(keyed).map_err(state_error)?;
+        let id = format!("closed-{}-{}", timer.key, timer.timestamp_ms);
+        let closed = Record::of(
+            &id,
+            &timer.key,
+            &Transaction {
+                account: timer.key.to_string(),
+                amount_cents: last,
+            },
+        )
+        .map_err(|e| OperatorError::Failed(e.to_string()))?;
+        out.push(closed);
+        Ok(())
+    }
+}
+
+fn sessions() -> UserOperator {
+    UserOperator::new(
+        "sessions",
+        true,
+        |_| Box::new(Sessions),
+        |_: &mut faultline::state::ModelState, _: Record| Ok(Vec::new()),
+    )
+}
+
+fn at(id: &str, key: &str, timestamp_ms: i64) -> Record {
+    Record {
+        timestamp_ms: Some(timestamp_ms),
+        ..Record::transaction(id, key, 1)
+    }
+}
+
+/// The keys of what a harness emitted, in order.
+fn closed_keys(records: &[Record]) -> Vec<String> {
+    records.iter().map(|r| r.key.to_string()).collect()
+}
+
+/// Every backend this build has.
+fn backends() -> Vec<BackendKind> {
+    BackendKind::all()
+}
+
+#[test]
+fn timers_are_deduplicated_deleted_and_fired_in_timestamp_then_key_order() {
+    let user = sessions();
+    let operators = Operators::user(&user);
+    for backend in backends() {
+        let mut harness = OperatorHarness::builder(&operators)
+            .backend(backend)
+            .open()
+            .expect("opens");
+        harness.process_element(at("r1", "k1", 100)).expect("r1");
+        harness.process_element(at("r2", "k2", 100)).expect("r2");
+        harness.process_element(at("r3", "k0", 50)).expect("r3");
+        // k1 moves on: its timer at 1100 is deleted, one at 1200 registered.
+        harness.process_element(at("r4", "k1", 200)).expect("r4");
+        // k1's two reminders, both at 50 ms, are one timer.
+        assert_eq!(
+            harness.pending_timers(),
+            3 + 3,
+            "{backend:?}: three sessions and three reminders"
+        );
+        assert!(harness
+            .process_watermark(1_049)
+            .expect("no timer due")
+            .is_empty());
+        let fired = harness.process_watermark(1_100).expect("fires").to_vec();
+        assert_eq!(
+            closed_keys(&fired),
+            ["k0", "k2"],
+            "{backend:?}: by timestamp, then key"
+        );
+        assert!(
+            harness.process_watermark(1_100).expect("again").is_empty(),
+            "each fires once"
+        );
+        let fired = harness
+            .process_watermark(END_OF_INPUT)
+            .expect("the end")
+            .to_vec();
+        assert_eq!(closed_keys(&fired), ["k1"], "{backend:?}");
+        assert!(
+            harness.get(&LAST_SEEN, "k1").expect("reads").is_none(),
+            "the timer cleared its state"
+        );
+        assert!(harness
+            .set_processing_time(49)
+            .expect("none due")
+            .is_empty());
+        assert_eq!(harness.pending_timers(), 3);
+        harness.set_processing_time(50).expect("reminders fire");
+        assert_eq!(
+            harness.pending_timers(),
+            0,
+            "{backend:?}: every reminder fired once"
+        );
+    }
+}
+
+/// Four keys' sessions open on `backend`, in a canonical savepoint (which any backend restores).
+fn open_sessions<'a>(
+    operators: &'a Operators<'a>,
+    backend: BackendKind,
+) -> (OperatorHarness<'a>, OperatorSnapshot) {
+    let mut harness = OperatorHarness::builder(operators)
+        .backend(backend)
+        .open()
+        .expect("opens");
+    for (index, key) in ["k0", "k1", "k2", "k3"].iter().enumerate() {
+        harness
+            .process_element(at(&format!("r{index}"), key, 100 * index as i64))
+            .expect("processes");
+    }
+    let snapshot = harness
+        .savepoint(1, SavepointFormat::Canonical)
+        .expect("a savepoint");
+    (harness, snapshot)
+}
+
+#[test]
+fn timers_survive_each_backends_own_checkpoint_split_across_subtasks() {
+    let user = sessions();
+    let operators = Operators::user(&user);
+    for backend in backends() {
+        let mut harness = OperatorHarness::builder(&operators)
+            .backend(backend)
+            .open()
+            .expect("opens");
+        for (index, key) in ["k0", "k1", "k2", "k3"].iter().enumerate() {
+            harness
+                .process_element(at(&format!("r{index}"), key, 100 * index as i64))
+                .expect("processes");
+        }
+        let snapshot = harness.snapshot(1).expect("snapshots");
+        let mut closed = Vec::new();
+        for subtask in 0..2 {
+            let mut restored = OperatorHarness::builder(&operators)
+                .backend(backend)
+                .subtask(subtask, 2)
+                .initialize_state(&[&snapshot])
+                .expect("restores");
+            closed.extend(closed_keys(
+                restored.process_watermark(END_OF_INPUT).expect("fires"),
+            ));
+        }
+        closed.sort();
+        assert_eq!(closed, ["k0", "k1", "k2", "k3"], "{backend:?}");
+    }
+}
+
+#[test]
+fn a_canonical_savepoint_moves_timers_between_every_pair_of_backends() {
+    let user = sessions();
+    let operators = Operators::user(&user);
+    for from in backends() {
+        for to in backends() {
+            let (mut original, snapshot) = open_sessions(&operators, from);
+            // Fired after the snapshot: the restored instances have them again.
+            let fired = original
+                .process_watermark(END_OF_INPUT)
+                .expect("fires")
+                .len();
+            assert_eq!(fired, 4);
+            let mut closed = Vec::new();
+            let mut pending = 0;
+            for subtask in 0..2 {
+                let mut restored = OperatorHarness::builder(&operators)
+                    .backend(to)
+                    .subtask(subtask, 2)
+                    .initialize_state(&[&snapshot])
+                    .expect("restores");
+                pending += restored.pending_timers();
+                closed.extend(closed_keys(
+                    restored.process_watermark(END_OF_INPUT).expect("fires"),
+                ));
+            }
+            assert_eq!(
+                pending, 8,
+                "{from:?} -> {to:?}: four sessions and four reminders, split by key group"
+            );
+            closed.sort();
+            assert_eq!(closed, ["k0", "k1", "k2", "k3"], "{from:?} -> {to:?}");
+        }
+    }
+}
+
+fn scenario(faults: &str) -> Scenario {
+    let text = format!(
+        r#"
+name = "sessions"
+seed = 3
+backend = "memory"
+checkpoint = {{ interval_ms = 6 }}
+restart = {{ kind = "fixed-delay", attempts = 3, delay_ms = 200 }}
+faults = [{faults}]
+
+[job]
+name = "sessions"
+source = {{ parallelism = 2, emit_ms = 1, watermarks = {{ out_of_orderness_ms = 200, interval_ms = 3 }} }}
+sink = {{ kind = "two-phase-commit" }}
+stages = [{{ name = "sessions", op = {{ kind = "user", name = "sessions", keyed = true }}, parallelism = 2 }}]
+
+[input]
+kind = "generated"
+records = 80
+keys = 6
+min_value = 0
+max_value = 100
+"#
+    );
+    Scenario::from_toml(&text, "timers test").expect("the scenario parses")
+}
+
+/// (attempt, task, timer) of every firing, and each task's watermarks with their event index.
+fn firings(events: &[Event]) -> Vec<(u32, usize, String, Timer)> {
+    let mut attempt = 0;
+    let mut fired = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        match event {
+            Event::AttemptStarted { attempt: a, .. } => attempt = *a,
+            Event::TimerFired { task, timer, .. } => {
+                fired.push((attempt, index, task.clone(), timer.clone()))
+            }
+            _ => {}
+        }
+    }
+    fired
+}
+
+#[test]
+fn in_the_engine_a_timer_fires_once_its_watermark_passes_and_never_twice() {
+    let user = sessions();
+    let users = [user];
+    let mut seams = Seams::default();
+    seams.operators = &users;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let report = Case::new(scenario(""), seams)
+        .run(dir.path(), &KillMode::Sim)
+        .expect("runs");
+    let events: Vec<Event> = report
+        .outcome
+        .trace
+        .events()
+        .iter()
+        .map(|s| s.event.clone())
+        .collect();
+    let fired = firings(&events);
+    let event_timers: Vec<_> = fired
+        .iter()
+        .filter(|f| f.3.domain == TimeDomain::EventTime)
+        .collect();
+    assert!(
+        event_timers.len() >= 6,
+        "every key's last session closes: {}",
+        event_timers.len()
+    );
+    for (_, index, task, timer) in &event_timers {
+        // The watermark that fired it is sent right after its timers.
+        let next = events[*index..].iter().find_map(|e| match e {
+            Event::Watermark {
+                task: t,
+                mark: Mark::At(w),
+            } if t == task => Some(*w),
+            _ => None,
+        });
+        assert!(
+            next.is_some_and(|w| w >= timer.timestamp_ms),
+            "{task} fired {timer:?} before watermark {next:?}"
+        );
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (attempt, _, task, timer) in &fired {
+        assert!(
+            seen.insert((*attempt, task.clone(), timer.clone())),
+            "{task} fired {timer:?} twice"
+        );
+    }
+}
+
+#[test]
+fn after_a_kill_restored_timers_fire_and_overdue_processing_timers_fire_once() {
+    let user = sessions();
+    let users = [user];
+    let mut seams = Seams::default();
+    seams.operators = &users;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let report = Case::new(scenario(r#"{ kind = "kill", step = 90 }"#), seams)
+        .run(dir.path(), &KillMode::Sim)
+        .expect("runs");
+    let restored_from = report.outcome.restores.iter().find_map(|r| r.checkpoint_id);
+    assert!(
+        restored_from.is_some(),
+        "the kill came after a checkpoint: {:?}",
+        report.outcome.restores.len()
+    );
+    let events: Vec<Event> = report
+        .outcome
+        .trace
+        .events()
+        .iter()
+        .map(|s| s.event.clone())
+        .collect();
+    let fired = firings(&events);
+    // The restart waits 200 ms: every reminder restored from the checkpoint is overdue, and
+    // fires once in the new attempt.
+    let overdue: Vec<_> = fired
+        .iter()
+        .filter(|f| f.0 == 1 && f.3.domain == TimeDomain::ProcessingTime)
+        .collect();
+    assert!(
+        !overdue.is_empty(),
+        "restored reminders fired after the restore"
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for (attempt, _, task, timer) in &fired {
+        assert!(
+            seen.insert((*attempt, task.clone(), timer.clone())),
+            "{task} fired {timer:?} twice in attempt {attempt}"
+        );
+    }
+    let closed_after = fired
+        .iter()
+        .filter(|f| f.0 == 1 && f.3.domain == TimeDomain::EventTime)
+        .count();
+    assert!(
+        closed_after >= 6,
+        "every key's last session closes after the restore: {closed_after}"
+    );
+}
+
+#[test]
+fn inspect_reads_and_counts_the_timers_of_a_checkpoint() {
+    let user = sessions();
+    let users = [user];
+    let mut seams = Seams::default();
+    seams.operators = &users;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // Killed mid-run with the restart still waiting: the checkpoint holds open sessions.
+    let mut scenario = scenario(r#"{ kind = "kill", step = 90 }"#);
+    scenario.restart = faultline::job::RestartStrategy::None;
+    let report = Case::new(scenario, seams)
+        .run(dir.path(), &KillMode::Sim)
+        .expect("runs");
+    assert!(report.outcome.restores.is_empty(), "no restart");
+    let checkpoints = dir.path().join("checkpoints");
+    let latest = std::fs::read_dir(&checkpoints)
+        .expect("a checkpoint root")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.join("_metadata").exists())
+        .max()
+        .expect("a completed checkpoint");
+    let inspected = faultline::checkpoint::inspect::inspect(&latest).expect("inspects");
+    assert!(inspected.problems().is_empty(), "{inspected}");
+    let timers: usize = inspected.subtasks.iter().filter_map(|s| s.timers).sum();
+    assert!(timers > 0, "the checkpoint holds timers: {inspected}");
+    assert!(inspected.to_string().contains("timers)"), "{inspected}");
+}
