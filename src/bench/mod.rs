@@ -30,6 +30,12 @@
 //! let memory = &report.backends[0];
 //! assert_eq!(memory.checkpoints.len(), 3);
 //! assert_eq!(memory.restored_entries, 200);
+//!
+//! // With timers, every checkpoint carries them and the restore finds each one.
+//! params.timers_per_key = 3;
+//! let dir = tempfile::tempdir()?;
+//! let report = run(&params, dir.path(), &mut |_backend| {})?;
+//! assert_eq!(report.backends[0].restored_timers, 600);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -50,6 +56,7 @@ use crate::checkpoint::{
     registry, CheckpointConfig, CheckpointStorage, Durability, FsCheckpointStorage, SubtaskSnapshot,
 };
 use crate::job::Datum;
+use crate::state::timers::{TimeDomain, TimerQueue};
 use crate::state::{
     BackendContext, BackendKind, KeyGroupRange, KeyedContext, RestoreHandle, RestoreMode,
     SnapshotPurpose, SnapshotTarget, StateBackend, ValueState,
@@ -78,6 +85,9 @@ pub struct BenchParams {
     /// Sync every checkpoint file and directory to disk, as real checkpoint storage must.
     /// Default off (the page cache).
     pub fsync: bool,
+    /// Event-time timers each key registers when it is loaded (kept as keyed state, so every
+    /// checkpoint carries them). Default 0.
+    pub timers_per_key: u32,
 }
 
 impl Default for BenchParams {
@@ -91,6 +101,7 @@ impl Default for BenchParams {
             seed: 1,
             async_upload: false,
             fsync: false,
+            timers_per_key: 0,
         }
     }
 }
@@ -128,6 +139,11 @@ pub struct BackendFigures {
     pub restore_ms: f64,
     /// Entries restored.
     pub restored_entries: u64,
+    /// Timers found in the restored backend.
+    pub restored_timers: u64,
+    /// Wall time to rebuild the timer queue from the restored backend, as every attempt's
+    /// start does.
+    pub timer_queue_ms: f64,
     /// Wall time of the whole run from the first checkpoint's changes to the last completion:
     /// workload and checkpoints together, the throughput figure async upload changes.
     pub total_ms: f64,
@@ -314,6 +330,8 @@ impl<'a> Bench<'a> {
                 checkpoints: Vec::new(),
                 restore_ms: 0.0,
                 restored_entries: 0,
+                restored_timers: 0,
+                timer_queue_ms: 0.0,
                 total_ms: 0.0,
             },
         })
@@ -343,12 +361,25 @@ impl<'a> Bench<'a> {
         self.value.set(&mut keyed, &value).map_err(|e| self.fail(e))
     }
 
-    /// Loads every key once.
+    /// Loads every key once, with its timers.
     fn load(&mut self) -> Result<(), BenchError> {
         for index in 0..self.params.keys {
             self.write(index)?;
+            self.register_timers(index)?;
         }
         Ok(())
+    }
+
+    /// Registers key `index`'s timers, one second apart.
+    fn register_timers(&mut self, index: u64) -> Result<(), BenchError> {
+        let key = Datum::from(key(index).as_str());
+        let group = key.key_group(128);
+        let mut keyed = KeyedContext::new(self.backend.as_mut(), group, key.as_bytes());
+        let registered = (0..self.params.timers_per_key).try_for_each(|timer| {
+            let at_ms = i64::from(timer) * 1_000;
+            keyed.register_timer(TimeDomain::EventTime, at_ms, "bench")
+        });
+        registered.map_err(|e| self.fail(e))
     }
 
     /// Takes every checkpoint, changing keys before each after the first, then waits for the
@@ -534,6 +565,10 @@ impl<'a> Bench<'a> {
         let stats = stats.map_err(|e| self.fail(e))?;
         self.figures.restore_ms = wall.as_secs_f64() * 1000.0;
         self.figures.restored_entries = stats.entries;
+        let (queue, wall) = timed(|| TimerQueue::from_backend(restored.as_ref()));
+        let queue = queue.map_err(|e| self.fail(e))?;
+        self.figures.timer_queue_ms = wall.as_secs_f64() * 1000.0;
+        self.figures.restored_timers = queue.len() as u64;
         Ok(())
     }
 }
@@ -617,6 +652,15 @@ impl BenchReport {
                 backend.restore_ms,
                 backend.restored_entries
             ));
+        }
+        if self.params.timers_per_key > 0 {
+            text.push_str("\nbackend              restored timers   timer queue ms\n");
+            for backend in &self.backends {
+                text.push_str(&format!(
+                    "{:<20} {:>15} {:>16.1}\n",
+                    backend.backend, backend.restored_timers, backend.timer_queue_ms
+                ));
+            }
         }
         text
     }

@@ -207,8 +207,10 @@ fn inspect_canonical(
         })
         .map_err(|error| error.problem())?;
     inspected.entries = Some(snapshot.entries.len());
-    inspected.timers =
-        Some(crate::state::timers::count_stored(&snapshot.states, &snapshot.entries)?);
+    inspected.timers = Some(crate::state::timers::count_stored(
+        &snapshot.states,
+        &snapshot.entries,
+    )?);
     Ok(snapshot.states)
 }
 

@@ -419,6 +419,9 @@ pub struct BenchFlags {
     /// Sync every checkpoint file and directory to disk (default: leave them to the page cache).
     #[arg(long)]
     pub fsync: bool,
+    /// Event-time timers each key registers (kept as keyed state in every checkpoint).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub timers_per_key: u32,
     /// Directory for bench.json and bench.svg.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -592,6 +595,7 @@ fn run_bench(flags: BenchFlags) -> anyhow::Result<ExitCode> {
         seed: flags.seed,
         async_upload: flags.async_upload,
         fsync: flags.fsync,
+        timers_per_key: flags.timers_per_key,
         ..BenchParams::default()
     };
     if !flags.backend.is_empty() {
