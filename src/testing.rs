@@ -399,10 +399,14 @@ impl<'a> OperatorHarness<'a> {
             return Err(self.not_owned(record.key, key_group));
         }
         let key = record.key.clone();
-        let keyed = self
-            .backend
-            .as_deref_mut()
-            .map(|backend| KeyedContext::new(backend, key_group, key.as_bytes()));
+        let at_ms = record.timestamp_ms;
+        let keyed = self.backend.as_deref_mut().map(|backend| {
+            KeyedContext::new(backend, key_group, key.as_bytes()).at_time(
+                at_ms,
+                self.watermark_ms,
+                self.now_ms,
+            )
+        });
         let mut ctx = OperatorContext::new(self.attempt, self.subtask, keyed)
             .at(self.watermark_ms, self.now_ms);
         let mut emitted = Vec::new();

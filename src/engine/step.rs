@@ -240,17 +240,20 @@ impl<'a> Runtime<'a> {
         let group = key.key_group(max_parallelism);
         let processed = record.clone();
         let mut out = Vec::new();
+        let (at_ms, watermark_ms, now_ms) = (
+            record.timestamp_ms,
+            task.valve.current(),
+            self.clock.now_ms(),
+        );
         let keyed = op.backend.as_deref_mut().map(|backend| {
             assert!(
                 backend.key_groups().contains(group),
                 "{name}: key {key:?} (group {group}) routed outside {}",
                 backend.key_groups()
             );
-            KeyedContext::new(backend, group, key.as_bytes())
+            KeyedContext::new(backend, group, key.as_bytes()).at_time(at_ms, watermark_ms, now_ms)
         });
-        let now_ms = self.clock.now_ms();
-        let mut ctx =
-            OperatorContext::new(attempt, task.subtask, keyed).at(task.valve.current(), now_ms);
+        let mut ctx = OperatorContext::new(attempt, task.subtask, keyed).at(watermark_ms, now_ms);
         // Every operator runs supervised, built-in ones too: a panicking map is a task failure
         // the restart strategy handles, as in Flink.
         let result = guarded(&name, || op.op.process(record, &mut ctx, &mut out));

@@ -194,7 +194,11 @@ pub(crate) fn fire_timer(
     out: &mut Vec<Record>,
 ) -> Result<Result<(), OperatorError>, StateError> {
     let group = timer.key.key_group(site.max_parallelism);
-    let mut keyed = KeyedContext::new(backend, group, timer.key.as_bytes());
+    let mut keyed = KeyedContext::new(backend, group, timer.key.as_bytes()).at_time(
+        Some(timer.timestamp_ms),
+        site.watermark_ms,
+        site.now_ms,
+    );
     let stored = timer.stored();
     keyed.delete_timer(stored.domain, stored.timestamp_ms, &stored.namespace)?;
     // The queue gave the timer up already.

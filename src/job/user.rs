@@ -216,7 +216,8 @@ struct KeyedModel<F, In, Out>(F, PhantomData<fn(In) -> Out>);
 impl<F: KeyedFn<In, Out>, In: Data, Out: Data> OperatorModel for KeyedModel<F, In, Out> {
     fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
         let key = record.key.clone();
-        let mut ctx = state.keyed(&key);
+        // A model sees the record's event time, but no watermark or clock.
+        let mut ctx = state.keyed(&key).at_time(record.timestamp_ms, i64::MIN, 0);
         run_typed(record, |value, output| (self.0)(&mut ctx, value, output))
     }
 }

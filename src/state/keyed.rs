@@ -96,6 +96,7 @@ impl ModelState {
             cells: Cells::Model(self),
             key: key.as_bytes(),
             timer_changes: Vec::new(),
+            time: NO_TIME,
         }
     }
 
@@ -124,7 +125,23 @@ pub struct KeyedContext<'a> {
     key: &'a [u8],
     /// What the callback did to this key's timers, for the subtask's queue.
     timer_changes: Vec<TimerChange>,
+    time: Time,
 }
+
+/// The times a callback sees.
+#[derive(Debug, Clone, Copy)]
+struct Time {
+    /// The record's event time, or the firing timer's.
+    timestamp_ms: Option<i64>,
+    watermark_ms: i64,
+    now_ms: u64,
+}
+
+const NO_TIME: Time = Time {
+    timestamp_ms: None,
+    watermark_ms: i64::MIN,
+    now_ms: 0,
+};
 
 impl std::fmt::Debug for KeyedContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -145,7 +162,37 @@ impl<'a> KeyedContext<'a> {
             cells: Cells::Backend { backend, key_group },
             key,
             timer_changes: Vec::new(),
+            time: NO_TIME,
         }
+    }
+
+    /// The context at a moment: the event time of the record (or timer) being handled, the
+    /// subtask's watermark, and the virtual clock.
+    pub fn at_time(self, timestamp_ms: Option<i64>, watermark_ms: i64, now_ms: u64) -> Self {
+        Self {
+            time: Time {
+                timestamp_ms,
+                watermark_ms,
+                now_ms,
+            },
+            ..self
+        }
+    }
+
+    /// The event time of the record being processed (or of the timer firing), if it has one.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.time.timestamp_ms
+    }
+
+    /// The subtask's current watermark: `i64::MIN` before any, after every restore, and in a
+    /// model (which has no clock).
+    pub fn watermark_ms(&self) -> i64 {
+        self.time.watermark_ms
+    }
+
+    /// Processing time: the virtual clock (0 in a model).
+    pub fn now_ms(&self) -> u64 {
+        self.time.now_ms
     }
 
     /// The current key's canonical bytes.

@@ -428,3 +428,37 @@ fn inspect_reads_and_counts_the_timers_of_a_checkpoint() {
     assert!(timers > 0, "the checkpoint holds timers: {inspected}");
     assert!(inspected.to_string().contains("timers)"), "{inspected}");
 }
+
+/// What a typed function sees of time: (the record's event time, the watermark, the clock).
+fn times(
+    ctx: &mut faultline::state::KeyedContext<'_>,
+    _tx: Transaction,
+    out: &mut faultline::job::user::Output<(Option<i64>, i64, u64)>,
+) -> Result<(), OperatorError> {
+    out.emit(&(ctx.timestamp_ms(), ctx.watermark_ms(), ctx.now_ms()))
+}
+
+#[test]
+fn a_typed_function_sees_the_record_time_the_watermark_and_the_clock() {
+    let user = UserOperator::keyed("times", times, times);
+    let operators = Operators::user(&user);
+    let mut harness = OperatorHarness::builder(&operators).open().expect("opens");
+    harness.process_element(at("r1", "k1", 700)).expect("r1");
+    harness.process_watermark(500).expect("a watermark");
+    harness.set_processing_time(42).expect("the clock");
+    harness.process_element(at("r2", "k1", 900)).expect("r2");
+    let seen: Vec<(Option<i64>, i64, u64)> = harness.outputs_as().expect("decodes");
+    assert_eq!(seen, [(Some(700), i64::MIN, 0), (Some(900), 500, 42)]);
+    // The model has the record's time but no watermark or clock.
+    let mut state = faultline::state::ModelState::default();
+    let modelled = user
+        .model
+        .apply(&mut state, at("r3", "k1", 5))
+        .expect("applies");
+    assert_eq!(
+        modelled[0]
+            .value_as::<(Option<i64>, i64, u64)>()
+            .expect("decodes"),
+        (Some(5), i64::MIN, 0)
+    );
+}
