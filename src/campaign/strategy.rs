@@ -42,7 +42,7 @@ use crate::engine::Sabotage;
 use crate::fault::{CorruptionKind, Fault, FaultKind, Phase, Unsynced};
 use crate::job::{
     InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
-    WatermarkSpec,
+    WatermarkSpec, WindowAggregate,
 };
 use crate::state::{BackendKind, SavepointFormat};
 
@@ -354,24 +354,52 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
         )
 }
 
-/// Event time for half the generated jobs: a bounded out-of-orderness up to the generated
-/// inputs' disorder, a periodic interval, and an idleness timeout for some.
-fn watermark_spec() -> impl Strategy<Value = Option<WatermarkSpec>> {
+/// A generated job's event time: for half the jobs, a bounded out-of-orderness up to the
+/// generated inputs' disorder, a periodic interval and, for some, an idleness timeout; and for
+/// half of those, a tumbling window (size, aggregate, parallelism) as the last stage.
+type EventTime = Option<(WatermarkSpec, Option<(i64, WindowAggregate, u16)>)>;
+
+fn event_time() -> impl Strategy<Value = EventTime> {
     let spec = (
         prop_oneof![Just(0i64), Just(DISORDER_MS / 2), Just(DISORDER_MS)],
         1u64..=20,
         proptest::option::weighted(0.5, 5u64..=60),
-    );
-    proptest::option::weighted(
-        0.5,
-        spec.prop_map(
+    )
+        .prop_map(
             |(out_of_orderness_ms, interval_ms, idle_timeout_ms)| WatermarkSpec {
                 out_of_orderness_ms,
                 interval_ms,
                 idle_timeout_ms,
             },
-        ),
-    )
+        );
+    let aggregate = prop_oneof![
+        Just(WindowAggregate::Sum),
+        Just(WindowAggregate::Count),
+        Just(WindowAggregate::Max)
+    ];
+    let window = (
+        prop_oneof![Just(500i64), Just(1_000), Just(3_000)],
+        aggregate,
+        1u16..=3,
+    );
+    proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window)))
+}
+
+/// Puts the drawn event time on `job`: its watermarks, and its window as the last stage (not
+/// with a user's operators, whose output a window may not read).
+fn use_event_time(job: &mut JobSpec, event_time: EventTime, users: bool) {
+    let Some((watermarks, window)) = event_time else {
+        return;
+    };
+    job.source.watermarks = Some(watermarks);
+    if let (Some((size_ms, aggregate, parallelism)), false) = (window, users) {
+        job.stages.push(StageSpec {
+            name: "window".into(),
+            op: OperatorSpec::TumblingWindow { size_ms, aggregate },
+            parallelism,
+            processing_ms: 1,
+        });
+    }
 }
 
 /// A fault drawn as raw numbers, mapped onto a job by [`make_fault`]: drawing it independently
@@ -556,11 +584,11 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
         // Drawn last, so that every draw before it is what it was without event time.
-        watermark_spec(),
+        event_time(),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, watermarks)| {
-            job.source.watermarks = watermarks;
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, event_time)| {
             use_user_operators(&mut job, &users);
+            use_event_time(&mut job, event_time, !users.is_empty());
             if !users.is_empty() {
                 keep_chaining(&mut job, chaining);
             }

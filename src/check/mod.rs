@@ -31,8 +31,10 @@
 
 mod lineage;
 mod watermark;
+mod window;
 
 pub use watermark::WatermarkViolation;
+pub use window::WindowViolation;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -240,6 +242,8 @@ pub enum Violation {
     },
     /// A task's event-time watermark broke a rule (`check::watermark`).
     Watermark(WatermarkViolation),
+    /// A window stage's results do not account for its input (`check::window`).
+    Window(WindowViolation),
 }
 
 fn show_all(values: &[Emission]) -> String {
@@ -384,6 +388,7 @@ impl fmt::Display for Violation {
                 )
             }
             Violation::Watermark(violation) => violation.fmt(f),
+            Violation::Window(violation) => violation.fmt(f),
         }
     }
 }
@@ -414,6 +419,7 @@ impl Violation {
             Violation::Assertion { .. } => Property::Assertion,
             Violation::Resource { .. } => Property::Resource,
             Violation::Watermark(_) => Property::Watermark,
+            Violation::Window(violation) => violation.property(),
         }
     }
 }
@@ -508,6 +514,17 @@ pub enum Note {
         /// The job's failure.
         reason: String,
     },
+    /// What the window check saw: windows with input, results and late records visible.
+    Windows {
+        /// Windows (key and start) records fell in.
+        windows: usize,
+        /// Window results visible.
+        results: usize,
+        /// Late records visible.
+        late: usize,
+        /// Whether each window's aggregate was checked to balance (else: only that it shows).
+        exactly_once: bool,
+    },
     /// What the output check saw.
     Output {
         /// Whether the exactly-once rule applied (else at-least-once).
@@ -526,6 +543,10 @@ impl fmt::Display for Note {
         match self {
             Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in, restored from a snapshot this case did not take: state and output values are not compared (loss and replay-only duplication are)"),
             Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "at-least-once mode with fan-in: each stage judged against the records it received ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
+            Note::Windows { windows, results, late, exactly_once } => {
+                let rule = if *exactly_once { "each balanced against its input" } else { "each seen (replays allowed)" };
+                write!(f, "windows: {windows} with input, {results} result(s) and {late} late record(s) visible, {rule}")
+            }
             Note::RestoredStateMatched { restores } => {
                 write!(f, "restored state matched the model at {restores} restore(s)")
             }
@@ -683,13 +704,13 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         case.users,
     );
     check_model_applies(&over_input.failures, &mut verdict);
-    let ran_out = outcome.status == JobStatus::Finished;
-    let marks = watermark::check(case.jobs, outcome.trace.events(), ran_out);
-    verdict
-        .violations
-        .extend(marks.into_iter().map(Violation::Watermark));
+    check_watermarks(case, outcome, &mut verdict);
     let all = over_input.outputs;
     check_ids_unique(&all, &mut verdict);
+    if let Some((_, stage)) = case.job().window() {
+        window::check_case(case, outcome, &all, stage, &mut verdict);
+        return verdict;
+    }
     let lineage = if case.values_exact() {
         None
     } else {
@@ -717,7 +738,7 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
                     .filter(|r| !in_model.contains(&record_key(r)))
                     .count(),
             });
-            check_end(&lineage.state, true, outcome, &mut verdict);
+            check_end(case.job(), &lineage.state, true, outcome, &mut verdict);
             check_reported(outcome, &mut verdict);
             check_output(
                 &mut verdict,
@@ -736,13 +757,22 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
             }
             let end =
                 model::evaluate_with(case.job(), case.input, &outcome.end_positions, case.users);
-            check_end(&end.state, exact, outcome, &mut verdict);
+            check_end(case.job(), &end.state, exact, outcome, &mut verdict);
             check_reported(outcome, &mut verdict);
             let owed = owed_since_start(end.outputs, outcome);
             check_output(&mut verdict, &owed, &all, outcome, rules);
         }
     }
     verdict
+}
+
+/// The watermark rules over the whole trace; the end of input is owed once the job finished.
+fn check_watermarks(case: &CaseSpec<'_>, outcome: &RunOutcome, verdict: &mut Verdict) {
+    let ran_out = outcome.status == JobStatus::Finished;
+    let marks = watermark::check(case.jobs, outcome.trace.events(), ran_out);
+    verdict
+        .violations
+        .extend(marks.into_iter().map(Violation::Watermark));
 }
 
 /// Output of records before the start positions came from the run that took the initial
@@ -798,7 +828,8 @@ fn check_restores(case: &CaseSpec<'_>, outcome: &RunOutcome, verdict: &mut Verdi
     for restore in &outcome.restores {
         let expected =
             model::evaluate_with(case.job(), case.input, &restore.positions, case.users).state;
-        for (addr, expected, actual) in expected.differences(&restore.state) {
+        let actual = window::judged_state(case.job(), &restore.state);
+        for (addr, expected, actual) in expected.differences(&actual) {
             verdict.violations.push(Violation::RestoredState {
                 attempt: restore.attempt,
                 checkpoint_id: restore.checkpoint_id,
@@ -818,10 +849,17 @@ fn check_restores(case: &CaseSpec<'_>, outcome: &RunOutcome, verdict: &mut Verdi
 /// Properties 2 and 4: the final state equals the model's over the input read; a job that
 /// failed did so loudly on corruption, or broke liveness (or a bound of its case); a finished
 /// job left no records stranded in open transactions.
-fn check_end(expected: &StateView, exact: bool, outcome: &RunOutcome, verdict: &mut Verdict) {
+fn check_end(
+    job: &JobSpec,
+    expected: &StateView,
+    exact: bool,
+    outcome: &RunOutcome,
+    verdict: &mut Verdict,
+) {
     match (&outcome.status, &outcome.final_state) {
         (JobStatus::Finished | JobStatus::Stopped { .. }, Some(state)) if exact => {
-            for (addr, expected, actual) in expected.differences(state) {
+            let state = window::judged_state(job, state);
+            for (addr, expected, actual) in expected.differences(&state) {
                 verdict.violations.push(Violation::FinalState {
                     addr: addr.clone(),
                     expected: expected.cloned(),

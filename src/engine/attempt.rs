@@ -51,7 +51,8 @@ impl Runtime<'_> {
         self.end_of_input_at_start(&mut execution);
         for task in &mut execution.tasks {
             if let Body::Operator(op) = &mut task.body {
-                if let Some(backend) = &op.backend {
+                let forgotten = self.config.sabotage.timers_forgotten_on_restore;
+                if let Some(backend) = op.backend.as_ref().filter(|_| !forgotten) {
                     op.timers = TimerQueue::from_backend(backend.as_ref()).map_err(|e| {
                         let error = e.to_string();
                         Failure::new(&task.name, FailureCause::Backend { error })

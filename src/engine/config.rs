@@ -101,6 +101,8 @@ pub struct Sabotage {
     pub alignment_never_blocks: bool,
     /// An engine invariant breaks (an assertion fires) at this scheduler step.
     pub broken_invariant_at_step: Option<u64>,
+    /// A restored subtask forgets its timers: the cells stay in state, but nothing fires them.
+    pub timers_forgotten_on_restore: bool,
 }
 
 impl Sabotage {

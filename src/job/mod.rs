@@ -15,6 +15,7 @@ pub mod source;
 pub mod spec;
 pub mod user;
 pub mod watermark;
+pub mod window;
 
 pub(crate) use datum::{canonical_text, read_canonical};
 pub use datum::{Data, DataError, Datum};
@@ -26,5 +27,6 @@ pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink, SinkFactory};
 pub use source::{Source, SourceFactory};
 pub use spec::{
     task_name, FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec,
+    WindowAggregate,
 };
 pub use watermark::WatermarkSpec;

@@ -228,6 +228,9 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
             combine: i64::max,
         }),
         OperatorSpec::Stats => Box::new(Stats),
+        OperatorSpec::TumblingWindow { size_ms, aggregate } => {
+            Box::new(super::window::TumblingWindow { size_ms, aggregate })
+        }
         // The runtime builds registered user operators itself; one not registered fails loudly.
         OperatorSpec::User { name, .. } => Box::new(Unregistered { name }),
         OperatorSpec::FailingMap { fail_at, counter } => Box::new(FailingMap {

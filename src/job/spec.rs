@@ -157,6 +157,15 @@ pub enum OperatorSpec {
         /// Whether it uses keyed state (and so is preceded by `key_by`).
         keyed: bool,
     },
+    /// A keyed event-time tumbling window of `size_ms` (see [`crate::job::window`]): each
+    /// window's `aggregate` of the amounts, emitted when the watermark passes its end; a record
+    /// whose window has already closed goes to the side output `late`. The job's last stage.
+    TumblingWindow {
+        /// The window length.
+        size_ms: i64,
+        /// What each window result holds.
+        aggregate: WindowAggregate,
+    },
     /// Passes records through, but fails on its `fail_at`-th record (the tutorial's
     /// `FailingMapFunction`).
     FailingMap {
@@ -165,6 +174,18 @@ pub enum OperatorSpec {
         /// Where the count lives.
         counter: FailCounter,
     },
+}
+
+/// What a window result holds: the sum, count or maximum of its records' amounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowAggregate {
+    /// The sum of the amounts.
+    Sum,
+    /// The number of records.
+    Count,
+    /// The largest amount.
+    Max,
 }
 
 /// Where a failing map keeps its record count.
@@ -187,6 +208,7 @@ impl OperatorSpec {
             OperatorSpec::Sum
                 | OperatorSpec::Max
                 | OperatorSpec::Stats
+                | OperatorSpec::TumblingWindow { .. }
                 | OperatorSpec::User { keyed: true, .. }
         )
     }
@@ -202,6 +224,9 @@ impl OperatorSpec {
             OperatorSpec::Max => "max".into(),
             OperatorSpec::Stats => "stats".into(),
             OperatorSpec::User { name, .. } => format!("user({name})"),
+            OperatorSpec::TumblingWindow { size_ms, aggregate } => {
+                format!("tumbling-window({size_ms} ms, {aggregate:?})")
+            }
             OperatorSpec::FailingMap { fail_at, counter } => {
                 format!("failing-map(at {fail_at}, {counter:?})")
             }
@@ -270,6 +295,9 @@ impl JobSpec {
         }
         if let Some(problem) = self.source.watermarks.as_ref().and_then(|w| w.problem()) {
             return fail(format!("source: watermarks: {problem}"));
+        }
+        if let Some(problem) = self.window_problem() {
+            return fail(problem);
         }
         if self.source.partition_count() == 0 || self.source.partition_count() > 1024 {
             return fail(format!(
@@ -353,6 +381,40 @@ impl JobSpec {
             .get(downstream - 1)
             .is_some_and(|s| s.op.is_keyed());
         !keyed && parallelisms[downstream - 1] == parallelisms[downstream]
+    }
+
+    /// The job's window stage: its index and spec (a window is always the last stage).
+    pub fn window(&self) -> Option<(usize, &StageSpec)> {
+        let last = self.stages.len().checked_sub(1)?;
+        let stage = &self.stages[last];
+        matches!(stage.op, OperatorSpec::TumblingWindow { .. }).then_some((last, stage))
+    }
+
+    /// What is wrong with the job's windows, if anything.
+    fn window_problem(&self) -> Option<String> {
+        let windows: Vec<(usize, &StageSpec)> = (self.stages.iter().enumerate())
+            .filter(|(_, s)| matches!(s.op, OperatorSpec::TumblingWindow { .. }))
+            .collect();
+        let &(index, stage) = windows.first()?;
+        if windows.len() > 1 || index + 1 != self.stages.len() {
+            return Some(format!(
+                "{}: a window must be the job's one last stage",
+                stage.name
+            ));
+        }
+        if self.source.watermarks.is_none() {
+            return Some(format!(
+                "{}: a window needs event time (source watermarks)",
+                stage.name
+            ));
+        }
+        match stage.op {
+            OperatorSpec::TumblingWindow { size_ms, .. } if size_ms < 1 => Some(format!(
+                "{}: window size {size_ms} ms is not positive",
+                stage.name
+            )),
+            _ => None,
+        }
     }
 
     /// Whether some task reads more than one input channel, which is when barrier alignment

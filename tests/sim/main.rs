@@ -38,6 +38,9 @@
 //!   fired in order by watermarks and the virtual clock, snapshotted and restored across
 //!   backends and parallelisms; in the engine fired once the watermark passes them, never
 //!   twice in an attempt, restored after a kill, overdue processing timers fired once.
+//! - `windows`: event-time tumbling windows (sum, count, max) recovering from kills and panics
+//!   on every backend, judged by conservation against what each window received; an engine
+//!   that forgets restored timers caught; misplaced windows refused.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.
@@ -76,3 +79,4 @@ mod support;
 mod time;
 mod timers;
 mod typed;
+mod windows;
