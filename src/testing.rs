@@ -467,14 +467,18 @@ impl<'a> OperatorHarness<'a> {
                 max_parallelism: self.max_parallelism,
             };
             let operator = self.operator.as_mut();
-            fire_timer(
-                operator,
-                backend,
-                &mut self.timers,
-                &timer,
-                site,
-                &mut emitted,
-            )??;
+            let timers = &mut self.timers;
+            let fired = fire_timer(operator, backend, timers, &timer, site, &mut emitted);
+            let failed = match fired {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(TestHarnessError::from(error)),
+                Err(error) => Some(TestHarnessError::from(error)),
+            };
+            if let Some(error) = failed {
+                // What the timers before it emitted is kept: their cells are gone.
+                self.keep(emitted);
+                return Err(error);
+            }
         }
         Ok(self.keep(emitted))
     }

@@ -85,7 +85,17 @@ impl Runtime<'_> {
     }
 
     /// Whether operator task `index` has a processing-time timer due on the virtual clock.
+    /// Processing time is quiesced once a stop-with-savepoint or the final checkpoint is under
+    /// way (as Flink quiesces it at the end of input): what a timer did then would be in no
+    /// snapshot, and would only fire if some fault happened to move the clock on.
     pub(super) fn processing_timer_due(&self, execution: &Execution, index: usize) -> bool {
+        let coordinator = &self.coordinator;
+        let quiesced = coordinator.stopping()
+            || coordinator.final_completed()
+            || coordinator.pending().any(|p| p.is_final);
+        if quiesced {
+            return false;
+        }
         let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
         match &execution.tasks[index].body {
             Body::Operator(op) => op.timers.is_due(TimeDomain::ProcessingTime, now_ms),

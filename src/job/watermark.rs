@@ -170,7 +170,7 @@ impl SourceWatermarks {
         if now_ms < self.next_emit_ms || self.emitted == END_OF_INPUT {
             return Vec::new();
         }
-        self.next_emit_ms = now_ms + self.spec.interval_ms;
+        self.next_emit_ms = now_ms.saturating_add(self.spec.interval_ms);
         let bound = self.spec.out_of_orderness_ms;
         let active: Vec<i64> = self
             .partitions

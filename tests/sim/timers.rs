@@ -347,6 +347,19 @@ fn in_the_engine_a_timer_fires_once_its_watermark_passes_and_never_twice() {
             "{task} fired {timer:?} twice"
         );
     }
+    // Processing time is quiesced once the final checkpoint is under way.
+    let last_final = events
+        .iter()
+        .rposition(|e| matches!(e, Event::CheckpointTriggered { is_final: true, .. }));
+    let final_at = last_final.expect("the job ends with its final checkpoint");
+    let late = fired
+        .iter()
+        .filter(|f| f.1 > final_at && f.3.domain == TimeDomain::ProcessingTime)
+        .count();
+    assert_eq!(
+        late, 0,
+        "no processing-time timer fires after the final checkpoint began"
+    );
 }
 
 #[test]
