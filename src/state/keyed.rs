@@ -209,11 +209,7 @@ impl<'a> KeyedContext<'a> {
         timestamp_ms: i64,
         namespace: &str,
     ) -> Result<(), StateError> {
-        let timer = TimerKey {
-            domain,
-            timestamp_ms,
-            namespace: namespace.to_string(),
-        };
+        let timer = TimerKey::new(domain, timestamp_ms, namespace);
         if TIMERS.contains(self, &timer)? {
             return Ok(());
         }
@@ -229,11 +225,7 @@ impl<'a> KeyedContext<'a> {
         timestamp_ms: i64,
         namespace: &str,
     ) -> Result<(), StateError> {
-        let timer = TimerKey {
-            domain,
-            timestamp_ms,
-            namespace: namespace.to_string(),
-        };
+        let timer = TimerKey::new(domain, timestamp_ms, namespace);
         if !TIMERS.contains(self, &timer)? {
             return Ok(());
         }

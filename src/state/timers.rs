@@ -39,6 +39,17 @@ pub struct TimerKey {
     pub namespace: String,
 }
 
+impl TimerKey {
+    /// The timer of `domain` at `timestamp_ms` in `namespace`.
+    pub fn new(domain: TimeDomain, timestamp_ms: i64, namespace: &str) -> Self {
+        Self {
+            domain,
+            timestamp_ms,
+            namespace: namespace.to_string(),
+        }
+    }
+}
+
 /// A timer due to fire: its key with it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timer {

@@ -169,10 +169,12 @@ fn timers_are_deduplicated_deleted_and_fired_in_timestamp_then_key_order() {
     }
 }
 
-/// Four keys' sessions open on `backend`, in a canonical savepoint (which any backend restores).
+/// Four keys' sessions open on `backend`, in the backend's own checkpoint or (`savepoint`) a
+/// canonical savepoint, which any backend restores.
 fn open_sessions<'a>(
     operators: &'a Operators<'a>,
     backend: BackendKind,
+    savepoint: bool,
 ) -> (OperatorHarness<'a>, OperatorSnapshot) {
     let mut harness = OperatorHarness::builder(operators)
         .backend(backend)
@@ -183,10 +185,12 @@ fn open_sessions<'a>(
             .process_element(at(&format!("r{index}"), key, 100 * index as i64))
             .expect("processes");
     }
-    let snapshot = harness
-        .savepoint(1, SavepointFormat::Canonical)
-        .expect("a savepoint");
-    (harness, snapshot)
+    let snapshot = if savepoint {
+        harness.savepoint(1, SavepointFormat::Canonical)
+    } else {
+        harness.snapshot(1)
+    };
+    (harness, snapshot.expect("a snapshot"))
 }
 
 #[test]
@@ -194,16 +198,7 @@ fn timers_survive_each_backends_own_checkpoint_split_across_subtasks() {
     let user = sessions();
     let operators = Operators::user(&user);
     for backend in backends() {
-        let mut harness = OperatorHarness::builder(&operators)
-            .backend(backend)
-            .open()
-            .expect("opens");
-        for (index, key) in ["k0", "k1", "k2", "k3"].iter().enumerate() {
-            harness
-                .process_element(at(&format!("r{index}"), key, 100 * index as i64))
-                .expect("processes");
-        }
-        let snapshot = harness.snapshot(1).expect("snapshots");
+        let (_, snapshot) = open_sessions(&operators, backend, false);
         let mut closed = Vec::new();
         for subtask in 0..2 {
             let mut restored = OperatorHarness::builder(&operators)
@@ -226,7 +221,7 @@ fn a_canonical_savepoint_moves_timers_between_every_pair_of_backends() {
     let operators = Operators::user(&user);
     for from in backends() {
         for to in backends() {
-            let (mut original, snapshot) = open_sessions(&operators, from);
+            let (mut original, snapshot) = open_sessions(&operators, from, true);
             // Fired after the snapshot: the restored instances have them again.
             let fired = original
                 .process_watermark(END_OF_INPUT)
@@ -299,23 +294,40 @@ fn firings(events: &[Event]) -> Vec<(u32, usize, String, Timer)> {
     fired
 }
 
-#[test]
-fn in_the_engine_a_timer_fires_once_its_watermark_passes_and_never_twice() {
+/// The events of a case of the session job with `faults`.
+fn run_sessions(faults: &str) -> (faultline::campaign::CaseReport, Vec<Event>) {
     let user = sessions();
     let users = [user];
     let mut seams = Seams::default();
     seams.operators = &users;
     let dir = tempfile::tempdir().expect("a temp dir");
-    let report = Case::new(scenario(""), seams)
+    let report = Case::new(scenario(faults), seams)
         .run(dir.path(), &KillMode::Sim)
         .expect("runs");
-    let events: Vec<Event> = report
+    let events = report
         .outcome
         .trace
         .events()
         .iter()
         .map(|s| s.event.clone())
         .collect();
+    (report, events)
+}
+
+/// No timer fired twice within one attempt of one task.
+fn assert_each_fires_once(fired: &[(u32, usize, String, Timer)]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (attempt, _, task, timer) in fired {
+        assert!(
+            seen.insert((*attempt, task.clone(), timer.clone())),
+            "{task} fired {timer:?} twice in attempt {attempt}"
+        );
+    }
+}
+
+#[test]
+fn in_the_engine_a_timer_fires_once_its_watermark_passes_and_never_twice() {
+    let (_, events) = run_sessions("");
     let fired = firings(&events);
     let event_timers: Vec<_> = fired
         .iter()
@@ -340,13 +352,7 @@ fn in_the_engine_a_timer_fires_once_its_watermark_passes_and_never_twice() {
             "{task} fired {timer:?} before watermark {next:?}"
         );
     }
-    let mut seen = std::collections::BTreeSet::new();
-    for (attempt, _, task, timer) in &fired {
-        assert!(
-            seen.insert((*attempt, task.clone(), timer.clone())),
-            "{task} fired {timer:?} twice"
-        );
-    }
+    assert_each_fires_once(&fired);
     // Processing time is quiesced once the final checkpoint is under way.
     let last_final = events
         .iter()
@@ -364,27 +370,13 @@ fn in_the_engine_a_timer_fires_once_its_watermark_passes_and_never_twice() {
 
 #[test]
 fn after_a_kill_restored_timers_fire_and_overdue_processing_timers_fire_once() {
-    let user = sessions();
-    let users = [user];
-    let mut seams = Seams::default();
-    seams.operators = &users;
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let report = Case::new(scenario(r#"{ kind = "kill", step = 90 }"#), seams)
-        .run(dir.path(), &KillMode::Sim)
-        .expect("runs");
+    let (report, events) = run_sessions(r#"{ kind = "kill", step = 90 }"#);
     let restored_from = report.outcome.restores.iter().find_map(|r| r.checkpoint_id);
     assert!(
         restored_from.is_some(),
         "the kill came after a checkpoint: {:?}",
         report.outcome.restores.len()
     );
-    let events: Vec<Event> = report
-        .outcome
-        .trace
-        .events()
-        .iter()
-        .map(|s| s.event.clone())
-        .collect();
     let fired = firings(&events);
     // The restart waits 200 ms: every reminder restored from the checkpoint is overdue, and
     // fires once in the new attempt.
@@ -396,13 +388,7 @@ fn after_a_kill_restored_timers_fire_and_overdue_processing_timers_fire_once() {
         !overdue.is_empty(),
         "restored reminders fired after the restore"
     );
-    let mut seen = std::collections::BTreeSet::new();
-    for (attempt, _, task, timer) in &fired {
-        assert!(
-            seen.insert((*attempt, task.clone(), timer.clone())),
-            "{task} fired {timer:?} twice in attempt {attempt}"
-        );
-    }
+    assert_each_fires_once(&fired);
     let closed_after = fired
         .iter()
         .filter(|f| f.0 == 1 && f.3.domain == TimeDomain::EventTime)
