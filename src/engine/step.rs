@@ -114,7 +114,9 @@ impl<'a> Runtime<'a> {
         source.positions.insert(partition, offset + 1);
         source.cursor = (slot + 1) % count;
         self.emit(execution, index, record);
-        let exhausted = self.source_exhausted(execution, index);
+        // Only a job with event time needs to know (it scans the subtask's partitions).
+        let exhausted =
+            self.job.source.watermarks.is_some() && self.source_exhausted(execution, index);
         self.marks_after_record(execution, index, exhausted);
         Ok(())
     }

@@ -1,11 +1,15 @@
-//! Time through the tasks — watermarks and keyed timers. Watermarks: a source's generator runs as it emits (an idle subtask turns
-//! active before its record goes out, the periodic emit after it, the end of input once all it
-//! reads is out); an operator or sink passes each mark it takes through its valve, and sends on
-//! what the valve outputs. Marks travel every output channel, like barriers, behind the records
-//! sent before them; nothing of them is checkpointed (see `job::watermark`). Timers: an
-//! operator's event-time timers fire when its valve lets a watermark through, before the
-//! watermark goes on; its processing-time timers fire at its next step once the virtual clock
-//! passes them. Each firing clears the timer's cell and runs `on_timer` under the supervisor.
+//! Time through the tasks: watermarks and keyed timers.
+//!
+//! Watermarks: a source's generator runs as it emits (an idle subtask turns active before its
+//! record goes out, the periodic emit after it, the end of input once all it reads is out); an
+//! operator or sink passes each mark it takes through its valve and sends on what the valve
+//! outputs. Marks travel every output channel, like barriers, behind the records sent before
+//! them; nothing of them is checkpointed (see `job::watermark`).
+//!
+//! Timers: an operator's event-time timers fire when its valve lets a watermark through,
+//! before the watermark goes on; its processing-time timers fire at its next step once the
+//! virtual clock passes them. Each firing clears the timer's cell and runs `on_timer` under
+//! the supervisor.
 
 use super::task::*;
 use super::Runtime;
@@ -89,18 +93,17 @@ impl Runtime<'_> {
     /// way (as Flink quiesces it at the end of input): what a timer did then would be in no
     /// snapshot, and would only fire if some fault happened to move the clock on.
     pub(super) fn processing_timer_due(&self, execution: &Execution, index: usize) -> bool {
-        let coordinator = &self.coordinator;
-        let quiesced = coordinator.stopping()
-            || coordinator.final_completed()
-            || coordinator.pending().any(|p| p.is_final);
-        if quiesced {
-            return false;
-        }
-        let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
-        match &execution.tasks[index].body {
-            Body::Operator(op) => op.timers.is_due(TimeDomain::ProcessingTime, now_ms),
+        // The queue first: this runs for every task at every step, and most have no timer.
+        let due = match &execution.tasks[index].body {
+            Body::Operator(op) => op
+                .timers
+                .is_due(TimeDomain::ProcessingTime, self.now_as_time()),
             _ => false,
-        }
+        };
+        let coordinator = &self.coordinator;
+        due && !(coordinator.stopping()
+            || coordinator.final_completed()
+            || coordinator.pending().any(|p| p.is_final))
     }
 
     /// Fires every processing-time timer of task `index` due on the virtual clock: those that
@@ -110,8 +113,13 @@ impl Runtime<'_> {
         execution: &mut Execution,
         index: usize,
     ) -> Result<(), Failure> {
-        let now_ms = i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX);
+        let now_ms = self.now_as_time();
         self.fire_due(execution, index, TimeDomain::ProcessingTime, now_ms)
+    }
+
+    /// The virtual clock as a timer timestamp.
+    fn now_as_time(&self) -> i64 {
+        i64::try_from(self.clock.now_ms()).unwrap_or(i64::MAX)
     }
 
     /// Fires task `index`'s timers of `domain` due at `time_ms`, in order (timestamp, key,
