@@ -248,6 +248,9 @@ impl Scenario {
                 return Err(invalid(format!("generated input needs keys >= 1, records <= 1000000 and min_value <= max_value (keys {keys}, records {records}, {min_value}..={max_value})")));
             }
         }
+        if let Some(problem) = scenario.faults.iter().find_map(Fault::problem) {
+            return Err(invalid(format!("faults: {problem}")));
+        }
         if scenario.checkpoint.interval_ms == 0 || scenario.channel_capacity == 0 {
             return Err(invalid(
                 "checkpoint.interval_ms and channel_capacity must be positive".into(),

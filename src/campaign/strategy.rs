@@ -47,7 +47,7 @@ use crate::job::{
 use crate::state::{BackendKind, SavepointFormat};
 
 /// Every fault kind, by name (the names of [`FaultKind::ALL`], in order).
-pub const ALL_FAULT_KINDS: [&str; 10] = [
+pub const ALL_FAULT_KINDS: [&str; 14] = [
     "panic",
     "panic-in-snapshot",
     "panic-in-restore",
@@ -58,6 +58,10 @@ pub const ALL_FAULT_KINDS: [&str; 10] = [
     "delay-notification",
     "corrupt",
     "crash",
+    "panic-in-timer",
+    "kill-in-timers",
+    "kill-at-watermark",
+    "clock-jump",
 ];
 
 /// What scenarios may contain.
@@ -469,9 +473,92 @@ fn make_fault(kind: &str, job: &JobSpec, (_, a, b, c, d): RawFault) -> Fault {
             after_step: 1 + a % 300,
             unsynced: Unsynced::ALL[pick(Unsynced::ALL.len(), b)],
         },
+        "panic-in-timer" | "kill-in-timers" => {
+            let stage = timer_stage(job, a);
+            let (stage, subtask) = (
+                stage.name.clone(),
+                pick(usize::from(stage.parallelism), b) as u16,
+            );
+            let (attempt, firing) = ((c % 3) as u32, 1 + d % 20);
+            match kind {
+                "panic-in-timer" => Fault::PanicInTimer {
+                    stage,
+                    subtask,
+                    attempt,
+                    firing,
+                },
+                _ => Fault::KillInTimers {
+                    stage,
+                    subtask,
+                    attempt,
+                    firing,
+                },
+            }
+        }
+        "kill-at-watermark" => {
+            let stage = &job.stages[pick(job.stages.len(), a)];
+            Fault::KillAtWatermark {
+                stage: stage.name.clone(),
+                subtask: pick(usize::from(stage.parallelism), b) as u16,
+                attempt: (c % 3) as u32,
+                advance: 1 + d % 30,
+            }
+        }
+        "clock-jump" => Fault::ClockJump {
+            attempt: later_attempt(a),
+            jump_ms: [1_000, 10_000, 100_000][pick(3, b)],
+        },
         other => {
             panic!("unknown fault kind {other:?}: the CLI validates names against ALL_FAULT_KINDS")
         }
+    }
+}
+
+/// The stage whose timers a fault in timers aims at: the window, when the job has one (the
+/// only built-in operator with timers), else a keyed stage (a user's may have timers).
+fn timer_stage(job: &JobSpec, raw: u64) -> &StageSpec {
+    if let Some((_, window)) = job.window() {
+        return window;
+    }
+    let keyed: Vec<&StageSpec> = job.stages.iter().filter(|s| s.op.is_keyed()).collect();
+    match keyed.len() {
+        0 => &job.stages[(raw % job.stages.len() as u64) as usize],
+        n => keyed[(raw % n as u64) as usize],
+    }
+}
+
+/// Adds a job's faults in time to a case's faults, and their kinds to its swarm: each raw
+/// fault of a time kind `allowed` has, in a job with event time. They are drawn apart from the
+/// other kinds, last, so that every draw before them is what it was without them. A clock jump
+/// that waits for a restart nothing else causes comes with a kill at its raw position.
+fn with_time_faults(
+    (swarm, faults): (&mut Vec<String>, &mut Vec<Fault>),
+    allowed: &[String],
+    job: &JobSpec,
+    raw: &[RawFault],
+) {
+    let kinds: Vec<&String> = allowed
+        .iter()
+        .filter(|k| FaultKind::from_name(k).is_some_and(FaultKind::is_time))
+        .collect();
+    if kinds.is_empty() || job.source.watermarks.is_none() {
+        return;
+    }
+    let mut jump = None;
+    for r in raw {
+        let fault = make_fault(kinds[usize::from(r.0) % kinds.len()], job, *r);
+        if !swarm.iter().any(|k| k == fault.kind_name()) {
+            swarm.push(fault.kind_name().to_string());
+        }
+        if fault.kind() == FaultKind::ClockJump {
+            jump = Some(*r);
+        }
+        faults.push(fault);
+    }
+    let restarts = faults.iter().any(|f| f.kind().restarts_the_job());
+    let kill_allowed = allowed.iter().any(|k| k == FaultKind::Kill.name());
+    if let (Some(r), false, true) = (jump, restarts, kill_allowed) {
+        faults.push(make_fault(FaultKind::Kill.name(), job, r));
     }
 }
 
@@ -559,7 +646,12 @@ fn keep_chaining(job: &mut JobSpec, chaining: UserChaining) {
 pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenario> {
     assert!(!config.backends.is_empty(), "at least one backend");
     let backends = config.backends.clone();
-    let kinds = config.fault_kinds.clone();
+    let allowed = config.fault_kinds.clone();
+    // The swarm of kinds besides those in time, drawn as before those existed.
+    let kinds: Vec<String> = (allowed.iter())
+        .filter(|k| !FaultKind::from_name(k).is_some_and(FaultKind::is_time))
+        .cloned()
+        .collect();
     let users = config.user_operators.clone();
     let verify_restored_files = config.verify_restored_files;
     let sabotage = config.sabotage;
@@ -580,13 +672,13 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         (5u64..=40, prop_oneof![4 => Just(CheckpointingMode::ExactlyOnce), 1 => Just(CheckpointingMode::AtLeastOnce)], 1u32..=3, 0u32..=2),
         (0u64..=30, 0usize..3),
         proptest::collection::vec(any::<bool>(), kinds.len()),
-        proptest::collection::vec(raw_fault, 0..=config.faults_max),
+        proptest::collection::vec(raw_fault.clone(), 0..=config.faults_max),
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
-        // Drawn last, so that every draw before it is what it was without event time.
-        event_time(),
+        // Drawn last, so that every draw before them is what it was without event time.
+        (event_time(), proptest::collection::vec(raw_fault, 0..=2)),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, event_time)| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults))| {
             use_user_operators(&mut job, &users);
             use_event_time(&mut job, event_time, !users.is_empty());
             if !users.is_empty() {
@@ -595,8 +687,9 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
             // The mode is drawn the same way whatever the modes allowed, so one seed draws the
             // same cases otherwise.
             let mode = if modes.contains(&mode) { mode } else { modes[0] };
-            let swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
-            let faults = swarm_faults(&swarm, &kinds, &job, raw_faults);
+            let mut swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
+            let mut faults = swarm_faults(&swarm, &allowed, &job, raw_faults);
+            with_time_faults((&mut swarm, &mut faults), &allowed, &job, &raw_time_faults);
             Scenario {
                 name: "explore".into(),
                 seed,

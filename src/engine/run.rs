@@ -98,6 +98,18 @@ impl Runtime<'_> {
     fn attempt(&mut self, attempt: u32) -> Result<Attempted, RunError> {
         self.stats.attempts += 1;
         if attempt > 0 {
+            let jump_ms = self.storage.downtime_ms(attempt);
+            if jump_ms > 0 {
+                self.record(Event::FaultFired {
+                    fault: FaultKind::ClockJump,
+                    site: FaultSite::BeforeRestore,
+                });
+                self.clock.advance_ms(jump_ms);
+                self.record(Event::ClockJumped {
+                    by_ms: jump_ms,
+                    now_ms: self.clock.now_ms(),
+                });
+            }
             for corruption in self.storage.restart(attempt) {
                 self.record(Event::FaultFired {
                     fault: FaultKind::Corrupt,

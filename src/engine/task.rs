@@ -239,7 +239,12 @@ pub(super) struct OperatorTask {
     /// The backend's timers in firing order, rebuilt from its cells at every start.
     pub(super) timers: TimerQueue,
     pub(super) processing_ms: u64,
+    /// Records processed in this attempt.
     pub(super) processed: u64,
+    /// Timers fired in this attempt.
+    pub(super) fired: u64,
+    /// Advances of the watermark in this attempt.
+    pub(super) advances: u64,
 }
 
 pub(super) enum Body {

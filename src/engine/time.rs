@@ -13,6 +13,7 @@
 
 use super::task::*;
 use super::Runtime;
+use crate::fault::FaultPoint;
 use crate::job::operator::{fire_timer, TimerSite};
 use crate::job::watermark::Mark;
 use crate::job::Record;
@@ -81,11 +82,39 @@ impl Runtime<'_> {
         let marks = execution.tasks[index].valve.on_mark(input, mark);
         for mark in marks {
             if let Mark::At(watermark) = mark {
+                self.watermark_advanced(execution, index, watermark)?;
                 self.fire_due(execution, index, TimeDomain::EventTime, watermark)?;
             }
             self.send_marks(execution, index, vec![mark]);
         }
         Ok(())
+    }
+
+    /// An operator task's watermark advanced to `watermark_ms`: the fault point before the
+    /// timers it makes due fire.
+    fn watermark_advanced(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        watermark_ms: i64,
+    ) -> Result<(), Failure> {
+        let (job, attempt) = (self.job, execution.attempt);
+        let task = &mut execution.tasks[index];
+        let Body::Operator(op) = &mut task.body else {
+            return Ok(());
+        };
+        op.advances += 1;
+        let point = FaultPoint::WatermarkAdvanced {
+            stage: &job.stages[task.stage - 1].name,
+            subtask: task.subtask,
+            attempt,
+            advance: op.advances,
+            watermark_ms,
+        };
+        match self.fault(&point) {
+            Some(action) => Err(Failure::from_action(&task.name, action)),
+            None => Ok(()),
+        }
     }
 
     /// Whether operator task `index` has a processing-time timer due on the virtual clock.
@@ -146,8 +175,28 @@ impl Runtime<'_> {
                 outputs: emitted,
             });
             self.route(execution, index, outputs);
+            self.timer_fired(execution, index)?;
         }
         Ok(())
+    }
+
+    /// Operator task `index` fired a timer and sent its output: the fault point before the
+    /// next one.
+    fn timer_fired(&mut self, execution: &Execution, index: usize) -> Result<(), Failure> {
+        let task = &execution.tasks[index];
+        let Body::Operator(op) = &task.body else {
+            return Ok(());
+        };
+        let point = FaultPoint::TimerFired {
+            stage: &self.job.stages[task.stage - 1].name,
+            subtask: task.subtask,
+            attempt: execution.attempt,
+            firing: op.fired,
+        };
+        match self.fault(&point) {
+            Some(action) => Err(Failure::from_action(&task.name, action)),
+            None => Ok(()),
+        }
     }
 
     /// Pops the first due timer of task `index`, clears its cell and runs the operator's
@@ -169,6 +218,17 @@ impl Runtime<'_> {
         let Some(timer) = op.timers.pop_due(domain, time_ms) else {
             return Ok(None);
         };
+        op.fired += 1;
+        let point = FaultPoint::Timer {
+            stage: &self.job.stages[task.stage - 1].name,
+            subtask,
+            attempt,
+            firing: op.fired,
+            timer: &timer,
+        };
+        if let Some(action) = self.fault(&point) {
+            return Err(Failure::from_action(&name, action));
+        }
         let backend = op
             .backend
             .as_deref_mut()

@@ -169,6 +169,8 @@ impl Runtime<'_> {
             timers: TimerQueue::default(),
             processing_ms: spec.processing_ms,
             processed: 0,
+            fired: 0,
+            advances: 0,
         }))
     }
 

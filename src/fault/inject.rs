@@ -155,6 +155,11 @@ impl<'a> Injector<'a> {
         corruptions
     }
 
+    /// How much longer than its restart delay the job stays down before attempt `attempt`.
+    pub fn downtime_ms(&mut self, attempt: u32) -> u64 {
+        self.plan.downtime_ms(attempt)
+    }
+
     /// What the injector and its plan know, for a process killed for real to leave to the next.
     pub fn save(&self) -> InjectorState {
         InjectorState {

@@ -5,7 +5,9 @@
 //!
 //! | fault | fires at | effect | label |
 //! |---|---|---|---|
-//! | operator panic | an operator's n-th record of an attempt; a task's snapshot; a task's restore | the task fails; the job restarts | must recover |
+//! | operator panic | an operator's n-th record of an attempt, or its n-th timer firing (in `on_timer`); a task's snapshot; a task's restore | the task fails; the job restarts | must recover |
+//! | process kill in time | right after an operator's n-th timer firing of an attempt (its output out, the timers due with it not fired); at the n-th advance of its watermark (before the timers it makes due fire and before it goes on) | as a process kill | must recover |
+//! | clock jump | between a failure and the restart: the job stays down longer than its restart delay | the virtual clock (processing time) jumps ahead: processing-time timers fall due, partitions go idle | must recover |
 //! | process kill | a scheduler step; a checkpoint phase: barrier at source, sync snapshot, before notify, inside a sink's commit | every task dies, in-flight records are lost; checkpoint writes no commit point made durable are each kept, lost or torn | must recover |
 //! | process kill in a write | a checkpoint's file upload, its `_metadata` write | the machine dies after a drawn step of the write, its unsynced data lost, torn or kept; then as a kill | must recover |
 //! | machine crash | right after the n-th write step of the run (create, write, sync, rename, directory sync) | as a kill in a write, at that step, with the fate the fault names | must recover |
@@ -54,6 +56,7 @@ pub use schedule::{Fault, FaultKind, FaultSchedule, FaultSite, Phase};
 
 use crate::checkpoint::CheckpointStorage;
 use crate::job::Record;
+use crate::state::timers::Timer;
 
 /// A point where a fault may fire.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +114,45 @@ pub enum FaultPoint<'a> {
         checkpoint: u64,
         /// The sink subtask.
         subtask: u16,
+    },
+    /// An operator is about to run `on_timer` for a timer that fell due.
+    Timer {
+        /// The stage name.
+        stage: &'a str,
+        /// The subtask index.
+        subtask: u16,
+        /// The job attempt.
+        attempt: u32,
+        /// 1-based count of timers this subtask fired in this attempt, this one included.
+        firing: u64,
+        /// The timer.
+        timer: &'a Timer,
+    },
+    /// An operator's timer fired and its output went out; the timers due with it have not
+    /// fired yet.
+    TimerFired {
+        /// The stage name.
+        stage: &'a str,
+        /// The subtask index.
+        subtask: u16,
+        /// The job attempt.
+        attempt: u32,
+        /// 1-based count of timers this subtask fired in this attempt, this one included.
+        firing: u64,
+    },
+    /// An operator's watermark advanced; the timers it makes due have not fired and it has
+    /// not gone downstream.
+    WatermarkAdvanced {
+        /// The stage name.
+        stage: &'a str,
+        /// The subtask index.
+        subtask: u16,
+        /// The job attempt.
+        attempt: u32,
+        /// 1-based count of advances of this subtask's watermark in this attempt.
+        advance: u64,
+        /// The new watermark.
+        watermark_ms: i64,
     },
     /// A task is about to restore at the start of an attempt.
     Restore {
@@ -210,6 +252,12 @@ pub trait FaultPlan {
     /// Called after a kill, before the restart: damages retained files and reports what it did.
     fn corrupt(&mut self, _storage: &mut dyn CheckpointStorage, _attempt: u32) -> Vec<Corruption> {
         Vec::new()
+    }
+
+    /// How much longer than its restart delay the job stays down before attempt `attempt`
+    /// (the virtual clock jumps by it); 0 for no jump.
+    fn downtime_ms(&mut self, _attempt: u32) -> u64 {
+        0
     }
 
     /// A number in `0..bound` from the plan's own stream, for choices a fault leaves open (how

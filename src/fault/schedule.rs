@@ -93,11 +93,19 @@ pub enum FaultKind {
     Corrupt,
     /// The machine crashes after a write step.
     Crash,
+    /// An operator panics in `on_timer`.
+    PanicInTimer,
+    /// The process is killed while an operator's timers fire.
+    KillInTimers,
+    /// The process is killed between a watermark and the timers it makes due.
+    KillAtWatermark,
+    /// The job is down longer before a restart: the virtual clock jumps.
+    ClockJump,
 }
 
 impl FaultKind {
     /// Every kind, in the order reports list them.
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::Panic,
         FaultKind::PanicInSnapshot,
         FaultKind::PanicInRestore,
@@ -108,6 +116,19 @@ impl FaultKind {
         FaultKind::DelayNotification,
         FaultKind::Corrupt,
         FaultKind::Crash,
+        FaultKind::PanicInTimer,
+        FaultKind::KillInTimers,
+        FaultKind::KillAtWatermark,
+        FaultKind::ClockJump,
+    ];
+
+    /// The kinds that act on time (timers, watermarks, the virtual clock): campaigns draw them
+    /// only for jobs with event time.
+    pub const TIME: [FaultKind; 4] = [
+        FaultKind::PanicInTimer,
+        FaultKind::KillInTimers,
+        FaultKind::KillAtWatermark,
+        FaultKind::ClockJump,
     ];
 
     /// Its name: `panic`, `kill-at-phase`, ...
@@ -123,6 +144,10 @@ impl FaultKind {
             FaultKind::DelayNotification => "delay-notification",
             FaultKind::Corrupt => "corrupt",
             FaultKind::Crash => "crash",
+            FaultKind::PanicInTimer => "panic-in-timer",
+            FaultKind::KillInTimers => "kill-in-timers",
+            FaultKind::KillAtWatermark => "kill-at-watermark",
+            FaultKind::ClockJump => "clock-jump",
         }
     }
 
@@ -131,17 +156,31 @@ impl FaultKind {
         FaultKind::ALL.into_iter().find(|kind| kind.name() == name)
     }
 
-    /// Whether its fault fires only once the job restarts: corruption (just before a
-    /// restore) and a panic in a restore.
+    /// Whether its fault fires only once the job restarts: corruption and a clock jump (just
+    /// before a restore) and a panic in a restore.
     pub fn waits_for_a_restart(self) -> bool {
-        matches!(self, FaultKind::Corrupt | FaultKind::PanicInRestore)
+        matches!(
+            self,
+            FaultKind::Corrupt | FaultKind::PanicInRestore | FaultKind::ClockJump
+        )
+    }
+
+    /// Whether it acts on time (one of [`FaultKind::TIME`]).
+    pub fn is_time(self) -> bool {
+        FaultKind::TIME.contains(&self)
     }
 
     /// Whether its fault fails the job, so that it restarts.
     pub fn restarts_the_job(self) -> bool {
         matches!(
             self,
-            FaultKind::Panic | FaultKind::Kill | FaultKind::KillAtPhase | FaultKind::Crash
+            FaultKind::Panic
+                | FaultKind::Kill
+                | FaultKind::KillAtPhase
+                | FaultKind::Crash
+                | FaultKind::PanicInTimer
+                | FaultKind::KillInTimers
+                | FaultKind::KillAtWatermark
         )
     }
 }
@@ -165,12 +204,21 @@ pub enum FaultSite {
     BeforeRestore,
     /// After a step of a checkpoint write.
     WriteStep,
+    /// In an operator's `on_timer`.
+    Timer,
+    /// Right after an operator's timer fired, before its next one.
+    TimerFired,
+    /// Where an operator's watermark advanced, before the timers it makes due fire.
+    Watermark,
 }
 
 impl FaultSite {
     /// Every site, in the order of a case: coverage tables list them so.
-    pub const ALL: [FaultSite; 12] = [
+    pub const ALL: [FaultSite; 15] = [
         FaultSite::Record,
+        FaultSite::Watermark,
+        FaultSite::Timer,
+        FaultSite::TimerFired,
         FaultSite::Step,
         FaultSite::Restore,
         FaultSite::Phase(Phase::BarrierAtSource),
@@ -194,6 +242,9 @@ impl FaultSite {
             FaultSite::Notification => "notification",
             FaultSite::BeforeRestore => "before-restore",
             FaultSite::WriteStep => "write-step",
+            FaultSite::Timer => "timer",
+            FaultSite::TimerFired => "timer-fired",
+            FaultSite::Watermark => "watermark",
         }
     }
 }
@@ -272,6 +323,50 @@ pub enum Fault {
         /// What becomes of the data not yet synced.
         unsynced: Unsynced,
     },
+    /// An operator fails in `on_timer`, at the `firing`-th timer its subtask fires in
+    /// `attempt`.
+    PanicInTimer {
+        /// The stage.
+        stage: String,
+        /// The subtask.
+        subtask: u16,
+        /// The attempt in which it fires.
+        attempt: u32,
+        /// Which firing (1-based).
+        firing: u64,
+    },
+    /// The process is killed right after the `firing`-th timer a subtask fires in `attempt`:
+    /// its output is out, the timers due with it have not fired.
+    KillInTimers {
+        /// The stage.
+        stage: String,
+        /// The subtask.
+        subtask: u16,
+        /// The attempt in which it fires.
+        attempt: u32,
+        /// Which firing (1-based).
+        firing: u64,
+    },
+    /// The process is killed when a subtask's watermark advances for the `advance`-th time in
+    /// `attempt`, before the timers it makes due fire and before it goes on downstream.
+    KillAtWatermark {
+        /// The stage.
+        stage: String,
+        /// The subtask.
+        subtask: u16,
+        /// The attempt in which it fires.
+        attempt: u32,
+        /// Which advance (1-based).
+        advance: u64,
+    },
+    /// Before attempt `attempt` restores, the job stays down `jump_ms` longer than its restart
+    /// delay: the virtual clock (processing time) jumps ahead.
+    ClockJump {
+        /// The attempt about to restore.
+        attempt: u32,
+        /// By how much.
+        jump_ms: u64,
+    },
 }
 
 impl Fault {
@@ -288,6 +383,30 @@ impl Fault {
             Fault::DelayNotification { .. } => FaultKind::DelayNotification,
             Fault::Corrupt { .. } => FaultKind::Corrupt,
             Fault::Crash { .. } => FaultKind::Crash,
+            Fault::PanicInTimer { .. } => FaultKind::PanicInTimer,
+            Fault::KillInTimers { .. } => FaultKind::KillInTimers,
+            Fault::KillAtWatermark { .. } => FaultKind::KillAtWatermark,
+            Fault::ClockJump { .. } => FaultKind::ClockJump,
+        }
+    }
+
+    /// The longest notification delay or clock jump a fault may name: a year.
+    pub const DELAY_MAX_MS: u64 = 365 * 24 * 3_600_000;
+
+    /// What makes this fault one no run can carry out, if anything.
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            Fault::DelayNotification { delay_ms: ms, .. }
+            | Fault::ClockJump { jump_ms: ms, .. }
+                if *ms > Self::DELAY_MAX_MS =>
+            {
+                Some(format!(
+                    "a {} of {ms} ms: at most {} ms (a year)",
+                    self.kind_name(),
+                    Self::DELAY_MAX_MS
+                ))
+            }
+            _ => None,
         }
     }
 
@@ -425,6 +544,98 @@ impl FaultSchedule {
         })
     }
 
+    /// A fault in time at an operator subtask's `nth` firing or watermark advance: `kind` is
+    /// the one fault kind `site` takes.
+    fn in_time(
+        &mut self,
+        site: FaultSite,
+        (stage, subtask, attempt, nth): (&str, u16, u32, u64),
+        detail: impl FnOnce() -> String,
+    ) -> Option<FaultAction> {
+        let at = |s: &String, t: &u16, a: &u32, n: &u64| {
+            s == stage && *t == subtask && *a == attempt && *n == nth
+        };
+        let effect = match site {
+            FaultSite::Timer => Effect::Panic,
+            _ => Effect::Kill,
+        };
+        self.act(
+            site,
+            effect,
+            |f| match (site, f) {
+                (
+                    FaultSite::Timer,
+                    Fault::PanicInTimer {
+                        stage,
+                        subtask,
+                        attempt,
+                        firing,
+                    },
+                )
+                | (
+                    FaultSite::TimerFired,
+                    Fault::KillInTimers {
+                        stage,
+                        subtask,
+                        attempt,
+                        firing,
+                    },
+                )
+                | (
+                    FaultSite::Watermark,
+                    Fault::KillAtWatermark {
+                        stage,
+                        subtask,
+                        attempt,
+                        advance: firing,
+                    },
+                ) => at(stage, subtask, attempt, firing),
+                _ => false,
+            },
+            detail,
+        )
+    }
+
+    /// A fault at one of the points in time (`point` is one of them).
+    fn at_time_point(&mut self, point: &FaultPoint<'_>) -> Option<FaultAction> {
+        match *point {
+            FaultPoint::Timer {
+                stage,
+                subtask,
+                attempt,
+                firing,
+                timer,
+            } => self.in_time(FaultSite::Timer, (stage, subtask, attempt, firing), || {
+                format!(
+                    "injected panic in on_timer of firing #{firing} (key {}, {} ms)",
+                    timer.key, timer.timestamp_ms
+                )
+            }),
+            FaultPoint::TimerFired {
+                stage,
+                subtask,
+                attempt,
+                firing,
+            } => self.in_time(
+                FaultSite::TimerFired,
+                (stage, subtask, attempt, firing),
+                || format!("process killed after timer firing #{firing} (simulated)"),
+            ),
+            FaultPoint::WatermarkAdvanced {
+                stage,
+                subtask,
+                attempt,
+                advance,
+                watermark_ms,
+            } => self.in_time(
+                FaultSite::Watermark,
+                (stage, subtask, attempt, advance),
+                || format!("process killed as the watermark reached {watermark_ms} ms (simulated)"),
+            ),
+            _ => None,
+        }
+    }
+
     fn kill_at(&mut self, phase: Phase, checkpoint: u64) -> Option<FaultAction> {
         self.act(
             FaultSite::Phase(phase),
@@ -485,6 +696,19 @@ impl FaultPlan for FaultSchedule {
                 |f| matches!(f, Fault::PanicInRestore { attempt: a } if *a == attempt),
                 || format!("injected panic in {stage}[{subtask}]'s restore"),
             ),
+            FaultPoint::Timer { .. }
+            | FaultPoint::TimerFired { .. }
+            | FaultPoint::WatermarkAdvanced { .. } => self.at_time_point(point),
+        }
+    }
+
+    fn downtime_ms(&mut self, attempt: u32) -> u64 {
+        match self.fire(
+            FaultSite::BeforeRestore,
+            |f| matches!(f, Fault::ClockJump { attempt: a, .. } if *a == attempt),
+        ) {
+            Some(Fault::ClockJump { jump_ms, .. }) => jump_ms,
+            _ => 0,
         }
     }
 

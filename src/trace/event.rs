@@ -303,6 +303,13 @@ pub enum Event {
         /// Where.
         site: FaultSite,
     },
+    /// The job stayed down longer than its restart delay: the virtual clock jumped.
+    ClockJumped {
+        /// By how much.
+        by_ms: u64,
+        /// Where it stands now.
+        now_ms: u64,
+    },
     /// The run grew past a bound of its case and was ended there.
     ResourceExhausted {
         /// What grew.

@@ -169,6 +169,10 @@ impl Display for Event {
                 write!(f, "job finished: {visible} records visible in the sink")
             }
             Event::JobStopped { savepoint } => write!(f, "job stopped with savepoint {savepoint}"),
+            Event::ClockJumped { by_ms, now_ms } => write!(
+                f,
+                "clock jumped {by_ms} ms to {now_ms} ms while the job was down"
+            ),
             Event::FaultFired { fault, site } => {
                 write!(f, "fault {} fired at {}", fault.name(), site.name())
             }

@@ -37,10 +37,13 @@
 //! - `timers`: keyed timers through the keyed context on every backend — deduplicated, deleted,
 //!   fired in order by watermarks and the virtual clock, snapshotted and restored across
 //!   backends and parallelisms; in the engine fired once the watermark passes them, never
-//!   twice in an attempt, restored after a kill, overdue processing timers fired once.
+//!   twice in an attempt, restored after a kill, overdue processing timers fired once, also
+//!   after a clock jump; a timed model (the inactivity example) judging every firing along the
+//!   events and catching an engine that forgets restored timers.
 //! - `windows`: event-time tumbling windows (sum, count, max) recovering from kills and panics
-//!   on every backend, judged by conservation against what each window received; an engine
-//!   that forgets restored timers caught; misplaced windows refused.
+//!   on every backend, judged by conservation against what each window received; the faults in
+//!   time fire where they say; an engine that forgets restored timers caught; misplaced windows
+//!   and clock jumps past a year refused.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.

@@ -400,6 +400,47 @@ fn after_a_kill_restored_timers_fire_and_overdue_processing_timers_fire_once() {
 }
 
 #[test]
+fn a_clock_jump_while_the_job_is_down_makes_reminders_overdue_and_each_fires_once() {
+    let jump =
+        r#"{ kind = "kill", step = 90 }, { kind = "clock-jump", attempt = 1, jump_ms = 100000 }"#;
+    let (report, events) = run_sessions(jump);
+    use faultline::fault::{FaultKind, FaultSite};
+    assert_eq!(
+        report.fired(),
+        [
+            (FaultKind::Kill, FaultSite::Step),
+            (FaultKind::ClockJump, FaultSite::BeforeRestore)
+        ]
+    );
+    let stamped = report.outcome.trace.events();
+    let jumped = stamped
+        .iter()
+        .position(|s| matches!(s.event, Event::ClockJumped { by_ms: 100_000, .. }));
+    let jumped = jumped.expect("the clock jumped before the restart");
+    let down_at = stamped[..jumped]
+        .iter()
+        .rfind(|s| matches!(s.event, Event::Failure { .. }))
+        .map(|s| s.time_ms)
+        .expect("a failure came before the jump");
+    let fired = firings(&events);
+    let overdue: Vec<_> = (fired.iter())
+        .filter(|f| f.0 == 1 && f.3.domain == TimeDomain::ProcessingTime)
+        .collect();
+    assert!(
+        !overdue.is_empty(),
+        "restored reminders fired after the jump"
+    );
+    for (_, index, task, timer) in &overdue {
+        assert!(
+            stamped[*index].time_ms >= down_at + 100_000,
+            "{task} fired {timer:?} at {} ms, before the clock came back",
+            stamped[*index].time_ms
+        );
+    }
+    assert_each_fires_once(&fired);
+}
+
+#[test]
 fn inspect_reads_and_counts_the_timers_of_a_checkpoint() {
     let user = sessions();
     let users = [user];

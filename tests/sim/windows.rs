@@ -1,7 +1,9 @@
 //! Event-time tumbling windows: generated and scenario jobs with a window as the last stage
 //! pass under panics and kills on every backend, their results balanced against the records
-//! each window received, late records on the side output; an engine that forgets restored
-//! timers (windows never fire) is caught, shrunk to the state left and the records unaccounted.
+//! each window received, late records on the side output; faults in time (a panic in
+//! `on_timer`, a kill between firings, a kill as a watermark advances) fire where they say and
+//! the windows recover; an engine that forgets restored timers (windows never fire) is caught,
+//! after a kill at a step or between firings, by the state left and the records unaccounted.
 
 use faultline::campaign::{Case, CaseReport, KillMode, Scenario, Seams};
 use faultline::check::{Property, Violation, WindowViolation};
@@ -126,4 +128,59 @@ fn a_window_that_is_not_the_last_stage_or_has_no_event_time_is_refused() {
     not_last.job.stages.push(after);
     let error = not_last.job.validate().expect_err("refused");
     assert!(error.to_string().contains("last stage"), "{error}");
+}
+
+#[test]
+fn faults_in_time_fire_where_they_say_and_windows_recover_on_every_backend() {
+    use faultline::fault::{FaultKind, FaultSite};
+    let faults = r#"{ kind = "panic-in-timer", stage = "window", subtask = 0, attempt = 0, firing = 2 },
+        { kind = "kill-in-timers", stage = "window", subtask = 1, attempt = 1, firing = 1 },
+        { kind = "kill-at-watermark", stage = "window", subtask = 0, attempt = 2, advance = 3 }"#;
+    for backend in BackendKind::all() {
+        let report = run(scenario(backend, "sum", faults));
+        assert!(report.verdict.passed(), "{backend:?}: {}", report.verdict);
+        assert_eq!(
+            report.fired(),
+            [
+                (FaultKind::PanicInTimer, FaultSite::Timer),
+                (FaultKind::KillInTimers, FaultSite::TimerFired),
+                (FaultKind::KillAtWatermark, FaultSite::Watermark),
+            ],
+            "{backend:?}"
+        );
+        assert_eq!(report.outcome.restores.len(), 3, "{backend:?}");
+    }
+}
+
+#[test]
+fn a_kill_while_timers_fire_exposes_an_engine_that_forgets_restored_timers() {
+    let faults =
+        r#"{ kind = "kill-in-timers", stage = "window", subtask = 0, attempt = 0, firing = 3 }"#;
+    let honest = run(scenario(BackendKind::Memory, "count", faults));
+    assert!(honest.verdict.passed(), "{}", honest.verdict);
+    let mut sabotaged = scenario(BackendKind::Memory, "count", faults);
+    sabotaged.sabotage.timers_forgotten_on_restore = true;
+    let report = run(sabotaged);
+    assert!(
+        window_violations(&report)
+            .iter()
+            .any(|v| matches!(v, WindowViolation::StateLeft { .. })),
+        "{}",
+        report.verdict
+    );
+}
+
+#[test]
+fn a_scenario_with_a_clock_jump_past_a_year_is_refused() {
+    let text = scenario(BackendKind::Memory, "sum", "").to_toml().replace(
+        "faults = []",
+        r#"faults = [{ kind = "clock-jump", attempt = 1, jump_ms = 100000000000 }]"#,
+    );
+    assert!(text.contains("clock-jump"), "the fault went in: {text}");
+    let error = Scenario::from_toml(&text, "jump.toml").expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("jump.toml") && message.contains("clock-jump of 100000000000 ms"),
+        "{message}"
+    );
 }
