@@ -31,8 +31,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{CaseSpec, Violation};
 use crate::engine::{JobStatus, RunOutcome};
 use crate::job::keygroup::subtask_for_key_group;
+use crate::job::user::timer_record;
 use crate::job::{task_name, Datum, JobSpec, Record};
 use crate::model::{ModelFailure, StageModel};
+use crate::state::timers::Timer;
 use crate::state::StateView;
 use crate::trace::{Emission, Event, RestoreSource, Restored};
 
@@ -95,6 +97,9 @@ pub(super) fn follow(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Option<Lineag
     ) {
         walk.check_complete(outcome);
     }
+    if outcome.status == JobStatus::Finished {
+        walk.check_timers_fired();
+    }
     Some(walk.finish())
 }
 
@@ -153,6 +158,11 @@ impl<'c> Walk<'c> {
                 record,
                 outputs,
             } => self.process(task, record, outputs),
+            Event::TimerFired {
+                task,
+                timer,
+                outputs,
+            } => self.fire(task, timer, outputs),
             Event::Snapshot {
                 checkpoint, task, ..
             } => self.snapshot(*checkpoint, task),
@@ -276,9 +286,64 @@ impl<'c> Walk<'c> {
                 actual: outputs.to_vec(),
             });
         }
-        cell.subtask = Some(subtask);
         cell.received.push(record.clone());
-        let last = stage + 1 == job.stages.len();
+        self.emit(stage, subtask, record.key.clone(), emitted);
+    }
+
+    /// Whether stage `stage` is a user's operator whose model acts on timers: the stages whose
+    /// firings the walk judges.
+    fn timed(&self, stage: usize) -> bool {
+        let name = self.job().stages[stage].op.user_name();
+        name.and_then(|name| crate::job::user::find(self.case.users, name))
+            .is_some_and(|user| user.model.fires_timers())
+    }
+
+    /// A timer fired in `task`: the model of its key fires it too, and must emit what the
+    /// operator did. A firing the model does not hold is a violation.
+    fn fire(&mut self, task: &str, timer: &Timer, outputs: &[Emission]) {
+        let Some(&(stage, subtask)) = self.tasks.get(task) else {
+            return;
+        };
+        if !self.timed(stage) {
+            return;
+        }
+        let job = self.job();
+        let held = match self.cells.get_mut(&(stage, timer.key.clone())) {
+            None => Ok(None),
+            Some(cell) => cell
+                .model
+                .on_timer(&job.stages[stage], self.case.users, timer),
+        };
+        let emitted = match held {
+            Ok(Some(emitted)) => emitted,
+            Ok(None) => {
+                self.lineage.violations.push(Violation::TimerUnexpected {
+                    task: task.to_string(),
+                    timer: timer.clone(),
+                });
+                return;
+            }
+            Err(failure) => {
+                self.lineage.failures.push(failure);
+                Vec::new()
+            }
+        };
+        let values: Vec<Emission> = emitted.iter().map(Emission::of).collect();
+        if values != outputs {
+            self.lineage.violations.push(Violation::EmissionUnexpected {
+                task: task.to_string(),
+                record: timer_record(timer),
+                expected: values,
+                actual: outputs.to_vec(),
+            });
+        }
+        self.emit(stage, subtask, timer.key.clone(), emitted);
+    }
+
+    /// What the model of `key` at `stage` emitted: what the next stage must receive, and
+    /// (from the last stage, or on a side output) what the sink is owed.
+    fn emit(&mut self, stage: usize, subtask: u16, key: Datum, emitted: Vec<Record>) {
+        let last = stage + 1 == self.job().stages.len();
         self.lineage
             .emitted
             .extend(emitted.iter().filter(|r| last || r.side.is_some()).cloned());
@@ -286,7 +351,36 @@ impl<'c> Walk<'c> {
             self.last_emitted
                 .insert((stage, out.id.clone()), out.clone());
         }
+        let cell = self.cells.entry((stage, key)).or_default();
+        cell.subtask = Some(subtask);
         cell.emitted.extend(emitted);
+    }
+
+    /// A finished job with event time reached the end of input, which fired every event-time
+    /// timer: a model still holding one means the engine lost it. (Without watermarks no
+    /// event-time timer ever fires.)
+    fn check_timers_fired(&mut self) {
+        let job = self.job();
+        if job.source.watermarks.is_none() {
+            return;
+        }
+        let timed: Vec<usize> = (0..job.stages.len()).filter(|s| self.timed(*s)).collect();
+        for ((stage, key), cell) in &mut self.cells {
+            if !timed.contains(stage) {
+                continue;
+            }
+            for stored in cell.model.event_timers(key) {
+                self.lineage.violations.push(Violation::TimerNeverFired {
+                    stage: job.stages[*stage].name.clone(),
+                    timer: Timer {
+                        timestamp_ms: stored.timestamp_ms,
+                        key: key.clone(),
+                        namespace: stored.namespace,
+                        domain: stored.domain,
+                    },
+                });
+            }
+        }
     }
 
     fn snapshot(&mut self, checkpoint: u64, task: &str) {

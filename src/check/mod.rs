@@ -46,6 +46,7 @@ use crate::job::user::UserOperator;
 use crate::job::Datum;
 use crate::job::{Input, JobSpec, Record, SinkKind};
 use crate::model;
+use crate::state::timers::Timer;
 use crate::state::{StateAddr, StateView};
 use crate::trace::{AuditContext, Emission, Event, FailureCause, Resource, RestoreFailure};
 
@@ -107,6 +108,22 @@ pub enum Violation {
         expected: Vec<Emission>,
         /// What it emitted.
         actual: Vec<Emission>,
+    },
+    /// Lineage: an operator task fired a timer its model does not hold (never registered,
+    /// deleted, or fired already).
+    TimerUnexpected {
+        /// The task.
+        task: String,
+        /// The timer, with its key.
+        timer: Timer,
+    },
+    /// Lineage: the job finished with an event-time timer its model holds unfired (the end of
+    /// input fires every one): the engine lost it.
+    TimerNeverFired {
+        /// The stage.
+        stage: String,
+        /// The timer, with its key.
+        timer: Timer,
     },
     /// At-least-once lineage: a task received a record twice within one attempt (only a
     /// restore may replay a record).
@@ -326,6 +343,16 @@ impl fmt::Display for Violation {
             Violation::ReceivedTwice { task, record } => {
                 write!(f, "received twice: {task} received {record} twice in one attempt")
             }
+            Violation::TimerUnexpected { task, timer } => write!(
+                f,
+                "timer unexpected: {task} fired {} at {} ms ({:?}, namespace {:?}), which its model does not hold",
+                timer.key, timer.timestamp_ms, timer.domain, timer.namespace
+            ),
+            Violation::TimerNeverFired { stage, timer } => write!(
+                f,
+                "timer lost: {stage}'s model holds {}'s event-time timer at {} ms (namespace {:?}), which never fired though the input ended",
+                timer.key, timer.timestamp_ms, timer.namespace
+            ),
             Violation::ReceivedOutOfOrder {
                 task,
                 record,
@@ -397,11 +424,14 @@ impl Violation {
     /// The property this violation breaks.
     pub fn property(&self) -> Property {
         match self {
-            Violation::RestoredState { .. } | Violation::FinalState { .. } => Property::State,
+            Violation::RestoredState { .. }
+            | Violation::FinalState { .. }
+            | Violation::TimerNeverFired { .. } => Property::State,
             Violation::OutputLost { .. }
             | Violation::OutputDuplicated { .. }
             | Violation::OutputUnexpected { .. }
             | Violation::EmissionUnexpected { .. }
+            | Violation::TimerUnexpected { .. }
             | Violation::ReceivedTwice { .. }
             | Violation::ReceivedUnexpected { .. }
             | Violation::ReceivedOutOfOrder { .. }
@@ -496,7 +526,8 @@ pub enum Note {
     /// At-least-once mode with fan-in, restored from a snapshot this case did not take: state
     /// and output values were not compared.
     ValuesNotCompared,
-    /// At-least-once mode with fan-in: every stage was judged against the records it received.
+    /// Judged along the run's events (at-least-once mode with fan-in, or a user's operator with
+    /// timers): every stage against the records it received and the timers it fired.
     JudgedByLineage {
         /// Restores whose state was compared.
         restores: usize,
@@ -542,7 +573,7 @@ impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in, restored from a snapshot this case did not take: state and output values are not compared (loss and replay-only duplication are)"),
-            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "at-least-once mode with fan-in: each stage judged against the records it received ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
+            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "judged along the run's events (at-least-once with fan-in, or an operator's timers): each stage against the records it received and the timers it fired ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
             Note::Windows { windows, results, late, exactly_once } => {
                 let rule = if *exactly_once { "each balanced against its input" } else { "each seen (replays allowed)" };
                 write!(f, "windows: {windows} with input, {results} result(s) and {late} late record(s) visible, {rule}")
@@ -664,6 +695,14 @@ impl CaseSpec<'_> {
     fn values_exact(&self) -> bool {
         self.mode == CheckpointingMode::ExactlyOnce || !self.jobs.iter().any(|j| j.has_fan_in())
     }
+
+    /// Whether a stage of some phase is a user's operator whose model acts on timers.
+    fn fires_timers(&self) -> bool {
+        let stages = self.jobs.iter().flat_map(|job| &job.stages);
+        stages.filter_map(|s| s.op.user_name()).any(|name| {
+            crate::job::user::find(self.users, name).is_some_and(|u| u.model.fires_timers())
+        })
+    }
 }
 
 /// Checks every property of a run of `job` over `input`.
@@ -711,7 +750,8 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         window::check_case(case, outcome, &all, stage, &mut verdict);
         return verdict;
     }
-    let lineage = if case.values_exact() {
+    // A user's operator acting on timers is judged along the events, where its firings are.
+    let lineage = if case.values_exact() && !case.fires_timers() {
         None
     } else {
         lineage::follow(case, outcome)

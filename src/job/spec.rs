@@ -213,6 +213,14 @@ impl OperatorSpec {
         )
     }
 
+    /// The name of the user's operator it is, if it is one.
+    pub fn user_name(&self) -> Option<&str> {
+        match self {
+            OperatorSpec::User { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+
     /// A short label for traces and fingerprints.
     pub fn label(&self) -> String {
         match self {

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use super::datum::{Data, Datum};
 use super::operator::{Operator, OperatorContext, OperatorError};
 use super::record::Record;
+use crate::state::timers::Timer;
 use crate::state::KeyedContext;
 pub use crate::state::ModelState;
 
@@ -140,6 +141,60 @@ impl<In, Out, F> KeyedFn<In, Out> for F where
 {
 }
 
+/// A keyed operator's timer callback over the user's types (operator and model alike), as
+/// `KeyedProcessFunction::onTimer`: runs in the firing timer's key context, where
+/// `ctx.timestamp_ms()` is the timer's time. What it emits is named after the timer (see
+/// [`timer_record`]).
+pub trait TimerFn<Out>:
+    Fn(&mut KeyedContext<'_>, &Timer, &mut Output<Out>) -> Result<(), OperatorError>
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<Out, F> TimerFn<Out> for F where
+    F: Fn(&mut KeyedContext<'_>, &Timer, &mut Output<Out>) -> Result<(), OperatorError>
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The record a timer's outputs descend from: id `{key}@{timestamp_ms}`, then `/{namespace}`
+/// when it has one, the timer's key and time, no value, and an origin after every source
+/// position. A timer fires once per attempt, so its outputs' ids are unique within one, and a
+/// replay after a restore repeats them.
+pub fn timer_record(timer: &Timer) -> Record {
+    let mut id = format!("{}@{}", timer.key, timer.timestamp_ms);
+    if !timer.namespace.is_empty() {
+        id = format!("{id}/{}", timer.namespace);
+    }
+    Record {
+        id,
+        key: timer.key.clone(),
+        value: Datum::from_canonical("null".to_string()),
+        side: None,
+        timestamp_ms: Some(timer.timestamp_ms),
+        // No input record is its origin: it lies after every position, so any restore may
+        // replay it (a timer a checkpoint holds fires again after that checkpoint's restore).
+        origin: super::record::Origin {
+            partition: 0,
+            offset: u64::MAX,
+        },
+    }
+}
+
+/// Runs a typed timer callback: collects its outputs, named after the timer.
+fn run_timer<Out: Data>(
+    timer: &Timer,
+    body: impl FnOnce(&mut Output<Out>) -> Result<(), OperatorError>,
+) -> Result<Vec<Record>, OperatorError> {
+    let mut output = Output::new(timer_record(timer));
+    body(&mut output)?;
+    Ok(output.finish())
+}
+
 /// A stateless operator's logic over the user's types (operator and model alike).
 pub trait StatelessFn<In, Out>:
     Fn(In, &mut Output<Out>) -> Result<(), OperatorError> + Send + Sync + 'static
@@ -180,6 +235,37 @@ impl<F: KeyedFn<In, Out>, In: Data, Out: Data> Operator for KeyedOperator<F, In,
     }
 }
 
+/// The engine side of a typed keyed function with a timer callback.
+struct TimedOperator<F, T, In, Out>(Arc<F>, Arc<T>, PhantomData<fn(In) -> Out>);
+
+impl<F: KeyedFn<In, Out>, T: TimerFn<Out>, In: Data, Out: Data> Operator
+    for TimedOperator<F, T, In, Out>
+{
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let keyed = ctx.keyed()?;
+        out.extend(run_typed(record, |value, output| {
+            (self.0)(keyed, value, output)
+        })?);
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let keyed = ctx.keyed()?;
+        out.extend(run_timer(timer, |output| (self.1)(keyed, timer, output))?);
+        Ok(())
+    }
+}
+
 /// The engine side of a typed stateless function.
 struct StatelessOperator<F, In, Out>(Arc<F>, PhantomData<fn(In) -> Out>);
 
@@ -200,6 +286,23 @@ pub trait OperatorModel: Send + Sync {
     /// Applies one record to the stage's state and returns what the operator emits; an error
     /// is the model's own failure, reported as a violation of the case.
     fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError>;
+
+    /// Fires `timer` (already removed from the key's timers) on the stage's state and returns
+    /// what the operator emits. By default a model's operator emits nothing from timers.
+    fn on_timer(
+        &self,
+        _state: &mut ModelState,
+        _timer: &Timer,
+    ) -> Result<Vec<Record>, OperatorError> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the operator acts on timers. When the timers fire depends on the run's
+    /// watermarks and clock, so a case with such an operator is judged along the run's
+    /// events: each firing the engine made is applied to the model there, in order.
+    fn fires_timers(&self) -> bool {
+        false
+    }
 }
 
 impl<F> OperatorModel for F
@@ -219,6 +322,33 @@ impl<F: KeyedFn<In, Out>, In: Data, Out: Data> OperatorModel for KeyedModel<F, I
         // A model sees the record's event time, but no watermark or clock.
         let mut ctx = state.keyed(&key).at_time(record.timestamp_ms, i64::MIN, 0);
         run_typed(record, |value, output| (self.0)(&mut ctx, value, output))
+    }
+}
+
+struct TimedModel<F, T, In, Out>(F, T, PhantomData<fn(In) -> Out>);
+
+impl<F: KeyedFn<In, Out>, T: TimerFn<Out>, In: Data, Out: Data> OperatorModel
+    for TimedModel<F, T, In, Out>
+{
+    fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
+        let key = record.key.clone();
+        let mut ctx = state.keyed(&key).at_time(record.timestamp_ms, i64::MIN, 0);
+        run_typed(record, |value, output| (self.0)(&mut ctx, value, output))
+    }
+
+    fn on_timer(
+        &self,
+        state: &mut ModelState,
+        timer: &Timer,
+    ) -> Result<Vec<Record>, OperatorError> {
+        let mut ctx = state
+            .keyed(&timer.key)
+            .at_time(Some(timer.timestamp_ms), i64::MIN, 0);
+        run_timer(timer, |output| (self.1)(&mut ctx, timer, output))
+    }
+
+    fn fires_timers(&self) -> bool {
+        true
     }
 }
 
@@ -274,6 +404,29 @@ impl UserOperator {
             true,
             move |_| Box::new(KeyedOperator(Arc::clone(&operator), PhantomData)),
             KeyedModel(model, PhantomData),
+        )
+    }
+
+    /// A keyed operator over the user's types with timers, as a `KeyedProcessFunction`:
+    /// `operator` and `on_timer` run in the engine, `model` and `model_on_timer` in the
+    /// oracle, which applies each firing of the run to the model where the engine made it.
+    pub fn keyed_with_timers<In: Data, Out: Data>(
+        name: &str,
+        (operator, on_timer): (impl KeyedFn<In, Out>, impl TimerFn<Out>),
+        (model, model_on_timer): (impl KeyedFn<In, Out>, impl TimerFn<Out>),
+    ) -> Self {
+        let (operator, on_timer) = (Arc::new(operator), Arc::new(on_timer));
+        Self::new(
+            name,
+            true,
+            move |_| {
+                Box::new(TimedOperator(
+                    Arc::clone(&operator),
+                    Arc::clone(&on_timer),
+                    PhantomData,
+                ))
+            },
+            TimedModel(model, model_on_timer, PhantomData),
         )
     }
 

@@ -46,6 +46,7 @@ use crate::job::{
     transaction_datum, Datum, Input, JobSpec, OperatorError, OperatorSpec, Positions, Record,
     StageSpec, Transaction,
 };
+use crate::state::timers::{TimeDomain, Timer, TimerKey};
 use crate::state::{StateAddr, StateEntry, StateView};
 
 /// What a correct execution has produced after reading the input up to some positions.
@@ -213,6 +214,47 @@ impl StageModel {
             record: id,
             reason: error.to_string(),
         })
+    }
+
+    /// Fires `timer` on a user stage's state, as the engine did: takes it from the key's
+    /// timers and applies the model's `on_timer`. `Ok(None)` when the model holds no such
+    /// timer (the engine fired one never registered, deleted, or fired already).
+    ///
+    /// # Panics
+    /// If the stage is not a user's operator `users` has (the oracle asks only for those
+    /// whose model [fires timers](user::OperatorModel::fires_timers)).
+    pub fn on_timer(
+        &mut self,
+        stage: &StageSpec,
+        users: &[UserOperator],
+        timer: &Timer,
+    ) -> Result<Option<Vec<Record>>, ModelFailure> {
+        let failure = |error: &dyn std::fmt::Display| ModelFailure {
+            stage: stage.name.clone(),
+            record: user::timer_record(timer).id,
+            reason: error.to_string(),
+        };
+        let model = (stage.op.user_name())
+            .and_then(|name| user::find(users, name))
+            .unwrap_or_else(|| panic!("{}: not a user's operator with timers", stage.name));
+        let stored = TimerKey::new(timer.domain, timer.timestamp_ms, &timer.namespace);
+        let mut ctx = self.user.keyed(&timer.key);
+        if !ctx.timers().map_err(|e| failure(&e))?.contains(&stored) {
+            return Ok(None);
+        }
+        ctx.delete_timer(stored.domain, stored.timestamp_ms, &stored.namespace)
+            .map_err(|e| failure(&e))?;
+        let fired = model.model.on_timer(&mut self.user, timer);
+        fired.map(Some).map_err(|e| failure(&e))
+    }
+
+    /// The event-time timers this stage's model holds for `key`, unfired.
+    pub fn event_timers(&mut self, key: &Datum) -> Vec<TimerKey> {
+        // The model's own context wrote these cells, so they decode.
+        let timers = self.user.keyed(key).timers().unwrap_or_default();
+        (timers.into_iter())
+            .filter(|t| t.domain == TimeDomain::EventTime)
+            .collect()
     }
 
     /// Adds the keyed state this stage holds to `view`, under the names the engine reports.

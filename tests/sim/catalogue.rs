@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::examples::inactivity::inactivity;
 use crate::examples::running_total::running_total;
 use crate::support::{delegate_cell_access, delegate_sink, delete_cells, TwistedFactory};
 use faultline::campaign::{ExploreReport, ReportedViolation};
@@ -24,6 +25,40 @@ use faultline::state::{
     SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
     StateDescriptor, StateError, StateKind, ValueType,
 };
+
+/// An operator that keeps the keys it armed a timer for in a field, and emits from a timer
+/// only for keys in it: restored timers fire into an empty field after a restore, and their
+/// alerts are dropped. Its own semantics claim the inactivity example's.
+struct ArmedInAField {
+    inner: Box<dyn Operator>,
+    armed: BTreeSet<Datum>,
+}
+
+impl Operator for ArmedInAField {
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        self.armed.insert(record.key.clone());
+        self.inner.process(record, ctx, out)
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &faultline::state::timers::Timer,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let before = out.len();
+        self.inner.on_timer(timer, ctx, out)?;
+        if !self.armed.remove(&timer.key) {
+            out.truncate(before);
+        }
+        Ok(())
+    }
+}
 
 /// The most cases a class may take to be caught.
 const CASES_MAX: u64 = 200;
@@ -689,6 +724,27 @@ fn an_operator_keeping_state_in_a_plain_field_is_caught() {
         }]
     });
     check_class("state in a plain field", &[Property::State], || {
+        Harness::new().operators(operators)
+    });
+}
+
+#[test]
+fn an_operator_keeping_its_timers_in_a_field_is_caught() {
+    static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
+    let operators = OPERATORS.get_or_init(|| {
+        let honest = inactivity();
+        [UserOperator {
+            name: "armed-in-a-field".into(),
+            build: Box::new(|subtask| {
+                Box::new(ArmedInAField {
+                    inner: (inactivity().build)(subtask),
+                    armed: BTreeSet::new(),
+                })
+            }),
+            ..honest
+        }]
+    });
+    check_class("timers kept in a field", &[Property::Output], || {
         Harness::new().operators(operators)
     });
 }

@@ -1,11 +1,33 @@
 //! Method: compile each example under `examples/` into the suite as a module and run it with a
 //! small case count: the example's own operator (with its model), file sink or backend wrapper
-//! must pass the harness, and the wrapper and sink must really be in the path (their counters
+//! must pass the harness (the inactivity detector with its timer firings judged by its model), and the wrapper and sink must really be in the path (their counters
 //! count, and a broken file sink is caught through its files); and the exported
 //! proptest strategies work inside a user's own `proptest!` block.
 
 #[path = "../../examples/running_total.rs"]
 pub(crate) mod running_total;
+
+#[path = "../../examples/inactivity.rs"]
+pub(crate) mod inactivity;
+
+#[test]
+fn the_inactivity_example_passes_the_harness_with_its_firings_judged() {
+    let report = inactivity::run(100);
+    assert_eq!(report.cases, 100);
+    assert!(report.failures.is_empty(), "{}", report.summary());
+    assert!(report.restores > 0, "the cases restored state");
+}
+
+#[test]
+fn the_inactivity_example_alerts_after_its_restore_once_the_watermark_passes() {
+    let alerts = inactivity::step_by_step().unwrap();
+    let expected = faultline::job::Transaction {
+        account: "acct-1".into(),
+        amount_cents: 3,
+    };
+    // Restored with two transactions counted, a third moves the deadline to 2800 ms.
+    assert_eq!(alerts, [(2_800, expected)]);
+}
 
 #[test]
 fn the_running_total_example_passes_the_harness() {

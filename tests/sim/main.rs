@@ -16,7 +16,8 @@
 //!   with fan-in, judged against the records each stage received; its broken twins are caught.
 //! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
 //! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
-//!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks.
+//!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks
+//!   (an operator keeping its timers in a field among them).
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
 //! - `operator_harness`: one operator driven step by step on every backend — snapshots through
 //!   real files, restored split into two subtasks and merged back; wrong routing refused.

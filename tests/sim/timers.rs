@@ -502,3 +502,50 @@ fn a_typed_function_sees_the_record_time_the_watermark_and_the_clock() {
         (Some(5), i64::MIN, 0)
     );
 }
+
+/// A case of the session job's shape with the inactivity example in its stage.
+fn run_inactivity(faults: &str, forget_timers: bool) -> faultline::campaign::CaseReport {
+    let users = [crate::examples::inactivity::inactivity()];
+    let mut seams = Seams::default();
+    seams.operators = &users;
+    // More keys than the session job's: some see no record after the restore, so only their
+    // restored timers can alert them.
+    let text = scenario(faults).to_toml().replace("keys = 6", "keys = 30");
+    let mut scenario = Scenario::from_toml(&text, "inactivity").expect("the scenario parses");
+    assert!(text.contains("keys = 30"), "{text}");
+    scenario.job.stages[0].op = faultline::job::OperatorSpec::User {
+        name: "inactivity".into(),
+        keyed: true,
+    };
+    scenario.sabotage.timers_forgotten_on_restore = forget_timers;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    Case::new(scenario, seams)
+        .run(dir.path(), &KillMode::Sim)
+        .expect("runs")
+}
+
+#[test]
+fn a_timed_model_judges_every_firing_and_catches_restored_timers_forgotten() {
+    use faultline::check::{Note, Violation};
+    let honest = run_inactivity(r#"{ kind = "kill", step = 90 }"#, false);
+    assert!(honest.verdict.passed(), "{}", honest.verdict);
+    assert!(
+        (honest.verdict.notes.iter())
+            .any(|n| matches!(n, Note::JudgedByLineage { restores, .. } if *restores > 0)),
+        "exactly-once, judged along the events: {:?}",
+        honest.verdict.notes
+    );
+    let alerts = honest.outcome.store.visible().len();
+    assert!(
+        alerts >= 20,
+        "every account's quiet spell is alerted: {alerts}"
+    );
+    let forgetful = run_inactivity(r#"{ kind = "kill", step = 90 }"#, true);
+    let lost: Vec<_> = (forgetful.verdict.violations.iter())
+        .filter(|v| matches!(v, Violation::TimerNeverFired { .. }))
+        .collect();
+    assert!(!lost.is_empty(), "{}", forgetful.verdict);
+    assert!(lost
+        .iter()
+        .all(|v| v.property() == faultline::check::Property::State));
+}
