@@ -34,7 +34,7 @@ mod watermark;
 mod window;
 
 pub use watermark::WatermarkViolation;
-pub use window::WindowViolation;
+pub use window::{window_ledger, WindowAccount, WindowLedger, WindowViolation};
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -153,9 +153,6 @@ pub(super) fn check_case(
     if outcome.status != JobStatus::Finished {
         return;
     }
-    let OperatorSpec::TumblingWindow { size_ms, aggregate } = stage.op else {
-        unreachable!("JobSpec::window returns window stages")
-    };
     if let Some(state) = &outcome.final_state {
         let left = state.0.iter().filter(|(addr, _)| addr.stage == stage.name);
         verdict.violations.extend(left.map(|(addr, value)| {
@@ -165,6 +162,111 @@ pub(super) fn check_case(
             })
         }));
     }
+    let ledger = window_ledger(case.job(), window_input, outcome.store.visible())
+        .expect("check_case is called for jobs with a window stage only");
+    let exactly_once = case.job().sink.kind == SinkKind::TwoPhaseCommit
+        && case.mode == CheckpointingMode::ExactlyOnce;
+    verdict
+        .violations
+        .extend(ledger.violations(exactly_once).map(Violation::Window));
+    let (results, late) = (ledger.results, ledger.late);
+    let windows = ledger.accounts.len();
+    verdict.notes.push(Note::Windows {
+        windows,
+        results,
+        late,
+        exactly_once,
+    });
+}
+
+/// One window of one key, as the judgement sees it: what fell in it by the model, and what
+/// the run's visible output holds for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowAccount {
+    /// The key.
+    pub key: Datum,
+    /// The window's start.
+    pub start_ms: i64,
+    /// Records that fell in it.
+    pub records: usize,
+    /// Their aggregate: what the window must account for.
+    pub input: i64,
+    /// The results visible for it, in output order.
+    pub results: Vec<i64>,
+    /// Its late records visible on the side output.
+    pub late: usize,
+    /// The aggregate of its results and late records (`None`: nothing came out for it).
+    pub accounted: Option<i64>,
+}
+
+impl WindowAccount {
+    /// Whether its results and late records add up to its input.
+    pub fn balanced(&self) -> bool {
+        self.accounted == Some(self.input)
+    }
+}
+
+/// Every window of a window job's run: the judgement's ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowLedger {
+    /// The aggregate the window computes.
+    pub aggregate: Option<WindowAggregate>,
+    /// The windows something fell in, by key, then start.
+    pub accounts: Vec<WindowAccount>,
+    /// Visible records of windows nothing fell in: (key, window start, record id).
+    pub phantoms: Vec<(Datum, i64, String)>,
+    /// Results visible.
+    pub results: usize,
+    /// Late records visible.
+    pub late: usize,
+}
+
+impl WindowLedger {
+    /// What the ledger breaks: phantoms, windows with no output, and (when `exactly_once`)
+    /// windows whose output does not add up to their input.
+    fn violations(&self, exactly_once: bool) -> impl Iterator<Item = WindowViolation> + '_ {
+        let aggregate = self.aggregate.unwrap_or(WindowAggregate::Sum);
+        let phantoms =
+            self.phantoms
+                .iter()
+                .map(|(key, start_ms, record)| WindowViolation::Phantom {
+                    key: key.clone(),
+                    start_ms: *start_ms,
+                    record: record.clone(),
+                });
+        let windows = self.accounts.iter().filter_map(move |a| match a.accounted {
+            None => Some(WindowViolation::Uncovered {
+                key: a.key.clone(),
+                start_ms: a.start_ms,
+                records: a.records,
+            }),
+            Some(accounted) if exactly_once && accounted != a.input => {
+                Some(WindowViolation::Unbalanced {
+                    key: a.key.clone(),
+                    start_ms: a.start_ms,
+                    aggregate,
+                    input: a.input,
+                    accounted,
+                })
+            }
+            Some(_) => None,
+        });
+        phantoms.chain(windows)
+    }
+}
+
+/// The ledger of a job whose last stage is a window: `window_input` is what reaches the
+/// window (the model's output, since the model passes records through the window), `visible`
+/// what the sink's external system shows. `None` for a job without a window.
+pub fn window_ledger(
+    job: &JobSpec,
+    window_input: &[Record],
+    visible: &[Record],
+) -> Option<WindowLedger> {
+    let (_, stage) = job.window()?;
+    let OperatorSpec::TumblingWindow { size_ms, aggregate } = stage.op else {
+        unreachable!("JobSpec::window returns window stages")
+    };
     let mut inputs = Windows::new();
     for record in window_input.iter().filter(|r| r.side.is_none()) {
         if let (Some(at), Ok(tx)) = (record.timestamp_ms, record.value_as::<Transaction>()) {
@@ -174,90 +276,49 @@ pub(super) fn check_case(
                 .add(tx.amount_cents, 1);
         }
     }
-    let (outputs, results, late) = account(
-        outcome.store.visible(),
-        size_ms,
-        aggregate,
-        &inputs,
-        verdict,
-    );
-    let exactly_once = case.job().sink.kind == SinkKind::TwoPhaseCommit
-        && case.mode == CheckpointingMode::ExactlyOnce;
-    for ((key, start_ms), input) in &inputs {
-        let out = outputs
-            .get(&(key.clone(), *start_ms))
-            .copied()
-            .unwrap_or_default();
-        let (key, start_ms) = (key.clone(), *start_ms);
-        if out.records == 0 {
-            verdict
-                .violations
-                .push(Violation::Window(WindowViolation::Uncovered {
-                    key,
-                    start_ms,
-                    records: input.records,
-                }));
-        } else if exactly_once && out.of(aggregate) != input.of(aggregate) {
-            verdict
-                .violations
-                .push(Violation::Window(WindowViolation::Unbalanced {
-                    key,
-                    start_ms,
-                    aggregate,
-                    input: input.of(aggregate),
-                    accounted: out.of(aggregate),
-                }));
-        }
-    }
-    verdict.notes.push(Note::Windows {
-        windows: inputs.len(),
-        results,
-        late,
-        exactly_once,
-    });
-}
-
-/// Tallies the visible results and late records by window (a result counts as the records it
-/// aggregated, a late record as one); a record of a window nothing fell in is a violation.
-fn account(
-    visible: &[Record],
-    size_ms: i64,
-    aggregate: WindowAggregate,
-    inputs: &Windows,
-    verdict: &mut Verdict,
-) -> (Windows, usize, usize) {
-    let (mut outputs, mut results, mut late) = (Windows::new(), 0, 0);
+    let mut ledger = WindowLedger {
+        aggregate: Some(aggregate),
+        ..WindowLedger::default()
+    };
+    let mut outputs: BTreeMap<(Datum, i64), (Tally, Vec<i64>, usize)> = BTreeMap::new();
     for record in visible {
         let (Some(at), Ok(tx)) = (record.timestamp_ms, record.value_as::<Transaction>()) else {
             continue;
         };
-        let start_ms = window_start(at, size_ms);
         let counts_for = match record.side.as_deref() {
             None if aggregate == WindowAggregate::Count => tx.amount_cents,
             None => 1,
             Some(LATE) => 1,
             Some(_) => continue,
         };
+        let slot = (record.key.clone(), window_start(at, size_ms));
         if record.side.is_none() {
-            results += 1;
+            ledger.results += 1;
         } else {
-            late += 1;
+            ledger.late += 1;
         }
-        let slot = (record.key.clone(), start_ms);
         if !inputs.contains_key(&slot) {
-            verdict
-                .violations
-                .push(Violation::Window(WindowViolation::Phantom {
-                    key: slot.0,
-                    start_ms,
-                    record: record.id.clone(),
-                }));
+            ledger.phantoms.push((slot.0, slot.1, record.id.clone()));
             continue;
         }
-        outputs
-            .entry(slot)
-            .or_default()
-            .add(tx.amount_cents, counts_for);
+        let (tally, results, late) = outputs.entry(slot).or_default();
+        tally.add(tx.amount_cents, counts_for);
+        match record.side {
+            None => results.push(tx.amount_cents),
+            Some(_) => *late += 1,
+        }
     }
-    (outputs, results, late)
+    for ((key, start_ms), input) in inputs {
+        let (tally, results, late) = outputs.remove(&(key.clone(), start_ms)).unwrap_or_default();
+        ledger.accounts.push(WindowAccount {
+            key,
+            start_ms,
+            records: input.records,
+            input: input.of(aggregate),
+            results,
+            late,
+            accounted: (tally.records > 0).then(|| tally.of(aggregate)),
+        });
+    }
+    Some(ledger)
 }

@@ -6,6 +6,8 @@
 //! - `stateful`: the same behind `key_by(account)` with a running sum per account in
 //!   `ValueState`; the oracle proves the state after the failure was restored from a checkpoint,
 //!   not recomputed from scratch.
+//! - `windows` (`windows_demo.rs`): per-account tumbling sums in event time, the map in front
+//!   of the window failing mid-window; the judgement's ledger of every window.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub enum DemoKind {
     Recovery,
     /// Keyed running sums surviving the failure.
     Stateful,
+    /// Per-account tumbling sums in event time surviving a failure mid-window.
+    Windows,
 }
 
 /// Parameters of a demo.
@@ -61,10 +65,16 @@ impl DemoOptions {
     /// The tutorial's settings for `kind`: checkpoint every 5000 ms, `fixed-delay(3, 5000 ms)`,
     /// 1000 ms per record, print sink, seed 1. `recovery` fails on record 5 (tx1005) as the
     /// tutorial does; `stateful` fails on record 12, after a checkpoint has completed, so the
-    /// restore has state to prove.
+    /// restore has state to prove; `windows` fails on record 14 (tx1014), in the middle of
+    /// its third window, and writes through a two-phase-commit sink, so that every window
+    /// result is committed exactly once.
     pub fn defaults(kind: DemoKind) -> Self {
         Self {
-            fail_at: if kind == DemoKind::Recovery { 5 } else { 12 },
+            fail_at: match kind {
+                DemoKind::Recovery => 5,
+                DemoKind::Stateful => 12,
+                DemoKind::Windows => 14,
+            },
             interval_ms: 5000,
             restart: RestartStrategy::FixedDelay {
                 attempts: 3,
@@ -73,7 +83,10 @@ impl DemoOptions {
             seed: 1,
             input: None,
             processing_ms: 1000,
-            sink: SinkKind::Print,
+            sink: match kind {
+                DemoKind::Windows => SinkKind::TwoPhaseCommit,
+                _ => SinkKind::Print,
+            },
             full_trace: false,
             backend: BackendKind::Memory,
         }
@@ -112,6 +125,14 @@ pub enum DemoError {
     /// The backend is not in this build.
     #[error(transparent)]
     Backend(#[from] crate::state::BackendUnavailable),
+    /// The windows demo was given records without event times.
+    #[error("{path}: {record} has no event time; the windows demo needs a timestamp column")]
+    NoEventTime {
+        /// The file.
+        path: String,
+        /// The first record without one.
+        record: String,
+    },
 }
 
 /// What a demo printed, and whether its verdicts came out as they should.
@@ -249,7 +270,7 @@ fn header(kind: DemoKind, options: &DemoOptions, label: &str, csv: &CsvInput) ->
         DemoKind::Recovery => {
             "demo recovery: the PyFlink tutorial's failing map, on the deterministic runtime"
         }
-        DemoKind::Stateful => {
+        DemoKind::Stateful | DemoKind::Windows => {
             "demo stateful: key_by(account) with a running sum in ValueState, surviving a failure"
         }
     };
@@ -379,6 +400,9 @@ fn summary(report: &CaseReport, records_in: usize, text: &mut String) {
 
 /// Runs a demo and renders its story.
 pub fn run(kind: DemoKind, options: &DemoOptions) -> Result<DemoReport, DemoError> {
+    if kind == DemoKind::Windows {
+        return super::windows_demo::run(options);
+    }
     let (label, csv) = load_input(options)?;
     let mut text = header(kind, options, &label, &csv);
     let mut simulated_ms = 0;

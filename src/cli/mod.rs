@@ -16,6 +16,7 @@
 pub mod demo;
 pub mod explore;
 pub mod savepoint;
+pub mod windows_demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,6 +112,8 @@ pub enum DemoWhich {
     Recovery,
     /// key_by(account) with a running sum in ValueState, surviving a failure.
     Stateful,
+    /// Per-account 10-second tumbling sums in event time, surviving a failure mid-window.
+    Windows,
 }
 
 /// The sink a demo writes to.
@@ -155,7 +158,8 @@ pub enum FormatFlag {
 /// Demo parameters; each defaults to the tutorial's value.
 #[derive(Debug, Args)]
 pub struct DemoFlags {
-    /// Record (1-based) on which the map fails [default: 5 for recovery, 12 for stateful].
+    /// Record (1-based) on which the map fails [default: 5 for recovery, 12 for stateful, 14
+    /// for windows].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub fail_at: Option<u64>,
     /// Checkpoint interval in simulated milliseconds.
@@ -168,15 +172,16 @@ pub struct DemoFlags {
     /// Root seed of the run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// CSV input (transaction_id,account,amount) instead of the embedded fixture.
+    /// CSV input (transaction_id,account,amount[,timestamp]; windows needs the timestamp)
+    /// instead of the embedded fixture.
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Simulated processing time per record in the failing map.
     #[arg(long, default_value_t = 1000)]
     pub processing_ms: u64,
-    /// The sink.
-    #[arg(long, value_enum, default_value = "print")]
-    pub sink: SinkFlag,
+    /// The sink [default: print; two-phase for windows].
+    #[arg(long, value_enum)]
+    pub sink: Option<SinkFlag>,
     /// The state backend.
     #[arg(long, value_enum, default_value = "memory")]
     pub backend: BackendFlag,
@@ -195,8 +200,9 @@ impl DemoFlags {
         options.input = self.input;
         options.processing_ms = self.processing_ms;
         options.sink = match self.sink {
-            SinkFlag::Print => SinkKind::Print,
-            SinkFlag::TwoPhase => SinkKind::TwoPhaseCommit,
+            None => options.sink,
+            Some(SinkFlag::Print) => SinkKind::Print,
+            Some(SinkFlag::TwoPhase) => SinkKind::TwoPhaseCommit,
         };
         options.backend = self.backend.into();
         options.full_trace = self.trace;
@@ -487,9 +493,10 @@ fn render(error: &anyhow::Error) -> String {
 }
 
 fn run_demo(which: DemoWhich, flags: DemoFlags) -> anyhow::Result<ExitCode> {
-    let kind = match which {
-        DemoWhich::Recovery => DemoKind::Recovery,
-        DemoWhich::Stateful => DemoKind::Stateful,
+    let (kind, name) = match which {
+        DemoWhich::Recovery => (DemoKind::Recovery, "recovery"),
+        DemoWhich::Stateful => (DemoKind::Stateful, "stateful"),
+        DemoWhich::Windows => (DemoKind::Windows, "windows"),
     };
     let options = flags.options(kind);
     #[allow(clippy::disallowed_methods)] // Wall time is reported, never fed into the simulation.
@@ -502,11 +509,6 @@ fn run_demo(which: DemoWhich, flags: DemoFlags) -> anyhow::Result<ExitCode> {
         report.simulated_ms,
         report.simulated_ms as f64 / wall_ms.max(0.001)
     );
-    let name = if kind == DemoKind::Recovery {
-        "recovery"
-    } else {
-        "stateful"
-    };
     println!(
         "replay: faultline demo {name} --seed {} --backend {}",
         options.seed, options.backend

@@ -1,5 +1,6 @@
 //! Method: run the `faultline` binary as a user would: the demos succeed with the story they
-//! promise (the recovery story is an insta snapshot; wall time is left out because it varies),
+//! promise (the recovery and windows stories are insta snapshots; wall time is left out
+//! because it varies),
 //! and bad flags or a malformed CSV fail with an error that says what and where.
 
 use std::process::Command;
@@ -41,8 +42,33 @@ fn demo_stateful_restores_from_a_checkpoint() {
 }
 
 #[test]
-fn the_binary_runs_both_demos() {
-    for which in ["recovery", "stateful"] {
+fn demo_windows_story_snapshot() {
+    let report = demo::run(DemoKind::Windows, &DemoOptions::defaults(DemoKind::Windows)).unwrap();
+    assert!(report.ok, "{}", report.text);
+    assert!(report.text.contains("restore from chk-"), "{}", report.text);
+    // tx1030 comes half a minute after its window closed.
+    assert!(report.text.contains("1 late: ok"), "{}", report.text);
+    assert!(!report.text.contains("DOES NOT ADD UP"), "{}", report.text);
+    insta::assert_snapshot!("demo_windows", report.text);
+}
+
+#[test]
+fn demo_windows_refuses_input_without_event_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("untimed.csv");
+    std::fs::write(&csv, "transaction_id,account,amount\ntx1,a,1.5\n").unwrap();
+    let output = faultline(&["demo", "windows", "--input", csv.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("tx1 has no event time") && stderr.contains("untimed.csv"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_binary_runs_every_demo() {
+    for which in ["recovery", "stateful", "windows"] {
         let output = faultline(&["demo", which]);
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
@@ -374,7 +400,7 @@ fn bench_with_async_upload_restores_the_same_state_as_synchronous() {
 #[test]
 fn the_demos_run_on_every_backend() {
     for backend in faultline::state::BackendKind::all() {
-        for kind in [DemoKind::Recovery, DemoKind::Stateful] {
+        for kind in [DemoKind::Recovery, DemoKind::Stateful, DemoKind::Windows] {
             let mut options = DemoOptions::defaults(kind);
             options.backend = backend;
             let report = demo::run(kind, &options).unwrap();
