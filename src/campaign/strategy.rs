@@ -360,8 +360,9 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
 
 /// A generated job's event time: for half the jobs, a bounded out-of-orderness up to the
 /// generated inputs' disorder, a periodic interval and, for some, an idleness timeout; and for
-/// half of those, a tumbling window (size, aggregate, parallelism) as the last stage.
-type EventTime = Option<(WatermarkSpec, Option<(i64, WindowAggregate, u16)>)>;
+/// half of those, a window as the last stage: size, aggregate, parallelism, size over slide
+/// (1: tumbling), allowed lateness.
+type EventTime = Option<(WatermarkSpec, Option<(i64, WindowAggregate, u16, i64, i64)>)>;
 
 fn event_time() -> impl Strategy<Value = EventTime> {
     let spec = (
@@ -385,6 +386,9 @@ fn event_time() -> impl Strategy<Value = EventTime> {
         prop_oneof![Just(500i64), Just(1_000), Just(3_000)],
         aggregate,
         1u16..=3,
+        // Tumbling in two cases of four, else sliding by a half or a quarter of the size.
+        prop_oneof![2 => Just(1i64), 1 => Just(2), 1 => Just(4)],
+        prop_oneof![2 => Just(0i64), 1 => Just(200), 1 => Just(1_000)],
     );
     proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window)))
 }
@@ -396,10 +400,25 @@ fn use_event_time(job: &mut JobSpec, event_time: EventTime, users: bool) {
         return;
     };
     job.source.watermarks = Some(watermarks);
-    if let (Some((size_ms, aggregate, parallelism)), false) = (window, users) {
+    if let (Some((size_ms, aggregate, parallelism, per_slide, allowed_lateness_ms)), false) =
+        (window, users)
+    {
+        let op = match per_slide {
+            1 => OperatorSpec::TumblingWindow {
+                size_ms,
+                aggregate,
+                allowed_lateness_ms,
+            },
+            n => OperatorSpec::SlidingWindow {
+                size_ms,
+                slide_ms: size_ms / n,
+                aggregate,
+                allowed_lateness_ms,
+            },
+        };
         job.stages.push(StageSpec {
             name: "window".into(),
-            op: OperatorSpec::TumblingWindow { size_ms, aggregate },
+            op,
             parallelism,
             processing_ms: 1,
         });

@@ -32,6 +32,7 @@ use super::{CaseSpec, Violation};
 use crate::engine::{JobStatus, RunOutcome};
 use crate::job::keygroup::subtask_for_key_group;
 use crate::job::user::timer_record;
+use crate::job::watermark::{Mark, MIN_WATERMARK};
 use crate::job::{task_name, Datum, JobSpec, Record};
 use crate::model::{ModelFailure, StageModel};
 use crate::state::timers::Timer;
@@ -111,18 +112,19 @@ struct Walk<'c> {
     /// Operator tasks of the phase: stage index and subtask.
     tasks: BTreeMap<String, (usize, u16)>,
     cells: Cells,
-    /// The cells each checkpoint's snapshots captured, by checkpoint id.
-    snapshots: BTreeMap<u64, Cells>,
+    /// The cells each checkpoint's snapshots captured, by checkpoint id, with the phase that
+    /// took them.
+    snapshots: BTreeMap<u64, (usize, Cells)>,
     /// Records (by stage and id) received in the current attempt.
     seen: BTreeSet<(usize, String)>,
+    /// The watermark each task last sent in the current attempt: the one it judges the
+    /// records it takes in against.
+    watermarks: BTreeMap<String, i64>,
     /// The offset the first stage last received per key in the current attempt.
     offsets: BTreeMap<Datum, u64>,
     /// What each stage last emitted under each id (the input's records as stage "-1"): what
     /// the next stage must receive under that id.
     last_emitted: BTreeMap<(usize, String), Record>,
-    /// Whether the phase running has restored yet: its first restore puts back cells whose
-    /// subtasks were another phase's.
-    phase_restored: bool,
     lineage: Lineage,
 }
 
@@ -135,9 +137,9 @@ impl<'c> Walk<'c> {
             cells: Cells::new(),
             snapshots: BTreeMap::new(),
             seen: BTreeSet::new(),
+            watermarks: BTreeMap::new(),
             offsets: BTreeMap::new(),
             last_emitted: BTreeMap::new(),
-            phase_restored: false,
             lineage: Lineage::default(),
         }
     }
@@ -163,6 +165,12 @@ impl<'c> Walk<'c> {
                 timer,
                 outputs,
             } => self.fire(task, timer, outputs),
+            Event::Watermark {
+                task,
+                mark: Mark::At(watermark_ms),
+            } => {
+                self.watermarks.insert(task.clone(), *watermark_ms);
+            }
             Event::Snapshot {
                 checkpoint, task, ..
             } => self.snapshot(*checkpoint, task),
@@ -184,7 +192,6 @@ impl<'c> Walk<'c> {
             })
             .collect();
         self.cells.clear();
-        self.phase_restored = false;
         self.start_attempt();
     }
 
@@ -197,21 +204,24 @@ impl<'c> Walk<'c> {
 
     fn start_attempt(&mut self) {
         self.seen.clear();
+        self.watermarks.clear();
         self.offsets.clear();
     }
 
     fn restore(&mut self, restored: &Restored) -> Option<()> {
         self.start_attempt();
-        self.cells = match &restored.from {
-            RestoreSource::Nothing => Cells::new(),
+        let (taken_in, cells) = match &restored.from {
+            RestoreSource::Nothing => (self.phase, Cells::new()),
             RestoreSource::Checkpoint(checkpoint) | RestoreSource::Savepoint { checkpoint, .. } => {
-                self.snapshots.get(checkpoint)?.clone()
+                let (phase, cells) = self.snapshots.get(checkpoint)?;
+                (Some(*phase), cells.clone())
             }
             RestoreSource::External { .. } => return None,
         };
-        if !self.phase_restored {
+        self.cells = cells;
+        // Cells another phase captured name that phase's subtasks, every time they come back.
+        if taken_in != self.phase {
             self.forget_subtasks();
-            self.phase_restored = true;
         }
         let expected = self.state();
         for (addr, expected, actual) in expected.differences(&restored.state) {
@@ -267,10 +277,14 @@ impl<'c> Walk<'c> {
                 partition: record.origin.partition,
                 ..Cell::default()
             });
-        let emitted = match cell
-            .model
-            .apply(&job.stages[stage], self.case.users, record.clone())
-        {
+        let watermark_ms = self.watermarks.get(task).copied().unwrap_or(MIN_WATERMARK);
+        let applied = (cell.model).apply_at(
+            &job.stages[stage],
+            self.case.users,
+            record.clone(),
+            watermark_ms,
+        );
+        let emitted = match applied {
             Ok(emitted) => emitted,
             Err(failure) => {
                 self.lineage.failures.push(failure);
@@ -290,10 +304,14 @@ impl<'c> Walk<'c> {
         self.emit(stage, subtask, record.key.clone(), emitted);
     }
 
-    /// Whether stage `stage` is a user's operator whose model acts on timers: the stages whose
-    /// firings the walk judges.
+    /// Whether stage `stage` is a window or a user's operator whose model acts on timers: the
+    /// stages whose firings the walk judges.
     fn timed(&self, stage: usize) -> bool {
-        let name = self.job().stages[stage].op.user_name();
+        let op = &self.job().stages[stage].op;
+        if op.window_shape().is_some() {
+            return true;
+        }
+        let name = op.user_name();
         name.and_then(|name| crate::job::user::find(self.case.users, name))
             .is_some_and(|user| user.model.fires_timers())
     }
@@ -388,7 +406,9 @@ impl<'c> Walk<'c> {
             return;
         };
         let job = self.job();
-        let captured = self.snapshots.entry(checkpoint).or_default();
+        let phase = self.phase.unwrap_or(0);
+        let (taken_in, captured) = self.snapshots.entry(checkpoint).or_default();
+        *taken_in = phase;
         // A later snapshot of the same task and id replaces an earlier one's cells.
         captured.retain(|(s, key), cell| *s != stage || owner(job, stage, key, cell) != subtask);
         for ((s, key), cell) in &self.cells {

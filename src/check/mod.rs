@@ -526,8 +526,9 @@ pub enum Note {
     /// At-least-once mode with fan-in, restored from a snapshot this case did not take: state
     /// and output values were not compared.
     ValuesNotCompared,
-    /// Judged along the run's events (at-least-once mode with fan-in, or a user's operator with
-    /// timers): every stage against the records it received and the timers it fired.
+    /// Judged along the run's events (at-least-once mode with fan-in, a window, or a user's
+    /// operator with timers): every stage against the records it received and the timers it
+    /// fired.
     JudgedByLineage {
         /// Restores whose state was compared.
         restores: usize,
@@ -573,7 +574,7 @@ impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in, restored from a snapshot this case did not take: state and output values are not compared (loss and replay-only duplication are)"),
-            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "judged along the run's events (at-least-once with fan-in, or an operator's timers): each stage against the records it received and the timers it fired ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
+            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "judged along the run's events (at-least-once with fan-in, a window, or an operator's timers): each stage against the records it received and the timers it fired ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
             Note::Windows { windows, results, late, exactly_once } => {
                 let rule = if *exactly_once { "each balanced against its input" } else { "each seen (replays allowed)" };
                 write!(f, "windows: {windows} with input, {results} result(s) and {late} late record(s) visible, {rule}")
@@ -746,16 +747,20 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
     check_watermarks(case, outcome, &mut verdict);
     let all = over_input.outputs;
     check_ids_unique(&all, &mut verdict);
-    if let Some((_, stage)) = case.job().window() {
-        window::check_case(case, outcome, &all, stage, &mut verdict);
-        return verdict;
-    }
-    // A user's operator acting on timers is judged along the events, where its firings are.
-    let lineage = if case.values_exact() && !case.fires_timers() {
+    // A window, and a user's operator acting on timers, are judged along the events, where
+    // the watermarks and firings are.
+    let windowed = case.job().window();
+    let lineage = if case.values_exact() && !case.fires_timers() && windowed.is_none() {
         None
     } else {
         lineage::follow(case, outcome)
     };
+    if let Some((_, stage)) = windowed {
+        window::check_case(case, outcome, &all, stage, lineage.is_some(), &mut verdict);
+        if lineage.is_none() {
+            return verdict;
+        }
+    }
     let rules = OutputRules {
         finished,
         exactly_once,
@@ -763,31 +768,14 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         lineage: lineage.is_some(),
     };
     match lineage {
-        Some(lineage) => {
-            verdict.violations.extend(lineage.violations);
-            if over_input.failures.is_empty() {
-                check_model_applies(&lineage.failures, &mut verdict);
-            }
-            let in_model: std::collections::BTreeSet<RecordKey> =
-                all.iter().map(record_key).collect();
-            verdict.notes.push(Note::JudgedByLineage {
-                restores: lineage.restores,
-                owed_not_in_model: lineage
-                    .owed
-                    .iter()
-                    .filter(|r| !in_model.contains(&record_key(r)))
-                    .count(),
-            });
-            check_end(case.job(), &lineage.state, true, outcome, &mut verdict);
-            check_reported(outcome, &mut verdict);
-            check_output(
-                &mut verdict,
-                &lineage.owed,
-                &lineage.emitted,
-                outcome,
-                rules,
-            );
-        }
+        Some(lineage) => check_lineage(
+            case,
+            outcome,
+            lineage,
+            (&all, over_input.failures.is_empty()),
+            rules,
+            &mut verdict,
+        ),
         None => {
             let exact = case.values_exact();
             if exact {
@@ -804,6 +792,34 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         }
     }
     verdict
+}
+
+/// Judges a case along its events: what the walk found, then the end and the output against
+/// what the lineage owes. `model` is the model's output over the input and whether it applied
+/// to every record.
+fn check_lineage(
+    case: &CaseSpec<'_>,
+    outcome: &RunOutcome,
+    lineage: lineage::Lineage,
+    (all, model_applied): (&[Record], bool),
+    rules: OutputRules,
+    verdict: &mut Verdict,
+) {
+    verdict.violations.extend(lineage.violations);
+    if model_applied {
+        check_model_applies(&lineage.failures, verdict);
+    }
+    let in_model: std::collections::BTreeSet<RecordKey> = all.iter().map(record_key).collect();
+    verdict.notes.push(Note::JudgedByLineage {
+        restores: lineage.restores,
+        owed_not_in_model: (lineage.owed.iter())
+            .filter(|r| !in_model.contains(&record_key(r)))
+            .count(),
+    });
+    let state = window::judged_state(case.job(), &lineage.state);
+    check_end(case.job(), &state, true, outcome, verdict);
+    check_reported(outcome, verdict);
+    check_output(verdict, &lineage.owed, &lineage.emitted, outcome, rules);
 }
 
 /// The watermark rules over the whole trace; the end of input is owed once the job finished.

@@ -79,6 +79,7 @@ fn job(options: &DemoOptions) -> JobSpec {
                 op: OperatorSpec::TumblingWindow {
                     size_ms: WINDOW_MS,
                     aggregate: WindowAggregate::Sum,
+                    allowed_lateness_ms: 0,
                 },
                 parallelism: 1,
                 processing_ms: 0,

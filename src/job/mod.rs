@@ -27,6 +27,6 @@ pub use sink::{ExternalOutput, ExternalStore, OutputReader, Sink, SinkFactory};
 pub use source::{Source, SourceFactory};
 pub use spec::{
     task_name, FailCounter, JobSpec, OperatorSpec, SinkKind, SinkSpec, SourceSpec, StageSpec,
-    WindowAggregate,
+    WindowAggregate, WindowShape, WINDOWS_PER_RECORD_MAX,
 };
 pub use watermark::WatermarkSpec;

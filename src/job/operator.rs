@@ -228,8 +228,9 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
             combine: i64::max,
         }),
         OperatorSpec::Stats => Box::new(Stats),
-        OperatorSpec::TumblingWindow { size_ms, aggregate } => {
-            Box::new(super::window::TumblingWindow { size_ms, aggregate })
+        OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
+            let shape = spec.window_shape().expect("a window spec has a shape");
+            Box::new(super::window::WindowOperator { shape })
         }
         // The runtime builds registered user operators itself; one not registered fails loudly.
         OperatorSpec::User { name, .. } => Box::new(Unregistered { name }),

@@ -158,13 +158,30 @@ pub enum OperatorSpec {
         keyed: bool,
     },
     /// A keyed event-time tumbling window of `size_ms` (see [`crate::job::window`]): each
-    /// window's `aggregate` of the amounts, emitted when the watermark passes its end; a record
-    /// whose window has already closed goes to the side output `late`. The job's last stage.
+    /// window's `aggregate` of the amounts, emitted when the watermark passes its end and
+    /// again for each record within the allowed lateness after it; a record every window of
+    /// which has closed goes to the side output `late`. The job's last stage.
     TumblingWindow {
         /// The window length.
         size_ms: i64,
         /// What each window result holds.
         aggregate: WindowAggregate,
+        /// How long after its end a window still takes records (each fires it again).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        allowed_lateness_ms: i64,
+    },
+    /// A keyed event-time sliding window of `size_ms` every `slide_ms`: each record falls in
+    /// `size_ms / slide_ms` windows (rounded up); otherwise as the tumbling window.
+    SlidingWindow {
+        /// The window length.
+        size_ms: i64,
+        /// How far apart windows start.
+        slide_ms: i64,
+        /// What each window result holds.
+        aggregate: WindowAggregate,
+        /// How long after its end a window still takes records (each fires it again).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        allowed_lateness_ms: i64,
     },
     /// Passes records through, but fails on its `fail_at`-th record (the tutorial's
     /// `FailingMapFunction`).
@@ -175,6 +192,34 @@ pub enum OperatorSpec {
         counter: FailCounter,
     },
 }
+
+/// ", {n} ms allowed lateness" when there is some.
+fn lateness(allowed_lateness_ms: i64) -> String {
+    match allowed_lateness_ms {
+        0 => String::new(),
+        n => format!(", {n} ms allowed lateness"),
+    }
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
+/// A window stage's shape, whichever kind it is: a tumbling window slides by its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowShape {
+    /// The window length.
+    pub size_ms: i64,
+    /// How far apart windows start.
+    pub slide_ms: i64,
+    /// What each window result holds.
+    pub aggregate: WindowAggregate,
+    /// How long after its end a window still takes records.
+    pub allowed_lateness_ms: i64,
+}
+
+/// The most windows one record may fall in (`size_ms / slide_ms`, rounded up).
+pub const WINDOWS_PER_RECORD_MAX: i64 = 100;
 
 /// What a window result holds: the sum, count or maximum of its records' amounts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,8 +254,37 @@ impl OperatorSpec {
                 | OperatorSpec::Max
                 | OperatorSpec::Stats
                 | OperatorSpec::TumblingWindow { .. }
+                | OperatorSpec::SlidingWindow { .. }
                 | OperatorSpec::User { keyed: true, .. }
         )
+    }
+
+    /// Its shape, if it is a window.
+    pub fn window_shape(&self) -> Option<WindowShape> {
+        match *self {
+            OperatorSpec::TumblingWindow {
+                size_ms,
+                aggregate,
+                allowed_lateness_ms,
+            } => Some(WindowShape {
+                size_ms,
+                slide_ms: size_ms,
+                aggregate,
+                allowed_lateness_ms,
+            }),
+            OperatorSpec::SlidingWindow {
+                size_ms,
+                slide_ms,
+                aggregate,
+                allowed_lateness_ms,
+            } => Some(WindowShape {
+                size_ms,
+                slide_ms,
+                aggregate,
+                allowed_lateness_ms,
+            }),
+            _ => None,
+        }
     }
 
     /// The name of the user's operator it is, if it is one.
@@ -232,9 +306,23 @@ impl OperatorSpec {
             OperatorSpec::Max => "max".into(),
             OperatorSpec::Stats => "stats".into(),
             OperatorSpec::User { name, .. } => format!("user({name})"),
-            OperatorSpec::TumblingWindow { size_ms, aggregate } => {
-                format!("tumbling-window({size_ms} ms, {aggregate:?})")
-            }
+            OperatorSpec::TumblingWindow {
+                size_ms,
+                aggregate,
+                allowed_lateness_ms,
+            } => format!(
+                "tumbling-window({size_ms} ms, {aggregate:?}{})",
+                lateness(*allowed_lateness_ms)
+            ),
+            OperatorSpec::SlidingWindow {
+                size_ms,
+                slide_ms,
+                aggregate,
+                allowed_lateness_ms,
+            } => format!(
+                "sliding-window({size_ms} ms every {slide_ms} ms, {aggregate:?}{})",
+                lateness(*allowed_lateness_ms)
+            ),
             OperatorSpec::FailingMap { fail_at, counter } => {
                 format!("failing-map(at {fail_at}, {counter:?})")
             }
@@ -395,13 +483,13 @@ impl JobSpec {
     pub fn window(&self) -> Option<(usize, &StageSpec)> {
         let last = self.stages.len().checked_sub(1)?;
         let stage = &self.stages[last];
-        matches!(stage.op, OperatorSpec::TumblingWindow { .. }).then_some((last, stage))
+        stage.op.window_shape().map(|_| (last, stage))
     }
 
     /// What is wrong with the job's windows, if anything.
     fn window_problem(&self) -> Option<String> {
         let windows: Vec<(usize, &StageSpec)> = (self.stages.iter().enumerate())
-            .filter(|(_, s)| matches!(s.op, OperatorSpec::TumblingWindow { .. }))
+            .filter(|(_, s)| s.op.window_shape().is_some())
             .collect();
         let &(index, stage) = windows.first()?;
         if windows.len() > 1 || index + 1 != self.stages.len() {
@@ -416,13 +504,23 @@ impl JobSpec {
                 stage.name
             ));
         }
-        match stage.op {
-            OperatorSpec::TumblingWindow { size_ms, .. } if size_ms < 1 => Some(format!(
-                "{}: window size {size_ms} ms is not positive",
-                stage.name
-            )),
-            _ => None,
-        }
+        let shape = stage.op.window_shape()?;
+        let WindowShape {
+            size_ms,
+            slide_ms,
+            allowed_lateness_ms,
+            ..
+        } = shape;
+        let problem = if size_ms < 1 || slide_ms < 1 || slide_ms > size_ms {
+            format!("window size {size_ms} ms and slide {slide_ms} ms: both positive, the slide at most the size")
+        } else if (size_ms - 1) / slide_ms + 1 > WINDOWS_PER_RECORD_MAX {
+            format!("a record would fall in more than {WINDOWS_PER_RECORD_MAX} windows of {size_ms} ms every {slide_ms} ms")
+        } else if allowed_lateness_ms < 0 {
+            format!("allowed lateness {allowed_lateness_ms} ms is negative")
+        } else {
+            return None;
+        };
+        Some(format!("{}: {problem}", stage.name))
     }
 
     /// Whether some task reads more than one input channel, which is when barrier alignment

@@ -1,62 +1,177 @@
-//! The built-in event-time tumbling window ([`OperatorSpec::TumblingWindow`]), as Flink's
-//! `WindowOperator` with an `EventTimeTrigger` and no allowed lateness: a record goes into the
-//! window `[start, start + size)` its event time falls in, unless the subtask's watermark has
-//! passed that window's last millisecond, in which case it goes to the side output [`LATE`].
-//! Window contents live in keyed state (map state `windows`, by window start) and a cleanup
-//! timer at the window's last millisecond, namespaced by the start, fires the result (the
-//! `aggregate` of the amounts, as a `Transaction` of the key) and clears the window. A timer
-//! whose window holds nothing is ignored, as in Flink.
+//! The built-in event-time windows ([`OperatorSpec::TumblingWindow`],
+//! [`OperatorSpec::SlidingWindow`]), as Flink's `WindowOperator` with an `EventTimeTrigger`
+//! and an allowed lateness. A record falls in every window `[start, start + size)` that
+//! holds its event time, the starts being multiples of the slide (a tumbling window slides by
+//! its size). For each such window it is either added to it or, when the subtask's watermark
+//! has passed the window's cleanup time (its last millisecond plus the allowed lateness),
+//! skipped; a record skipped by every window goes to the side output [`LATE`].
 //!
-//! Watermarks start again from nothing after a restore, so a record late before a failure may
-//! be on time after it, and a window already fired may fire again with it: Flink does the same.
-//! The oracle judges windows by conservation (`check::window`): every record the window stage
-//! received is counted in exactly one result or late output.
+//! Window contents live in keyed state (map state `windows`, by window start). A window's
+//! trigger timer at its last millisecond fires its result (the `aggregate` of the amounts, as
+//! a `Transaction` of the key); its cleanup timer at that millisecond plus the allowed
+//! lateness clears it (the two are one timer without lateness). A record added to a window
+//! the watermark already passed, within the allowed lateness, fires it again at once, as
+//! Flink's trigger does. A timer whose window holds nothing is ignored.
+//!
+//! A result's id names the key, the window and the record that opened its contents, then
+//! the firing: `{key}@{start}/{first}` and `…+{n}` for the n-th firing after the first.
+//! Watermarks start again from nothing after a restore, so a window already fired and
+//! cleared may open again there with a record that was late before: the first record tells
+//! the two apart. Results descend from no one record, so their origin lies after every
+//! source position: any restore may replay them.
 //!
 //! [`OperatorSpec::TumblingWindow`]: crate::job::OperatorSpec::TumblingWindow
+//! [`OperatorSpec::SlidingWindow`]: crate::job::OperatorSpec::SlidingWindow
 
 use serde::{Deserialize, Serialize};
 
 use super::operator::{Operator, OperatorContext, OperatorError};
-use super::record::{Record, Transaction};
-use super::spec::WindowAggregate;
+use super::record::{Origin, Record, Transaction};
+use super::spec::{WindowAggregate, WindowShape};
 use crate::state::timers::{TimeDomain, Timer};
-use crate::state::MapState;
+use crate::state::{KeyedContext, MapState};
 
 /// The side output late records go to.
 pub const LATE: &str = "late";
 
 /// What a window holds so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Contents {
     sum: i64,
     count: i64,
     max: i64,
+    /// The id of the record that opened it.
+    first: String,
+    /// Results fired so far.
+    fired: i64,
 }
 
 const WINDOWS: MapState<i64, Contents> = MapState::new("windows");
 
-/// The start of the window of `size_ms` that `timestamp_ms` falls in.
+/// The start of the window of `size_ms` that `timestamp_ms` falls in (tumbling windows).
 pub fn window_start(timestamp_ms: i64, size_ms: i64) -> i64 {
     timestamp_ms - timestamp_ms.rem_euclid(size_ms)
 }
 
-/// The last millisecond of the window starting at `start_ms`: its cleanup timer's time.
+/// The last millisecond of the window of `size_ms` starting at `start_ms`: its trigger time.
 pub fn window_max_ms(start_ms: i64, size_ms: i64) -> i64 {
     start_ms.saturating_add(size_ms).saturating_sub(1)
 }
 
 /// The window operator of one subtask.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct TumblingWindow {
-    pub(crate) size_ms: i64,
-    pub(crate) aggregate: WindowAggregate,
+pub(crate) struct WindowOperator {
+    pub(crate) shape: WindowShape,
 }
 
 fn failed(error: impl std::fmt::Display) -> OperatorError {
     OperatorError::Failed(error.to_string())
 }
 
-impl Operator for TumblingWindow {
+impl WindowOperator {
+    /// The starts of the windows holding `at_ms`, earliest first.
+    fn starts(&self, at_ms: i64) -> Vec<i64> {
+        let WindowShape {
+            size_ms, slide_ms, ..
+        } = self.shape;
+        let last = window_start(at_ms, slide_ms);
+        let mut starts = Vec::new();
+        let mut start = last;
+        while start > at_ms.saturating_sub(size_ms) {
+            starts.push(start);
+            start = start.saturating_sub(slide_ms);
+        }
+        starts.reverse();
+        starts
+    }
+
+    fn max_ms(&self, start: i64) -> i64 {
+        window_max_ms(start, self.shape.size_ms)
+    }
+
+    fn cleanup_ms(&self, start: i64) -> i64 {
+        self.max_ms(start)
+            .saturating_add(self.shape.allowed_lateness_ms)
+    }
+
+    /// The window's result now, named for its `fired`-th firing.
+    fn result(
+        &self,
+        timer_key: &crate::job::Datum,
+        start: i64,
+        contents: &Contents,
+    ) -> Result<Record, OperatorError> {
+        let amount_cents = match self.shape.aggregate {
+            WindowAggregate::Sum => contents.sum,
+            WindowAggregate::Count => contents.count,
+            WindowAggregate::Max => contents.max,
+        };
+        let account: String = timer_key.get().unwrap_or_else(|_| timer_key.to_string());
+        let mut id = format!("{account}@{start}/{}", contents.first);
+        if contents.fired > 0 {
+            id = format!("{id}+{}", contents.fired);
+        }
+        let result = Record::of(
+            &id,
+            timer_key,
+            &Transaction {
+                account,
+                amount_cents,
+            },
+        )?;
+        Ok(Record {
+            timestamp_ms: Some(self.max_ms(start)),
+            origin: Origin {
+                partition: 0,
+                offset: u64::MAX,
+            },
+            ..result
+        })
+    }
+
+    /// Adds `record` to the window at `start`: registers its timers, and fires it at once
+    /// when the watermark already passed its end.
+    fn add(
+        &self,
+        keyed: &mut KeyedContext<'_>,
+        (record, amount): (&Record, i64),
+        start: i64,
+        watermark_ms: i64,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let mut contents = match WINDOWS.get(keyed, &start).map_err(failed)? {
+            Some(c) => Contents {
+                sum: c.sum.wrapping_add(amount),
+                count: c.count + 1,
+                max: c.max.max(amount),
+                ..c
+            },
+            None => Contents {
+                sum: amount,
+                count: 1,
+                max: amount,
+                first: record.id.clone(),
+                fired: 0,
+            },
+        };
+        let (max_ms, cleanup_ms) = (self.max_ms(start), self.cleanup_ms(start));
+        let namespace = start.to_string();
+        keyed
+            .register_timer(TimeDomain::EventTime, cleanup_ms, &namespace)
+            .map_err(failed)?;
+        if max_ms <= watermark_ms {
+            out.push(self.result(&record.key, start, &contents)?);
+            contents.fired += 1;
+        } else {
+            keyed
+                .register_timer(TimeDomain::EventTime, max_ms, &namespace)
+                .map_err(failed)?;
+        }
+        WINDOWS.put(keyed, &start, &contents).map_err(failed)
+    }
+}
+
+impl Operator for WindowOperator {
     fn process(
         &mut self,
         record: Record,
@@ -70,9 +185,11 @@ impl Operator for TumblingWindow {
             ))
         })?;
         let tx: Transaction = record.value_as()?;
-        let start = window_start(at_ms, self.size_ms);
-        let max_ms = window_max_ms(start, self.size_ms);
-        if max_ms <= ctx.watermark_ms {
+        let watermark_ms = ctx.watermark_ms;
+        let open: Vec<i64> = (self.starts(at_ms).into_iter())
+            .filter(|start| self.cleanup_ms(*start) > watermark_ms)
+            .collect();
+        if open.is_empty() {
             out.push(Record {
                 side: Some(LATE.into()),
                 ..record
@@ -80,22 +197,10 @@ impl Operator for TumblingWindow {
             return Ok(());
         }
         let keyed = ctx.keyed()?;
-        let contents = match WINDOWS.get(keyed, &start).map_err(failed)? {
-            Some(c) => Contents {
-                sum: c.sum.wrapping_add(tx.amount_cents),
-                count: c.count + 1,
-                max: c.max.max(tx.amount_cents),
-            },
-            None => Contents {
-                sum: tx.amount_cents,
-                count: 1,
-                max: tx.amount_cents,
-            },
-        };
-        WINDOWS.put(keyed, &start, &contents).map_err(failed)?;
-        keyed
-            .register_timer(TimeDomain::EventTime, max_ms, &start.to_string())
-            .map_err(failed)
+        for start in open {
+            self.add(keyed, (&record, tx.amount_cents), start, watermark_ms, out)?;
+        }
+        Ok(())
     }
 
     fn on_timer(
@@ -111,30 +216,18 @@ impl Operator for TumblingWindow {
             ))
         })?;
         let keyed = ctx.keyed()?;
-        let Some(contents) = WINDOWS.get(keyed, &start).map_err(failed)? else {
+        let Some(mut contents) = WINDOWS.get(keyed, &start).map_err(failed)? else {
             return Ok(());
         };
-        WINDOWS.remove(keyed, &start).map_err(failed)?;
-        let amount_cents = match self.aggregate {
-            WindowAggregate::Sum => contents.sum,
-            WindowAggregate::Count => contents.count,
-            WindowAggregate::Max => contents.max,
-        };
-        let account: String = timer.key.get().unwrap_or_else(|_| timer.key.to_string());
-        let id = format!("{account}@{start}");
-        let result = Record::of(
-            &id,
-            &timer.key,
-            &Transaction {
-                account,
-                amount_cents,
-            },
-        )?;
-        out.push(Record {
-            timestamp_ms: Some(timer.timestamp_ms),
-            ..result
-        });
-        Ok(())
+        if timer.timestamp_ms == self.max_ms(start) {
+            out.push(self.result(&timer.key, start, &contents)?);
+            contents.fired += 1;
+        }
+        if timer.timestamp_ms == self.cleanup_ms(start) {
+            WINDOWS.remove(keyed, &start).map_err(failed)
+        } else {
+            WINDOWS.put(keyed, &start, &contents).map_err(failed)
+        }
     }
 }
 
@@ -149,5 +242,21 @@ mod tests {
         assert_eq!(window_start(1_000, 1_000), 1_000);
         assert_eq!(window_start(-1, 1_000), -1_000);
         assert_eq!(window_max_ms(-1_000, 1_000), -1);
+    }
+
+    #[test]
+    fn a_record_falls_in_size_over_slide_windows() {
+        let sliding = |size_ms, slide_ms| WindowOperator {
+            shape: WindowShape {
+                size_ms,
+                slide_ms,
+                aggregate: WindowAggregate::Sum,
+                allowed_lateness_ms: 0,
+            },
+        };
+        assert_eq!(sliding(1_000, 1_000).starts(1_500), [1_000]);
+        assert_eq!(sliding(1_000, 500).starts(1_500), [1_000, 1_500]);
+        assert_eq!(sliding(1_000, 500).starts(1_499), [500, 1_000]);
+        assert_eq!(sliding(1_000, 300).starts(100), [-600, -300, 0]);
     }
 }

@@ -39,6 +39,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod window;
+
 use std::collections::BTreeMap;
 
 use crate::job::user::{self, ModelState, UserOperator};
@@ -169,9 +171,10 @@ fn apply(
             vec![with_amount(record, &tx, count)]
         }
         OperatorSpec::FailingMap { .. } => vec![record],
-        // What a window emits depends on the watermarks of the run: the model passes the
-        // window's input on, and `check::window` judges the results against it.
-        OperatorSpec::TumblingWindow { .. } => vec![record],
+        // What a window emits depends on the watermarks of the run: over the input the model
+        // passes the window's input on (`check::window` balances the results against it);
+        // along the events, `window::WindowModel` says what it emits.
+        OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => vec![record],
         OperatorSpec::User { .. } => unreachable!("user operators are applied by their models"),
     })
 }
@@ -183,6 +186,7 @@ fn apply(
 pub struct StageModel {
     built_in: StageState,
     user: ModelState,
+    window: window::WindowModel,
 }
 
 impl StageModel {
@@ -216,13 +220,34 @@ impl StageModel {
         })
     }
 
-    /// Fires `timer` on a user stage's state, as the engine did: takes it from the key's
-    /// timers and applies the model's `on_timer`. `Ok(None)` when the model holds no such
-    /// timer (the engine fired one never registered, deleted, or fired already).
+    /// [`StageModel::apply`] along the run's events, where the stage's task held watermark
+    /// `watermark_ms` as it took `record` in: a window stage then says what it emits.
+    pub fn apply_at(
+        &mut self,
+        stage: &StageSpec,
+        users: &[UserOperator],
+        record: Record,
+        watermark_ms: i64,
+    ) -> Result<Vec<Record>, ModelFailure> {
+        let Some(shape) = stage.op.window_shape().filter(|_| record.side.is_none()) else {
+            return self.apply(stage, users, record);
+        };
+        let id = record.id.clone();
+        (self.window.apply(&shape, record, watermark_ms)).map_err(|error| ModelFailure {
+            stage: stage.name.clone(),
+            record: id,
+            reason: error.to_string(),
+        })
+    }
+
+    /// Fires `timer` on the stage's state, as the engine did: takes it from the key's timers
+    /// and applies the window's rules, or the user model's `on_timer`. `Ok(None)` when the
+    /// model holds no such timer (the engine fired one never registered, deleted, or fired
+    /// already).
     ///
     /// # Panics
-    /// If the stage is not a user's operator `users` has (the oracle asks only for those
-    /// whose model [fires timers](user::OperatorModel::fires_timers)).
+    /// If the stage is neither a window nor a user's operator `users` has (the oracle asks
+    /// only for those whose model [fires timers](user::OperatorModel::fires_timers)).
     pub fn on_timer(
         &mut self,
         stage: &StageSpec,
@@ -234,6 +259,13 @@ impl StageModel {
             record: user::timer_record(timer).id,
             reason: error.to_string(),
         };
+        if let Some(shape) = stage.op.window_shape() {
+            let start: i64 = timer.namespace.parse().map_err(|e| failure(&e))?;
+            let fired = self
+                .window
+                .fire(&shape, &timer.key, timer.timestamp_ms, start);
+            return Ok(fired.filter(|_| timer.domain == TimeDomain::EventTime));
+        }
         let model = (stage.op.user_name())
             .and_then(|name| user::find(users, name))
             .unwrap_or_else(|| panic!("{}: not a user's operator with timers", stage.name));
@@ -251,7 +283,8 @@ impl StageModel {
     /// The event-time timers this stage's model holds for `key`, unfired.
     pub fn event_timers(&mut self, key: &Datum) -> Vec<TimerKey> {
         // The model's own context wrote these cells, so they decode.
-        let timers = self.user.keyed(key).timers().unwrap_or_default();
+        let mut timers = self.user.keyed(key).timers().unwrap_or_default();
+        timers.extend(self.window.timers_of(key));
         (timers.into_iter())
             .filter(|t| t.domain == TimeDomain::EventTime)
             .collect()
@@ -261,6 +294,9 @@ impl StageModel {
     pub fn add_state(&self, stage: &StageSpec, view: &mut StateView) {
         match stage.op {
             OperatorSpec::User { keyed: true, .. } => add_user_state(view, stage, &self.user),
+            OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
+                self.window.add_state(stage, view)
+            }
             _ => add_built_in_state(view, stage, &self.built_in),
         }
     }

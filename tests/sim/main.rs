@@ -41,10 +41,13 @@
 //!   twice in an attempt, restored after a kill, overdue processing timers fired once, also
 //!   after a clock jump; a timed model (the inactivity example) judging every firing along the
 //!   events and catching an engine that forgets restored timers.
-//! - `windows`: event-time tumbling windows (sum, count, max) recovering from kills and panics
-//!   on every backend, judged by conservation against what each window received; the faults in
-//!   time fire where they say; an engine that forgets restored timers caught; misplaced windows
-//!   and clock jumps past a year refused.
+//! - `windows`: event-time tumbling and sliding windows (sum, count, max, allowed lateness)
+//!   recovering from kills and panics on every backend, judged exactly along the events by the
+//!   window model and, for tumbling ones, balanced against what each window received; the
+//!   model's broken twins (a result changed, a firing dropped or repeated, a record wrongly
+//!   late) caught; the faults in time fire where they say; an engine that forgets restored
+//!   timers caught; a rescaled window job restored twice from the first phase's savepoint
+//!   passes; misplaced windows and clock jumps past a year refused.
 //! - `fuzz_corpus`: every committed fuzz corpus file replayed through the fuzz targets' entry
 //!   points; seeds regenerated from fresh checkpoints all accepted; truncations and hostile
 //!   lengths rejected without a panic.

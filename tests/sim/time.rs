@@ -71,7 +71,7 @@ fn marks_of(report: &CaseReport, task: &str) -> Vec<(u32, Mark)> {
 }
 
 /// The verdict on `report`'s case with its trace's events edited by `edit`.
-fn judged_with(
+pub(crate) fn judged_with(
     scenario: &Scenario,
     report: CaseReport,
     edit: impl Fn(&mut Vec<Event>),
