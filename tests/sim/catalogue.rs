@@ -166,6 +166,64 @@ static DROPS_KEY_GROUP: TwistedFactory = TwistedFactory {
     },
 };
 
+/// The index of the timer state among `backend`'s states, once it has one.
+fn timer_state(backend: &MemoryBackend) -> Option<usize> {
+    (backend.states().iter()).position(|s| s.name == faultline::state::timers::TIMER_STATE)
+}
+
+/// A backend whose snapshots keep no timers (FLINK-21486's loss, in one backend): after a
+/// restore no timer is left, so a window never fires and its contents stay.
+static LOSES_TIMERS: TwistedFactory = TwistedFactory {
+    name: "loses-timers",
+    after_restore: |backend, _| match timer_state(backend) {
+        Some(timers) => delete_cells(backend, |entry| usize::from(entry.state) == timers),
+        None => Ok(()),
+    },
+};
+
+/// A backend that restores timers only in key groups that hold other keyed state too
+/// (FLINK-19741): the timers of a key whose only state is its timers are lost.
+static TIMERS_ONLY_WITH_STATE: TwistedFactory = TwistedFactory {
+    name: "timers-only-with-state",
+    after_restore: |backend, _| {
+        let Some(timers) = timer_state(backend) else {
+            return Ok(());
+        };
+        let with_state: BTreeSet<u16> = (backend.entries()?.iter())
+            .filter(|entry| usize::from(entry.state) != timers)
+            .map(|entry| entry.key_group)
+            .collect();
+        delete_cells(backend, |entry| {
+            usize::from(entry.state) == timers && !with_state.contains(&entry.key_group)
+        })
+    },
+};
+
+/// A reminder whose only state is its timers: each transaction sets an event-time timer half
+/// a second after it, which emits one reminder for the account.
+fn remind(
+    ctx: &mut faultline::state::KeyedContext<'_>,
+    _: Transaction,
+    _: &mut faultline::job::user::Output<Transaction>,
+) -> Result<(), OperatorError> {
+    if let Some(at_ms) = ctx.timestamp_ms() {
+        let due_ms = at_ms.saturating_add(500);
+        ctx.register_timer(faultline::state::timers::TimeDomain::EventTime, due_ms, "")?;
+    }
+    Ok(())
+}
+
+fn reminded(
+    _: &mut faultline::state::KeyedContext<'_>,
+    timer: &faultline::state::timers::Timer,
+    out: &mut faultline::job::user::Output<Transaction>,
+) -> Result<(), OperatorError> {
+    out.emit(&Transaction {
+        account: timer.key.get().unwrap_or_else(|_| timer.key.to_string()),
+        amount_cents: 1,
+    })
+}
+
 /// 4. An operator keeping its running total in a plain field instead of keyed state: nothing
 ///    of it is checkpointed, so a restore starts every total again from zero (the tutorial's
 ///    `FailingMapFunction` mistake, made with state).
@@ -796,6 +854,48 @@ fn a_backend_dropping_a_key_group_on_rescale_is_caught() {
     check_class("drops a key group on rescale", &[Property::State], || {
         Harness::new().backend(&DROPS_KEY_GROUP)
     });
+}
+
+#[test]
+fn a_backend_whose_snapshots_keep_no_timers_is_caught() {
+    check_class("snapshots keep no timers", &[Property::State], || {
+        Harness::new().backend(&LOSES_TIMERS)
+    });
+}
+
+#[test]
+fn a_backend_restoring_timers_only_with_other_state_is_caught() {
+    static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
+    let operators = OPERATORS.get_or_init(|| {
+        [UserOperator::keyed_with_timers(
+            "reminder",
+            (remind, reminded),
+            (remind, reminded),
+        )]
+    });
+    check_class(
+        "timers restored only with other state",
+        &[Property::State, Property::Output],
+        || {
+            Harness::new()
+                .backend(&TIMERS_ONLY_WITH_STATE)
+                .operators(operators)
+        },
+    );
+}
+
+#[test]
+fn the_reminder_passes_on_the_built_in_backends() {
+    // The class above is the backend's: the same operator passes where timers are restored.
+    let operators = [UserOperator::keyed_with_timers(
+        "reminder",
+        (remind, reminded),
+        (remind, reminded),
+    )];
+    let report = Harness::new().cases(60).operators(&operators).run();
+    assert_eq!(report.cases, 60);
+    assert!(report.failures.is_empty());
+    assert!(report.restores > 0);
 }
 
 #[test]
