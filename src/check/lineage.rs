@@ -291,16 +291,8 @@ impl<'c> Walk<'c> {
                 Vec::new()
             }
         };
-        let values: Vec<Emission> = emitted.iter().map(Emission::of).collect();
-        if values != outputs {
-            self.lineage.violations.push(Violation::EmissionUnexpected {
-                task: task.to_string(),
-                record: record.clone(),
-                expected: values,
-                actual: outputs.to_vec(),
-            });
-        }
         cell.received.push(record.clone());
+        self.compare(task, record, &emitted, outputs);
         self.emit(stage, subtask, record.key.clone(), emitted);
     }
 
@@ -346,16 +338,21 @@ impl<'c> Walk<'c> {
                 Vec::new()
             }
         };
+        self.compare(task, &timer_record(timer), &emitted, outputs);
+        self.emit(stage, subtask, timer.key.clone(), emitted);
+    }
+
+    /// `task` emitted `outputs` for `input` (a record, or a timer's); its model `emitted`.
+    fn compare(&mut self, task: &str, input: &Record, emitted: &[Record], outputs: &[Emission]) {
         let values: Vec<Emission> = emitted.iter().map(Emission::of).collect();
         if values != outputs {
             self.lineage.violations.push(Violation::EmissionUnexpected {
                 task: task.to_string(),
-                record: timer_record(timer),
+                record: input.clone(),
                 expected: values,
                 actual: outputs.to_vec(),
             });
         }
-        self.emit(stage, subtask, timer.key.clone(), emitted);
     }
 
     /// What the model of `key` at `stage` emitted: what the next stage must receive, and

@@ -227,12 +227,22 @@ impl<F: KeyedFn<In, Out>, In: Data, Out: Data> Operator for KeyedOperator<F, In,
         ctx: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        let keyed = ctx.keyed()?;
-        out.extend(run_typed(record, |value, output| {
-            (self.0)(keyed, value, output)
-        })?);
-        Ok(())
+        process_keyed(&*self.0, record, ctx, out)
     }
+}
+
+/// Runs a typed keyed function on one record in the engine, in the record's key context.
+fn process_keyed<In: Data, Out: Data>(
+    function: &impl KeyedFn<In, Out>,
+    record: Record,
+    ctx: &mut OperatorContext<'_>,
+    out: &mut Vec<Record>,
+) -> Result<(), OperatorError> {
+    let keyed = ctx.keyed()?;
+    out.extend(run_typed(record, |value, output| {
+        function(keyed, value, output)
+    })?);
+    Ok(())
 }
 
 /// The engine side of a typed keyed function with a timer callback.
@@ -247,11 +257,7 @@ impl<F: KeyedFn<In, Out>, T: TimerFn<Out>, In: Data, Out: Data> Operator
         ctx: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        let keyed = ctx.keyed()?;
-        out.extend(run_typed(record, |value, output| {
-            (self.0)(keyed, value, output)
-        })?);
-        Ok(())
+        process_keyed(&*self.0, record, ctx, out)
     }
 
     fn on_timer(
