@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::registry::AuditProblem;
-use crate::checkpoint::{registry, CheckpointStorage, RelPath};
+use crate::checkpoint::{registry, CheckpointStorage, FileRef, RelPath};
 use crate::sim::HostDetail;
 
 /// How a file is damaged.
@@ -114,6 +114,8 @@ struct Target {
     files: Vec<RelPath>,
     /// The other retained checkpoints.
     older: Vec<u64>,
+    /// What the metadata records of the file (`None` for `_metadata` itself).
+    recorded: Option<FileRef>,
 }
 
 impl Target {
@@ -130,23 +132,27 @@ impl Target {
             .find_map(|r| r.metadata.ok().map(|m| (r.id, m)))?;
         let older = ids.into_iter().filter(|id| *id != checkpoint).collect();
         let metadata_path = registry::metadata_path(checkpoint);
-        let mut files: Vec<RelPath> = metadata.files().iter().map(|f| f.path.clone()).collect();
+        let refs: Vec<FileRef> = metadata.files().into_iter().cloned().collect();
+        let mut files: Vec<RelPath> = refs.iter().map(|f| f.path.clone()).collect();
         files.push(metadata_path.clone());
         let path = match kind {
             CorruptionKind::TornMetadata => metadata_path,
             _ => files[draw(files.len() as u64) as usize].clone(),
         };
+        let recorded = refs.into_iter().find(|f| f.path == path);
         Some(Self {
             checkpoint,
             path,
             files,
             older,
+            recorded,
         })
     }
 
     /// Other bytes for the file: preferably a same-named file of another retained checkpoint
     /// (chk-4/sum-0.kv for chk-5/sum-0.kv), else another file of this one (a misdirected
-    /// write). `None` when there is none, or it holds the same bytes.
+    /// write). `None` when there is none, or it holds the same bytes, or the bytes the
+    /// metadata records for the file (a file damaged before would be repaired, not damaged).
     fn stale_bytes(
         &self,
         storage: &dyn CheckpointStorage,
@@ -177,7 +183,8 @@ impl Target {
         }
         let source = others[draw(others.len() as u64) as usize];
         let stale = storage.read(source).ok()?;
-        (stale != bytes).then(|| (stale, format!("replaced by the bytes of {source}")))
+        let repairs = (self.recorded.as_ref()).is_some_and(|file| file.mismatch(&stale).is_none());
+        (stale != bytes && !repairs).then(|| (stale, format!("replaced by the bytes of {source}")))
     }
 }
 

@@ -167,3 +167,24 @@ fn a_corrupt_latest_checkpoint_fails_loudly_unless_fallback_is_chosen() {
         .iter()
         .any(|stamped| matches!(stamped.event, Event::RestoreFallback { .. })));
 }
+
+#[test]
+fn a_stale_copy_that_would_repair_a_file_damaged_before_is_no_corruption() {
+    // Found by a campaign: a truncated file failed its restore loudly, then a stale-file fault
+    // put back a copy of the file's own recorded bytes, and the restore that followed was
+    // reported as restoring corruption. Such a copy repairs the file: the fault does nothing.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/regressions/stale-copy-of-a-truncated-file.toml"
+    );
+    let scenario = faultline::campaign::Scenario::load(std::path::Path::new(path)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = faultline::campaign::Case::new(scenario, faultline::campaign::Seams::default())
+        .run(dir.path(), &faultline::campaign::KillMode::Sim)
+        .unwrap();
+    assert!(report.verdict.passed(), "{}", report.verdict);
+    let kinds: Vec<_> = (report.outcome.corruptions.iter())
+        .map(|(_, c)| c.kind)
+        .collect();
+    assert_eq!(kinds, [faultline::fault::CorruptionKind::Truncate]);
+}

@@ -27,7 +27,8 @@
 //! - `crash`: a simulated machine crash after every create, write, sync and rename of every
 //!   checkpoint and savepoint write, with unsynced data lost, torn or kept: the restart restores
 //!   the previous or the new snapshot, equal to the model, and output stays exactly once.
-//! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named.
+//! - `corruption`: a corrupt or truncated `_metadata` fails restore with the file named; a
+//!   stale copy that would repair a file damaged before is no corruption.
 //! - `examples`: each example of `examples/` run as a module under the harness.
 //! - `typed`: a user's own record, key and state types end to end — reducing, aggregating and
 //!   map state, a side output, the user's input strategy, typed scenario files — with a broken
