@@ -361,7 +361,7 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
 /// A generated job's event time: for half the jobs, a bounded out-of-orderness up to the
 /// generated inputs' disorder, a periodic interval and, for some, an idleness timeout; and for
 /// half of those, a window as the last stage: size, aggregate, parallelism, size over slide
-/// (1: tumbling), allowed lateness.
+/// (1: tumbling; 0: sessions with a gap of half the size), allowed lateness.
 type EventTime = Option<(WatermarkSpec, Option<(i64, WindowAggregate, u16, i64, i64)>)>;
 
 fn event_time() -> impl Strategy<Value = EventTime> {
@@ -386,8 +386,9 @@ fn event_time() -> impl Strategy<Value = EventTime> {
         prop_oneof![Just(500i64), Just(1_000), Just(3_000)],
         aggregate,
         1u16..=3,
-        // Tumbling in two cases of four, else sliding by a half or a quarter of the size.
-        prop_oneof![2 => Just(1i64), 1 => Just(2), 1 => Just(4)],
+        // Tumbling in two cases of five, sliding by a half or a quarter of the size in one
+        // each, sessions with a gap of half the size in one.
+        prop_oneof![2 => Just(1i64), 1 => Just(2), 1 => Just(4), 1 => Just(0)],
         prop_oneof![2 => Just(0i64), 1 => Just(200), 1 => Just(1_000)],
     );
     proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window)))
@@ -404,6 +405,11 @@ fn use_event_time(job: &mut JobSpec, event_time: EventTime, users: bool) {
         (window, users)
     {
         let op = match per_slide {
+            0 => OperatorSpec::SessionWindow {
+                gap_ms: size_ms / 2,
+                aggregate,
+                allowed_lateness_ms,
+            },
             1 => OperatorSpec::TumblingWindow {
                 size_ms,
                 aggregate,

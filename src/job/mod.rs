@@ -10,6 +10,7 @@ pub mod keygroup;
 pub mod operator;
 mod record;
 pub mod restart;
+pub mod session;
 pub mod sink;
 pub mod source;
 pub mod spec;

@@ -228,6 +228,15 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
             combine: i64::max,
         }),
         OperatorSpec::Stats => Box::new(Stats),
+        OperatorSpec::SessionWindow {
+            gap_ms,
+            aggregate,
+            allowed_lateness_ms,
+        } => Box::new(super::session::SessionOperator {
+            gap_ms,
+            aggregate,
+            allowed_lateness_ms,
+        }),
         OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
             let shape = spec.window_shape().expect("a window spec has a shape");
             Box::new(super::window::WindowOperator { shape })

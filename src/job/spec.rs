@@ -183,6 +183,17 @@ pub enum OperatorSpec {
         #[serde(default, skip_serializing_if = "is_zero")]
         allowed_lateness_ms: i64,
     },
+    /// A keyed event-time session window (see [`crate::job::session`]): a key's records less
+    /// than `gap_ms` apart in event time fall in one session; otherwise as the tumbling window.
+    SessionWindow {
+        /// The gap that ends a session.
+        gap_ms: i64,
+        /// What each window result holds.
+        aggregate: WindowAggregate,
+        /// How long after its end a session still takes records (each fires it again).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        allowed_lateness_ms: i64,
+    },
     /// Passes records through, but fails on its `fail_at`-th record (the tutorial's
     /// `FailingMapFunction`).
     FailingMap {
@@ -216,6 +227,8 @@ pub struct WindowShape {
     pub aggregate: WindowAggregate,
     /// How long after its end a window still takes records.
     pub allowed_lateness_ms: i64,
+    /// A session window's gap (its size and slide are the gap too); `None` for the others.
+    pub gap_ms: Option<i64>,
 }
 
 /// The most windows one record may fall in (`size_ms / slide_ms`, rounded up).
@@ -255,6 +268,7 @@ impl OperatorSpec {
                 | OperatorSpec::Stats
                 | OperatorSpec::TumblingWindow { .. }
                 | OperatorSpec::SlidingWindow { .. }
+                | OperatorSpec::SessionWindow { .. }
                 | OperatorSpec::User { keyed: true, .. }
         )
     }
@@ -271,6 +285,7 @@ impl OperatorSpec {
                 slide_ms: size_ms,
                 aggregate,
                 allowed_lateness_ms,
+                gap_ms: None,
             }),
             OperatorSpec::SlidingWindow {
                 size_ms,
@@ -282,6 +297,18 @@ impl OperatorSpec {
                 slide_ms,
                 aggregate,
                 allowed_lateness_ms,
+                gap_ms: None,
+            }),
+            OperatorSpec::SessionWindow {
+                gap_ms,
+                aggregate,
+                allowed_lateness_ms,
+            } => Some(WindowShape {
+                size_ms: gap_ms,
+                slide_ms: gap_ms,
+                aggregate,
+                allowed_lateness_ms,
+                gap_ms: Some(gap_ms),
             }),
             _ => None,
         }
@@ -321,6 +348,14 @@ impl OperatorSpec {
                 allowed_lateness_ms,
             } => format!(
                 "sliding-window({size_ms} ms every {slide_ms} ms, {aggregate:?}{})",
+                lateness(*allowed_lateness_ms)
+            ),
+            OperatorSpec::SessionWindow {
+                gap_ms,
+                aggregate,
+                allowed_lateness_ms,
+            } => format!(
+                "session-window(gap {gap_ms} ms, {aggregate:?}{})",
                 lateness(*allowed_lateness_ms)
             ),
             OperatorSpec::FailingMap { fail_at, counter } => {

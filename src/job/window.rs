@@ -252,6 +252,7 @@ mod tests {
                 slide_ms,
                 aggregate: WindowAggregate::Sum,
                 allowed_lateness_ms: 0,
+                gap_ms: None,
             },
         };
         assert_eq!(sliding(1_000, 1_000).starts(1_500), [1_000]);

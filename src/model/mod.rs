@@ -39,6 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod session;
 mod window;
 
 use std::collections::BTreeMap;
@@ -174,7 +175,9 @@ fn apply(
         // What a window emits depends on the watermarks of the run: over the input the model
         // passes the window's input on (`check::window` balances the results against it);
         // along the events, `window::WindowModel` says what it emits.
-        OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => vec![record],
+        OperatorSpec::TumblingWindow { .. }
+        | OperatorSpec::SlidingWindow { .. }
+        | OperatorSpec::SessionWindow { .. } => vec![record],
         OperatorSpec::User { .. } => unreachable!("user operators are applied by their models"),
     })
 }
@@ -187,6 +190,7 @@ pub struct StageModel {
     built_in: StageState,
     user: ModelState,
     window: window::WindowModel,
+    session: session::SessionModel,
 }
 
 impl StageModel {
@@ -233,7 +237,11 @@ impl StageModel {
             return self.apply(stage, users, record);
         };
         let id = record.id.clone();
-        (self.window.apply(&shape, record, watermark_ms)).map_err(|error| ModelFailure {
+        let applied = match shape.gap_ms {
+            Some(_) => self.session.apply(&shape, record, watermark_ms),
+            None => self.window.apply(&shape, record, watermark_ms),
+        };
+        applied.map_err(|error| ModelFailure {
             stage: stage.name.clone(),
             record: id,
             reason: error.to_string(),
@@ -261,9 +269,11 @@ impl StageModel {
         };
         if let Some(shape) = stage.op.window_shape() {
             let start: i64 = timer.namespace.parse().map_err(|e| failure(&e))?;
-            let fired = self
-                .window
-                .fire(&shape, &timer.key, timer.timestamp_ms, start);
+            let (key, at_ms) = (&timer.key, timer.timestamp_ms);
+            let fired = match shape.gap_ms {
+                Some(_) => self.session.fire(&shape, key, at_ms, start),
+                None => self.window.fire(&shape, key, at_ms, start),
+            };
             return Ok(fired.filter(|_| timer.domain == TimeDomain::EventTime));
         }
         let model = (stage.op.user_name())
@@ -285,6 +295,7 @@ impl StageModel {
         // The model's own context wrote these cells, so they decode.
         let mut timers = self.user.keyed(key).timers().unwrap_or_default();
         timers.extend(self.window.timers_of(key));
+        timers.extend(self.session.timers_of(key));
         (timers.into_iter())
             .filter(|t| t.domain == TimeDomain::EventTime)
             .collect()
@@ -297,6 +308,7 @@ impl StageModel {
             OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
                 self.window.add_state(stage, view)
             }
+            OperatorSpec::SessionWindow { .. } => self.session.add_state(stage, view),
             _ => add_built_in_state(view, stage, &self.built_in),
         }
     }

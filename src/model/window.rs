@@ -205,6 +205,7 @@ mod tests {
             slide_ms,
             aggregate: WindowAggregate::Sum,
             allowed_lateness_ms: 0,
+            gap_ms: None,
         }
     }
 

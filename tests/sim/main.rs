@@ -42,10 +42,10 @@
 //!   twice in an attempt, restored after a kill, overdue processing timers fired once, also
 //!   after a clock jump; a timed model (the inactivity example) judging every firing along the
 //!   events and catching an engine that forgets restored timers.
-//! - `windows`: event-time tumbling and sliding windows (sum, count, max, allowed lateness)
-//!   recovering from kills and panics on every backend, judged exactly along the events by the
-//!   window model and, for tumbling ones, balanced against what each window received; the
-//!   model's broken twins (a result changed, a firing dropped or repeated, a record wrongly
+//! - `windows`: event-time tumbling, sliding and session windows (sum, count, max, allowed
+//!   lateness) recovering from kills and panics on every backend, judged exactly along the
+//!   events by the window models and, for tumbling ones, balanced against what each window
+//!   received; sessions merged through a record between them; the model's broken twins (a result changed, a firing dropped or repeated, a record wrongly
 //!   late) caught; the faults in time fire where they say; an engine that forgets restored
 //!   timers caught; a rescaled window job restored twice from the first phase's savepoint
 //!   passes; misplaced windows and clock jumps past a year refused.
