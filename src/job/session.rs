@@ -17,10 +17,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::datum::Datum;
 use super::operator::{Operator, OperatorContext, OperatorError};
-use super::record::{Origin, Record, Transaction};
+use super::record::{Record, Transaction};
 use super::spec::WindowAggregate;
-use super::window::LATE;
+use super::window::{aggregate_of, result_record, Firing, LATE};
 use crate::state::timers::{TimeDomain, Timer};
 use crate::state::{KeyedContext, MapState};
 
@@ -97,38 +98,14 @@ impl SessionOperator {
     }
 
     /// The session's result now.
-    fn result(
-        &self,
-        key: &crate::job::Datum,
-        start: i64,
-        session: &Session,
-    ) -> Result<Record, OperatorError> {
-        let amount_cents = match self.aggregate {
-            WindowAggregate::Sum => session.sum,
-            WindowAggregate::Count => session.count,
-            WindowAggregate::Max => session.max,
+    fn result(&self, key: &Datum, start: i64, session: &Session) -> Result<Record, OperatorError> {
+        let firing = Firing {
+            first: &session.first,
+            fired: session.fired,
+            amount_cents: aggregate_of(self.aggregate, session.sum, session.count, session.max),
+            last_ms: session.end - 1,
         };
-        let account: String = key.get().unwrap_or_else(|_| key.to_string());
-        let mut id = format!("{account}@{start}/{}", session.first);
-        if session.fired > 0 {
-            id = format!("{id}+{}", session.fired);
-        }
-        let result = Record::of(
-            &id,
-            key,
-            &Transaction {
-                account,
-                amount_cents,
-            },
-        )?;
-        Ok(Record {
-            timestamp_ms: Some(session.end - 1),
-            origin: Origin {
-                partition: 0,
-                offset: u64::MAX,
-            },
-            ..result
-        })
+        result_record(key, start, &firing)
     }
 
     /// Replaces the `touched` sessions by `merged` at `start`, moving their timers, and fires
@@ -138,7 +115,7 @@ impl SessionOperator {
         keyed: &mut KeyedContext<'_>,
         (start, mut merged): (i64, Session),
         touched: &[(i64, Session)],
-        (key, watermark_ms): (&crate::job::Datum, i64),
+        (key, watermark_ms): (&Datum, i64),
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
         for (old_start, old) in touched {

@@ -25,6 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::datum::Datum;
 use super::operator::{Operator, OperatorContext, OperatorError};
 use super::record::{Origin, Record, Transaction};
 use super::spec::{WindowAggregate, WindowShape};
@@ -56,6 +57,58 @@ pub fn window_start(timestamp_ms: i64, size_ms: i64) -> i64 {
 /// The last millisecond of the window of `size_ms` starting at `start_ms`: its trigger time.
 pub fn window_max_ms(start_ms: i64, size_ms: i64) -> i64 {
     start_ms.saturating_add(size_ms).saturating_sub(1)
+}
+
+/// What a window's (or a session's) result is made of.
+pub(crate) struct Firing<'a> {
+    /// The record that opened it.
+    pub(crate) first: &'a str,
+    /// Results fired before this one.
+    pub(crate) fired: i64,
+    /// The aggregate of its amounts.
+    pub(crate) amount_cents: i64,
+    /// Its last millisecond: the result's event time.
+    pub(crate) last_ms: i64,
+}
+
+/// The `aggregate` of a window's amounts.
+pub(crate) fn aggregate_of(aggregate: WindowAggregate, sum: i64, count: i64, max: i64) -> i64 {
+    match aggregate {
+        WindowAggregate::Sum => sum,
+        WindowAggregate::Count => count,
+        WindowAggregate::Max => max,
+    }
+}
+
+/// A window's result: `{key}@{start}/{first}`, `+{n}` after the n-th firing, a `Transaction`
+/// of the key stamped with the window's last millisecond, descending from no one record.
+pub(crate) fn result_record(
+    key: &Datum,
+    start: i64,
+    firing: &Firing<'_>,
+) -> Result<Record, OperatorError> {
+    let account: String = key.get().unwrap_or_else(|_| key.to_string());
+    let mut id = format!("{account}@{start}/{}", firing.first);
+    if firing.fired > 0 {
+        id = format!("{id}+{}", firing.fired);
+    }
+    let amount_cents = firing.amount_cents;
+    let result = Record::of(
+        &id,
+        key,
+        &Transaction {
+            account,
+            amount_cents,
+        },
+    )?;
+    Ok(Record {
+        timestamp_ms: Some(firing.last_ms),
+        origin: Origin {
+            partition: 0,
+            offset: u64::MAX,
+        },
+        ..result
+    })
 }
 
 /// The window operator of one subtask.
@@ -97,36 +150,22 @@ impl WindowOperator {
     /// The window's result now, named for its `fired`-th firing.
     fn result(
         &self,
-        timer_key: &crate::job::Datum,
+        key: &Datum,
         start: i64,
         contents: &Contents,
     ) -> Result<Record, OperatorError> {
-        let amount_cents = match self.shape.aggregate {
-            WindowAggregate::Sum => contents.sum,
-            WindowAggregate::Count => contents.count,
-            WindowAggregate::Max => contents.max,
+        let firing = Firing {
+            first: &contents.first,
+            fired: contents.fired,
+            amount_cents: aggregate_of(
+                self.shape.aggregate,
+                contents.sum,
+                contents.count,
+                contents.max,
+            ),
+            last_ms: self.max_ms(start),
         };
-        let account: String = timer_key.get().unwrap_or_else(|_| timer_key.to_string());
-        let mut id = format!("{account}@{start}/{}", contents.first);
-        if contents.fired > 0 {
-            id = format!("{id}+{}", contents.fired);
-        }
-        let result = Record::of(
-            &id,
-            timer_key,
-            &Transaction {
-                account,
-                amount_cents,
-            },
-        )?;
-        Ok(Record {
-            timestamp_ms: Some(self.max_ms(start)),
-            origin: Origin {
-                partition: 0,
-                offset: u64::MAX,
-            },
-            ..result
-        })
+        result_record(key, start, &firing)
     }
 
     /// Adds `record` to the window at `start`: registers its timers, and fires it at once

@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::job::window::LATE;
-use crate::job::{transaction_datum, Datum, OperatorError, Record, StageSpec, Transaction};
-use crate::job::{WindowAggregate, WindowShape};
-use crate::state::timers::{TimeDomain, TimerKey};
-use crate::state::{StateAddr, StateView};
+use crate::job::WindowShape;
+use crate::job::{Datum, OperatorError, Record, StageSpec, Transaction};
+use crate::state::timers::TimerKey;
+use crate::state::StateView;
 
 /// One session of one key, as the engine's map state `sessions` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -138,56 +138,26 @@ impl SessionModel {
 
     /// `key`'s timers, unfired.
     pub(super) fn timers_of(&self, key: &Datum) -> Vec<TimerKey> {
-        (self.timers.iter())
-            .filter(|(_, k, _)| k == key)
-            .map(|(at, _, start)| TimerKey::new(TimeDomain::EventTime, *at, &start.to_string()))
-            .collect()
+        super::window::timers_of(&self.timers, key)
     }
 
     /// The sessions held, under the names the engine's state view gives them.
     pub(super) fn add_state(&self, stage: &StageSpec, view: &mut StateView) {
-        for ((key, start), held) in &self.sessions {
-            let addr = StateAddr {
-                stage: stage.name.clone(),
-                state: "sessions".into(),
-                key: key.clone(),
-                user_key: Some(Datum::from(*start)),
-            };
-            // A struct of integers and a string always encodes.
-            let value = Datum::of(held).expect("a session encodes");
-            view.0.insert(addr, value);
-        }
+        super::window::add_panes(stage, "sessions", &self.sessions, view);
     }
 }
 
 /// The session's result as it stands, named as a window's.
 fn result(shape: &WindowShape, key: &Datum, start: i64, held: &Held) -> Record {
-    let account: String = key.get().unwrap_or_else(|_| key.to_string());
-    let amount = match shape.aggregate {
-        WindowAggregate::Sum => held.sum,
-        WindowAggregate::Count => held.count,
-        WindowAggregate::Max => held.max,
-    };
-    let id = match held.fired {
-        0 => format!("{account}@{start}/{}", held.first),
-        n => format!("{account}@{start}/{}+{n}", held.first),
-    };
-    Record {
-        id,
-        key: key.clone(),
-        value: transaction_datum(&account, amount),
-        side: None,
-        timestamp_ms: Some(held.end - 1),
-        origin: crate::job::Origin {
-            partition: 0,
-            offset: u64::MAX,
-        },
-    }
+    let amount = super::window::amount_of(shape.aggregate, (held.sum, held.count, held.max));
+    let named = (&held.first[..], held.fired);
+    super::window::result_of(key, start, named, amount, held.end - 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::WindowAggregate;
 
     fn at(id: &str, timestamp_ms: i64) -> Record {
         Record {

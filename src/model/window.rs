@@ -147,52 +147,85 @@ impl WindowModel {
 
     /// `key`'s timers, unfired.
     pub(super) fn timers_of(&self, key: &Datum) -> Vec<TimerKey> {
-        (self.timers.iter())
-            .filter(|(_, k, _)| k == key)
-            .map(|(at, _, start)| TimerKey::new(TimeDomain::EventTime, *at, &start.to_string()))
-            .collect()
+        timers_of(&self.timers, key)
     }
 
     /// The windows held, under the names the engine's state view gives them.
     pub(super) fn add_state(&self, stage: &StageSpec, view: &mut StateView) {
-        for ((key, start), pane) in &self.panes {
-            let addr = StateAddr {
-                stage: stage.name.clone(),
-                state: "windows".into(),
-                key: key.clone(),
-                user_key: Some(Datum::from(*start)),
-            };
-            // A struct of integers and a string always encodes.
-            let value = Datum::of(pane).expect("a pane encodes");
-            view.0.insert(addr, value);
-        }
+        add_panes(stage, "windows", &self.panes, view);
     }
 }
 
-/// The window's result as it stands: id `{account}@{start}/{first}`, `+{n}` after the n-th
-/// firing, stamped with the window's end, descending from no one record.
+/// Each key's panes by start, as the engine's map state `state` holds them.
+pub(super) fn add_panes<P: Serialize>(
+    stage: &StageSpec,
+    state: &str,
+    panes: &BTreeMap<(Datum, i64), P>,
+    view: &mut StateView,
+) {
+    for ((key, start), pane) in panes {
+        let addr = StateAddr {
+            stage: stage.name.clone(),
+            state: state.into(),
+            key: key.clone(),
+            user_key: Some(Datum::from(*start)),
+        };
+        // A struct of integers and a string always encodes.
+        let value = Datum::of(pane).expect("a pane encodes");
+        view.0.insert(addr, value);
+    }
+}
+
+/// The `aggregate` of a pane's amounts.
+pub(super) fn amount_of(aggregate: WindowAggregate, (sum, count, max): (i64, i64, i64)) -> i64 {
+    match aggregate {
+        WindowAggregate::Sum => sum,
+        WindowAggregate::Count => count,
+        WindowAggregate::Max => max,
+    }
+}
+
+/// The window's result as it stands.
 fn result(shape: &WindowShape, key: &Datum, start: i64, pane: &Pane) -> Record {
+    let amount = amount_of(shape.aggregate, (pane.sum, pane.count, pane.max));
+    let named = (&pane.first[..], pane.fired);
+    result_of(key, start, named, amount, end_ms(shape, start))
+}
+
+/// A result as the model names it: id `{account}@{start}/{first}`, `+{n}` after the n-th
+/// firing (`named` is the opening record and the firings so far), stamped with the window's
+/// last millisecond, descending from no one record.
+pub(super) fn result_of(
+    key: &Datum,
+    start: i64,
+    (first, fired): (&str, i64),
+    amount: i64,
+    last_ms: i64,
+) -> Record {
     let account: String = key.get().unwrap_or_else(|_| key.to_string());
-    let amount = match shape.aggregate {
-        WindowAggregate::Sum => pane.sum,
-        WindowAggregate::Count => pane.count,
-        WindowAggregate::Max => pane.max,
-    };
-    let id = match pane.fired {
-        0 => format!("{account}@{start}/{}", pane.first),
-        n => format!("{account}@{start}/{}+{n}", pane.first),
+    let id = match fired {
+        0 => format!("{account}@{start}/{first}"),
+        n => format!("{account}@{start}/{first}+{n}"),
     };
     Record {
         id,
         key: key.clone(),
         value: transaction_datum(&account, amount),
         side: None,
-        timestamp_ms: Some(end_ms(shape, start)),
+        timestamp_ms: Some(last_ms),
         origin: crate::job::Origin {
             partition: 0,
             offset: u64::MAX,
         },
     }
+}
+
+/// `key`'s timers among `timers` (timestamp, key, start), unfired.
+pub(super) fn timers_of(timers: &BTreeSet<(i64, Datum, i64)>, key: &Datum) -> Vec<TimerKey> {
+    (timers.iter())
+        .filter(|(_, k, _)| k == key)
+        .map(|(at, _, start)| TimerKey::new(TimeDomain::EventTime, *at, &start.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
