@@ -208,18 +208,23 @@ fn events_of(report: &CaseReport) -> Vec<Event> {
         .collect()
 }
 
+/// `report` passed, judged along its events with `restores` restores compared.
+fn assert_passed_along_the_events(report: &CaseReport, backend: BackendKind, restores: usize) {
+    assert!(report.verdict.passed(), "{backend:?}: {}", report.verdict);
+    assert!(
+        (report.verdict.notes.iter())
+            .any(|n| matches!(n, Note::JudgedByLineage { restores: r, .. } if *r == restores)),
+        "{backend:?}: {:?}",
+        report.verdict.notes
+    );
+}
+
 #[test]
 fn sliding_windows_with_allowed_lateness_are_judged_exactly_along_the_events() {
     let faults = r#"{ kind = "kill", step = 70 }, { kind = "panic-in-timer", stage = "window", subtask = 1, attempt = 1, firing = 3 }"#;
     for backend in BackendKind::all() {
         let report = run(sliding(backend, faults));
-        assert!(report.verdict.passed(), "{backend:?}: {}", report.verdict);
-        assert!(
-            (report.verdict.notes.iter())
-                .any(|n| matches!(n, Note::JudgedByLineage { restores, .. } if *restores == 2)),
-            "{backend:?}: {:?}",
-            report.verdict.notes
-        );
+        assert_passed_along_the_events(&report, backend, 2);
         let visible = report.outcome.store.visible();
         // Each record falls in four windows; some fire again within the lateness.
         assert!(visible.len() > 80, "{backend:?}: {} results", visible.len());
@@ -327,13 +332,7 @@ fn session_windows_merge_and_recover_on_every_backend_judged_along_the_events() 
     let faults = r#"{ kind = "kill", step = 70 }, { kind = "kill-in-timers", stage = "window", subtask = 0, attempt = 1, firing = 2 }"#;
     for backend in BackendKind::all() {
         let report = run(sessions(backend, faults));
-        assert!(report.verdict.passed(), "{backend:?}: {}", report.verdict);
-        assert!(
-            (report.verdict.notes.iter())
-                .any(|n| matches!(n, Note::JudgedByLineage { restores, .. } if *restores == 2)),
-            "{backend:?}: {:?}",
-            report.verdict.notes
-        );
+        assert_passed_along_the_events(&report, backend, 2);
         let counted: i64 = (report.outcome.store.visible().iter())
             .filter(|r| r.side.is_none() && !r.id.contains('+'))
             .map(|r| {
