@@ -100,6 +100,12 @@ pub fn corrupt_retained(
         }
         _ => damage_in_place(kind, &mut bytes, draw)?,
     };
+    // Damage that gives back the bytes the metadata records (a block zeroed again, a flip
+    // undone, a stale copy of the original) repairs a file an earlier fault damaged: no
+    // corruption, and nothing written.
+    if repairs(target.recorded.as_ref(), &bytes) {
+        return None;
+    }
     storage.write(&target.path, &bytes).ok()?;
     Some(corruption(&detail))
 }
@@ -151,8 +157,7 @@ impl Target {
 
     /// Other bytes for the file: preferably a same-named file of another retained checkpoint
     /// (chk-4/sum-0.kv for chk-5/sum-0.kv), else another file of this one (a misdirected
-    /// write). `None` when there is none, or it holds the same bytes, or the bytes the
-    /// metadata records for the file (a file damaged before would be repaired, not damaged).
+    /// write). `None` when there is none, or it holds the same bytes.
     fn stale_bytes(
         &self,
         storage: &dyn CheckpointStorage,
@@ -183,9 +188,13 @@ impl Target {
         }
         let source = others[draw(others.len() as u64) as usize];
         let stale = storage.read(source).ok()?;
-        let repairs = (self.recorded.as_ref()).is_some_and(|file| file.mismatch(&stale).is_none());
-        (stale != bytes && !repairs).then(|| (stale, format!("replaced by the bytes of {source}")))
+        (stale != bytes).then(|| (stale, format!("replaced by the bytes of {source}")))
     }
+}
+
+/// Whether `bytes` are what the metadata records for the file.
+fn repairs(recorded: Option<&FileRef>, bytes: &[u8]) -> bool {
+    recorded.is_some_and(|file| file.mismatch(bytes).is_none())
 }
 
 /// Damages `bytes` in place as `kind` does, and says how; `None` for an empty file or a kind
@@ -224,5 +233,39 @@ fn damage_in_place(
             Some(format!("bytes {start}..{end} zeroed"))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_zero_block_can_undo_the_first_and_is_then_no_corruption() {
+        // Found by a campaign: a block of zeros but for one 0xff byte was zeroed, then a
+        // second fault zeroed that byte's block again, which (zeros over zeros) flips it back.
+        let original = vec![0, 0, 0xff, 0, 0, 0, 0, 0];
+        let recorded = FileRef::of(RelPath::new("chk-1/sum-0.kv").unwrap(), &original);
+        let mut bytes = original.clone();
+        let mut first = [0u64, 7].into_iter();
+        damage_in_place(CorruptionKind::ZeroBlock, &mut bytes, &mut |_| {
+            first.next().unwrap()
+        })
+        .unwrap();
+        assert!(
+            !repairs(Some(&recorded), &bytes),
+            "the first damages the file"
+        );
+        let mut second = [2u64, 0].into_iter();
+        damage_in_place(CorruptionKind::ZeroBlock, &mut bytes, &mut |_| {
+            second.next().unwrap()
+        })
+        .unwrap();
+        assert_eq!(bytes, original);
+        assert!(repairs(Some(&recorded), &bytes), "the second repairs it");
+        assert!(
+            !repairs(None, &bytes),
+            "without a record nothing counts as repaired"
+        );
     }
 }
