@@ -320,6 +320,8 @@ impl<'a> Builder<'a> {
             instance: format!("h{instance}"),
             key_groups,
             working_dir: work.path().to_path_buf(),
+            // The harness's clock is the caller's: a fresh instance starts at 0.
+            created_ms: 0,
         };
         Ok(match &self.backend {
             Backend::Kind(kind) => kind.factory()?.create(context)?,
@@ -556,6 +558,7 @@ impl<'a> OperatorHarness<'a> {
                     dir,
                     purpose,
                     compression: Compression::None,
+                    now_ms: self.now_ms,
                 };
                 Some(backend.snapshot(&target, &mut self.storage)?.handle)
             }
@@ -580,11 +583,13 @@ impl<'a> OperatorHarness<'a> {
         }
     }
 
-    /// The operator's keyed state now, decoded, under the stage name `operator`.
+    /// The operator's keyed state now, decoded, under the stage name `operator`: what a read
+    /// at the harness's processing time could see (TTL values expired by then left out).
     pub fn state(&self) -> Result<StateView, TestHarnessError> {
         let mut view = StateView::new();
         if let Some(backend) = self.backend.as_deref() {
-            view.add_entries("operator", backend.states(), &backend.entries()?)?;
+            let entries = backend.entries()?;
+            view.add_live_entries("operator", backend.states(), &entries, self.now_ms)?;
         }
         Ok(view)
     }

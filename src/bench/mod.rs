@@ -426,6 +426,7 @@ impl<'a> Bench<'a> {
                 dir: registry::checkpoint_dir(checkpoint),
                 purpose: SnapshotPurpose::Checkpoint,
                 compression: Compression::None,
+                now_ms: 0,
             };
             let mut staging = Staging::new(&self.storage);
             let result = self
@@ -580,6 +581,7 @@ fn context(dir: &Path, instance: &str) -> BackendContext {
         instance: instance.into(),
         key_groups: RANGE,
         working_dir: dir.join(format!("work-{instance}")),
+        created_ms: 0,
     }
 }
 

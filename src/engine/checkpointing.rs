@@ -649,6 +649,7 @@ impl Runtime<'_> {
             checkpoint_id: checkpoint,
             dir: crate::checkpoint::coordinator::snapshot_dir(checkpoint, savepoint.as_ref()),
             compression: self.config.checkpoint.compression,
+            now_ms: self.clock.now_ms(),
         };
         let snapshot_failed = |error: String| AbortReason::Snapshot {
             task: name.to_string(),

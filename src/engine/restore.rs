@@ -456,8 +456,10 @@ impl Runtime<'_> {
         Ok(())
     }
 
-    /// Keyed state of every backend, decoded.
+    /// Keyed state of every backend, decoded: what a read now could see (TTL cells expired
+    /// at the clock's time left out).
     pub(super) fn dump_state(&self, execution: &Execution) -> Result<StateView, Failure> {
+        let now_ms = self.clock.now_ms();
         let mut view = StateView::new();
         for task in &execution.tasks {
             if let Body::Operator(OperatorTask {
@@ -469,7 +471,7 @@ impl Runtime<'_> {
                 let unreadable =
                     |error: String| Failure::new(&task.name, FailureCause::State { error });
                 let entries = backend.entries().map_err(|e| unreadable(e.to_string()))?;
-                view.add_entries(stage, backend.states(), &entries)
+                view.add_live_entries(stage, backend.states(), &entries, now_ms)
                     .map_err(|e| unreadable(e.to_string()))?;
             }
         }

@@ -83,6 +83,7 @@ impl Runtime<'_> {
                     .work_dir
                     .join(format!("attempt-{attempt}"))
                     .join(format!("{name}-{subtask}")),
+                created_ms: self.clock.now_ms(),
             });
             self.build_operator(stage, subtask, context)
                 .map_err(|error| {

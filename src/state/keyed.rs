@@ -70,11 +70,11 @@ pub(crate) fn decode_list(bytes: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
     Ok(elements)
 }
 
-fn encode<T: Data>(value: &T) -> Result<Vec<u8>, StateError> {
+pub(super) fn encode<T: Data>(value: &T) -> Result<Vec<u8>, StateError> {
     Ok(crate::job::canonical_text(value)?.into_bytes())
 }
 
-fn decode<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
+pub(super) fn decode<T: Data>(bytes: &[u8]) -> Result<T, StateError> {
     Ok(crate::job::read_canonical(bytes)?)
 }
 
@@ -87,17 +87,34 @@ pub type ModelCell = (StateId, Vec<u8>, Vec<u8>);
 pub struct ModelState {
     states: Vec<StateDescriptor>,
     cells: BTreeMap<ModelCell, Vec<u8>>,
+    now_ms: u64,
 }
 
 impl ModelState {
-    /// The state of `key`, as a model's [`KeyedContext`].
+    /// The state of `key`, as a model's [`KeyedContext`], at the model's processing time.
     pub fn keyed<'a>(&'a mut self, key: &'a Datum) -> KeyedContext<'a> {
+        let time = Time {
+            now_ms: self.now_ms,
+            ..NO_TIME
+        };
         KeyedContext {
             cells: Cells::Model(self),
             key: key.as_bytes(),
             timer_changes: Vec::new(),
-            time: NO_TIME,
+            time,
         }
+    }
+
+    /// The processing time the model's contexts see: 0 over an input (a model has no clock),
+    /// and along a run's events the time the engine handled the record (or timer) being
+    /// applied, which state TTL reads.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Sets the processing time the model's contexts see from now on.
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
     }
 
     /// Every declared state, indexed by [`StateId`].
@@ -190,7 +207,8 @@ impl<'a> KeyedContext<'a> {
         self.time.watermark_ms
     }
 
-    /// Processing time: the virtual clock (0 in a model).
+    /// Processing time: the virtual clock; in a model, the time it was given
+    /// ([`ModelState::set_now_ms`]), 0 unless it is judged along a run's events.
     pub fn now_ms(&self) -> u64 {
         self.time.now_ms
     }
@@ -244,43 +262,42 @@ impl<'a> KeyedContext<'a> {
         std::mem::take(&mut self.timer_changes)
     }
 
-    fn descriptor(name: &str, kind: StateKind) -> StateDescriptor {
+    fn descriptor(name: &str, kind: StateKind, value_type: ValueType) -> StateDescriptor {
         StateDescriptor {
             name: name.to_string(),
             kind,
-            value_type: ValueType::Json,
+            value_type,
         }
     }
 
     /// The id of a declared state, checking its shape; `None` if nothing declared it yet (so
     /// no cell of it exists).
-    fn find(&self, name: &str, kind: StateKind) -> Result<Option<StateId>, StateError> {
+    fn find(&self, name: &str, shape: Shape) -> Result<Option<StateId>, StateError> {
+        let Shape(kind, value_type) = shape;
         let states = match &self.cells {
             Cells::Backend { backend, .. } => backend.states(),
             Cells::Model(model) => &model.states,
         };
         match states.iter().position(|s| s.name == name) {
             None => Ok(None),
-            Some(index)
-                if states[index].kind == kind && states[index].value_type == ValueType::Json =>
-            {
+            Some(index) if states[index].kind == kind && states[index].value_type == value_type => {
                 Ok(Some(index as StateId))
             }
             Some(index) => Err(StateError::Declaration {
                 name: name.to_string(),
                 reason: format!(
-                    "declared as {:?}, now used as a typed {kind:?} state",
+                    "declared as {:?}, now used as a typed {kind:?} state of {value_type:?}",
                     states[index]
                 ),
             }),
         }
     }
 
-    fn declare(&mut self, name: &str, kind: StateKind) -> Result<StateId, StateError> {
-        if let Some(state) = self.find(name, kind)? {
+    fn declare(&mut self, name: &str, shape: Shape) -> Result<StateId, StateError> {
+        if let Some(state) = self.find(name, shape)? {
             return Ok(state);
         }
-        let descriptor = Self::descriptor(name, kind);
+        let descriptor = Self::descriptor(name, shape.0, shape.1);
         match &mut self.cells {
             Cells::Backend { backend, .. } => backend.register_state(&descriptor),
             Cells::Model(model) => super::memory::register_in(&mut model.states, &descriptor),
@@ -293,7 +310,17 @@ impl<'a> KeyedContext<'a> {
         kind: StateKind,
         user_key: &[u8],
     ) -> Result<Option<Vec<u8>>, StateError> {
-        let Some(state) = self.find(name, kind)? else {
+        self.read_as(name, Shape(kind, ValueType::Json), user_key)
+    }
+
+    /// A cell of the state `name` of `shape`.
+    pub(super) fn read_as(
+        &self,
+        name: &str,
+        shape: Shape,
+        user_key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StateError> {
+        let Some(state) = self.find(name, shape)? else {
             return Ok(None);
         };
         match &self.cells {
@@ -317,7 +344,18 @@ impl<'a> KeyedContext<'a> {
         user_key: &[u8],
         value: Option<Vec<u8>>,
     ) -> Result<(), StateError> {
-        let state = self.declare(name, kind)?;
+        self.write_as(name, Shape(kind, ValueType::Json), user_key, value)
+    }
+
+    /// Writes (or, with `None`, deletes) a cell of the state `name` of `shape`.
+    pub(super) fn write_as(
+        &mut self,
+        name: &str,
+        shape: Shape,
+        user_key: &[u8],
+        value: Option<Vec<u8>>,
+    ) -> Result<(), StateError> {
+        let state = self.declare(name, shape)?;
         let key = self.key;
         match &mut self.cells {
             Cells::Backend { backend, key_group } => {
@@ -344,7 +382,16 @@ impl<'a> KeyedContext<'a> {
     }
 
     fn user_entries(&self, name: &str) -> Result<UserEntries, StateError> {
-        let Some(state) = self.find(name, StateKind::Map)? else {
+        self.user_entries_as(name, ValueType::Json)
+    }
+
+    /// The cells of the current key of the map state `name` of `value_type`.
+    pub(super) fn user_entries_as(
+        &self,
+        name: &str,
+        value_type: ValueType,
+    ) -> Result<UserEntries, StateError> {
+        let Some(state) = self.find(name, Shape(StateKind::Map, value_type))? else {
             return Ok(Vec::new());
         };
         match &self.cells {
@@ -361,9 +408,22 @@ impl<'a> KeyedContext<'a> {
     }
 }
 
+/// A state's kind and the type its cells hold.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Shape(pub(super) StateKind, pub(super) ValueType);
+
 fn declare(backend: &mut dyn StateBackend, name: &str, kind: StateKind) -> Result<(), StateError> {
+    declare_as(backend, name, Shape(kind, ValueType::Json))
+}
+
+/// Declares the state `name` of `shape` in `backend`.
+pub(super) fn declare_as(
+    backend: &mut dyn StateBackend,
+    name: &str,
+    shape: Shape,
+) -> Result<(), StateError> {
     backend
-        .register_state(&KeyedContext::descriptor(name, kind))
+        .register_state(&KeyedContext::descriptor(name, shape.0, shape.1))
         .map(|_| ())
 }
 

@@ -24,6 +24,7 @@
 //!     dir: RelPath::new("chk-1")?,
 //!     purpose: SnapshotPurpose::Checkpoint,
 //!     compression: Compression::None,
+//!     now_ms: 0,
 //! };
 //! let snapshot = backend.snapshot(&target, &mut storage)?;
 //!

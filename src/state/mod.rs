@@ -17,6 +17,7 @@
 //!     instance: "a0".into(),
 //!     key_groups: KeyGroupRange { start: 0, end: 63 },
 //!     working_dir: PathBuf::from("unused-by-memory"),
+//!     created_ms: 0,
 //! };
 //! let mut backend = MemoryBackendFactory.create(context)?;
 //! let descriptor = StateDescriptor {
@@ -39,6 +40,7 @@ mod memory;
 mod rocksdb;
 pub mod snapshot;
 pub mod timers;
+pub mod ttl;
 mod view;
 
 #[cfg(feature = "rocksdb")]
@@ -123,6 +125,9 @@ pub enum ValueType {
     Bytes,
     /// Canonical [`crate::job::Datum`] text: what the typed state API writes for every type.
     Json,
+    /// Canonical text behind a time-to-live header ([`ttl::TtlCell`]): what the TTL states
+    /// write.
+    TtlJson,
 }
 
 impl ValueType {
@@ -133,6 +138,7 @@ impl ValueType {
             ValueType::Text => 1,
             ValueType::Bytes => 2,
             ValueType::Json => 3,
+            ValueType::TtlJson => 4,
         }
     }
 
@@ -143,6 +149,7 @@ impl ValueType {
             ValueType::Text,
             ValueType::Bytes,
             ValueType::Json,
+            ValueType::TtlJson,
         ]
         .into_iter()
         .find(|t| t.tag() == tag)
@@ -213,6 +220,9 @@ pub struct BackendContext {
     pub key_groups: KeyGroupRange,
     /// A private working directory the backend may use (RocksDB puts its files here).
     pub working_dir: PathBuf,
+    /// The processing time the backend is created at: its attempt's start, which is also when
+    /// it restores, if it does.
+    pub created_ms: u64,
 }
 
 /// The format of a savepoint.
@@ -245,6 +255,8 @@ pub struct SnapshotTarget {
     pub purpose: SnapshotPurpose,
     /// How canonical snapshots compress their blocks (native ones rely on the backend's own).
     pub compression: crate::checkpoint::canonical::Compression,
+    /// The processing time of the snapshot: TTL cells expired by then may be left out.
+    pub now_ms: u64,
 }
 
 /// A handle to restore, with the key groups its writer owned.

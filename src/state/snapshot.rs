@@ -20,17 +20,27 @@
 
 use super::{
     CellRef, RestoreHandle, RestoreStats, SnapshotResult, SnapshotTarget, StateBackend, StateError,
+    ValueType,
 };
 use crate::checkpoint::{canonical, CheckpointStorage, FileRef, KeyedStateHandle, StorageError};
 
-/// Writes `backend`'s cells as one canonical file `<dir>/<task>.kv`.
+/// Writes `backend`'s cells as one canonical file `<dir>/<task>.kv`, but for TTL cells expired
+/// at the target's processing time.
 pub fn write_canonical(
     backend: &dyn StateBackend,
     task_name: &str,
     target: &SnapshotTarget,
     storage: &mut dyn CheckpointStorage,
 ) -> Result<SnapshotResult, StateError> {
-    let entries = backend.entries()?;
+    let mut entries = backend.entries()?;
+    // A full snapshot leaves expired TTL cells out (Flink's `cleanupFullSnapshot`).
+    let states = backend.states();
+    entries.retain(|entry| {
+        let ttl = states
+            .get(usize::from(entry.state))
+            .is_some_and(|s| s.value_type == ValueType::TtlJson);
+        !(ttl && super::ttl::expired(&entry.value, target.now_ms))
+    });
     let bytes = canonical::encode(
         backend.states(),
         backend.key_groups(),

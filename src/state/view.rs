@@ -110,12 +110,35 @@ impl StateView {
         differences
     }
 
-    /// Adds the decoded cells of one backend of stage `stage`.
+    /// Adds the decoded cells of one backend of stage `stage`, every one of them.
     pub fn add_entries(
         &mut self,
         stage: &str,
         states: &[StateDescriptor],
         entries: &[StateEntry],
+    ) -> Result<(), StateError> {
+        self.add_cells(stage, states, entries, None)
+    }
+
+    /// Adds the cells of one backend of stage `stage` that a read at processing time `now_ms`
+    /// could see: TTL cells expired by then are left out, since whether a cleanup has dropped
+    /// them yet is the backend's choice.
+    pub fn add_live_entries(
+        &mut self,
+        stage: &str,
+        states: &[StateDescriptor],
+        entries: &[StateEntry],
+        now_ms: u64,
+    ) -> Result<(), StateError> {
+        self.add_cells(stage, states, entries, Some(now_ms))
+    }
+
+    fn add_cells(
+        &mut self,
+        stage: &str,
+        states: &[StateDescriptor],
+        entries: &[StateEntry],
+        now_ms: Option<u64>,
     ) -> Result<(), StateError> {
         for entry in entries {
             let descriptor = states.get(usize::from(entry.state)).ok_or_else(|| {
@@ -126,6 +149,10 @@ impl StateView {
             if descriptor.name == super::timers::TIMER_STATE {
                 continue;
             }
+            let expired = |now_ms| super::ttl::expired(&entry.value, now_ms);
+            if descriptor.value_type == ValueType::TtlJson && now_ms.is_some_and(expired) {
+                continue;
+            }
             let value = match descriptor.kind {
                 StateKind::List => list_datum(descriptor.value_type, &entry.value)?,
                 StateKind::Value | StateKind::Map => {
@@ -134,7 +161,7 @@ impl StateView {
             };
             let user_key =
                 (descriptor.kind == StateKind::Map).then(|| match descriptor.value_type {
-                    ValueType::Json => canonical_or_bytes(&entry.user_key),
+                    ValueType::Json | ValueType::TtlJson => canonical_or_bytes(&entry.user_key),
                     _ => Datum::from(String::from_utf8_lossy(&entry.user_key).as_ref()),
                 });
             let addr = StateAddr {
@@ -187,5 +214,18 @@ fn decode_value(value_type: ValueType, bytes: &[u8]) -> Datum {
         },
         ValueType::Bytes => bytes_datum(bytes),
         ValueType::Json => canonical_or_bytes(bytes),
+        ValueType::TtlJson => ttl_datum(bytes),
+    }
+}
+
+/// A TTL cell as its value and when it expires: a restore that moved the expiry shows.
+fn ttl_datum(bytes: &[u8]) -> Datum {
+    match super::ttl::TtlCell::decode(bytes) {
+        Ok(cell) => Datum::from_canonical(format!(
+            r#"{{"expires_at_ms":{},"value":{}}}"#,
+            cell.expires_at_ms(),
+            canonical_or_bytes(cell.value).as_str()
+        )),
+        Err(_) => bytes_datum(bytes),
     }
 }

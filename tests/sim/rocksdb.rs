@@ -47,6 +47,7 @@ fn an_incremental_checkpoint_uploads_only_new_ssts_of_confirmed_bases() {
         instance: "a0".into(),
         key_groups: range,
         working_dir: work.path().join("db"),
+        created_ms: 0,
     };
     let mut backend = factory.create(context).unwrap();
     let state = ValueState::<i64>::new("sum");
@@ -69,6 +70,7 @@ fn an_incremental_checkpoint_uploads_only_new_ssts_of_confirmed_bases() {
             dir: registry::checkpoint_dir(id),
             purpose: SnapshotPurpose::Checkpoint,
             compression: Compression::None,
+            now_ms: 0,
         };
         backend.snapshot(&target, &mut storage).unwrap()
     };
@@ -128,6 +130,7 @@ fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
         instance: dir.into(),
         key_groups: range,
         working_dir: work.path().join(dir),
+        created_ms: 0,
     };
     let key = "k1";
     let group = faultline::job::keygroup::key_group_for(key, 128);
@@ -164,6 +167,7 @@ fn states_declared_before_and_after_the_first_write_snapshot_and_restore() {
             dir: registry::checkpoint_dir(id),
             purpose: SnapshotPurpose::Checkpoint,
             compression: Compression::None,
+            now_ms: 0,
         };
         let result = backend.snapshot(&target, &mut storage).unwrap();
 

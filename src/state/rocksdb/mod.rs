@@ -22,7 +22,10 @@ mod native;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use rocksdb::compaction_filter::Decision;
 use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 
 use super::snapshot::{restore_canonical, write_canonical};
@@ -136,8 +139,37 @@ pub(crate) fn io(path: &Path, error: std::io::Error) -> StateError {
     }
 }
 
-fn cf_name(state: &str) -> String {
-    format!("state-{state}")
+/// A TTL state's column family carries a prefix of its own, so a database opened from its
+/// files alone knows which families its compaction filter drops expired cells from.
+fn cf_name(descriptor: &StateDescriptor) -> String {
+    match descriptor.value_type {
+        ValueType::TtlJson => format!("{TTL_CF_PREFIX}{}", descriptor.name),
+        _ => format!("state-{}", descriptor.name),
+    }
+}
+
+const TTL_CF_PREFIX: &str = "ttl-state-";
+
+/// The processing time compaction filters judge expiry by: the time of the snapshot whose
+/// compaction runs them (compaction runs only there), never ahead of the job's clock.
+type CompactionClock = Arc<AtomicU64>;
+
+/// The options of column family `cf`: a TTL state's drop the cells expired at the
+/// compaction clock's time whenever a compaction rewrites them (Flink's
+/// `cleanupInRocksdbCompactFilter`).
+fn cf_options(cf: &str, clock: &CompactionClock) -> Result<Options, StateError> {
+    let mut options = db_options()?;
+    if cf.starts_with(TTL_CF_PREFIX) {
+        let clock = Arc::clone(clock);
+        options.set_compaction_filter("faultline-ttl", move |_level, _key, value| {
+            if super::ttl::expired(value, clock.load(Ordering::SeqCst)) {
+                Decision::Remove
+            } else {
+                Decision::Keep
+            }
+        });
+    }
+    Ok(options)
 }
 
 /// Options passed explicitly, each for a reason.
@@ -202,12 +234,15 @@ fn decode_descriptor(name: &[u8], value: &[u8]) -> Result<StateDescriptor, State
 }
 
 /// Opens a RocksDB directory with every column family it has, and reads its descriptors.
-fn open_existing(path: &Path) -> Result<(DB, Vec<StateDescriptor>), StateError> {
+fn open_existing(
+    path: &Path,
+    clock: &CompactionClock,
+) -> Result<(DB, Vec<StateDescriptor>), StateError> {
     let options = db_options()?;
     let names = DB::list_cf(&options, path).map_err(rocks)?;
     let descriptors = names
         .iter()
-        .map(|name| Ok(ColumnFamilyDescriptor::new(name, db_options()?)))
+        .map(|name| Ok(ColumnFamilyDescriptor::new(name, cf_options(name, clock)?)))
         .collect::<Result<Vec<_>, StateError>>()?;
     let db = DB::open_cf_descriptors(&options, path, descriptors).map_err(rocks)?;
     let mut states = Vec::new();
@@ -235,6 +270,12 @@ pub struct RocksDbBackend {
     compaction: CompactionPolicy,
     snapshots_taken: u32,
     incremental: native::Uploads,
+    compaction_clock: CompactionClock,
+    /// The options of column families created after the database opened: a TTL family's
+    /// options own its compaction filter, which RocksDB calls for as long as the database is
+    /// open, and `create_cf` does not keep them (opening does). Declared after `db`, so they
+    /// are dropped after it.
+    late_cf_options: Vec<Options>,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -272,6 +313,8 @@ impl RocksDbBackend {
             compaction,
             snapshots_taken: 0,
             incremental: native::Uploads::default(),
+            compaction_clock: CompactionClock::default(),
+            late_cf_options: Vec::new(),
         })
     }
 
@@ -298,9 +341,15 @@ impl RocksDbBackend {
     /// instance saved: a subtask declares its states before it writes.
     fn open_db(&mut self) -> Result<&DB, StateError> {
         if self.db.is_none() {
+            let clock = &self.compaction_clock;
             let families = std::iter::once(META_CF.to_string())
-                .chain(self.states.iter().map(|s| cf_name(&s.name)))
-                .map(|name| Ok(ColumnFamilyDescriptor::new(name, db_options()?)))
+                .chain(self.states.iter().map(cf_name))
+                .map(|name| {
+                    Ok(ColumnFamilyDescriptor::new(
+                        &name,
+                        cf_options(&name, clock)?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, StateError>>()?;
             let db =
                 DB::open_cf_descriptors(&db_options()?, &self.db_dir, families).map_err(rocks)?;
@@ -333,7 +382,7 @@ impl RocksDbBackend {
                 })?;
         let Some(db) = &self.db else { return Ok(None) };
         let cf = db
-            .cf_handle(&cf_name(&descriptor.name))
+            .cf_handle(&cf_name(descriptor))
             .ok_or_else(|| StateError::Backend {
                 backend: "rocksdb",
                 reason: format!("column family of state {:?} is missing", descriptor.name),
@@ -352,9 +401,11 @@ impl RocksDbBackend {
 
     /// Replaces the live database with one opened from `dir` (already holding restored files).
     fn adopt(&mut self, dir: PathBuf) -> Result<(), StateError> {
-        let (db, states) = open_existing(&dir)?;
+        let (db, states) = open_existing(&dir, &self.compaction_clock)?;
         let old = self.db.replace(db);
         drop(old);
+        // The new database keeps the options it was opened with.
+        self.late_cf_options.clear();
         let old_dir = std::mem::replace(&mut self.db_dir, dir);
         std::fs::remove_dir_all(&old_dir).map_err(|e| io(&old_dir, e))?;
         self.states = states;
@@ -372,7 +423,7 @@ impl RocksDbBackend {
         if let Some(limit) = self.compaction.level0_files_max {
             for descriptor in &self.states {
                 let cf = db
-                    .cf_handle(&cf_name(&descriptor.name))
+                    .cf_handle(&cf_name(descriptor))
                     .expect("declared states have column families");
                 let level0 = db
                     .property_int_value_cf(cf, "rocksdb.num-files-at-level0")
@@ -384,7 +435,7 @@ impl RocksDbBackend {
         if due {
             for descriptor in &self.states {
                 let cf = db
-                    .cf_handle(&cf_name(&descriptor.name))
+                    .cf_handle(&cf_name(descriptor))
                     .expect("declared states have column families");
                 db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
             }
@@ -413,8 +464,10 @@ impl StateBackend for RocksDbBackend {
         let Some(db) = &mut self.db else {
             return Ok(id);
         };
-        db.create_cf(cf_name(&descriptor.name), &db_options()?)
-            .map_err(rocks)?;
+        let cf = cf_name(descriptor);
+        let options = cf_options(&cf, &self.compaction_clock)?;
+        db.create_cf(&cf, &options).map_err(rocks)?;
+        self.late_cf_options.push(options);
         let meta = db
             .cf_handle(META_CF)
             .expect("opened with the meta column family");
@@ -512,6 +565,7 @@ impl StateBackend for RocksDbBackend {
         target: &SnapshotTarget,
         storage: &mut dyn CheckpointStorage,
     ) -> Result<SnapshotResult, StateError> {
+        self.compaction_clock.store(target.now_ms, Ordering::SeqCst);
         self.compact_if_due()?;
         self.snapshots_taken += 1;
         let native = match target.purpose {

@@ -251,11 +251,11 @@ pub(crate) fn restore(
         }
         let dir = backend.working_dir.join(format!("rescale-{index}"));
         stats.files += materialize(&handle.handle, storage, &dir)?;
-        let (old, states) = open_existing(&dir)?;
+        let (old, states) = open_existing(&dir, &backend.compaction_clock)?;
         for descriptor in &states {
             let state = backend.register_state(descriptor)?;
             let source =
-                old.cf_handle(&cf_name(&descriptor.name))
+                old.cf_handle(&cf_name(descriptor))
                     .ok_or_else(|| StateError::Backend {
                         backend: "rocksdb",
                         reason: format!(
