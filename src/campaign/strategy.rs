@@ -44,6 +44,7 @@ use crate::job::{
     InputRecord, JobSpec, OperatorSpec, RestartStrategy, SinkKind, SinkSpec, SourceSpec, StageSpec,
     WatermarkSpec, WindowAggregate,
 };
+use crate::state::ttl::TtlUpdate;
 use crate::state::{BackendKind, SavepointFormat};
 
 /// Every fault kind, by name (the names of [`FaultKind::ALL`], in order).
@@ -280,8 +281,20 @@ fn keyed_op() -> impl Strategy<Value = OperatorSpec> {
     prop_oneof![
         Just(OperatorSpec::Sum),
         Just(OperatorSpec::Max),
-        Just(OperatorSpec::Stats)
+        Just(OperatorSpec::Stats),
+        expiring_sum(),
     ]
+}
+
+/// A sum with a time to live: a few records' processing time (each takes 2 ms or more), a
+/// few tens, or longer than most cases run; updated on writes, or on reads too.
+fn expiring_sum() -> impl Strategy<Value = OperatorSpec> {
+    let update = prop_oneof![
+        Just(TtlUpdate::OnCreateAndWrite),
+        Just(TtlUpdate::OnReadAndWrite)
+    ];
+    (prop_oneof![Just(6u64), Just(40), Just(1000)], update)
+        .prop_map(|(ttl_ms, update)| OperatorSpec::ExpiringSum { ttl_ms, update })
 }
 
 /// Maximum parallelisms: Flink's default 128, small ones (every key group a boundary's
@@ -562,11 +575,16 @@ fn with_time_faults(
     job: &JobSpec,
     raw: &[RawFault],
 ) {
+    // A job without event time still has a processing clock when its state has a time to
+    // live: a jump of it, and nothing else in time, applies.
+    let event_time = job.source.watermarks.is_some();
+    let ttl = job.stages.iter().any(|s| s.op.has_ttl());
+    let applies = |kind: FaultKind| kind.is_time() && (event_time || kind == FaultKind::ClockJump);
     let kinds: Vec<&String> = allowed
         .iter()
-        .filter(|k| FaultKind::from_name(k).is_some_and(FaultKind::is_time))
+        .filter(|k| FaultKind::from_name(k).is_some_and(applies))
         .collect();
-    if kinds.is_empty() || job.source.watermarks.is_none() {
+    if kinds.is_empty() || !(event_time || ttl) {
         return;
     }
     let mut jump = None;

@@ -90,6 +90,7 @@ pub(super) fn follow(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Option<Lineag
         }
     }
     for stamped in outcome.trace.events() {
+        walk.now_ms = stamped.time_ms;
         walk.event(&stamped.event)?;
     }
     if matches!(
@@ -125,6 +126,9 @@ struct Walk<'c> {
     /// What each stage last emitted under each id (the input's records as stage "-1"): what
     /// the next stage must receive under that id.
     last_emitted: BTreeMap<(usize, String), Record>,
+    /// The processing time of the event being taken in: what the models are applied at, and
+    /// what state views are taken at.
+    now_ms: u64,
     lineage: Lineage,
 }
 
@@ -140,6 +144,7 @@ impl<'c> Walk<'c> {
             watermarks: BTreeMap::new(),
             offsets: BTreeMap::new(),
             last_emitted: BTreeMap::new(),
+            now_ms: 0,
             lineage: Lineage::default(),
         }
     }
@@ -278,6 +283,7 @@ impl<'c> Walk<'c> {
                 ..Cell::default()
             });
         let watermark_ms = self.watermarks.get(task).copied().unwrap_or(MIN_WATERMARK);
+        cell.model.set_now_ms(self.now_ms);
         let applied = (cell.model).apply_at(
             &job.stages[stage],
             self.case.users,
@@ -320,9 +326,10 @@ impl<'c> Walk<'c> {
         let job = self.job();
         let held = match self.cells.get_mut(&(stage, timer.key.clone())) {
             None => Ok(None),
-            Some(cell) => cell
-                .model
-                .on_timer(&job.stages[stage], self.case.users, timer),
+            Some(cell) => {
+                cell.model.set_now_ms(self.now_ms);
+                (cell.model).on_timer(&job.stages[stage], self.case.users, timer)
+            }
         };
         let emitted = match held {
             Ok(Some(emitted)) => emitted,
@@ -471,12 +478,13 @@ impl<'c> Walk<'c> {
             .map(|(_, cell)| cell)
     }
 
-    /// The keyed state the models hold now, under the engine's names.
+    /// The keyed state the models hold now, under the engine's names: what a read at the
+    /// current event's processing time could see, as the engine's views show it.
     fn state(&self) -> StateView {
         let job = self.job();
         let mut view = StateView::new();
         for ((stage, _), cell) in &self.cells {
-            cell.model.add_state(&job.stages[*stage], &mut view);
+            (cell.model).add_state_at(&job.stages[*stage], &mut view, Some(self.now_ms));
         }
         view
     }

@@ -574,7 +574,7 @@ impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Note::ValuesNotCompared => f.write_str("at-least-once mode with fan-in, restored from a snapshot this case did not take: state and output values are not compared (loss and replay-only duplication are)"),
-            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "judged along the run's events (at-least-once with fan-in, a window, or an operator's timers): each stage against the records it received and the timers it fired ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
+            Note::JudgedByLineage { restores, owed_not_in_model } => write!(f, "judged along the run's events (at-least-once with fan-in, a window, an operator's timers, or state with a time to live): each stage against the records it received, at the times it received them, and the timers it fired ({restores} restore(s) compared; {owed_not_in_model} owed record(s) differ from the model over the input)"),
             Note::Windows { windows, results, late, exactly_once } => {
                 let rule = if *exactly_once { "each balanced against its input" } else { "each seen (replays allowed)" };
                 write!(f, "windows: {windows} with input, {results} result(s) and {late} late record(s) visible, {rule}")
@@ -699,9 +699,20 @@ impl CaseSpec<'_> {
 
     /// Whether a stage of some phase is a user's operator whose model acts on timers.
     fn fires_timers(&self) -> bool {
+        self.any_user_model(|model| model.fires_timers())
+    }
+
+    /// Whether a stage of some phase acts on the processing time it handles records at: its
+    /// state has a time to live.
+    fn reads_processing_time(&self) -> bool {
+        let mut stages = self.jobs.iter().flat_map(|job| &job.stages);
+        stages.any(|s| s.op.has_ttl()) || self.any_user_model(|m| m.reads_processing_time())
+    }
+
+    fn any_user_model(&self, test: impl Fn(&dyn crate::job::user::OperatorModel) -> bool) -> bool {
         let stages = self.jobs.iter().flat_map(|job| &job.stages);
         stages.filter_map(|s| s.op.user_name()).any(|name| {
-            crate::job::user::find(self.users, name).is_some_and(|u| u.model.fires_timers())
+            crate::job::user::find(self.users, name).is_some_and(|u| test(u.model.as_ref()))
         })
     }
 }
@@ -747,10 +758,11 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
     check_watermarks(case, outcome, &mut verdict);
     let all = over_input.outputs;
     check_ids_unique(&all, &mut verdict);
-    // A window, and a user's operator acting on timers, are judged along the events, where
-    // the watermarks and firings are.
+    // A window, a user's operator acting on timers and state with a time to live are judged
+    // along the events, where the watermarks, firings and processing times are.
     let windowed = case.job().window();
-    let lineage = if case.values_exact() && !case.fires_timers() && windowed.is_none() {
+    let along_events = case.fires_timers() || case.reads_processing_time() || windowed.is_some();
+    let lineage = if case.values_exact() && !along_events {
         None
     } else {
         lineage::follow(case, outcome)
@@ -777,7 +789,8 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
             &mut verdict,
         ),
         None => {
-            let exact = case.values_exact();
+            // Values that depend on processing times cannot be judged without the events.
+            let exact = case.values_exact() && !case.reads_processing_time();
             if exact {
                 check_restores(case, outcome, &mut verdict);
             } else {

@@ -242,6 +242,9 @@ impl<'a> Runtime<'a> {
         let group = key.key_group(max_parallelism);
         let processed = record.clone();
         let mut out = Vec::new();
+        // The record is handled once its processing time has passed: the callback sees the
+        // clock its event is stamped with, which the oracle feeds a model of state TTL.
+        self.clock.advance_ms(op.processing_ms);
         let (at_ms, watermark_ms, now_ms) = (
             record.timestamp_ms,
             task.valve.current(),
@@ -262,7 +265,6 @@ impl<'a> Runtime<'a> {
         for change in ctx.take_timer_changes() {
             op.timers.apply(&key, &change);
         }
-        self.clock.advance_ms(op.processing_ms);
         result?.map_err(|error| {
             Failure::new(
                 &name,

@@ -38,6 +38,7 @@ use super::datum::DataError;
 use super::record::{transaction_datum, Record, Transaction};
 use super::spec::{FailCounter, OperatorSpec};
 use crate::state::timers::Timer;
+use crate::state::ttl::{TtlConfig, TtlValueState};
 use crate::state::{KeyedContext, ListState, MapState, StateBackend, StateError, ValueState};
 
 /// An operator failed while processing, snapshotting or restoring.
@@ -228,6 +229,9 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
             combine: i64::max,
         }),
         OperatorSpec::Stats => Box::new(Stats),
+        OperatorSpec::ExpiringSum { ttl_ms, update } => Box::new(ExpiringSum {
+            state: TtlValueState::new("expiring-sum", TtlConfig { ttl_ms, update }),
+        }),
         OperatorSpec::SessionWindow {
             gap_ms,
             aggregate,
@@ -338,6 +342,33 @@ impl Operator for Running {
             Some(previous) => (self.combine)(previous, tx.amount_cents),
         };
         self.state.set(keyed, &value)?;
+        out.push(with_amount(record, &tx, value));
+        Ok(())
+    }
+}
+
+/// `OperatorSpec::ExpiringSum`: a running sum in TTL state; a multiple of 3 only reads.
+struct ExpiringSum {
+    state: TtlValueState<i64>,
+}
+
+impl Operator for ExpiringSum {
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let tx = transaction(&record)?;
+        let keyed = ctx.keyed()?;
+        let live = self.state.get(keyed)?;
+        let value = if tx.amount_cents.rem_euclid(3) == 0 {
+            live.unwrap_or(0)
+        } else {
+            let sum = live.unwrap_or(0).wrapping_add(tx.amount_cents);
+            self.state.set(keyed, &sum)?;
+            sum
+        };
         out.push(with_amount(record, &tx, value));
         Ok(())
     }

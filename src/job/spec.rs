@@ -146,6 +146,17 @@ pub enum OperatorSpec {
     Sum,
     /// Keyed running maximum in `ValueState<i64>` "max"; emits the new maximum.
     Max,
+    /// Keyed running sum whose state expires (see [`crate::state::ttl`]): `TtlValueState<i64>`
+    /// "expiring-sum" lives `ttl_ms` of processing time after its last update. A record whose
+    /// amount is a multiple of 3 only reads it and emits the sum as it stands (0 when none is
+    /// live), which under `read-and-write` updates its time; any other adds its amount to the
+    /// live sum (or starts one) and emits the new sum.
+    ExpiringSum {
+        /// How long a sum lives after its last update.
+        ttl_ms: u64,
+        /// What updates it.
+        update: crate::state::ttl::TtlUpdate,
+    },
     /// Keyed process function using all three state kinds: `ValueState` "count", `ListState`
     /// "recent" (the last three values) and `MapState` "buckets" (count per value bucket).
     /// Emits the key's new count.
@@ -266,6 +277,7 @@ impl OperatorSpec {
             OperatorSpec::Sum
                 | OperatorSpec::Max
                 | OperatorSpec::Stats
+                | OperatorSpec::ExpiringSum { .. }
                 | OperatorSpec::TumblingWindow { .. }
                 | OperatorSpec::SlidingWindow { .. }
                 | OperatorSpec::SessionWindow { .. }
@@ -314,6 +326,12 @@ impl OperatorSpec {
         }
     }
 
+    /// Whether its state has a time to live: what it emits depends on the processing time
+    /// each record is handled at.
+    pub fn has_ttl(&self) -> bool {
+        matches!(self, OperatorSpec::ExpiringSum { .. })
+    }
+
     /// The name of the user's operator it is, if it is one.
     pub fn user_name(&self) -> Option<&str> {
         match self {
@@ -332,6 +350,9 @@ impl OperatorSpec {
             OperatorSpec::Sum => "sum".into(),
             OperatorSpec::Max => "max".into(),
             OperatorSpec::Stats => "stats".into(),
+            OperatorSpec::ExpiringSum { ttl_ms, update } => {
+                format!("expiring-sum(ttl {ttl_ms} ms, {update:?})")
+            }
             OperatorSpec::User { name, .. } => format!("user({name})"),
             OperatorSpec::TumblingWindow {
                 size_ms,

@@ -309,6 +309,39 @@ pub trait OperatorModel: Send + Sync {
     fn fires_timers(&self) -> bool {
         false
     }
+
+    /// Whether what the operator does depends on the processing time it handles a record at
+    /// (its state has a time to live, say). The model is then given, along the run's events,
+    /// the time the engine handled each record (`ModelState::now_ms`), so such a case is
+    /// judged there.
+    fn reads_processing_time(&self) -> bool {
+        false
+    }
+}
+
+/// A model whose operator reads the processing time: see [`UserOperator::with_state_ttl`].
+struct Clocked(Box<dyn OperatorModel>);
+
+impl OperatorModel for Clocked {
+    fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
+        self.0.apply(state, record)
+    }
+
+    fn on_timer(
+        &self,
+        state: &mut ModelState,
+        timer: &Timer,
+    ) -> Result<Vec<Record>, OperatorError> {
+        self.0.on_timer(state, timer)
+    }
+
+    fn fires_timers(&self) -> bool {
+        self.0.fires_timers()
+    }
+
+    fn reads_processing_time(&self) -> bool {
+        true
+    }
 }
 
 impl<F> OperatorModel for F
@@ -325,8 +358,10 @@ struct KeyedModel<F, In, Out>(F, PhantomData<fn(In) -> Out>);
 impl<F: KeyedFn<In, Out>, In: Data, Out: Data> OperatorModel for KeyedModel<F, In, Out> {
     fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
         let key = record.key.clone();
-        // A model sees the record's event time, but no watermark or clock.
-        let mut ctx = state.keyed(&key).at_time(record.timestamp_ms, i64::MIN, 0);
+        // A model sees the record's event time and the processing time it is given (see
+        // `ModelState::now_ms`), but no watermark.
+        let now_ms = state.now_ms();
+        let mut ctx = (state.keyed(&key)).at_time(record.timestamp_ms, i64::MIN, now_ms);
         run_typed(record, |value, output| (self.0)(&mut ctx, value, output))
     }
 }
@@ -338,7 +373,8 @@ impl<F: KeyedFn<In, Out>, T: TimerFn<Out>, In: Data, Out: Data> OperatorModel
 {
     fn apply(&self, state: &mut ModelState, record: Record) -> Result<Vec<Record>, OperatorError> {
         let key = record.key.clone();
-        let mut ctx = state.keyed(&key).at_time(record.timestamp_ms, i64::MIN, 0);
+        let now_ms = state.now_ms();
+        let mut ctx = (state.keyed(&key)).at_time(record.timestamp_ms, i64::MIN, now_ms);
         run_typed(record, |value, output| (self.0)(&mut ctx, value, output))
     }
 
@@ -347,9 +383,8 @@ impl<F: KeyedFn<In, Out>, T: TimerFn<Out>, In: Data, Out: Data> OperatorModel
         state: &mut ModelState,
         timer: &Timer,
     ) -> Result<Vec<Record>, OperatorError> {
-        let mut ctx = state
-            .keyed(&timer.key)
-            .at_time(Some(timer.timestamp_ms), i64::MIN, 0);
+        let now_ms = state.now_ms();
+        let mut ctx = (state.keyed(&timer.key)).at_time(Some(timer.timestamp_ms), i64::MIN, now_ms);
         run_timer(timer, |output| (self.1)(&mut ctx, timer, output))
     }
 
@@ -434,6 +469,16 @@ impl UserOperator {
             },
             TimedModel(model, model_on_timer, PhantomData),
         )
+    }
+
+    /// The same operator, declared to read the processing time: its state has a time to live
+    /// (`state::ttl`), or its logic reads `KeyedContext::now_ms`. Its model then sees the time
+    /// the engine handled each record, and its cases are judged along the run's events.
+    pub fn with_state_ttl(self) -> Self {
+        Self {
+            model: Box::new(Clocked(self.model)),
+            ..self
+        }
     }
 
     /// A stateless operator over the user's types.

@@ -40,6 +40,7 @@
 //! ```
 
 mod session;
+mod ttl;
 mod window;
 
 use std::collections::BTreeMap;
@@ -179,6 +180,9 @@ fn apply(
         | OperatorSpec::SlidingWindow { .. }
         | OperatorSpec::SessionWindow { .. } => vec![record],
         OperatorSpec::User { .. } => unreachable!("user operators are applied by their models"),
+        OperatorSpec::ExpiringSum { .. } => {
+            unreachable!("the expiring sum is applied by its own model")
+        }
     })
 }
 
@@ -191,6 +195,8 @@ pub struct StageModel {
     user: ModelState,
     window: window::WindowModel,
     session: session::SessionModel,
+    expiring: ttl::ExpiringSumModel,
+    now_ms: u64,
 }
 
 impl StageModel {
@@ -215,6 +221,9 @@ impl StageModel {
                 .unwrap_or_else(|| panic!("no model for user operator {name:?}"))
                 .model
                 .apply(&mut self.user, record),
+            OperatorSpec::ExpiringSum { ttl_ms, update } => {
+                (self.expiring).apply((*ttl_ms, *update), record, self.now_ms)
+            }
             op => apply(op, &mut self.built_in, record),
         };
         applied.map_err(|error| ModelFailure {
@@ -222,6 +231,13 @@ impl StageModel {
             record: id,
             reason: error.to_string(),
         })
+    }
+
+    /// Sets the processing time the next records and timers are applied at: 0 over an input,
+    /// along a run's events the time the engine handled them.
+    pub fn set_now_ms(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        self.user.set_now_ms(now_ms);
     }
 
     /// [`StageModel::apply`] along the run's events, where the stage's task held watermark
@@ -303,8 +319,19 @@ impl StageModel {
 
     /// Adds the keyed state this stage holds to `view`, under the names the engine reports.
     pub fn add_state(&self, stage: &StageSpec, view: &mut StateView) {
+        self.add_state_at(stage, view, None);
+    }
+
+    /// [`StageModel::add_state`] as a read at processing time `now_ms` would see it: values
+    /// whose time to live ran out by then are left out, as the engine's views leave them.
+    pub fn add_state_at(&self, stage: &StageSpec, view: &mut StateView, now_ms: Option<u64>) {
         match stage.op {
-            OperatorSpec::User { keyed: true, .. } => add_user_state(view, stage, &self.user),
+            OperatorSpec::User { keyed: true, .. } => {
+                add_user_state(view, stage, &self.user, now_ms)
+            }
+            OperatorSpec::ExpiringSum { ttl_ms, .. } => {
+                self.expiring.add_state(stage, ttl_ms, view, now_ms)
+            }
             OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
                 self.window.add_state(stage, view)
             }
@@ -367,7 +394,12 @@ pub fn evaluate_with(
 
 /// A keyed user operator's model state, decoded as the engine's state view decodes a
 /// backend's cells.
-fn add_user_state(view: &mut StateView, stage: &StageSpec, user_state: &ModelState) {
+fn add_user_state(
+    view: &mut StateView,
+    stage: &StageSpec,
+    user_state: &ModelState,
+    now_ms: Option<u64>,
+) {
     let entries: Vec<StateEntry> = user_state
         .cells()
         .map(|((state, key, user_key), value)| StateEntry {
@@ -380,7 +412,10 @@ fn add_user_state(view: &mut StateView, stage: &StageSpec, user_state: &ModelSta
         .collect();
     // The model's cells were written by the typed API, so they always decode; a failure here
     // would be a bug of this crate, shown as the differences it causes.
-    let _ = view.add_entries(&stage.name, user_state.states(), &entries);
+    let _ = match now_ms {
+        Some(now_ms) => view.add_live_entries(&stage.name, user_state.states(), &entries, now_ms),
+        None => view.add_entries(&stage.name, user_state.states(), &entries),
+    };
 }
 
 /// A built-in operator's state, under the names its engine operator declares.

@@ -98,7 +98,7 @@ fn generated_cases_replay_to_the_same_trace_hash_on_every_backend() {
 #[test]
 fn a_broken_sink_is_caught_shrunk_and_replayed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = campaign(vec![BackendKind::Memory], 200, 21, dir.path());
+    let mut config = campaign(vec![BackendKind::Memory], 200, 23, dir.path());
     config.strategy.fault_kinds = vec!["kill-at-phase".into(), "kill".into()];
     config.stop_at_first_failure = true;
     let report = explore(&config, Some(&commits_in_snapshot), &|_, _| {}).unwrap();

@@ -20,6 +20,7 @@ use faultline::job::sink::{ExternalStore, Sink, StoreError, TwoPhaseCommitSink, 
 use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
 use faultline::job::{Datum, Operator, OperatorContext, OperatorError, Record, Transaction};
+use faultline::state::ttl::TtlCell;
 use faultline::state::{
     BackendContext, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
     SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend, StateBackendFactory,
@@ -198,6 +199,72 @@ static TIMERS_ONLY_WITH_STATE: TwistedFactory = TwistedFactory {
         })
     },
 };
+
+/// A backend whose restore stamps every TTL value as updated at the restore (as one that
+/// rewrote restored values through a write path setting the current time would): a value
+/// that had expired while the job was down lives a full TTL again, and every restored one
+/// outlives its time.
+pub struct ResetsTtlOnRestore;
+
+pub static RESETS_TTL: ResetsTtlOnRestore = ResetsTtlOnRestore;
+
+impl StateBackendFactory for ResetsTtlOnRestore {
+    fn name(&self) -> &'static str {
+        "resets-ttl-on-restore"
+    }
+    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+        Ok(Box::new(ResetsTtl {
+            inner: MemoryBackend::new(context.task_name, context.key_groups),
+            restored_ms: context.created_ms,
+        }))
+    }
+}
+
+struct ResetsTtl {
+    inner: MemoryBackend,
+    restored_ms: u64,
+}
+
+impl StateBackend for ResetsTtl {
+    fn name(&self) -> &'static str {
+        "resets-ttl-on-restore"
+    }
+    delegate_cell_access!();
+    fn snapshot(
+        &mut self,
+        target: &SnapshotTarget,
+        storage: &mut dyn CheckpointStorage,
+    ) -> Result<SnapshotResult, StateError> {
+        self.inner.snapshot(target, storage)
+    }
+    fn restore(
+        &mut self,
+        handles: &[RestoreHandle],
+        storage: &dyn CheckpointStorage,
+        mode: RestoreMode,
+    ) -> Result<RestoreStats, StateError> {
+        let stats = self.inner.restore(handles, storage, mode)?;
+        let states = self.inner.states().to_vec();
+        for entry in self.inner.entries()? {
+            if states[usize::from(entry.state)].value_type != ValueType::TtlJson {
+                continue;
+            }
+            let cell = TtlCell::decode(&entry.value)?;
+            let reset = TtlCell {
+                last_access_ms: self.restored_ms,
+                ..cell
+            };
+            let at = CellRef {
+                state: entry.state,
+                key_group: entry.key_group,
+                key: &entry.key,
+                user_key: &entry.user_key,
+            };
+            self.inner.put(at, &reset.encode())?;
+        }
+        Ok(stats)
+    }
+}
 
 /// A reminder whose only state is its timers: each transaction sets an event-time timer half
 /// a second after it, which emits one reminder for the account.
@@ -882,6 +949,15 @@ fn a_backend_restoring_timers_only_with_other_state_is_caught() {
                 .operators(operators)
         },
     );
+}
+
+#[test]
+fn a_backend_resetting_ttl_timestamps_on_restore_is_caught() {
+    static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
+    let operators = OPERATORS.get_or_init(|| [crate::ttl::balance_operator()]);
+    check_class("ttl reset on restore", &[Property::State], || {
+        Harness::new().backend(&RESETS_TTL).operators(operators)
+    });
 }
 
 #[test]

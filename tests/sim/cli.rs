@@ -163,9 +163,14 @@ fn explore_keeps_to_one_checkpointing_mode_and_replay_finds_the_same_case() {
         String::from_utf8_lossy(&output.stdout).into_owned()
     };
     // The trace's first line names the mode the case ran in.
-    let at_least_once = replay("at-least-once");
-    assert!(at_least_once.contains("at-least-once"), "{at_least_once}");
-    assert!(!replay("exactly-once").contains("at-least-once"));
+    let started = |trace: String| {
+        let line = trace.lines().find(|l| l.contains(" started: seed "));
+        line.map(str::to_string).unwrap_or_default()
+    };
+    let at_least_once = started(replay("at-least-once"));
+    assert!(at_least_once.contains("(at-least-once)"), "{at_least_once}");
+    let exactly_once = started(replay("exactly-once"));
+    assert!(exactly_once.contains("(exactly-once)"), "{exactly_once}");
 }
 
 #[test]

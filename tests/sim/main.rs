@@ -17,7 +17,8 @@
 //! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
 //! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
 //!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks
-//!   (an operator keeping its timers in a field among them).
+//!   (an operator keeping its timers in a field and a backend resetting TTL timestamps among
+//!   them).
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
 //! - `operator_harness`: one operator driven step by step on every backend — snapshots through
 //!   real files, restored split into two subtasks and merged back; wrong routing refused.
@@ -42,6 +43,10 @@
 //!   twice in an attempt, restored after a kill, overdue processing timers fired once, also
 //!   after a clock jump; a timed model (the inactivity example) judging every firing along the
 //!   events and catching an engine that forgets restored timers.
+//! - `ttl`: state TTL on every backend — an expired value never visible before or after a
+//!   restore, full snapshots and RocksDB's compaction filter dropping expired cells (and only
+//!   those), a user's TTL operator passing campaigns, generated expiring sums failing on a
+//!   backend that resets TTL timestamps on restore.
 //! - `windows`: event-time tumbling, sliding and session windows (sum, count, max, allowed
 //!   lateness) recovering from kills and panics on every backend, judged exactly along the
 //!   events by the window models and, for tumbling ones, balanced against what each window
@@ -86,5 +91,6 @@ mod scenarios;
 mod support;
 mod time;
 mod timers;
+mod ttl;
 mod typed;
 mod windows;
