@@ -374,7 +374,8 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
 /// A generated job's event time: for half the jobs, a bounded out-of-orderness up to the
 /// generated inputs' disorder, a periodic interval and, for some, an idleness timeout; and for
 /// half of those, a window as the last stage: size, aggregate, parallelism, size over slide
-/// (1: tumbling; 0: sessions with a gap of half the size), allowed lateness.
+/// (1: tumbling; 0: sessions with a gap of half the size; -1: by processing time), allowed
+/// lateness.
 type EventTime = Option<(WatermarkSpec, Option<(i64, WindowAggregate, u16, i64, i64)>)>;
 
 fn event_time() -> impl Strategy<Value = EventTime> {
@@ -399,9 +400,10 @@ fn event_time() -> impl Strategy<Value = EventTime> {
         prop_oneof![Just(500i64), Just(1_000), Just(3_000)],
         aggregate,
         1u16..=3,
-        // Tumbling in two cases of five, sliding by a half or a quarter of the size in one
-        // each, sessions with a gap of half the size in one.
-        prop_oneof![2 => Just(1i64), 1 => Just(2), 1 => Just(4), 1 => Just(0)],
+        // Tumbling in two cases of six, sliding by a half or a quarter of the size in one
+        // each, sessions with a gap of half the size in one, a processing-time tumbling
+        // window of a fiftieth of the size (a few records' time) in one.
+        prop_oneof![2 => Just(1i64), 1 => Just(2), 1 => Just(4), 1 => Just(0), 1 => Just(-1)],
         prop_oneof![2 => Just(0i64), 1 => Just(200), 1 => Just(1_000)],
     );
     proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window)))
@@ -422,6 +424,10 @@ fn use_event_time(job: &mut JobSpec, event_time: EventTime, users: bool) {
                 gap_ms: size_ms / 2,
                 aggregate,
                 allowed_lateness_ms,
+            },
+            -1 => OperatorSpec::ProcessingTimeWindow {
+                size_ms: size_ms / 50,
+                aggregate,
             },
             1 => OperatorSpec::TumblingWindow {
                 size_ms,
@@ -578,7 +584,7 @@ fn with_time_faults(
     // A job without event time still has a processing clock when its state has a time to
     // live: a jump of it, and nothing else in time, applies.
     let event_time = job.source.watermarks.is_some();
-    let ttl = job.stages.iter().any(|s| s.op.has_ttl());
+    let ttl = job.stages.iter().any(|s| s.op.reads_processing_time());
     let applies = |kind: FaultKind| kind.is_time() && (event_time || kind == FaultKind::ClockJump);
     let kinds: Vec<&String> = allowed
         .iter()

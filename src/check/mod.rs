@@ -706,7 +706,8 @@ impl CaseSpec<'_> {
     /// state has a time to live.
     fn reads_processing_time(&self) -> bool {
         let mut stages = self.jobs.iter().flat_map(|job| &job.stages);
-        stages.any(|s| s.op.has_ttl()) || self.any_user_model(|m| m.reads_processing_time())
+        stages.any(|s| s.op.reads_processing_time())
+            || self.any_user_model(|m| m.reads_processing_time())
     }
 
     fn any_user_model(&self, test: impl Fn(&dyn crate::job::user::OperatorModel) -> bool) -> bool {

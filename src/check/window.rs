@@ -157,7 +157,10 @@ pub(super) fn check_case(
         super::check_end(case.job(), &end.state, exact, outcome, verdict);
         super::check_reported(outcome, verdict);
     }
-    if outcome.status != JobStatus::Finished {
+    // Processing time stops with the input: windows the clock has not closed by then stay,
+    // unfired, as in Flink, and what fell in them depends on the clock.
+    let by_clock = stage.op.window_shape().is_some_and(|s| s.processing_time);
+    if outcome.status != JobStatus::Finished || by_clock {
         return;
     }
     if let Some(state) = &outcome.final_state {

@@ -241,7 +241,9 @@ pub fn build(spec: &OperatorSpec) -> Box<dyn Operator> {
             aggregate,
             allowed_lateness_ms,
         }),
-        OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
+        OperatorSpec::TumblingWindow { .. }
+        | OperatorSpec::SlidingWindow { .. }
+        | OperatorSpec::ProcessingTimeWindow { .. } => {
             let shape = spec.window_shape().expect("a window spec has a shape");
             Box::new(super::window::WindowOperator { shape })
         }

@@ -205,6 +205,18 @@ pub enum OperatorSpec {
         #[serde(default, skip_serializing_if = "is_zero")]
         allowed_lateness_ms: i64,
     },
+    /// A keyed processing-time tumbling window of `size_ms` (Flink's
+    /// `TumblingProcessingTimeWindows` with its `ProcessingTimeTrigger`): a record falls in the
+    /// window holding the processing time it is handled at, and each window's `aggregate`
+    /// comes out once the virtual clock passes its end. Nothing is late. Windows whose end the
+    /// clock never reaches before the input ends stay unfired, as in Flink, whose processing
+    /// time stops with the input. The job's last stage; it needs no event time.
+    ProcessingTimeWindow {
+        /// The window length.
+        size_ms: i64,
+        /// What each window result holds.
+        aggregate: WindowAggregate,
+    },
     /// Passes records through, but fails on its `fail_at`-th record (the tutorial's
     /// `FailingMapFunction`).
     FailingMap {
@@ -240,6 +252,19 @@ pub struct WindowShape {
     pub allowed_lateness_ms: i64,
     /// A session window's gap (its size and slide are the gap too); `None` for the others.
     pub gap_ms: Option<i64>,
+    /// Whether records fall in windows by the processing time they are handled at, and
+    /// windows fire by the clock (`None` lateness then), rather than by event time.
+    pub processing_time: bool,
+}
+
+impl WindowShape {
+    /// The clock its timers wait for.
+    pub fn domain(&self) -> crate::state::timers::TimeDomain {
+        match self.processing_time {
+            true => crate::state::timers::TimeDomain::ProcessingTime,
+            false => crate::state::timers::TimeDomain::EventTime,
+        }
+    }
 }
 
 /// The most windows one record may fall in (`size_ms / slide_ms`, rounded up).
@@ -281,6 +306,7 @@ impl OperatorSpec {
                 | OperatorSpec::TumblingWindow { .. }
                 | OperatorSpec::SlidingWindow { .. }
                 | OperatorSpec::SessionWindow { .. }
+                | OperatorSpec::ProcessingTimeWindow { .. }
                 | OperatorSpec::User { keyed: true, .. }
         )
     }
@@ -298,6 +324,7 @@ impl OperatorSpec {
                 aggregate,
                 allowed_lateness_ms,
                 gap_ms: None,
+                processing_time: false,
             }),
             OperatorSpec::SlidingWindow {
                 size_ms,
@@ -310,6 +337,7 @@ impl OperatorSpec {
                 aggregate,
                 allowed_lateness_ms,
                 gap_ms: None,
+                processing_time: false,
             }),
             OperatorSpec::SessionWindow {
                 gap_ms,
@@ -321,15 +349,27 @@ impl OperatorSpec {
                 aggregate,
                 allowed_lateness_ms,
                 gap_ms: Some(gap_ms),
+                processing_time: false,
+            }),
+            OperatorSpec::ProcessingTimeWindow { size_ms, aggregate } => Some(WindowShape {
+                size_ms,
+                slide_ms: size_ms,
+                aggregate,
+                allowed_lateness_ms: 0,
+                gap_ms: None,
+                processing_time: true,
             }),
             _ => None,
         }
     }
 
-    /// Whether its state has a time to live: what it emits depends on the processing time
-    /// each record is handled at.
-    pub fn has_ttl(&self) -> bool {
-        matches!(self, OperatorSpec::ExpiringSum { .. })
+    /// Whether what it emits depends on the processing time each record is handled at: its
+    /// state has a time to live, or it is a processing-time window.
+    pub fn reads_processing_time(&self) -> bool {
+        matches!(
+            self,
+            OperatorSpec::ExpiringSum { .. } | OperatorSpec::ProcessingTimeWindow { .. }
+        )
     }
 
     /// The name of the user's operator it is, if it is one.
@@ -379,6 +419,9 @@ impl OperatorSpec {
                 "session-window(gap {gap_ms} ms, {aggregate:?}{})",
                 lateness(*allowed_lateness_ms)
             ),
+            OperatorSpec::ProcessingTimeWindow { size_ms, aggregate } => {
+                format!("processing-time-window({size_ms} ms, {aggregate:?})")
+            }
             OperatorSpec::FailingMap { fail_at, counter } => {
                 format!("failing-map(at {fail_at}, {counter:?})")
             }
@@ -554,13 +597,13 @@ impl JobSpec {
                 stage.name
             ));
         }
-        if self.source.watermarks.is_none() {
+        let shape = stage.op.window_shape()?;
+        if self.source.watermarks.is_none() && !shape.processing_time {
             return Some(format!(
                 "{}: a window needs event time (source watermarks)",
                 stage.name
             ));
         }
-        let shape = stage.op.window_shape()?;
         let WindowShape {
             size_ms,
             slide_ms,

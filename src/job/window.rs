@@ -29,7 +29,7 @@ use super::datum::Datum;
 use super::operator::{Operator, OperatorContext, OperatorError};
 use super::record::{Origin, Record, Transaction};
 use super::spec::{WindowAggregate, WindowShape};
-use crate::state::timers::{TimeDomain, Timer};
+use crate::state::timers::Timer;
 use crate::state::{KeyedContext, MapState};
 
 /// The side output late records go to.
@@ -195,15 +195,16 @@ impl WindowOperator {
         };
         let (max_ms, cleanup_ms) = (self.max_ms(start), self.cleanup_ms(start));
         let namespace = start.to_string();
+        let domain = self.shape.domain();
         keyed
-            .register_timer(TimeDomain::EventTime, cleanup_ms, &namespace)
+            .register_timer(domain, cleanup_ms, &namespace)
             .map_err(failed)?;
         if max_ms <= watermark_ms {
             out.push(self.result(&record.key, start, &contents)?);
             contents.fired += 1;
         } else {
             keyed
-                .register_timer(TimeDomain::EventTime, max_ms, &namespace)
+                .register_timer(domain, max_ms, &namespace)
                 .map_err(failed)?;
         }
         WINDOWS.put(keyed, &start, &contents).map_err(failed)
@@ -217,14 +218,20 @@ impl Operator for WindowOperator {
         ctx: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
-        let at_ms = record.timestamp_ms.ok_or_else(|| {
-            failed(format!(
-                "{}: a window needs records with event times",
-                record.id
-            ))
-        })?;
         let tx: Transaction = record.value_as()?;
-        let watermark_ms = ctx.watermark_ms;
+        // A processing-time window places a record by the clock, and nothing closes the
+        // window holding the clock's time.
+        let (at_ms, watermark_ms) = if self.shape.processing_time {
+            (i64::try_from(ctx.now_ms).unwrap_or(i64::MAX), i64::MIN)
+        } else {
+            let at_ms = record.timestamp_ms.ok_or_else(|| {
+                failed(format!(
+                    "{}: a window needs records with event times",
+                    record.id
+                ))
+            })?;
+            (at_ms, ctx.watermark_ms)
+        };
         let open: Vec<i64> = (self.starts(at_ms).into_iter())
             .filter(|start| self.cleanup_ms(*start) > watermark_ms)
             .collect();
@@ -292,6 +299,7 @@ mod tests {
                 aggregate: WindowAggregate::Sum,
                 allowed_lateness_ms: 0,
                 gap_ms: None,
+                processing_time: false,
             },
         };
         assert_eq!(sliding(1_000, 1_000).starts(1_500), [1_000]);

@@ -178,6 +178,7 @@ fn apply(
         // along the events, `window::WindowModel` says what it emits.
         OperatorSpec::TumblingWindow { .. }
         | OperatorSpec::SlidingWindow { .. }
+        | OperatorSpec::ProcessingTimeWindow { .. }
         | OperatorSpec::SessionWindow { .. } => vec![record],
         OperatorSpec::User { .. } => unreachable!("user operators are applied by their models"),
         OperatorSpec::ExpiringSum { .. } => {
@@ -255,7 +256,7 @@ impl StageModel {
         let id = record.id.clone();
         let applied = match shape.gap_ms {
             Some(_) => self.session.apply(&shape, record, watermark_ms),
-            None => self.window.apply(&shape, record, watermark_ms),
+            None => (self.window).apply(&shape, record, (watermark_ms, self.now_ms)),
         };
         applied.map_err(|error| ModelFailure {
             stage: stage.name.clone(),
@@ -290,7 +291,7 @@ impl StageModel {
                 Some(_) => self.session.fire(&shape, key, at_ms, start),
                 None => self.window.fire(&shape, key, at_ms, start),
             };
-            return Ok(fired.filter(|_| timer.domain == TimeDomain::EventTime));
+            return Ok(fired.filter(|_| timer.domain == shape.domain()));
         }
         let model = (stage.op.user_name())
             .and_then(|name| user::find(users, name))
@@ -332,9 +333,9 @@ impl StageModel {
             OperatorSpec::ExpiringSum { ttl_ms, .. } => {
                 self.expiring.add_state(stage, ttl_ms, view, now_ms)
             }
-            OperatorSpec::TumblingWindow { .. } | OperatorSpec::SlidingWindow { .. } => {
-                self.window.add_state(stage, view)
-            }
+            OperatorSpec::TumblingWindow { .. }
+            | OperatorSpec::SlidingWindow { .. }
+            | OperatorSpec::ProcessingTimeWindow { .. } => self.window.add_state(stage, view),
             OperatorSpec::SessionWindow { .. } => self.session.add_state(stage, view),
             _ => add_built_in_state(view, stage, &self.built_in),
         }

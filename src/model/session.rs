@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::job::window::LATE;
 use crate::job::WindowShape;
 use crate::job::{Datum, OperatorError, Record, StageSpec, Transaction};
-use crate::state::timers::TimerKey;
+use crate::state::timers::{TimeDomain, TimerKey};
 use crate::state::StateView;
 
 /// One session of one key, as the engine's map state `sessions` holds it.
@@ -138,7 +138,7 @@ impl SessionModel {
 
     /// `key`'s timers, unfired.
     pub(super) fn timers_of(&self, key: &Datum) -> Vec<TimerKey> {
-        super::window::timers_of(&self.timers, key)
+        super::window::timers_of(&self.timers, key, TimeDomain::EventTime)
     }
 
     /// The sessions held, under the names the engine's state view gives them.
@@ -174,6 +174,7 @@ mod tests {
             aggregate: WindowAggregate::Count,
             allowed_lateness_ms: 0,
             gap_ms: Some(300),
+            processing_time: false,
         };
         let mut model = SessionModel::default();
         for (id, t) in [("r0", 0), ("r1", 200), ("r2", 600)] {

@@ -42,6 +42,8 @@ pub(super) struct WindowModel {
     panes: BTreeMap<(Datum, i64), Pane>,
     /// (timestamp, key, window start).
     timers: BTreeSet<(i64, Datum, i64)>,
+    /// Whether the windows are by processing time, whose timers wait for the clock.
+    processing_time: bool,
 }
 
 /// The last millisecond of the window starting at `start`.
@@ -70,18 +72,26 @@ fn starts(shape: &WindowShape, at_ms: i64) -> Vec<i64> {
 }
 
 impl WindowModel {
-    /// `record` reaches the window while its task's watermark is `watermark_ms`.
+    /// `record` reaches the window at processing time `now_ms` while its task's watermark is
+    /// `watermark_ms`. A processing-time window places it by `now_ms`, and no watermark
+    /// closes one: the window holding the clock's time is still open.
     pub(super) fn apply(
         &mut self,
         shape: &WindowShape,
         record: Record,
-        watermark_ms: i64,
+        (watermark_ms, now_ms): (i64, u64),
     ) -> Result<Vec<Record>, OperatorError> {
-        let Some(at_ms) = record.timestamp_ms else {
-            return Err(OperatorError::Failed(format!(
-                "{}: a window needs records with event times",
-                record.id
-            )));
+        self.processing_time = shape.processing_time;
+        let (at_ms, watermark_ms) = if shape.processing_time {
+            (i64::try_from(now_ms).unwrap_or(i64::MAX), i64::MIN)
+        } else {
+            let Some(at_ms) = record.timestamp_ms else {
+                return Err(OperatorError::Failed(format!(
+                    "{}: a window needs records with event times",
+                    record.id
+                )));
+            };
+            (at_ms, watermark_ms)
         };
         let amount = record.value_as::<Transaction>()?.amount_cents;
         let open: Vec<i64> = (starts(shape, at_ms).into_iter())
@@ -147,7 +157,11 @@ impl WindowModel {
 
     /// `key`'s timers, unfired.
     pub(super) fn timers_of(&self, key: &Datum) -> Vec<TimerKey> {
-        timers_of(&self.timers, key)
+        let domain = match self.processing_time {
+            true => TimeDomain::ProcessingTime,
+            false => TimeDomain::EventTime,
+        };
+        timers_of(&self.timers, key, domain)
     }
 
     /// The windows held, under the names the engine's state view gives them.
@@ -221,10 +235,14 @@ pub(super) fn result_of(
 }
 
 /// `key`'s timers among `timers` (timestamp, key, start), unfired.
-pub(super) fn timers_of(timers: &BTreeSet<(i64, Datum, i64)>, key: &Datum) -> Vec<TimerKey> {
+pub(super) fn timers_of(
+    timers: &BTreeSet<(i64, Datum, i64)>,
+    key: &Datum,
+    domain: TimeDomain,
+) -> Vec<TimerKey> {
     (timers.iter())
         .filter(|(_, k, _)| k == key)
-        .map(|(at, _, start)| TimerKey::new(TimeDomain::EventTime, *at, &start.to_string()))
+        .map(|(at, _, start)| TimerKey::new(domain, *at, &start.to_string()))
         .collect()
 }
 
@@ -239,6 +257,7 @@ mod tests {
             aggregate: WindowAggregate::Sum,
             allowed_lateness_ms: 0,
             gap_ms: None,
+            processing_time: false,
         }
     }
 

@@ -1,10 +1,11 @@
-//! Event-time windows: generated and scenario jobs with a tumbling or sliding window (with
+//! Windows: generated and scenario jobs with a tumbling or sliding window (with
 //! allowed lateness) as the last stage pass under panics, kills and faults in time on every
 //! backend, judged along the events by the window model and, for tumbling windows, balanced
 //! against the records each window received; edited real traces (a result changed, a firing
 //! dropped or repeated, a record wrongly late) are caught; an engine that forgets restored
 //! timers (windows never fire) is caught, after a kill at a step or between firings, by the
-//! state left and the records unaccounted.
+//! state left and the records unaccounted. Processing-time tumbling windows fire by the
+//! clock, overdue ones once after a restore, judged along the events, an edited result caught.
 
 use faultline::campaign::{Case, CaseReport, KillMode, Scenario, Seams};
 use faultline::check::{Note, Property, Violation, WindowViolation};
@@ -368,4 +369,59 @@ fn the_session_operator_merges_two_sessions_through_a_record_between_them() {
     assert_eq!(fired[0].value_as::<Transaction>().unwrap().amount_cents, 15);
     assert_eq!(fired[0].timestamp_ms, Some(899));
     assert_eq!(harness.pending_timers(), 0);
+}
+
+fn by_the_clock(backend: BackendKind, faults: &str) -> Scenario {
+    let op = r#"kind = "processing-time-window", size_ms = 20, aggregate = "sum""#;
+    shaped(backend, op, faults)
+}
+
+#[test]
+fn processing_time_windows_fire_by_the_clock_and_recover_on_every_backend() {
+    // A clock jump leaves every restored window overdue: each fires once after the restore.
+    let faults = r#"{ kind = "kill", step = 70 }, { kind = "clock-jump", attempt = 1, jump_ms = 10000 }, { kind = "kill", step = 150 }"#;
+    for backend in BackendKind::all() {
+        let report = run(by_the_clock(backend, faults));
+        assert!(report.outcome.restores.len() >= 2, "{backend:?}");
+        assert!(report.verdict.passed(), "{backend:?}: {}", report.verdict);
+        let judged =
+            (report.verdict.notes.iter()).any(|n| matches!(n, Note::JudgedByLineage { .. }));
+        assert!(judged, "{backend:?}: {:?}", report.verdict.notes);
+        let fired = (events_of(&report).into_iter()).filter(|e| {
+            matches!(e, Event::TimerFired { timer, outputs, .. }
+                if timer.domain == faultline::state::timers::TimeDomain::ProcessingTime
+                    && !outputs.is_empty())
+        });
+        assert!(fired.count() > 3, "{backend:?}: windows fired by the clock");
+    }
+}
+
+#[test]
+fn the_window_model_catches_a_wrong_processing_time_result() {
+    let scenario = by_the_clock(BackendKind::Memory, "");
+    let honest = run(scenario.clone());
+    assert!(honest.verdict.passed(), "{}", honest.verdict);
+    let events = events_of(&honest);
+    let firing = (events.iter())
+        .position(|e| matches!(e, Event::TimerFired { outputs, .. } if !outputs.is_empty()))
+        .expect("a window fired");
+    let wrong = crate::time::judged_with(&scenario, run(scenario.clone()), |events| {
+        if let Event::TimerFired { outputs, .. } = &mut events[firing] {
+            let value = outputs[0]
+                .value
+                .get::<faultline::job::Transaction>()
+                .unwrap();
+            let more = faultline::job::Transaction {
+                amount_cents: value.amount_cents + 1,
+                ..value
+            };
+            outputs[0].value = faultline::job::Datum::of(&more).unwrap();
+        }
+    });
+    assert!(
+        wrong
+            .iter()
+            .any(|v| matches!(v, Violation::EmissionUnexpected { .. })),
+        "{wrong:?}"
+    );
 }
