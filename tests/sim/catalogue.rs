@@ -266,76 +266,6 @@ impl StateBackend for ResetsTtl {
     }
 }
 
-/// A RocksDB backend (incremental checkpoints, so its own snapshots are native) whose restore
-/// from canonical files — a canonical savepoint, written by any backend — loses the timers
-/// (FLINK-21486, FLINK-15406: timers dropped when a savepoint moves them between heap and
-/// RocksDB timer storage).
-pub struct DropsTimersFromCanonical;
-
-static DROPS_CANONICAL_TIMERS: DropsTimersFromCanonical = DropsTimersFromCanonical;
-
-impl StateBackendFactory for DropsTimersFromCanonical {
-    fn name(&self) -> &'static str {
-        "drops-canonical-timers"
-    }
-    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
-        let rocksdb =
-            faultline::state::RocksDbFactory::new(faultline::state::RocksDbMode::Incremental);
-        Ok(Box::new(DropsCanonicalTimers {
-            inner: rocksdb.create(context)?,
-        }))
-    }
-}
-
-struct DropsCanonicalTimers {
-    inner: Box<dyn StateBackend>,
-}
-
-impl StateBackend for DropsCanonicalTimers {
-    fn name(&self) -> &'static str {
-        "drops-canonical-timers"
-    }
-    delegate_cell_access!();
-    fn snapshot(
-        &mut self,
-        target: &SnapshotTarget,
-        storage: &mut dyn CheckpointStorage,
-    ) -> Result<SnapshotResult, StateError> {
-        self.inner.snapshot(target, storage)
-    }
-    fn restore(
-        &mut self,
-        handles: &[RestoreHandle],
-        storage: &dyn CheckpointStorage,
-        mode: RestoreMode,
-    ) -> Result<RestoreStats, StateError> {
-        let stats = self.inner.restore(handles, storage, mode)?;
-        let canonical =
-            (handles.iter()).any(|h| matches!(h.handle, KeyedStateHandle::Canonical(_)));
-        let timers = (self.inner.states().iter())
-            .position(|s| s.name == faultline::state::timers::TIMER_STATE);
-        if let (true, Some(timers)) = (canonical, timers) {
-            for entry in self.inner.entries()? {
-                if usize::from(entry.state) == timers {
-                    self.inner.delete(CellRef {
-                        state: entry.state,
-                        key_group: entry.key_group,
-                        key: &entry.key,
-                        user_key: &entry.user_key,
-                    })?;
-                }
-            }
-        }
-        Ok(stats)
-    }
-    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
-        self.inner.notify_checkpoint_complete(checkpoint_id);
-    }
-    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
-        self.inner.notify_checkpoint_aborted(checkpoint_id);
-    }
-}
-
 /// A reminder whose only state is its timers: each transaction sets an event-time timer half
 /// a second after it, which emits one reminder for the account.
 fn remind(
@@ -1031,27 +961,6 @@ fn a_backend_resetting_ttl_timestamps_on_restore_is_caught() {
 }
 
 #[test]
-fn a_backend_losing_timers_restored_from_a_canonical_savepoint_is_caught() {
-    static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
-    let operators = OPERATORS.get_or_init(|| {
-        [UserOperator::keyed_with_timers(
-            "reminder",
-            (remind, reminded),
-            (remind, reminded),
-        )]
-    });
-    check_class(
-        "timers lost from a canonical savepoint",
-        &[Property::State, Property::Output],
-        || {
-            Harness::new()
-                .backend(&DROPS_CANONICAL_TIMERS)
-                .operators(operators)
-        },
-    );
-}
-
-#[test]
 fn the_reminder_passes_on_the_built_in_backends() {
     // The class above is the backend's: the same operator passes where timers are restored.
     let operators = [UserOperator::keyed_with_timers(
@@ -1452,5 +1361,102 @@ fn a_panicking_user_sink_or_reader_fails_its_subtask_not_the_campaign() {
         let report = harness.try_run().unwrap();
         let failure = report.failures.first().expect("the case fails");
         assert!(failure.trace.contains(reason), "{}", failure.trace);
+    }
+}
+
+/// The class whose backend is RocksDB's, in a build that has it.
+#[cfg(feature = "rocksdb")]
+mod canonical_timers {
+    use super::*;
+
+    /// A RocksDB backend (incremental checkpoints, so its own snapshots are native) whose restore
+    /// from canonical files — a canonical savepoint, written by any backend — loses the timers
+    /// (FLINK-21486, FLINK-15406: timers dropped when a savepoint moves them between heap and
+    /// RocksDB timer storage).
+    pub struct DropsTimersFromCanonical;
+
+    static DROPS_CANONICAL_TIMERS: DropsTimersFromCanonical = DropsTimersFromCanonical;
+
+    impl StateBackendFactory for DropsTimersFromCanonical {
+        fn name(&self) -> &'static str {
+            "drops-canonical-timers"
+        }
+        fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
+            let rocksdb =
+                faultline::state::RocksDbFactory::new(faultline::state::RocksDbMode::Incremental);
+            Ok(Box::new(DropsCanonicalTimers {
+                inner: rocksdb.create(context)?,
+            }))
+        }
+    }
+
+    struct DropsCanonicalTimers {
+        inner: Box<dyn StateBackend>,
+    }
+
+    impl StateBackend for DropsCanonicalTimers {
+        fn name(&self) -> &'static str {
+            "drops-canonical-timers"
+        }
+        delegate_cell_access!();
+        fn snapshot(
+            &mut self,
+            target: &SnapshotTarget,
+            storage: &mut dyn CheckpointStorage,
+        ) -> Result<SnapshotResult, StateError> {
+            self.inner.snapshot(target, storage)
+        }
+        fn restore(
+            &mut self,
+            handles: &[RestoreHandle],
+            storage: &dyn CheckpointStorage,
+            mode: RestoreMode,
+        ) -> Result<RestoreStats, StateError> {
+            let stats = self.inner.restore(handles, storage, mode)?;
+            let canonical =
+                (handles.iter()).any(|h| matches!(h.handle, KeyedStateHandle::Canonical(_)));
+            let timers = (self.inner.states().iter())
+                .position(|s| s.name == faultline::state::timers::TIMER_STATE);
+            if let (true, Some(timers)) = (canonical, timers) {
+                for entry in self.inner.entries()? {
+                    if usize::from(entry.state) == timers {
+                        self.inner.delete(CellRef {
+                            state: entry.state,
+                            key_group: entry.key_group,
+                            key: &entry.key,
+                            user_key: &entry.user_key,
+                        })?;
+                    }
+                }
+            }
+            Ok(stats)
+        }
+        fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) {
+            self.inner.notify_checkpoint_complete(checkpoint_id);
+        }
+        fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) {
+            self.inner.notify_checkpoint_aborted(checkpoint_id);
+        }
+    }
+
+    #[test]
+    fn a_backend_losing_timers_restored_from_a_canonical_savepoint_is_caught() {
+        static OPERATORS: std::sync::OnceLock<[UserOperator; 1]> = std::sync::OnceLock::new();
+        let operators = OPERATORS.get_or_init(|| {
+            [UserOperator::keyed_with_timers(
+                "reminder",
+                (remind, reminded),
+                (remind, reminded),
+            )]
+        });
+        check_class(
+            "timers lost from a canonical savepoint",
+            &[Property::State, Property::Output],
+            || {
+                Harness::new()
+                    .backend(&DROPS_CANONICAL_TIMERS)
+                    .operators(operators)
+            },
+        );
     }
 }

@@ -9,9 +9,8 @@ use faultline::job::user::{Output, UserOperator};
 use faultline::job::{Datum, OperatorError, Transaction};
 use faultline::state::ttl::{TtlConfig, TtlValueState};
 use faultline::state::{
-    BackendContext, BackendKind, CompactionPolicy, KeyGroupRange, KeyedContext, RestoreHandle,
-    RestoreMode, RocksDbFactory, RocksDbMode, SnapshotPurpose, SnapshotTarget, StateBackend,
-    StateBackendFactory,
+    BackendContext, BackendKind, KeyGroupRange, KeyedContext, RestoreHandle, RestoreMode,
+    SnapshotPurpose, SnapshotTarget, StateBackend,
 };
 
 const BALANCE: TtlValueState<i64> = TtlValueState::new("balance", TtlConfig::new(20));
@@ -108,8 +107,10 @@ fn an_expired_value_is_never_visible_before_or_after_a_restore() {
     }
 }
 
+#[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_compaction_drops_expired_cells_and_only_those() {
+    use faultline::state::{CompactionPolicy, RocksDbFactory, RocksDbMode, StateBackendFactory};
     let keys: Vec<Datum> = (0..20)
         .map(|i| Datum::from(format!("k{i}").as_str()))
         .collect();
