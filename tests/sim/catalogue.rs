@@ -158,7 +158,7 @@ impl Sink for RewritesOnRestore {
 ///    as if the range were computed exclusive of its start.
 static DROPS_KEY_GROUP: TwistedFactory = TwistedFactory {
     name: "drops-key-group-on-rescale",
-    after_restore: |backend, handles| {
+    after_restore: |backend, handles, _| {
         let own = backend.key_groups();
         if handles.iter().any(|handle| handle.key_groups != own) {
             delete_cells(backend, |entry| entry.key_group == own.start)?;
@@ -176,7 +176,7 @@ fn timer_state(backend: &MemoryBackend) -> Option<usize> {
 /// restore no timer is left, so a window never fires and its contents stay.
 static LOSES_TIMERS: TwistedFactory = TwistedFactory {
     name: "loses-timers",
-    after_restore: |backend, _| match timer_state(backend) {
+    after_restore: |backend, _, _| match timer_state(backend) {
         Some(timers) => delete_cells(backend, |entry| usize::from(entry.state) == timers),
         None => Ok(()),
     },
@@ -186,7 +186,7 @@ static LOSES_TIMERS: TwistedFactory = TwistedFactory {
 /// (FLINK-19741): the timers of a key whose only state is its timers are lost.
 static TIMERS_ONLY_WITH_STATE: TwistedFactory = TwistedFactory {
     name: "timers-only-with-state",
-    after_restore: |backend, _| {
+    after_restore: |backend, _, _| {
         let Some(timers) = timer_state(backend) else {
             return Ok(());
         };
@@ -204,54 +204,17 @@ static TIMERS_ONLY_WITH_STATE: TwistedFactory = TwistedFactory {
 /// rewrote restored values through a write path setting the current time would): a value
 /// that had expired while the job was down lives a full TTL again, and every restored one
 /// outlives its time.
-pub struct ResetsTtlOnRestore;
-
-pub static RESETS_TTL: ResetsTtlOnRestore = ResetsTtlOnRestore;
-
-impl StateBackendFactory for ResetsTtlOnRestore {
-    fn name(&self) -> &'static str {
-        "resets-ttl-on-restore"
-    }
-    fn create(&self, context: BackendContext) -> Result<Box<dyn StateBackend>, StateError> {
-        Ok(Box::new(ResetsTtl {
-            inner: MemoryBackend::new(context.task_name, context.key_groups),
-            restored_ms: context.created_ms,
-        }))
-    }
-}
-
-struct ResetsTtl {
-    inner: MemoryBackend,
-    restored_ms: u64,
-}
-
-impl StateBackend for ResetsTtl {
-    fn name(&self) -> &'static str {
-        "resets-ttl-on-restore"
-    }
-    delegate_cell_access!();
-    fn snapshot(
-        &mut self,
-        target: &SnapshotTarget,
-        storage: &mut dyn CheckpointStorage,
-    ) -> Result<SnapshotResult, StateError> {
-        self.inner.snapshot(target, storage)
-    }
-    fn restore(
-        &mut self,
-        handles: &[RestoreHandle],
-        storage: &dyn CheckpointStorage,
-        mode: RestoreMode,
-    ) -> Result<RestoreStats, StateError> {
-        let stats = self.inner.restore(handles, storage, mode)?;
-        let states = self.inner.states().to_vec();
-        for entry in self.inner.entries()? {
+pub static RESETS_TTL: TwistedFactory = TwistedFactory {
+    name: "resets-ttl-on-restore",
+    after_restore: |backend, _, restored_ms| {
+        let states = backend.states().to_vec();
+        for entry in backend.entries()? {
             if states[usize::from(entry.state)].value_type != ValueType::TtlJson {
                 continue;
             }
             let cell = TtlCell::decode(&entry.value)?;
             let reset = TtlCell {
-                last_access_ms: self.restored_ms,
+                last_access_ms: restored_ms,
                 ..cell
             };
             let at = CellRef {
@@ -260,11 +223,11 @@ impl StateBackend for ResetsTtl {
                 key: &entry.key,
                 user_key: &entry.user_key,
             };
-            self.inner.put(at, &reset.encode())?;
+            backend.put(at, &reset.encode())?;
         }
-        Ok(stats)
-    }
-}
+        Ok(())
+    },
+};
 
 /// A reminder whose only state is its timers: each transaction sets an event-time timer half
 /// a second after it, which emits one reminder for the account.
@@ -1418,16 +1381,7 @@ mod canonical_timers {
             let timers = (self.inner.states().iter())
                 .position(|s| s.name == faultline::state::timers::TIMER_STATE);
             if let (true, Some(timers)) = (canonical, timers) {
-                for entry in self.inner.entries()? {
-                    if usize::from(entry.state) == timers {
-                        self.inner.delete(CellRef {
-                            state: entry.state,
-                            key_group: entry.key_group,
-                            key: &entry.key,
-                            user_key: &entry.user_key,
-                        })?;
-                    }
-                }
+                delete_cells(self.inner.as_mut(), |e| usize::from(e.state) == timers)?;
             }
             Ok(stats)
         }

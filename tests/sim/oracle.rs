@@ -18,7 +18,7 @@ use faultline::state::{
 static FORGETFUL: TwistedFactory = TwistedFactory {
     name: "forgetful",
     // Keys are stored as their canonical text: the string `k0` in quotes.
-    after_restore: |backend, _| delete_cells(backend, |entry| entry.key == br#""k0""#),
+    after_restore: |backend, _, _| delete_cells(backend, |entry| entry.key == br#""k0""#),
 };
 
 fn run_with(backends: &dyn StateBackendFactory, dir: &Path) -> faultline::campaign::CaseReport {

@@ -358,8 +358,9 @@ pub(crate) use delegate_sink;
 pub struct TwistedFactory {
     /// The backend's name in traces.
     pub name: &'static str,
-    /// The twist, given the restored backend and the handles it restored from.
-    pub after_restore: fn(&mut MemoryBackend, &[RestoreHandle]) -> Result<(), StateError>,
+    /// The twist, given the restored backend, the handles it restored from and the processing
+    /// time of the restore.
+    pub after_restore: fn(&mut MemoryBackend, &[RestoreHandle], u64) -> Result<(), StateError>,
 }
 
 impl StateBackendFactory for TwistedFactory {
@@ -371,6 +372,7 @@ impl StateBackendFactory for TwistedFactory {
             inner: MemoryBackend::new(context.task_name, context.key_groups),
             name: self.name,
             after_restore: self.after_restore,
+            restored_ms: context.created_ms,
         }))
     }
 }
@@ -378,7 +380,8 @@ impl StateBackendFactory for TwistedFactory {
 struct Twisted {
     inner: MemoryBackend,
     name: &'static str,
-    after_restore: fn(&mut MemoryBackend, &[RestoreHandle]) -> Result<(), StateError>,
+    after_restore: fn(&mut MemoryBackend, &[RestoreHandle], u64) -> Result<(), StateError>,
+    restored_ms: u64,
 }
 
 impl StateBackend for Twisted {
@@ -400,14 +403,14 @@ impl StateBackend for Twisted {
         mode: RestoreMode,
     ) -> Result<RestoreStats, StateError> {
         let stats = self.inner.restore(handles, storage, mode)?;
-        (self.after_restore)(&mut self.inner, handles)?;
+        (self.after_restore)(&mut self.inner, handles, self.restored_ms)?;
         Ok(stats)
     }
 }
 
 /// Deletes every cell of `backend` that `doomed` selects.
 pub fn delete_cells(
-    backend: &mut MemoryBackend,
+    backend: &mut dyn StateBackend,
     doomed: impl Fn(&StateEntry) -> bool,
 ) -> Result<(), StateError> {
     for entry in backend.entries()? {
