@@ -37,7 +37,7 @@ use crate::campaign::{
 };
 use crate::checkpoint::CheckpointingMode;
 use crate::job::user::UserOperator;
-use crate::job::{OutputReader, SinkFactory, SourceFactory};
+use crate::job::{OutputReader, SinkFactory, SourceFactory, WindowFactory};
 use crate::state::{BackendKind, StateBackendFactory};
 
 /// Seed override (see the module doc).
@@ -170,6 +170,19 @@ impl<'a> Harness<'a> {
             .iter()
             .map(|op| (op.name.clone(), op.keyed))
             .collect();
+        self
+    }
+
+    /// Your window operator, in place of the built-in one: every generated job ends in a window
+    /// (tumbling, sliding, session or by processing time, with event time and faults in time),
+    /// whose subtasks `factory` builds from the stage's spec, and the oracle judges it by the
+    /// built-in windows' model, state included: it keeps the built-in state layout (see
+    /// [`crate::job::WindowFactory`]), and returns [`crate::job::operator::build`] for the
+    /// kinds it does not implement. Not with [`Harness::operators`], since no window reads a
+    /// user operator's output.
+    pub fn windows(mut self, factory: &'a WindowFactory) -> Self {
+        self.seams.windows = Some(factory);
+        self.config.strategy.windowed = true;
         self
     }
 

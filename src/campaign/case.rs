@@ -114,8 +114,9 @@ impl<'a> Case<'a> {
         Self { scenario, seams }
     }
 
-    /// Every user operator the job names is given, and the operators given are used: a case
-    /// must never fall back to built-in operators silently.
+    /// Every user operator the job names is given, and the operators given are used (a window
+    /// operator given finds a window): a case must never fall back to built-in operators
+    /// silently.
     fn operators_given(&self) -> Result<(), CaseError> {
         let given: Vec<String> = self
             .seams
@@ -144,6 +145,9 @@ impl<'a> Case<'a> {
         }
         if !given.is_empty() && !used {
             return Err(CaseError::OperatorsUnused { given });
+        }
+        if self.seams.windows.is_some() && self.scenario.job.window().is_none() {
+            return Err(CaseError::WindowsUnused);
         }
         Ok(())
     }
@@ -225,6 +229,10 @@ impl<'a> Case<'a> {
             };
             let runtime = match self.seams.source {
                 Some(factory) => runtime.with_source(factory),
+                None => runtime,
+            };
+            let runtime = match self.seams.windows {
+                Some(factory) => runtime.with_windows(factory),
                 None => runtime,
             };
             let mut end = runtime.run_into(trace)?;

@@ -70,7 +70,7 @@ use crate::engine::{RunError, RunOutcome};
 use crate::job::sink::DurableStoreError;
 use crate::job::source::SourceFactory;
 use crate::job::user::UserOperator;
-use crate::job::{ExternalStore, OutputReader, SinkFactory};
+use crate::job::{ExternalStore, OutputReader, SinkFactory, WindowFactory};
 use crate::state::{BackendUnavailable, StateBackendFactory};
 
 /// A case could not be run (as opposed to running and breaking a property, which is a
@@ -120,6 +120,10 @@ pub enum CaseError {
         /// The names of the operators given.
         given: Vec<String>,
     },
+    /// A window operator was given but the job has no window, so the case would test none of
+    /// it: a strategy without `windowed`, or a scenario file of another job.
+    #[error("a window operator was given, but the job has no window (set `StrategyConfig::windowed`, or use `Harness::windows`)")]
+    WindowsUnused,
     /// The case's directory holds something already.
     #[error("{path}: a case runs in an empty or new directory")]
     DirNotEmpty {
@@ -185,6 +189,9 @@ pub struct Seams<'a> {
     pub operators: &'a [UserOperator],
     /// Builds each source subtask's reader instead of the built-in one. Default none.
     pub source: Option<&'a SourceFactory>,
+    /// Builds each window stage's operator instead of the built-in window operator; the
+    /// oracle judges it by the built-in windows' model. Default none.
+    pub windows: Option<&'a WindowFactory>,
     /// Reads what a user's sink made visible in its own external system (under
     /// [`ExternalStore::dir`]); the oracle judges that instead of the simulated store. Default
     /// none.
@@ -229,7 +236,7 @@ impl Seams<'_> {
     pub fn usable(&self, mode: &KillMode) -> Result<(), CaseError> {
         if *mode != KillMode::Sim && self.any() {
             return Err(CaseError::Seams(
-                "a user's source, sink, backend or operator lives in this process; real process kills need the built-in ones".into(),
+                "a user's source, sink, backend, operator or window operator lives in this process; real process kills need the built-in ones".into(),
             ));
         }
         if self.output.is_some() && self.sink.is_none() {
@@ -246,6 +253,7 @@ impl Seams<'_> {
             || self.backend.is_some()
             || self.source.is_some()
             || self.output.is_some()
+            || self.windows.is_some()
             || !self.operators.is_empty()
     }
 }
@@ -258,6 +266,7 @@ impl std::fmt::Debug for Seams<'_> {
             .field("operators", &self.operators)
             .field("source", &self.source.map(|_| "user source"))
             .field("output", &self.output.map(|_| "user output reader"))
+            .field("windows", &self.windows.map(|_| "user window operators"))
             .finish()
     }
 }

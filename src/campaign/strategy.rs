@@ -96,6 +96,11 @@ pub struct StrategyConfig {
     /// in turn, the optional stateless stage the first stateless one. Default none (only
     /// built-in operators).
     pub user_operators: Vec<(String, bool)>,
+    /// Whether every generated job has event time and ends in a window (of every kind in
+    /// turn), as a user's window operator ([`crate::campaign::Seams::windows`]) needs.
+    /// Default false: a window in a quarter of the jobs. No window goes after a user's
+    /// operators.
+    pub windowed: bool,
     /// Whether the engine checks restored files before backends read them. Default true; off
     /// puts a backend's own checks under corruption faults.
     pub verify_restored_files: bool,
@@ -262,6 +267,7 @@ impl Default for StrategyConfig {
                 CheckpointingMode::AtLeastOnce,
             ],
             user_operators: Vec::new(),
+            windowed: false,
             verify_restored_files: true,
             sabotage: Sabotage::default(),
         }
@@ -373,12 +379,12 @@ pub fn job_strategy() -> impl Strategy<Value = JobSpec> {
 
 /// A generated job's event time: for half the jobs, a bounded out-of-orderness up to the
 /// generated inputs' disorder, a periodic interval and, for some, an idleness timeout; and for
-/// half of those, a window as the last stage: size, aggregate, parallelism, size over slide
+/// half of those (every job and every one of them when windowed), a window as the last stage: size, aggregate, parallelism, size over slide
 /// (1: tumbling; 0: sessions with a gap of half the size; -1: by processing time), allowed
 /// lateness.
 type EventTime = Option<(WatermarkSpec, Option<(i64, WindowAggregate, u16, i64, i64)>)>;
 
-fn event_time() -> impl Strategy<Value = EventTime> {
+fn event_time(windowed: bool) -> BoxedStrategy<EventTime> {
     let spec = (
         prop_oneof![Just(0i64), Just(DISORDER_MS / 2), Just(DISORDER_MS)],
         1u64..=20,
@@ -406,7 +412,12 @@ fn event_time() -> impl Strategy<Value = EventTime> {
         prop_oneof![2 => Just(1i64), 1 => Just(2), 1 => Just(4), 1 => Just(0), 1 => Just(-1)],
         prop_oneof![2 => Just(0i64), 1 => Just(200), 1 => Just(1_000)],
     );
-    proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window)))
+    if windowed {
+        return (spec, window)
+            .prop_map(|(spec, window)| Some((spec, Some(window))))
+            .boxed();
+    }
+    proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window))).boxed()
 }
 
 /// Puts the drawn event time on `job`: its watermarks, and its window as the last stage (not
@@ -725,7 +736,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
         // Drawn last, so that every draw before them is what it was without event time.
-        (event_time(), proptest::collection::vec(raw_fault, 0..=2)),
+        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2)),
     )
         .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults))| {
             use_user_operators(&mut job, &users);

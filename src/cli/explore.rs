@@ -172,6 +172,8 @@ pub enum ReplaySource {
         faults: Vec<String>,
         /// Checkpointing modes it drew from.
         modes: Vec<CheckpointingMode>,
+        /// Whether every job it drew ends in a window.
+        windowed: bool,
     },
 }
 
@@ -190,11 +192,13 @@ pub fn run_replay(
             backends,
             faults,
             modes,
+            windowed,
         } => {
             let strategy = StrategyConfig {
                 backends: backends.clone(),
                 fault_kinds: faults.clone(),
                 modes: modes.clone(),
+                windowed: *windowed,
                 ..StrategyConfig::default()
             };
             generate(&strategy, *seed, *case)?.0

@@ -319,6 +319,9 @@ pub struct ExploreFlags {
     /// Checkpointing modes the cases use.
     #[arg(long, value_enum, default_value = "both")]
     pub modes: CampaignModes,
+    /// Every generated job has event time and ends in a window (of every kind in turn).
+    #[arg(long)]
+    pub windowed: bool,
     /// Run only shard k of n (k/n): cases with index % n == k.
     #[arg(long, default_value = "0/1", value_parser = explore::parse_shard)]
     pub shard: (u64, u64),
@@ -383,6 +386,9 @@ pub struct ReplayFlags {
     /// With --seed/--case: the exploration's checkpointing modes.
     #[arg(long, value_enum, default_value = "both")]
     pub modes: CampaignModes,
+    /// With --seed/--case: the exploration's jobs all ended in a window (`explore --windowed`).
+    #[arg(long, requires = "seed")]
+    pub windowed: bool,
     /// Run twice and report the first event where the traces differ.
     #[arg(long)]
     pub check_determinism: bool,
@@ -647,6 +653,7 @@ fn run_explore(flags: ExploreFlags) -> anyhow::Result<ExitCode> {
         backends: flags.backend.kinds(),
         fault_kinds: flags.faults,
         modes: flags.modes.modes(),
+        windowed: flags.windowed,
         ..defaults.strategy.clone()
     };
     let config = crate::campaign::ExploreConfig {
@@ -672,6 +679,7 @@ fn run_replay(flags: ReplayFlags) -> anyhow::Result<ExitCode> {
             backends: flags.backend.kinds(),
             faults: flags.faults,
             modes: flags.modes.modes(),
+            windowed: flags.windowed,
         },
         _ => bail!("replay takes a scenario file, or --seed S --case I"),
     };

@@ -44,7 +44,7 @@ use crate::job::sink::SinkFactory;
 use crate::job::source::SourceFactory;
 use crate::job::spec::JobSpec;
 use crate::job::user::UserOperator;
-use crate::job::Input;
+use crate::job::{Input, WindowFactory};
 use crate::sim::{Clock, RngStreams, Scheduler, StreamName};
 use crate::state::StateBackendFactory;
 use crate::trace::{AuditContext, Event, Stamped, Trace};
@@ -128,6 +128,8 @@ pub struct Runtime<'a> {
     source_factory: Option<&'a SourceFactory>,
     /// User operators jobs may name.
     user_operators: &'a [UserOperator],
+    /// Makes each window subtask instead of the built-in window operator.
+    window_factory: Option<&'a WindowFactory>,
     /// Where trace events are streamed as they happen (JSON lines), so a process that aborts
     /// leaves its story behind.
     event_log: Option<std::fs::File>,
@@ -253,6 +255,7 @@ impl<'a> Runtime<'a> {
             sink_factory: None,
             source_factory: None,
             user_operators: &[],
+            window_factory: None,
             event_log: None,
             log_error: None,
             real_kills: None,
@@ -278,6 +281,14 @@ impl<'a> Runtime<'a> {
     /// Registers user operators, which jobs name with `OperatorSpec::User`.
     pub fn with_operators(mut self, operators: &'a [UserOperator]) -> Self {
         self.user_operators = operators;
+        self
+    }
+
+    /// Builds window stages' operators with `factory` (given the stage's spec and the subtask)
+    /// instead of the built-in ones: how a user's own window operator is put under the same
+    /// faults and judged by the built-in windows' model.
+    pub fn with_windows(mut self, factory: &'a WindowFactory) -> Self {
+        self.window_factory = Some(factory);
         self
     }
 

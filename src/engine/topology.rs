@@ -162,6 +162,10 @@ impl Runtime<'_> {
                 Some(user) => (user.build)(subtask),
                 None => operator::build(&spec.op),
             },
+            window if window.window_shape().is_some() => match self.window_factory {
+                Some(factory) => factory(window, subtask),
+                None => operator::build(window),
+            },
             built_in => operator::build(built_in),
         };
         Ok(Body::Operator(OperatorTask {

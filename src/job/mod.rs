@@ -20,7 +20,7 @@ pub mod window;
 
 pub(crate) use datum::{canonical_text, read_canonical};
 pub use datum::{Data, DataError, Datum};
-pub use operator::{Operator, OperatorContext, OperatorError};
+pub use operator::{Operator, OperatorContext, OperatorError, WindowFactory};
 pub(crate) use record::transaction_datum;
 pub use record::{partition_for_key, Input, InputRecord, Origin, Positions, Record, Transaction};
 pub use restart::{InvalidRestart, RestartDecision, RestartStrategy, RestartTracker};

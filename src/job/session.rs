@@ -25,19 +25,26 @@ use super::window::{aggregate_of, result_record, Firing, LATE};
 use crate::state::timers::{TimeDomain, Timer};
 use crate::state::{KeyedContext, MapState};
 
-/// One session so far.
+/// One session so far: the cell of [`SESSIONS`] under its start. Public because it is the
+/// state layout the oracle compares with the model's (see [`crate::job::WindowFactory`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Session {
+pub struct Session {
     /// One past its last millisecond.
-    end: i64,
-    sum: i64,
-    count: i64,
-    max: i64,
-    first: String,
-    fired: i64,
+    pub end: i64,
+    /// The sum of its amounts.
+    pub sum: i64,
+    /// How many records it took.
+    pub count: i64,
+    /// The largest amount.
+    pub max: i64,
+    /// The id of the record that opened it.
+    pub first: String,
+    /// Results fired so far.
+    pub fired: i64,
 }
 
-const SESSIONS: MapState<i64, Session> = MapState::new("sessions");
+/// The sessions of a key, by start (the namespace of their timers).
+pub const SESSIONS: MapState<i64, Session> = MapState::new("sessions");
 
 /// A record's session merged with the stored ones it reaches: its start, the session, and the
 /// stored sessions (by start) it replaces.

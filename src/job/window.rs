@@ -35,19 +35,25 @@ use crate::state::{KeyedContext, MapState};
 /// The side output late records go to.
 pub const LATE: &str = "late";
 
-/// What a window holds so far.
+/// What a window holds so far: the cell of [`WINDOWS`] under its start. Public because it is
+/// the state layout the oracle compares with the model's, which an operator built in place
+/// of the built-in one ([`crate::job::WindowFactory`]) must keep.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Contents {
-    sum: i64,
-    count: i64,
-    max: i64,
+pub struct Contents {
+    /// The sum of its amounts.
+    pub sum: i64,
+    /// How many records it took.
+    pub count: i64,
+    /// The largest amount.
+    pub max: i64,
     /// The id of the record that opened it.
-    first: String,
+    pub first: String,
     /// Results fired so far.
-    fired: i64,
+    pub fired: i64,
 }
 
-const WINDOWS: MapState<i64, Contents> = MapState::new("windows");
+/// The windows of a key, by window start (the namespace of their timers).
+pub const WINDOWS: MapState<i64, Contents> = MapState::new("windows");
 
 /// The start of the window of `size_ms` that `timestamp_ms` falls in (tumbling windows).
 pub fn window_start(timestamp_ms: i64, size_ms: i64) -> i64 {

@@ -160,6 +160,27 @@ fn user_operators_missing_unused_or_misdeclared_are_errors_naming_them() {
 }
 
 #[test]
+fn a_window_operator_given_to_a_job_without_a_window_is_an_error() {
+    let built_in =
+        |spec: &faultline::job::OperatorSpec, _: u16| faultline::job::operator::build(spec);
+    let mut seams = Seams::default();
+    seams.windows = Some(&built_in);
+    let scenario = Scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/scenarios/notifications-memory.toml"
+    )))
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let unused = Case::new(scenario, seams)
+        .run(dir.path(), &KillMode::Sim)
+        .unwrap_err();
+    assert!(
+        matches!(unused, faultline::campaign::CaseError::WindowsUnused),
+        "{unused}"
+    );
+}
+
+#[test]
 fn a_panicking_model_is_an_assertion_violation_not_a_crash() {
     let operators = [UserOperator::new(
         "bad-model",

@@ -19,7 +19,11 @@ use faultline::harness::Harness;
 use faultline::job::sink::{ExternalStore, Sink, StoreError, TwoPhaseCommitSink, TxnEvent};
 use faultline::job::source::{PartitionReader, Source, SourceInput};
 use faultline::job::user::{ModelState, UserOperator};
-use faultline::job::{Datum, Operator, OperatorContext, OperatorError, Record, Transaction};
+use faultline::job::window::{window_max_ms, Contents, WINDOWS};
+use faultline::job::{
+    Datum, Operator, OperatorContext, OperatorError, OperatorSpec, Record, Transaction, WindowShape,
+};
+use faultline::state::timers::{TimeDomain, Timer};
 use faultline::state::ttl::TtlCell;
 use faultline::state::{
     BackendContext, CellRef, MemoryBackend, RestoreHandle, RestoreMode, RestoreStats,
@@ -48,7 +52,7 @@ impl Operator for ArmedInAField {
 
     fn on_timer(
         &mut self,
-        timer: &faultline::state::timers::Timer,
+        timer: &Timer,
         ctx: &mut OperatorContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<(), OperatorError> {
@@ -245,7 +249,7 @@ fn remind(
 
 fn reminded(
     _: &mut faultline::state::KeyedContext<'_>,
-    timer: &faultline::state::timers::Timer,
+    timer: &Timer,
     out: &mut faultline::job::user::Output<Transaction>,
 ) -> Result<(), OperatorError> {
     out.emit(&Transaction {
@@ -1413,4 +1417,169 @@ mod canonical_timers {
             },
         );
     }
+}
+
+/// The built-in window operator of `spec`, or, for an event-time tumbling or sliding window,
+/// that operator wrapped by `twist`.
+fn twisted_window(
+    spec: &OperatorSpec,
+    twist: impl FnOnce(Box<dyn Operator>, WindowShape) -> Box<dyn Operator>,
+) -> Box<dyn Operator> {
+    let built_in = faultline::job::operator::build(spec);
+    match spec.window_shape() {
+        Some(shape) if shape.gap_ms.is_none() && !shape.processing_time => twist(built_in, shape),
+        _ => built_in,
+    }
+}
+
+/// The start of the window a timer belongs to (its namespace).
+fn window_of(timer: &Timer) -> Result<i64, OperatorError> {
+    timer
+        .namespace
+        .parse()
+        .map_err(|e| OperatorError::Failed(format!("a window timer's namespace: {e}")))
+}
+
+/// A window operator that arms its cleanup in memory and does not re-register it after a
+/// restore: a cleanup timer restored for a key this instance has seen no record of clears
+/// nothing, so the window's contents outlive it (as restored processing-time timers never
+/// re-armed did before apache/flink PR #2602).
+struct CleanupNotReRegistered {
+    inner: Box<dyn Operator>,
+    shape: WindowShape,
+    armed: BTreeSet<Datum>,
+}
+
+impl Operator for CleanupNotReRegistered {
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        self.armed.insert(record.key.clone());
+        self.inner.process(record, ctx, out)
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        let start = window_of(timer)?;
+        let max_ms = window_max_ms(start, self.shape.size_ms);
+        let cleanup = timer.timestamp_ms == max_ms.saturating_add(self.shape.allowed_lateness_ms);
+        let kept: Option<Contents> = WINDOWS.get(ctx.keyed()?, &start).map_err(failed)?;
+        self.inner.on_timer(timer, ctx, out)?;
+        if let (Some(mut contents), true, false) = (kept, cleanup, self.armed.contains(&timer.key))
+        {
+            contents.fired += i64::from(timer.timestamp_ms == max_ms);
+            WINDOWS
+                .put(ctx.keyed()?, &start, &contents)
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// A window operator that keeps the watermark it fired up to in a field, which starts from
+/// nothing after a restore (FLINK-36663): the first time it sees a key while it knows no
+/// watermark, it arms every window the key holds as if none had fired, so a window kept for
+/// its allowed lateness fires again.
+struct ForgetsItsWatermark {
+    inner: Box<dyn Operator>,
+    shape: WindowShape,
+    rearmed: BTreeSet<Datum>,
+}
+
+impl ForgetsItsWatermark {
+    fn rearm(&mut self, ctx: &mut OperatorContext<'_>, key: &Datum) -> Result<(), OperatorError> {
+        if ctx.watermark_ms != i64::MIN || !self.rearmed.insert(key.clone()) {
+            return Ok(());
+        }
+        let keyed = ctx.keyed()?;
+        for (start, _) in WINDOWS.entries(keyed).map_err(failed)? {
+            let max_ms = window_max_ms(start, self.shape.size_ms);
+            keyed
+                .register_timer(TimeDomain::EventTime, max_ms, &start.to_string())
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+impl Operator for ForgetsItsWatermark {
+    fn process(
+        &mut self,
+        record: Record,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        self.rearm(ctx, &record.key)?;
+        self.inner.process(record, ctx, out)
+    }
+
+    fn on_timer(
+        &mut self,
+        timer: &Timer,
+        ctx: &mut OperatorContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> Result<(), OperatorError> {
+        self.rearm(ctx, &timer.key)?;
+        self.inner.on_timer(timer, ctx, out)
+    }
+}
+
+fn failed(error: StateError) -> OperatorError {
+    OperatorError::Failed(error.to_string())
+}
+
+fn cleanup_not_re_registered(spec: &OperatorSpec, _: u16) -> Box<dyn Operator> {
+    twisted_window(spec, |inner, shape| {
+        Box::new(CleanupNotReRegistered {
+            inner,
+            shape,
+            armed: BTreeSet::new(),
+        })
+    })
+}
+
+fn forgets_its_watermark(spec: &OperatorSpec, _: u16) -> Box<dyn Operator> {
+    twisted_window(spec, |inner, shape| {
+        Box::new(ForgetsItsWatermark {
+            inner,
+            shape,
+            rearmed: BTreeSet::new(),
+        })
+    })
+}
+
+#[test]
+fn a_window_not_re_registering_its_cleanup_after_restore_is_caught() {
+    check_class(
+        "window cleanup not re-registered",
+        &[Property::State, Property::Output],
+        || Harness::new().windows(&cleanup_not_re_registered),
+    );
+}
+
+#[test]
+fn a_window_forgetting_its_watermark_on_restore_is_caught() {
+    check_class(
+        "window forgets its watermark (FLINK-36663)",
+        &[Property::Output, Property::State],
+        || Harness::new().windows(&forgets_its_watermark),
+    );
+}
+
+#[test]
+fn the_built_in_window_passes_through_the_window_seam() {
+    // The classes above are the wrappers': the operator they wrap passes where it is built
+    // through the same seam, in windowed jobs only.
+    let built_in = |spec: &OperatorSpec, _: u16| faultline::job::operator::build(spec);
+    let report = Harness::new().cases(80).windows(&built_in).run();
+    assert_eq!(report.cases, 80);
+    assert!(report.failures.is_empty());
+    assert!(report.restores > 0);
 }

@@ -6,7 +6,8 @@
 //!   process kills (rescaled cases included) telling the simulated story event for event.
 //! - `case`: the one case runner — an engine assertion, a panicking model, a flooding operator
 //!   and a sink that never settles each become a typed violation of their case (the campaign
-//!   goes on); a rescaled case's phases add up to one judged run.
+//!   goes on); a rescaled case's phases add up to one judged run; user operators or a window
+//!   operator the job does not use are errors naming them.
 //! - `determinism`: the same seed gives the same trace hash; different seeds, other schedules.
 //! - `restore`: restoring each retained checkpoint of a run equals the model at that checkpoint;
 //!   runs with injected panics and kills pass the oracle.
@@ -17,8 +18,9 @@
 //! - `restart`: each restart strategy's delays and give-up rule on the virtual clock.
 //! - `catalogue`: recovery bug classes — broken sinks and backends plugged in through the
 //!   public seams — each caught by the `Harness`, shrunk, and named by the property it breaks
-//!   (an operator keeping its timers in a field and a backend resetting TTL timestamps among
-//!   them).
+//!   (an operator keeping its timers in a field, a backend resetting TTL timestamps, and window
+//!   operators built through the window seam that skip their cleanup after a restore or forget
+//!   their watermark and fire again, among them).
 //! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
 //! - `operator_harness`: one operator driven step by step on every backend — snapshots through
 //!   real files, restored split into two subtasks and merged back; wrong routing refused.
