@@ -420,6 +420,13 @@ fn event_time(windowed: bool) -> BoxedStrategy<EventTime> {
     proptest::option::weighted(0.5, (spec, proptest::option::weighted(0.5, window))).boxed()
 }
 
+/// Records a channel holds before its sender waits: from one (every record sent waits for the
+/// one before it to be taken: the most back-pressure) to sixteen (senders run ahead, channels
+/// hold records in flight), the former default of four most often.
+fn channel_capacity() -> impl Strategy<Value = usize> {
+    prop_oneof![1 => Just(1usize), 2 => Just(4), 1 => 2usize..=3, 1 => 5usize..=16]
+}
+
 /// Puts the drawn event time on `job`: its watermarks, and its window as the last stage (not
 /// with a user's operators, whose output a window may not read).
 fn use_event_time(job: &mut JobSpec, event_time: EventTime, users: bool) {
@@ -735,10 +742,11 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::collection::vec(raw_fault.clone(), 0..=config.faults_max),
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
-        // Drawn last, so that every draw before them is what it was without event time.
-        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2)),
+        // Drawn last, so that every draw before them is what it was without event time, and
+        // without drawn channel capacities.
+        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity()),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults))| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity))| {
             use_user_operators(&mut job, &users);
             use_event_time(&mut job, event_time, !users.is_empty());
             if !users.is_empty() {
@@ -773,7 +781,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                     .map(|(at_ms, native)| SavepointRequest { at_ms, name: "user".into(), format: if native { SavepointFormat::Native } else { SavepointFormat::Canonical }, stop: false })
                     .into_iter()
                     .collect(),
-                channel_capacity: 4,
+                channel_capacity,
                 rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism }),
                 verify_restored_files,
                 initial_snapshot: None,
@@ -857,6 +865,33 @@ mod tests {
             }));
             let keys: BTreeSet<&str> = records.iter().map(|r| r.key.as_str()).collect();
             assert!(keys.len() <= 2, "{keys:?}");
+        }
+    }
+
+    #[test]
+    fn channel_capacities_range_from_one_record_to_sixteen() {
+        let capacities: BTreeSet<usize> = drawn(StrategyConfig::default(), 200)
+            .iter()
+            .map(|scenario| scenario.channel_capacity)
+            .collect();
+        assert!(capacities.contains(&1), "{capacities:?}");
+        assert!(capacities.contains(&4), "{capacities:?}");
+        assert!(capacities.iter().any(|c| *c > 4), "{capacities:?}");
+        assert!(
+            capacities.iter().all(|c| (1..=16).contains(c)),
+            "{capacities:?}"
+        );
+    }
+
+    #[test]
+    fn every_windowed_job_ends_in_a_window_with_event_time() {
+        let config = StrategyConfig {
+            windowed: true,
+            ..StrategyConfig::default()
+        };
+        for scenario in drawn(config, 40) {
+            assert!(scenario.job.window().is_some(), "{:?}", scenario.job.stages);
+            assert!(scenario.job.source.watermarks.is_some());
         }
     }
 
