@@ -23,10 +23,12 @@ use arbitrary::Unstructured;
 
 use crate::campaign::{CaseError, Scenario, ScenarioError};
 use crate::check::Verdict;
+use crate::checkpoint::channel::{ChannelSide, ChannelState, ChannelStateFile};
 use crate::checkpoint::metadata::{decode_keyed_handle, encode_keyed_handle};
 use crate::checkpoint::{canonical, inspect, CheckpointMetadata, FormatError, RelPath};
 use crate::job::csv::{self, CsvError};
 use crate::job::keygroup::MAX_PARALLELISM_LIMIT;
+use crate::job::{Origin, Record};
 use crate::state::{BackendKind, KeyGroupRange, StateDescriptor, StateEntry, StateKind, ValueType};
 
 /// Why a fuzz target rejected its input: the decoder's own error. A rejection is the answer a
@@ -174,11 +176,13 @@ pub enum Target {
     Csv,
     /// Arbitrary keyed state, encoded in the canonical format and decoded back.
     Roundtrip,
+    /// A channel-state file: the records in flight a task's snapshot persists.
+    ChannelState,
 }
 
 impl Target {
     /// Every target, in the order `fuzz/` lists them.
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 8] = [
         Target::Metadata,
         Target::Canonical,
         Target::NativeHandle,
@@ -186,6 +190,7 @@ impl Target {
         Target::Scenario,
         Target::Csv,
         Target::Roundtrip,
+        Target::ChannelState,
     ];
 
     /// The target's name: its file in `fuzz/fuzz_targets/` and its corpus directory.
@@ -198,6 +203,7 @@ impl Target {
             Target::Scenario => "scenario",
             Target::Csv => "csv",
             Target::Roundtrip => "roundtrip",
+            Target::ChannelState => "channel_state",
         }
     }
 
@@ -212,6 +218,7 @@ impl Target {
             Target::Scenario => scenario(data),
             Target::Csv => transactions(data),
             Target::Roundtrip => roundtrip(data),
+            Target::ChannelState => channel_state(data),
         }
     }
 }
@@ -243,6 +250,61 @@ pub fn canonical_snapshot(data: &[u8]) -> Result<(), Rejected> {
     let again = canonical::decode(&encoded, ALL_KEY_GROUPS).expect("a re-encoded snapshot decodes");
     assert_eq!(again, decoded, "canonical snapshot round trip");
     Ok(())
+}
+
+/// Decodes a channel-state file; accepted files must re-encode to the same bytes.
+pub fn channel_state(data: &[u8]) -> Result<(), Rejected> {
+    let decoded = ChannelStateFile::decode(data)?;
+    assert_eq!(
+        decoded.encode(),
+        data,
+        "the channel-state encoding is canonical: accepted bytes re-encode to themselves"
+    );
+    Ok(())
+}
+
+/// Channel-state seeds: no channel, empty channels, and records with and without event times
+/// and side outputs on both sides.
+fn channel_state_seeds() -> Vec<Vec<u8>> {
+    let mut late = Record::transaction("tx2", "acct-2", -40);
+    late.timestamp_ms = Some(1_700_000_000_123);
+    late.side = Some("late".into());
+    late.origin = Origin {
+        partition: 1,
+        offset: 9,
+    };
+    let channel = |side, peer, records| ChannelState {
+        side,
+        peer,
+        records,
+    };
+    let files = [
+        Vec::new(),
+        vec![channel(ChannelSide::Input, 0, Vec::new())],
+        vec![
+            channel(
+                ChannelSide::Input,
+                0,
+                vec![Record::transaction("tx1", "acct-1", 250), late],
+            ),
+            channel(ChannelSide::Input, 2, Vec::new()),
+            channel(
+                ChannelSide::Output,
+                1,
+                vec![Record::transaction("tx3.1", "acct-3", 7)],
+            ),
+        ],
+    ];
+    (files.into_iter().enumerate())
+        .map(|(id, channels)| {
+            ChannelStateFile {
+                checkpoint_id: id as u64 + 1,
+                subtask: 1,
+                channels,
+            }
+            .encode()
+        })
+        .collect()
 }
 
 /// Decodes a bare keyed-state handle; accepted handles must re-encode to the same bytes.
@@ -518,6 +580,7 @@ pub fn write_seed_corpus(out: &Path, scenarios_dir: &Path) -> Result<Vec<SeedCou
         Target::Csv,
         crate::cli::demo::TRANSACTIONS_CSV.as_bytes().to_vec(),
     ));
+    seeds.extend((channel_state_seeds().into_iter()).map(|bytes| (Target::ChannelState, bytes)));
     // Round-trip seeds: fixed byte patterns of a few sizes (the target builds state from them).
     for len in [16usize, 64, 256, 1024] {
         let bytes = (0..len).map(|i| (i * 131 % 251) as u8).collect();

@@ -15,6 +15,7 @@
 //! trusted, and no path a format names can leave the root ([`RelPath`]).
 
 pub mod canonical;
+pub mod channel;
 pub mod codec;
 mod config;
 pub mod coordinator;

@@ -84,6 +84,7 @@ fn truncations_and_hostile_lengths_are_errors_not_panics() {
         Target::Canonical,
         Target::NativeHandle,
         Target::Savepoint,
+        Target::ChannelState,
     ] {
         let seeds = files_in(&fuzz_dir().join("corpus").join(target.name()));
         let seed = std::fs::read(&seeds[0]).unwrap();
