@@ -309,8 +309,11 @@ impl<'a> Bench<'a> {
         let value = ValueState::<String>::new("value");
         let layout = Layout::single("bench", 128, factory.name());
         let checkpoints = params.checkpoints as usize;
-        let mut coordinator =
-            Coordinator::new(CheckpointConfig::every(1), Vec::new(), layout, checkpoints);
+        let mut coordinator = Coordinator::new(
+            CheckpointConfig::every(1).with_concurrency(checkpoints as u32, 0),
+            Vec::new(),
+            layout,
+        );
         coordinator.start_attempt(0);
         Ok(Self {
             kind,
@@ -523,7 +526,7 @@ impl<'a> Bench<'a> {
                 self.uploads
                     .complete(checkpoint, 1)
                     .map_err(|e| self.fail(e))?;
-                return Ok(self.coordinator.metadata_written(checkpoint));
+                return Ok(self.coordinator.metadata_written(checkpoint, 0));
             }
             Command::Notify { checkpoint } => {
                 self.backend.notify_checkpoint_complete(checkpoint);

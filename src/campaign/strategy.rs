@@ -427,6 +427,17 @@ fn channel_capacity() -> impl Strategy<Value = usize> {
     prop_oneof![1 => Just(1usize), 2 => Just(4), 1 => 2usize..=3, 1 => 5usize..=16]
 }
 
+/// Checkpoints in flight at once and the pause after a completion: one at a time in half the
+/// cases, two or three concurrent in a quarter, and in the rest a pause of up to 20 ms (one
+/// in flight, as any pause makes it).
+fn concurrency() -> impl Strategy<Value = (u32, u64)> {
+    prop_oneof![
+        2 => Just((1u32, 0u64)),
+        1 => (2u32..=3, Just(0u64)),
+        1 => (1u32..=3, 1u64..=20),
+    ]
+}
+
 /// Puts the drawn event time on `job`: its watermarks, and its window as the last stage (not
 /// with a user's operators, whose output a window may not read).
 fn use_event_time(job: &mut JobSpec, event_time: EventTime, users: bool) {
@@ -742,11 +753,11 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::collection::vec(raw_fault.clone(), 0..=config.faults_max),
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
-        // Drawn last, so that every draw before them is what it was without event time, and
-        // without drawn channel capacities.
-        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity()),
+        // Drawn last, so that every draw before them is what it was without event time, drawn
+        // channel capacities and concurrent checkpoints.
+        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity(), concurrency()),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity))| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity, (max_concurrent, min_pause_ms)))| {
             use_user_operators(&mut job, &users);
             use_event_time(&mut job, event_time, !users.is_empty());
             if !users.is_empty() {
@@ -768,7 +779,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                     Some(records) => InputSpec::Records { records },
                     None => InputSpec::Generated { records, keys, min_value, max_value, boundary_keys },
                 },
-                checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable),
+                checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable).with_concurrency(max_concurrent, min_pause_ms),
                 // Enough restarts for every must-recover fault, whatever the strategy; only corruption
                 // may end a case.
                 restart: match restart {

@@ -39,6 +39,14 @@ pub struct CheckpointConfig {
     /// Compress canonical snapshot blocks with LZ4 (`setUseSnapshotCompression`). Default off.
     #[serde(default)]
     pub compression: super::canonical::Compression,
+    /// Checkpoints in flight at once (`...max-concurrent-checkpoints`); at least 1. Default 1.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// The least time from one checkpoint's completion to the next trigger
+    /// (`...min-pause`). As in Flink, a pause above zero allows one checkpoint in flight
+    /// whatever `max_concurrent` says. Default 0.
+    #[serde(default)]
+    pub min_pause_ms: u64,
 }
 
 fn default_mode() -> CheckpointingMode {
@@ -48,6 +56,9 @@ fn default_timeout_ms() -> u64 {
     600_000
 }
 fn default_num_retained() -> u32 {
+    1
+}
+fn default_max_concurrent() -> u32 {
     1
 }
 
@@ -61,6 +72,24 @@ impl CheckpointConfig {
             tolerable_failures: 0,
             num_retained: default_num_retained(),
             compression: super::canonical::Compression::None,
+            max_concurrent: default_max_concurrent(),
+            min_pause_ms: 0,
+        }
+    }
+
+    /// This config with up to `max_concurrent` checkpoints in flight, and at least
+    /// `min_pause_ms` from a completion to the next trigger.
+    pub fn with_concurrency(mut self, max_concurrent: u32, min_pause_ms: u64) -> Self {
+        self.max_concurrent = max_concurrent;
+        self.min_pause_ms = min_pause_ms;
+        self
+    }
+
+    /// How many checkpoints may be in flight at once: `max_concurrent`, or one with a pause.
+    pub fn concurrency(&self) -> usize {
+        match self.min_pause_ms {
+            0 => self.max_concurrent.max(1) as usize,
+            _ => 1,
         }
     }
 

@@ -22,7 +22,7 @@
 //!
 //! // One stage of one task, a checkpoint every 10 ms.
 //! let layout = Layout::single("bench", 128, "memory");
-//! let mut coordinator = Coordinator::new(CheckpointConfig::every(10), Vec::new(), layout, 1);
+//! let mut coordinator = Coordinator::new(CheckpointConfig::every(10), Vec::new(), layout);
 //! coordinator.start_attempt(0);
 //! let commands = coordinator.tick(10, false);
 //! assert!(matches!(commands[..], [Command::Trigger { checkpoint: 1, .. }]));
@@ -36,7 +36,7 @@
 //! // completes and every task is to be notified.
 //! let commands = coordinator.acknowledge(1, 0, snapshot);
 //! assert!(matches!(commands[..], [Command::WriteMetadata { checkpoint: 1, .. }]));
-//! let commands = coordinator.metadata_written(1);
+//! let commands = coordinator.metadata_written(1, 12);
 //! assert!(commands.iter().any(|c| matches!(c, Command::Notify { checkpoint: 1 })));
 //! assert_eq!(coordinator.latest_retained(), Some(1));
 //! ```
@@ -274,18 +274,17 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator checkpointing as `config` says, taking `savepoints` when due, for a job of
-    /// `layout`, with at most `max_concurrent` checkpoints in flight.
+    /// `layout`, with at most `config.concurrency()` checkpoints in flight.
     pub fn new(
         config: CheckpointConfig,
         savepoints: Vec<SavepointRequest>,
         layout: Layout,
-        max_concurrent: usize,
     ) -> Self {
         Self {
+            max_concurrent: config.concurrency(),
             config,
             savepoints,
             layout,
-            max_concurrent: max_concurrent.max(1),
             next_id: 1,
             retained: VecDeque::new(),
             savepoints_taken: Vec::new(),
@@ -342,8 +341,9 @@ impl Coordinator {
         }
     }
 
-    /// Time passed to `now_ms`: expire checkpoints past the timeout, then trigger a due
-    /// savepoint, else a due checkpoint (`input_exhausted`: the final one).
+    /// Time passed to `now_ms`: expire checkpoints past the timeout, then, below the
+    /// concurrency, trigger a due savepoint once nothing is in flight, else a due checkpoint
+    /// (`input_exhausted`: the final one).
     pub fn tick(&mut self, now_ms: u64, input_exhausted: bool) -> Vec<Command> {
         let mut commands = Vec::new();
         let expired: Vec<u64> = self
@@ -364,8 +364,14 @@ impl Coordinator {
             .iter()
             .find(|r| now_ms >= r.at_ms && !self.savepoints_taken.contains(&r.name))
             .cloned();
-        if due.is_some() || now_ms >= self.next_trigger_ms {
-            commands.push(self.trigger(now_ms, due, input_exhausted));
+        match due {
+            // A savepoint due waits for the checkpoints in flight, and no new one starts.
+            Some(_) if !self.pending.is_empty() => {}
+            Some(_) => commands.push(self.trigger(now_ms, due, input_exhausted)),
+            None if now_ms >= self.next_trigger_ms => {
+                commands.push(self.trigger(now_ms, None, input_exhausted));
+            }
+            None => {}
         }
         commands
     }
@@ -479,12 +485,17 @@ impl Coordinator {
 
     /// The `_metadata` of `checkpoint` is written: the commit point. It is complete: a
     /// savepoint is taken (and stops the job, if asked); a checkpoint is recorded, retained,
-    /// and subsumes the oldest beyond `num_retained`; every task is to be notified.
-    pub fn metadata_written(&mut self, checkpoint: u64) -> Vec<Command> {
+    /// and subsumes the oldest beyond `num_retained`; every task is to be notified. It was
+    /// written at `now_ms`: no checkpoint is triggered before the minimum pause from then.
+    pub fn metadata_written(&mut self, checkpoint: u64, now_ms: u64) -> Vec<Command> {
         let Some(pending) = self.pending.remove(&checkpoint) else {
             debug_assert!(false, "chk-{checkpoint} completed while not in flight");
             return Vec::new();
         };
+        if self.config.min_pause_ms > 0 {
+            let paused_ms = now_ms.saturating_add(self.config.min_pause_ms);
+            self.next_trigger_ms = self.next_trigger_ms.max(paused_ms);
+        }
         self.consecutive_failures = 0;
         let dir = snapshot_dir(checkpoint, pending.savepoint.as_ref());
         let metadata = pending
@@ -909,9 +920,9 @@ mod tests {
     proptest! {
         #[test]
         fn promises_hold_in_any_input_order(inputs in proptest::collection::vec(input(), 1..80)) {
-            let config = CheckpointConfig::every(5).with_num_retained(2).with_timeout_ms(40).with_tolerable_failures(1000);
+            let config = CheckpointConfig::every(5).with_num_retained(2).with_timeout_ms(40).with_tolerable_failures(1000).with_concurrency(2, 0);
             let savepoint = SavepointRequest { at_ms: 12, name: "sp".into(), format: SavepointFormat::Canonical, stop: false };
-            let mut coordinator = Coordinator::new(config, vec![savepoint], layout(), 2);
+            let mut coordinator = Coordinator::new(config, vec![savepoint], layout());
             coordinator.start_attempt(0);
             let mut observed = Observed::default();
             let mut now = 0;
@@ -943,7 +954,7 @@ mod tests {
                         true => Vec::new(),
                         false => {
                             let id = observed.writing.remove(which % observed.writing.len());
-                            if coordinator.is_pending(id) { coordinator.metadata_written(id) } else { Vec::new() }
+                            if coordinator.is_pending(id) { coordinator.metadata_written(id, now) } else { Vec::new() }
                         }
                     },
                     Input::Abort { which } => match pick(which) {
@@ -974,7 +985,7 @@ mod tests {
     /// retention subsumes, collection runs. Each command list goes through `twin` first.
     fn five_checkpoints(twin: impl Fn(Vec<Command>) -> Vec<Command>) -> Result<(), String> {
         let config = CheckpointConfig::every(5).with_num_retained(2);
-        let mut coordinator = Coordinator::new(config, Vec::new(), layout(), 1);
+        let mut coordinator = Coordinator::new(config, Vec::new(), layout());
         coordinator.start_attempt(0);
         let mut observed = Observed::default();
         for round in 1..=5u64 {
@@ -986,7 +997,7 @@ mod tests {
                 let commands = twin(ack(&mut coordinator, &mut observed, id, task, true));
                 observed.see(&coordinator, &commands)?;
             }
-            let commands = twin(coordinator.metadata_written(id));
+            let commands = twin(coordinator.metadata_written(id, round * 5));
             observed.see(&coordinator, &commands)?;
         }
         Ok(())
@@ -1076,7 +1087,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_retained_metadata_keeps_every_shared_file() {
-        let mut coordinator = Coordinator::new(CheckpointConfig::every(5), Vec::new(), layout(), 1);
+        let mut coordinator = Coordinator::new(CheckpointConfig::every(5), Vec::new(), layout());
         let unreadable = UnreadableMetadata {
             checkpoint: 3,
             path: "chk-3/_metadata".into(),

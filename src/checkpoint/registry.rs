@@ -148,7 +148,7 @@ pub fn retained(storage: &dyn CheckpointStorage) -> Result<Vec<Retained>, Storag
         .collect())
 }
 
-fn shared_dir() -> RelPath {
+pub(crate) fn shared_dir() -> RelPath {
     RelPath::new("shared").expect("a valid relative path")
 }
 
@@ -308,13 +308,38 @@ pub fn verify_file(storage: &dyn CheckpointStorage, file: &FileRef) -> Result<()
     crate::state::snapshot::read_verified(storage, file).map(|_| ())
 }
 
-/// Audits a checkpoint root (see the module doc). Savepoints are read with paths relative to
-/// their own directory, as they are relocatable.
+/// What a running job has in flight, which storage alone cannot tell from debris: checkpoints
+/// and savepoints not complete yet, and the shared files their uploads hold. With concurrent
+/// checkpoints, an audit after one completes finds the others' directories and uploads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// Checkpoints in flight (their directories have no `_metadata` yet).
+    pub checkpoints: BTreeSet<u64>,
+    /// Savepoints in flight, by name.
+    pub savepoints: BTreeSet<String>,
+    /// Shared files the uploads of live checkpoints hold (`shared/<name>`): those in flight
+    /// are referenced by no `_metadata` yet.
+    pub shared: BTreeSet<String>,
+}
+
+/// Audits a checkpoint root at rest (see the module doc): nothing in flight.
 pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageError> {
+    audit_running(storage, &InFlight::default())
+}
+
+/// Audits a checkpoint root while `in_flight` is under way: what it holds is no problem.
+/// Savepoints are read with paths relative to their own directory, as they are relocatable.
+pub fn audit_running(
+    storage: &dyn CheckpointStorage,
+    in_flight: &InFlight,
+) -> Result<AuditReport, StorageError> {
     let mut report = AuditReport::default();
-    let mut referenced = BTreeSet::new();
+    let mut referenced = in_flight.shared.clone();
     let mut readable = true;
     for (id, complete) in checkpoint_dirs(storage)? {
+        if !complete && in_flight.checkpoints.contains(&id) {
+            continue;
+        }
         if !complete {
             report.problems.push(AuditProblem::Incomplete {
                 dir: format!("chk-{id}"),
@@ -345,8 +370,29 @@ pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageErro
             }
         }
     }
+    audit_savepoints(storage, in_flight, &mut report)?;
+    if readable {
+        for name in storage.list(Some(&shared_dir()))? {
+            let path = format!("shared/{name}");
+            if !referenced.contains(&path) {
+                report.problems.push(AuditProblem::Orphan { path });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Checks every savepoint not in flight: its `_metadata` decodes and names intact files.
+fn audit_savepoints(
+    storage: &dyn CheckpointStorage,
+    in_flight: &InFlight,
+    report: &mut AuditReport,
+) -> Result<(), StorageError> {
     let savepoints = RelPath::new("savepoints").expect("a valid relative path");
     for name in storage.list(Some(&savepoints))? {
+        if in_flight.savepoints.contains(&name) {
+            continue;
+        }
         let snapshot = format!("savepoints/{name}");
         report.savepoints.push(name.clone());
         let dir = savepoints
@@ -381,13 +427,5 @@ pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageErro
             }),
         }
     }
-    if readable {
-        for name in storage.list(Some(&shared_dir()))? {
-            let path = format!("shared/{name}");
-            if !referenced.contains(&path) {
-                report.problems.push(AuditProblem::Orphan { path });
-            }
-        }
-    }
-    Ok(report)
+    Ok(())
 }

@@ -280,7 +280,9 @@ impl Runtime<'_> {
         if let Some(action) = self.fault(&FaultPoint::BeforeNotify { checkpoint }) {
             return Err(Failure::from_action("coordinator", action));
         }
-        let completion = self.coordinator.metadata_written(checkpoint);
+        let completion = self
+            .coordinator
+            .metadata_written(checkpoint, self.clock.now_ms());
         let savepoint = metadata.kind == crate::checkpoint::SnapshotKind::Savepoint;
         self.carry_out(execution, completion)?;
         if !savepoint {
@@ -349,9 +351,8 @@ impl Runtime<'_> {
     /// it committed (a savepoint taken before).
     fn discard(&mut self, execution: &mut Execution, checkpoint: u64, dir: &RelPath) {
         for task in &mut execution.tasks {
-            if task.alignment.checkpoint == Some(checkpoint) {
-                task.alignment.checkpoint = None;
-                task.alignment.received.iter_mut().for_each(|r| *r = false);
+            if task.alignment.received.remove(&checkpoint).is_some() {
+                // Only an exactly-once alignment blocks, and it aligns one checkpoint.
                 for &channel in &task.inputs {
                     execution.channels[channel].blocked = false;
                 }
@@ -495,24 +496,26 @@ impl Runtime<'_> {
             && !self.config.sabotage.alignment_never_blocks;
         let task = &mut execution.tasks[index];
         let inputs = task.inputs.len();
-        if task.alignment.checkpoint != Some(checkpoint) {
-            assert!(
-                task.alignment.checkpoint.is_none(),
-                "{}: barrier chk-{checkpoint} while aligning another",
-                task.name
-            );
-            task.alignment.checkpoint = Some(checkpoint);
-        }
+        // Every input delivers barriers in checkpoint order. Exactly-once, an input whose
+        // barrier arrived is blocked until all have, so no later barrier can arrive meanwhile.
         assert!(
-            !task.alignment.received[input],
+            !blocks || task.alignment.received.keys().all(|c| *c == checkpoint),
+            "{}: barrier chk-{checkpoint} while aligning another",
+            task.name
+        );
+        let arrived = (task.alignment.received)
+            .entry(checkpoint)
+            .or_insert_with(|| vec![false; inputs]);
+        assert!(
+            !arrived[input],
             "{}: two barriers chk-{checkpoint} on one input",
             task.name
         );
-        task.alignment.received[input] = true;
+        arrived[input] = true;
         if blocks {
             execution.channels[task.inputs[input]].blocked = true;
         }
-        let received = task.alignment.received.iter().filter(|r| **r).count();
+        let received = arrived.iter().filter(|r| **r).count();
         if received < inputs {
             let event = Event::BarrierReceived {
                 checkpoint,
@@ -525,8 +528,14 @@ impl Runtime<'_> {
             self.record(event);
             return false;
         }
-        task.alignment.checkpoint = None;
-        task.alignment.received.iter_mut().for_each(|r| *r = false);
+        task.alignment.received.remove(&checkpoint);
+        // In order on every input: an earlier checkpoint still counting would have had its
+        // barrier on every input before this one's.
+        assert!(
+            task.alignment.received.range(..checkpoint).next().is_none(),
+            "{}: chk-{checkpoint} aligned before an earlier checkpoint",
+            task.name
+        );
         let mut blocked = Vec::new();
         for (input, &channel) in task.inputs.iter().enumerate() {
             if std::mem::take(&mut execution.channels[channel].blocked) {

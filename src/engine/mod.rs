@@ -201,6 +201,11 @@ fn validate(job: &JobSpec, input: &Input, config: &RunConfig) -> Result<(), RunE
             "channel capacity must be at least 1".into(),
         ));
     }
+    if config.checkpoint.max_concurrent == 0 {
+        return Err(RunError::Invalid(
+            "checkpoint.max_concurrent must be at least 1".into(),
+        ));
+    }
     if input.partitions().len() != job.source.partition_count() as usize {
         return Err(RunError::Invalid(format!(
             "the input has {} partitions, the source expects {}",
@@ -228,7 +233,6 @@ impl<'a> Runtime<'a> {
             config.checkpoint.clone(),
             config.savepoints.clone(),
             layout(job, backends.name()),
-            1,
         );
         Ok(Self {
             job,
@@ -381,11 +385,32 @@ impl<'a> Runtime<'a> {
 
     /// Audits checkpoint storage (when the config asks) and records every problem found; the
     /// oracle tells those a fault explains from the rest.
+    /// The checkpoints and savepoints in flight, and the shared files their uploads hold.
+    fn in_flight(&self) -> registry::InFlight {
+        let mut in_flight = registry::InFlight::default();
+        for pending in self.coordinator.pending() {
+            match &pending.savepoint {
+                Some(request) => in_flight.savepoints.insert(request.name.clone()),
+                None => in_flight.checkpoints.insert(pending.id),
+            };
+        }
+        let shared = crate::checkpoint::registry::shared_dir();
+        if let Ok(names) = self.storage.list(Some(&shared)) {
+            for name in names {
+                let held = (shared.join(&name)).is_ok_and(|path| self.uploads.is_referenced(&path));
+                if held {
+                    in_flight.shared.insert(format!("shared/{name}"));
+                }
+            }
+        }
+        in_flight
+    }
+
     pub(super) fn audit_storage(&mut self, context: AuditContext) {
         if !self.config.audit_storage {
             return;
         }
-        let problems = match registry::audit(&self.storage) {
+        let problems = match registry::audit_running(&self.storage, &self.in_flight()) {
             Ok(report) => report.problems,
             Err(error) => vec![AuditProblem::Unreadable {
                 snapshot: ".".into(),

@@ -39,10 +39,12 @@ pub(super) struct Outputs {
     pub(super) forward: bool,
 }
 
+/// The barriers a task with several inputs has received, by checkpoint: which inputs each
+/// arrived on. Exactly-once holds at most one checkpoint (its inputs with a barrier are
+/// blocked); at-least-once may count several at once, since inputs run ahead.
 #[derive(Debug, Default)]
 pub(super) struct Alignment {
-    pub(super) checkpoint: Option<u64>,
-    pub(super) received: Vec<bool>,
+    pub(super) received: BTreeMap<u64, Vec<bool>>,
 }
 
 pub(super) struct SourceTask {

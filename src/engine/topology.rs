@@ -31,7 +31,6 @@ impl Runtime<'_> {
         }
         let channels = self.wire(&mut tasks, &stage_tasks);
         for task in &mut tasks {
-            task.alignment.received = vec![false; task.inputs.len()];
             task.valve = Valve::new(task.inputs.len());
         }
         let execution = Execution {
