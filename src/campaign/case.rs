@@ -364,6 +364,7 @@ fn merge(ends: Vec<PhaseEnd>) -> PhaseEnd {
         stats.attempts += s.attempts;
         stats.checkpoints_completed += s.checkpoints_completed;
         stats.checkpoints_aborted += s.checkpoints_aborted;
+        stats.checkpoints_overlapping += s.checkpoints_overlapping;
         stats.records_processed += s.records_processed;
         stats.files_written += s.files_written;
         stats.files_reused += s.files_reused;

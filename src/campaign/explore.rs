@@ -174,6 +174,9 @@ pub struct ExploreReport {
     pub restores: u64,
     /// Checkpoints completed, every phase of every case.
     pub checkpoints: u64,
+    /// Checkpoints triggered while another was in flight, every phase of every case.
+    #[serde(default)]
+    pub checkpoints_overlapping: u64,
     /// Cases that ended failing loudly on corruption, as they must.
     pub loud_failures: u64,
     /// Failing cases, shrunk.
@@ -247,6 +250,7 @@ struct CaseResult {
     key_space: KeySpace,
     restores: u64,
     checkpoints: u64,
+    overlapping: u64,
     loud: bool,
     failure: Option<FailureReport>,
 }
@@ -390,6 +394,7 @@ fn run_case(
         key_space,
         restores: report.outcome.restores.len() as u64,
         checkpoints: report.outcome.stats.checkpoints_completed,
+        overlapping: report.outcome.stats.checkpoints_overlapping,
         loud: report.verdict.failed_loudly(),
         failure: None,
     };
@@ -695,6 +700,7 @@ impl ExploreReport {
         self.boundaries_crossed += u64::from(result.key_space.boundaries_crossed);
         self.restores += result.restores;
         self.checkpoints += result.checkpoints;
+        self.checkpoints_overlapping += result.overlapping;
         self.loud_failures += u64::from(result.loud);
         self.failures.extend(result.failure);
     }
@@ -733,6 +739,7 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
         merged.boundaries_crossed += report.boundaries_crossed;
         merged.restores += report.restores;
         merged.checkpoints += report.checkpoints;
+        merged.checkpoints_overlapping += report.checkpoints_overlapping;
         merged.loud_failures += report.loud_failures;
         merged.failures.extend(report.failures.iter().cloned());
         merged.wall_s = merged.wall_s.max(report.wall_s);
@@ -765,13 +772,14 @@ impl ExploreReport {
     /// The summary and the coverage table (fault kind x fault point), as printed.
     pub fn summary(&self) -> String {
         let mut text = format!(
-            "{} cases ({}) in {:.1} s, {:.1} cases/s; {} restores, {} checkpoints, {} loud failures on corruption\n",
+            "{} cases ({}) in {:.1} s, {:.1} cases/s; {} restores, {} checkpoints ({} triggered while another was in flight), {} loud failures on corruption\n",
             self.cases,
             self.backends.iter().map(|(b, n)| format!("{b} {n}")).collect::<Vec<_>>().join(", "),
             self.wall_s,
             self.cases as f64 / self.wall_s.max(1e-9),
             self.restores,
             self.checkpoints,
+            self.checkpoints_overlapping,
             self.loud_failures,
         );
         let points: Vec<&str> = FaultSite::ALL.iter().map(|site| site.name()).collect();

@@ -140,6 +140,9 @@ impl Runtime<'_> {
                 stop: request.stop,
             },
         });
+        if self.coordinator.pending().nth(1).is_some() {
+            self.stats.checkpoints_overlapping += 1;
+        }
         for index in execution.stage_tasks[0].clone() {
             let snapshot = self.source_snapshot(execution, index, checkpoint)?;
             self.emit_barrier(execution, index, checkpoint);

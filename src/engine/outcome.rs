@@ -123,6 +123,9 @@ pub struct RunStats {
     pub checkpoints_completed: u64,
     /// Checkpoints aborted (failure, expiry, write error).
     pub checkpoints_aborted: u64,
+    /// Checkpoints triggered while another was in flight (concurrent checkpoints).
+    #[serde(default)]
+    pub checkpoints_overlapping: u64,
     /// Records processed by operators and sinks.
     pub records_processed: u64,
     /// Files keyed-state snapshots wrote, over all checkpoints.

@@ -143,6 +143,8 @@ fn concurrent_checkpoints_overlap_and_recover_on_every_backend_in_both_modes() {
                 "{backend:?} {mode:?}: at most {most} in flight, {overlapping} overlapping"
             );
             assert!(!report.outcome.restores.is_empty(), "{backend:?} {mode:?}");
+            let counted = report.outcome.stats.checkpoints_overlapping;
+            assert_eq!(counted, overlapping as u64, "{backend:?} {mode:?}");
         }
     }
 }
