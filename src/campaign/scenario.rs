@@ -251,9 +251,12 @@ impl Scenario {
         if let Some(problem) = scenario.faults.iter().find_map(Fault::problem) {
             return Err(invalid(format!("faults: {problem}")));
         }
-        if scenario.checkpoint.interval_ms == 0 || scenario.channel_capacity == 0 {
+        if scenario.checkpoint.interval_ms == 0
+            || scenario.channel_capacity == 0
+            || scenario.checkpoint.max_concurrent == 0
+        {
             return Err(invalid(
-                "checkpoint.interval_ms and channel_capacity must be positive".into(),
+                "checkpoint.interval_ms, checkpoint.max_concurrent and channel_capacity must be positive".into(),
             ));
         }
         Ok(scenario)

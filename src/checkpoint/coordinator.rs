@@ -213,6 +213,13 @@ pub struct PendingCheckpoint {
     metadata: Option<CheckpointMetadata>,
 }
 
+impl PendingCheckpoint {
+    /// The snapshots its tasks acknowledged so far.
+    pub fn acknowledged(&self) -> impl Iterator<Item = &SubtaskSnapshot> {
+        self.acks.iter().flatten()
+    }
+}
+
 /// A retained checkpoint and the shared files it references (an error: its metadata could not
 /// be read, so nothing is known to be unreferenced).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +274,8 @@ pub struct Coordinator {
     consecutive_failures: u32,
     pending: BTreeMap<u64, PendingCheckpoint>,
     next_trigger_ms: u64,
+    /// No checkpoint triggers before this: the last completion plus the minimum pause.
+    paused_until_ms: u64,
     final_completed: bool,
     stopping: bool,
     stopped: Option<(String, u64)>,
@@ -291,6 +300,7 @@ impl Coordinator {
             consecutive_failures: 0,
             pending: BTreeMap::new(),
             next_trigger_ms: 0,
+            paused_until_ms: 0,
             final_completed: false,
             stopping: false,
             stopped: None,
@@ -376,9 +386,13 @@ impl Coordinator {
         commands
     }
 
-    /// The next checkpoint is due now (the input is drained: the final one need not wait).
-    pub fn trigger_now(&mut self, now_ms: u64) {
-        self.next_trigger_ms = self.next_trigger_ms.min(now_ms);
+    /// The next checkpoint is due as soon as it may be (the input is drained: the final one
+    /// need not wait for the interval, only for the minimum pause after the last completion).
+    /// Returns when that is.
+    pub fn trigger_now(&mut self, now_ms: u64) -> u64 {
+        let at_ms = now_ms.max(self.paused_until_ms);
+        self.next_trigger_ms = self.next_trigger_ms.min(at_ms);
+        at_ms
     }
 
     fn trigger(
@@ -492,10 +506,8 @@ impl Coordinator {
             debug_assert!(false, "chk-{checkpoint} completed while not in flight");
             return Vec::new();
         };
-        if self.config.min_pause_ms > 0 {
-            let paused_ms = now_ms.saturating_add(self.config.min_pause_ms);
-            self.next_trigger_ms = self.next_trigger_ms.max(paused_ms);
-        }
+        self.paused_until_ms = now_ms.saturating_add(self.config.min_pause_ms);
+        self.next_trigger_ms = self.next_trigger_ms.max(self.paused_until_ms);
         self.consecutive_failures = 0;
         let dir = snapshot_dir(checkpoint, pending.savepoint.as_ref());
         let metadata = pending
@@ -925,7 +937,7 @@ mod tests {
             let mut coordinator = Coordinator::new(config, vec![savepoint], layout());
             coordinator.start_attempt(0);
             let mut observed = Observed::default();
-            let mut now = 0;
+            let (mut now, mut savepoint_taken) = (0, false);
             for input in inputs {
                 let pending: Vec<u64> = coordinator.pending().map(|p| p.id).collect();
                 let pick = |which: usize| pending.get(which % pending.len().max(1)).copied();
@@ -976,6 +988,49 @@ mod tests {
                 };
                 if let Err(broken) = observed.see(&coordinator, &commands) {
                     prop_assert!(false, "{}", broken);
+                }
+                for command in &commands {
+                    let Command::Trigger { savepoint, .. } = command else { continue };
+                    // A due savepoint waits for the checkpoints in flight, and holds back
+                    // new ones until it is taken.
+                    match savepoint {
+                        Some(_) => {
+                            prop_assert_eq!(coordinator.pending().count(), 1, "savepoint beside others");
+                            savepoint_taken = true;
+                        }
+                        None => prop_assert!(now < 12 || savepoint_taken, "checkpoint triggered while a savepoint is due"),
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn the_minimum_pause_holds_every_trigger_after_a_completion(
+            pause_ms in 1u64..30,
+            steps in proptest::collection::vec((1u64..15, any::<bool>()), 1..60),
+        ) {
+            let config = CheckpointConfig::every(5).with_concurrency(3, pause_ms);
+            let mut coordinator = Coordinator::new(config, Vec::new(), layout());
+            coordinator.start_attempt(0);
+            let (mut now, mut completed_ms) = (0, None);
+            for (advance_ms, complete) in steps {
+                now += advance_ms;
+                for command in coordinator.tick(now, false) {
+                    if let (Command::Trigger { .. }, Some(at)) = (&command, completed_ms) {
+                        prop_assert!(now >= at + pause_ms, "triggered at {} ms, completed at {} ms", now, at);
+                    }
+                }
+                prop_assert!(coordinator.pending().count() <= 1, "a pause allows one in flight");
+                let pending: Vec<u64> = coordinator.pending().map(|p| p.id).collect();
+                for id in pending.into_iter().filter(|_| complete) {
+                    let mut observed = Observed::default();
+                    for task in 0..layout().tasks() {
+                        observed.acked.entry(id).or_default().insert(task);
+                        ack(&mut coordinator, &mut observed, id, task, false);
+                    }
+                    coordinator.metadata_written(id, now);
+                    completed_ms = Some(now);
+                    prop_assert!(coordinator.trigger_now(now) >= now + pause_ms);
                 }
             }
         }

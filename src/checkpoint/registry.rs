@@ -317,8 +317,8 @@ pub struct InFlight {
     pub checkpoints: BTreeSet<u64>,
     /// Savepoints in flight, by name.
     pub savepoints: BTreeSet<String>,
-    /// Shared files the uploads of live checkpoints hold (`shared/<name>`): those in flight
-    /// are referenced by no `_metadata` yet.
+    /// Shared files the acknowledged snapshots of checkpoints in flight name (`shared/<name>`),
+    /// which no `_metadata` references yet.
     pub shared: BTreeSet<String>,
 }
 

@@ -234,7 +234,12 @@ impl Runtime<'_> {
             "checkpoint pending with nothing in flight (seed {})",
             self.config.seed
         );
-        self.coordinator.trigger_now(self.clock.now_ms());
+        let at_ms = self.coordinator.trigger_now(self.clock.now_ms());
+        if at_ms > self.clock.now_ms() {
+            // Nothing else can happen until the pause after the last completion is over.
+            self.scheduler.tick()?;
+            self.clock.advance_to_ms(at_ms);
+        }
         Ok(Idle::Continue)
     }
 

@@ -383,8 +383,6 @@ impl<'a> Runtime<'a> {
         Some(action)
     }
 
-    /// Audits checkpoint storage (when the config asks) and records every problem found; the
-    /// oracle tells those a fault explains from the rest.
     /// The checkpoints and savepoints in flight, and the shared files their uploads hold.
     fn in_flight(&self) -> registry::InFlight {
         let mut in_flight = registry::InFlight::default();
@@ -393,19 +391,21 @@ impl<'a> Runtime<'a> {
                 Some(request) => in_flight.savepoints.insert(request.name.clone()),
                 None => in_flight.checkpoints.insert(pending.id),
             };
-        }
-        let shared = crate::checkpoint::registry::shared_dir();
-        if let Ok(names) = self.storage.list(Some(&shared)) {
-            for name in names {
-                let held = (shared.join(&name)).is_ok_and(|path| self.uploads.is_referenced(&path));
-                if held {
-                    in_flight.shared.insert(format!("shared/{name}"));
-                }
+            // Only the uploads of checkpoints in flight: a retained checkpoint's shared files
+            // count through its `_metadata`, so losing that still shows its files as orphans.
+            let handles = pending.acknowledged().filter_map(|ack| ack.keyed.as_ref());
+            for handle in handles {
+                let shared = handle.shared_files().into_iter();
+                in_flight
+                    .shared
+                    .extend(shared.map(|file| file.path.to_string()));
             }
         }
         in_flight
     }
 
+    /// Audits checkpoint storage (when the config asks) and records every problem found; the
+    /// oracle tells those a fault explains from the rest.
     pub(super) fn audit_storage(&mut self, context: AuditContext) {
         if !self.config.audit_storage {
             return;
