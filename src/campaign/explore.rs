@@ -177,6 +177,9 @@ pub struct ExploreReport {
     /// Checkpoints triggered while another was in flight, every phase of every case.
     #[serde(default)]
     pub checkpoints_overlapping: u64,
+    /// Completion notifications a task heard after a newer checkpoint's.
+    #[serde(default)]
+    pub notifications_out_of_order: u64,
     /// Cases that ended failing loudly on corruption, as they must.
     pub loud_failures: u64,
     /// Failing cases, shrunk.
@@ -251,6 +254,7 @@ struct CaseResult {
     restores: u64,
     checkpoints: u64,
     overlapping: u64,
+    out_of_order: u64,
     loud: bool,
     failure: Option<FailureReport>,
 }
@@ -395,6 +399,7 @@ fn run_case(
         restores: report.outcome.restores.len() as u64,
         checkpoints: report.outcome.stats.checkpoints_completed,
         overlapping: report.outcome.stats.checkpoints_overlapping,
+        out_of_order: report.outcome.stats.notifications_out_of_order,
         loud: report.verdict.failed_loudly(),
         failure: None,
     };
@@ -701,6 +706,7 @@ impl ExploreReport {
         self.restores += result.restores;
         self.checkpoints += result.checkpoints;
         self.checkpoints_overlapping += result.overlapping;
+        self.notifications_out_of_order += result.out_of_order;
         self.loud_failures += u64::from(result.loud);
         self.failures.extend(result.failure);
     }
@@ -740,6 +746,7 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
         merged.restores += report.restores;
         merged.checkpoints += report.checkpoints;
         merged.checkpoints_overlapping += report.checkpoints_overlapping;
+        merged.notifications_out_of_order += report.notifications_out_of_order;
         merged.loud_failures += report.loud_failures;
         merged.failures.extend(report.failures.iter().cloned());
         merged.wall_s = merged.wall_s.max(report.wall_s);
@@ -772,7 +779,7 @@ impl ExploreReport {
     /// The summary and the coverage table (fault kind x fault point), as printed.
     pub fn summary(&self) -> String {
         let mut text = format!(
-            "{} cases ({}) in {:.1} s, {:.1} cases/s; {} restores, {} checkpoints ({} triggered while another was in flight), {} loud failures on corruption\n",
+            "{} cases ({}) in {:.1} s, {:.1} cases/s; {} restores, {} checkpoints ({} triggered while another was in flight, {} notifications heard after a newer one's), {} loud failures on corruption\n",
             self.cases,
             self.backends.iter().map(|(b, n)| format!("{b} {n}")).collect::<Vec<_>>().join(", "),
             self.wall_s,
@@ -780,6 +787,7 @@ impl ExploreReport {
             self.restores,
             self.checkpoints,
             self.checkpoints_overlapping,
+            self.notifications_out_of_order,
             self.loud_failures,
         );
         let points: Vec<&str> = FaultSite::ALL.iter().map(|site| site.name()).collect();

@@ -422,6 +422,12 @@ impl Runtime<'_> {
     ) -> Result<(), Failure> {
         let name = execution.tasks[task].name.clone();
         let subtask = execution.tasks[task].subtask;
+        let newest = &mut execution.tasks[task].notified_up_to;
+        if checkpoint < *newest {
+            // Concurrent checkpoints with a delayed notification: a newer one's came first.
+            self.stats.notifications_out_of_order += 1;
+        }
+        *newest = (*newest).max(checkpoint);
         match &mut execution.tasks[task].body {
             Body::Sink(sink) => {
                 if let Some(action) = self.fault(&FaultPoint::SinkCommit {

@@ -126,6 +126,9 @@ pub struct RunStats {
     /// Checkpoints triggered while another was in flight (concurrent checkpoints).
     #[serde(default)]
     pub checkpoints_overlapping: u64,
+    /// Completion notifications a task heard after a newer checkpoint's.
+    #[serde(default)]
+    pub notifications_out_of_order: u64,
     /// Records processed by operators and sinks.
     pub records_processed: u64,
     /// Files keyed-state snapshots wrote, over all checkpoints.

@@ -263,6 +263,8 @@ pub(super) struct Task {
     pub(super) inputs: Vec<usize>,
     pub(super) outputs: Outputs,
     pub(super) alignment: Alignment,
+    /// The newest checkpoint whose completion it heard of (0: none yet).
+    pub(super) notified_up_to: u64,
     /// Combines the inputs' watermarks (sources have none).
     pub(super) valve: Valve,
     pub(super) body: Body,

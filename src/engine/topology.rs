@@ -101,6 +101,7 @@ impl Runtime<'_> {
                 forward: false,
             },
             alignment: Alignment::default(),
+            notified_up_to: 0,
             valve: Valve::new(0),
             body,
         })

@@ -4,7 +4,8 @@
 //! ends exactly-once, its final checkpoint taken once the input drained. Then checkpoints
 //! slower than their interval with up to three in flight: they overlap, in both modes and on
 //! every backend, through kills, and the oracle and storage audit pass; a minimum pause keeps
-//! one in flight and waits after each completion.
+//! one in flight and waits after each completion; a delayed notification reaches every task
+//! after a newer checkpoint's, and output stays exactly once.
 
 use crate::support::{assert_passed, fan_in_job, input_for, kills, linear_job, run, run_on};
 use faultline::checkpoint::{CheckpointConfig, CheckpointingMode};
@@ -201,4 +202,25 @@ fn no_concurrent_checkpoints_is_an_error_naming_the_setting() {
     .err()
     .expect("refused");
     assert!(error.to_string().contains("max_concurrent"), "{error}");
+}
+
+#[test]
+fn a_late_notification_reaches_tasks_after_a_newer_checkpoints_and_output_stays_exactly_once() {
+    let job = concurrent_job();
+    let input = input_for(&job, 40, 5, 2);
+    let config = concurrent_config(CheckpointingMode::ExactlyOnce, 3, 0);
+    let late = faultline::fault::Fault::DelayNotification {
+        checkpoint: 2,
+        delay_ms: 60,
+    };
+    for backend in BackendKind::all() {
+        let mut faults = faultline::fault::FaultSchedule::new(vec![late.clone()]);
+        let (report, _dir) = run_on(backend, &job, &input, &config, &mut faults);
+        assert_passed(&report);
+        assert!(
+            report.outcome.stats.notifications_out_of_order > 0,
+            "{backend:?}: {}",
+            report.outcome.trace.render()
+        );
+    }
 }
