@@ -102,6 +102,13 @@ impl ChannelStateFile {
     pub fn encode(&self) -> Vec<u8> {
         let mut channels: Vec<&ChannelState> = self.channels.iter().collect();
         channels.sort_by_key(|c| (c.side, c.peer));
+        // Each channel once, as the decoder requires: a task has one channel per peer and side.
+        debug_assert!(
+            channels
+                .windows(2)
+                .all(|pair| (pair[0].side, pair[0].peer) < (pair[1].side, pair[1].peer)),
+            "a channel listed twice"
+        );
         let mut encoder = Encoder::new();
         encoder
             .u64(self.checkpoint_id)
@@ -153,11 +160,6 @@ impl ChannelStateFile {
             subtask,
             channels,
         })
-    }
-
-    /// How many records the file holds, over all its channels.
-    pub fn records(&self) -> usize {
-        self.channels.iter().map(|c| c.records.len()).sum()
     }
 }
 
@@ -313,7 +315,8 @@ mod tests {
                 (ChannelSide::Output, 1)
             ]
         );
-        assert_eq!(decoded.records(), 3);
+        let records: usize = decoded.channels.iter().map(|c| c.records.len()).sum();
+        assert_eq!(records, 3);
         assert_eq!(decoded.encode(), original.encode());
         assert_eq!(decoded.channels[0].records[1].side.as_deref(), Some("late"));
     }

@@ -148,7 +148,7 @@ pub fn retained(storage: &dyn CheckpointStorage) -> Result<Vec<Retained>, Storag
         .collect())
 }
 
-pub(crate) fn shared_dir() -> RelPath {
+fn shared_dir() -> RelPath {
     RelPath::new("shared").expect("a valid relative path")
 }
 
@@ -309,7 +309,7 @@ pub fn verify_file(storage: &dyn CheckpointStorage, file: &FileRef) -> Result<()
 }
 
 /// What a running job has in flight, which storage alone cannot tell from debris: checkpoints
-/// and savepoints not complete yet, and the shared files their uploads hold. With concurrent
+/// and savepoints not complete yet, and the shared files their snapshots name. With concurrent
 /// checkpoints, an audit after one completes finds the others' directories and uploads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InFlight {

@@ -383,7 +383,8 @@ impl<'a> Runtime<'a> {
         Some(action)
     }
 
-    /// The checkpoints and savepoints in flight, and the shared files their uploads hold.
+    /// The checkpoints and savepoints in flight, and the shared files their acknowledged
+    /// snapshots name.
     fn in_flight(&self) -> registry::InFlight {
         let mut in_flight = registry::InFlight::default();
         for pending in self.coordinator.pending() {

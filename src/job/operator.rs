@@ -216,8 +216,9 @@ pub(crate) fn fire_timer(
 /// Builds a window stage's operator for one subtask (given the stage's spec and the subtask),
 /// in place of the built-in one: how a user's own window operator is put under faults and
 /// judged by the built-in windows' model ([`crate::campaign::Seams::windows`]). It must keep
-/// the built-in layout of window state ([`crate::job::window::WINDOWS`], [`crate::job::session::SESSIONS`]), which the oracle compares with the model's; [`build`] makes the built-in
-/// operator, for the kinds it leaves alone or to wrap.
+/// the built-in layout of window state ([`crate::job::window::WINDOWS`],
+/// [`crate::job::session::SESSIONS`]), which the oracle compares with the model's; [`build`]
+/// makes the built-in operator, for the kinds it leaves alone or to wrap.
 pub type WindowFactory = dyn Fn(&OperatorSpec, u16) -> Box<dyn Operator> + Send + Sync;
 
 /// Builds the built-in operator a spec describes.
