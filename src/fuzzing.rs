@@ -512,7 +512,7 @@ name = "corpus"
 seed = 11
 backend = "BACKEND"
 restart = { kind = "none" }
-checkpoint = { interval_ms = 6, num_retained = 3 }
+checkpoint = { interval_ms = 6, num_retained = 3, unaligned = "always" }
 savepoints = SAVEPOINTS
 
 [job]
@@ -656,10 +656,18 @@ fn collect_snapshot_seeds(
             RelPath::new("_metadata").expect("a valid relative path"),
             bytes.clone(),
         )];
+        let channel_files: std::collections::BTreeSet<&RelPath> = (metadata.stages.iter())
+            .flat_map(|stage| &stage.subtasks)
+            .filter_map(|subtask| subtask.channel_state.as_ref())
+            .map(|file| &file.path)
+            .collect();
         for file in metadata.files() {
             let contents = read(&file.path.under(&base))?;
             if file.path.as_str().ends_with(".kv") {
                 seeds.push((Target::Canonical, contents.clone()));
+            }
+            if channel_files.contains(&file.path) {
+                seeds.push((Target::ChannelState, contents.clone()));
             }
             packed.push((file.path.clone(), contents));
         }

@@ -477,6 +477,7 @@ impl<'a> Bench<'a> {
             key_groups: RANGE,
             keyed: Some(result.handle),
             operator_state: Vec::new(),
+            channel_state: None,
         };
         self.pending.insert(checkpoint, (figures, subtask));
         Ok(())

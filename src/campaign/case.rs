@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use super::panic::{self, Panic};
-use super::{CaseError, Phase, Scenario, Seams};
+use super::{CaseError, Phase, PhaseEnding, Scenario, Seams};
 use crate::check::{self, CaseSpec, Verdict, Violation};
 use crate::checkpoint::{Durability, FsCheckpointStorage};
 use crate::engine::{JobStatus, PhaseEnd, RunOutcome, RunStats, Runtime};
@@ -256,6 +256,7 @@ impl<'a> Case<'a> {
             jobs: &jobs,
             input,
             mode: self.scenario.checkpoint.mode,
+            unaligned: self.scenario.checkpoint.unaligned.enabled(),
             seed: self.scenario.seed,
             users: self.seams.operators,
         };
@@ -341,10 +342,13 @@ fn fresh(dir: &Path) -> Result<(), CaseError> {
 /// overall.
 pub(super) fn next_phase(phases: &[Phase], ends: &[PhaseEnd]) -> Option<Phase> {
     if let (Some(end), Some(before)) = (ends.last(), phases.get(ends.len().wrapping_sub(1))) {
-        let stopped = matches!(
-            (&end.status, &before.then),
-            (JobStatus::Stopped { savepoint }, Some(then)) if savepoint == then
-        );
+        let stopped = match (&end.status, &before.then) {
+            (JobStatus::Stopped { savepoint }, Some(PhaseEnding::Savepoint(then))) => {
+                savepoint == then
+            }
+            (JobStatus::Cancelled { .. }, Some(PhaseEnding::Cancelled)) => true,
+            _ => false,
+        };
         if !stopped {
             return None;
         }

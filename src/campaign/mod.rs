@@ -59,9 +59,12 @@ pub use explore::{
 };
 pub use panic::Panic;
 pub use process::child_main;
-pub use scenario::{InputSpec, Phase, Rescale, Scenario, ScenarioError, RESCALE_SAVEPOINT};
+pub use scenario::{
+    InputSpec, Phase, PhaseEnding, Rescale, RescaleFrom, Scenario, ScenarioError, RESCALE_SAVEPOINT,
+};
 pub use strategy::{
-    scenario_strategy, InputStrategy, StrategyConfig, StrategyError, UserChaining, ALL_FAULT_KINDS,
+    scenario_strategy, Checkpointing, InputStrategy, StrategyConfig, StrategyError, UserChaining,
+    ALL_FAULT_KINDS,
 };
 
 use crate::check::{self, Verdict};

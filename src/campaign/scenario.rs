@@ -162,10 +162,32 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rescale {
-    /// When the job is stopped with a canonical savepoint.
+    /// When the job is stopped with a canonical savepoint, or (from a checkpoint) from when
+    /// the next completed checkpoint cancels it.
     pub at_ms: u64,
     /// The new parallelism of each operator stage, in order (extra entries are ignored).
     pub parallelism: Vec<u16>,
+    /// What the job resumes from (default a savepoint).
+    #[serde(default, skip_serializing_if = "RescaleFrom::is_savepoint")]
+    pub from: RescaleFrom,
+}
+
+/// What a rescaled job resumes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RescaleFrom {
+    /// A stop-with-savepoint (canonical), always aligned.
+    #[default]
+    Savepoint,
+    /// The retained checkpoint whose completion cancelled the job: unaligned, when
+    /// checkpoints are, with the records in flight in its channel state.
+    Checkpoint,
+}
+
+impl RescaleFrom {
+    fn is_savepoint(&self) -> bool {
+        *self == RescaleFrom::Savepoint
+    }
 }
 
 /// A scenario file that cannot be used.
@@ -251,13 +273,11 @@ impl Scenario {
         if let Some(problem) = scenario.faults.iter().find_map(Fault::problem) {
             return Err(invalid(format!("faults: {problem}")));
         }
-        if scenario.checkpoint.interval_ms == 0
-            || scenario.channel_capacity == 0
-            || scenario.checkpoint.max_concurrent == 0
-        {
-            return Err(invalid(
-                "checkpoint.interval_ms, checkpoint.max_concurrent and channel_capacity must be positive".into(),
-            ));
+        if let Some(problem) = scenario.checkpoint.problem() {
+            return Err(invalid(problem));
+        }
+        if scenario.channel_capacity == 0 {
+            return Err(invalid("channel_capacity must be positive".into()));
         }
         Ok(scenario)
     }
@@ -355,9 +375,9 @@ impl Scenario {
     }
 
     /// The case's phases, in order: the job runs; with a rescale it is stopped with a
-    /// canonical savepoint, and the second phase resumes it at the new parallelism on the same
-    /// checkpoint root and external system. A later phase runs only if the one before stopped
-    /// with its savepoint.
+    /// canonical savepoint (or cancelled at a checkpoint's completion), and the second phase
+    /// resumes it from there at the new parallelism on the same checkpoint root and external
+    /// system. A later phase runs only if the one before ended as it had to.
     pub fn phases(&self) -> Vec<Phase> {
         let mut first = self.run_config();
         let Some(rescale) = &self.rescale else {
@@ -367,12 +387,21 @@ impl Scenario {
                 then: None,
             }];
         };
-        first.savepoints.push(SavepointRequest {
-            at_ms: rescale.at_ms,
-            name: RESCALE_SAVEPOINT.into(),
-            format: SavepointFormat::Canonical,
-            stop: true,
-        });
+        let then = match rescale.from {
+            RescaleFrom::Savepoint => {
+                first.savepoints.push(SavepointRequest {
+                    at_ms: rescale.at_ms,
+                    name: RESCALE_SAVEPOINT.into(),
+                    format: SavepointFormat::Canonical,
+                    stop: true,
+                });
+                PhaseEnding::Savepoint(RESCALE_SAVEPOINT.into())
+            }
+            RescaleFrom::Checkpoint => {
+                first.cancel_after_ms = Some(rescale.at_ms);
+                PhaseEnding::Cancelled
+            }
+        };
         let mut job = self.job.clone();
         for (stage, parallelism) in job.stages.iter_mut().zip(&rescale.parallelism) {
             stage.parallelism = *parallelism;
@@ -385,7 +414,7 @@ impl Scenario {
             Phase {
                 job: self.job.clone(),
                 config: first,
-                then: Some(RESCALE_SAVEPOINT.into()),
+                then: Some(then),
             },
             Phase {
                 job,
@@ -407,6 +436,15 @@ pub struct Phase {
     pub job: JobSpec,
     /// How it runs.
     pub config: RunConfig,
-    /// The savepoint the phase must stop with for the next phase to run, if one follows.
-    pub then: Option<String>,
+    /// How the phase must end for the next phase to run, if one follows.
+    pub then: Option<PhaseEnding>,
+}
+
+/// How a phase must end for the next one to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PhaseEnding {
+    /// Stopped with the savepoint of this name.
+    Savepoint(String),
+    /// Cancelled at a checkpoint's completion.
+    Cancelled,
 }

@@ -35,9 +35,9 @@ use proptest::prelude::*;
 use std::sync::Arc;
 
 use super::eventtime::DISORDER_MS;
-use super::scenario::{InputSpec, Rescale, Scenario};
+use super::scenario::{InputSpec, Rescale, RescaleFrom, Scenario};
 use crate::checkpoint::SavepointRequest;
-use crate::checkpoint::{CheckpointConfig, CheckpointingMode};
+use crate::checkpoint::{CheckpointConfig, CheckpointingMode, Unaligned};
 use crate::engine::Sabotage;
 use crate::fault::{CorruptionKind, Fault, FaultKind, Phase, Unsynced};
 use crate::job::{
@@ -104,6 +104,8 @@ pub struct StrategyConfig {
     /// Whether the engine checks restored files before backends read them. Default true; off
     /// puts a backend's own checks under corruption faults.
     pub verify_restored_files: bool,
+    /// Aligned or unaligned checkpoints. Default mixed.
+    pub checkpointing: Checkpointing,
     /// Deliberate engine defects every case carries, for the harness's own tests (see
     /// [`crate::engine::RunConfig::sabotage`]). Default none.
     #[doc(hidden)]
@@ -269,7 +271,40 @@ impl Default for StrategyConfig {
             user_operators: Vec::new(),
             windowed: false,
             verify_restored_files: true,
+            checkpointing: Checkpointing::Mixed,
             sabotage: Sabotage::default(),
+        }
+    }
+}
+
+/// Which checkpoints generated cases take ([`StrategyConfig::checkpointing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Checkpointing {
+    /// Every barrier aligned.
+    Aligned,
+    /// Every exactly-once case unaligned: from the source on in two cases of three, after an
+    /// aligned-checkpoint timeout of 1 to 30 ms in the rest.
+    Unaligned,
+    /// Half the exactly-once cases aligned, a quarter unaligned from the source on, a quarter
+    /// after a timeout.
+    #[default]
+    Mixed,
+}
+
+impl Checkpointing {
+    /// What a case drawing `kind` (0..6) and `timeout_ms` takes: only exactly-once cases with one
+    /// checkpoint in flight may be unaligned, as in Flink.
+    fn unaligned(self, kind: u8, timeout_ms: u64) -> Unaligned {
+        let always = match self {
+            Checkpointing::Aligned => return Unaligned::Never,
+            Checkpointing::Unaligned => kind % 3 != 2,
+            Checkpointing::Mixed if kind < 3 => return Unaligned::Never,
+            Checkpointing::Mixed => kind != 5,
+        };
+        if always {
+            Unaligned::Always
+        } else {
+            Unaligned::AfterMs(timeout_ms)
         }
     }
 }
@@ -734,6 +769,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
     let users = config.user_operators.clone();
     let verify_restored_files = config.verify_restored_files;
     let sabotage = config.sabotage;
+    let checkpointing = config.checkpointing;
     let modes = config.modes.clone();
     assert!(!modes.is_empty(), "at least one checkpointing mode");
     let chaining = config.user_chaining;
@@ -755,10 +791,10 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
         // Drawn last, so that every draw before them is what it was without event time, drawn
-        // channel capacities and concurrent checkpoints.
-        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity(), concurrency()),
+        // channel capacities, concurrent and unaligned checkpoints.
+        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity(), concurrency(), (0u8..6, 1u64..=30, any::<bool>())),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity, (max_concurrent, min_pause_ms)))| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity, (max_concurrent, min_pause_ms), (unaligned_kind, aligned_timeout_ms, rescale_from_checkpoint)))| {
             use_user_operators(&mut job, &users);
             use_event_time(&mut job, event_time, !users.is_empty());
             if !users.is_empty() {
@@ -767,6 +803,15 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
             // The mode is drawn the same way whatever the modes allowed, so one seed draws the
             // same cases otherwise.
             let mode = if modes.contains(&mode) { mode } else { modes[0] };
+            let unaligned = match mode {
+                CheckpointingMode::ExactlyOnce => checkpointing.unaligned(unaligned_kind, aligned_timeout_ms),
+                CheckpointingMode::AtLeastOnce => Unaligned::Never,
+            };
+            // Unaligned checkpoints run one at a time, as in Flink.
+            let max_concurrent = if unaligned.enabled() { 1 } else { max_concurrent };
+            // A rescale of an unaligned case resumes from its retained checkpoint in half the
+            // cases, redistributing the records in flight.
+            let from = if unaligned.enabled() && rescale_from_checkpoint { RescaleFrom::Checkpoint } else { RescaleFrom::Savepoint };
             let mut swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
             let mut faults = swarm_faults(&swarm, &allowed, &job, raw_faults);
             with_time_faults((&mut swarm, &mut faults), &allowed, &job, &raw_time_faults);
@@ -780,7 +825,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                     Some(records) => InputSpec::Records { records },
                     None => InputSpec::Generated { records, keys, min_value, max_value, boundary_keys },
                 },
-                checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable).with_concurrency(max_concurrent, min_pause_ms),
+                checkpoint: CheckpointConfig::every(interval_ms).with_mode(mode).with_num_retained(num_retained).with_tolerable_failures(tolerable).with_concurrency(max_concurrent, min_pause_ms).with_unaligned(unaligned),
                 // Enough restarts for every must-recover fault, whatever the strategy; only corruption
                 // may end a case.
                 restart: match restart {
@@ -794,7 +839,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                     .into_iter()
                     .collect(),
                 channel_capacity,
-                rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism }),
+                rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism, from }),
                 verify_restored_files,
                 initial_snapshot: None,
                 audit_storage: true,

@@ -655,6 +655,7 @@ stages = [{ name = "sum", op = { kind = "sum" }, parallelism = 1 }]
             jobs: &jobs,
             input: &input,
             mode: CheckpointingMode::AtLeastOnce,
+            unaligned: false,
             seed: 1,
             users: &[],
         };

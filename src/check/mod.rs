@@ -536,6 +536,13 @@ pub enum Note {
         /// what state decided (each would be "lost" to an oracle judging by the input alone).
         owed_not_in_model: usize,
     },
+    /// Unaligned checkpoints: each restore judged along the events (restored state against
+    /// what the snapshotting tasks had received; the records in flight replayed once, before
+    /// new input), the end and the output against the model over the input.
+    RestoresAlongEvents {
+        /// Restores whose state was compared.
+        restores: usize,
+    },
     /// Restored state matched the model at every restore.
     RestoredStateMatched {
         /// Restores checked.
@@ -579,6 +586,7 @@ impl fmt::Display for Note {
                 let rule = if *exactly_once { "each balanced against its input" } else { "each seen (replays allowed)" };
                 write!(f, "windows: {windows} with input, {results} result(s) and {late} late record(s) visible, {rule}")
             }
+            Note::RestoresAlongEvents { restores } => write!(f, "unaligned checkpoints: {restores} restore(s) judged along the run's events (state as the snapshotting tasks had received it, records in flight replayed once and before new input); the end and the output against the model over the input"),
             Note::RestoredStateMatched { restores } => {
                 write!(f, "restored state matched the model at {restores} restore(s)")
             }
@@ -678,6 +686,9 @@ pub struct CaseSpec<'a> {
     pub input: &'a Input,
     /// Aligned or not.
     pub mode: CheckpointingMode,
+    /// Whether checkpoints may be unaligned: restored state then lacks the records in flight,
+    /// which the restore replays, so restores are judged along the events.
+    pub unaligned: bool,
     /// The root seed, for messages.
     pub seed: u64,
     /// The user operators the jobs name, judged by their models.
@@ -731,6 +742,7 @@ pub fn check_run(
         jobs: &jobs,
         input,
         mode,
+        unaligned: false,
         seed,
         users: &[],
     };
@@ -763,7 +775,10 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
     // along the events, where the watermarks, firings and processing times are.
     let windowed = case.job().window();
     let along_events = case.fires_timers() || case.reads_processing_time() || windowed.is_some();
-    let lineage = if case.values_exact() && !along_events {
+    // An unaligned case is judged as an exact one, but its restores along the events: a
+    // snapshot holds what its task had received, not the model at the restored positions.
+    let restores_along_events = case.unaligned && case.values_exact() && !along_events;
+    let lineage = if case.values_exact() && !along_events && !case.unaligned {
         None
     } else {
         lineage::follow(case, outcome)
@@ -781,7 +796,7 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
         lineage: lineage.is_some(),
     };
     match lineage {
-        Some(lineage) => check_lineage(
+        Some(lineage) if !restores_along_events => check_lineage(
             case,
             outcome,
             lineage,
@@ -789,10 +804,15 @@ pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
             rules,
             &mut verdict,
         ),
-        None => {
+        lineage => {
             // Values that depend on processing times cannot be judged without the events.
             let exact = case.values_exact() && !case.reads_processing_time();
-            if exact {
+            if let (true, Some(lineage)) = (exact, lineage) {
+                verdict.violations.extend(lineage.violations);
+                verdict.notes.push(Note::RestoresAlongEvents {
+                    restores: lineage.restores,
+                });
+            } else if exact {
                 check_restores(case, outcome, &mut verdict);
             } else {
                 verdict.notes.push(Note::ValuesNotCompared);
@@ -1067,21 +1087,26 @@ fn check_output(
         }
     }
     // How often each record may appear: once, plus once per restore that rewound its
-    // partition to or before it (it was read again).
+    // partition to or before it (it was read again), plus once each time a restore handed it
+    // back from an unaligned snapshot's channel state.
     let replays = |record: &Record| {
         // The first attempt's restore (from an initial snapshot) starts the run: it replays
         // nothing this run emitted.
-        outcome
-            .restores
-            .iter()
-            .filter(|r| r.attempt > 0)
+        let restores = outcome.restores.iter().filter(|r| r.attempt > 0);
+        let rewound = restores
+            .clone()
             .filter(|r| {
                 r.positions
                     .0
                     .get(record.origin.partition as usize)
                     .is_some_and(|p| *p <= record.origin.offset)
             })
-            .count()
+            .count();
+        let in_flight = restores
+            .flat_map(|r| &r.in_flight)
+            .filter(|origin| **origin == record.origin)
+            .count();
+        rewound + in_flight
     };
     for (id, copies) in &visible {
         let model_records = model_by_id.get(id).map_or(&[][..], Vec::as_slice);
@@ -1297,6 +1322,7 @@ stages = [{ name = "twice", op = { kind = "user", name = "twice", keyed = true }
             jobs: &jobs,
             input: &input(),
             mode: CheckpointingMode::ExactlyOnce,
+            unaligned: false,
             seed: 1,
             users: &users,
         };

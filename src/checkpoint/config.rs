@@ -1,6 +1,7 @@
 //! Checkpointing settings, with Flink's names and defaults: the interval, alignment mode,
-//! timeout, tolerated failures, retention and compression; what restore does with an unusable
-//! checkpoint; and the savepoints a run is asked to take.
+//! unaligned checkpoints and the aligned-checkpoint timeout, timeout, tolerated failures,
+//! retention, concurrency and compression; what restore does with an unusable checkpoint; and
+//! the savepoints a run is asked to take.
 
 use crate::state::SavepointFormat;
 
@@ -14,6 +15,33 @@ pub enum CheckpointingMode {
     /// Barriers are only counted: records after a barrier may enter the snapshot and are
     /// replayed (duplicated) after a restore.
     AtLeastOnce,
+}
+
+/// When a checkpoint's barriers overtake the records queued in channels
+/// (`execution.checkpointing.unaligned` and `...aligned-checkpoint-timeout`). An unaligned
+/// barrier goes to the front of every output channel of a partitioned exchange; a task snapshots
+/// at the first one it receives and persists the records it overtook, and those it takes in on
+/// each input before that input's barrier, as channel state. Forward (pointwise) exchanges stay
+/// aligned, as in Flink's 1.x line; savepoints and the final checkpoint (taken once the input
+/// drained) are always aligned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unaligned {
+    /// Every barrier waits behind the records before it (the default).
+    #[default]
+    Never,
+    /// Every checkpoint's barriers are unaligned from the source on.
+    Always,
+    /// Barriers start aligned; a task taking or aligning a barrier this long after its
+    /// checkpoint was triggered switches that checkpoint to unaligned from there on.
+    AfterMs(u64),
+}
+
+impl Unaligned {
+    /// Whether checkpoints may be unaligned at all.
+    pub fn enabled(self) -> bool {
+        self != Unaligned::Never
+    }
 }
 
 /// Checkpointing settings (Flink's names in parentheses).
@@ -47,6 +75,14 @@ pub struct CheckpointConfig {
     /// whatever `max_concurrent` says. Default 0.
     #[serde(default)]
     pub min_pause_ms: u64,
+    /// Unaligned checkpoints, always or after an aligned-checkpoint timeout. They need
+    /// exactly-once mode and one checkpoint in flight, as in Flink. Default never.
+    #[serde(default, skip_serializing_if = "is_never")]
+    pub unaligned: Unaligned,
+}
+
+fn is_never(unaligned: &Unaligned) -> bool {
+    *unaligned == Unaligned::Never
 }
 
 fn default_mode() -> CheckpointingMode {
@@ -74,7 +110,37 @@ impl CheckpointConfig {
             compression: super::canonical::Compression::None,
             max_concurrent: default_max_concurrent(),
             min_pause_ms: 0,
+            unaligned: Unaligned::Never,
         }
+    }
+
+    /// This config with unaligned checkpoints as `unaligned` says.
+    pub fn with_unaligned(mut self, unaligned: Unaligned) -> Self {
+        self.unaligned = unaligned;
+        self
+    }
+
+    /// What makes this config unusable, if anything: a zero interval or concurrency, or
+    /// unaligned checkpoints outside exactly-once mode or with several in flight.
+    pub fn problem(&self) -> Option<String> {
+        if self.interval_ms == 0 {
+            return Some("checkpoint.interval_ms must be positive".into());
+        }
+        if self.max_concurrent == 0 {
+            return Some("checkpoint.max_concurrent must be at least 1".into());
+        }
+        if self.unaligned.enabled() {
+            if self.mode != CheckpointingMode::ExactlyOnce {
+                return Some("unaligned checkpoints need exactly-once mode".into());
+            }
+            if self.concurrency() > 1 {
+                return Some(format!(
+                    "unaligned checkpoints allow one checkpoint in flight, not max_concurrent = {}",
+                    self.max_concurrent
+                ));
+            }
+        }
+        None
     }
 
     /// This config with up to `max_concurrent` checkpoints in flight, and at least

@@ -31,6 +31,7 @@
 //!     key_groups: KeyGroupRange { start: 0, end: 127 },
 //!     keyed: None,
 //!     operator_state: Vec::new(),
+//!     channel_state: None,
 //! };
 //! // Once every task acknowledged, the metadata is to be written; once it is, the checkpoint
 //! // completes and every task is to be notified.
@@ -83,6 +84,13 @@ pub enum AbortReason {
         /// The task.
         task: String,
         /// The error.
+        error: String,
+    },
+    /// Writing a task's channel state (an unaligned snapshot's records in flight) failed.
+    ChannelStateWrite {
+        /// The task.
+        task: String,
+        /// The storage error.
         error: String,
     },
 }
@@ -925,6 +933,7 @@ mod tests {
             key_groups: KeyGroupRange { start: 0, end: 127 },
             keyed: Some(handle),
             operator_state: Vec::new(),
+            channel_state: None,
         };
         coordinator.acknowledge(id, task, snapshot)
     }

@@ -1,6 +1,7 @@
 //! `_metadata`: the commit point of a checkpoint or savepoint. It names every file the snapshot
-//! needs (by relative path, with size and XXH3-64 checksum) and holds each subtask's operator state
-//! (source positions, sink transactions). Written last; a checkpoint without a valid
+//! needs (by relative path, with size and XXH3-64 checksum: keyed state, and the channel state of
+//! an unaligned snapshot) and holds each subtask's operator state (source positions, sink
+//! transactions). Written last; a checkpoint without a valid
 //! `_metadata` does not exist.
 //!
 //! ```
@@ -16,8 +17,10 @@ use super::envelope;
 use super::{FormatError, RelPath};
 use crate::state::KeyGroupRange;
 
-const MAGIC: [u8; 4] = *b"FLTM";
-const VERSION: u16 = 2;
+/// The format's magic number.
+pub const MAGIC: [u8; 4] = *b"FLTM";
+/// The version this build writes and reads.
+pub const VERSION: u16 = 3;
 const FORMAT: &str = "_metadata";
 
 /// Whether the engine or the user took the snapshot.
@@ -139,6 +142,9 @@ pub struct SubtaskSnapshot {
     pub keyed: Option<KeyedStateHandle>,
     /// Its operator state (source positions, sink transactions), opaque here.
     pub operator_state: Vec<u8>,
+    /// The records in flight on its channels that an unaligned snapshot persisted
+    /// ([`super::channel`]), if there were any.
+    pub channel_state: Option<FileRef>,
 }
 
 /// One stage (operator) of the job.
@@ -174,14 +180,14 @@ pub struct CheckpointMetadata {
 }
 
 impl CheckpointMetadata {
-    /// Every file the snapshot names.
+    /// Every file the snapshot names: keyed state, then channel state.
     pub fn files(&self) -> Vec<&FileRef> {
-        self.stages
-            .iter()
-            .flat_map(|stage| &stage.subtasks)
+        let subtasks = || self.stages.iter().flat_map(|stage| &stage.subtasks);
+        let keyed = subtasks()
             .filter_map(|subtask| subtask.keyed.as_ref())
-            .flat_map(|handle| handle.files())
-            .collect()
+            .flat_map(|handle| handle.files());
+        let channels = subtasks().filter_map(|subtask| subtask.channel_state.as_ref());
+        keyed.chain(channels).collect()
     }
 
     /// The files under `shared/` the snapshot references.
@@ -217,6 +223,15 @@ impl CheckpointMetadata {
                     .u16(subtask.key_groups.end);
                 encode_handle(&mut e, subtask.keyed.as_ref());
                 e.bytes(&subtask.operator_state);
+                match &subtask.channel_state {
+                    None => {
+                        e.u8(0);
+                    }
+                    Some(file) => {
+                        e.u8(1);
+                        encode_file(&mut e, file);
+                    }
+                }
             }
         }
         let encoded = envelope::seal(MAGIC, VERSION, &e.finish());
@@ -435,11 +450,24 @@ fn decode_stage(d: &mut Decoder<'_>, max_parallelism: u16) -> Result<StageSnapsh
         }
         let keyed = decode_handle(d)?;
         let operator_state = d.bytes("operator state")?.to_vec();
+        let tag_offset = d.position() as u64;
+        let channel_state = match d.u8("channel state tag")? {
+            0 => None,
+            1 => Some(decode_file(d)?),
+            other => {
+                return Err(invalid(
+                    "channel state tag",
+                    tag_offset,
+                    format!("unknown tag {other}"),
+                ))
+            }
+        };
         subtasks.push(SubtaskSnapshot {
             subtask,
             key_groups: KeyGroupRange { start, end },
             keyed,
             operator_state,
+            channel_state,
         });
     }
     Ok(StageSnapshot {
@@ -475,6 +503,11 @@ mod tests {
                         checksum: 7,
                     })),
                     operator_state: vec![1, 2, 3],
+                    channel_state: Some(FileRef {
+                        path: RelPath::new("chk-3/channels-1-0").unwrap(),
+                        size: 40,
+                        checksum: 9,
+                    }),
                 }],
             }],
         }
@@ -487,6 +520,8 @@ mod tests {
             CheckpointMetadata::decode(&metadata.encode()).unwrap(),
             metadata
         );
+        let names: Vec<&str> = metadata.files().iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(names, ["chk-3/sum-0.kv", "chk-3/channels-1-0"]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod restore;
 pub mod storage;
 pub mod upload;
 
-pub use config::{CheckpointConfig, CheckpointingMode, RestorePolicy, SavepointRequest};
+pub use config::{CheckpointConfig, CheckpointingMode, RestorePolicy, SavepointRequest, Unaligned};
 pub use coordinator::AbortReason;
 pub use metadata::{
     CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, SnapshotKind, StageSnapshot,

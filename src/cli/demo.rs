@@ -322,7 +322,7 @@ fn as_written(
             options.fail_at, report.outcome.stats.attempts
         )
         .expect("writing to a String"),
-        JobStatus::Finished | JobStatus::Stopped { .. } => {
+        JobStatus::Finished | JobStatus::Stopped { .. } | JobStatus::Cancelled { .. } => {
             writeln!(text, "-> it finished: with fewer than {} records the failure never fires", options.fail_at).expect("writing to a String");
         }
     }

@@ -174,6 +174,8 @@ pub enum ReplaySource {
         modes: Vec<CheckpointingMode>,
         /// Whether every job it drew ends in a window.
         windowed: bool,
+        /// Its checkpointing.
+        checkpointing: crate::campaign::Checkpointing,
     },
 }
 
@@ -193,12 +195,14 @@ pub fn run_replay(
             faults,
             modes,
             windowed,
+            checkpointing,
         } => {
             let strategy = StrategyConfig {
                 backends: backends.clone(),
                 fault_kinds: faults.clone(),
                 modes: modes.clone(),
                 windowed: *windowed,
+                checkpointing: *checkpointing,
                 ..StrategyConfig::default()
             };
             generate(&strategy, *seed, *case)?.0

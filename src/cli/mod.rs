@@ -322,6 +322,10 @@ pub struct ExploreFlags {
     /// Every generated job has event time and ends in a window (of every kind in turn).
     #[arg(long)]
     pub windowed: bool,
+    /// Aligned checkpoints, unaligned ones (from the source on, or after an aligned-checkpoint
+    /// timeout), or a mix of both.
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub checkpointing: crate::campaign::Checkpointing,
     /// Run only shard k of n (k/n): cases with index % n == k.
     #[arg(long, default_value = "0/1", value_parser = explore::parse_shard)]
     pub shard: (u64, u64),
@@ -389,6 +393,9 @@ pub struct ReplayFlags {
     /// With --seed/--case: the exploration's jobs all ended in a window (`explore --windowed`).
     #[arg(long, requires = "seed")]
     pub windowed: bool,
+    /// With --seed/--case: the exploration's checkpointing (`explore --checkpointing`).
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub checkpointing: crate::campaign::Checkpointing,
     /// Run twice and report the first event where the traces differ.
     #[arg(long)]
     pub check_determinism: bool,
@@ -654,6 +661,7 @@ fn run_explore(flags: ExploreFlags) -> anyhow::Result<ExitCode> {
         fault_kinds: flags.faults,
         modes: flags.modes.modes(),
         windowed: flags.windowed,
+        checkpointing: flags.checkpointing,
         ..defaults.strategy.clone()
     };
     let config = crate::campaign::ExploreConfig {
@@ -680,6 +688,7 @@ fn run_replay(flags: ReplayFlags) -> anyhow::Result<ExitCode> {
             faults: flags.faults,
             modes: flags.modes.modes(),
             windowed: flags.windowed,
+            checkpointing: flags.checkpointing,
         },
         _ => bail!("replay takes a scenario file, or --seed S --case I"),
     };

@@ -13,6 +13,8 @@ use crate::trace::{Event, FailureCause, Resource};
 pub(super) enum AttemptEnd {
     Finished,
     Stopped(String),
+    /// Cancelled at this checkpoint's completion.
+    Cancelled(u64),
     Failed(Failure),
 }
 
@@ -47,6 +49,7 @@ impl Runtime<'_> {
         } else {
             RestoreTarget::Latest
         };
+        self.cancel_at = None;
         let mut execution = self.new_execution(attempt, target)?;
         self.end_of_input_at_start(&mut execution);
         for task in &mut execution.tasks {
@@ -106,6 +109,11 @@ impl Runtime<'_> {
             if let Some(crash) = self.storage.crash() {
                 let crash = crash.clone();
                 return Ok(AttemptEnd::Failed(Failure::from_action("process", crash)));
+            }
+            // Cancelled right after the completion, before anything else can happen: a fault in
+            // between would make the two kill modes disagree on whether the cancel came.
+            if let Some(checkpoint) = self.cancel_at {
+                return Ok(AttemptEnd::Cancelled(checkpoint));
             }
             self.within_bounds(execution)?;
             execution.deliver_due(self.clock.now_ms());
@@ -200,7 +208,8 @@ impl Runtime<'_> {
     /// No task can run: wait for a delayed notification, finish, or trigger the final
     /// checkpoint at once.
     fn idle(&mut self, execution: &mut Execution) -> Result<Idle, Halt> {
-        let drained = execution.channels.iter().all(|c| c.queue.is_empty());
+        let drained = execution.channels.iter().all(|c| c.queue.is_empty())
+            && execution.tasks.iter().all(|t| t.recovered.is_empty());
         assert!(
             drained,
             "deadlock: no runnable task but records in flight (seed {})",
@@ -305,6 +314,7 @@ impl Runtime<'_> {
                 _ => {
                     outputs_free
                         && (self.processing_timer_due(execution, index)
+                            || !task.recovered.is_empty()
                             || task.inputs.iter().any(|c| {
                                 !execution.channels[*c].blocked
                                     && !execution.channels[*c].queue.is_empty()

@@ -13,9 +13,10 @@ use crate::checkpoint::registry::{self, Keep};
 use crate::checkpoint::upload::{PartId, Staging, Submission, UploadError, UploadEvent};
 use crate::checkpoint::{
     CheckpointMetadata, CheckpointStorage, CheckpointingMode, RelPath, SavepointRequest,
-    SubtaskSnapshot,
+    SubtaskSnapshot, Unaligned,
 };
 use crate::fault::{FaultKind, FaultPoint, FaultSite, NotifyFate};
+use crate::job::Record;
 use crate::state::{SnapshotPurpose, SnapshotResult, SnapshotTarget, StateBackend};
 use crate::trace::{AuditContext, Event, FailureCause, KeyedFiles, NotificationFate};
 
@@ -24,7 +25,8 @@ impl Runtime<'_> {
     pub(super) fn coordinate(&mut self, execution: &mut Execution) -> Result<(), Failure> {
         let exhausted = self.sources_exhausted(execution);
         let commands = self.coordinator.tick(self.clock.now_ms(), exhausted);
-        self.carry_out(execution, commands)
+        self.carry_out(execution, commands)?;
+        self.switch_timed_out(execution)
     }
 
     /// Carries out the coordinator's commands in order; those a command leads to come first.
@@ -80,6 +82,10 @@ impl Runtime<'_> {
                     },
                     None => {
                         self.stats.checkpoints_completed += 1;
+                        let now_ms = self.clock.now_ms();
+                        if self.config.cancel_after_ms.is_some_and(|at| now_ms >= at) {
+                            self.cancel_at = Some(checkpoint);
+                        }
                         Event::CheckpointCompleted { checkpoint, files }
                     }
                 };
@@ -143,10 +149,27 @@ impl Runtime<'_> {
         if self.coordinator.pending().nth(1).is_some() {
             self.stats.checkpoints_overlapping += 1;
         }
+        // Savepoints and the final checkpoint are aligned: the final one must hold every record
+        // the input had (Flink takes it once the input drained, when nothing is in flight).
+        let unaligned = savepoint.is_none()
+            && !is_final
+            && self.config.checkpoint.unaligned == Unaligned::Always;
         for index in execution.stage_tasks[0].clone() {
+            if !self.coordinator.is_pending(checkpoint) {
+                // A source's channel state failed to write and aborted the checkpoint.
+                break;
+            }
             let snapshot = self.source_snapshot(execution, index, checkpoint)?;
-            self.emit_barrier(execution, index, checkpoint);
-            self.acknowledge(execution, index, checkpoint, snapshot)?;
+            if unaligned {
+                self.snapshot_source_unaligned(execution, index, checkpoint, snapshot)?;
+            } else {
+                let barrier = Barrier {
+                    checkpoint,
+                    unaligned: false,
+                };
+                self.emit_barrier(execution, index, barrier);
+                self.acknowledge(execution, index, checkpoint, snapshot)?;
+            }
         }
         if let Some(action) = self.fault(&FaultPoint::BarrierInjected { checkpoint }) {
             return Err(Failure::from_action("coordinator", action));
@@ -192,6 +215,7 @@ impl Runtime<'_> {
             key_groups: task.key_groups,
             keyed: None,
             operator_state: encode_positions(stored),
+            channel_state: None,
         };
         let event = Event::BarrierInjected {
             checkpoint,
@@ -203,16 +227,47 @@ impl Runtime<'_> {
         Ok(snapshot)
     }
 
-    fn emit_barrier(&mut self, execution: &mut Execution, task: usize, id: u64) {
-        for &channel in &execution.tasks[task].outputs.channels {
-            // Barriers bypass back-pressure (they are tiny and must not wait behind records).
-            execution.channels[channel]
-                .queue
-                .push_back(Element::Barrier(id));
+    /// Sends `barrier` on every output of `task`. Barriers bypass back-pressure (they are tiny
+    /// and must not wait behind records); an unaligned one goes to the front of each partitioned
+    /// channel, and what it overtook there is returned: (receiving subtask, records), for the
+    /// channels where it overtook any.
+    pub(super) fn emit_barrier(
+        &mut self,
+        execution: &mut Execution,
+        task: usize,
+        barrier: Barrier,
+    ) -> Vec<(u16, Vec<Record>)> {
+        let mut overtaken = Vec::new();
+        for &index in &execution.tasks[task].outputs.channels {
+            let channel = &mut execution.channels[index];
+            if !barrier.unaligned || channel.forward {
+                channel.queue.push_back(Element::Barrier(barrier));
+                continue;
+            }
+            // One checkpoint is in flight when barriers are unaligned: a barrier still queued
+            // here belongs to an aborted one, which its receiver would drop.
+            channel.queue.retain(|element| match element {
+                Element::Barrier(old) => {
+                    assert!(
+                        !self.coordinator.is_pending(old.checkpoint),
+                        "an unaligned barrier overtook chk-{}, which is in flight",
+                        old.checkpoint
+                    );
+                    false
+                }
+                _ => true,
+            });
+            let records = channel.records();
+            channel.queue.push_front(Element::Barrier(barrier));
+            if !records.is_empty() {
+                let peer = execution.tasks[channel.receiver].subtask;
+                overtaken.push((peer, records));
+            }
         }
+        overtaken
     }
 
-    fn acknowledge(
+    pub(super) fn acknowledge(
         &mut self,
         execution: &mut Execution,
         task: usize,
@@ -224,7 +279,7 @@ impl Runtime<'_> {
     }
 
     /// Aborts `checkpoint`, for `reason`.
-    fn abort_checkpoint(
+    pub(super) fn abort_checkpoint(
         &mut self,
         execution: &mut Execution,
         checkpoint: u64,
@@ -354,6 +409,13 @@ impl Runtime<'_> {
     /// it committed (a savepoint taken before).
     fn discard(&mut self, execution: &mut Execution, checkpoint: u64, dir: &RelPath) {
         for task in &mut execution.tasks {
+            if task
+                .capture
+                .as_ref()
+                .is_some_and(|c| c.checkpoint == checkpoint)
+            {
+                task.capture = None;
+            }
             if task.alignment.received.remove(&checkpoint).is_some() {
                 // Only an exactly-once alignment blocks, and it aligns one checkpoint.
                 for &channel in &task.inputs {
@@ -471,19 +533,28 @@ impl Runtime<'_> {
         Ok(())
     }
 
-    /// A barrier of `checkpoint` arrived on input `input` of task `index`: a task with several
-    /// inputs aligns them first (blocking each input whose barrier arrived, exactly-once), then
-    /// the task snapshots.
+    /// A barrier arrived on input `input` of task `index`. An unaligned one (or an aligned one
+    /// past the aligned-checkpoint timeout) snapshots at once; a task completing an unaligned
+    /// snapshot counts it; otherwise a task with several inputs aligns them first (blocking each
+    /// input whose barrier arrived, exactly-once), then the task snapshots.
     pub(super) fn on_barrier(
         &mut self,
         execution: &mut Execution,
         index: usize,
         input: usize,
-        checkpoint: u64,
+        barrier: Barrier,
     ) -> Result<(), Failure> {
+        let checkpoint = barrier.checkpoint;
         if !self.coordinator.is_pending(checkpoint) {
             // The checkpoint was aborted while its barrier travelled: drop it.
             return Ok(());
+        }
+        if execution.tasks[index].capture.is_some() {
+            return self.capture_barrier(execution, index, input, checkpoint);
+        }
+        let timed_out = !barrier.unaligned && self.alignment_timed_out(checkpoint);
+        if barrier.unaligned || timed_out {
+            return self.snapshot_unaligned(execution, index, Some(input), checkpoint, timed_out);
         }
         if execution.tasks[index].inputs.len() > 1
             && !self.align(execution, index, input, checkpoint)
@@ -568,6 +639,25 @@ impl Runtime<'_> {
         index: usize,
         checkpoint: u64,
     ) -> Result<(), Failure> {
+        let Some(snapshot) = self.take_snapshot(execution, index, checkpoint)? else {
+            return Ok(());
+        };
+        let barrier = Barrier {
+            checkpoint,
+            unaligned: false,
+        };
+        self.emit_barrier(execution, index, barrier);
+        self.acknowledge(execution, index, checkpoint, snapshot)
+    }
+
+    /// Task `index`'s snapshot of `checkpoint` (a fault may fail the task first); `None` when
+    /// the snapshot failed its checkpoint, which is aborted.
+    pub(super) fn take_snapshot(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        checkpoint: u64,
+    ) -> Result<Option<SubtaskSnapshot>, Failure> {
         let stage = self.job.stage_names()[execution.tasks[index].stage].clone();
         let point = FaultPoint::SyncSnapshot {
             checkpoint,
@@ -583,6 +673,7 @@ impl Runtime<'_> {
             key_groups: task.key_groups,
             keyed: None,
             operator_state: Vec::new(),
+            channel_state: None,
         };
         let taken = match &execution.tasks[index].body {
             Body::Operator(_) => {
@@ -592,14 +683,12 @@ impl Runtime<'_> {
             Body::Source(_) => unreachable!("sources snapshot when the barrier is injected"),
         };
         let Some(events) = taken else {
-            // The snapshot failed its checkpoint, which is aborted.
-            return Ok(());
+            return Ok(None);
         };
         for event in events {
             self.record(event);
         }
-        self.emit_barrier(execution, index, checkpoint);
-        self.acknowledge(execution, index, checkpoint, snapshot)
+        Ok(Some(snapshot))
     }
 
     /// An operator's snapshot: its own state, and its keyed state's files, staged and uploaded.

@@ -57,6 +57,10 @@ pub struct RunConfig {
     /// falls back past a corrupt file. An initial snapshot (`initial_snapshot`), read from
     /// outside the job's storage, is always checked.
     pub verify_restored_files: bool,
+    /// Cancel the job at the first checkpoint completion at or after this virtual time, keeping
+    /// its checkpoints, as a user does before restoring a retained checkpoint elsewhere (at
+    /// another parallelism, say). Default none.
+    pub cancel_after_ms: Option<u64>,
     /// Bounds on what a run may grow to; past one the run ends as a `resource` violation.
     pub limits: CaseLimits,
     /// Deliberate engine defects, for the harness's own tests: each "broken twin" proves that a
@@ -103,6 +107,14 @@ pub struct Sabotage {
     pub broken_invariant_at_step: Option<u64>,
     /// A restored subtask forgets its timers: the cells stay in state, but nothing fires them.
     pub timers_forgotten_on_restore: bool,
+    /// A restore at another parallelism drops the channel state (FLINK-38544's loss).
+    pub channel_state_dropped_on_rescale: bool,
+    /// A restore at another parallelism gives each old subtask's channel state to the subtask
+    /// of the same index (modulo the new parallelism), not to the owner of each record.
+    pub channel_state_to_old_subtask: bool,
+    /// Records restored from channel state are handled once the inputs are empty, after new
+    /// input, instead of before it.
+    pub channel_state_after_new_input: bool,
 }
 
 impl Sabotage {
@@ -129,6 +141,7 @@ impl RunConfig {
             start_ms: 0,
             verify_restored_files: true,
             limits: CaseLimits::default(),
+            cancel_after_ms: None,
             sabotage: Sabotage::default(),
         }
     }

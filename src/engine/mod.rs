@@ -22,6 +22,7 @@ mod step;
 mod task;
 mod time;
 mod topology;
+mod unaligned;
 
 pub use config::{CaseLimits, RunConfig, Sabotage};
 pub use outcome::{
@@ -144,6 +145,8 @@ pub struct Runtime<'a> {
     /// one); uploads run inline, so the simulation stays single-threaded.
     uploads: Uploads,
     final_state_error: Option<String>,
+    /// The checkpoint whose completion cancels the attempt (`RunConfig::cancel_after_ms`).
+    cancel_at: Option<u64>,
 }
 
 /// Where the runtime records its events: a trace of its own, or its caller's, so that the
@@ -201,10 +204,8 @@ fn validate(job: &JobSpec, input: &Input, config: &RunConfig) -> Result<(), RunE
             "channel capacity must be at least 1".into(),
         ));
     }
-    if config.checkpoint.max_concurrent == 0 {
-        return Err(RunError::Invalid(
-            "checkpoint.max_concurrent must be at least 1".into(),
-        ));
+    if let Some(problem) = config.checkpoint.problem() {
+        return Err(RunError::Invalid(problem));
     }
     if input.partitions().len() != job.source.partition_count() as usize {
         return Err(RunError::Invalid(format!(
@@ -265,6 +266,7 @@ impl<'a> Runtime<'a> {
             real_kills: None,
             resume: None,
             final_state_error: None,
+            cancel_at: None,
         })
     }
 

@@ -60,6 +60,12 @@ pub enum JobStatus {
         /// The savepoint's name.
         savepoint: String,
     },
+    /// Cancelled once a checkpoint completed at or after the time the run was told to cancel
+    /// at, keeping its checkpoints (a rescale from a retained checkpoint resumes from it).
+    Cancelled {
+        /// The checkpoint whose completion it was cancelled at.
+        checkpoint: u64,
+    },
     /// The restart strategy gave up.
     Failed {
         /// The strategy's reason, after the last failure's.
@@ -83,6 +89,9 @@ pub struct RestoreRecord {
     pub state: StateView,
     /// Virtual time of the restore.
     pub time_ms: u64,
+    /// The origins of the records in flight it handed back from channel state, once each
+    /// time it did: records a sink that is not exactly-once may show again.
+    pub in_flight: Vec<crate::job::Origin>,
 }
 
 /// A failure that ended an attempt.
@@ -293,22 +302,30 @@ impl RunOutcome {
         (self.trace, end)
     }
 
-    /// Every restore in `trace`, in order.
+    /// Every restore in `trace`, in order, with the channel state each handed back (recorded
+    /// just before it).
     pub fn restores_in(trace: &Trace) -> Vec<RestoreRecord> {
-        trace
-            .events()
-            .iter()
-            .filter_map(|stamped| match &stamped.event {
-                Event::Restored(restored) => Some(RestoreRecord {
+        let mut restores = Vec::new();
+        let mut in_flight = Vec::new();
+        for stamped in trace.events() {
+            match &stamped.event {
+                Event::ChannelStateRestored { origins, .. } => {
+                    in_flight.extend(origins.iter().copied());
+                }
+                Event::Restored(restored) => restores.push(RestoreRecord {
                     attempt: restored.attempt,
                     from: restored.from.clone(),
                     checkpoint_id: restored.from.checkpoint_id(),
                     positions: restored.positions.clone(),
                     state: restored.state.clone(),
                     time_ms: stamped.time_ms,
+                    in_flight: std::mem::take(&mut in_flight),
                 }),
-                _ => None,
-            })
-            .collect()
+                // A restore that failed after handing back channel state handed back nothing.
+                Event::AttemptStarted { .. } => in_flight.clear(),
+                _ => {}
+            }
+        }
+        restores
     }
 }

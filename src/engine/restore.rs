@@ -272,6 +272,8 @@ impl Runtime<'_> {
             user_sink: self.sink_factory.is_some(),
             faults,
             stage_names: self.job.stage_names(),
+            job: self.job,
+            sabotage: self.config.sabotage,
         };
         let applied = match applying.apply() {
             Ok(applied) => applied,
@@ -584,6 +586,8 @@ struct Applying<'a> {
     user_sink: bool,
     faults: &'a mut dyn FaultPlan,
     stage_names: Vec<String>,
+    job: &'a crate::job::JobSpec,
+    sabotage: super::Sabotage,
 }
 
 impl Applying<'_> {
@@ -606,6 +610,16 @@ impl Applying<'_> {
                 self.restore_task(task, snapshot, rescaled, &positions, &mut applied)?;
             }
         }
+        let (job, sabotage) = (self.job, self.sabotage);
+        let recovered = super::unaligned::recover_channel_state(
+            job,
+            self.metadata,
+            self.storage,
+            self.execution,
+            sabotage,
+        )
+        .map_err(ApplyError::Problem)?;
+        applied.events.extend(recovered);
         let partitions = self.input.partitions().len() as u32;
         if let Some(extra) = positions.keys().find(|p| **p >= partitions) {
             return Err(bad(format!(

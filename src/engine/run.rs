@@ -130,6 +130,7 @@ impl Runtime<'_> {
         let status = match self.run_attempt(&mut execution) {
             Ok(AttemptEnd::Finished) => JobStatus::Finished,
             Ok(AttemptEnd::Stopped(savepoint)) => JobStatus::Stopped { savepoint },
+            Ok(AttemptEnd::Cancelled(checkpoint)) => JobStatus::Cancelled { checkpoint },
             Ok(AttemptEnd::Failed(failure)) => return Ok(Attempted::Failed(failure)),
             Err(halt) => return Ok(Attempted::Halted(halt)),
         };
@@ -243,6 +244,9 @@ impl Runtime<'_> {
             }),
             JobStatus::Stopped { savepoint } => self.record(Event::JobStopped {
                 savepoint: savepoint.clone(),
+            }),
+            JobStatus::Cancelled { checkpoint } => self.record(Event::JobCancelled {
+                checkpoint: *checkpoint,
             }),
             JobStatus::Failed { .. } => {}
         }

@@ -35,6 +35,14 @@ impl<'a> Runtime<'a> {
             })
             .map(|(input, _)| input)
             .collect();
+        // Records restored from channel state come before any input (the sabotage handles them
+        // only once no input has any).
+        let after_input = self.config.sabotage.channel_state_after_new_input && !open.is_empty();
+        if !after_input {
+            if let Some(record) = execution.tasks[index].recovered.pop_front() {
+                return self.process_record(execution, index, record);
+            }
+        }
         let input = self
             .scheduler
             .pick(&open)
@@ -45,15 +53,23 @@ impl<'a> Runtime<'a> {
             .pop_front()
             .expect("open inputs are not empty");
         match element {
-            Element::Record(record) => self.process_record(execution, index, record),
+            Element::Record(record) => {
+                if let Some(capture) = execution.tasks[index].capture.as_mut() {
+                    if !capture.arrived[input] {
+                        // After the unaligned snapshot, before this input's barrier: in flight.
+                        capture.inputs[input].push(record.clone());
+                    }
+                }
+                self.process_record(execution, index, record)
+            }
             Element::Mark(mark) => self.on_mark(execution, index, input, mark),
-            Element::Barrier(id) => {
+            Element::Barrier(barrier) => {
                 assert!(
-                    id > execution.channels[channel].last_barrier,
+                    barrier.checkpoint > execution.channels[channel].last_barrier,
                     "barriers out of order on a channel"
                 );
-                execution.channels[channel].last_barrier = id;
-                self.on_barrier(execution, index, input, id)
+                execution.channels[channel].last_barrier = barrier.checkpoint;
+                self.on_barrier(execution, index, input, barrier)
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use crate::checkpoint::codec::{Decoder, Encoder};
-use crate::checkpoint::FormatError;
+use crate::checkpoint::{FormatError, SubtaskSnapshot};
 use crate::fault::{Effect, FaultAction};
 use crate::job::operator::Operator;
 use crate::job::sink::Sink;
@@ -19,17 +19,67 @@ use crate::trace::{FailureCause, RestoreFailure, Unread};
 #[derive(Debug, Clone)]
 pub(super) enum Element {
     Record(Record),
-    Barrier(u64),
+    Barrier(Barrier),
     /// A watermark or a change of the sender's idleness.
     Mark(Mark),
 }
 
-#[derive(Debug, Default)]
+/// A checkpoint barrier on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Barrier {
+    pub(super) checkpoint: u64,
+    /// It overtook the records queued before it: the receiver snapshots at once.
+    pub(super) unaligned: bool,
+}
+
+#[derive(Debug)]
 pub(super) struct Channel {
     pub(super) queue: VecDeque<Element>,
     /// Blocked by barrier alignment: its barrier arrived, others' have not.
     pub(super) blocked: bool,
     pub(super) last_barrier: u64,
+    /// The task that sends on it and the one that receives from it.
+    pub(super) sender: usize,
+    pub(super) receiver: usize,
+    /// A forward (pointwise) edge's: its barriers never overtake records.
+    pub(super) forward: bool,
+}
+
+impl Channel {
+    pub(super) fn new(sender: usize, receiver: usize, forward: bool) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            blocked: false,
+            last_barrier: 0,
+            sender,
+            receiver,
+            forward,
+        }
+    }
+
+    /// The records queued on it, in order (marks and barriers left out).
+    pub(super) fn records(&self) -> Vec<Record> {
+        let records = self.queue.iter().filter_map(|element| match element {
+            Element::Record(record) => Some(record.clone()),
+            _ => None,
+        });
+        records.collect()
+    }
+}
+
+/// An unaligned snapshot a task took and has not acknowledged yet: it waits for the barrier on
+/// every input, keeping what each input delivers until its barrier arrives.
+#[derive(Debug)]
+pub(super) struct Capture {
+    pub(super) checkpoint: u64,
+    /// Inputs whose barrier arrived.
+    pub(super) arrived: Vec<bool>,
+    /// The snapshot taken at the first barrier, acknowledged once every barrier arrived.
+    pub(super) snapshot: SubtaskSnapshot,
+    /// Records taken in on each input after the snapshot, before its barrier.
+    pub(super) inputs: Vec<Vec<Record>>,
+    /// The records the barrier overtook on each output channel: (receiving subtask, records).
+    pub(super) outputs: Vec<(u16, Vec<Record>)>,
 }
 
 #[derive(Debug)]
@@ -263,6 +313,10 @@ pub(super) struct Task {
     pub(super) inputs: Vec<usize>,
     pub(super) outputs: Outputs,
     pub(super) alignment: Alignment,
+    /// An unaligned snapshot waiting for its input barriers.
+    pub(super) capture: Option<Capture>,
+    /// Records a restore took from channel state: handled before any input.
+    pub(super) recovered: VecDeque<Record>,
     /// The newest checkpoint whose completion it heard of (0: none yet).
     pub(super) notified_up_to: u64,
     /// Combines the inputs' watermarks (sources have none).

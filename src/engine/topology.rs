@@ -101,6 +101,8 @@ impl Runtime<'_> {
                 forward: false,
             },
             alignment: Alignment::default(),
+            capture: None,
+            recovered: VecDeque::new(),
             notified_up_to: 0,
             valve: Valve::new(0),
             body,
@@ -191,7 +193,7 @@ impl Runtime<'_> {
                     if forward && tasks[up].subtask != tasks[down].subtask {
                         continue;
                     }
-                    channels.push(Channel::default());
+                    channels.push(Channel::new(up, down, forward));
                     tasks[up].outputs.channels.push(channels.len() - 1);
                     tasks[down].inputs.push(channels.len() - 1);
                 }

@@ -11,7 +11,7 @@ use crate::checkpoint::CheckpointingMode;
 use crate::fault::{Corruption, Effect, FaultKind, FaultSite};
 use crate::job::sink::TxnEvent;
 use crate::job::watermark::Mark;
-use crate::job::{Datum, Positions, Record, RestartStrategy};
+use crate::job::{Datum, Origin, Positions, Record, RestartStrategy};
 use crate::state::timers::Timer;
 use crate::state::{SavepointFormat, StateView};
 
@@ -130,6 +130,40 @@ pub enum Event {
         inputs: usize,
         /// The inputs that were blocked while it aligned (exactly-once: all but the last).
         blocked: Vec<usize>,
+    },
+    /// A task snapshotted at the first barrier of an unaligned checkpoint (or switched one it
+    /// was aligning to unaligned, past the aligned-checkpoint timeout) and sent its barrier
+    /// ahead of the records queued on its partitioned outputs.
+    BarrierOvertook {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The task.
+        task: String,
+        /// The barrier had been aligned and waited past the timeout.
+        timed_out: bool,
+        /// The records its barrier overtook on its outputs.
+        overtaken: usize,
+    },
+    /// Every input barrier of a task's unaligned snapshot arrived: it persisted the records in
+    /// flight as the snapshot's channel state.
+    ChannelStateWritten {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The task.
+        task: String,
+        /// Records taken in on its inputs after the snapshot, before each input's barrier.
+        inputs: usize,
+        /// Records its barrier overtook on its outputs.
+        outputs: usize,
+    },
+    /// A restore gave a task records in flight from the snapshot's channel state: it handles
+    /// them before any input.
+    ChannelStateRestored {
+        /// The task that owns them now.
+        task: String,
+        /// Where each record came from, in the order the task handles them: what a sink that
+        /// is not exactly-once may show again.
+        origins: Vec<Origin>,
     },
     /// A task took its snapshot and sent the barrier on.
     Snapshot {
@@ -322,6 +356,11 @@ pub enum Event {
         /// The savepoint.
         savepoint: String,
     },
+    /// The job was cancelled once this checkpoint completed, keeping its checkpoints.
+    JobCancelled {
+        /// The checkpoint.
+        checkpoint: u64,
+    },
 }
 
 /// One record an operator emitted: its value and the side output it went to (`None`: the main
@@ -388,6 +427,8 @@ impl Event {
                 | Event::BarrierInjected { .. }
                 | Event::BarrierReceived { .. }
                 | Event::BarrierAligned { .. }
+                | Event::BarrierOvertook { .. }
+                | Event::ChannelStateWritten { .. }
                 | Event::Snapshot { .. }
                 | Event::Stored { .. }
         )

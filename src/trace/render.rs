@@ -76,6 +76,33 @@ impl Display for Event {
                 inputs,
                 ..
             } => write!(f, "barrier chk-{checkpoint} aligned at {task} ({inputs} inputs)"),
+            Event::BarrierOvertook {
+                checkpoint,
+                task,
+                timed_out,
+                overtaken,
+            } => {
+                let why = if *timed_out {
+                    " (aligned-checkpoint timeout)"
+                } else {
+                    ""
+                };
+                write!(f, "barrier chk-{checkpoint} unaligned at {task}{why}: overtook {overtaken} records")
+            }
+            Event::ChannelStateWritten {
+                checkpoint,
+                task,
+                inputs,
+                outputs,
+            } => write!(
+                f,
+                "channel state {task} chk-{checkpoint}: {inputs} input, {outputs} output records"
+            ),
+            Event::ChannelStateRestored { task, origins } => write!(
+                f,
+                "channel state restored to {task}: {} records before its input",
+                origins.len()
+            ),
             Event::Snapshot {
                 checkpoint,
                 task,
@@ -169,6 +196,9 @@ impl Display for Event {
                 write!(f, "job finished: {visible} records visible in the sink")
             }
             Event::JobStopped { savepoint } => write!(f, "job stopped with savepoint {savepoint}"),
+            Event::JobCancelled { checkpoint } => {
+                write!(f, "job cancelled after chk-{checkpoint} completed, keeping its checkpoints")
+            }
             Event::ClockJumped { by_ms, now_ms } => write!(
                 f,
                 "clock jumped {by_ms} ms to {now_ms} ms while the job was down"
@@ -347,6 +377,9 @@ impl Display for AbortReason {
             AbortReason::MetadataWrite { error } => write!(f, "_metadata write failed: {error}"),
             AbortReason::ReuseRefused { task, error } | AbortReason::Snapshot { task, error } => {
                 write!(f, "{task}: {error}")
+            }
+            AbortReason::ChannelStateWrite { task, error } => {
+                write!(f, "{task}: channel state write failed: {error}")
             }
         }
     }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::support::{config, fan_in_job, input_for, linear_job, restore_checkpoint, run_on};
 use faultline::checkpoint::{
-    envelope, registry, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
+    envelope, metadata, registry, CheckpointStorage, Durability, FsCheckpointStorage, RelPath,
 };
 use faultline::engine::RunConfig;
 use faultline::fault::FaultSchedule;
@@ -122,14 +122,24 @@ fn rewrite_path(planted: &Planted, victim: &str, hostile: &str) {
     assert_eq!(victim.len(), hostile.len());
     let path = planted.root.join(format!("chk-{}/_metadata", planted.id));
     let bytes = std::fs::read(&path).unwrap();
-    let payload = envelope::open("checkpoint metadata", *b"FLTM", 2, &bytes).unwrap();
+    let payload = envelope::open(
+        "checkpoint metadata",
+        metadata::MAGIC,
+        metadata::VERSION,
+        &bytes,
+    )
+    .unwrap();
     let text = payload
         .windows(victim.len())
         .position(|w| w == victim.as_bytes())
         .expect("the metadata names the victim");
     let mut hostile_payload = payload.to_vec();
     hostile_payload[text..text + victim.len()].copy_from_slice(hostile.as_bytes());
-    std::fs::write(&path, envelope::seal(*b"FLTM", 2, &hostile_payload)).unwrap();
+    std::fs::write(
+        &path,
+        envelope::seal(metadata::MAGIC, metadata::VERSION, &hostile_payload),
+    )
+    .unwrap();
 }
 
 /// The path of one state file the latest checkpoint names.
