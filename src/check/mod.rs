@@ -749,6 +749,26 @@ pub fn check_run(
     check_case(&case, outcome)
 }
 
+/// Checks every property of one run of `job` over `input` under `config` (its checkpointing,
+/// unaligned or not, and its seed).
+pub fn check_phase(
+    job: &JobSpec,
+    input: &Input,
+    config: &crate::engine::RunConfig,
+    outcome: &RunOutcome,
+) -> Verdict {
+    let jobs = [job];
+    let case = CaseSpec {
+        jobs: &jobs,
+        input,
+        mode: config.checkpoint.mode,
+        unaligned: config.checkpoint.unaligned.enabled(),
+        seed: config.seed,
+        users: &[],
+    };
+    check_case(&case, outcome)
+}
+
 /// Checks every property of a whole case — all its phases, judged once.
 pub fn check_case(case: &CaseSpec<'_>, outcome: &RunOutcome) -> Verdict {
     let mut verdict = Verdict {
@@ -1086,28 +1106,6 @@ fn check_output(
             visible.entry(&record.id).or_default().push(record);
         }
     }
-    // How often each record may appear: once, plus once per restore that rewound its
-    // partition to or before it (it was read again), plus once each time a restore handed it
-    // back from an unaligned snapshot's channel state.
-    let replays = |record: &Record| {
-        // The first attempt's restore (from an initial snapshot) starts the run: it replays
-        // nothing this run emitted.
-        let restores = outcome.restores.iter().filter(|r| r.attempt > 0);
-        let rewound = restores
-            .clone()
-            .filter(|r| {
-                r.positions
-                    .0
-                    .get(record.origin.partition as usize)
-                    .is_some_and(|p| *p <= record.origin.offset)
-            })
-            .count();
-        let in_flight = restores
-            .flat_map(|r| &r.in_flight)
-            .filter(|origin| **origin == record.origin)
-            .count();
-        rewound + in_flight
-    };
     for (id, copies) in &visible {
         let model_records = model_by_id.get(id).map_or(&[][..], Vec::as_slice);
         for copy in copies {
@@ -1124,7 +1122,7 @@ fn check_output(
         let allowed = if rules.exactly_once {
             1
         } else {
-            1 + replays(copies[0])
+            1 + replays(outcome, copies[0])
         };
         if copies.len() > allowed {
             verdict.violations.push(Violation::OutputDuplicated {
@@ -1158,6 +1156,28 @@ fn check_output(
         visible: total,
         replayed: total - visible.len(),
     });
+}
+
+/// How often `record` may appear beyond once: once per restore that rewound its partition to
+/// or before it (it was read again), and once each time a restore handed it back from an
+/// unaligned snapshot's channel state. The first attempt's restore (from an initial snapshot)
+/// starts the run: it replays nothing this run emitted.
+fn replays(outcome: &RunOutcome, record: &Record) -> usize {
+    let restores = outcome.restores.iter().filter(|r| r.attempt > 0);
+    let rewound = restores
+        .clone()
+        .filter(|r| {
+            r.positions
+                .0
+                .get(record.origin.partition as usize)
+                .is_some_and(|p| *p <= record.origin.offset)
+        })
+        .count();
+    let in_flight = restores
+        .flat_map(|r| &r.in_flight)
+        .filter(|origin| **origin == record.origin)
+        .count();
+    rewound + in_flight
 }
 
 /// Whether a failure is a restore that named a file a fault had corrupted: how corruption

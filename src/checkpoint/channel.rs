@@ -54,6 +54,19 @@ pub const MAGIC: [u8; 4] = *b"FLCS";
 pub const VERSION: u16 = 1;
 const FORMAT: &str = "channel state";
 
+/// The name of the channel-state file of subtask `subtask` of task-order stage `stage`, in its
+/// checkpoint's directory.
+pub fn file_name(stage: usize, subtask: u16) -> String {
+    format!("{FILE_PREFIX}{stage}-{subtask}")
+}
+
+/// Whether `name` is a channel-state file's name.
+pub fn is_file_name(name: &str) -> bool {
+    name.starts_with(FILE_PREFIX)
+}
+
+const FILE_PREFIX: &str = "channels-";
+
 /// Flag bit: the record has an event time.
 const HAS_TIMESTAMP: u8 = 0b01;
 /// Flag bit: the record belongs to a side output.

@@ -311,6 +311,9 @@ impl Runtime<'_> {
                             source.positions[p] < self.input.partitions()[*p as usize].len() as u64
                         })
                 }
+                // An unaligned barrier is taken even by a back-pressured task: it needs no room
+                // on the outputs, and waiting for room is what it exists to avoid.
+                _ if !execution.priority_inputs(index).is_empty() => true,
                 _ => {
                     outputs_free
                         && (self.processing_timer_due(execution, index)
@@ -330,6 +333,31 @@ impl Runtime<'_> {
 }
 
 impl Execution {
+    /// The open inputs of task `index` whose next element is an unaligned barrier: none while
+    /// it still holds records a restore handed back, since a snapshot then would hold neither
+    /// them nor their effect (FLINK-20654; Flink declines checkpoints until channel state is
+    /// consumed).
+    pub(super) fn priority_inputs(&self, index: usize) -> Vec<usize> {
+        if !self.tasks[index].recovered.is_empty() {
+            return Vec::new();
+        }
+        let inputs = self.tasks[index].inputs.iter().enumerate();
+        inputs
+            .filter(|(_, c)| {
+                let channel = &self.channels[**c];
+                !channel.blocked
+                    && matches!(
+                        channel.queue.front(),
+                        Some(Element::Barrier(Barrier {
+                            unaligned: true,
+                            ..
+                        }))
+                    )
+            })
+            .map(|(input, _)| input)
+            .collect()
+    }
+
     /// Queues the delayed notifications that are due at `now_ms`.
     fn deliver_due(&mut self, now_ms: u64) {
         let (due, later): (Vec<_>, Vec<_>) =

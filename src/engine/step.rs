@@ -23,6 +23,19 @@ impl<'a> Runtime<'a> {
         if matches!(execution.tasks[index].body, Body::Source(_)) {
             return self.step_source(execution, index);
         }
+        let capacity = self.config.channel_capacity;
+        let task = &execution.tasks[index];
+        let outputs_full =
+            (task.outputs.channels.iter()).any(|c| execution.channels[*c].queue.len() >= capacity);
+        if outputs_full {
+            // Back-pressured: only an unaligned barrier may be taken (see `runnable`).
+            let priority = execution.priority_inputs(index);
+            let input = self
+                .scheduler
+                .pick(&priority)
+                .expect("a back-pressured runnable task has an unaligned barrier next");
+            return self.take_next(execution, index, input);
+        }
         if self.processing_timer_due(execution, index) {
             return self.fire_processing_timers(execution, index);
         }
@@ -47,6 +60,16 @@ impl<'a> Runtime<'a> {
             .scheduler
             .pick(&open)
             .expect("a runnable task has an open input");
+        self.take_next(execution, index, input)
+    }
+
+    /// Task `index` takes the next element of its input `input`.
+    fn take_next(
+        &mut self,
+        execution: &mut Execution,
+        index: usize,
+        input: usize,
+    ) -> Result<(), Failure> {
         let channel = execution.tasks[index].inputs[input];
         let element = execution.channels[channel]
             .queue

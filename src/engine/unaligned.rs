@@ -228,7 +228,7 @@ impl Runtime<'_> {
         file: &ChannelStateFile,
     ) -> Result<Option<crate::checkpoint::FileRef>, Failure> {
         let task = &execution.tasks[index];
-        let name = format!("channels-{}-{}", task.stage, task.subtask);
+        let name = crate::checkpoint::channel::file_name(task.stage, task.subtask);
         let path = snapshot_dir(file.checkpoint_id, None)
             .join(&name)
             .expect("a plain file name");

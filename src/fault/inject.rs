@@ -208,6 +208,7 @@ impl<'a> Injector<'a> {
             checkpoint,
             nth: *nth,
             metadata: path.file_name() == "_metadata",
+            channel_state: crate::checkpoint::channel::is_file_name(path.file_name()),
         };
         let Some(action) = self.plan.at(&point) else {
             return Ok(None);

@@ -102,6 +102,8 @@ pub enum FaultPoint<'a> {
         nth: u32,
         /// Whether it is the `_metadata` (the commit point).
         metadata: bool,
+        /// Whether it is a task's channel state.
+        channel_state: bool,
     },
     /// Checkpoint `checkpoint` completed; notifications are about to go out.
     BeforeNotify {

@@ -36,6 +36,8 @@ pub enum Phase {
     SyncSnapshot,
     /// During a state-file upload.
     FileUpload,
+    /// During the write of a task's channel state (an unaligned snapshot's records in flight).
+    ChannelStateWrite,
     /// During the `_metadata` write (the commit point).
     MetadataWrite,
     /// After completion, before notifications go out.
@@ -46,10 +48,11 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in checkpoint order.
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 7] = [
         Phase::BarrierAtSource,
         Phase::SyncSnapshot,
         Phase::FileUpload,
+        Phase::ChannelStateWrite,
         Phase::MetadataWrite,
         Phase::BeforeNotify,
         Phase::SinkCommit,
@@ -61,6 +64,7 @@ impl Phase {
             Phase::BarrierAtSource => "barrier-at-source",
             Phase::SyncSnapshot => "sync-snapshot",
             Phase::FileUpload => "file-upload",
+            Phase::ChannelStateWrite => "channel-state-write",
             Phase::MetadataWrite => "metadata-write",
             Phase::BeforeNotify => "before-notify",
             Phase::SinkCommit => "sink-commit",
@@ -214,7 +218,7 @@ pub enum FaultSite {
 
 impl FaultSite {
     /// Every site, in the order of a case: coverage tables list them so.
-    pub const ALL: [FaultSite; 15] = [
+    pub const ALL: [FaultSite; 16] = [
         FaultSite::Record,
         FaultSite::Watermark,
         FaultSite::Timer,
@@ -224,6 +228,7 @@ impl FaultSite {
         FaultSite::Phase(Phase::BarrierAtSource),
         FaultSite::Phase(Phase::SyncSnapshot),
         FaultSite::Phase(Phase::FileUpload),
+        FaultSite::Phase(Phase::ChannelStateWrite),
         FaultSite::Phase(Phase::MetadataWrite),
         FaultSite::Phase(Phase::BeforeNotify),
         FaultSite::Phase(Phase::SinkCommit),
@@ -528,11 +533,17 @@ impl FaultSchedule {
 
     /// A kill in, or an I/O error of, the `nth` write of `checkpoint` (its `_metadata` when
     /// `metadata`).
-    fn at_write(&mut self, checkpoint: u64, nth: u32, metadata: bool) -> Option<FaultAction> {
-        let phase = if metadata {
-            Phase::MetadataWrite
-        } else {
-            Phase::FileUpload
+    fn at_write(
+        &mut self,
+        checkpoint: u64,
+        nth: u32,
+        metadata: bool,
+        channel_state: bool,
+    ) -> Option<FaultAction> {
+        let phase = match (metadata, channel_state) {
+            (true, _) => Phase::MetadataWrite,
+            (false, true) => Phase::ChannelStateWrite,
+            (false, false) => Phase::FileUpload,
         };
         self.kill_at(phase, checkpoint).or_else(|| {
             self.act(
@@ -679,7 +690,8 @@ impl FaultPlan for FaultSchedule {
                 checkpoint,
                 nth,
                 metadata,
-            } => self.at_write(checkpoint, nth, metadata),
+                channel_state,
+            } => self.at_write(checkpoint, nth, metadata, channel_state),
             FaultPoint::BeforeNotify { checkpoint } => {
                 self.kill_at(Phase::BeforeNotify, checkpoint)
             }

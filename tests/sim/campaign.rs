@@ -190,7 +190,7 @@ fn process_mode() -> KillMode {
 
 /// Runs `scenario` in both kill modes: the real one must kill children, recover, and tell the
 /// simulation's story event for event.
-fn assert_both_modes_agree(scenario: &Scenario) -> CaseReport {
+pub(crate) fn assert_both_modes_agree(scenario: &Scenario) -> CaseReport {
     let case = Case::new(scenario.clone(), Seams::default());
     let run = |mode: &KillMode| {
         let dir = tempfile::tempdir().unwrap();
@@ -242,8 +242,10 @@ fn kills_at_checkpoint_phases_and_inside_writes_are_real_kills_too() {
     };
     // A kill at every checkpoint phase, one checkpoint after another, and a machine crash
     // after the 100th write step.
+    // (The scenario's checkpoints are aligned: they write no channel state to kill inside.)
     scenario.faults = Phase::ALL
         .iter()
+        .filter(|phase| **phase != Phase::ChannelStateWrite)
         .zip(1..)
         .map(|(&phase, checkpoint)| Fault::KillAt { phase, checkpoint })
         .chain([Fault::Crash {

@@ -181,13 +181,7 @@ fn crash_and_restart(
         before, index,
         "step {after_step} crashed the write of file {index}"
     );
-    let verdict = check::check_run(
-        &case.job,
-        &case.input,
-        case.config.checkpoint.mode,
-        case.config.seed,
-        &outcome,
-    );
+    let verdict = check::check_phase(&case.job, &case.input, &case.config, &outcome);
     assert!(
         verdict.passed(),
         "crash after step {after_step}, {unsynced:?}:\n{verdict}\n{}",

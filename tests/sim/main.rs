@@ -21,7 +21,12 @@
 //!   (an operator keeping its timers in a field, a backend resetting TTL timestamps, and window
 //!   operators built through the window seam that skip their cleanup after a restore or forget
 //!   their watermark and fire again, among them).
-//! - `coordinator`: checkpoint expiry against the tolerable-failure rule.
+//! - `coordinator`: checkpoint expiry against the tolerable-failure rule; concurrent
+//!   checkpoints overlapping through kills, the minimum pause, late notifications.
+//! - `unaligned`: unaligned checkpoints under back-pressure — channel state persisted and
+//!   handed back before new input on every backend, the aligned-checkpoint timeout, a retained
+//!   unaligned checkpoint resumed at another parallelism in both kill modes, the restore's
+//!   broken twins caught, damaged channel state failing loudly, refused settings.
 //! - `operator_harness`: one operator driven step by step on every backend — snapshots through
 //!   real files, restored split into two subtasks and merged back; wrong routing refused.
 //! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named;
@@ -95,4 +100,5 @@ mod time;
 mod timers;
 mod ttl;
 mod typed;
+mod unaligned;
 mod windows;

@@ -2,7 +2,6 @@
 //! configuration that keeps its directory alive.
 
 use faultline::campaign::CaseReport;
-use faultline::check::check_run;
 use faultline::checkpoint::CheckpointConfig;
 use faultline::checkpoint::CheckpointStorage;
 use faultline::checkpoint::{Durability, FsCheckpointStorage};
@@ -200,7 +199,7 @@ pub fn run_phase(
     .with_store(store)
     .run()
     .expect("the case runs");
-    let verdict = check_run(job, input, config.checkpoint.mode, config.seed, &outcome);
+    let verdict = faultline::check::check_phase(job, input, config, &outcome);
     CaseReport {
         trace_hash: outcome.trace.hash(),
         outcome,
