@@ -111,6 +111,21 @@ impl<'a> Harness<'a> {
         self
     }
 
+    /// Aligned checkpoints, unaligned ones (from the source on, or after an aligned-checkpoint
+    /// timeout: records in flight persisted as channel state and handed back on restore, across
+    /// rescales too), or a mix (the default).
+    pub fn checkpointing(mut self, checkpointing: crate::campaign::Checkpointing) -> Self {
+        self.config.strategy.checkpointing = checkpointing;
+        self
+    }
+
+    /// Deliberate engine defects every case carries, for the harness's own tests.
+    #[doc(hidden)]
+    pub fn sabotage(mut self, sabotage: crate::engine::Sabotage) -> Self {
+        self.config.strategy.sabotage = sabotage;
+        self
+    }
+
     /// Most records per case (default 80).
     pub fn records_max(mut self, records: u32) -> Self {
         self.config.strategy.records_max = records;

@@ -1,7 +1,10 @@
 //! Method: a catalogue of recovery bug classes, each a deliberately broken implementation
 //! plugged into a public seam (`Operator`, `Source`, `Sink`, `StateBackend`) through
-//! `faultline::harness::Harness`, never into the library's own code. Each must be caught within a bounded number of cases
-//! (`CASES_MAX`), shrunk to at most three faults, and reported under the property it breaks.
+//! `faultline::harness::Harness`, or, for the engine's own channel-state restore (dropped on
+//! rescale, given to the old subtask index, replayed after new input), one of its test-only
+//! defect switches (`Sabotage`) under unaligned checkpoints. Each must be caught within a
+//! bounded number of cases (`CASES_MAX`), shrunk to at most three faults, and reported under
+//! the property it breaks.
 //!
 //! The suite runs each class on one seed; `FAULTLINE_CATALOGUE_SEEDS=20` runs twenty and
 //! prints the figures (cases until the first failure, shrunk size, properties named) the
@@ -1582,4 +1585,42 @@ fn the_built_in_window_passes_through_the_window_seam() {
     assert_eq!(report.cases, 80);
     assert!(report.failures.is_empty());
     assert!(report.restores > 0);
+}
+
+/// An engine whose restore mishandles channel state, under campaigns of unaligned checkpoints
+/// (rescales among them resume from a retained unaligned checkpoint).
+fn unaligned_with(break_it: fn(&mut faultline::engine::Sabotage)) -> Harness<'static> {
+    let mut sabotage = faultline::engine::Sabotage::default();
+    break_it(&mut sabotage);
+    Harness::new()
+        .checkpointing(faultline::campaign::Checkpointing::Unaligned)
+        .sabotage(sabotage)
+}
+
+#[test]
+fn channel_state_dropped_on_rescale_is_caught() {
+    // FLINK-38544's shape: the records in flight of a rescaled unaligned restore are lost.
+    check_class(
+        "channel state dropped on rescale",
+        &[Property::Output, Property::State],
+        || unaligned_with(|s| s.channel_state_dropped_on_rescale = true),
+    );
+}
+
+#[test]
+fn channel_state_given_to_the_old_subtask_index_is_caught() {
+    check_class(
+        "channel state to the old subtask",
+        &[Property::Assertion, Property::Output, Property::State],
+        || unaligned_with(|s| s.channel_state_to_old_subtask = true),
+    );
+}
+
+#[test]
+fn channel_state_replayed_after_new_input_is_caught() {
+    check_class(
+        "channel state after new input",
+        &[Property::Output, Property::State, Property::Transactions],
+        || unaligned_with(|s| s.channel_state_after_new_input = true),
+    );
 }
