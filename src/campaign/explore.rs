@@ -180,6 +180,9 @@ pub struct ExploreReport {
     /// Completion notifications a task heard after a newer checkpoint's.
     #[serde(default)]
     pub notifications_out_of_order: u64,
+    /// What unaligned checkpoints did, every phase of every case.
+    #[serde(default)]
+    pub unaligned: crate::engine::UnalignedStats,
     /// Cases that ended failing loudly on corruption, as they must.
     pub loud_failures: u64,
     /// Failing cases, shrunk.
@@ -255,6 +258,7 @@ struct CaseResult {
     checkpoints: u64,
     overlapping: u64,
     out_of_order: u64,
+    unaligned: crate::engine::UnalignedStats,
     loud: bool,
     failure: Option<FailureReport>,
 }
@@ -400,6 +404,7 @@ fn run_case(
         checkpoints: report.outcome.stats.checkpoints_completed,
         overlapping: report.outcome.stats.checkpoints_overlapping,
         out_of_order: report.outcome.stats.notifications_out_of_order,
+        unaligned: report.outcome.stats.unaligned,
         loud: report.verdict.failed_loudly(),
         failure: None,
     };
@@ -707,6 +712,7 @@ impl ExploreReport {
         self.checkpoints += result.checkpoints;
         self.checkpoints_overlapping += result.overlapping;
         self.notifications_out_of_order += result.out_of_order;
+        self.unaligned.add(&result.unaligned);
         self.loud_failures += u64::from(result.loud);
         self.failures.extend(result.failure);
     }
@@ -747,6 +753,7 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
         merged.checkpoints += report.checkpoints;
         merged.checkpoints_overlapping += report.checkpoints_overlapping;
         merged.notifications_out_of_order += report.notifications_out_of_order;
+        merged.unaligned.add(&report.unaligned);
         merged.loud_failures += report.loud_failures;
         merged.failures.extend(report.failures.iter().cloned());
         merged.wall_s = merged.wall_s.max(report.wall_s);
@@ -790,6 +797,11 @@ impl ExploreReport {
             self.notifications_out_of_order,
             self.loud_failures,
         );
+        let u = &self.unaligned;
+        text.push_str(&format!(
+            "unaligned checkpoints: {} snapshots ({} after an aligned-checkpoint timeout), {} records persisted as channel state, {} handed back by restores ({} restores at another parallelism)\n",
+            u.snapshots, u.timed_out, u.records_persisted, u.records_restored, u.rescaled_restores,
+        ));
         let points: Vec<&str> = FaultSite::ALL.iter().map(|site| site.name()).collect();
         text.push_str(&format!(
             "\ncoverage (fault kind x point where it fired):\n{:<20}",

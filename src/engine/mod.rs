@@ -26,7 +26,8 @@ mod unaligned;
 
 pub use config::{CaseLimits, RunConfig, Sabotage};
 pub use outcome::{
-    FailureRecord, JobStatus, PhaseEnd, RefusedReuse, RestoreRecord, RunError, RunOutcome, RunStats,
+    FailureRecord, JobStatus, PhaseEnd, RefusedReuse, RestoreRecord, RunError, RunOutcome,
+    RunStats, UnalignedStats,
 };
 pub use resume::ResumeState;
 

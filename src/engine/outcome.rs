@@ -73,6 +73,32 @@ pub enum JobStatus {
     },
 }
 
+/// What unaligned checkpoints did in a run (or, summed, in a campaign).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnalignedStats {
+    /// Snapshots taken at an unaligned barrier.
+    pub snapshots: u64,
+    /// Of them, alignments switched to unaligned past the aligned-checkpoint timeout.
+    pub timed_out: u64,
+    /// Records persisted as channel state.
+    pub records_persisted: u64,
+    /// Records restores handed back from channel state.
+    pub records_restored: u64,
+    /// Restores that handed channel state back at another parallelism.
+    pub rescaled_restores: u64,
+}
+
+impl UnalignedStats {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &UnalignedStats) {
+        self.snapshots += other.snapshots;
+        self.timed_out += other.timed_out;
+        self.records_persisted += other.records_persisted;
+        self.records_restored += other.records_restored;
+        self.rescaled_restores += other.rescaled_restores;
+    }
+}
+
 /// A restore that happened at the start of an attempt: what the oracle checks.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RestoreRecord {
@@ -138,6 +164,9 @@ pub struct RunStats {
     /// Completion notifications a task heard after a newer checkpoint's.
     #[serde(default)]
     pub notifications_out_of_order: u64,
+    /// What unaligned checkpoints did.
+    #[serde(default)]
+    pub unaligned: UnalignedStats,
     /// Records processed by operators and sinks.
     pub records_processed: u64,
     /// Files keyed-state snapshots wrote, over all checkpoints.

@@ -287,8 +287,12 @@ impl Runtime<'_> {
             Err(error) => return Err(restoring.failure(error)),
         };
         for event in applied.events {
+            if let Event::ChannelStateRestored { origins, .. } = &event {
+                self.stats.unaligned.records_restored += origins.len() as u64;
+            }
             self.record(event);
         }
+        self.stats.unaligned.rescaled_restores += u64::from(applied.rescaled_channel_state);
         let state = self.dump_state(execution)?;
         self.record(Event::Restored(Restored {
             attempt: execution.attempt,
@@ -518,6 +522,8 @@ struct Applied {
     entries: u64,
     files: u64,
     events: Vec<Event>,
+    /// Channel state went to tasks at another parallelism.
+    rescaled_channel_state: bool,
 }
 
 /// Why applying a snapshot to freshly built tasks failed.
@@ -602,6 +608,7 @@ impl Applying<'_> {
             entries: 0,
             files: 0,
             events: Vec::new(),
+            rescaled_channel_state: false,
         };
         for (stage, range) in self.execution.stage_tasks.clone().into_iter().enumerate() {
             let snapshot = &self.metadata.stages[stage];
@@ -619,7 +626,8 @@ impl Applying<'_> {
             sabotage,
         )
         .map_err(ApplyError::Problem)?;
-        applied.events.extend(recovered);
+        applied.rescaled_channel_state = recovered.rescaled;
+        applied.events.extend(recovered.events);
         let partitions = self.input.partitions().len() as u32;
         if let Some(extra) = positions.keys().find(|p| **p >= partitions) {
             return Err(bad(format!(

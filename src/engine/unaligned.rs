@@ -123,6 +123,8 @@ impl Runtime<'_> {
             unaligned: true,
         };
         let outputs = self.emit_barrier(execution, index, barrier);
+        self.stats.unaligned.snapshots += 1;
+        self.stats.unaligned.timed_out += u64::from(timed_out);
         self.record(Event::BarrierOvertook {
             checkpoint,
             task: execution.tasks[index].name.clone(),
@@ -209,6 +211,7 @@ impl Runtime<'_> {
                 return Ok(());
             };
             snapshot.channel_state = Some(written);
+            self.stats.unaligned.records_persisted += (input_records + output_records) as u64;
             self.record(Event::ChannelStateWritten {
                 checkpoint,
                 task: execution.tasks[index].name.clone(),
@@ -279,7 +282,7 @@ pub(super) fn recover_channel_state(
     storage: &dyn crate::checkpoint::CheckpointStorage,
     execution: &mut Execution,
     sabotage: super::Sabotage,
-) -> Result<Vec<Event>, crate::trace::RestoreFailure> {
+) -> Result<Recovered, crate::trace::RestoreFailure> {
     let stages = execution.stage_tasks.len();
     let (mut inputs, mut outputs): (Vec<Bound>, Vec<Bound>) =
         (vec![Vec::new(); stages], vec![Vec::new(); stages]);
@@ -308,7 +311,10 @@ pub(super) fn recover_channel_state(
         .zip(&execution.stage_tasks)
         .any(|(snapshot, tasks)| usize::from(snapshot.parallelism) != tasks.len());
     if rescaled && sabotage.channel_state_dropped_on_rescale {
-        return Ok(Vec::new());
+        return Ok(Recovered {
+            events: Vec::new(),
+            rescaled: false,
+        });
     }
     for (stage, bound) in inputs.into_iter().zip(outputs).enumerate() {
         let tasks = execution.stage_tasks[stage].clone();
@@ -327,12 +333,24 @@ pub(super) fn recover_channel_state(
         }
     }
     let restored = execution.tasks.iter().filter(|t| !t.recovered.is_empty());
-    Ok(restored
+    let events: Vec<Event> = restored
         .map(|task| Event::ChannelStateRestored {
             task: task.name.clone(),
             origins: task.recovered.iter().map(|r| r.origin).collect(),
         })
-        .collect())
+        .collect();
+    Ok(Recovered {
+        rescaled: rescaled && !events.is_empty(),
+        events,
+    })
+}
+
+/// What a restore handed back from channel state.
+pub(super) struct Recovered {
+    /// A `ChannelStateRestored` per task that got records.
+    pub(super) events: Vec<Event>,
+    /// It did so at another parallelism than the snapshot's.
+    pub(super) rescaled: bool,
 }
 
 /// Reads and checks one channel-state file of checkpoint `checkpoint` and subtask `subtask`.
