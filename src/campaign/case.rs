@@ -370,6 +370,7 @@ fn merge(ends: Vec<PhaseEnd>) -> PhaseEnd {
         stats.checkpoints_aborted += s.checkpoints_aborted;
         stats.checkpoints_overlapping += s.checkpoints_overlapping;
         stats.unaligned.add(&s.unaligned);
+        stats.inherited_restores.add(&s.inherited_restores);
         stats.notifications_out_of_order += s.notifications_out_of_order;
         stats.records_processed += s.records_processed;
         stats.files_written += s.files_written;

@@ -183,6 +183,10 @@ pub struct ExploreReport {
     /// What unaligned checkpoints did, every phase of every case.
     #[serde(default)]
     pub unaligned: crate::engine::UnalignedStats,
+    /// Restores of a retained checkpoint an earlier phase left (a rescale from a checkpoint),
+    /// CLAIM and NO_CLAIM.
+    #[serde(default)]
+    pub inherited_restores: crate::engine::InheritedRestores,
     /// Cases that ended failing loudly on corruption, as they must.
     pub loud_failures: u64,
     /// Failing cases, shrunk.
@@ -259,6 +263,7 @@ struct CaseResult {
     overlapping: u64,
     out_of_order: u64,
     unaligned: crate::engine::UnalignedStats,
+    inherited_restores: crate::engine::InheritedRestores,
     loud: bool,
     failure: Option<FailureReport>,
 }
@@ -405,6 +410,7 @@ fn run_case(
         overlapping: report.outcome.stats.checkpoints_overlapping,
         out_of_order: report.outcome.stats.notifications_out_of_order,
         unaligned: report.outcome.stats.unaligned,
+        inherited_restores: report.outcome.stats.inherited_restores,
         loud: report.verdict.failed_loudly(),
         failure: None,
     };
@@ -713,6 +719,7 @@ impl ExploreReport {
         self.checkpoints_overlapping += result.overlapping;
         self.notifications_out_of_order += result.out_of_order;
         self.unaligned.add(&result.unaligned);
+        self.inherited_restores.add(&result.inherited_restores);
         self.loud_failures += u64::from(result.loud);
         self.failures.extend(result.failure);
     }
@@ -754,6 +761,7 @@ pub fn merge(reports: &[ExploreReport]) -> ExploreReport {
         merged.checkpoints_overlapping += report.checkpoints_overlapping;
         merged.notifications_out_of_order += report.notifications_out_of_order;
         merged.unaligned.add(&report.unaligned);
+        merged.inherited_restores.add(&report.inherited_restores);
         merged.loud_failures += report.loud_failures;
         merged.failures.extend(report.failures.iter().cloned());
         merged.wall_s = merged.wall_s.max(report.wall_s);
@@ -801,6 +809,11 @@ impl ExploreReport {
         text.push_str(&format!(
             "unaligned checkpoints: {} snapshots ({} after an aligned-checkpoint timeout), {} records persisted as channel state, {} handed back by restores ({} restores at another parallelism)\n",
             u.snapshots, u.timed_out, u.records_persisted, u.records_restored, u.rescaled_restores,
+        ));
+        let inherited = &self.inherited_restores;
+        text.push_str(&format!(
+            "restores of a retained checkpoint an earlier job left: {} CLAIM, {} NO_CLAIM\n",
+            inherited.claim, inherited.no_claim,
         ));
         let points: Vec<&str> = FaultSite::ALL.iter().map(|site| site.name()).collect();
         text.push_str(&format!(

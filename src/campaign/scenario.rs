@@ -47,7 +47,7 @@ use crate::engine::{RunConfig, Sabotage};
 use crate::fault::Fault;
 use crate::job::{Input, InputRecord, JobSpec, RestartStrategy};
 use crate::sim::{RngStreams, StreamName};
-use crate::state::{BackendKind, SavepointFormat};
+use crate::state::{BackendKind, RestoreMode, SavepointFormat};
 
 /// Where a scenario's records come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +170,14 @@ pub struct Rescale {
     /// What the job resumes from (default a savepoint).
     #[serde(default, skip_serializing_if = "RescaleFrom::is_savepoint")]
     pub from: RescaleFrom,
+    /// How the resumed job restores a retained checkpoint (`from = "checkpoint"`): `no-claim`
+    /// (default, as in Flink) or `claim`. A savepoint is always restored NO_CLAIM.
+    #[serde(default, skip_serializing_if = "is_no_claim")]
+    pub restore_mode: RestoreMode,
+}
+
+fn is_no_claim(mode: &RestoreMode) -> bool {
+    *mode == RestoreMode::NoClaim
 }
 
 /// What a rescaled job resumes from.
@@ -410,6 +418,7 @@ impl Scenario {
         // The resumed job restores from the rescale savepoint in its own root, not from where
         // the first phase started.
         second.initial_snapshot = None;
+        second.restore_mode = rescale.restore_mode;
         vec![
             Phase {
                 job: self.job.clone(),

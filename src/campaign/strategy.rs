@@ -45,7 +45,7 @@ use crate::job::{
     WatermarkSpec, WindowAggregate,
 };
 use crate::state::ttl::TtlUpdate;
-use crate::state::{BackendKind, SavepointFormat};
+use crate::state::{BackendKind, RestoreMode, SavepointFormat};
 
 /// Every fault kind, by name (the names of [`FaultKind::ALL`], in order).
 pub const ALL_FAULT_KINDS: [&str; 14] = [
@@ -791,10 +791,10 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
         proptest::option::weighted(0.2, (5u64..=100, any::<bool>())),
         proptest::option::weighted(0.2, (10u64..=120, proptest::collection::vec(1u16..=4, 4))),
         // Drawn last, so that every draw before them is what it was without event time, drawn
-        // channel capacities, concurrent and unaligned checkpoints.
-        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity(), concurrency(), (0u8..6, 1u64..=30, any::<bool>())),
+        // channel capacities, concurrent and unaligned checkpoints, and restore modes.
+        (event_time(config.windowed), proptest::collection::vec(raw_fault, 0..=2), channel_capacity(), concurrency(), (0u8..6, 1u64..=30, any::<bool>()), (any::<bool>(), 0u8..4)),
     )
-        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity, (max_concurrent, min_pause_ms), (unaligned_kind, aligned_timeout_ms, rescale_from_checkpoint)))| {
+        .prop_map(move |(mut job, seed, backend, (records, keys, user_input, boundary_keys), (interval_ms, mode, num_retained, tolerable), (delay_ms, restart), enabled, raw_faults, savepoint, rescale, (event_time, raw_time_faults, channel_capacity, (max_concurrent, min_pause_ms), (unaligned_kind, aligned_timeout_ms, rescale_from_checkpoint), (claim, aligned_from_checkpoint)))| {
             use_user_operators(&mut job, &users);
             use_event_time(&mut job, event_time, !users.is_empty());
             if !users.is_empty() {
@@ -809,9 +809,12 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
             };
             // Unaligned checkpoints run one at a time, as in Flink.
             let max_concurrent = if unaligned.enabled() { 1 } else { max_concurrent };
-            // A rescale of an unaligned case resumes from its retained checkpoint in half the
-            // cases, redistributing the records in flight.
-            let from = if unaligned.enabled() && rescale_from_checkpoint { RescaleFrom::Checkpoint } else { RescaleFrom::Savepoint };
+            // A rescale resumes from the retained checkpoint in half the unaligned cases
+            // (redistributing the records in flight) and a quarter of the others, CLAIM or
+            // NO_CLAIM.
+            let from_checkpoint = if unaligned.enabled() { rescale_from_checkpoint } else { aligned_from_checkpoint == 0 };
+            let from = if from_checkpoint { RescaleFrom::Checkpoint } else { RescaleFrom::Savepoint };
+            let restore_mode = if claim { RestoreMode::Claim } else { RestoreMode::NoClaim };
             let mut swarm: Vec<String> = kinds.iter().zip(&enabled).filter(|(_, on)| **on).map(|(k, _)| k.clone()).collect();
             let mut faults = swarm_faults(&swarm, &allowed, &job, raw_faults);
             with_time_faults((&mut swarm, &mut faults), &allowed, &job, &raw_time_faults);
@@ -839,7 +842,7 @@ pub fn scenario_strategy(config: StrategyConfig) -> impl Strategy<Value = Scenar
                     .into_iter()
                     .collect(),
                 channel_capacity,
-                rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism, from }),
+                rescale: rescale.map(|(at_ms, parallelism)| Rescale { at_ms, parallelism, from, restore_mode }),
                 verify_restored_files,
                 initial_snapshot: None,
                 audit_storage: true,

@@ -51,6 +51,7 @@ use super::{
     CheckpointConfig, CheckpointMetadata, FileRef, KeyedStateHandle, NamedFile, RelPath,
     SavepointRequest, SnapshotKind, StageSnapshot, StorageError, SubtaskSnapshot,
 };
+use crate::state::RestoreMode;
 
 /// Why a checkpoint was aborted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +268,17 @@ pub struct CoordinatorState {
     next_id: u64,
     savepoints_taken: Vec<String>,
     consecutive_failures: u32,
+    #[serde(default)]
+    inherited: Option<Inherited>,
+}
+
+/// The checkpoints an earlier job left in the root, and how this job restores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inherited {
+    /// The newest of them: every checkpoint up to it is the earlier job's.
+    pub up_to: u64,
+    /// CLAIM (they become this job's) or NO_CLAIM (they stay the earlier job's).
+    pub mode: RestoreMode,
 }
 
 /// The coordinator (see the module doc).
@@ -278,6 +290,10 @@ pub struct Coordinator {
     max_concurrent: usize,
     next_id: u64,
     retained: VecDeque<Retained>,
+    /// Checkpoints an earlier job left, restored NO_CLAIM: never subsumed, and their shared
+    /// files always kept.
+    unclaimed: Vec<Retained>,
+    inherited: Option<Inherited>,
     savepoints_taken: Vec<String>,
     consecutive_failures: u32,
     pending: BTreeMap<u64, PendingCheckpoint>,
@@ -304,6 +320,8 @@ impl Coordinator {
             layout,
             next_id: 1,
             retained: VecDeque::new(),
+            unclaimed: Vec::new(),
+            inherited: None,
             savepoints_taken: Vec::new(),
             consecutive_failures: 0,
             pending: BTreeMap::new(),
@@ -331,6 +349,30 @@ impl Coordinator {
         self.next_id = self.next_id.max(highest + 1);
     }
 
+    /// The checkpoints up to `inherited.up_to` are an earlier job's. Restored NO_CLAIM, they
+    /// are never subsumed nor counted as retained, and their shared files are never collected;
+    /// CLAIM, they are the job's like any other.
+    pub fn inherit(&mut self, inherited: Inherited) {
+        self.inherited = Some(inherited);
+    }
+
+    /// How `checkpoint` is restored, if it is an earlier job's.
+    pub fn inherited_mode(&self, checkpoint: u64) -> Option<RestoreMode> {
+        let inherited = self.inherited?;
+        (checkpoint <= inherited.up_to).then_some(inherited.mode)
+    }
+
+    /// Whether `checkpoint` is an earlier job's, left unclaimed.
+    pub fn is_unclaimed(&self, checkpoint: u64) -> bool {
+        self.inherited_mode(checkpoint) == Some(RestoreMode::NoClaim)
+    }
+
+    /// The newest checkpoint left unclaimed, if the job restores NO_CLAIM.
+    pub fn unclaimed_up_to(&self) -> Option<u64> {
+        let inherited = self.inherited?;
+        (inherited.mode == RestoreMode::NoClaim).then_some(inherited.up_to)
+    }
+
     /// At a restore: the retained checkpoints found in storage, oldest first, each with the
     /// shared files its metadata references (or why that metadata is unreadable). Returns the
     /// garbage collection that follows.
@@ -338,10 +380,12 @@ impl Coordinator {
         &mut self,
         retained: Vec<(u64, Result<BTreeSet<RelPath>, UnreadableMetadata>)>,
     ) -> Command {
-        self.retained = retained
+        let (unclaimed, claimed): (Vec<_>, Vec<_>) = retained
             .into_iter()
             .map(|(id, shared)| Retained { id, shared })
-            .collect();
+            .partition(|retained| self.is_unclaimed(retained.id));
+        self.unclaimed = unclaimed;
+        self.retained = claimed.into();
         debug_assert!(
             self.retained
                 .iter()
@@ -609,6 +653,7 @@ impl Coordinator {
             next_id: self.next_id,
             savepoints_taken: self.savepoints_taken.clone(),
             consecutive_failures: self.consecutive_failures,
+            inherited: self.inherited,
         }
     }
 
@@ -617,11 +662,12 @@ impl Coordinator {
         self.next_id = state.next_id;
         self.savepoints_taken = state.savepoints_taken;
         self.consecutive_failures = state.consecutive_failures;
+        self.inherited = state.inherited;
     }
 
     fn collect_garbage(&self) -> Command {
         let mut files = BTreeSet::new();
-        for retained in &self.retained {
+        for retained in self.unclaimed.iter().chain(&self.retained) {
             match &retained.shared {
                 Ok(shared) => files.extend(shared.iter().cloned()),
                 Err(reason) => {
@@ -936,6 +982,57 @@ mod tests {
             channel_state: None,
         };
         coordinator.acknowledge(id, task, snapshot)
+    }
+
+    /// Checkpoint 3 an earlier job left, inherited in `mode`, then four checkpoints of the
+    /// job's own with one retained: what was subsumed, and whether every collection kept
+    /// chk-3's file.
+    fn after_inheriting(mode: RestoreMode) -> (Vec<u64>, bool) {
+        let config = CheckpointConfig::every(5).with_num_retained(1);
+        let mut coordinator = Coordinator::new(config, Vec::new(), layout());
+        coordinator.inherit(Inherited { up_to: 3, mode });
+        coordinator.ids_above(3);
+        let inherited = shared(3, 0).file.path;
+        let mut commands = vec![coordinator.restored(vec![(3, Ok([inherited.clone()].into()))])];
+        coordinator.start_attempt(0);
+        let mut observed = Observed::default();
+        for now_ms in (5..=20).step_by(5) {
+            let triggered = coordinator.tick(now_ms, false);
+            let Some(Command::Trigger { checkpoint, .. }) = triggered.first() else {
+                panic!("a checkpoint triggers every 5 ms: {triggered:?}");
+            };
+            let id = *checkpoint;
+            for task in 0..layout().tasks() {
+                commands.extend(ack(&mut coordinator, &mut observed, id, task, true));
+            }
+            commands.extend(coordinator.metadata_written(id, now_ms));
+        }
+        let subsumed = (commands.iter())
+            .filter_map(|command| match command {
+                Command::Subsume { checkpoint } => Some(*checkpoint),
+                _ => None,
+            })
+            .collect();
+        let kept = commands.iter().all(|command| match command {
+            Command::CollectGarbage {
+                keep: Keep::Files(files),
+            } => files.contains(&inherited),
+            _ => true,
+        });
+        (subsumed, kept)
+    }
+
+    #[test]
+    fn a_checkpoint_inherited_no_claim_is_never_subsumed_nor_collected() {
+        assert_eq!(
+            after_inheriting(RestoreMode::NoClaim),
+            (vec![4, 5, 6], true)
+        );
+        // Claimed, it is the job's own: the first checkpoint after it subsumes it.
+        assert_eq!(
+            after_inheriting(RestoreMode::Claim),
+            (vec![3, 4, 5, 6], false)
+        );
     }
 
     proptest! {

@@ -8,7 +8,8 @@
 //!
 //! The audit checks a whole root: every file a retained checkpoint or savepoint names exists
 //! with its recorded size and checksum, nothing else lingers in `shared/`, and no checkpoint
-//! directory lacks its `_metadata`.
+//! directory lacks its `_metadata`. A job that restored an earlier job's checkpoint NO_CLAIM
+//! must leave it alone: no checkpoint of its own may reference a file of the restored one.
 //!
 //! ```
 //! use faultline::checkpoint::registry::{checkpoint_dir, latest_completed, metadata_path};
@@ -271,6 +272,16 @@ pub enum AuditProblem {
         /// The directory.
         dir: String,
     },
+    /// A checkpoint of the job's own references a file of a checkpoint it restored NO_CLAIM,
+    /// which stays the earlier job's (and the user's to delete).
+    ReferencesUnclaimed {
+        /// The job's checkpoint (`chk-7`).
+        snapshot: String,
+        /// The file, relative to the root.
+        file: String,
+        /// The checkpoint restored NO_CLAIM that holds it (`chk-4`).
+        restored: String,
+    },
 }
 
 impl fmt::Display for AuditProblem {
@@ -286,6 +297,14 @@ impl fmt::Display for AuditProblem {
                 write!(f, "{path}: referenced by no retained checkpoint")
             }
             AuditProblem::Incomplete { dir } => write!(f, "{dir}: no _metadata (never completed)"),
+            AuditProblem::ReferencesUnclaimed {
+                snapshot,
+                file,
+                restored,
+            } => write!(
+                f,
+                "{snapshot}: references {file} of {restored}, which was restored NO_CLAIM"
+            ),
         }
     }
 }
@@ -308,11 +327,12 @@ pub fn verify_file(storage: &dyn CheckpointStorage, file: &FileRef) -> Result<()
     crate::state::snapshot::read_verified(storage, file).map(|_| ())
 }
 
-/// What a running job has in flight, which storage alone cannot tell from debris: checkpoints
-/// and savepoints not complete yet, and the shared files their snapshots name. With concurrent
-/// checkpoints, an audit after one completes finds the others' directories and uploads.
+/// What a running job knows that storage alone cannot tell: which checkpoints and savepoints
+/// are in flight rather than debris, with the shared files their snapshots name (with
+/// concurrent checkpoints, an audit after one completes finds the others' directories and
+/// uploads), and which checkpoints are an earlier job's, restored NO_CLAIM.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InFlight {
+pub struct RunningJob {
     /// Checkpoints in flight (their directories have no `_metadata` yet).
     pub checkpoints: BTreeSet<u64>,
     /// Savepoints in flight, by name.
@@ -320,24 +340,27 @@ pub struct InFlight {
     /// Shared files the acknowledged snapshots of checkpoints in flight name (`shared/<name>`),
     /// which no `_metadata` references yet.
     pub shared: BTreeSet<String>,
+    /// Checkpoints up to this one are an earlier job's, restored NO_CLAIM.
+    pub unclaimed_up_to: Option<u64>,
 }
 
 /// Audits a checkpoint root at rest (see the module doc): nothing in flight.
 pub fn audit(storage: &dyn CheckpointStorage) -> Result<AuditReport, StorageError> {
-    audit_running(storage, &InFlight::default())
+    audit_running(storage, &RunningJob::default())
 }
 
-/// Audits a checkpoint root while `in_flight` is under way: what it holds is no problem.
+/// Audits a checkpoint root while `running` is under way: what it has in flight is no problem.
 /// Savepoints are read with paths relative to their own directory, as they are relocatable.
 pub fn audit_running(
     storage: &dyn CheckpointStorage,
-    in_flight: &InFlight,
+    running: &RunningJob,
 ) -> Result<AuditReport, StorageError> {
     let mut report = AuditReport::default();
-    let mut referenced = in_flight.shared.clone();
+    let mut referenced = running.shared.clone();
+    let mut shared_by_checkpoint = Vec::new();
     let mut readable = true;
     for (id, complete) in checkpoint_dirs(storage)? {
-        if !complete && in_flight.checkpoints.contains(&id) {
+        if !complete && running.checkpoints.contains(&id) {
             continue;
         }
         if !complete {
@@ -349,7 +372,9 @@ pub fn audit_running(
         report.checkpoints.push(id);
         match read_metadata(storage, id) {
             Ok(metadata) => {
-                referenced.extend(shared_paths(&metadata));
+                let shared = shared_paths(&metadata);
+                referenced.extend(shared.iter().cloned());
+                shared_by_checkpoint.push((id, shared));
                 for file in metadata.files() {
                     report.files_checked += 1;
                     if let Err(error) = verify_file(storage, file) {
@@ -370,7 +395,10 @@ pub fn audit_running(
             }
         }
     }
-    audit_savepoints(storage, in_flight, &mut report)?;
+    if let Some(up_to) = running.unclaimed_up_to {
+        audit_unclaimed(&shared_by_checkpoint, up_to, &mut report);
+    }
+    audit_savepoints(storage, running, &mut report)?;
     if readable {
         for name in storage.list(Some(&shared_dir()))? {
             let path = format!("shared/{name}");
@@ -382,15 +410,44 @@ pub fn audit_running(
     Ok(report)
 }
 
+/// Checks that no checkpoint of the job's own references a shared file of a checkpoint up to
+/// `up_to`, which an earlier job took and this one restored NO_CLAIM: the user may delete it.
+fn audit_unclaimed(
+    shared_by_checkpoint: &[(u64, Vec<String>)],
+    up_to: u64,
+    report: &mut AuditReport,
+) {
+    let (unclaimed, own): (Vec<_>, Vec<_>) = shared_by_checkpoint
+        .iter()
+        .partition(|(id, _)| *id <= up_to);
+    let mut owner = std::collections::BTreeMap::new();
+    for (id, files) in unclaimed {
+        for file in files {
+            owner.entry(file.as_str()).or_insert(*id);
+        }
+    }
+    for (id, files) in own {
+        for file in files {
+            if let Some(restored) = owner.get(file.as_str()) {
+                report.problems.push(AuditProblem::ReferencesUnclaimed {
+                    snapshot: format!("chk-{id}"),
+                    file: file.clone(),
+                    restored: format!("chk-{restored}"),
+                });
+            }
+        }
+    }
+}
+
 /// Checks every savepoint not in flight: its `_metadata` decodes and names intact files.
 fn audit_savepoints(
     storage: &dyn CheckpointStorage,
-    in_flight: &InFlight,
+    running: &RunningJob,
     report: &mut AuditReport,
 ) -> Result<(), StorageError> {
     let savepoints = RelPath::new("savepoints").expect("a valid relative path");
     for name in storage.list(Some(&savepoints))? {
-        if in_flight.savepoints.contains(&name) {
+        if running.savepoints.contains(&name) {
             continue;
         }
         let snapshot = format!("savepoints/{name}");

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::checkpoint::{CheckpointConfig, RestorePolicy, SavepointRequest};
 use crate::job::restart::RestartStrategy;
+use crate::state::RestoreMode;
 
 /// Everything that parameterises one run besides the job and its input.
 ///
@@ -57,6 +58,12 @@ pub struct RunConfig {
     /// falls back past a corrupt file. An initial snapshot (`initial_snapshot`), read from
     /// outside the job's storage, is always checked.
     pub verify_restored_files: bool,
+    /// How the job restores a retained checkpoint an earlier job left in its checkpoint root
+    /// (every checkpoint complete there when the run starts, as after a rescale from a
+    /// checkpoint): NO_CLAIM leaves them the earlier job's, CLAIM makes them this job's. An
+    /// initial snapshot (`initial_snapshot`) lies outside the root, which the job never
+    /// deletes from, so it is always restored NO_CLAIM. Default NO_CLAIM, as in Flink.
+    pub restore_mode: RestoreMode,
     /// Cancel the job at the first checkpoint completion at or after this virtual time, keeping
     /// its checkpoints, as a user does before restoring a retained checkpoint elsewhere (at
     /// another parallelism, say). Default none.
@@ -115,6 +122,9 @@ pub struct Sabotage {
     /// Records restored from channel state are handled once the inputs are empty, after new
     /// input, instead of before it.
     pub channel_state_after_new_input: bool,
+    /// A checkpoint restored NO_CLAIM is handed to the backends as claimed, so the incremental
+    /// backend's next checkpoint reuses the restored files.
+    pub no_claim_checkpoint_claimed: bool,
 }
 
 impl Sabotage {
@@ -142,6 +152,7 @@ impl RunConfig {
             verify_restored_files: true,
             limits: CaseLimits::default(),
             cancel_after_ms: None,
+            restore_mode: RestoreMode::NoClaim,
             sabotage: Sabotage::default(),
         }
     }

@@ -26,8 +26,8 @@ mod unaligned;
 
 pub use config::{CaseLimits, RunConfig, Sabotage};
 pub use outcome::{
-    FailureRecord, JobStatus, PhaseEnd, RefusedReuse, RestoreRecord, RunError, RunOutcome,
-    RunStats, UnalignedStats,
+    FailureRecord, InheritedRestores, JobStatus, PhaseEnd, RefusedReuse, RestoreRecord, RunError,
+    RunOutcome, RunStats, UnalignedStats,
 };
 pub use resume::ResumeState;
 
@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::checkpoint::coordinator::{Coordinator, Layout};
+use crate::checkpoint::coordinator::{Coordinator, Inherited, Layout};
 use crate::checkpoint::registry::{self, AuditProblem};
 use crate::checkpoint::upload::Uploads;
 use crate::checkpoint::CheckpointStorage;
@@ -231,11 +231,20 @@ impl<'a> Runtime<'a> {
     ) -> Result<Self, RunError> {
         validate(job, input, &config)?;
         let streams = RngStreams::new(config.seed);
-        let coordinator = Coordinator::new(
+        let mut coordinator = Coordinator::new(
             config.checkpoint.clone(),
             config.savepoints.clone(),
             layout(job, backends.name()),
         );
+        // What is complete in the root before the job's first attempt, an earlier job took.
+        // A process resuming after a real kill loads the coordinator the first process began.
+        let complete = registry::checkpoint_dirs(storage)?.into_iter();
+        if let Some(newest) = complete.filter(|(_, done)| *done).map(|(id, _)| id).max() {
+            coordinator.inherit(Inherited {
+                up_to: newest,
+                mode: config.restore_mode,
+            });
+        }
         Ok(Self {
             job,
             input,
@@ -386,10 +395,13 @@ impl<'a> Runtime<'a> {
         Some(action)
     }
 
-    /// The checkpoints and savepoints in flight, and the shared files their acknowledged
-    /// snapshots name.
-    fn in_flight(&self) -> registry::InFlight {
-        let mut in_flight = registry::InFlight::default();
+    /// The checkpoints and savepoints in flight, the shared files their acknowledged
+    /// snapshots name, and the checkpoints left unclaimed.
+    fn running_job(&self) -> registry::RunningJob {
+        let mut in_flight = registry::RunningJob {
+            unclaimed_up_to: self.coordinator.unclaimed_up_to(),
+            ..registry::RunningJob::default()
+        };
         for pending in self.coordinator.pending() {
             match &pending.savepoint {
                 Some(request) => in_flight.savepoints.insert(request.name.clone()),
@@ -414,7 +426,7 @@ impl<'a> Runtime<'a> {
         if !self.config.audit_storage {
             return;
         }
-        let problems = match registry::audit_running(&self.storage, &self.in_flight()) {
+        let problems = match registry::audit_running(&self.storage, &self.running_job()) {
             Ok(report) => report.problems,
             Err(error) => vec![AuditProblem::Unreadable {
                 snapshot: ".".into(),

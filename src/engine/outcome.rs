@@ -47,6 +47,9 @@ pub enum RunError {
         /// The error.
         source: std::io::Error,
     },
+    /// The checkpoint root could not be read when the run started.
+    #[error("checkpoint storage: {0}")]
+    Storage(#[from] crate::checkpoint::StorageError),
 }
 
 /// How the job ended.
@@ -71,6 +74,24 @@ pub enum JobStatus {
         /// The strategy's reason, after the last failure's.
         reason: String,
     },
+}
+
+/// Restores of a checkpoint an earlier job left (a rescale from a retained checkpoint), by
+/// restore mode, in a run (or, summed, in a campaign).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InheritedRestores {
+    /// Restored CLAIM.
+    pub claim: u64,
+    /// Restored NO_CLAIM.
+    pub no_claim: u64,
+}
+
+impl InheritedRestores {
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &InheritedRestores) {
+        self.claim += other.claim;
+        self.no_claim += other.no_claim;
+    }
 }
 
 /// What unaligned checkpoints did in a run (or, summed, in a campaign).
@@ -167,6 +188,9 @@ pub struct RunStats {
     /// What unaligned checkpoints did.
     #[serde(default)]
     pub unaligned: UnalignedStats,
+    /// Restores of checkpoints an earlier job left, by mode.
+    #[serde(default)]
+    pub inherited_restores: InheritedRestores,
     /// Records processed by operators and sinks.
     pub records_processed: u64,
     /// Files keyed-state snapshots wrote, over all checkpoints.

@@ -252,20 +252,31 @@ impl Runtime<'_> {
         restoring: Restoring<'_>,
     ) -> Result<(), Failure> {
         let subdirectory;
+        let own_mode = match restoring.from {
+            RestoreSource::Checkpoint(id) if self.coordinator.is_unclaimed(id) => {
+                RestoreMode::NoClaim
+            }
+            _ => RestoreMode::Claim,
+        };
         let (own, faults) = self.storage.split();
         let (storage, mode): (&dyn CheckpointStorage, RestoreMode) = match restoring.source {
-            Source::Own => (own, RestoreMode::Claim),
+            Source::Own => (own, own_mode),
             Source::OwnSavepoint(dir) => {
                 subdirectory = Subdirectory::new(own, dir.clone());
                 (&subdirectory, RestoreMode::NoClaim)
             }
             Source::External(storage) => (storage, RestoreMode::NoClaim),
         };
+        // The broken twin hands an unclaimed checkpoint to the backends as their own.
+        let backend_mode = match (own_mode, self.config.sabotage.no_claim_checkpoint_claimed) {
+            (RestoreMode::NoClaim, true) => RestoreMode::Claim,
+            _ => mode,
+        };
         let mut applying = Applying {
             execution,
             metadata: restoring.metadata,
             storage,
-            mode,
+            mode: backend_mode,
             store: &mut self.store,
             input: self.input,
             inspect: restoring.inspect,
@@ -293,6 +304,13 @@ impl Runtime<'_> {
             self.record(event);
         }
         self.stats.unaligned.rescaled_restores += u64::from(applied.rescaled_channel_state);
+        if let RestoreSource::Checkpoint(id) = restoring.from {
+            match self.coordinator.inherited_mode(id) {
+                Some(RestoreMode::Claim) => self.stats.inherited_restores.claim += 1,
+                Some(RestoreMode::NoClaim) => self.stats.inherited_restores.no_claim += 1,
+                None => {}
+            }
+        }
         let state = self.dump_state(execution)?;
         self.record(Event::Restored(Restored {
             attempt: execution.attempt,

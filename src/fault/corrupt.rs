@@ -53,7 +53,9 @@ impl Corruption {
         match problem {
             // Damaged metadata may name anything (a stale copy names another checkpoint's
             // files), so every complaint about that snapshot comes from the damage.
-            AuditProblem::Unreadable { snapshot, .. } | AuditProblem::BadFile { snapshot, .. }
+            AuditProblem::Unreadable { snapshot, .. }
+            | AuditProblem::BadFile { snapshot, .. }
+            | AuditProblem::ReferencesUnclaimed { snapshot, .. }
                 if snapshot == snapshot_name =>
             {
                 true
@@ -67,6 +69,9 @@ impl Corruption {
                             == Some(std::path::Path::new(snapshot_name)))
             }
             AuditProblem::Incomplete { dir } => metadata_damaged && dir == snapshot_name,
+            AuditProblem::ReferencesUnclaimed { restored, .. } => {
+                metadata_damaged && restored == snapshot_name
+            }
             _ => false,
         }
     }

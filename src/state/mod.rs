@@ -289,14 +289,17 @@ impl RestoreHandle {
     }
 }
 
-/// Whether a restored snapshot's files become the base of later incremental checkpoints
-/// (Flink's restore modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a restored snapshot's files become the job's (Flink's restore modes, 1.15+).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum RestoreMode {
-    /// Failover from the job's own checkpoint storage: later checkpoints may reuse its files.
+    /// The job takes the snapshot over: later checkpoints may reuse its files, and it is
+    /// subsumed and collected like any checkpoint of the job's own (a failover's restore).
     Claim,
-    /// A savepoint or another job's checkpoint: later checkpoints must not depend on its files,
-    /// which the user may delete or move.
+    /// The snapshot stays the user's (a savepoint, or another job's checkpoint): later
+    /// checkpoints never reference its files, so the first one is self-contained, and the job
+    /// never deletes it. Flink's default.
+    #[default]
     NoClaim,
 }
 

@@ -280,6 +280,7 @@ fn a_rescaled_case_runs_both_phases_under_real_kills() {
         at_ms: 40,
         parallelism: vec![3, 1],
         from: faultline::campaign::RescaleFrom::Savepoint,
+        restore_mode: faultline::state::RestoreMode::NoClaim,
     });
     let report = assert_both_modes_agree(&scenario);
     assert_eq!(report.real_kills, 2, "a child died in each phase");

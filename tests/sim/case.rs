@@ -320,6 +320,7 @@ fn a_rescaled_case_is_one_run_whose_counters_cover_both_phases() {
         at_ms: 100,
         parallelism: vec![3, 1],
         from: faultline::campaign::RescaleFrom::Savepoint,
+        restore_mode: faultline::state::RestoreMode::NoClaim,
     });
     let report = run(&Case::new(scenario, Seams::default()));
     assert!(report.verdict.passed(), "{}", report.verdict);

@@ -1,8 +1,9 @@
 //! Method: a catalogue of recovery bug classes, each a deliberately broken implementation
 //! plugged into a public seam (`Operator`, `Source`, `Sink`, `StateBackend`) through
 //! `faultline::harness::Harness`, or, for the engine's own channel-state restore (dropped on
-//! rescale, given to the old subtask index, replayed after new input), one of its test-only
-//! defect switches (`Sabotage`) under unaligned checkpoints. Each must be caught within a
+//! rescale, given to the old subtask index, replayed after new input) and for a NO_CLAIM
+//! restore that lets the backends claim the restored files, one of its test-only defect
+//! switches (`Sabotage`). Each must be caught within a
 //! bounded number of cases (`CASES_MAX`), shrunk to at most three faults, and reported under
 //! the property it breaks.
 //!
@@ -1622,5 +1623,25 @@ fn channel_state_replayed_after_new_input_is_caught() {
         "channel state after new input",
         &[Property::Output, Property::State, Property::Transactions],
         || unaligned_with(|s| s.channel_state_after_new_input = true),
+    );
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn a_no_claim_restore_whose_next_checkpoint_references_the_restored_files_is_caught() {
+    // The incremental backend takes a checkpoint restored NO_CLAIM as its base, so the job's
+    // next checkpoint shares files with a snapshot that stays the user's to delete.
+    check_class(
+        "NO_CLAIM's checkpoint references the restored files",
+        &[Property::Storage],
+        || {
+            let sabotage = faultline::engine::Sabotage {
+                no_claim_checkpoint_claimed: true,
+                ..faultline::engine::Sabotage::default()
+            };
+            Harness::new()
+                .backends(vec![faultline::state::BackendKind::RocksDbIncremental])
+                .sabotage(sabotage)
+        },
     );
 }

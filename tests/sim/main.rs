@@ -27,6 +27,9 @@
 //!   handed back before new input on every backend, the aligned-checkpoint timeout, a retained
 //!   unaligned checkpoint resumed at another parallelism in both kill modes, the restore's
 //!   broken twins caught, damaged channel state failing loudly, refused settings.
+//! - `restore_modes`: a retained checkpoint resumed NO_CLAIM stays whole and unreferenced (the
+//!   first checkpoint after it self-contained) in both kill modes; resumed CLAIM it becomes the
+//!   job's, reused and subsumed; the twin that claims a NO_CLAIM checkpoint is caught.
 //! - `operator_harness`: one operator driven step by step on every backend — snapshots through
 //!   real files, restored split into two subtasks and merged back; wrong routing refused.
 //! - `oracle`: a deliberately broken backend, plugged into the public seam, is caught and named;
@@ -92,6 +95,7 @@ mod oracle;
 mod paths;
 mod restart;
 mod restore;
+mod restore_modes;
 #[cfg(feature = "rocksdb")]
 mod rocksdb;
 mod scenarios;
