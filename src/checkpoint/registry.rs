@@ -7,8 +7,9 @@
 //! a file it names might still be needed.
 //!
 //! The audit checks a whole root: every file a retained checkpoint or savepoint names exists
-//! with its recorded size and checksum, nothing else lingers in `shared/`, and no checkpoint
-//! directory lacks its `_metadata`. A job that restored an earlier job's checkpoint NO_CLAIM
+//! with its recorded size and checksum, nothing else lingers in `shared/` nor in a completed
+//! checkpoint's directory (channel state or keyed state no snapshot names was left behind),
+//! and no checkpoint directory lacks its `_metadata`. A job that restored an earlier job's checkpoint NO_CLAIM
 //! must leave it alone: no checkpoint of its own may reference a file of the restored one.
 //!
 //! ```
@@ -272,6 +273,13 @@ pub enum AuditProblem {
         /// The directory.
         dir: String,
     },
+    /// A file in a completed checkpoint's directory that its `_metadata` does not name.
+    LeftBehind {
+        /// The checkpoint (`chk-3`).
+        snapshot: String,
+        /// The file, relative to the root.
+        path: String,
+    },
     /// A checkpoint of the job's own references a file of a checkpoint it restored NO_CLAIM,
     /// which stays the earlier job's (and the user's to delete).
     ReferencesUnclaimed {
@@ -297,6 +305,9 @@ impl fmt::Display for AuditProblem {
                 write!(f, "{path}: referenced by no retained checkpoint")
             }
             AuditProblem::Incomplete { dir } => write!(f, "{dir}: no _metadata (never completed)"),
+            AuditProblem::LeftBehind { path, .. } => {
+                write!(f, "{path}: left behind, named by no snapshot")
+            }
             AuditProblem::ReferencesUnclaimed {
                 snapshot,
                 file,
@@ -375,6 +386,7 @@ pub fn audit_running(
                 let shared = shared_paths(&metadata);
                 referenced.extend(shared.iter().cloned());
                 shared_by_checkpoint.push((id, shared));
+                audit_left_behind(storage, id, &metadata, &mut report)?;
                 for file in metadata.files() {
                     report.files_checked += 1;
                     if let Err(error) = verify_file(storage, file) {
@@ -408,6 +420,44 @@ pub fn audit_running(
         }
     }
     Ok(report)
+}
+
+/// Checks that checkpoint `id`'s directory holds nothing its `_metadata` does not name: a file
+/// there that no snapshot names (channel state or keyed state of a task whose snapshot was
+/// replaced, say) was left behind.
+fn audit_left_behind(
+    storage: &dyn CheckpointStorage,
+    id: u64,
+    metadata: &CheckpointMetadata,
+    report: &mut AuditReport,
+) -> Result<(), StorageError> {
+    let snapshot = checkpoint_dir(id);
+    let named: BTreeSet<String> = metadata
+        .files()
+        .into_iter()
+        .map(|file| file.path.to_string())
+        .chain([metadata_path(id).to_string()])
+        .collect();
+    // Every directory on the way to a named file (a backend's private files sit in one).
+    let dirs: BTreeSet<&str> = named
+        .iter()
+        .flat_map(|path| path.match_indices('/').map(move |(at, _)| &path[..at]))
+        .collect();
+    let mut pending = vec![snapshot.clone()];
+    while let Some(dir) = pending.pop() {
+        for name in storage.list(Some(&dir))? {
+            let path = dir.join(&name).map_err(|e| StorageError::format(&dir, e))?;
+            if dirs.contains(path.as_str()) {
+                pending.push(path);
+            } else if !named.contains(path.as_str()) {
+                report.problems.push(AuditProblem::LeftBehind {
+                    snapshot: snapshot.to_string(),
+                    path: path.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks that no checkpoint of the job's own references a shared file of a checkpoint up to

@@ -53,10 +53,14 @@ impl Corruption {
         match problem {
             // Damaged metadata may name anything (a stale copy names another checkpoint's
             // files), so every complaint about that snapshot comes from the damage.
-            AuditProblem::Unreadable { snapshot, .. }
-            | AuditProblem::BadFile { snapshot, .. }
-            | AuditProblem::ReferencesUnclaimed { snapshot, .. }
+            AuditProblem::Unreadable { snapshot, .. } | AuditProblem::BadFile { snapshot, .. }
                 if snapshot == snapshot_name =>
+            {
+                true
+            }
+            AuditProblem::ReferencesUnclaimed { snapshot, .. }
+            | AuditProblem::LeftBehind { snapshot, .. }
+                if snapshot == snapshot_name && metadata_damaged =>
             {
                 true
             }

@@ -26,7 +26,8 @@
 //! - `unaligned`: unaligned checkpoints under back-pressure — channel state persisted and
 //!   handed back before new input on every backend, the aligned-checkpoint timeout, a retained
 //!   unaligned checkpoint resumed at another parallelism in both kill modes, the restore's
-//!   broken twins caught, damaged channel state failing loudly, refused settings.
+//!   broken twins caught, damaged channel state failing loudly, a channel-state file left
+//!   behind reported by the audit, refused settings.
 //! - `restore_modes`: a retained checkpoint resumed NO_CLAIM stays whole and unreferenced (the
 //!   first checkpoint after it self-contained) in both kill modes; resumed CLAIM it becomes the
 //!   job's, reused and subsumed; the twin that claims a NO_CLAIM checkpoint is caught.

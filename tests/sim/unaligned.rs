@@ -5,7 +5,8 @@
 //! named unaligned-rescale scenario resumes a retained unaligned checkpoint at another
 //! parallelism in both kill modes; each broken twin of the channel-state restore (dropped on
 //! rescale, given to the old subtask index, replayed after new input) is caught and named;
-//! damaged channel state fails the restore naming its file; settings Flink refuses are refused.
+//! damaged channel state fails the restore naming its file, and a channel-state file left
+//! behind in a checkpoint is reported by the audit; settings Flink refuses are refused.
 
 use crate::support::{assert_passed, fan_in_job, input_for, kills, run_on};
 use faultline::campaign::{Case, KillMode, Scenario, Seams};
@@ -244,6 +245,23 @@ fn cancelled_with_channel_state() -> Cancelled {
         store,
         path: file.path,
     }
+}
+
+#[test]
+fn a_channel_state_file_left_behind_in_a_checkpoint_is_reported_by_the_audit() {
+    let Cancelled { dir, path, .. } = cancelled_with_channel_state();
+    let root = dir.path().join("checkpoints");
+    let storage = FsCheckpointStorage::new(&root, Durability::PageCache).unwrap();
+    assert_eq!(registry::audit(&storage).unwrap().problems, Vec::new());
+    // A second copy under a name no snapshot gives: what a replaced channel-state write, or
+    // one the engine forgot to delete, leaves.
+    let stray = format!("{}-stale", path.as_str());
+    std::fs::copy(path.under(&root), root.join(&stray)).unwrap();
+    let problems = registry::audit(&storage).unwrap().problems;
+    let left_behind = problems.iter().any(|problem| {
+        matches!(problem, registry::AuditProblem::LeftBehind { path, .. } if *path == stray)
+    });
+    assert!(left_behind, "{problems:?}");
 }
 
 #[test]
